@@ -1,0 +1,13 @@
+"""`bfvr info`: not implemented yet (its issue fills it)."""
+
+from __future__ import annotations
+
+import typer
+
+from bfvr.errors import BfvrError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("info", help="(not implemented yet)")
+    def _cmd() -> None:
+        raise BfvrError("'bfvr info' is not implemented yet.")
