@@ -1,13 +1,118 @@
-"""`bfvr models`: not implemented yet (its issue fills it)."""
+"""`bfvr models`: list the models, download/locate their weights, check a weights file."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from bfvr.errors import BfvrError
+from bfvr.errors import InputError, ModelError
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def list_models() -> None:
+    from bfvr.models import weights as W
+    from bfvr.models.hub import available_models
+
+    rows = [("NAME", "CACHED", "SIZE", "DESCRIPTION / PATH")]
+    for spec in available_models():
+        if spec.weights is None:
+            rows.append((spec.name, "-", "-", spec.description + " (no weights)"))
+            continue
+        path = W.cached_path(spec.weights)
+        cached = path.is_file()
+        rows.append((spec.name, "yes" if cached else "no", _size(path.stat().st_size) if cached else "-",
+                     spec.description))
+        rows.append(("", "", "", f"  {path}" + ("" if cached else f"  <- {W.source_url(W.get_entry(spec.weights))}")))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
+    typer.echo(f"\ncache: {W.weights_dir()} (set BFVR_HOME to move it)")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("models", help="(not implemented yet)")
-    def _cmd() -> None:
-        raise BfvrError("'bfvr models' is not implemented yet.")
+    sub = typer.Typer(
+        name="models",
+        help="List the models and manage their weights (download, cache path, verify). "
+             "Without a subcommand: list.",
+        invoke_without_command=True,
+        no_args_is_help=False,
+    )
+
+    @sub.callback()
+    def _default(ctx: typer.Context) -> None:
+        if ctx.invoked_subcommand is None:
+            list_models()
+
+    @sub.command("list", help="List the models: name, cached?, size, description, cache path and source URL.")
+    def _list() -> None:
+        list_models()
+
+    @sub.command("download", help="Download the official weights of NAME into the cache (progress bar, "
+                                   "temp file + rename; the sha256 is recorded on first download and "
+                                   "checked on later loads).")
+    def _download(
+        name: str = typer.Argument(..., help="model name, e.g. stc, stc-deflicker, stc-deflicker-sd"),
+        sha256: Optional[str] = typer.Option(None, "--sha256", help="expected sha256 (hex) of the file; "
+                                             "the download is rejected if it differs"),
+        force: bool = typer.Option(False, "--force", help="download again even if the file is cached"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    ) -> None:
+        from bfvr.models import weights as W
+        from bfvr.models.hub import get_spec
+
+        spec = get_spec(name)
+        if spec.weights is None:
+            raise ModelError(f"model '{name}' needs no weights; nothing to download.")
+        path = W.fetch(spec.weights, sha256=sha256, force=force, progress=not quiet)
+        rec = W.read_registry().get(path.name, {})
+        typer.echo(f"{path}  {_size(path.stat().st_size)}  sha256 {rec.get('sha256', '?')}")
+
+    @sub.command("path", help="Print where the cache keeps the weights of NAME (whether or not they are "
+                              "downloaded; put a manually fetched file there).")
+    def _path(name: str = typer.Argument(..., help="model name, e.g. stc")) -> None:
+        from bfvr.models import weights as W
+        from bfvr.models.hub import get_spec
+
+        spec = get_spec(name)
+        if spec.weights is None:
+            raise ModelError(f"model '{name}' needs no weights.")
+        path = W.cached_path(spec.weights)
+        typer.echo(str(path))
+        if not path.is_file():
+            typer.echo(f"(not downloaded yet: 'bfvr models download {name}' or fetch "
+                       f"{W.source_url(W.get_entry(spec.weights))})", err=True)
+
+    @sub.command("verify", help="Check that FILE fits model NAME: exact state_dict keys and shapes, "
+                                "loaded safely; print its sha256 (and compare it with --sha256).")
+    def _verify(
+        file: Path = typer.Argument(..., help="weights file (.pth/.pt or .safetensors)"),
+        model: str = typer.Option(..., "--model", "-m", help="model name the file is for, e.g. stc"),
+        sha256: Optional[str] = typer.Option(None, "--sha256", help="expected sha256 (hex) of the file"),
+    ) -> None:
+        from bfvr.models import weights as W
+        from bfvr.models.hub import expected_shapes, get_spec
+
+        spec = get_spec(model)
+        if spec.weights is None:
+            raise ModelError(f"model '{model}' takes no weights.")
+        if not file.is_file():
+            raise InputError(f"{file} does not exist; pass the path of a weights file.")
+        digest = W.sha256_file(file)
+        typer.echo(f"sha256 {digest}  {file}")
+        if sha256:
+            W.check_sha256(file, W.normalize_sha256(sha256), "the --sha256 you passed")
+        state = W.load_state_dict(file, key=W.get_entry(spec.weights).key)
+        W.check_state_dict(state, expected_shapes(model), what=f"the weights in {file}", model=f"'{model}'")
+        n = sum(t.numel() for t in state.values())
+        typer.echo(f"OK: {file} fits '{model}': {len(state)} tensors, {n:,} parameters")
+
+    app.add_typer(sub, name="models")

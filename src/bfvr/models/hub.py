@@ -1,17 +1,19 @@
 """The one place that maps a model name to a class, a configuration and weights.
 
-`load_model(name, ...)` returns a ready `ClipModel` (see `bfvr.engine.base`).
+`load_model(name, ...)` returns a ready `ClipModel` (see `bfvr.engine.base`). Weight files (download,
+cache, checksums, safe loading) are handled by `bfvr.models.weights`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import torch
 
 from bfvr.engine.base import ClipModel, IdentityModel
-from bfvr.errors import ModelError
+from bfvr.errors import ConfigError, ModelError
 
 
 @dataclass(frozen=True)
@@ -19,14 +21,93 @@ class ModelSpec:
     name: str
     description: str
     builder: Callable[..., ClipModel]
+    #: name of the entry in `bfvr.models.weights.WEIGHTS`; None = the model needs no weights
+    weights: str | None = None
+    #: constructor arguments of the network (shown by `bfvr models`, used by the builder)
+    config: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _build_identity(device: torch.device, **_: object) -> ClipModel:
     return IdentityModel(device)
 
 
+# ------------------------------------------------------------------------------------------------ STC
+
+def build_stc_net(config: Mapping[str, Any], *, official_residual: bool = True,
+                  device: torch.device | str | None = None) -> torch.nn.Module:
+    """The BFVR-STC stage-II network for `config` (use ``device="meta"`` for shapes only)."""
+    from bfvr.models.stc import STCStage2
+
+    if device is None:
+        return STCStage2(**config, official_residual=official_residual)
+    with torch.device(device):
+        return STCStage2(**config, official_residual=official_residual)
+
+
+def expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """Exact state_dict keys and shapes the network of model `name` loads (built on the meta device)."""
+    spec = get_spec(name)
+    if spec.weights is None:
+        raise ModelError(f"model '{name}' has no weights to check.")
+    net = build_stc_net(spec.config, device="meta")
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def _safetensors_flag(path: Path, key: str) -> bool | None:
+    """A boolean stored in a .safetensors file's metadata (our own checkpoints), else None."""
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            value = (f.metadata() or {}).get(key)
+    except Exception:  # unreadable: load_state_dict reports it properly
+        return None
+    return None if value is None else value.strip().lower() in ("1", "true", "yes")
+
+
+def _stc_builder(name: str) -> Callable[..., ClipModel]:
+    def build(device: torch.device, weights: str | None = None, precision: str = "fp32",
+              offline: bool = False, sha256: str | None = None, progress: bool = True,
+              clip_len: int = 24, overlap: int = 8, output_map: str = "clamp",
+              official_residual: bool | None = None, **unknown: object) -> ClipModel:
+        from bfvr.models import weights as W
+        from bfvr.models.stc.clip import STCClipModel
+
+        if unknown:
+            raise ConfigError(f"model '{name}' has no option {', '.join(sorted(unknown))}; it takes "
+                              "clip_len, overlap, output_map, official_residual.")
+        spec = MODELS[name]
+        path = W.resolve(name, weights=weights, offline=offline, sha256=sha256, progress=progress)
+        state = W.load_state_dict(path, key=W.get_entry(name).key)
+        if official_residual is None:
+            # official checkpoints were trained with the official residual; ours say so in their metadata
+            flag = _safetensors_flag(path, "official_residual")
+            official_residual = True if flag is None else flag
+        net = build_stc_net(spec.config, official_residual=official_residual)
+        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        cfg = ", ".join(f"{k}={v}" for k, v in spec.config.items())
+        W.check_state_dict(state, expected, what=f"the weights in {path}", model=f"'{name}' ({cfg})")
+        net.load_state_dict(state, strict=True)
+        del state
+        return STCClipModel(net, name=name, clip_len=clip_len, overlap=overlap, canvas=(512, 512),
+                            device=device, precision=precision, output_map=output_map)
+
+    return build
+
+
+_STC_BFVR = {"n_head": 2, "n_layers": 9, "codebook_size": 1024, "dim_embd": 256}
+_STC_DEFLICKER = {"n_head": 4, "n_layers": 6, "codebook_size": 1024, "dim_embd": 256}
+
 MODELS: dict[str, ModelSpec] = {
     "identity": ModelSpec("identity", "frames pass through unchanged (tests the pipeline)", _build_identity),
+    "stc": ModelSpec("stc", "BFVR-STC (CVPR 2025): general face video restoration, official weights",
+                     _stc_builder("stc"), weights="stc", config=_STC_BFVR),
+    "stc-deflicker": ModelSpec("stc-deflicker", "BFVR-STC: brightness de-flickering, official weights",
+                               _stc_builder("stc-deflicker"), weights="stc-deflicker", config=_STC_DEFLICKER),
+    "stc-deflicker-sd": ModelSpec("stc-deflicker-sd", "BFVR-STC: pixel de-flickering, official weights",
+                                  _stc_builder("stc-deflicker-sd"), weights="stc-deflicker-sd",
+                                  config=_STC_DEFLICKER),
 }
 
 
@@ -34,10 +115,26 @@ def available_models() -> list[ModelSpec]:
     return list(MODELS.values())
 
 
-def load_model(name: str, *, device: torch.device | str = "cpu", weights: str | None = None,
-               precision: str = "fp32", offline: bool = False) -> ClipModel:
-    """Build model `name` on `device` with weights from `weights` (a local file) or the cache."""
+def get_spec(name: str) -> ModelSpec:
     spec = MODELS.get(name)
     if spec is None:
         raise ModelError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}.")
-    return spec.builder(device=torch.device(device), weights=weights, precision=precision, offline=offline)
+    return spec
+
+
+def load_model(name: str, *, device: torch.device | str = "cpu", weights: str | None = None,
+               precision: str = "fp32", offline: bool = False, sha256: str | None = None,
+               progress: bool = True, **options: Any) -> ClipModel:
+    """Build model `name` on `device` with weights from `weights` (a local file) or the cache.
+
+    `offline` never touches the network; `sha256` is checked against the weights file; `options`
+    are model settings (STC: ``clip_len``, ``overlap``, ``output_map``, ``official_residual``).
+    """
+    spec = get_spec(name)
+    if spec.weights is None:
+        if weights is not None:
+            raise ConfigError(f"model '{name}' takes no weights; drop --weights.")
+        return spec.builder(device=torch.device(device), weights=weights, precision=precision,
+                            offline=offline, **options)
+    return spec.builder(device=torch.device(device), weights=weights, precision=precision, offline=offline,
+                        sha256=sha256, progress=progress, **options)

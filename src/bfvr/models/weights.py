@@ -1,0 +1,324 @@
+"""Weight files: where they come from, where they are cached, how they are checked and loaded.
+
+* Names -> files: `WEIGHTS` (official BFVR-STC release files; URLs of the GitHub release `init`).
+* Cache: ``$BFVR_HOME/weights`` (``BFVR_HOME`` defaults to ``~/.cache/bfvr``). A mirror can replace the
+  release URLs with ``BFVR_WEIGHTS_BASE_URL`` (``https://...``, ``http://...`` or ``file:///dir``).
+* Downloads stream to a temporary file beside the target with a progress bar and are renamed into
+  place only when complete and checked.
+* Checksums: no official sha256 is published for these files, so none is pinned (``WeightsEntry.sha256``
+  is ``None``). Instead: a sha256 the user passes (``--sha256``) is checked; the sha256 of a file is
+  recorded in ``$BFVR_HOME/weights/registry.json`` the first time it is seen (trust on first use) and
+  checked on every later load; and the state_dict is checked structurally (exact keys and shapes)
+  against the network before loading.
+* Loading never unpickles arbitrary objects: ``torch.load(weights_only=True)`` for ``.pth``/``.pt``,
+  ``safetensors`` for ``.safetensors``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import http.client
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from bfvr.errors import ModelError, WeightsNotFoundError
+
+RELEASE_URL = "https://github.com/Dixin-Lab/BFVR-STC/releases/download/init"
+REGISTRY_NAME = "registry.json"
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One downloadable weight file."""
+
+    name: str
+    filename: str
+    url: str
+    #: pinned sha256 (hex); None = not known (no official checksum exists): trust on first use
+    sha256: str | None = None
+    #: key of the state_dict inside the checkpoint dict (None = the file is the state_dict itself)
+    key: str | None = "params_ema"
+    description: str = ""
+
+
+WEIGHTS: dict[str, WeightsEntry] = {
+    e.name: e
+    for e in (
+        WeightsEntry("stc", "ckpt-bfvr.pth", f"{RELEASE_URL}/ckpt-bfvr.pth",
+                     description="BFVR-STC stage II, general restoration (2 heads, 9 layers)"),
+        # the release file name is misspelt ("defilcker"); keep it, it is the URL
+        WeightsEntry("stc-deflicker", "ckpt-defilcker.pth", f"{RELEASE_URL}/ckpt-defilcker.pth",
+                     description="BFVR-STC stage II, brightness de-flickering (4 heads, 6 layers)"),
+        WeightsEntry("stc-deflicker-sd", "ckpt-deflickersd.pth", f"{RELEASE_URL}/ckpt-deflickersd.pth",
+                     description="BFVR-STC stage II, pixel de-flickering (4 heads, 6 layers)"),
+    )
+}
+
+
+# ----------------------------------------------------------------------------------------------- paths
+
+def bfvr_home() -> Path:
+    """``$BFVR_HOME`` or ``~/.cache/bfvr``."""
+    home = os.environ.get("BFVR_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "bfvr"
+
+
+def weights_dir() -> Path:
+    return bfvr_home() / "weights"
+
+
+def get_entry(name: str) -> WeightsEntry:
+    entry = WEIGHTS.get(name)
+    if entry is None:
+        raise ModelError(f"no downloadable weights are known for '{name}'; "
+                         f"choose one of: {', '.join(WEIGHTS)}, or pass --weights PATH.")
+    return entry
+
+
+def cached_path(name: str) -> Path:
+    """Where the cache keeps (or will keep) the weights of `name`."""
+    return weights_dir() / get_entry(name).filename
+
+
+def source_url(entry: WeightsEntry) -> str:
+    """The URL to fetch `entry` from (``BFVR_WEIGHTS_BASE_URL`` replaces the release folder)."""
+    base = os.environ.get("BFVR_WEIGHTS_BASE_URL")
+    if base:
+        return base.rstrip("/") + "/" + entry.filename
+    return entry.url
+
+
+# ------------------------------------------------------------------------------------------- hashing
+
+def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def normalize_sha256(sha: str | None) -> str | None:
+    if sha is None:
+        return None
+    s = sha.strip().lower()
+    if len(s) != 64 or any(c not in "0123456789abcdef" for c in s):
+        raise ModelError(f"'{sha}' is not a sha256 (64 hex digits); pass the full hex digest.")
+    return s
+
+
+def _registry_path() -> Path:
+    return weights_dir() / REGISTRY_NAME
+
+
+def read_registry() -> dict[str, dict]:
+    """The trust-on-first-use records: file name -> {sha256, size, source, recorded}."""
+    p = _registry_path()
+    if not p.exists():
+        return {}
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"the weights registry {p} is unreadable ({e}); delete it to start afresh.") from e
+    return data if isinstance(data, dict) else {}
+
+
+def _record(filename: str, sha: str, size: int, source: str) -> None:
+    reg = read_registry()
+    reg[filename] = {"sha256": sha, "size": size, "source": source,
+                     "recorded": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    p = _registry_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".registry-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(reg, f, indent=2, sort_keys=True)
+    os.replace(tmp, p)
+
+
+def check_sha256(path: Path, expected: str, what: str) -> str:
+    """Raise if the sha256 of `path` differs from `expected` (`what` says where it came from)."""
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ModelError(f"{path} has sha256 {actual} but {what} is {expected}; "
+                         "the file is corrupt or not the expected one: delete it and fetch it again.")
+    return actual
+
+
+def verify_cached(name: str, path: Path, *, sha256: str | None = None) -> str:
+    """Check a cached file against the pinned, the user's and the recorded sha256; record it if new.
+
+    Returns the file's sha256.
+    """
+    entry = get_entry(name)
+    actual = sha256_file(path)
+    user = normalize_sha256(sha256)
+    if user and actual != user:
+        raise ModelError(f"{path} has sha256 {actual}, not the {user} you passed; "
+                         f"delete it and run 'bfvr models download {name}' (or check the hash).")
+    if entry.sha256 and actual != entry.sha256:
+        raise ModelError(f"{path} has sha256 {actual}, not the pinned {entry.sha256}; "
+                         f"delete it and run 'bfvr models download {name}'.")
+    rec = read_registry().get(entry.filename)
+    if rec is None:
+        _record(entry.filename, actual, path.stat().st_size, "found in cache")
+    elif rec.get("sha256") != actual:
+        raise ModelError(f"{path} changed since it was first recorded (sha256 {actual}, recorded "
+                         f"{rec.get('sha256')}); delete it and run 'bfvr models download {name}'.")
+    return actual
+
+
+# ------------------------------------------------------------------------------------------ download
+
+def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, progress: bool = True,
+             timeout: float = 60.0, desc: str | None = None) -> str:
+    """Stream `url` to `dest` (temp file + atomic rename); check `sha256` if given; return the sha256.
+
+    Raises `WeightsNotFoundError` when the URL cannot be fetched and `ModelError` on a checksum or
+    size mismatch; `dest` is untouched unless everything succeeded.
+    """
+    from tqdm import tqdm
+
+    dest = Path(dest)
+    expected = normalize_sha256(sha256)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    h = hashlib.sha256()
+    done = 0
+    try:
+        try:
+            resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (http(s)/file URLs only)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise WeightsNotFoundError(
+                f"could not download {url} ({reason}); fetch it by other means and save it as {dest}, "
+                "or pass --weights PATH.") from e
+        with resp, os.fdopen(fd, "wb") as out:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
+                      desc=desc or dest.name, leave=False) as bar:
+                try:
+                    while block := resp.read(1 << 20):
+                        out.write(block)
+                        h.update(block)
+                        done += len(block)
+                        bar.update(len(block))
+                except (http.client.HTTPException, OSError) as e:
+                    raise WeightsNotFoundError(f"the download of {url} broke off after {done} bytes "
+                                               f"({type(e).__name__}); run the command again.") from e
+        if total is not None and done != total:
+            raise WeightsNotFoundError(f"the download of {url} stopped after {done} of {total} bytes; "
+                                       "run the command again.")
+        actual = h.hexdigest()
+        if expected and actual != expected:
+            raise ModelError(f"the file downloaded from {url} has sha256 {actual}, not {expected}; "
+                             "it was not saved: check the URL or the hash.")
+        os.replace(tmp, dest)
+        return actual
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def fetch(name: str, *, sha256: str | None = None, force: bool = False, progress: bool = True,
+          offline: bool = False) -> Path:
+    """Return the cached file of `name`, downloading it first if needed (never when `offline`)."""
+    entry = get_entry(name)
+    path = cached_path(name)
+    if path.exists() and not force:
+        verify_cached(name, path, sha256=sha256)
+        return path
+    url = source_url(entry)
+    if offline:
+        raise WeightsNotFoundError(
+            f"the weights of '{name}' are not in the cache and --offline forbids downloading; "
+            f"download {url} and save it as {path}, or pass --weights PATH.")
+    expected = normalize_sha256(sha256) or entry.sha256
+    actual = download(url, path, sha256=expected, progress=progress, desc=f"{name}: {entry.filename}")
+    _record(entry.filename, actual, path.stat().st_size, url)
+    return path
+
+
+def resolve(name: str, *, weights: str | os.PathLike | None = None, offline: bool = False,
+            sha256: str | None = None, progress: bool = True) -> Path:
+    """The weights file to load for model `name`: `weights` if given, else the cache (downloading)."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"the weights file {path} does not exist; pass the path of a "
+                                       f"downloaded checkpoint (or omit --weights to use the cache).")
+        user = normalize_sha256(sha256)
+        if user:
+            check_sha256(path, user, "the --sha256 you passed")
+        return path
+    return fetch(name, sha256=sha256, progress=progress, offline=offline)
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+def load_state_dict(path: str | os.PathLike, key: str | None = "params_ema"):
+    """Read a state_dict from ``.safetensors`` or a ``.pth``/``.pt`` (weights_only); pick `key` if present.
+
+    Accepted layouts: ``{key: state_dict, ...}`` (official BFVR-STC: ``params_ema``), ``{"params": ...}``
+    when `key` is absent, or a flat ``{name: tensor}`` state_dict.
+    """
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ModelError(f"{path} is not a readable safetensors file ({e}).") from e
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, zip errors, disallowed globals
+        msg = " ".join(str(e).split())[:200]
+        raise ModelError(f"{path} is not a loadable weights file ({type(e).__name__}: {msg}); "
+                         "only plain tensor checkpoints (.pth/.pt, loaded with weights_only) or "
+                         ".safetensors are accepted.") from e
+    if not isinstance(obj, Mapping):
+        raise ModelError(f"{path} holds a {type(obj).__name__}, not a state_dict.")
+    for k in ([key] if key else []) + ["params"]:
+        if k in obj and isinstance(obj[k], Mapping):
+            obj = obj[k]
+            break
+    if not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        keys = ", ".join(list(map(str, obj))[:5])
+        raise ModelError(f"{path} has no state_dict under '{key}' (top-level keys: {keys}); "
+                         "pass a checkpoint saved with params_ema or a plain state_dict.")
+    return dict(obj)
+
+
+def state_dict_problems(state: Mapping[str, object], expected: Mapping[str, Sequence[int]]) -> list[str]:
+    """Describe each difference between `state` (name -> tensor or shape) and `expected` (name -> shape)."""
+    problems: list[str] = []
+    for k, shape in expected.items():
+        if k not in state:
+            problems.append(f"missing {k}")
+            continue
+        v = state[k]
+        got = tuple(v.shape) if hasattr(v, "shape") else tuple(v)  # type: ignore[arg-type]
+        if got != tuple(shape):
+            problems.append(f"{k} has shape {list(got)}, expected {list(shape)}")
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    return problems
+
+
+def check_state_dict(state: Mapping[str, object], expected: Mapping[str, Sequence[int]], *,
+                     what: str = "the weights", model: str = "the model", show: int = 4) -> None:
+    """Raise `ModelError` naming the first `show` mismatching keys unless keys and shapes match exactly."""
+    problems = state_dict_problems(state, expected)
+    if problems:
+        more = f" (and {len(problems) - show} more)" if len(problems) > show else ""
+        raise ModelError(f"{what} do not fit {model}: {len(problems)} mismatching keys: "
+                         f"{'; '.join(problems[:show])}{more}; pass the checkpoint made for this model.")
