@@ -1,0 +1,290 @@
+"""Model hub and weights: names, cache paths, offline errors, downloads (local server only), TOFU,
+sha256 checks, safe loading and structural checks. Never touches the internet."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import pickle
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from bfvr.cli import main
+from bfvr.errors import BfvrError, ConfigError, ModelError, WeightsNotFoundError
+from bfvr.models import hub
+from bfvr.models import weights as W
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    """Each test gets its own empty BFVR_HOME, no mirror, and any real-internet access fails the test."""
+    monkeypatch.setenv("BFVR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("BFVR_WEIGHTS_BASE_URL", raising=False)
+    real_urlopen = urllib.request.urlopen
+
+    def guarded(url, *a, **k):
+        u = url if isinstance(url, str) else url.full_url
+        assert u.startswith(("http://127.0.0.1", "file://")), f"test tried to reach the network: {u}"
+        return real_urlopen(url, *a, **k)
+
+    monkeypatch.setattr(urllib.request, "urlopen", guarded)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A local HTTP server on 127.0.0.1 serving tmp_path/srv; yields (folder, base URL)."""
+    root = tmp_path / "srv"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(root), **k)
+
+        def log_message(self, *a):  # keep the test output clean
+            pass
+
+        def do_GET(self):  # noqa: N802
+            if self.path.endswith("/truncated.pth") or self.path == "/ckpt-defilcker.pth":
+                # announces 1000 bytes, sends 10, closes: a broken-off download
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.write(b"0123456789")
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            super().do_GET()
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def run_cli(*args: str) -> int:
+    """Run `bfvr ARGS` in-process; return the exit code."""
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def _payload(root: Path, name: str = "ckpt-bfvr.pth") -> tuple[bytes, str]:
+    data = os.urandom(3 * 1024 * 1024 + 17)  # several read blocks
+    (root / name).write_bytes(data)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- names
+
+def test_names_and_cache_paths(home):
+    names = [s.name for s in hub.available_models()]
+    assert names[:1] == ["identity"]
+    assert {"stc", "stc-deflicker", "stc-deflicker-sd"} <= set(names)
+    assert W.cached_path("stc") == home / "weights" / "ckpt-bfvr.pth"
+    assert W.cached_path("stc-deflicker").name == "ckpt-defilcker.pth"  # the release's spelling
+    assert W.cached_path("stc-deflicker-sd").name == "ckpt-deflickersd.pth"
+    assert W.get_entry("stc").url == "https://github.com/Dixin-Lab/BFVR-STC/releases/download/init/ckpt-bfvr.pth"
+    assert all(e.sha256 is None for e in W.WEIGHTS.values())  # no official checksum exists: none invented
+    assert hub.MODELS["stc"].config["n_head"] == 2 and hub.MODELS["stc"].config["n_layers"] == 9
+    for n in ("stc-deflicker", "stc-deflicker-sd"):
+        assert (hub.MODELS[n].config["n_head"], hub.MODELS[n].config["n_layers"]) == (4, 6)
+
+
+def test_default_home(monkeypatch):
+    monkeypatch.delenv("BFVR_HOME")
+    assert W.bfvr_home() == Path.home() / ".cache" / "bfvr"
+
+
+def test_unknown_model_is_clear():
+    with pytest.raises(ModelError, match=r"unknown model 'stcx'; choose one of: identity, stc"):
+        hub.load_model("stcx")
+
+
+def test_identity_still_loads():
+    m = hub.load_model("identity")
+    x = torch.rand(3, 3, 8, 8)
+    assert m.restore_clip(x) is x
+    with pytest.raises(ConfigError):
+        hub.load_model("identity", weights="x.pth")
+
+
+def test_offline_missing_weights_says_where_to_put_them(home):
+    with pytest.raises(WeightsNotFoundError) as e:
+        hub.load_model("stc", offline=True)
+    msg = str(e.value)
+    assert "--offline" in msg
+    assert str(home / "weights" / "ckpt-bfvr.pth") in msg
+    assert "https://github.com/Dixin-Lab/BFVR-STC/releases/download/init/ckpt-bfvr.pth" in msg
+    assert "\n" not in msg
+
+
+def test_missing_local_weights_file(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="does not exist"):
+        hub.load_model("stc", weights=str(tmp_path / "nope.pth"), offline=True)
+
+
+def test_cli_offline_error_is_one_line(capsys, tmp_path):
+    assert run_cli("models", "verify", str(tmp_path / "nope.pth"), "--model", "stc") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bfvr: error:") and "does not exist" in err and "\n" not in err
+
+
+# -------------------------------------------------------------------------------------- downloads
+
+def test_download_from_local_server_records_tofu(server, home, monkeypatch):
+    root, base = server
+    data, sha = _payload(root)
+    monkeypatch.setenv("BFVR_WEIGHTS_BASE_URL", base)
+    path = W.fetch("stc", progress=False)
+    assert path == home / "weights" / "ckpt-bfvr.pth"
+    assert path.read_bytes() == data
+    rec = W.read_registry()["ckpt-bfvr.pth"]
+    assert rec["sha256"] == sha and rec["size"] == len(data) and rec["source"] == f"{base}/ckpt-bfvr.pth"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt-bfvr.pth", "registry.json"]
+    # later loads verify against the record: unchanged file passes (no network needed)...
+    monkeypatch.setenv("BFVR_WEIGHTS_BASE_URL", "http://127.0.0.1:9/unreachable")
+    assert W.fetch("stc", offline=True) == path
+    assert W.fetch("stc", sha256=sha.upper(), offline=True) == path
+    # ...a modified file does not
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(b"X")
+    with pytest.raises(ModelError, match="changed since it was first recorded"):
+        W.resolve("stc", offline=True)
+
+
+def test_download_with_sha256(server, home, monkeypatch):
+    root, base = server
+    data, sha = _payload(root)
+    monkeypatch.setenv("BFVR_WEIGHTS_BASE_URL", base)
+    bad = "0" * 64
+    with pytest.raises(ModelError, match="not saved"):
+        W.fetch("stc", sha256=bad, progress=False)
+    wdir = home / "weights"
+    assert not (wdir / "ckpt-bfvr.pth").exists()
+    assert not [p for p in wdir.iterdir() if p.name.endswith(".part")]  # temp file removed
+    with pytest.raises(ModelError, match="not a sha256"):
+        W.fetch("stc", sha256="abc", progress=False)
+    assert W.fetch("stc", sha256=sha, progress=False).read_bytes() == data
+
+
+def test_download_failures_are_clear(server, home, monkeypatch):
+    root, base = server
+    monkeypatch.setenv("BFVR_WEIGHTS_BASE_URL", base)
+    with pytest.raises(WeightsNotFoundError, match=r"could not download .*ckpt-deflickersd.pth .*save it as"):
+        W.fetch("stc-deflicker-sd", progress=False)  # 404
+    with pytest.raises(WeightsNotFoundError, match="broke off|stopped after"):
+        W.fetch("stc-deflicker", progress=False)  # server sends 10 of 1000 bytes
+    assert not (home / "weights" / "ckpt-defilcker.pth").exists()
+    assert not [p for p in (home / "weights").iterdir() if p.name.endswith(".part")]
+
+
+def test_download_file_url(tmp_path, home):
+    src = tmp_path / "mirror"
+    src.mkdir()
+    data, sha = _payload(src)
+    dest = home / "weights" / "x.pth"
+    assert W.download((src / "ckpt-bfvr.pth").as_uri(), dest, sha256=sha, progress=False) == sha
+    assert dest.read_bytes() == data
+
+
+def test_cached_file_placed_by_hand_is_trusted_on_first_use(home):
+    p = W.cached_path("stc")
+    p.parent.mkdir(parents=True)
+    p.write_bytes(b"hand-placed")
+    assert W.resolve("stc", offline=True) == p
+    assert W.read_registry()["ckpt-bfvr.pth"]["sha256"] == hashlib.sha256(b"hand-placed").hexdigest()
+    assert W.read_registry()["ckpt-bfvr.pth"]["source"] == "found in cache"
+    with pytest.raises(ModelError, match="not the .* you passed"):
+        W.resolve("stc", offline=True, sha256="1" * 64)
+
+
+def test_user_weights_with_sha256(tmp_path):
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"abc")
+    sha = hashlib.sha256(b"abc").hexdigest()
+    assert W.resolve("stc", weights=f, sha256=sha) == f
+    with pytest.raises(ModelError, match="sha256"):
+        W.resolve("stc", weights=f, sha256="2" * 64)
+
+
+def test_cli_download_path_list(server, home, monkeypatch, capsys):
+    root, base = server
+    data, sha = _payload(root)
+    monkeypatch.setenv("BFVR_WEIGHTS_BASE_URL", base)
+    assert run_cli("models", "path", "stc") == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == str(home / "weights" / "ckpt-bfvr.pth") and "not downloaded" in out.err
+    assert run_cli("models", "download", "stc", "--quiet", "--sha256", sha) == 0
+    assert sha in capsys.readouterr().out
+    assert run_cli("models") == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("stc "))
+    assert " yes " in line and "MB" in line
+    assert next(l for l in out.splitlines() if l.startswith("stc-deflicker ")).split()[1] == "no"
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+def test_load_state_dict_formats(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = {"a.weight": torch.randn(2, 3), "a.bias": torch.randn(2)}
+    torch.save({"params_ema": sd, "params": {}}, tmp_path / "ema.pth")
+    torch.save({"params": sd}, tmp_path / "params.pth")
+    torch.save(sd, tmp_path / "flat.pt")
+    save_file(sd, str(tmp_path / "ours.safetensors"))
+    for name in ("ema.pth", "params.pth", "flat.pt", "ours.safetensors"):
+        got = W.load_state_dict(tmp_path / name)
+        assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd), name
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_load_refuses_arbitrary_pickles(tmp_path):
+    torch.save({"params_ema": {"w": torch.zeros(1)}, "obj": _Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(ModelError, match="not a loadable weights file"):
+        W.load_state_dict(tmp_path / "evil.pth")
+    (tmp_path / "junk.pth").write_bytes(pickle.dumps([1, 2]) + b"junk")
+    with pytest.raises(ModelError):
+        W.load_state_dict(tmp_path / "junk.pth")
+    (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelError, match="not a readable safetensors"):
+        W.load_state_dict(tmp_path / "junk.safetensors")
+    torch.save({"other": {"w": torch.zeros(1)}}, tmp_path / "nokey.pth")
+    with pytest.raises(ModelError, match="no state_dict under 'params_ema'"):
+        W.load_state_dict(tmp_path / "nokey.pth")
+
+
+def test_check_state_dict_names_first_mismatches():
+    expected = {f"k{i}": (2, 2) for i in range(10)}
+    W.check_state_dict({k: torch.zeros(s) for k, s in expected.items()}, expected)
+    state = {k: torch.zeros(s) for k, s in expected.items() if k not in ("k0", "k1")}
+    state["k5"] = torch.zeros(3, 2)
+    state["extra"] = torch.zeros(1)
+    with pytest.raises(ModelError) as e:
+        W.check_state_dict(state, expected, what="the weights in f.pth", model="'stc'")
+    msg = str(e.value)
+    assert "4 mismatching keys" in msg
+    assert "missing k0" in msg and "missing k1" in msg and "k5 has shape [3, 2], expected [2, 2]" in msg
+    assert "unexpected extra" in msg
+    with pytest.raises(ModelError, match=r"and 6 more"):
+        W.check_state_dict({}, expected, show=4)
+
+
+def test_errors_are_bfvr_errors():
+    assert issubclass(WeightsNotFoundError, BfvrError)
