@@ -1,1 +1,20 @@
-"""bfvr.models.blocks."""
+"""Shared layers: 3D conv blocks (VQGAN style) and SDPA-based attention blocks."""
+
+from bfvr.models.blocks.attention import AttnBlock, MultiheadSelfAttention, TemporalAttention, TransformerSALayer
+from bfvr.models.blocks.conv3d import (
+    Downsample,
+    Downsample2D,
+    GroupNorm,
+    ResBlock,
+    Upsample,
+    Upsample2D,
+    memory_format_of,
+    normalize,
+    swish,
+)
+
+__all__ = [
+    "AttnBlock", "Downsample", "Downsample2D", "GroupNorm", "MultiheadSelfAttention", "ResBlock",
+    "TemporalAttention", "TransformerSALayer", "Upsample", "Upsample2D", "memory_format_of", "normalize",
+    "swish",
+]

@@ -1,0 +1,152 @@
+"""Attention blocks. Every one goes through `torch.nn.functional.scaled_dot_product_attention`, so no
+(tokens x tokens) map is ever materialised: memory is linear in the number of tokens (the flash kernel on
+CPU and CUDA). Parameter names follow the official layouts so official state_dicts load strictly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bfvr.models.blocks.conv3d import _inplace_ok, memory_format_of, normalize
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SDPA in the dtype of `v` (autocast may leave q/k/v in different dtypes after fp32 norms)."""
+    dt = v.dtype
+    return F.scaled_dot_product_attention(q.to(dt), k.to(dt), v)
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all T*H*W positions of a BCTHW tensor, with a residual.
+
+    GroupNorm -> q, k, v (1x1x1 Conv3d) -> softmax(q k^T / sqrt(C)) v -> proj_out (1x1x1) -> x + h.
+    """
+
+    def __init__(self, channels: int, *, groups: int = 32, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.channels = channels
+        self.norm = normalize(channels, groups, eps)
+        self.q = nn.Conv3d(channels, channels, kernel_size=1)
+        self.k = nn.Conv3d(channels, channels, kernel_size=1)
+        self.v = nn.Conv3d(channels, channels, kernel_size=1)
+        self.proj_out = nn.Conv3d(channels, channels, kernel_size=1)
+
+    @staticmethod
+    def _tokens(t: torch.Tensor) -> torch.Tensor:
+        # B C T H W -> B 1 (T H W) C ; a free view when `t` is channels_last_3d
+        b, c = t.shape[:2]
+        return t.flatten(2).transpose(1, 2).unsqueeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        q, k, v = self._tokens(self.q(h)), self._tokens(self.k(h)), self._tokens(self.v(h))
+        del h
+        a = _sdpa(q, k, v)  # B 1 N C
+        del q, k, v
+        b, c, t, hh, ww = x.shape
+        a = a.squeeze(1).transpose(1, 2).reshape(b, c, t, hh, ww)
+        out = self.proj_out(a.contiguous(memory_format=memory_format_of(x)))
+        if _inplace_ok(out) and out.dtype == x.dtype:
+            return out.add_(x)
+        return x + out
+
+
+class TemporalAttention(nn.Module):
+    """Attention along T only, separately for every (b, h, w) position; no residual (official `SA2`).
+
+    GroupNorm(16) -> q, k, v (1x1x1 Conv3d) -> softmax over the T frames (scale C^-1/2) -> proj_out.
+    Input and output are B C T H W.
+    """
+
+    def __init__(self, channels: int, *, groups: int = 16, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.channels = channels
+        self.norm = normalize(channels, groups, eps)
+        self.q = nn.Conv3d(channels, channels, kernel_size=1)
+        self.k = nn.Conv3d(channels, channels, kernel_size=1)
+        self.v = nn.Conv3d(channels, channels, kernel_size=1)
+        self.proj_out = nn.Conv3d(channels, channels, kernel_size=1)
+
+    @staticmethod
+    def _tokens(t: torch.Tensor) -> torch.Tensor:
+        # B C T H W -> (B H W) 1 T C
+        b, c, tt, h, w = t.shape
+        return t.permute(0, 3, 4, 2, 1).reshape(b * h * w, 1, tt, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        hn = self.norm(x)
+        q, k, v = self._tokens(self.q(hn)), self._tokens(self.k(hn)), self._tokens(self.v(hn))
+        del hn
+        a = _sdpa(q, k, v)  # (B H W) 1 T C
+        a = a.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+        return self.proj_out(a.contiguous(memory_format=memory_format_of(x)))
+
+
+class MultiheadSelfAttention(nn.Module):
+    """Multi-head self-attention with `nn.MultiheadAttention`'s parameter names (`in_proj_weight`,
+    `in_proj_bias`, `out_proj`), computed with SDPA on batch-first tokens [N, L, E]."""
+
+    def __init__(self, embed_dim: int, num_heads: int, *, bias: bool = True) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim)) if bias else None
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        if self.in_proj_bias is not None:
+            nn.init.zeros_(self.in_proj_bias)
+            nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        e, nh = self.embed_dim, self.num_heads
+        w, b = self.in_proj_weight, self.in_proj_bias
+        bq, bk, bv = (None, None, None) if b is None else b.split(e)
+        wq, wk, wv = w.split(e)
+        n, lq, _ = query.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(n, t.shape[1], nh, e // nh).transpose(1, 2)
+
+        if query is key:
+            qk = F.linear(query, torch.cat([wq, wk]), None if b is None else torch.cat([bq, bk]))
+            q, k = qk.split(e, dim=-1)
+        else:
+            q, k = F.linear(query, wq, bq), F.linear(key, wk, bk)
+        v = F.linear(value, wv, bv)
+        out = _sdpa(heads(q), heads(k), heads(v))  # N h L d
+        out = out.transpose(1, 2).reshape(n, lq, e)
+        return self.out_proj(out)
+
+
+class TransformerSALayer(nn.Module):
+    """Pre-LN transformer layer (CodeFormer layout): q = k = LN(x) + pos, v = LN(x); GELU MLP.
+
+    Tokens are batch-first [N, L, E]; `pos` is [L, E] (or broadcastable). Dropout is kept as an option
+    for training (0 = the official inference setting).
+    """
+
+    def __init__(self, embed_dim: int, nhead: int, dim_mlp: int = 2048, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.self_attn = MultiheadSelfAttention(embed_dim, nhead)
+        self.linear1 = nn.Linear(embed_dim, dim_mlp)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_mlp, embed_dim)
+        self.norm1 = nn.LayerNorm(embed_dim)
+        self.norm2 = nn.LayerNorm(embed_dim)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm1(x)
+        qk = h if pos is None else h + pos
+        x = x + self.dropout1(self.self_attn(qk, qk, h))
+        h = self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x)))))
+        return x + self.dropout2(h)

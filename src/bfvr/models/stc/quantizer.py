@@ -1,0 +1,137 @@
+"""BFVR-STC spatio-temporal vector quantiser: a spatial and a temporal codebook, fused by addition.
+
+* spatial branch: nearest code of the latent z in `embedding_s`;
+* temporal branch: nearest code in `embedding_t` of z_T = SA(z) + motion residual(z), where SA is
+  attention along T per spatial position (no residual) and the motion residual is z_t - z_{t-1} (0 at t=0);
+* z_q = e_s + e_t with a straight-through gradient; code loss ||sg(z_q) - z||^2 + beta ||z_q - sg(z)||^2;
+* marginal prior regularisation (MPR): the inverse-distance soft assignment of every token, averaged to a
+  marginal code usage P, pushed towards the uniform prior. ``mpr="paper"`` is the paper's equation
+  KL(P || U) = sum_n P_n log(N P_n) (log N for a collapsed codebook, 0 for uniform usage);
+  ``mpr="official"`` reproduces the released code (KLDivLoss(log_softmax(P), softmax(U)), about 1e-10
+  whatever the usage, i.e. effectively no regulariser). Both are scaled by `mpr_weight` (0.1).
+
+Index maps are laid out [(B*T'), H'*W'] with the batch outermost, which equals the official layout for
+batch 1 and stays correct for any batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bfvr.models.blocks import TemporalAttention
+
+MPRForm = Literal["paper", "official", "none"]
+
+
+def motion_residual(z: torch.Tensor) -> torch.Tensor:
+    """z[:, :, t] - z[:, :, t-1] for t >= 1 and 0 for t = 0, on a B C T H W tensor (the stage-I formula)."""
+    return torch.cat([torch.zeros_like(z[:, :, :1]), z[:, :, 1:] - z[:, :, :-1]], dim=2)
+
+
+def official_stage2_residual(z: torch.Tensor) -> torch.Tensor:
+    """The stage-II "temporal residual" exactly as the official checkpoints were trained with it.
+
+    The official code takes the first difference of a B C T H W tensor after an axis permutation meant for
+    B T H W C: per sample, the memory of z (C, T, H, W order) is cut into T consecutive rows, the row-wise
+    first difference is taken (row 0 -> 0) and the result is read back as (T, H, W, C). Done per sample so
+    a batch gives the same result as its samples one by one (official = batch 1). Returns B C T H W.
+    """
+    b, c, t, h, w = z.shape
+    rows = z.contiguous().view(b, t, c * h * w)
+    diff = torch.cat([torch.zeros_like(rows[:, :1]), rows[:, 1:] - rows[:, :-1]], dim=1)
+    return diff.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+def soft_marginal(d: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Marginal code usage from squared distances d [tokens, N]: mean over tokens of (1/d) / sum(1/d)."""
+    inv = 1.0 / d.clamp_min(eps)
+    return (inv / inv.sum(dim=1, keepdim=True)).mean(dim=0)
+
+
+def marginal_prior_kl(p: torch.Tensor, form: MPRForm = "paper") -> torch.Tensor:
+    """Divergence of a marginal code distribution p [N] from the uniform prior.
+
+    ``paper``: KL(p || U) = sum_n p_n log(N p_n) (0 log 0 = 0). ``official``: the released code's
+    ``KLDivLoss()(log_softmax(p), softmax(U))`` with mean reduction (close to 0 for any p).
+    """
+    n = p.shape[-1]
+    if form == "paper":
+        return torch.where(p > 0, p * torch.log(p.clamp_min(1e-30) * n), torch.zeros_like(p)).sum(-1)
+    if form == "official":
+        target = F.softmax(torch.full_like(p, 1.0 / n), dim=-1)
+        # nn.KLDivLoss() default ("mean" reduction: averaged over every element)
+        return torch.mean(target * (torch.log(target) - F.log_softmax(p, dim=-1)))
+    if form == "none":
+        return p.new_zeros(())
+    raise ValueError(f"unknown MPR form {form!r}; use 'paper', 'official' or 'none'")
+
+
+def _sq_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """||z_i - e_n||^2 for flat tokens z [M, C] and codes [N, C] (expanded form, as the official code)."""
+    return (z.pow(2).sum(dim=1, keepdim=True) + codebook.pow(2).sum(dim=1)
+            - 2.0 * torch.matmul(z, codebook.t()))
+
+
+def _perplexity(idx: torch.Tensor, n: int) -> torch.Tensor:
+    e_mean = torch.bincount(idx, minlength=n).to(torch.float32) / idx.numel()
+    return torch.exp(-torch.sum(e_mean * torch.log(e_mean + 1e-10)))
+
+
+class VectorQuantizerST(nn.Module):
+    """Spatial + temporal codebooks (`embedding_s`, `embedding_t`) and the temporal attention `SA`."""
+
+    def __init__(self, codebook_size: int = 1024, emb_dim: int = 256, beta: float = 0.25, *,
+                 mpr: MPRForm = "paper", mpr_weight: float = 0.1, sa_groups: int = 16,
+                 sa_eps: float = 1e-6) -> None:
+        super().__init__()
+        if mpr not in ("paper", "official", "none"):
+            raise ValueError(f"unknown MPR form {mpr!r}; use 'paper', 'official' or 'none'")
+        self.codebook_size, self.emb_dim, self.beta = codebook_size, emb_dim, beta
+        self.mpr, self.mpr_weight = mpr, mpr_weight
+        self.embedding_s = nn.Embedding(codebook_size, emb_dim)
+        self.embedding_t = nn.Embedding(codebook_size, emb_dim)
+        nn.init.uniform_(self.embedding_s.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        nn.init.uniform_(self.embedding_t.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        self.SA = TemporalAttention(emb_dim, groups=sa_groups, eps=sa_eps)
+
+    def temporal_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """z_T = SA(z) + motion residual(z), B C T H W."""
+        return self.SA(z) + motion_residual(z)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Quantise z [B, C, T, H, W] -> (z_q BCTHW, code loss, MPR loss, stats)."""
+        b, c, t, h, w = z.shape
+        zt = self.temporal_latent(z)
+        zf = z.permute(0, 2, 3, 4, 1).reshape(-1, c)
+        ztf = zt.permute(0, 2, 3, 4, 1).reshape(-1, c)
+        d_s = _sq_distances(zf, self.embedding_s.weight)
+        d_t = _sq_distances(ztf, self.embedding_t.weight)
+        idx_s, idx_t = d_s.argmin(dim=1), d_t.argmin(dim=1)
+        zq = (self.embedding_s(idx_s) + self.embedding_t(idx_t)).view(b, t, h, w, c)
+        z_bthwc = z.permute(0, 2, 3, 4, 1)
+        loss = torch.mean((zq.detach() - z_bthwc) ** 2) + self.beta * torch.mean((zq - z_bthwc.detach()) ** 2)
+        if self.mpr == "none":
+            mpr = z.new_zeros(())
+        else:
+            mpr = self.mpr_weight * (marginal_prior_kl(soft_marginal(d_s), self.mpr)
+                                     + marginal_prior_kl(soft_marginal(d_t), self.mpr))
+        zq = z_bthwc + (zq - z_bthwc).detach()  # straight-through
+        stats = {
+            "perplexity_s": _perplexity(idx_s, self.codebook_size),
+            "perplexity_t": _perplexity(idx_t, self.codebook_size),
+            "min_encoding_indices_s": idx_s.view(b * t, h * w),
+            "min_encoding_indices_t": idx_t.view(b * t, h * w),
+        }
+        return zq.permute(0, 4, 1, 2, 3), loss, mpr, stats
+
+    def get_codebook_feat(self, idx_s: torch.Tensor, idx_t: torch.Tensor,
+                          shape: tuple[int, int, int, int, int] | torch.Size) -> torch.Tensor:
+        """Codes -> e_s + e_t as B C T H W; `shape` is (B, T, H, W, C) and the indices hold B*T*H*W codes."""
+        b, t, h, w, c = shape
+        feat = self.embedding_s(idx_s.reshape(-1)) + self.embedding_t(idx_t.reshape(-1))
+        return feat.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
