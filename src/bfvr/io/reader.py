@@ -1,0 +1,290 @@
+"""Lazy video reading on PyAV: files (anything FFmpeg decodes), GIFs and folders of PNG/JPG frames.
+
+Frames come out as RGB uint8, upright (the display matrix is applied), with bfvr's even-size padding
+removed, whatever the source pixel format (10-bit, 4:4:4, gray, palette, alpha). Nothing is buffered
+beyond the frame being converted, so memory does not grow with the video's length.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from bfvr.errors import InputError
+from bfvr.io.types import Chunk, VideoInfo
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: FFmpeg demuxers that mean "one still image", not a video (an image renamed .mp4 lands here)
+_STILL_FORMATS = re.compile(r"(_pipe$|^image2$|^png$|^mjpeg$|^jpeg|^webp$|^bmp$|^tiff$)")
+#: container metadata key bfvr writes when it padded an odd size to even: "WxH" of the real frames
+SIZE_TAG = "bfvr_size"
+
+
+def _natural_key(p: Path) -> list[object]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"input '{path}' does not exist; check the path.")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"input '{path}' is not readable; check its permissions.")
+
+
+class VideoReader:
+    """Base class: iterate frames lazily. Use as a context manager or call `close()`."""
+
+    info: VideoInfo
+
+    def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
+        """Yield (frame uint8 [H, W, 3] RGB, pts) in display order, from where the reader is now."""
+        raise NotImplementedError
+
+    def chunks(self, n: int) -> Iterator[Chunk]:
+        """Yield `Chunk`s of up to `n` consecutive frames (the last one may be shorter)."""
+        if n < 1:
+            raise ValueError("chunk size must be >= 1")
+        buf: list[np.ndarray] = []
+        pts: list[int | None] = []
+        start = 0
+        for frame, p in self.frames():
+            buf.append(frame)
+            pts.append(p)
+            if len(buf) == n:
+                yield Chunk(np.stack(buf), pts, start)
+                start += n
+                buf, pts = [], []
+        if buf:
+            yield Chunk(np.stack(buf), pts, start)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int | None]]:
+        return self.frames()
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AVReader(VideoReader):
+    """A video file or GIF decoded with PyAV. The first frame is decoded on open (to validate the file
+    and learn the real size); iteration resumes from it."""
+
+    def __init__(self, path: Path) -> None:
+        import av
+
+        self.path = path
+        try:
+            self._container = av.open(str(path), mode="r")
+        except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
+            raise InputError(f"'{path}' is not a readable video ({_why(e)}); give a video file "
+                             "(mp4, mov, mkv, webm, avi, gif, ...) or a folder of PNG/JPG frames.") from None
+        try:
+            self._open_streams()
+        except BaseException:
+            self._container.close()
+            raise
+
+    def _open_streams(self) -> None:
+        c, path = self._container, self.path
+        fmt = c.format.name or ""
+        if not c.streams.video:
+            what = "only audio" if c.streams.audio else "no video stream"
+            raise InputError(f"'{path}' has {what}; give a file with a video stream.")
+        vs = c.streams.video[0]
+        if _STILL_FORMATS.search(fmt) and (vs.frames or 1) <= 1:
+            raise InputError(f"'{path}' is a still image ({fmt}), not a video; put images in a folder "
+                             "and pass the folder to read them as frames.")
+        vs.thread_type = "AUTO"
+        self._stream = vs
+        self._frame_iter = self._decode()
+        try:
+            first = next(self._frame_iter)
+        except StopIteration:
+            raise InputError(f"'{path}' has no decodable video frames; the file is empty or corrupt.") from None
+        self._first = first
+
+        rot = int(round(first.rotation or 0)) % 360 if hasattr(first, "rotation") else 0
+        rot = int(90 * round(rot / 90)) % 360
+        self._rot_k = rot // 90
+        coded_w, coded_h = first.width, first.height
+        crop = None
+        tag = {k.lower(): v for k, v in (c.metadata or {}).items()}.get(SIZE_TAG)
+        if tag:
+            m = re.fullmatch(r"(\d+)x(\d+)", tag.strip())
+            if m:
+                tw, th = int(m.group(1)), int(m.group(2))
+                if tw <= coded_w and th <= coded_h and (tw, th) != (coded_w, coded_h):
+                    crop = (tw, th)
+        self._crop = crop
+        w, h = crop if crop else (coded_w, coded_h)
+        if self._rot_k % 2:
+            w, h = h, w
+
+        fps = vs.average_rate or vs.guessed_rate or vs.base_rate
+        fps = Fraction(fps) if fps else Fraction(25)
+        tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
+        if vs.duration:
+            duration = float(vs.duration * tb)
+        elif c.duration:
+            duration = c.duration / 1_000_000
+        else:
+            duration = 0.0
+        count, exact = int(vs.frames or 0), True
+        if count <= 0:
+            count, exact = max(1, int(round(duration * fps))), False
+        if vs.frames and duration == 0.0:
+            duration = float(count / fps)
+        pix = first.format.name if first.format else (vs.codec_context.pix_fmt or "")
+        depth = 8
+        m = re.search(r"p(\d+)(le|be)$", pix)
+        if m:
+            depth = int(m.group(1))
+        a = c.streams.audio[0] if c.streams.audio else None
+        adur = None
+        if a is not None and a.duration and a.time_base:
+            adur = float(a.duration * a.time_base)
+        self.info = VideoInfo(
+            path=self.path, width=w, height=h, fps=fps, frame_count=count, duration=duration, time_base=tb,
+            rotation=rot, pix_fmt=pix, codec=vs.codec_context.name or "", has_audio=a is not None,
+            audio_codec=a.codec_context.name if a is not None else None,
+            audio_sample_rate=a.codec_context.sample_rate if a is not None else None,
+            audio_channels=a.codec_context.channels if a is not None else None,
+            audio_duration=adur, container=c.format.name or "",
+            kind="gif" if (c.format.name or "") == "gif" else "video",
+            frame_count_exact=exact, bit_depth=depth,
+            coded_size=(coded_w, coded_h) if crop else None,
+        )
+
+    def _decode(self) -> Iterator[object]:
+        import av
+
+        try:
+            for packet in self._container.demux(self._stream):
+                for frame in packet.decode():
+                    yield frame
+        except av.FFmpegError as e:
+            raise InputError(f"'{self.path}' is corrupt or truncated ({_why(e)}); re-export or re-download it.") \
+                from None
+
+    def _to_rgb(self, frame: object) -> np.ndarray:
+        a = frame.to_ndarray(format="rgb24")  # swscale: any depth / chroma / gray / palette -> RGB uint8
+        if self._crop:
+            a = a[: self._crop[1], : self._crop[0]]
+        if self._rot_k:
+            a = np.rot90(a, k=self._rot_k)
+        return np.ascontiguousarray(a)
+
+    def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
+        if self._first is not None:
+            f, self._first = self._first, None
+            yield self._to_rgb(f), f.pts
+        for f in self._frame_iter:
+            yield self._to_rgb(f), f.pts
+
+    def audio_stream(self):
+        """The input's first audio stream (a PyAV stream) or None."""
+        return self._container.streams.audio[0] if self._container.streams.audio else None
+
+    def close(self) -> None:
+        self._first = None
+        try:
+            self._container.close()
+        except Exception:
+            pass
+
+
+class ImageFolderReader(VideoReader):
+    """A folder of PNG/JPG/... frames, in natural sort order (frame2 < frame10). pts = index in 1/fps."""
+
+    def __init__(self, path: Path, files: list[Path], fps: Fraction) -> None:
+        self.path, self._files = path, files
+        first = self._load(files[0])
+        h, w = first.shape[:2]
+        self._size = (w, h)
+        tb = Fraction(1) / fps
+        self.info = VideoInfo(
+            path=path, width=w, height=h, fps=fps, frame_count=len(files), duration=float(len(files) / fps),
+            time_base=tb, pix_fmt="rgb24", codec=files[0].suffix.lstrip(".").lower(), container="images",
+            kind="images",
+        )
+
+    def _load(self, p: Path) -> np.ndarray:
+        import cv2
+
+        a = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if a is None:
+            raise InputError(f"frame '{p}' is not a readable image; remove it or replace it.")
+        if a.dtype == np.uint16:
+            a = (a >> 8).astype(np.uint8)
+        elif a.dtype != np.uint8:
+            a = np.clip(a, 0, 255).astype(np.uint8)
+        if a.ndim == 2:
+            a = cv2.cvtColor(a, cv2.COLOR_GRAY2RGB)
+        elif a.shape[2] == 4:
+            a = cv2.cvtColor(a, cv2.COLOR_BGRA2RGB)
+        else:
+            a = cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
+        return a
+
+    def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
+        for i, p in enumerate(self._files):
+            a = self._load(p)
+            if (a.shape[1], a.shape[0]) != self._size:
+                raise InputError(f"frame '{p.name}' is {a.shape[1]}x{a.shape[0]} but the first frame is "
+                                 f"{self._size[0]}x{self._size[1]}; all frames in a folder must have one size.")
+            yield a, i
+
+
+def open_video(path: str | os.PathLike[str], *, fps: float | Fraction | None = None) -> VideoReader:
+    """Open a video file, a GIF, or a folder of PNG/JPG frames for lazy reading.
+
+    `fps` sets the frame rate of an image folder (default 25); it is ignored for files, which carry
+    their own timestamps. Raises `InputError` with what to do when the input cannot be used.
+    """
+    p = Path(path).expanduser()
+    _check_path(p)
+    if p.is_dir():
+        files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                        and not f.name.startswith(".")), key=_natural_key)
+        if not files:
+            raise InputError(f"'{p}' is a folder without PNG/JPG frames; give a video file or a folder of images.")
+        rate = Fraction(fps).limit_denominator(1001 * 1000) if fps else Fraction(25)
+        return ImageFolderReader(p, files, rate)
+    if not p.is_file():
+        raise InputError(f"'{p}' is not a regular file; give a video file or a folder of images.")
+    if p.stat().st_size == 0:
+        raise InputError(f"'{p}' is empty (0 bytes); give a video file.")
+    return AVReader(p)
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """The `VideoInfo` of `path` (opens, decodes one frame, closes)."""
+    with open_video(path) as r:
+        return r.info
+
+
+def read_frames(path: str | os.PathLike[str], max_frames: int | None = None) -> np.ndarray:
+    """All frames (or the first `max_frames`) as uint8 [N, H, W, 3]: for small clips, tests and metrics."""
+    out: list[np.ndarray] = []
+    with open_video(path) as r:
+        for frame, _ in r.frames():
+            if max_frames is not None and len(out) >= max_frames:
+                break
+            out.append(frame)
+    return np.stack(out)
+
+
+def _why(e: BaseException) -> str:
+    msg = getattr(e, "strerror", None) or str(e)
+    msg = re.sub(r"\s*:\s*'[^']*'$", "", " ".join(str(msg).split()))
+    return msg[:120] or type(e).__name__

@@ -1,0 +1,400 @@
+"""Streaming H.264 writing on PyAV (libx264, yuv420p) with audio passthrough, or PNG folders.
+
+* Output kind from the suffix: .mp4/.m4v/.mov/.mkv = a video file; no suffix = a folder of PNG frames.
+* Everything is written to a hidden temporary file (or folder) next to the output and renamed only when
+  complete; on any error it is removed, so a failed run never leaves a partial output. An existing
+  output is replaced only with `overwrite=True`.
+* Timestamps: frames keep the caller's pts in `time_base` (pass the reader's time base and pts and a
+  variable frame rate survives); without pts, frames are spaced 1/fps.
+* Odd sizes: 4:2:0 H.264 needs even width and height, and its bitstream crop works in 2-pixel units, so an
+  odd frame is padded by one replicated row/column at the bottom/right and the real size is written
+  to the container tag `bfvr_size` ("WxH"); `bfvr.io.open_video` crops it away on reading. Other players
+  show the one extra replicated row/column.
+* Audio (`audio_from=path`): the first audio stream of that file is copied packet by packet (no
+  re-encoding) when the container accepts its codec (mp4/mov: AAC, MP3, Opus, ALAC, FLAC, AC-3, E-AC-3;
+  mkv: nearly anything), else re-encoded to AAC. Audio packets are interleaved with the video by
+  timestamp as frames are written, so memory stays bounded whatever the length.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from bfvr.errors import InputError, OutputError
+from bfvr.io.reader import SIZE_TAG
+
+VIDEO_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+#: audio codecs each container takes as a stream copy; anything else is re-encoded to AAC
+COPYABLE_AUDIO = {
+    "mp4": {"aac", "mp3", "opus", "alac", "flac", "ac3", "eac3"},
+    "mov": {"aac", "mp3", "opus", "alac", "flac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le",
+            "pcm_f32le"},
+    "matroska": {"aac", "mp3", "opus", "vorbis", "flac", "ac3", "eac3", "alac", "mp2", "dts", "pcm_s16le",
+                 "pcm_s24le", "pcm_s32le", "pcm_f32le"},
+}
+
+
+def output_kind(out: Path) -> str:
+    """'video' or 'images' for an output path, or raise OutputError for an unsupported suffix."""
+    suffix = out.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix == "":
+        return "images"
+    raise OutputError(f"cannot write '{out.name}': use a .mp4, .mov, .m4v or .mkv file, "
+                      "or a path without suffix for a folder of PNG frames.")
+
+
+def prepare_output(out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Check that `out` may be written (exists? folder writable?) and create its parent folder."""
+    out = Path(out).expanduser()
+    kind = output_kind(out)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise OutputError(f"'{out}' already exists; pass --overwrite to replace it or choose another path.")
+        if kind == "video" and out.is_dir():
+            raise OutputError(f"'{out}' is a folder; choose a file path for the video.")
+        if kind == "images" and out.exists() and not out.is_dir():
+            raise OutputError(f"'{out}' is a file; choose a folder path (no suffix) for PNG frames.")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the output folder '{parent}' ({e.strerror}); "
+                          "choose a writable location.") from None
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"the output folder '{parent}' is not writable; choose a writable location.")
+    return out
+
+
+class VideoWriter:
+    """Write RGB uint8 frames to an H.264 file (with optional audio) or to a PNG folder.
+
+    >>> with VideoWriter("out.mp4", fps=reader.info.fps, time_base=reader.info.time_base,
+    ...                  audio_from="in.mp4") as w:
+    ...     for chunk in reader.chunks(16):
+    ...         w.write(chunk.frames, chunk.pts)
+    """
+
+    def __init__(self, out: str | os.PathLike[str], fps: float | Fraction = 25, *,
+                 time_base: Fraction | None = None, audio_from: str | os.PathLike[str] | None = None,
+                 crf: float = 18, preset: str = "medium", overwrite: bool = False,
+                 size: tuple[int, int] | None = None, codec: str = "libx264", pix_fmt: str = "yuv420p",
+                 codec_options: dict[str, str] | None = None) -> None:
+        self.path = prepare_output(out, overwrite)
+        self.kind = output_kind(self.path)
+        self.fps = Fraction(fps).limit_denominator(1_000_000) if not isinstance(fps, Fraction) else fps
+        if self.fps <= 0:
+            raise OutputError(f"frame rate must be positive, got {fps}.")
+        self.time_base = Fraction(time_base) if time_base else 1 / self.fps
+        self.audio_from = Path(audio_from) if audio_from else None
+        if self.audio_from is not None and _same_file(self.audio_from, self.path):
+            raise OutputError(f"the output '{self.path}' is the input; choose another output path.")
+        if not (0 <= float(crf) <= 51):
+            raise OutputError(f"--crf must be between 0 and 51, got {crf}.")
+        self.crf, self.preset, self.codec, self.pix_fmt = crf, preset, codec, pix_fmt
+        self.codec_options = dict(codec_options or {})
+        self.overwrite = overwrite
+        self.size = size  # (W, H) of the frames given; None = from the first frame
+        self.frames_written = 0
+        self._last_pts: int | None = None
+        self._container = None
+        self._vstream = None
+        self._audio: _AudioMux | None = None
+        self._pad = (0, 0)
+        self._closed = False
+        parent, name = self.path.parent, self.path.name
+        try:
+            if self.kind == "images":
+                self._tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
+            else:
+                fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}",
+                                           dir=parent)
+                os.close(fd)
+                self._tmp = Path(tmp)
+        except OSError as e:
+            raise OutputError(f"cannot write in '{parent}' ({e.strerror}); choose a writable location.") from None
+
+    # ------------------------------------------------------------------ writing
+    def write(self, frames: np.ndarray, pts: Iterable[int | None] | None = None) -> None:
+        """Append frames: uint8 [N, H, W, 3] RGB (or one [H, W, 3]); `pts` in `time_base` or None."""
+        if self._closed:
+            raise RuntimeError("write() after close()")
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be [N, H, W, 3], got shape {frames.shape}")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8, got {frames.dtype}")
+        pts_list = list(pts) if pts is not None else [None] * len(frames)
+        if len(pts_list) != len(frames):
+            raise ValueError(f"{len(frames)} frames but {len(pts_list)} pts")
+        h, w = frames.shape[1:3]
+        if self.size is None:
+            self.size = (w, h)
+        if (w, h) != tuple(self.size):
+            raise ValueError(f"frame size {w}x{h} differs from the stream's {self.size[0]}x{self.size[1]}")
+        try:
+            if self.kind == "images":
+                self._write_images(frames)
+            else:
+                self._write_video(frames, pts_list)
+        except OutputError:
+            self.abort()
+            raise
+        except OSError as e:
+            self.abort()
+            raise OutputError(f"writing '{self.path}' failed ({e.strerror or e}); check free space "
+                              "and permissions.") from None
+
+    def _write_images(self, frames: np.ndarray) -> None:
+        import cv2
+
+        for f in frames:
+            p = self._tmp / f"{self.frames_written:06d}.png"
+            if not cv2.imwrite(str(p), cv2.cvtColor(f, cv2.COLOR_RGB2BGR)):
+                raise OutputError(f"cannot write frame '{p}'; check free space and permissions.")
+            self.frames_written += 1
+
+    def _open_video(self) -> None:
+        import av
+
+        w, h = self.size
+        pw, ph = w + (w & 1), h + (h & 1)
+        self._pad = (pw - w, ph - h)
+        fmt = VIDEO_SUFFIXES[self.path.suffix.lower()]
+        options = {"movflags": "+use_metadata_tags"} if fmt in ("mp4", "mov") else {}
+        self._container = c = av.open(str(self._tmp), mode="w", format=fmt, options=options)
+        if self._pad != (0, 0):
+            c.metadata[SIZE_TAG] = f"{w}x{h}"
+        vs = c.add_stream(self.codec, rate=self.fps)
+        vs.width, vs.height, vs.pix_fmt = pw, ph, self.pix_fmt
+        vs.time_base = self.time_base
+        vs.codec_context.time_base = self.time_base
+        opts = {"crf": f"{self.crf:g}", "preset": self.preset} if self.codec == "libx264" else {}
+        opts.update(self.codec_options)
+        vs.options = opts
+        # the RGB->YUV conversion uses BT.601 limited range; say so, so players decode it the same way
+        try:
+            vs.codec_context.colorspace = 6  # AVCOL_SPC_SMPTE170M
+            vs.codec_context.color_range = 1  # AVCOL_RANGE_MPEG
+            vs.codec_context.color_primaries = 6
+            vs.codec_context.color_trc = 6
+        except (AttributeError, TypeError, ValueError):
+            pass
+        vs.thread_type = "AUTO"
+        self._vstream = vs
+        if self.audio_from is not None:
+            self._audio = _AudioMux.open(self.audio_from, c, fmt)
+
+    def _write_video(self, frames: np.ndarray, pts_list: list[int | None]) -> None:
+        import av
+
+        if self._container is None:
+            self._open_video()
+        step = max(1, round(1 / (self.fps * self.time_base)))
+        for f, p in zip(frames, pts_list):
+            if self._pad != (0, 0):
+                f = np.pad(f, ((0, self._pad[1]), (0, self._pad[0]), (0, 0)), mode="edge")
+            if p is None:
+                p = 0 if self._last_pts is None else self._last_pts + step
+            elif self._last_pts is not None and p <= self._last_pts:
+                p = self._last_pts + 1  # encoders need strictly increasing timestamps
+            self._last_pts = int(p)
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            vf.pts = int(p)
+            vf.time_base = self.time_base
+            self._mux_video(self._vstream.encode(vf))
+            self.frames_written += 1
+
+    def _mux_video(self, packets: Iterable[object]) -> None:
+        for pkt in packets:
+            if self._audio is not None and pkt.dts is not None:
+                self._audio.pump(float(pkt.dts * pkt.time_base))
+            self._container.mux(pkt)
+
+    # ------------------------------------------------------------------ finishing
+    def close(self) -> Path:
+        """Flush, finalise and rename into place; returns the output path."""
+        if self._closed:
+            return self.path
+        try:
+            if self.frames_written == 0:
+                raise OutputError(f"no frames were written to '{self.path}'; nothing to save.")
+            if self.kind == "video":
+                self._mux_video(self._vstream.encode())
+                if self._audio is not None:
+                    self._audio.pump(None)
+                    self._audio.close()
+                self._container.close()
+                self._container = None
+            self._closed = True
+            self._replace()
+        except BaseException as e:
+            self.abort()
+            if isinstance(e, OSError):
+                raise OutputError(f"finishing '{self.path}' failed ({e.strerror or e}); check free space "
+                                  "and permissions.") from None
+            raise
+        return self.path
+
+    def _replace(self) -> None:
+        if self.path.exists() or self.path.is_symlink():
+            if not self.overwrite:
+                raise OutputError(f"'{self.path}' appeared while writing; pass --overwrite to replace it.")
+            if self.path.is_dir() and not self.path.is_symlink():
+                shutil.rmtree(self.path)
+            else:
+                self.path.unlink()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Stop and remove the temporary output (nothing is left behind)."""
+        self._closed = True
+        for closer in (getattr(self._audio, "close", None), getattr(self._container, "close", None)):
+            if closer is not None:
+                try:
+                    closer()
+                except Exception:
+                    pass
+        self._audio = self._container = None
+        tmp = getattr(self, "_tmp", None)
+        if tmp is not None and tmp.exists():
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:  # an unclosed writer leaves nothing behind either
+        if not getattr(self, "_closed", True):
+            self.abort()
+
+
+class _AudioMux:
+    """Copies (or re-encodes to AAC) the first audio stream of a file into an output container,
+    reading packets lazily so the caller can interleave them with the video."""
+
+    def __init__(self, inp: object, ist: object, out: object, copy: bool) -> None:
+        self._inp, self._ist, self._out, self.copy = inp, ist, out, copy
+        if copy:
+            self._ost = out.add_stream_from_template(ist)
+        else:
+            cc = ist.codec_context
+            rate = cc.sample_rate if cc.sample_rate in (8000, 16000, 22050, 24000, 32000, 44100, 48000) else 48000
+            self._ost = out.add_stream("aac", rate=rate)
+            self._ost.layout = "stereo" if (cc.channels or 2) >= 2 else "mono"
+            self._ost.bit_rate = 192_000
+        self._packets: Iterator[object] = inp.demux(ist)
+        self._pending = None
+        self._done = False
+
+    @classmethod
+    def open(cls, path: Path, out: object, fmt: str) -> _AudioMux | None:
+        import av
+
+        try:
+            inp = av.open(str(path), mode="r")
+        except (av.FFmpegError, OSError) as e:
+            raise InputError(f"cannot read audio from '{path}' ({e}); pass a readable file or no audio.") from None
+        if not inp.streams.audio:
+            inp.close()
+            return None
+        ist = inp.streams.audio[0]
+        return cls(inp, ist, out, ist.codec_context.name in COPYABLE_AUDIO.get(fmt, set()))
+
+    def _next(self) -> object | None:
+        import av
+
+        while True:
+            try:
+                pkt = next(self._packets)
+            except StopIteration:
+                return None
+            except av.FFmpegError:
+                return None  # a damaged audio tail: keep what was copied
+            if pkt.dts is None and pkt.size == 0:
+                continue  # the demuxer's flush packet
+            return pkt
+
+    def pump(self, until: float | None) -> None:
+        """Mux audio packets that start before `until` seconds (None = all that are left)."""
+        if self._done:
+            return
+        while True:
+            pkt = self._pending if self._pending is not None else self._next()
+            self._pending = None
+            if pkt is None:
+                if until is None:
+                    self._flush()
+                    self._done = True
+                return
+            t = pkt.pts if pkt.pts is not None else pkt.dts
+            if until is not None and t is not None and float(t * pkt.time_base) > until:
+                self._pending = pkt
+                return
+            self._mux(pkt)
+
+    def _mux(self, pkt: object) -> None:
+        if self.copy:
+            if pkt.dts is None:
+                return
+            pkt.stream = self._ost
+            self._out.mux(pkt)
+            return
+        for frame in pkt.decode():
+            frame.pts = None
+            for p in self._ost.encode(frame):
+                self._out.mux(p)
+
+    def _flush(self) -> None:
+        if not self.copy:
+            for p in self._ost.encode(None):
+                self._out.mux(p)
+
+    def close(self) -> None:
+        try:
+            self._inp.close()
+        except Exception:
+            pass
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def write_video(out: str | os.PathLike[str], frames: Iterable[np.ndarray] | np.ndarray, fps: float | Fraction = 25,
+                audio_from: str | os.PathLike[str] | None = None, crf: float = 18, overwrite: bool = False, *,
+                pts: Iterable[int | None] | None = None, time_base: Fraction | None = None,
+                preset: str = "medium") -> Path:
+    """Write frames (an array [N, H, W, 3] or an iterable of [H, W, 3] / [n, H, W, 3]) in one call."""
+    with VideoWriter(out, fps=fps, time_base=time_base, audio_from=audio_from, crf=crf, preset=preset,
+                     overwrite=overwrite) as w:
+        if isinstance(frames, np.ndarray):
+            w.write(frames, pts)
+        else:
+            pts_it = iter(pts) if pts is not None else None
+            for f in frames:
+                f = np.asarray(f)
+                n = 1 if f.ndim == 3 else len(f)
+                w.write(f, [next(pts_it) for _ in range(n)] if pts_it is not None else None)
+    return w.path
