@@ -28,3 +28,28 @@ def faces_dir() -> Path:
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     return shared_path("golden")
+
+
+@pytest.fixture(scope="session")
+def synth_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real H.264 mp4 made here (no shared data needed): 48 frames, 256x256, 25 fps, a moving pattern
+    (`bfvr.io.synth.pattern_frame(i, 256, 256)` is frame i before encoding, CRF 12) and a 440 Hz AAC
+    stereo tone at 48 kHz lasting as long as the video (1.92 s). Read-only: copy it before modifying."""
+    from bfvr.io.synth import synth_video
+
+    return synth_video(tmp_path_factory.mktemp("synth") / "clip.mp4", frames=48, width=256, height=256, fps=25,
+                       audio=True)
+
+
+@pytest.fixture(scope="session")
+def make_clip(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: `make_clip(name, **kwargs)` -> Path of a synthetic clip (`bfvr.io.synth.synth_video` kwargs:
+    frames, width, height, fps, audio, pix_fmt, rotation, pts/time_base for VFR, ...)."""
+    from bfvr.io.synth import synth_video
+
+    root = tmp_path_factory.mktemp("clips")
+
+    def _make(name: str = "clip.mp4", **kwargs: object) -> Path:
+        return synth_video(root / name, **kwargs)
+
+    return _make
