@@ -36,7 +36,7 @@ def _build_identity(device: torch.device, **_: object) -> ClipModel:
 def build_stc_net(config: Mapping[str, Any], *, official_residual: bool = True,
                   device: torch.device | str | None = None) -> torch.nn.Module:
     """The BFVR-STC stage-II network for `config` (use ``device="meta"`` for shapes only)."""
-    from bfvr.models.stc import STCStage2
+    from bfvr.models.stc.stage2 import STCStage2
 
     if device is None:
         return STCStage2(**config, official_residual=official_residual)

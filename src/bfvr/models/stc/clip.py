@@ -65,8 +65,9 @@ def map_output(x: torch.Tensor, mode: str) -> torch.Tensor:
 class STCClipModel:
     """Restores clips with a BFVR-STC stage-II network (`bfvr.models.stc.STCStage2`).
 
-    `net` is any module called as ``net(x BCTHW in [0,1], w=0)`` that returns the restored clip
-    (or a tuple whose first item is the restored clip), e.g. ``STCStage2``.
+    `net` is ``STCStage2`` (its ``infer(x, precision, channels_last)`` applies the precision policy) or
+    any module called as ``net(x BCTHW in [0,1], w=0)`` that returns the restored clip or a tuple whose
+    first item is the restored clip (then autocast + channels_last_3d are applied here).
     """
 
     def __init__(self, net: nn.Module, *, name: str = "stc", clip_len: int | None = 24, overlap: int = 8,
@@ -113,10 +114,14 @@ class STCClipModel:
             x = torch.cat([x, x[:, :, -1:]], dim=2)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        with precision_context(self.device, self.precision):
-            out = self.net(x, w=0)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+        infer = getattr(self.net, "infer", None)
+        if infer is not None:  # STCStage2's own precision policy (autocast + channels_last_3d)
+            out = infer(x, precision=self.precision, channels_last=self.channels_last)
+        else:
+            with precision_context(self.device, self.precision):
+                out = self.net(x, w=0)
+            if isinstance(out, (tuple, list)):
+                out = out[0]
         out = out.float()[:, :, :t]
         out = map_output(out, self.output_map)
         return out[0].permute(1, 0, 2, 3).contiguous()

@@ -1,0 +1,221 @@
+"""The STC ClipModel: layout, odd T, output mapping, precision policy, and the official-layout weights
+(built from the golden manifests) loading strictly through `load_model`."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from bfvr.engine.base import ClipModel
+from bfvr.errors import ConfigError, ModelError
+from bfvr.models import hub
+from bfvr.models import weights as W
+from bfvr.models.stc.clip import STCClipModel, map_output, to_channels_last_3d
+from conftest import shared_path
+
+from bfvr.cli import main
+
+
+class TinySTC(nn.Module):
+    """A small real network with STC's calling convention: BCTHW in, T halved and restored inside
+    (so odd T would break it), returns (out, ...). Its output overshoots [0, 1] on purpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv3d(3, 8, 3, stride=(2, 1, 1), padding=1)
+        self.mix = nn.Conv2d(8, 8, 1)  # a 4-D weight next to the 5-D ones, like STC's fuse blocks
+        self.up = nn.Conv3d(8, 3, 3, padding=1)
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor, w: float = 0):
+        self.calls.append(tuple(x.shape))
+        assert x.shape[2] % 2 == 0, "STC needs even T"
+        z = torch.relu(self.down(x))
+        z = torch.repeat_interleave(z, 2, dim=2)
+        out = 2 * x - 0.5 + 0.3 * torch.tanh(self.up(z))
+        return out, None, None, z
+
+
+def tiny(**kw) -> STCClipModel:
+    torch.manual_seed(0)
+    kw.setdefault("canvas", (32, 32))
+    return STCClipModel(TinySTC(), **kw)
+
+
+def test_is_a_clip_model():
+    m = tiny()
+    assert isinstance(m, ClipModel)
+    assert (m.clip_len, m.overlap) == (24, 8)
+    assert STCClipModel(TinySTC()).canvas == (512, 512)
+
+
+@pytest.mark.parametrize("t", [24, 7, 1])
+def test_layout_and_odd_lengths(t):
+    m = tiny()
+    clip = torch.rand(t, 3, 32, 32)
+    out = m.restore_clip(clip)
+    assert out.shape == clip.shape and out.dtype == torch.float32
+    assert m.net.calls[-1] == (1, 3, t + t % 2, 32, 32)  # BCTHW, padded to even T
+    # the frame order is kept: compare with a direct BCTHW call
+    ref = m.net(clip.permute(1, 0, 2, 3)[None] if t % 2 == 0 else
+                torch.cat([clip, clip[-1:]]).permute(1, 0, 2, 3)[None])[0]
+    assert torch.allclose(out, ref.clamp(0, 1)[0, :, :t].permute(1, 0, 2, 3), atol=1e-6)
+
+
+def test_output_mapping():
+    clip = torch.rand(4, 3, 32, 32)
+    raw = tiny().net(clip.permute(1, 0, 2, 3)[None])[0]
+    assert raw.min() < 0 and raw.max() > 1  # the tiny net overshoots, so the mapping matters
+    c = tiny().restore_clip(clip)
+    assert c.min() == 0 and c.max() == 1
+    mm = tiny(output_map="minmax").restore_clip(clip)
+    assert mm.min() == 0 and mm.max() == 1
+    expect = (raw - raw.min()) / (raw.max() - raw.min())
+    assert torch.allclose(mm, expect[0].permute(1, 0, 2, 3), atol=1e-6)
+    assert not torch.allclose(c, mm, atol=1e-2)
+    flat = torch.full((1, 3, 2, 4, 4), 0.5)
+    assert torch.isfinite(map_output(flat, "minmax")).all()
+
+
+def test_bf16_channels_last_close_to_fp32():
+    clip = torch.rand(6, 3, 32, 32)
+    ref = tiny().restore_clip(clip)
+    m = tiny(precision="bf16")
+    assert m.net.up.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert m.net.mix.weight.is_contiguous()  # 4-D weights untouched (module.to(channels_last_3d) would fail)
+    out = m.restore_clip(clip)
+    assert out.dtype == torch.float32 and out.is_contiguous()
+    assert (out - ref).abs().max() < 0.05
+
+
+def test_channels_last_helper_mixed_ranks():
+    net = to_channels_last_3d(TinySTC())
+    assert net.down.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert net.down.bias.dim() == 1
+
+
+def test_bad_settings_are_clear():
+    with pytest.raises(ConfigError, match="precision"):
+        tiny(precision="int8")
+    with pytest.raises(ConfigError, match="fp16 is for GPUs"):
+        tiny(precision="fp16")
+    with pytest.raises(ConfigError, match="output mapping"):
+        tiny(output_map="sigmoid")
+    with pytest.raises(ConfigError, match="overlap"):
+        tiny(overlap=24)
+    m = tiny()
+    with pytest.raises(ModelError, match="needs 32x32 frames; got 16x16"):
+        m.restore_clip(torch.rand(4, 3, 16, 16))
+    with pytest.raises(ModelError, match=r"\[T, 3, H, W\]"):
+        m.restore_clip(torch.rand(1, 4, 3, 32, 32))
+
+
+# ---------------------------------------------------------- official-layout weights (golden manifests)
+
+def _golden_weights(tmp_path_factory, fixture: str):
+    shared_path("golden", fixture, "manifest.json")
+    sys.path.insert(0, str(shared_path("tools")))
+    from golden_weights import make_state_dict
+
+    sd = make_state_dict(str(shared_path("golden", fixture, "manifest.json")))
+    path = tmp_path_factory.mktemp(fixture) / "official-layout.pth"
+    torch.save({"params_ema": sd}, path)  # the official checkpoint layout
+    return path, sd
+
+
+@pytest.fixture(scope="session")
+def stc_weights(tmp_path_factory):
+    return _golden_weights(tmp_path_factory, "stc_stage2")
+
+
+@pytest.fixture(scope="session")
+def deflicker_weights(tmp_path_factory):
+    return _golden_weights(tmp_path_factory, "stc_deflicker_stage2")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("BFVR_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _same_weights(model: STCClipModel, sd: dict) -> None:
+    got = model.net.state_dict()
+    assert list(got) == list(sd)
+    for k in ("position_emb_s", "encoder.blocks.0.weight", "quantize.embedding_t.weight",
+              "s_ft_layers.0.self_attn.in_proj_weight", "generator.blocks.20.weight", "fuse_convs_dict.256.encode_enc.conv1.weight"):
+        if k in sd:
+            assert torch.equal(got[k], sd[k]), k
+
+
+def test_official_layout_loads_strict_stc(stc_weights, home):
+    path, sd = stc_weights
+    m = hub.load_model("stc", weights=str(path), offline=True)
+    assert isinstance(m, STCClipModel) and m.name == "stc" and m.net.official_residual is True
+    assert (m.clip_len, m.canvas) == (24, (512, 512))
+    assert len(m.net.s_ft_layers) == 9 and m.net.s_ft_layers[0].self_attn.num_heads == 2
+    _same_weights(m, sd)
+    assert sum(p.numel() for p in m.net.parameters()) == 71_069_955
+    assert not (home / "weights").exists()  # a local file is never copied into or recorded in the cache
+
+
+def test_official_layout_loads_strict_deflicker(deflicker_weights, home):
+    path, sd = deflicker_weights
+    for name in ("stc-deflicker", "stc-deflicker-sd"):
+        m = hub.load_model(name, weights=str(path), offline=True, output_map="minmax", overlap=4)
+        assert len(m.net.t_ft_layers) == 6 and m.net.t_ft_layers[0].self_attn.num_heads == 4
+        assert (m.output_map, m.overlap) == ("minmax", 4)
+    _same_weights(m, sd)
+    assert sum(p.numel() for p in m.net.parameters()) == 67_907_331
+
+
+def test_wrong_weights_name_the_mismatching_keys(deflicker_weights, stc_weights, tmp_path, home):
+    path, _ = deflicker_weights
+    with pytest.raises(ModelError) as e:
+        hub.load_model("stc", weights=str(path), offline=True)
+    msg = str(e.value)
+    assert "do not fit 'stc'" in msg and "missing s_ft_layers.6." in msg and "\n" not in msg
+    # a renamed key and a reshaped tensor are named too
+    _, sd = stc_weights
+    bad = dict(sd)
+    bad["encoder.blocks.0.weight_renamed"] = bad.pop("encoder.blocks.0.weight")
+    bad["position_emb_t"] = torch.zeros(2048, 256)
+    torch.save({"params_ema": bad}, tmp_path / "bad.pth")
+    with pytest.raises(ModelError) as e:
+        hub.load_model("stc", weights=str(tmp_path / "bad.pth"))
+    msg = str(e.value)
+    assert "position_emb_t has shape [2048, 256], expected [4096, 256]" in msg
+    assert "missing encoder.blocks.0.weight" in msg and "unexpected encoder.blocks.0.weight_renamed" in msg
+
+
+def test_cached_official_layout_loads_and_is_recorded(stc_weights, home):
+    """A file placed in the cache by hand (offline machines) loads and gets its sha256 recorded."""
+    import os
+
+    path, _ = stc_weights
+    dest = W.cached_path("stc")
+    dest.parent.mkdir(parents=True)
+    os.link(path, dest) if os.stat(path).st_dev == os.stat(dest.parent).st_dev else dest.write_bytes(path.read_bytes())
+    m = hub.load_model("stc", offline=True)
+    assert m.name == "stc"
+    assert W.read_registry()["ckpt-bfvr.pth"]["sha256"] == W.sha256_file(path)
+
+
+def test_cli_verify(stc_weights, deflicker_weights, capsys):
+    def run_cli(*args: str) -> int:
+        try:
+            main(list(args))
+        except SystemExit as e:
+            return int(e.code or 0)
+        return 0
+
+    path, _ = stc_weights
+    assert run_cli("models", "verify", str(path), "--model", "stc") == 0
+    out = capsys.readouterr().out
+    assert f"sha256 {W.sha256_file(path)}" in out and "OK" in out and "71,069,955 parameters" in out
+    assert run_cli("models", "verify", str(path), "--model", "stc", "--sha256", "f" * 64) == 2
+    assert run_cli("models", "verify", str(deflicker_weights[0]), "--model", "stc") == 2
+    assert "mismatching keys" in capsys.readouterr().err
