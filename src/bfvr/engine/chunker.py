@@ -1,0 +1,209 @@
+"""The streaming clip engine: feeds a `ClipModel` clips of `clip_len` frames and stitches the results.
+
+Clip k covers frames [k*S, k*S + T) with T = clip_len and S = T - overlap. The `overlap` frames shared
+by consecutive clips are cross-faded: output = (1 - w_j) * previous + w_j * next, with w rising over the
+overlap (linear: j/(O+1); "cosine": raised cosine 0.5 - 0.5 cos(pi j/(O+1)), j = 1..O). Frames are
+yielded in order, with their pts, as soon as no later clip can change them.
+
+Ends and short videos, never dropping or inventing output frames:
+* a video shorter than T is padded to T by reflecting (or replicating) frames in time; the outputs of
+  the padding are discarded;
+* the tail of a longer video is covered by one more clip that ends exactly at the last frame (it
+  overlaps the previous clip by more than `overlap`; only the not-yet-final frames are used), so fixed
+  -length models only ever see real frames there;
+* models with `clip_len = None` (any length) get chunks of `chunk` frames and a shorter last chunk.
+
+Canvas: when the model (or the caller) sets `canvas` = (H, W), frames are resized to it before the
+model and the result back to the frame size (bicubic, antialiased). The face pipeline normally hands
+the engine crops that already have the canvas size, making this a no-op.
+
+Memory: at most T + S input frames plus `overlap` restored frames are held, whatever the video length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bfvr.engine.base import ClipModel
+from bfvr.engine.device import autocast
+
+Frame = tuple[np.ndarray, "int | None"]
+
+
+def blend_weights(overlap: int, kind: str = "cosine") -> np.ndarray:
+    """Weights of the *later* clip over `overlap` shared frames, strictly between 0 and 1, rising."""
+    if overlap <= 0:
+        return np.zeros(0, np.float32)
+    j = np.arange(1, overlap + 1, dtype=np.float64) / (overlap + 1)
+    if kind == "linear":
+        w = j
+    elif kind == "cosine":
+        w = 0.5 - 0.5 * np.cos(np.pi * j)
+    else:
+        raise ValueError(f"unknown blend {kind!r}; use 'linear' or 'cosine'")
+    return w.astype(np.float32)
+
+
+def pad_indices(n: int, length: int, mode: str = "reflect") -> list[int]:
+    """Indices into n real frames giving `length` >= n frames: 0..n-1 then reflected (or replicated)."""
+    if n <= 0:
+        raise ValueError("no frames to pad")
+    if mode not in ("reflect", "replicate"):
+        raise ValueError(f"unknown pad mode {mode!r}; use 'reflect' or 'replicate'")
+    out = []
+    for i in range(length):
+        if i < n:
+            out.append(i)
+        elif mode == "replicate" or n == 1:
+            out.append(n - 1)
+        else:
+            period = 2 * (n - 1)
+            k = i % period
+            out.append(k if k < n else period - k)
+    return out
+
+
+class ClipEngine:
+    """Run a `ClipModel` over a frame stream of any length: `run(iter of (frame, pts)) -> iter of (frame, pts)`.
+
+    Frames are uint8 [H, W, 3] RGB, all of one size within a stream. Keyword arguments override the
+    model's own `clip_len`, `overlap` and `canvas`.
+    """
+
+    def __init__(self, model: ClipModel, *, clip_len: int | None = None, overlap: int | None = None,
+                 canvas: tuple[int, int] | None = None, blend: str = "cosine", pad: str = "reflect",
+                 precision: str = "fp32", chunk: int = 8) -> None:
+        self.model = model
+        self.fixed = (clip_len or getattr(model, "clip_len", None)) is not None
+        self.clip_len = int(clip_len or getattr(model, "clip_len", None) or chunk)
+        self.overlap = int(overlap if overlap is not None else (getattr(model, "overlap", 0) or 0))
+        self.canvas = canvas if canvas is not None else getattr(model, "canvas", None)
+        if self.clip_len < 1:
+            raise ValueError("clip_len must be >= 1")
+        if not 0 <= self.overlap < self.clip_len:
+            raise ValueError(f"overlap must be in [0, clip_len), got {self.overlap} with clip_len {self.clip_len}")
+        self.weights = blend_weights(self.overlap, blend)
+        self.pad = pad
+        pad_indices(1, 1, pad)  # validate
+        self.precision = precision
+        self.device = torch.device(getattr(model, "device", "cpu"))
+        self.clips_run = 0
+
+    # ------------------------------------------------------------------ one clip
+    def _forward(self, frames: list[np.ndarray]) -> np.ndarray:
+        """Model output for frames (uint8 [H, W, 3] each) as float32 [T, H, W, 3] in [0, 1] on the CPU."""
+        x = torch.from_numpy(np.stack(frames)).to(self.device)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        h, w = x.shape[-2:]
+        resize = self.canvas is not None and tuple(self.canvas) != (h, w)
+        with torch.inference_mode():
+            if resize:
+                x = F.interpolate(x, size=tuple(self.canvas), mode="bicubic", align_corners=False,
+                                  antialias=True).clamp_(0, 1)
+            with autocast(self.device, self.precision):
+                y = self.model.restore_clip(x)
+            y = y.float()
+            if y.shape != x.shape:
+                raise RuntimeError(f"model {getattr(self.model, 'name', '?')} returned {tuple(y.shape)} "
+                                   f"for an input of {tuple(x.shape)}")
+            if resize:
+                y = F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+            y = y.clamp_(0, 1).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        self.clips_run += 1
+        return y
+
+    @staticmethod
+    def _to_uint8(a: np.ndarray) -> np.ndarray:
+        return (a * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+
+    # ------------------------------------------------------------------ the stream
+    def run(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        """Restore a stream of (frame, pts); yields (restored frame uint8, pts) in the same order."""
+        T, O = self.clip_len, self.overlap
+        S = T - O
+        w = self.weights
+        buf: list[np.ndarray] = []  # input frames [buf_start, buf_start + len(buf))
+        pts: list[int | None] = []
+        buf_start = 0
+        next_start = 0  # first frame of the next clip
+        pending: np.ndarray | None = None  # restored [next_start, next_start + O) awaiting the blend
+        n_read = 0
+
+        def emit(out: np.ndarray, first: int, start_idx: int, stop_idx: int) -> Iterator[Frame]:
+            # out[k] is frame first + k; emit frames [start_idx, stop_idx)
+            for g in range(start_idx, stop_idx):
+                yield self._to_uint8(out[g - first]), pts[g - buf_start]
+
+        def blend_into(out: np.ndarray, first: int) -> None:
+            # cross-fade the pending frames [next_start, next_start + O) into out (out[k] = frame first + k)
+            if pending is None:
+                return
+            k = next_start - first
+            ww = w[:, None, None, None]
+            out[k:k + O] = (1 - ww) * pending + ww * out[k:k + O]
+
+        for frame, p in frames:
+            buf.append(frame)
+            pts.append(p)
+            n_read += 1
+            if n_read < next_start + T:
+                continue
+            # a full clip [next_start, next_start + T)
+            i0 = next_start - buf_start
+            out = self._forward(buf[i0:i0 + T])
+            blend_into(out, next_start)
+            yield from emit(out, next_start, next_start, next_start + S)
+            pending = out[S:].copy() if O else None
+            next_start += S
+            # keep the last T input frames (the tail clip may reach back that far) and >= the next clip's start
+            keep_from = min(next_start, n_read - T)
+            if keep_from > buf_start:
+                del buf[: keep_from - buf_start]
+                del pts[: keep_from - buf_start]
+                buf_start = keep_from
+
+        n = n_read
+        if n == 0:
+            return
+        done = next_start + (O if pending is not None else 0)  # frames already final or pending
+        if n <= done:
+            if pending is not None:
+                yield from emit(pending, next_start, next_start, n)
+            return
+        if not self.fixed:
+            first = next_start
+            out = self._forward(buf[first - buf_start:n - buf_start])
+        elif n >= T:
+            first = n - T  # a last clip ending at the last frame, only real frames
+            out = self._forward(buf[first - buf_start:n - buf_start])
+        else:
+            first = 0  # the whole (short) video, padded in time
+            idx = pad_indices(n, T, self.pad)
+            out = self._forward([buf[i - buf_start] for i in idx])[:n]
+        blend_into(out, first)
+        yield from emit(out, first, next_start, n)
+
+    def restore_array(self, frames: np.ndarray) -> np.ndarray:
+        """Restore a whole clip held in memory: uint8 [N, H, W, 3] -> uint8 [N, H, W, 3]."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
+        out = [f for f, _ in self.run((f, i) for i, f in enumerate(frames))]
+        return np.stack(out) if out else frames[:0].copy()
+
+    def clips_for(self, n: int) -> int:
+        """How many model calls a video of n frames takes."""
+        T, S = self.clip_len, self.clip_len - self.overlap
+        if n <= 0:
+            return 0
+        if n <= T:
+            return 1
+        full = (n - T) // S + 1
+        return full + (1 if (full - 1) * S + T < n else 0)
+
+
+__all__ = ["ClipEngine", "blend_weights", "pad_indices"]

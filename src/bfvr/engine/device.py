@@ -1,0 +1,102 @@
+"""Device and precision policy: what `--device` and `--precision` mean.
+
+* `resolve_device("auto")` = the first CUDA GPU if there is one, else Apple MPS, else the CPU;
+  `"cpu"`, `"cuda"`, `"cuda:N"`, `"mps"` ask for one explicitly and fail clearly when it is absent.
+* `resolve_precision("auto", device)`:
+  - CUDA: bf16 when the GPU supports it (Ampere or newer), else fp16;
+  - MPS: fp16;
+  - CPU: bf16 when the CPU has native bf16 (AMX `amx_bf16` or `avx512_bf16` in /proc/cpuinfo, where
+    oneDNN runs bf16 convolutions several times faster than fp32), else fp32 (emulated bf16 is slower
+    than fp32 on older CPUs).
+  Explicit "fp32", "bf16", "fp16" are honoured where the device can run them.
+* `autocast(device, precision)` is the context a model's forward runs in: mixed precision (weights
+  stay fp32, matmuls/convs run in bf16/fp16) for bf16/fp16 and nothing for fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+from pathlib import Path
+
+import torch
+
+from bfvr.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """Turn "auto" | "cpu" | "cuda" | "cuda:N" | "mps" into a torch.device that exists here."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    s = (spec or "auto").strip().lower()
+    if s == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if s == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", s)
+    if m:
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec}: no CUDA GPU is available here (torch {torch.__version__}); "
+                              "use --device cpu or auto.")
+        idx = int(m.group(1) or 0)
+        if idx >= torch.cuda.device_count():
+            raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) exist; "
+                              "use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
+        return torch.device("cuda", idx)
+    if s == "mps":
+        if not _mps_available():
+            raise ConfigError("--device mps: Apple MPS is not available here; use --device cpu or auto.")
+        return torch.device("mps")
+    raise ConfigError(f"--device {spec!r} is not understood; use auto, cpu, cuda, cuda:N or mps.")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU executes bf16 natively (AMX or AVX512-BF16), per /proc/cpuinfo (Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def resolve_precision(spec: str | None, device: torch.device) -> str:
+    """Turn "auto" | "fp32" | "bf16" | "fp16" into the precision to run on `device` (see module doc)."""
+    s = (spec or "auto").strip().lower()
+    if s not in PRECISIONS:
+        raise ConfigError(f"--precision {spec!r} is not understood; use auto, fp32, bf16 or fp16.")
+    kind = device.type
+    if s == "auto":
+        if kind == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if kind == "mps":
+            return "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if s == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("--precision bf16: this GPU has no bf16 support; use fp16 or fp32.")
+    return s
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
+    """The mixed-precision context for a forward pass (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
