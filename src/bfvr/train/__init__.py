@@ -1,1 +1,11 @@
-"""bfvr.train."""
+"""bfvr.train: STC training stages (Stage I VQGAN, Stage II lookup transformers), losses, EMA,
+atomic checkpoints with exact resume, DDP via torchrun. Entry points: `bfvr train` or
+
+    from bfvr.train import load_config, train
+    train(load_config("configs/stc/tiny_stage1.yaml"))
+"""
+
+from bfvr.train.config import TrainConfig, config_from_dict, load_config
+from bfvr.train.trainer import Trainer, lr_at, train
+
+__all__ = ["TrainConfig", "Trainer", "config_from_dict", "load_config", "lr_at", "train"]

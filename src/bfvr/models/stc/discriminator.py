@@ -1,0 +1,126 @@
+"""Stage-I discriminators of BFVR-STC.
+
+Both score every frame of a BCTHW clip with three linear heads of 1, 2 and 4 units (each head's units
+averaged to one value per frame) on top of a per-frame feature vector, and return the concatenation
+`cat([head1, head2, head4])` of shape (3*B*T,), like the official discriminator.
+
+* `DINOv2Discriminator`: the official design. A frozen DINOv2 ViT-S/14 (CLS feature, 384-d) on frames
+  resized to 224x224 (nearest, no normalisation). Its weights come from a local clone of the dinov2
+  repository plus a local weights file, or from torch hub when online; nothing is downloaded otherwise.
+  The official code runs the backbone under `no_grad`, so the generator receives no gradient from the
+  GAN loss; here gradients flow through the frozen backbone to the input by default and
+  `official_no_grad=True` restores the official behaviour.
+* `ConvDiscriminator`: a weight-free fallback for offline use: a small trainable per-frame conv stack
+  with global average pooling and the same three heads. It needs no pretrained weights; choose it
+  explicitly (`disc.backbone: conv`), it is logged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bfvr.errors import DependencyError, WeightsNotFoundError
+
+
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    b, c, t, h, w = x.shape
+    return x.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+class _ThreeHeads(nn.Module):
+    """disc1/disc2/disc4: Linear(feat_dim, 1|2|4), each averaged over its units."""
+
+    def __init__(self, feat_dim: int) -> None:
+        super().__init__()
+        self.disc1 = nn.Linear(feat_dim, 1)
+        self.disc2 = nn.Linear(feat_dim, 2)
+        self.disc4 = nn.Linear(feat_dim, 4)
+
+    def heads(self, feat: torch.Tensor) -> torch.Tensor:
+        feat = feat.float()
+        x1 = self.disc1(feat).mean(dim=1)
+        x2 = self.disc2(feat).mean(dim=1)
+        x4 = self.disc4(feat).mean(dim=1)
+        return torch.cat([x1, x2, x4])
+
+
+class DINOv2Discriminator(_ThreeHeads):
+    """Frozen DINOv2 ViT-S/14 backbone + three trainable linear heads (official STC discriminator).
+
+    `backbone` may be any module mapping (N,3,224,224) to (N,feat_dim) (e.g. an already loaded DINOv2);
+    otherwise use `DINOv2Discriminator.load(repo=..., weights=...)`.
+    """
+
+    def __init__(self, backbone: nn.Module, *, feat_dim: int = 384, input_size: int = 224,
+                 resize_mode: str = "nearest", official_no_grad: bool = False) -> None:
+        super().__init__(feat_dim)
+        self.backbone = backbone
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        self.input_size = input_size
+        self.resize_mode = resize_mode
+        self.official_no_grad = official_no_grad
+
+    def train(self, mode: bool = True) -> "DINOv2Discriminator":
+        super().train(mode)
+        self.backbone.eval()  # frozen: keep its norms/dropout in inference mode
+        return self
+
+    @classmethod
+    def load(cls, repo: str | None = None, weights: str | None = None, **kwargs) -> "DINOv2Discriminator":
+        """Build the ViT-S/14 from a local dinov2 clone (`repo`) with `weights`, or from torch hub online."""
+        try:
+            if repo is not None:
+                if not Path(repo, "hubconf.py").is_file():
+                    raise WeightsNotFoundError(f"{repo} is not a clone of facebookresearch/dinov2 (no hubconf.py); "
+                                               "give a local clone or use disc.backbone: conv offline.")
+                net = torch.hub.load(repo, "dinov2_vits14", source="local", pretrained=weights is None)
+            else:
+                net = torch.hub.load("facebookresearch/dinov2", "dinov2_vits14", pretrained=weights is None)
+        except WeightsNotFoundError:
+            raise
+        except Exception as e:  # no internet, missing dependency of the hub code, ...
+            raise DependencyError(
+                f"could not load DINOv2 ViT-S/14 ({type(e).__name__}: {e}); give disc.dinov2_repo and "
+                "disc.dinov2_weights (local files) or use the weight-free disc.backbone: conv.") from None
+        if weights is not None:
+            if not Path(weights).is_file():
+                raise WeightsNotFoundError(f"DINOv2 weights not found: {weights}; fix disc.dinov2_weights.")
+            sd = torch.load(weights, map_location="cpu", weights_only=True)
+            net.load_state_dict(sd, strict=True)
+        return cls(net, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = _frames(x)
+        f = F.interpolate(f, size=(self.input_size, self.input_size), mode=self.resize_mode)
+        if self.official_no_grad:
+            with torch.no_grad():
+                feat = self.backbone(f)
+        else:
+            feat = self.backbone(f)
+        return self.heads(feat)
+
+
+class ConvDiscriminator(_ThreeHeads):
+    """Weight-free fallback: per-frame conv stack (stride-2 convs + LeakyReLU), global average pooling,
+    a linear projection to `feat_dim`, then the three heads. Everything is trained from scratch."""
+
+    def __init__(self, *, in_ch: int = 3, width: int = 32, depth: int = 4, feat_dim: int = 384,
+                 max_width: int = 256) -> None:
+        super().__init__(feat_dim)
+        layers: list[nn.Module] = []
+        cin = in_ch
+        for i in range(depth):
+            cout = min(width * 2**i, max_width)
+            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.proj = nn.Linear(cin, feat_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(_frames(x))
+        return self.heads(self.proj(f.mean(dim=(2, 3))))

@@ -1,0 +1,297 @@
+"""Typed training configuration, loaded from YAML.
+
+A config file is a nested mapping whose sections match the dataclasses below (`model`, `data`, `loss`,
+`disc`, `optim`, and the top-level run settings). Unknown keys are errors (a typo must not be silently
+ignored); missing keys take the defaults, which are the official BFVR-STC Stage-I settings.
+`load_config(path, overrides=["optim.lr=1e-4", ...])` applies dotted overrides whose values are parsed
+as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bfvr.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Network hyper-parameters (passed to `STCVQGAN` / `STCStage2`)."""
+
+    nf: int = 32
+    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    res_blocks: int = 2
+    codebook_size: int = 1024
+    emb_dim: int = 256
+    beta: float = 0.25
+    #: "paper" (KL(marginal || uniform), the default for training) or "official" (the released code's form)
+    mpr: str = "paper"
+    #: Stage II: lookup transformers
+    n_head: int = 2
+    n_layers: int = 9
+    dim_mlp: int = 512
+    #: Stage II: True reproduces the official axis-order quirk of the temporal residual (only for official weights)
+    official_residual: bool = False
+    #: Stage II: decoder levels of the official (unused) fusion blocks; [] leaves them out (keys only matter
+    #: for loading official checkpoints)
+    connect_list: list[str] = field(default_factory=lambda: ["32", "64", "128", "256"])
+    #: extra keyword arguments passed as-is to the network constructor (e.g. norm groups, latent size)
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: Stage II: Stage-I weights (a run folder, a checkpoint folder or a .safetensors file); EMA weights preferred
+    stage1_weights: str | None = None
+    #: optional initial weights of the trained network itself (e.g. Stage II "all degradations" starts from
+    #: the "no noise" run); same accepted forms as `stage1_weights`
+    init_weights: str | None = None
+
+
+@dataclass
+class DataConfig:
+    """Training clips: where they come from, their shape and their degradation."""
+
+    #: video files, folders of videos, or a JSONL manifest from `bfvr prepare`
+    paths: list[str] = field(default_factory=list)
+    clip_len: int = 24
+    #: frames are resized (stretched, like the official loader) to size x size ...
+    size: int = 256
+    #: ... then a random crop of crop x crop is taken (None = no crop)
+    crop: int | None = None
+    #: degradation recipe for the LQ input: "none" (Stage I), "stc-nonoise", "stc", "flicker-brightness", ...
+    recipe: str = "none"
+    hflip: bool = False
+    #: frames read per video (the official loader reads the first 240)
+    max_frames: int = 240
+    #: clips per process per micro-step
+    batch_size: int = 1
+    num_workers: int = 0
+    #: "auto" (bfvr.data.ClipDataset when available, else the built-in reader), "bfvr" or "builtin"
+    backend: str = "auto"
+
+
+@dataclass
+class LossConfig:
+    """Loss weights. Stage I: l1, perceptual, codebook, mpr, gan; Stage II: feat, ce."""
+
+    l1: float = 1.0
+    perceptual: float = 1.0
+    #: torchvision-layout VGG16 weights (.pth/.safetensors) for LPIPS-VGG; None = offline substitute
+    vgg_weights: str | None = None
+    #: LPIPS linear-head weights (lpips package `weights/v0.1/vgg.pth`); optional, plain VGG feature L1 without
+    lpips_weights: str | None = None
+    #: what replaces the perceptual loss when no VGG weights are given: "ssim+grad" or "none"
+    perceptual_fallback: str = "ssim+grad"
+    codebook: float = 1.0
+    #: multiplies the model's MPR term (which already carries the official x0.1)
+    mpr: float = 1.0
+    #: effective generator hinge-GAN weight (official: loss_weight 0.5 x disc_weight 0.8)
+    gan: float = 0.4
+    #: first iteration (1-based) at which the GAN terms are on (official: 2001)
+    disc_start: int = 2001
+    feat: float = 10.0
+    ce: float = 1.0
+
+
+@dataclass
+class DiscConfig:
+    """Discriminator for the Stage-I hinge GAN."""
+
+    #: "dinov2" (frozen DINOv2 ViT-S/14 + 3 linear heads, needs weights) or "conv" (weight-free, trainable)
+    backbone: str = "dinov2"
+    #: local clone of facebookresearch/dinov2 (torch.hub source='local'); None = torch hub (needs internet)
+    dinov2_repo: str | None = None
+    #: local DINOv2 ViT-S/14 weights (.pth); None = downloaded by torch hub (needs internet)
+    dinov2_weights: str | None = None
+    #: conv fallback: base width and number of stride-2 stages
+    width: int = 32
+    depth: int = 4
+    feat_dim: int = 384
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 7e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+    #: discriminator learning rate (None = same as lr)
+    d_lr: float | None = None
+    #: "constant", "cosine_restart" (periods, restart_weights, eta_min) or "multistep" (milestones, gamma)
+    scheduler: str = "constant"
+    periods: list[int] = field(default_factory=lambda: [250000])
+    restart_weights: list[float] = field(default_factory=lambda: [1.0])
+    eta_min: float = 0.0
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.5
+    #: clip the generator's gradient norm (None = off)
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    #: "stage1" (3D-VQGAN + codebooks) or "stage2" (LQ encoder + lookup transformers)
+    stage: str = "stage1"
+    name: str = "stc_stage1"
+    #: run folder (checkpoints, logs, resolved config); relative paths are relative to the working directory
+    out_dir: str = "runs/stc_stage1"
+    seed: int = 0
+    max_steps: int = 250000
+    log_every: int = 10
+    ckpt_every: int = 1000
+    #: checkpoints kept on disk (older ones are deleted); 0 = keep all
+    keep_ckpts: int = 3
+    ema_decay: float = 0.995
+    #: micro-steps accumulated per optimizer step
+    accum_steps: int = 1
+    #: run forward passes under bf16 autocast (CPU with AMX or CUDA); weights and optimizer stay fp32
+    bf16: bool = False
+    #: "auto" (cuda:LOCAL_RANK when available, else cpu), "cpu", "cuda", "cuda:N"
+    device: str = "auto"
+    #: torch intra-op threads per process (0 = leave torch's default)
+    threads: int = 0
+    #: also write TensorBoard events when the `tensorboard` package is installed
+    tensorboard: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    disc: DiscConfig = field(default_factory=DiscConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def validate(self) -> None:
+        if self.stage not in ("stage1", "stage2"):
+            raise ConfigError(f"stage must be 'stage1' or 'stage2', not {self.stage!r}.")
+        if self.accum_steps < 1 or self.data.batch_size < 1:
+            raise ConfigError("accum_steps and data.batch_size must be at least 1.")
+        if self.max_steps < 1:
+            raise ConfigError("max_steps must be at least 1.")
+        if self.optim.scheduler not in ("constant", "cosine_restart", "multistep"):
+            raise ConfigError(f"optim.scheduler must be constant, cosine_restart or multistep, "
+                              f"not {self.optim.scheduler!r}.")
+        if self.disc.backbone not in ("dinov2", "conv"):
+            raise ConfigError(f"disc.backbone must be 'dinov2' or 'conv', not {self.disc.backbone!r}.")
+        if self.loss.perceptual_fallback not in ("ssim+grad", "none"):
+            raise ConfigError("loss.perceptual_fallback must be 'ssim+grad' or 'none'.")
+        if self.stage == "stage2" and not self.model.stage1_weights:
+            raise ConfigError("stage2 needs model.stage1_weights (the Stage-I run folder or weights file); "
+                              "set it in the config or with --set model.stage1_weights=PATH.")
+        if self.data.crop is not None and self.data.crop > self.data.size:
+            raise ConfigError("data.crop must not exceed data.size.")
+
+
+# ----------------------------------------------------------------------------------------------------
+# YAML <-> dataclasses
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a YAML value to the annotated type `tp` (dataclasses, lists, optionals, scalars)."""
+    if _is_dataclass_type(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, not {type(value).__name__}.")
+        return _build(tp, value, where)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        others = [a for a in args if a is not type(None)]
+        return _coerce(value, others[0], where)
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            value = [value] if isinstance(value, (str, int, float)) else value
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list.")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping.")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where} must be a number, not {value!r}.")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, not {value!r}.") from None
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{where} must be an integer, not {value!r}.")
+        return int(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}.")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a string, not {value!r}.")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where or 'the config'}; "
+                          f"allowed: {', '.join(sorted(names))}.")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value.")
+    key, _, text = item.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {item!r} has an empty key.")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {p} is not a section.")
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({e}).") from None
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
+    raw = yaml.safe_load(yaml.safe_dump(raw)) if raw else {}  # deep copy through YAML types
+    for item in overrides or []:
+        _apply_override(raw, item)
+    cfg = _build(TrainConfig, raw, "")
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML training config, apply `section.key=value` overrides, check it, return it typed."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}; pass an existing YAML file (see configs/stc/).")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p} must contain a mapping of settings at the top level.")
+    return config_from_dict(raw, overrides)

@@ -1,0 +1,259 @@
+"""Training data for the trainer: a dataset addressed by *sample position* and a sampler of positions.
+
+Every sample the run ever draws has a global position p = 0, 1, 2, ... (micro-step m of the whole job
+draws positions m*world*B ... m*world*B + world*B - 1, rank r taking its B consecutive ones). The clip at
+position p is a pure function of (seed, p), so
+
+* resuming at step s only needs s (the sampler restarts at micro-step s*accum): the data state is exact;
+* a 2-process run with batch B and a 1-process run with batch 2B see the same clips in each step;
+* DataLoader workers need no shared RNG state.
+
+Datasets: `bfvr.data.ClipDataset` (the project's dataset with the papers' degradation recipes) when it is
+importable, else `BuiltinClipDataset` below (a small in-memory reader with a minimal STC-like degradation);
+which one is used is logged. Items are dicts {"gt", "lq"} of float32 [3, T, H, W] in [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from bfvr.errors import ConfigError, InputError
+
+log = logging.getLogger("bfvr.train")
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v"}
+
+
+def expand_paths(paths: Sequence[str]) -> list[Path]:
+    """Video files from files, folders (non-recursive) and JSONL manifests (key "path", "video" or "gt")."""
+    out: list[Path] = []
+    for item in paths:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES)
+        elif p.suffix == ".jsonl" and p.is_file():
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    if rec.get("keep", True) is False:
+                        continue
+                    v = rec.get("path") or rec.get("video") or rec.get("gt")
+                    if v:
+                        q = Path(v)
+                        out.append(q if q.is_absolute() else p.parent / q)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputError(f"training data not found: {p}; fix data.paths in the config.")
+    if not out:
+        raise InputError(f"no videos found in {list(paths)}; data.paths needs video files or folders of videos.")
+    return out
+
+
+def _read_video(path: Path, max_frames: int) -> np.ndarray:
+    """[N,H,W,3] uint8 RGB, first `max_frames` frames (bfvr.io when present)."""
+    try:
+        from bfvr.io import read_frames  # type: ignore[attr-defined]
+    except ImportError:
+        read_frames = None
+    if read_frames is not None:
+        return np.asarray(read_frames(str(path), max_frames=max_frames))
+    import av
+
+    frames = []
+    with av.open(str(path)) as c:
+        for fr in c.decode(video=0):
+            frames.append(fr.to_ndarray(format="rgb24"))
+            if len(frames) >= max_frames:
+                break
+    if not frames:
+        raise InputError(f"{path} has no decodable video frames.")
+    return np.stack(frames)
+
+
+def _stc_degrade(clip: np.ndarray, rng: np.random.Generator, noise: bool) -> np.ndarray:
+    """Minimal STC-style degradation with one parameter draw per clip: isotropic Gaussian blur
+    (kernel 11, sigma U[2,5]), bilinear downsample by s U[2,4], Gaussian noise sigma U[0,5]/255, resize back.
+    (`bfvr.degrade` has the complete recipes incl. video compression; this is the built-in stand-in.)"""
+    import cv2
+
+    n, h, w, _ = clip.shape
+    sigma = rng.uniform(2, 5)
+    scale = rng.uniform(2, 4)
+    nsig = rng.uniform(0, 5) / 255.0 if noise else 0.0
+    lw, lh = max(1, round(w / scale)), max(1, round(h / scale))
+    noise_arr = rng.standard_normal((n, lh, lw, 3)).astype(np.float32) * nsig if noise else None
+    out = np.empty((n, h, w, 3), np.float32)
+    for i in range(n):
+        f = cv2.GaussianBlur(clip[i].astype(np.float32) / 255.0, (11, 11), sigma)
+        f = cv2.resize(f, (lw, lh), interpolation=cv2.INTER_LINEAR)
+        if noise_arr is not None:
+            f = f + noise_arr[i]
+        f = np.clip(f, 0, 1)
+        out[i] = cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+class BuiltinClipDataset(Dataset):
+    """Videos decoded once into memory (first `max_frames` frames, stretched to size x size), from which
+    position p draws a video, a `clip_len` window, a crop and a flip with `np.random.default_rng([seed, p])`.
+
+    recipe: "none" (LQ = GT, Stage I), "stc-nonoise" or "stc" (see `_stc_degrade`).
+    """
+
+    RECIPES = ("none", "stc", "stc-nonoise")
+
+    def __init__(self, paths: Sequence[str], *, clip_len: int = 24, size: int = 256, crop: int | None = None,
+                 recipe: str = "none", hflip: bool = False, max_frames: int = 240, seed: int = 0,
+                 progress: bool = False) -> None:
+        if recipe not in self.RECIPES:
+            raise ConfigError(f"the built-in dataset knows recipes {', '.join(self.RECIPES)}, not {recipe!r}; "
+                              "install/use bfvr.data for the others.")
+        import cv2
+
+        self.clip_len, self.size, self.crop = clip_len, size, crop
+        self.recipe, self.hflip, self.seed = recipe, hflip, seed
+        self.videos: list[np.ndarray] = []
+        self.names: list[str] = []
+        files = expand_paths(paths)
+        it = files
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(files, desc="loading clips", unit="video", leave=False)
+        for f in it:
+            arr = _read_video(f, max_frames)
+            if len(arr) < clip_len:
+                log.warning("skipping %s: %d frames < clip_len %d", f, len(arr), clip_len)
+                continue
+            arr = np.stack([cv2.resize(fr, (size, size), interpolation=cv2.INTER_AREA) for fr in arr])
+            self.videos.append(arr)
+            self.names.append(f.name)
+        if not self.videos:
+            raise InputError(f"no video in {list(paths)} has at least {clip_len} frames; lower data.clip_len.")
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, pos: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, int(pos)])
+        v = self.videos[int(rng.integers(len(self.videos)))]
+        t0 = int(rng.integers(len(v) - self.clip_len + 1))
+        clip = v[t0:t0 + self.clip_len]
+        if self.crop is not None and self.crop < self.size:
+            y0 = int(rng.integers(self.size - self.crop + 1))
+            x0 = int(rng.integers(self.size - self.crop + 1))
+            clip = clip[:, y0:y0 + self.crop, x0:x0 + self.crop]
+        if self.hflip and rng.random() < 0.5:
+            clip = clip[:, :, ::-1]
+        clip = np.ascontiguousarray(clip)
+        gt = clip.astype(np.float32) / 255.0
+        if self.recipe == "none":
+            lq = gt
+        else:
+            lq = _stc_degrade(clip, rng, noise=self.recipe == "stc")
+        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(3, 0, 1, 2).contiguous()  # noqa: E731
+        return {"gt": to_t(gt), "lq": to_t(lq)}
+
+
+class ProjectClipDataset(Dataset):
+    """Adapter over `bfvr.data.ClipDataset`: position p -> its item p mod len, with the epoch p // len
+    passed as `set_epoch` when supported; converts its [T,3,H,W] (or dict) items to {"gt","lq"} [3,T,H,W]."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, pos: int) -> dict[str, torch.Tensor]:
+        n = len(self.base)  # type: ignore[arg-type]
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(int(pos) // n)
+        item = self.base[int(pos) % n]
+        if isinstance(item, dict):
+            lq, gt = item.get("lq"), item.get("gt")
+        else:
+            lq, gt = item[0], item[1]
+        lq, gt = torch.as_tensor(lq), torch.as_tensor(gt)
+        if lq.shape[0] != 3 and lq.shape[1] == 3:  # [T,3,H,W] -> [3,T,H,W]
+            lq, gt = lq.transpose(0, 1), gt.transpose(0, 1)
+        return {"gt": gt.float().contiguous(), "lq": lq.float().contiguous()}
+
+
+def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
+    """The training dataset for `cfg` (a DataConfig): bfvr.data.ClipDataset or the built-in one (logged)."""
+    backend = cfg.backend
+    if backend not in ("auto", "bfvr", "builtin"):
+        raise ConfigError("data.backend must be auto, bfvr or builtin.")
+    if backend in ("auto", "bfvr"):
+        try:
+            from bfvr.data import ClipDataset  # type: ignore[attr-defined]
+        except ImportError:
+            if backend == "bfvr":
+                raise ConfigError("data.backend is 'bfvr' but bfvr.data.ClipDataset is not available.") from None
+            ClipDataset = None
+        if ClipDataset is not None:
+            base = _make_project_dataset(ClipDataset, cfg, seed)
+            if base is not None:
+                log.info("data: bfvr.data.ClipDataset, recipe %s, %d items", cfg.recipe, len(base))
+                return ProjectClipDataset(base)
+            if backend == "bfvr":
+                raise ConfigError("bfvr.data.ClipDataset does not accept this data config; use backend: builtin.")
+    ds = BuiltinClipDataset(cfg.paths, clip_len=cfg.clip_len, size=cfg.size, crop=cfg.crop, recipe=cfg.recipe,
+                            hflip=cfg.hflip, max_frames=cfg.max_frames, seed=seed, progress=progress)
+    log.info("data: built-in clip reader, recipe %s, %d videos", cfg.recipe, len(ds))
+    return ds
+
+
+def _make_project_dataset(cls, cfg, seed: int):
+    """Instantiate bfvr.data.ClipDataset with our settings; None when its signature does not fit."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return None
+    kwargs = {"clip_len": cfg.clip_len, "size": cfg.size, "recipe": cfg.recipe, "seed": seed}
+    optional = {"crop": cfg.crop, "hflip": cfg.hflip, "max_frames": cfg.max_frames}
+    for k, v in optional.items():
+        if k in params:
+            kwargs[k] = v
+    if any(k not in params for k in ("clip_len", "size", "recipe", "seed")):
+        return None
+    first = cfg.paths if len(cfg.paths) != 1 else cfg.paths[0]
+    return cls(first, **kwargs)
+
+
+class PositionSampler(Sampler[list[int]]):
+    """Infinite batch sampler of global sample positions for one rank, starting at micro-step `start`."""
+
+    def __init__(self, *, batch_size: int, rank: int = 0, world_size: int = 1, start: int = 0) -> None:
+        self.batch_size, self.rank, self.world_size, self.start = batch_size, rank, world_size, start
+
+    def positions(self, micro_step: int) -> list[int]:
+        base = (micro_step * self.world_size + self.rank) * self.batch_size
+        return list(range(base, base + self.batch_size))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        m = self.start
+        while True:
+            yield self.positions(m)
+            m += 1
+
+
+def data_fingerprint(ds: Dataset) -> str:
+    """Short hash of what a dataset holds (video names), saved with checkpoints to warn on resume mismatch."""
+    names = getattr(ds, "names", None)
+    if names is None:
+        base = getattr(ds, "base", None)
+        names = [str(len(base))] if base is not None else []
+    return hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]

@@ -1,0 +1,191 @@
+"""The two STC training stages as small "task" objects the trainer drives.
+
+Stage I (`Stage1Task`): the 3D-VQGAN with spatial + temporal codebooks learns to reconstruct GT clips:
+    L_G = l1 * |x_hat - x| + perceptual * P(x_hat, x) + codebook * L_code + mpr * L_MPR
+          + [step >= disc_start] * gan * (-mean D(x_hat))
+    L_D = [step >= disc_start] * (mean relu(1 - D(x)) + mean relu(1 + D(sg(x_hat))))   (hinge)
+
+Stage II (`Stage2Task`): codebooks and generator frozen (from Stage I); the LQ encoder and the two lookup
+transformers learn to predict the codes that the frozen Stage-I encoder assigns to the GT clip:
+    L = feat * mean((z_q_gt - lq_feat)^2) + ce * (CE(logits_s, idx_s) + CE(logits_t, idx_t))
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bfvr.errors import ConfigError, ModelError
+from bfvr.train.checkpoint import load_weights
+from bfvr.train.config import TrainConfig
+from bfvr.train.losses import build_perceptual, hinge_d_loss, hinge_g_loss
+
+log = logging.getLogger("bfvr.train")
+
+
+def _vqgan_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    m = cfg.model
+    return dict(nf=m.nf, ch_mult=tuple(m.ch_mult), res_blocks=m.res_blocks, codebook_size=m.codebook_size,
+                emb_dim=m.emb_dim, beta=m.beta, mpr=m.mpr, **m.extra)
+
+
+def build_stage1_model(cfg: TrainConfig) -> nn.Module:
+    from bfvr.models.stc import STCVQGAN
+
+    try:
+        return STCVQGAN(**_vqgan_kwargs(cfg))
+    except TypeError as e:
+        raise ConfigError(f"model settings do not fit STCVQGAN: {e}; fix the model section.") from None
+
+
+def build_discriminator(cfg: TrainConfig) -> nn.Module:
+    from bfvr.models.stc.discriminator import ConvDiscriminator, DINOv2Discriminator
+
+    d = cfg.disc
+    if d.backbone == "dinov2":
+        disc = DINOv2Discriminator.load(repo=d.dinov2_repo, weights=d.dinov2_weights)
+        log.info("discriminator: frozen DINOv2 ViT-S/14 + 3 linear heads (%s)",
+                 d.dinov2_weights or d.dinov2_repo or "torch hub")
+        return disc
+    log.warning("discriminator: weight-free fallback (trainable conv stack + 3 linear heads), "
+                "not the official frozen-DINOv2 one (disc.backbone: conv)")
+    return ConvDiscriminator(width=d.width, depth=d.depth, feat_dim=d.feat_dim)
+
+
+def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], prefixes: tuple[str, ...], what: str) -> None:
+    """Copy the entries of `sd` under `prefixes` into `module` (all of the module's keys there must exist)."""
+    own = module.state_dict()
+    want = [k for k in own if k.startswith(prefixes)]
+    missing = [k for k in want if k not in sd]
+    bad = [k for k in want if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or bad:
+        raise ModelError(f"{what} does not match the model (missing {missing[:3]}, shape mismatch {bad[:3]}); "
+                         "use the Stage-I run trained with the same model settings.")
+    module.load_state_dict({k: sd[k] for k in want}, strict=False)
+
+
+class Stage1Task:
+    """Stage I: reconstruction + codebook + MPR + hinge GAN."""
+
+    has_disc = True
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        self.cfg = cfg
+        self.model = build_stage1_model(cfg).to(device)
+        if cfg.model.init_weights:
+            _load_into(self.model, load_weights(cfg.model.init_weights), ("",), cfg.model.init_weights)
+        self.disc = build_discriminator(cfg).to(device) if cfg.loss.gan > 0 else None
+        if self.disc is None:
+            log.info("GAN loss: off (loss.gan = 0)")
+        self.perceptual = None
+        if cfg.loss.perceptual > 0:
+            self.perceptual = build_perceptual(cfg.loss.vgg_weights, cfg.loss.lpips_weights,
+                                               cfg.loss.perceptual_fallback)
+            if self.perceptual is not None:
+                self.perceptual.to(device)
+
+    def gan_on(self, step: int) -> bool:
+        return self.disc is not None and step >= self.cfg.loss.disc_start
+
+    def generator_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int,
+                       disc_fn) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        lw = self.cfg.loss
+        gt = batch["gt"]
+        out, code_loss, mpr_loss, stats = model(batch["lq"])
+        out = out.float()
+        logs: dict[str, torch.Tensor] = {}
+        l1 = (out - gt).abs().mean()
+        total = lw.l1 * l1 + lw.codebook * code_loss.float() + lw.mpr * mpr_loss.float()
+        logs["l1"], logs["codebook"], logs["mpr"] = l1, code_loss, mpr_loss
+        if self.perceptual is not None:
+            p = self.perceptual(out, gt)
+            total = total + lw.perceptual * p
+            logs["perceptual"] = p
+        if self.gan_on(step):
+            g = hinge_g_loss(disc_fn(out))
+            total = total + lw.gan * g
+            logs["g_gan"] = g
+        logs["perplexity_s"] = stats.get("perplexity_s", torch.zeros(()))
+        logs["perplexity_t"] = stats.get("perplexity_t", torch.zeros(()))
+        logs["loss"] = total
+        return total, logs, out.detach()
+
+    def disc_loss(self, disc: nn.Module, gt: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        real_logits = disc(gt)
+        fake_logits = disc(fake)
+        d = hinge_d_loss(real_logits, fake_logits)
+        return d, {"d_loss": d, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
+
+
+class Stage2Task:
+    """Stage II: frozen codebooks + generator; LQ encoder + lookup transformers learn the GT codes."""
+
+    has_disc = False
+    disc = None
+    #: parameters never used by the Stage-II forward (kept for official-checkpoint compatibility)
+    UNUSED = ("fuse_convs_dict.", "s_feat_emb.", "t_feat_emb.")
+    FROZEN = ("quantize.", "generator.")
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        from bfvr.models.stc import STCStage2
+
+        self.cfg = cfg
+        m = cfg.model
+        stage1_sd = load_weights(m.stage1_weights)
+        # the frozen Stage-I network gives the GT codes and features
+        self.teacher = build_stage1_model(cfg)
+        _load_into(self.teacher, stage1_sd, ("",), f"Stage-I weights {m.stage1_weights}")
+        self.teacher.to(device).eval().requires_grad_(False)
+        side = cfg.data.crop or cfg.data.size
+        down = 2 ** (len(m.ch_mult) - 1)
+        kwargs: dict[str, Any] = dict(n_head=m.n_head, n_layers=m.n_layers, codebook_size=m.codebook_size,
+                                      dim_embd=m.emb_dim, official_residual=m.official_residual, dim_mlp=m.dim_mlp,
+                                      latent_hw=(side // down, side // down), nf=m.nf, ch_mult=tuple(m.ch_mult),
+                                      res_blocks=m.res_blocks, beta=m.beta, mpr=m.mpr,
+                                      connect_list=tuple(m.connect_list))
+        kwargs.update(m.extra)
+        try:
+            self.model = STCStage2(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"model settings do not fit STCStage2: {e}; fix the model section.") from None
+        # encoder, codebooks and generator start from Stage I (the official vqgan_path)
+        _load_into(self.model, stage1_sd, ("encoder.", "quantize.", "generator."), f"Stage-I weights {m.stage1_weights}")
+        if m.init_weights:
+            _load_into(self.model, load_weights(m.init_weights), ("",), m.init_weights)
+        for name, p in self.model.named_parameters():
+            if name.startswith(self.FROZEN + self.UNUSED):
+                p.requires_grad_(False)
+        self.model.to(device)
+        n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        log.info("stage II: %d trainable parameters (frozen: quantize, generator, unused fuse/feat_emb)", n_train)
+
+    def gan_on(self, step: int) -> bool:
+        return False
+
+    @torch.no_grad()
+    def targets(self, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = self.teacher.encode(gt)
+        z_q, _, _, stats = self.teacher.quantize(z)
+        return z_q.float(), stats["min_encoding_indices_s"], stats["min_encoding_indices_t"]
+
+    def generator_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int,
+                       disc_fn=None) -> tuple[torch.Tensor, dict[str, torch.Tensor], None]:
+        lw = self.cfg.loss
+        zq_gt, idx_s, idx_t = self.targets(batch["gt"])
+        logits_s, logits_t, lq_feat = model(batch["lq"], w=0, code_only=True)
+        n = logits_s.shape[-1]
+        feat = torch.mean((zq_gt - lq_feat.float()) ** 2)
+        ce_s = F.cross_entropy(logits_s.float().reshape(-1, n), idx_s.reshape(-1))
+        ce_t = F.cross_entropy(logits_t.float().reshape(-1, n), idx_t.reshape(-1))
+        total = lw.feat * feat + lw.ce * (ce_s + ce_t)
+        with torch.no_grad():
+            acc_s = (logits_s.reshape(-1, n).argmax(-1) == idx_s.reshape(-1)).float().mean()
+            acc_t = (logits_t.reshape(-1, n).argmax(-1) == idx_t.reshape(-1)).float().mean()
+        logs = {"loss": total, "feat": feat, "ce_s": ce_s, "ce_t": ce_t, "ce": ce_s + ce_t,
+                "acc_s": acc_s, "acc_t": acc_t}
+        return total, logs, None
+

@@ -1,0 +1,332 @@
+"""The training loop shared by both STC stages: DDP, gradient accumulation, bf16 autocast, EMA, LR
+schedule, atomic checkpoints with exact resume, metric logging and a progress bar.
+
+Exact resume: everything that influences the next step is either saved (weights, EMA, optimizer moments,
+RNG states) or a pure function of the step number (learning rate, GAN on/off, the data: clip position p is
+a function of (seed, p) and step s draws positions from micro-step s*accum on; see `bfvr.train.data`).
+Resuming therefore needs the same world size, per-process batch, accumulation and threads as the first run
+(checked; a different world size is refused with a message).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from bfvr.errors import ConfigError, OutputError
+from bfvr.train import checkpoint as ckpt
+from bfvr.train import dist as bdist
+from bfvr.train.config import OptimConfig, TrainConfig
+from bfvr.train.data import PositionSampler, build_dataset, data_fingerprint
+from bfvr.train.ema import EMA
+from bfvr.train.stages import Stage1Task, Stage2Task
+from bfvr.train.tracking import MetricLogger
+
+log = logging.getLogger("bfvr.train")
+
+
+def lr_at(step: int, base: float, o: OptimConfig) -> float:
+    """Learning rate for (1-based) `step`: constant, cosine with restarts (basicsr CosineAnnealingRestartLR),
+    or multi-step decay. A pure function of the step, so resuming needs no scheduler object."""
+    it = step - 1  # iterations already done
+    if o.scheduler == "constant":
+        return base
+    if o.scheduler == "multistep":
+        return base * o.gamma ** sum(1 for m in o.milestones if it >= m)
+    # cosine_restart
+    start = 0
+    for period, weight in zip(o.periods, o.restart_weights):
+        if it < start + period:
+            frac = (it - start) / period
+            return o.eta_min + weight * 0.5 * (base - o.eta_min) * (1 + math.cos(math.pi * frac))
+        start += period
+    return o.eta_min
+
+
+def git_revision() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[3]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        return {"git_revision": rev or "unknown", "git_dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_revision": "unknown", "git_dirty": None}
+
+
+def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+class Trainer:
+    """Runs one STC training stage described by a `TrainConfig`.
+
+    `Trainer(cfg, resume=True).run()` continues the run in `cfg.out_dir` from its newest checkpoint.
+    Launch several processes with torchrun for data-parallel training (each process reads its own part of
+    every global batch; gradients are averaged by DDP).
+    """
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
+                 argv: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.info = bdist.setup(cfg.device)
+        self.device = self.info.device
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.run_dir = Path(cfg.out_dir)
+        self.progress = progress and self.info.is_main
+        self.argv = argv if argv is not None else sys.argv
+        self.resume = resume
+        if self.info.is_main:
+            self._prepare_run_dir()
+        bdist.barrier(self.info)
+
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+        self.task = Stage1Task(cfg, self.device) if cfg.stage == "stage1" else Stage2Task(cfg, self.device)
+        self.model = self.task.model
+        self.ema = EMA(self.model, cfg.ema_decay)
+        o = cfg.optim
+        g_params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt_g = torch.optim.Adam(g_params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.disc = self.task.disc
+        self.opt_d = None
+        if self.disc is not None:
+            self.d_params = [p for p in self.disc.parameters() if p.requires_grad]
+            self.opt_d = torch.optim.Adam(self.d_params, lr=o.d_lr or o.lr, betas=tuple(o.betas),
+                                          weight_decay=o.weight_decay)
+        self.step = 0
+        self.start_step = 0
+        if resume:
+            self._load_latest()
+
+        self.model_ddp: nn.Module = self.model
+        self.disc_ddp: nn.Module | None = self.disc
+        if self.info.enabled:
+            dev_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model_ddp = DDP(self.model, device_ids=dev_ids, broadcast_buffers=False)
+            if self.disc is not None:
+                self.disc_ddp = DDP(self.disc, device_ids=dev_ids, broadcast_buffers=False)
+
+    # ------------------------------------------------------------------------------------------------
+    # run folder, checkpoints
+
+    def _prepare_run_dir(self) -> None:
+        rd = self.run_dir
+        has_ckpt = (rd / ckpt.CKPT_DIR).is_dir() and any((rd / ckpt.CKPT_DIR).glob("step_*"))
+        if has_ckpt and not self.resume:
+            raise OutputError(f"{rd} already holds checkpoints; pass --resume to continue that run or choose "
+                              "another output folder with --out.")
+        if self.resume and not has_ckpt:
+            raise ConfigError(f"--resume given but {rd} holds no checkpoint; start without --resume.")
+        rd.mkdir(parents=True, exist_ok=True)
+        (rd / "config.yaml").write_text(self.cfg.to_yaml())
+        runs_file = rd / "run.json"
+        runs = json.loads(runs_file.read_text()) if runs_file.is_file() else []
+        runs.append({**git_revision(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": self.argv,
+                     "torch": torch.__version__, "python": platform.python_version(),
+                     "world_size": self.info.world_size, "resume": self.resume,
+                     "device": str(self.device), "threads": torch.get_num_threads()})
+        runs_file.write_text(json.dumps(runs, indent=1))
+
+    def _weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        w = {"model": self.model.state_dict(), "ema": self.ema.module.state_dict()}
+        if self.disc is not None:
+            w["disc"] = self.disc.state_dict()
+        return w
+
+    def save(self) -> Path | None:
+        if not self.info.is_main:
+            return None
+        state = {
+            "step": self.step,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else {},
+            "rng": ckpt.rng_state(),
+            "data": {"micro_step": self.step * self.cfg.accum_steps, "seed": self.cfg.seed},
+            "world_size": self.info.world_size,
+            "batch_size": self.cfg.data.batch_size,
+            "accum_steps": self.cfg.accum_steps,
+        }
+        meta = {"stage": self.cfg.stage, "name": self.cfg.name, "world_size": self.info.world_size,
+                "data_fingerprint": self._fingerprint, "lr": lr_at(max(self.step, 1), self.cfg.optim.lr,
+                                                                     self.cfg.optim)}
+        return ckpt.save_checkpoint(self.run_dir, self.step, self._weights(), state, meta, keep=self.cfg.keep_ckpts)
+
+    def _load_latest(self) -> None:
+        from safetensors.torch import load_file
+
+        path = ckpt.find_checkpoint(self.run_dir)
+        state = ckpt.load_state(path)
+        if state["world_size"] != self.info.world_size or state["batch_size"] != self.cfg.data.batch_size \
+                or state["accum_steps"] != self.cfg.accum_steps:
+            raise ConfigError(
+                f"{path} was written with world size {state['world_size']}, batch {state['batch_size']}, "
+                f"accumulation {state['accum_steps']}; resume with the same settings (now "
+                f"{self.info.world_size}, {self.cfg.data.batch_size}, {self.cfg.accum_steps}).")
+        self.model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+        self.ema.module.load_state_dict(load_file(str(path / "ema.safetensors")), strict=True)
+        self.opt_g.load_state_dict(state["opt_g"])
+        if self.disc is not None:
+            self.disc.load_state_dict(load_file(str(path / "disc.safetensors")), strict=True)
+            if state["opt_d"]:
+                self.opt_d.load_state_dict(state["opt_d"])
+        ckpt.set_rng_state(state["rng"])
+        self.step = self.start_step = int(state["step"])
+        log.info("resumed from %s (step %d)", path, self.step)
+
+    # ------------------------------------------------------------------------------------------------
+    # the loop
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        c = self.cfg
+        sampler = PositionSampler(batch_size=c.data.batch_size, rank=self.info.rank,
+                                  world_size=self.info.world_size, start=self.start_step * c.accum_steps)
+        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=c.data.num_workers,
+                            collate_fn=_collate, persistent_workers=c.data.num_workers > 0)
+        for batch in loader:
+            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _autocast(self):
+        if not self.cfg.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _set_lr(self, step: int) -> float:
+        o = self.cfg.optim
+        lr = lr_at(step, o.lr, o)
+        for g in self.opt_g.param_groups:
+            g["lr"] = lr
+        if self.opt_d is not None:
+            lr_d = lr_at(step, o.d_lr or o.lr, o)
+            for g in self.opt_d.param_groups:
+                g["lr"] = lr_d
+        return lr
+
+    def train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """One optimizer step (accum_steps micro-steps) of G, then of D when the GAN is on."""
+        c = self.cfg
+        step = self.step + 1
+        lr = self._set_lr(step)
+        accum = c.accum_steps
+        gan_on = self.task.gan_on(step)
+        sums: dict[str, float] = {}
+
+        def add(logs: dict[str, torch.Tensor]) -> None:
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
+
+        self.model_ddp.train()
+        if self.disc is not None:
+            self.disc.train()
+            for p in self.d_params:  # D is not updated by the G step
+                p.requires_grad_(False)
+        disc_fn = self.disc  # plain module: no DDP gradient sync for the G step's pass through D
+        self.opt_g.zero_grad(set_to_none=True)
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for a in range(accum):
+            batch = next(batches)
+            sync = a == accum - 1 or not self.info.enabled
+            ctx = contextlib.nullcontext() if sync else self.model_ddp.no_sync()
+            with ctx:
+                with self._autocast():
+                    loss, logs, fake = self.task.generator_loss(self.model_ddp, batch, step, disc_fn)
+                (loss / accum).backward()
+            add(logs)
+            if gan_on:
+                kept.append((batch["gt"], fake))
+        if not math.isfinite(sums.get("loss", 0.0)):
+            raise FloatingPointError(f"loss is {sums.get('loss')} at step {step}; lower the learning rate "
+                                     "or disable bf16.")
+        if c.optim.grad_clip:
+            sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], c.optim.grad_clip))
+        self.opt_g.step()
+        self.ema.update(self.model)
+
+        if gan_on:
+            for p in self.d_params:
+                p.requires_grad_(True)
+            self.opt_d.zero_grad(set_to_none=True)
+            for a, (gt, fake) in enumerate(kept):
+                sync = a == accum - 1 or not self.info.enabled
+                ctx = contextlib.nullcontext() if sync else self.disc_ddp.no_sync()
+                with ctx:
+                    with self._autocast():
+                        d_loss, d_logs = self.task.disc_loss(self.disc_ddp, gt, fake)
+                    (d_loss / accum).backward()
+                add(d_logs)
+            self.opt_d.step()
+        elif self.disc is not None:
+            for p in self.d_params:
+                p.requires_grad_(True)
+        sums["lr"] = lr
+        self.step = step
+        return bdist.all_reduce_mean(sums, self.info, self.device)
+
+    def run(self, max_steps: int | None = None) -> list[dict[str, float]]:
+        """Train until `max_steps` (default: the config's); returns the logged records of this process."""
+        c = self.cfg
+        total = max_steps or c.max_steps
+        self.dataset = build_dataset(c.data, seed=c.seed, progress=self.progress)
+        self._fingerprint = data_fingerprint(self.dataset)
+        logger = MetricLogger(self.run_dir, enabled=self.info.is_main, tensorboard=c.tensorboard,
+                              resume_step=self.start_step if self.resume else None)
+        if self.info.is_main:
+            log.info("training %s: steps %d -> %d, world size %d, batch %d x accum %d x %d processes, bf16 %s, "
+                     "device %s", c.stage, self.start_step, total, self.info.world_size, c.data.batch_size,
+                     c.accum_steps, self.info.world_size, c.bf16, self.device)
+        records: list[dict[str, float]] = []
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=self.start_step, desc=f"train {c.stage}", unit="step",
+                       dynamic_ncols=True)
+        batches = self._batches()
+        try:
+            while self.step < total:
+                logs = self.train_step(batches)
+                rec = {"step": self.step, **logs}
+                records.append(rec)
+                if self.step % c.log_every == 0 or self.step == total or self.step == self.start_step + 1:
+                    logger.log(self.step, logs)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "l1", "ce") if k in logs})
+                if self.step % c.ckpt_every == 0 or self.step == total:
+                    self.save()
+                    bdist.barrier(self.info)
+        finally:
+            if bar is not None:
+                bar.close()
+            logger.close()
+        return records
+
+    def close(self) -> None:
+        bdist.cleanup()
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
+          argv: list[str] | None = None) -> Path:
+    """Run (or resume) a training stage; returns the run folder."""
+    t = Trainer(cfg, resume=resume, progress=progress, argv=argv)
+    try:
+        t.run()
+    finally:
+        t.close()
+    return t.run_dir
