@@ -1,13 +1,61 @@
-"""`bfvr restore`: not implemented yet (its issue fills it)."""
+"""`bfvr restore`: restore a video (file, GIF or PNG/JPG folder) into an H.264 video with the input's audio."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated
 
-from bfvr.errors import BfvrError
+import typer
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("restore", help="(not implemented yet)")
-    def _cmd() -> None:
-        raise BfvrError("'bfvr restore' is not implemented yet.")
+    @app.command("restore", help="Restore a face video: same frame count, fps, timestamps and audio; streaming "
+                 "(any length, bounded memory). The output is written to a temporary file and renamed when "
+                 "complete.")
+    def _cmd(
+        inp: Annotated[Path, typer.Argument(help="Input video file, GIF, or folder of PNG/JPG frames.",
+                                            show_default=False)],
+        out: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4/.mov/.mkv file, or a path without "
+                                          "suffix for a folder of PNG frames.", show_default=False)],
+        model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `bfvr models`); 'identity' "
+                                           "passes frames through unchanged.")] = "stc",
+        weights: Annotated[Path | None, typer.Option("--weights", help="Local weights file for the model "
+                                                     "(default: the model's cache, downloaded if allowed).")] = None,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+        precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: bf16 on GPUs "
+                                               "and AMX/AVX512-BF16 CPUs, else fp32/fp16).")] = "auto",
+        crf: Annotated[float, typer.Option("--crf", help="x264 quality, 0 (lossless) .. 51 (worst); 10-18 keeps "
+                                           "detail.", min=0, max=51)] = 18,
+        preset: Annotated[str, typer.Option("--preset", help="x264 speed/size preset: ultrafast .. veryslow.")
+                          ] = "medium",
+        clip_len: Annotated[int | None, typer.Option("--clip-len", help="Frames per model call (default: the "
+                                                     "model's own, e.g. 24 for STC).", min=1)] = None,
+        overlap: Annotated[int | None, typer.Option("--overlap", help="Frames shared and cross-faded between "
+                                                    "consecutive clips (default: the model's own).", min=0)] = None,
+        fps: Annotated[float | None, typer.Option("--fps", help="Frame rate of an image-folder input (default 25).",
+                                                  min=0.001)] = None,
+        max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames (a preview; "
+                                                       "audio is then left out).", min=1)] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output if it exists.")] = False,
+        offline: Annotated[bool, typer.Option("--offline", help="Never download weights; fail if not cached.")
+                           ] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+    ) -> None:
+        from bfvr.api import Restorer
+        from bfvr.io.writer import _PRESETS, output_kind, prepare_output
+        from bfvr.errors import ConfigError
+
+        if preset not in _PRESETS:
+            raise ConfigError(f"--preset {preset!r} is not an x264 preset; use one of: {', '.join(_PRESETS)}.")
+        # check the cheap things (output path, input) before loading a model
+        output_kind(out)
+        prepare_output(out, overwrite)
+        from bfvr.io import probe
+
+        probe(inp) if not inp.is_dir() else None
+        r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
+                     clip_len=clip_len, overlap=overlap, progress=not quiet)
+        res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames, fps=fps)
+        if not quiet:
+            print(f"{res.output}: {res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} frames/s), "
+                  f"model {r.name} on {r.device} ({r.precision}), audio {'copied' if res.audio else 'none'}")

@@ -71,12 +71,14 @@ class ClipEngine:
     """Run a `ClipModel` over a frame stream of any length: `run(iter of (frame, pts)) -> iter of (frame, pts)`.
 
     Frames are uint8 [H, W, 3] RGB, all of one size within a stream. Keyword arguments override the
-    model's own `clip_len`, `overlap` and `canvas`.
+    model's own `clip_len`, `overlap` and `canvas`; `chunk` is the clip length for models that take
+    any length; `precision` ("fp32"/"bf16"/"fp16") is applied as autocast unless the model has its own
+    `precision` attribute.
     """
 
     def __init__(self, model: ClipModel, *, clip_len: int | None = None, overlap: int | None = None,
                  canvas: tuple[int, int] | None = None, blend: str = "cosine", pad: str = "reflect",
-                 precision: str = "fp32", chunk: int = 8) -> None:
+                 precision: str | None = None, chunk: int = 8) -> None:
         self.model = model
         self.fixed = (clip_len or getattr(model, "clip_len", None)) is not None
         self.clip_len = int(clip_len or getattr(model, "clip_len", None) or chunk)
@@ -89,7 +91,9 @@ class ClipEngine:
         self.weights = blend_weights(self.overlap, blend)
         self.pad = pad
         pad_indices(1, 1, pad)  # validate
-        self.precision = precision
+        # a model with its own `precision` attribute applies it itself (e.g. STC: autocast + channels_last_3d);
+        # otherwise the engine wraps the forward in autocast for `precision` (None = fp32)
+        self.precision = "fp32" if precision is None or hasattr(model, "precision") else precision
         self.device = torch.device(getattr(model, "device", "cpu"))
         self.clips_run = 0
 

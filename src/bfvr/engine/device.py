@@ -8,7 +8,7 @@
   - CPU: bf16 when the CPU has native bf16 (AMX `amx_bf16` or `avx512_bf16` in /proc/cpuinfo, where
     oneDNN runs bf16 convolutions several times faster than fp32), else fp32 (emulated bf16 is slower
     than fp32 on older CPUs).
-  Explicit "fp32", "bf16", "fp16" are honoured where the device can run them.
+  Explicit "fp32", "bf16", "fp16" are honoured where the device can run them (fp16 not on the CPU).
 * `autocast(device, precision)` is the context a model's forward runs in: mixed precision (weights
   stay fp32, matmuls/convs run in bf16/fp16) for bf16/fp16 and nothing for fp32.
 """
@@ -90,6 +90,8 @@ def resolve_precision(spec: str | None, device: torch.device) -> str:
         if kind == "mps":
             return "fp16"
         return "bf16" if cpu_has_native_bf16() else "fp32"
+    if s == "fp16" and kind == "cpu":
+        raise ConfigError("--precision fp16 is for GPUs; on the CPU use bf16 (fast with AMX) or fp32.")
     if s == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("--precision bf16: this GPU has no bf16 support; use fp16 or fp32.")
     return s

@@ -30,6 +30,8 @@ import numpy as np
 from bfvr.errors import InputError, OutputError
 from bfvr.io.reader import SIZE_TAG
 
+_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+            "placebo")
 VIDEO_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 #: audio codecs each container takes as a stream copy; anything else is re-encoded to AAC
 COPYABLE_AUDIO = {
@@ -99,6 +101,8 @@ class VideoWriter:
             raise OutputError(f"the output '{self.path}' is the input; choose another output path.")
         if not (0 <= float(crf) <= 51):
             raise OutputError(f"--crf must be between 0 and 51, got {crf}.")
+        if codec == "libx264" and preset not in _PRESETS:
+            raise OutputError(f"preset {preset!r} is not an x264 preset; use one of: {', '.join(_PRESETS)}.")
         self.crf, self.preset, self.codec, self.pix_fmt = crf, preset, codec, pix_fmt
         self.codec_options = dict(codec_options or {})
         self.overwrite = overwrite
@@ -254,6 +258,10 @@ class VideoWriter:
                 shutil.rmtree(self.path)
             else:
                 self.path.unlink()
+        if self._tmp.is_file():  # mkstemp makes 0600 files; give the output the usual umask permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp, 0o666 & ~umask)
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
