@@ -219,3 +219,55 @@ def test_cli_verify(stc_weights, deflicker_weights, capsys):
     assert run_cli("models", "verify", str(path), "--model", "stc", "--sha256", "f" * 64) == 2
     assert run_cli("models", "verify", str(deflicker_weights[0]), "--model", "stc") == 2
     assert "mismatching keys" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- any length, via the engine
+
+def _real_frames(faces_dir, n: int, size: int | None = None):
+    import cv2
+
+    from bfvr.io.reader import read_frames
+
+    frames = read_frames(faces_dir / "lp_driving_d11.mp4", max_frames=n)  # 512x512 talking head
+    assert frames.shape[0] == n
+    if size is not None:
+        frames = [cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames]
+    return list(frames)
+
+
+def test_any_length_through_the_engine(faces_dir):
+    """100 real frames through the engine with the STC wrapper (tiny network, 32x32 canvas):
+    exactly 100 frames back, in order with their pts, and the network only ever sees 24-frame clips."""
+    import numpy as np
+
+    from bfvr.engine.chunker import ClipEngine
+
+    frames = _real_frames(faces_dir, 100, size=48)  # 48x48 frames: the engine resizes to the canvas
+    m = tiny()
+    eng = ClipEngine(m)
+    out = list(eng.run((f, 1000 + 40 * i) for i, f in enumerate(frames)))
+    assert len(out) == 100
+    assert [p for _, p in out] == [1000 + 40 * i for i in range(100)]
+    assert all(f.shape == (48, 48, 3) and f.dtype == np.uint8 for f, _ in out)
+    assert eng.clips_run == eng.clips_for(100) == 6
+    assert {c[2] for c in m.net.calls} == {24} and {c[3:] for c in m.net.calls} == {(32, 32)}
+    # and a short video (fewer frames than a clip) is padded, not dropped
+    out = list(ClipEngine(tiny()).run((f, i) for i, f in enumerate(frames[:5])))
+    assert len(out) == 5
+
+
+@pytest.mark.slow
+def test_stc_100_frames_512_through_the_engine(faces_dir, stc_weights, home):
+    """The real STC network with official-layout weights (bf16): 100 real 512x512 frames in, 100 out."""
+    import numpy as np
+
+    from bfvr.engine.chunker import ClipEngine
+
+    path, _ = stc_weights
+    m = hub.load_model("stc", weights=str(path), offline=True, precision="bf16")
+    frames = _real_frames(faces_dir, 100)
+    eng = ClipEngine(m)
+    out = list(eng.run((f, i) for i, f in enumerate(frames)))
+    assert len(out) == 100 and [p for _, p in out] == list(range(100))
+    assert all(f.shape == (512, 512, 3) and f.dtype == np.uint8 for f, _ in out)
+    assert eng.clips_run == 6
