@@ -1,0 +1,383 @@
+"""The face pipeline as a stream transformer: frames in -> faces restored and pasted back -> frames out.
+
+```
+frames ──> shot-cut check ──> detector (every k frames) ──> FaceTracker (look-ahead window, smoothing)
+       ──> per frame and selected track: crop matrix -> warp crop -> track's ClipRunner (clips of the model)
+       ──> restored crops come back in order -> paste back (feathered mask, inverse warp) -> frames out
+```
+
+Memory is bounded: the tracker's look-ahead (`FaceTracker.lookahead` frames) plus, per track, one
+model clip of crops (and the full frames those crops belong to). Frames come out in input order;
+frames without a selected face pass through bit-exact.
+
+The model side is a *runner* with a push/flush interface (`ClipRunner` wraps any `ClipModel`):
+`push(crop) -> [restored crops ready]`, `flush() -> [the rest]`, FIFO. Each track gets its own runner,
+so a model's temporal context never mixes two people.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+
+from bfvr.errors import ConfigError
+from bfvr.faces.align import CROP_MODES, crop_matrix, warp_crop
+from bfvr.faces.detect import FaceDetector, make_detector
+from bfvr.faces.paste import draw_box, match_color, paste_back, soft_mask
+from bfvr.faces.track import FaceTracker, ShotCutDetector, TrackState
+
+SELECT_CHOICES = ("largest", "center", "all")
+
+
+class NoFaceWarning(UserWarning):
+    """No face was found in the whole video: it passed through unchanged."""
+
+
+class Runner(Protocol):
+    def push(self, crop: np.ndarray) -> list[np.ndarray]: ...
+    def flush(self) -> list[np.ndarray]: ...
+
+
+class ClipRunner:
+    """Feeds canvas crops (uint8 [h, w, 3]) to a `ClipModel` in clips, FIFO, with overlap cross-fade.
+
+    Clips have `model.clip_len` frames (or `batch` when the model takes any length); consecutive clips
+    share `model.overlap` frames whose outputs are linearly cross-faded. A short tail is padded by
+    repeating its last crop (the padding's outputs are dropped).
+    """
+
+    def __init__(self, model, *, batch: int = 8, autocast: str | None = None):
+        self.model = model
+        self.clip_len = model.clip_len or batch
+        self.overlap = min(getattr(model, "overlap", 0) or 0, self.clip_len - 1)
+        self.autocast = autocast
+        self._buf: list[np.ndarray] = []   # crops waiting for the next clip (includes the overlap carry)
+        self._carry: list[np.ndarray] = []  # outputs of the previous clip's overlap frames (float)
+        self.model_seconds = 0.0
+
+    def _run(self, crops: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+        x = x.to(self.model.device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            if self.autocast:
+                with torch.autocast(self.model.device.type, dtype=getattr(torch, self.autocast)):
+                    y = self.model.restore_clip(x)
+            else:
+                y = self.model.restore_clip(x)
+        self.model_seconds += time.perf_counter() - t0
+        return y.float().clamp_(0, 1).mul_(255.0).permute(0, 2, 3, 1).cpu().numpy()
+
+    def _process(self, n_real: int) -> list[np.ndarray]:
+        crops = self._buf + [self._buf[-1]] * (self.clip_len - len(self._buf))
+        y = self._run(crops)[:n_real]
+        o = len(self._carry)
+        if o:
+            w = (np.arange(1, o + 1, dtype=np.float32) / (o + 1))[:, None, None, None]
+            y[:o] = np.asarray(self._carry) * (1 - w) + y[:o] * w
+        return list(y)
+
+    @staticmethod
+    def _to_u8(a: np.ndarray) -> np.ndarray:
+        return np.clip(a + 0.5, 0, 255).astype(np.uint8)
+
+    def push(self, crop: np.ndarray) -> list[np.ndarray]:
+        self._buf.append(crop)
+        if len(self._buf) < self.clip_len:
+            return []
+        y = self._process(len(self._buf))
+        keep = self.overlap
+        done = y[:len(y) - keep] if keep else y
+        self._carry = y[len(y) - keep:] if keep else []
+        self._buf = self._buf[len(self._buf) - keep:] if keep else []
+        return [self._to_u8(a) for a in done]
+
+    def flush(self) -> list[np.ndarray]:
+        if not self._buf:
+            return []
+        if len(self._buf) == len(self._carry):  # only the carried overlap is left: its outputs are known
+            done = self._carry
+        else:
+            done = self._process(len(self._buf))
+        self._buf, self._carry = [], []
+        return [self._to_u8(a) for a in done]
+
+
+@dataclass
+class FaceOptions:
+    """Every knob of the face pipeline (the CLI exposes the common ones)."""
+
+    detector: str = "auto"           # auto | dlib | opencv | mediapipe
+    select: str = "largest"          # largest | center | all
+    crop_mode: str = "proportion"    # proportion (STC) | align (FFHQ 5-point, DicFace)
+    canvas: tuple[int, int] = (512, 512)
+    expand: float = 1.3              # proportion crop: square side = expand x face box (STC used Haar x1.3)
+    smooth: bool = True
+    sigma: float = 4.0               # Gaussian smoothing of boxes/landmarks, in frames
+    detect_every: int = 1            # run the detector every k frames (the tracker interpolates between)
+    detect_size: int | None | str = "default"  # longer side the detector sees
+    max_gap: int = 8                 # frames a face may be missed before its track ends
+    min_hits: int = 3                # detections before a track is used
+    iou_threshold: float = 0.3
+    cut_threshold: float = 0.5       # shot cut: Bhattacharyya distance of colour histograms
+    mask_shape: str = "box"          # box | ellipse
+    erode: float = 0.04              # mask: shrink by this x canvas size per side
+    feather: float = 0.06            # mask: Gaussian edge sigma, x canvas size
+    color_match: bool = False        # match the restored face's colour statistics to the input crop
+    border: str = "reflect"          # how the crop is filled outside the frame: reflect | replicate | constant
+    draw_box: bool = False           # draw each pasted crop's outline (debugging)
+    has_aligned: bool = False        # input frames are face crops already: no detection, whole frame restored
+    upscale: int = 1                 # output size factor; the background is resized by `background`
+    background: Callable[[np.ndarray, int], np.ndarray] | None = None  # hook: (frame, upscale) -> bigger frame
+
+    def validate(self) -> None:
+        if self.select not in SELECT_CHOICES:
+            raise ConfigError(f"unknown --face-select '{self.select}'; choose one of: {', '.join(SELECT_CHOICES)}.")
+        if self.crop_mode not in CROP_MODES:
+            raise ConfigError(f"unknown --crop-mode '{self.crop_mode}'; choose one of: {', '.join(CROP_MODES)}.")
+        if self.detect_every < 1:
+            raise ConfigError("--detect-every must be 1 or more.")
+        if self.upscale < 1:
+            raise ConfigError("--upscale must be 1 or more.")
+
+
+@dataclass
+class _Slot:
+    index: int
+    frame: np.ndarray
+    out: np.ndarray | None = None
+    pending: int = 0
+    scheduled: bool = False
+    boxes: list = field(default_factory=list)
+
+
+_COLORS = [(0, 255, 0), (255, 64, 64), (64, 128, 255), (255, 200, 0), (255, 0, 255), (0, 255, 255)]
+
+
+def _resize_background(frame: np.ndarray, s: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(frame, (frame.shape[1] * s, frame.shape[0] * s), interpolation=cv2.INTER_CUBIC)
+
+
+class FacePipeline:
+    """Restores the faces of a frame stream with a model runner per face track (see module doc).
+
+    `runner_factory()` makes a fresh `Runner` (push/flush) for each track; with a `ClipModel` use
+    `FacePipeline.for_model(model, ...)`. Call `process(frames)` once per video; `stats` tells what
+    happened afterwards.
+    """
+
+    def __init__(self, runner_factory: Callable[[], Runner], options: FaceOptions | None = None, *,
+                 detector: FaceDetector | None = None, progress: Callable[[int], None] | None = None,
+                 record_boxes: bool = False):
+        """`record_boxes`: keep every frame's smoothed and raw box in `stats["boxes"]` (for measurements;
+        grows with the video, so off by default)."""
+        self.record_boxes = record_boxes
+        self.opt = options or FaceOptions()
+        self.opt.validate()
+        self.runner_factory = runner_factory
+        self._detector = detector
+        self.progress = progress
+        self.stats: dict = {}
+
+    @classmethod
+    def for_model(cls, model, options: FaceOptions | None = None, **kw) -> "FacePipeline":
+        opt = options or FaceOptions()
+        if getattr(model, "canvas", None):
+            opt.canvas = tuple(model.canvas)
+        return cls(lambda: ClipRunner(model), opt, **kw)
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = make_detector(self.opt.detector, detect_size=self.opt.detect_size)
+        return self._detector
+
+    # ------------------------------------------------------------ the stream
+
+    def process(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Yield the restored frames, in order, one per input frame (uint8 RGB [H, W, 3])."""
+        opt = self.opt
+        self._slots: deque[_Slot] = deque()
+        self._by_index: dict[int, _Slot] = {}
+        self._runners: dict[int, Runner] = {}
+        self._pending: dict[int, deque] = {}
+        self._selected: int | None = None
+        self._mask = soft_mask(tuple(opt.canvas), opt.mask_shape, opt.erode, opt.feather)
+        self.stats = {"frames": 0, "frames_with_face": 0, "crops": 0, "tracks": set(), "cuts": [],
+                      "detect_seconds": 0.0, "max_buffered_frames": 0, "boxes": {}}
+        if opt.has_aligned:
+            yield from self._process_aligned(frames)
+            return
+        tracker = FaceTracker(iou_threshold=opt.iou_threshold, max_gap=opt.max_gap, min_hits=opt.min_hits,
+                              sigma=opt.sigma, smooth=opt.smooth)
+        cuts = ShotCutDetector(threshold=opt.cut_threshold)
+        detector = self.detector
+        for i, frame in enumerate(frames):
+            frame = np.ascontiguousarray(frame)
+            slot = _Slot(i, frame)
+            self._slots.append(slot)
+            self._by_index[i] = slot
+            cut = cuts(frame)
+            if cut:
+                self.stats["cuts"].append(i)
+            faces = None
+            if i % opt.detect_every == 0 or cut:
+                t0 = time.perf_counter()
+                faces = detector(frame)
+                self.stats["detect_seconds"] += time.perf_counter() - t0
+            for t, states in tracker.update(i, faces, cut):
+                self._schedule(t, states)
+            self.stats["max_buffered_frames"] = max(self.stats["max_buffered_frames"], len(self._slots))
+            yield from self._drain()
+        for t, states in tracker.flush():
+            self._schedule(t, states)
+        for tid in list(self._runners):
+            self._flush_runner(tid)
+        yield from self._drain()
+        assert not self._slots, "face pipeline lost frames"
+        self._finish()
+
+    def _process_aligned(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """--has-aligned: each whole frame is the face; stretch to the canvas, restore, stretch back."""
+        h, w = self.opt.canvas
+        for i, frame in enumerate(frames):
+            frame = np.ascontiguousarray(frame)
+            slot = _Slot(i, frame)
+            self._slots.append(slot)
+            self._by_index[i] = slot
+            H, W = frame.shape[:2]
+            sx, sy = w / W, h / H
+            m = np.array([[sx, 0, (sx - 1) / 2], [0, sy, (sy - 1) / 2]], np.float64)
+            self._add_crop(slot, 0, m, full=True)
+            self.stats["max_buffered_frames"] = max(self.stats["max_buffered_frames"], len(self._slots))
+            yield from self._drain()
+        for tid in list(self._runners):
+            self._flush_runner(tid)
+        yield from self._drain()
+        self._finish()
+
+    def _finish(self) -> None:
+        self.stats["tracks"] = len(self.stats["tracks"])
+        if self.stats["frames"] and not self.stats["crops"]:
+            warnings.warn(NoFaceWarning(
+                f"no face was found in any of the {self.stats['frames']} frames; they passed through unchanged "
+                "(try --detector with another backend, or --has-aligned if the video is a face crop)."),
+                stacklevel=3)
+
+    # ------------------------------------------------------------ scheduling
+
+    def _choose(self, states: list[TrackState], frame_shape) -> list[TrackState]:
+        if not states or self.opt.select == "all":
+            return states
+        cur = next((s for s in states if s.track_id == self._selected), None)
+        if self.opt.select == "largest":
+            best = max(states, key=lambda s: s.area)
+            # sticky: switch only when another face is clearly larger (no flip-flopping between faces)
+            if cur is not None and cur.area * 1.5 >= best.area:
+                best = cur
+        else:  # center
+            c = np.array([frame_shape[1] / 2, frame_shape[0] / 2])
+            best = min(states, key=lambda s: np.linalg.norm(s.center - c))
+            if cur is not None and np.linalg.norm(cur.center - c) <= np.linalg.norm(best.center - c) + 0.1 * min(frame_shape[:2]):
+                best = cur
+        self._selected = best.track_id
+        return [best]
+
+    def _schedule(self, t: int, states: list[TrackState]) -> None:
+        slot = self._by_index[t]
+        slot.scheduled = True
+        chosen = self._choose(states, slot.frame.shape)
+        ids = {s.track_id for s in chosen}
+        # a runner whose track is not in this frame: finish its clip now (bounded memory, in-order output)
+        for tid in list(self._runners):
+            if tid not in ids:
+                self._flush_runner(tid)
+        for s in chosen:
+            m = crop_matrix(self.opt.crop_mode, tuple(self.opt.canvas), box=s.box, landmarks=s.landmarks,
+                            expand=self.opt.expand)
+            self._add_crop(slot, s.track_id, m)
+            self.stats["tracks"].add(s.track_id)
+            if self.record_boxes:
+                self.stats["boxes"].setdefault(s.track_id, {})[t] = (s.box.copy(), s.raw_box.copy())
+        if chosen:
+            self.stats["frames_with_face"] += 1
+
+    def _add_crop(self, slot: _Slot, tid: int, m: np.ndarray, full: bool = False) -> None:
+        crop = warp_crop(slot.frame, m, tuple(self.opt.canvas), border=self.opt.border)
+        if tid not in self._runners:
+            self._runners[tid] = self.runner_factory()
+            self._pending[tid] = deque()
+        slot.pending += 1
+        slot.scheduled = True
+        self._pending[tid].append((slot, m, crop if self.opt.color_match else None, full))
+        self.stats["crops"] += 1
+        self._paste(tid, self._runners[tid].push(crop))
+
+    def _flush_runner(self, tid: int) -> None:
+        self._paste(tid, self._runners[tid].flush())
+        assert not self._pending[tid], "runner returned fewer crops than it was given"
+        del self._runners[tid], self._pending[tid]
+
+    def _paste(self, tid: int, restored: list[np.ndarray]) -> None:
+        import cv2
+
+        for face in restored:
+            slot, m, crop, full = self._pending[tid].popleft()
+            if slot.out is None:
+                slot.out = self._background(slot.frame)
+            s = self.opt.upscale
+            if s > 1:  # the matrix maps original frame pixels; compose with the upscale
+                up_inv = np.array([[1 / s, 0, (1 / s - 1) / 2], [0, 1 / s, (1 / s - 1) / 2], [0, 0, 1]])
+                m = (np.vstack([m, [0, 0, 1]]) @ up_inv)[:2]
+            if full:
+                H, W = slot.out.shape[:2]
+                slot.out = cv2.resize(face, (W, H), interpolation=cv2.INTER_CUBIC if face.shape[0] < H else cv2.INTER_AREA)
+            else:
+                if crop is not None:
+                    face = match_color(face, crop, self._mask)
+                paste_back(slot.out, face, m, self._mask, out=slot.out)
+                if self.opt.draw_box:
+                    slot.boxes.append((m, tid))
+            slot.pending -= 1
+
+    def _background(self, frame: np.ndarray) -> np.ndarray:
+        s = self.opt.upscale
+        if s == 1:
+            return frame.copy()
+        fn = self.opt.background or _resize_background
+        return fn(frame, s)
+
+    def _drain(self) -> Iterator[np.ndarray]:
+        while self._slots and self._slots[0].scheduled and self._slots[0].pending == 0:
+            slot = self._slots.popleft()
+            del self._by_index[slot.index]
+            out = slot.out if slot.out is not None else self._background(slot.frame)
+            for m, tid in slot.boxes:
+                draw_box(out, m, tuple(self.opt.canvas), color=_COLORS[tid % len(_COLORS)], label=f"face {tid}")
+            self.stats["frames"] += 1
+            if self.progress:
+                self.progress(1)
+            yield out
+
+
+def restore_faces_stream(frames: Iterable[np.ndarray], model_or_runner, options: FaceOptions | None = None,
+                         **kw) -> Iterator[np.ndarray]:
+    """Convenience: restore the faces of `frames` with a `ClipModel` (or a runner factory: a callable
+    returning an object with push/flush). Options as `FaceOptions` or keyword arguments."""
+    if options is None:
+        options = FaceOptions(**kw)
+        kw = {}
+    if hasattr(model_or_runner, "restore_clip"):
+        pipe = FacePipeline.for_model(model_or_runner, options, **kw)
+    else:
+        pipe = FacePipeline(model_or_runner, options, **kw)
+    return pipe.process(frames)
