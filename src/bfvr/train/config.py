@@ -153,6 +153,9 @@ class TrainConfig:
     device: str = "auto"
     #: torch intra-op threads per process (0 = leave torch's default)
     threads: int = 0
+    #: DDP: tolerate parameters without gradient in a step (e.g. the quantiser's temporal attention only
+    #: gets gradients through the MPR term; with mpr "none"/"official" it gets none)
+    ddp_find_unused: bool = True
     #: also write TensorBoard events when the `tensorboard` package is installed
     tensorboard: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -79,45 +79,25 @@ def _read_video(path: Path, max_frames: int) -> np.ndarray:
     return np.stack(frames)
 
 
-def _stc_degrade(clip: np.ndarray, rng: np.random.Generator, noise: bool) -> np.ndarray:
-    """Minimal STC-style degradation with one parameter draw per clip: isotropic Gaussian blur
-    (kernel 11, sigma U[2,5]), bilinear downsample by s U[2,4], Gaussian noise sigma U[0,5]/255, resize back.
-    (`bfvr.degrade` has the complete recipes incl. video compression; this is the built-in stand-in.)"""
-    import cv2
-
-    n, h, w, _ = clip.shape
-    sigma = rng.uniform(2, 5)
-    scale = rng.uniform(2, 4)
-    nsig = rng.uniform(0, 5) / 255.0 if noise else 0.0
-    lw, lh = max(1, round(w / scale)), max(1, round(h / scale))
-    noise_arr = rng.standard_normal((n, lh, lw, 3)).astype(np.float32) * nsig if noise else None
-    out = np.empty((n, h, w, 3), np.float32)
-    for i in range(n):
-        f = cv2.GaussianBlur(clip[i].astype(np.float32) / 255.0, (11, 11), sigma)
-        f = cv2.resize(f, (lw, lh), interpolation=cv2.INTER_LINEAR)
-        if noise_arr is not None:
-            f = f + noise_arr[i]
-        f = np.clip(f, 0, 1)
-        out[i] = cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
-    return out
-
-
 class BuiltinClipDataset(Dataset):
     """Videos decoded once into memory (first `max_frames` frames, stretched to size x size), from which
-    position p draws a video, a `clip_len` window, a crop and a flip with `np.random.default_rng([seed, p])`.
+    position p draws a video, a `clip_len` window, a crop, a flip and the degradation parameters with
+    `np.random.default_rng([seed, p])`.
 
-    recipe: "none" (LQ = GT, Stage I), "stc-nonoise" or "stc" (see `_stc_degrade`).
+    recipe: "none" (LQ = GT, Stage I) or any `bfvr.degrade` recipe ("stc-nonoise", "stc",
+    "flicker-brightness", ... or chains like "stc+flicker-brightness"), one parameter draw per clip.
     """
-
-    RECIPES = ("none", "stc", "stc-nonoise")
 
     def __init__(self, paths: Sequence[str], *, clip_len: int = 24, size: int = 256, crop: int | None = None,
                  recipe: str = "none", hflip: bool = False, max_frames: int = 240, seed: int = 0,
                  progress: bool = False) -> None:
-        if recipe not in self.RECIPES:
-            raise ConfigError(f"the built-in dataset knows recipes {', '.join(self.RECIPES)}, not {recipe!r}; "
-                              "install/use bfvr.data for the others.")
         import cv2
+
+        self.degradation = None
+        if recipe != "none":
+            from bfvr.degrade import recipe as make_recipe
+
+            self.degradation = make_recipe(recipe)  # ConfigError for unknown names
 
         self.clip_len, self.size, self.crop = clip_len, size, crop
         self.recipe, self.hflip, self.seed = recipe, hflip, seed
@@ -156,10 +136,10 @@ class BuiltinClipDataset(Dataset):
             clip = clip[:, :, ::-1]
         clip = np.ascontiguousarray(clip)
         gt = clip.astype(np.float32) / 255.0
-        if self.recipe == "none":
+        if self.degradation is None:
             lq = gt
         else:
-            lq = _stc_degrade(clip, rng, noise=self.recipe == "stc")
+            lq = self.degradation(clip, rng)[0].astype(np.float32) / 255.0
         to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(3, 0, 1, 2).contiguous()  # noqa: E731
         return {"gt": to_t(gt), "lq": to_t(lq)}
 

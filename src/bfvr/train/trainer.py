@@ -118,9 +118,10 @@ class Trainer:
         self.disc_ddp: nn.Module | None = self.disc
         if self.info.enabled:
             dev_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model_ddp = DDP(self.model, device_ids=dev_ids, broadcast_buffers=False)
+            fu = cfg.ddp_find_unused
+            self.model_ddp = DDP(self.model, device_ids=dev_ids, broadcast_buffers=False, find_unused_parameters=fu)
             if self.disc is not None:
-                self.disc_ddp = DDP(self.disc, device_ids=dev_ids, broadcast_buffers=False)
+                self.disc_ddp = DDP(self.disc, device_ids=dev_ids, broadcast_buffers=False, find_unused_parameters=fu)
 
     # ------------------------------------------------------------------------------------------------
     # run folder, checkpoints
