@@ -98,7 +98,7 @@ class AVReader(VideoReader):
         c, path = self._container, self.path
         fmt = c.format.name or ""
         if not c.streams.video:
-            what = "only audio" if c.streams.audio else "no video stream"
+            what = "only audio" if c.streams.audio else "no video stream (or no video frames)"
             raise InputError(f"'{path}' has {what}; give a file with a video stream.")
         vs = c.streams.video[0]
         if _STILL_FORMATS.search(fmt) and (vs.frames or 1) <= 1:
@@ -107,6 +107,7 @@ class AVReader(VideoReader):
         vs.thread_type = "AUTO"
         self._stream = vs
         self._frame_iter = self._decode()
+        self._decoded = 0
         try:
             first = next(self._frame_iter)
         except StopIteration:
@@ -187,9 +188,16 @@ class AVReader(VideoReader):
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
         if self._first is not None:
             f, self._first = self._first, None
+            self._decoded += 1
             yield self._to_rgb(f), f.pts
         for f in self._frame_iter:
+            self._decoded += 1
             yield self._to_rgb(f), f.pts
+        # mp4/mov index every sample: decoding fewer frames than indexed means the data was cut off
+        info = self.info
+        if info.frame_count_exact and "mp4" in info.container and self._decoded < info.frame_count:
+            raise InputError(f"'{self.path}' ended after {self._decoded} of its {info.frame_count} frames; the file "
+                             "is truncated or corrupt (re-export or re-download it).")
 
     def audio_stream(self):
         """The input's first audio stream (a PyAV stream) or None."""

@@ -39,7 +39,8 @@ def synth_video(path: str | os.PathLike[str], *, frames: int = 48, width: int = 
                 sample_rate: int = 48000, tone_hz: float = 440.0, codec: str = "libx264",
                 pix_fmt: str = "yuv420p", crf: int = 12, preset: str = "veryfast", rotation: int | None = None,
                 pts: list[int] | None = None, time_base: Fraction | None = None,
-                container_format: str | None = None, extra_options: dict[str, str] | None = None) -> Path:
+                container_format: str | None = None, extra_options: dict[str, str] | None = None,
+                container_options: dict[str, str] | None = None) -> Path:
     """Encode a synthetic clip to `path` and return it.
 
     `rotation` writes a display matrix (degrees counter-clockwise, as FFmpeg/PyAV): the stored frames
@@ -51,7 +52,7 @@ def synth_video(path: str | os.PathLike[str], *, frames: int = 48, width: int = 
 
     path = Path(path)
     fps = Fraction(fps).limit_denominator(1_000_000)
-    c = av.open(str(path), mode="w", format=container_format)
+    c = av.open(str(path), mode="w", format=container_format, options=container_options or {})
     vs = None
     if width and height:
         vs = c.add_stream(codec, rate=fps)
@@ -106,6 +107,8 @@ def synth_video(path: str | os.PathLike[str], *, frames: int = 48, width: int = 
             write_audio(float(f.pts * tb) + 0.5)
         for p in vs.encode():
             c.mux(p)
+    if not frames or vs is None:
+        c.start_encoding()  # write the header even when no packet follows (a video stream with 0 frames)
     write_audio(duration + 1)
     if astream is not None:
         for p in astream.encode():
