@@ -150,7 +150,28 @@ class Trainer:
             w["disc"] = self.disc.state_dict()
         return w
 
+    def rank_digests(self) -> list[str]:
+        """SHA-1 of this process's trained weights, gathered from every rank (DDP keeps them identical)."""
+        import hashlib
+
+        h = hashlib.sha1()
+        for name, t in list(self.model.state_dict().items()) + [
+                (f"disc.{k}", v) for k, v in (self.disc.state_dict().items() if self.disc is not None else [])]:
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        mine = h.hexdigest()
+        if not self.info.enabled:
+            return [mine]
+        import torch.distributed as dist
+
+        out: list[str | None] = [None] * self.info.world_size
+        dist.all_gather_object(out, mine)
+        return [str(d) for d in out]
+
     def save(self) -> Path | None:
+        digests = self.rank_digests()  # collective: every rank takes part
+        if len(set(digests)) > 1:
+            log.error("ranks hold different weights at step %d: %s", self.step, digests)
         if not self.info.is_main:
             return None
         state = {
@@ -164,6 +185,7 @@ class Trainer:
             "accum_steps": self.cfg.accum_steps,
         }
         meta = {"stage": self.cfg.stage, "name": self.cfg.name, "world_size": self.info.world_size,
+                "rank_weight_sha1": digests,
                 "data_fingerprint": self._fingerprint, "lr": lr_at(max(self.step, 1), self.cfg.optim.lr,
                                                                      self.cfg.optim)}
         return ckpt.save_checkpoint(self.run_dir, self.step, self._weights(), state, meta, keep=self.cfg.keep_ckpts)

@@ -1,0 +1,54 @@
+"""Kill a real `bfvr train` process mid-run (SIGKILL), resume it with --resume: the next logged losses
+equal those of an uninterrupted run with the same seed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train import tiny_dict  # noqa: E402
+
+
+def _cmd(cfg: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "bfvr.cli", "train", "--config", str(cfg), "--quiet", *extra]
+
+
+@pytest.mark.slow  # ~40 s: three CLI runs of a tiny model
+def test_sigkill_then_resume_matches_uninterrupted(faces_dir: Path, tmp_path: Path) -> None:
+    from bfvr.train.tracking import read_metrics
+
+    steps = 12
+    ref = tmp_path / "ref.yaml"
+    ref.write_text(yaml.safe_dump(tiny_dict(faces_dir, tmp_path / "ref", max_steps=steps, ckpt_every=3)))
+    killed = tmp_path / "killed.yaml"
+    killed.write_text(yaml.safe_dump(tiny_dict(faces_dir, tmp_path / "killed", max_steps=steps, ckpt_every=3)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    proc = subprocess.Popen(_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    latest = tmp_path / "killed/checkpoints/latest"
+    deadline = time.time() + 240
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done = max(r["step"] for r in read_metrics(tmp_path / "killed"))
+    assert done < steps
+
+    r = subprocess.run(_cmd(ref), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(_cmd(killed, "--resume"), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    a = {m["step"]: {k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "ref")}
+    b = {m["step"]: {k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "killed")}
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    assert a == b  # bit-identical losses on every step, before and after the kill
