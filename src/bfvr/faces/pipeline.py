@@ -126,7 +126,7 @@ class FaceOptions:
     max_gap: int = 8                 # frames a face may be missed before its track ends
     min_hits: int = 3                # detections before a track is used
     iou_threshold: float = 0.3
-    cut_threshold: float = 0.5       # shot cut: Bhattacharyya distance of colour histograms
+    cut_threshold: float = 0.3       # shot cut: Bhattacharyya distance of colour histograms
     mask_shape: str = "box"          # box | ellipse
     erode: float = 0.04              # mask: shrink by this x canvas size per side
     feather: float = 0.06            # mask: Gaussian edge sigma, x canvas size

@@ -33,7 +33,7 @@ class ShotCutDetector:
     """Flags a frame whose colour histogram differs from the previous frame's by more than `threshold`
     (Bhattacharyya distance of hue-saturation histograms of a small copy; 0 = same, 1 = disjoint)."""
 
-    def __init__(self, threshold: float = 0.5, size: int = 96, bins: tuple[int, int] = (24, 16)):
+    def __init__(self, threshold: float = 0.3, size: int = 96, bins: tuple[int, int] = (24, 16)):
         self.threshold = threshold
         self.size = size
         self.bins = bins
