@@ -90,11 +90,14 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
             out_chunks = deg.stream(source(), params)
         else:
             out_chunks = _zip_pregenerated(source(), lq_reader, chunk)
+        from bfvr.degrade.codec import deterministic_heap
+
         n = 0
         with VideoWriter(dst, fps=info.fps, time_base=info.time_base, crf=out_crf, overwrite=overwrite,
                          audio_from=src if keep_audio and info.has_audio else None) as w:
             for frames in out_chunks:
-                w.write(frames, [pts_queue.popleft() for _ in range(len(frames))])
+                with deterministic_heap():  # the writer's x264 too (see bfvr.degrade.codec)
+                    w.write(frames, [pts_queue.popleft() for _ in range(len(frames))])
                 n += len(frames)
                 if progress:
                     progress(len(frames))
