@@ -1,0 +1,378 @@
+"""Dataset preparation from the STC paper: (A) face-proportion crop, (B) orientation filter with 68-point
+landmarks, (C) text filter through an OCR backend (pluggable), (D) motion intensity. One JSON line per
+clip in a manifest. See docs/data.md for the exact rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bfvr.errors import DependencyError, InputError
+
+LEFT_EYE_OUTER, RIGHT_EYE_OUTER, NOSE_TIP = 36, 45, 30  # iBUG 68-point indices (image left / right)
+
+
+@dataclass
+class PrepareOptions:
+    """Every threshold of `bfvr prepare` (defaults = the STC preprocessing where it is known)."""
+
+    size: int = 512                  # output frames are size x size
+    expand: float = 1.3              # each Haar box is scaled by this around its centre
+    keep_aspect: bool = True         # square crop (padded with black where it leaves the frame); False = stretch
+    detect_every: int = 5            # Haar detection on every k-th frame for the union box
+    check_every: int = 5             # 68-point orientation check on every k-th cropped frame
+    ratio_range: tuple[float, float] = (0.4, 2.5)
+    max_no_face: float = 0.5         # drop when more than this fraction of checked frames has no face
+    motion_threshold: float = 15.0   # |gray difference| above this (0..255) counts as a moving pixel
+    motion_size: int = 128           # frames are resized to this before differencing
+    min_motion: float = 0.0          # drop clips whose mean moving fraction is below this (0 = keep all)
+    text_backend: str = "auto"       # auto | none | paddleocr | easyocr
+    text_score: float = 0.95         # drop when any text box on the first frame scores above this
+    crf: float = 15                  # x264 CRF of the written crops
+    max_frames: int | None = None    # use only the first N frames of each clip
+    keep_dropped: bool = False       # keep crops of dropped clips (in OUT/dropped/)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- (A) crop
+def union_box(boxes: list[np.ndarray], expand: float) -> np.ndarray | None:
+    """The union of the boxes [x0, y0, x1, y1], each first scaled by ``expand`` around its centre."""
+    if not boxes:
+        return None
+    b = np.asarray(boxes, np.float64)
+    c = (b[:, :2] + b[:, 2:]) / 2
+    half = (b[:, 2:] - b[:, :2]) * expand / 2
+    return np.concatenate([(c - half).min(0), (c + half).max(0)])
+
+
+def crop_box(box: np.ndarray, width: int, height: int, keep_aspect: bool = True) -> np.ndarray:
+    """Integer crop rectangle [x0, y0, x1, y1] for the union ``box``.
+
+    keep_aspect: a square of side max(box w, box h) centred on the box, shifted to stay inside the frame
+    where possible (it can extend past the frame only when it is larger than the frame; those parts are
+    padded black). Otherwise the box clipped to the frame (the official crop, later stretched)."""
+    x0, y0, x1, y1 = box
+    if not keep_aspect:
+        return np.array([max(0, int(np.floor(x0))), max(0, int(np.floor(y0))),
+                         min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))])
+    side = int(np.ceil(max(x1 - x0, y1 - y0)))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+
+    def place(c: float, n: int) -> int:
+        s = int(round(c - side / 2))
+        if side <= n:
+            s = min(max(s, 0), n - side)
+        else:  # larger than the frame: centre the frame in it
+            s = -((side - n) // 2)
+        return s
+
+    sx, sy = place(cx, width), place(cy, height)
+    return np.array([sx, sy, sx + side, sy + side])
+
+
+def apply_crop(frame: np.ndarray, rect: np.ndarray, size: int) -> np.ndarray:
+    """Crop ``rect`` (may leave the frame: padded black) and resize to size x size."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = (int(v) for v in rect)
+    pad = (max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w))
+    if any(pad):
+        frame = cv2.copyMakeBorder(frame, *pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        x0, x1, y0, y1 = x0 + pad[2], x1 + pad[2], y0 + pad[0], y1 + pad[0]
+    crop = frame[y0:y1, x0:x1]
+    interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+# ---------------------------------------------------------------------------------- (B) orientation
+class Landmarks68:
+    """dlib HOG face detector + the 68-point shape predictor (model file located by bfvr.faces)."""
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+        except ImportError:
+            raise DependencyError("dlib is not installed; `pip install dlib-bin` for the orientation filter "
+                                  "(or pass --no-orientation).") from None
+        from bfvr.faces.detect import dlib_model_dir
+
+        mdir = dlib_model_dir()
+        if mdir is None or not (mdir / "shape_predictor_68_face_landmarks.dat").exists():
+            raise DependencyError("dlib's 68-point model is missing; `pip install face-recognition-models` (or "
+                                  "set BFVR_DLIB_MODELS) for the orientation filter, or pass --no-orientation.")
+        self._det = dlib.get_frontal_face_detector()
+        self._sp = dlib.shape_predictor(str(mdir / "shape_predictor_68_face_landmarks.dat"))
+        self._dlib = dlib
+
+    def __call__(self, rgb: np.ndarray, detect_size: int = 320) -> np.ndarray | None:
+        """68 points [68, 2] of the largest face, or None when no face is found. The detector sees a copy
+        whose longer side is ``detect_size`` (faces fill most of a face-proportion crop); the shape
+        predictor runs on the full-resolution frame."""
+        import cv2
+
+        h, w = rgb.shape[:2]
+        s = min(1.0, detect_size / max(h, w))
+        small = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else rgb
+        rects = self._det(small, 0)
+        if len(rects) == 0:
+            rects = self._det(small, 1)  # small faces: one upsampling step
+        if len(rects) == 0:
+            return None
+        r = max(rects, key=lambda r: r.width() * r.height())
+        r = self._dlib.rectangle(round(r.left() / s), round(r.top() / s), round(r.right() / s), round(r.bottom() / s))
+        shape = self._sp(rgb, r)
+        return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+
+
+def orientation(points: np.ndarray) -> tuple[float, bool]:
+    """(side ratio, nose inside the eyes' span) from 68 points.
+
+    ratio = (nose_x - x36) / (x45 - nose_x): the horizontal distance from the outer corner of the eye on
+    the image left (36) to the nose tip (30), over the nose tip to the outer corner of the other eye
+    (45). A frontal face gives ~1; turning the head moves it towards 0 or infinity."""
+    x36, x45, xn = float(points[LEFT_EYE_OUTER, 0]), float(points[RIGHT_EYE_OUTER, 0]), float(points[NOSE_TIP, 0])
+    inside = min(x36, x45) < xn < max(x36, x45)
+    den = x45 - xn
+    ratio = (xn - x36) / den if abs(den) > 1e-6 else float("inf")
+    return ratio, inside
+
+
+# ------------------------------------------------------------------------------------------ (C) text
+def text_backend(name: str = "auto") -> tuple[str, Callable[[np.ndarray], list[tuple[str, float]]]] | None:
+    """An OCR backend ``(name, fn(rgb) -> [(text, score), ...])``, or None when none is installed.
+
+    Tried in order for "auto": paddleocr, easyocr. Neither ships in our environment and both download
+    their models at first use, so offline the text filter is "not checked"."""
+    import importlib.util
+
+    names = ["paddleocr", "easyocr"] if name == "auto" else [name]
+    for n in names:
+        if n == "none" or importlib.util.find_spec(n) is None:
+            continue
+        if n == "paddleocr":
+            from paddleocr import PaddleOCR  # type: ignore
+
+            ocr = PaddleOCR(lang="ch")
+
+            def run(rgb, ocr=ocr):
+                res = ocr.ocr(rgb[..., ::-1].copy()) or []
+                return [(str(t[1][0]), float(t[1][1])) for page in res if page for t in page]
+
+            return n, run
+        if n == "easyocr":
+            import easyocr  # type: ignore
+
+            reader = easyocr.Reader(["en", "ch_sim"], gpu=False)
+
+            def run(rgb, reader=reader):
+                return [(str(t), float(s)) for _, t, s in reader.readtext(rgb)]
+
+            return n, run
+    if name not in ("auto", "none"):
+        raise DependencyError(f"OCR backend '{name}' is not installed; `pip install {name}` or use --ocr none.")
+    return None
+
+
+# ---------------------------------------------------------------------------------------- (D) motion
+class Motion:
+    """Motion intensity: mean over consecutive frame pairs of the fraction of pixels whose gray value
+    changed by more than ``threshold`` (frames resized to ``size`` x ``size`` first)."""
+
+    def __init__(self, threshold: float = 15.0, size: int = 128) -> None:
+        self.threshold, self.size = threshold, size
+        self._prev: np.ndarray | None = None
+        self.values: list[float] = []
+
+    def update(self, rgb: np.ndarray) -> None:
+        import cv2
+
+        g = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (self.size, self.size),
+                       interpolation=cv2.INTER_AREA).astype(np.int16)
+        if self._prev is not None:
+            self.values.append(float((np.abs(g - self._prev) > self.threshold).mean()))
+        self._prev = g
+
+    @property
+    def score(self) -> float:
+        return float(np.mean(self.values)) if self.values else 0.0
+
+
+# -------------------------------------------------------------------------------------------- driver
+class Preparer:
+    """Prepares clips one by one (keeps the detectors loaded)."""
+
+    def __init__(self, opts: PrepareOptions | None = None, *, orientation_check: bool = True) -> None:
+        from bfvr.faces.detect import HaarDetector
+
+        self.opts = opts or PrepareOptions()
+        # full-resolution Haar boxes, no landmarks: the official face-proportion step
+        self.haar = HaarDetector(landmarks=False)  # on a copy of at most 640 px (boxes scaled back)
+        self.landmarks = Landmarks68() if orientation_check else None
+        self.ocr = text_backend(self.opts.text_backend)
+
+    @property
+    def text_status(self) -> str:
+        return f"checked with {self.ocr[0]}" if self.ocr else \
+            "not checked (no OCR backend installed: pip install paddleocr or easyocr)"
+
+    def face_boxes(self, src: Path, progress: Callable[[int], Any] | None = None) -> tuple[list[np.ndarray], int]:
+        from bfvr.io import open_video
+
+        o = self.opts
+        boxes, checked = [], 0
+        with open_video(src) as r:
+            for i, (frame, _) in enumerate(r.frames()):
+                if o.max_frames is not None and i >= o.max_frames:
+                    break
+                if i % o.detect_every == 0:
+                    checked += 1
+                    faces = self.haar(frame)
+                    if faces:
+                        boxes.append(max(faces, key=lambda f: f.area).box)
+                if progress:
+                    progress(1)
+        return boxes, checked
+
+    def prepare(self, src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False,
+                progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
+        """Crop, check and write one clip; return its manifest record."""
+        from bfvr.io import VideoWriter, open_video, probe
+
+        src, out_dir = Path(src), Path(out_dir)
+        o = self.opts
+        info = probe(src)
+        rec: dict[str, Any] = {"name": src.stem, "source": str(src), "path": None, "size": [o.size, o.size],
+                               "source_size": [info.width, info.height], "fps": _fps(info.fps), "frames": 0,
+                               "crop_box": None, "scores": {}, "kept": False, "reasons": []}
+        boxes, n_det = self.face_boxes(src, progress)
+        rec["scores"]["faces"] = {"frames_checked": n_det, "frames_with_face": len(boxes)}
+        box = union_box(boxes, o.expand)
+        if box is None:
+            rec["reasons"].append(f"no face found in {n_det} checked frames")
+            return rec
+        rect = crop_box(box, info.width, info.height, o.keep_aspect)
+        rec["crop_box"] = [int(v) for v in rect]
+        dst = out_dir / f"{src.stem}.mp4"
+        motion = Motion(o.motion_threshold, o.motion_size)
+        ratios: list[float] = []
+        bad_frames: list[int] = []
+        no_face: list[int] = []
+        checked = 0
+        first = None
+        n = 0
+        with open_video(src) as r, VideoWriter(dst, fps=info.fps, crf=o.crf, overwrite=overwrite) as w:
+            for i, (frame, _) in enumerate(r.frames()):
+                if o.max_frames is not None and i >= o.max_frames:
+                    break
+                crop = apply_crop(frame, rect, o.size)
+                w.write(crop)
+                n += 1
+                if first is None:
+                    first = crop
+                motion.update(crop)
+                if self.landmarks is not None and i % o.check_every == 0:
+                    checked += 1
+                    pts = self.landmarks(crop)
+                    if pts is None:
+                        no_face.append(i)
+                    else:
+                        ratio, inside = orientation(pts)
+                        ratios.append(ratio)
+                        if not inside or not (o.ratio_range[0] <= ratio <= o.ratio_range[1]):
+                            bad_frames.append(i)
+                if progress:
+                    progress(1)
+        rec["frames"] = n
+        rec["path"] = str(dst)
+        if self.landmarks is not None:
+            fin = [x for x in ratios if np.isfinite(x)]
+            rec["scores"]["orientation"] = {
+                "frames_checked": checked, "frames_without_face": len(no_face),
+                "ratio_min": round(min(fin), 4) if fin else None, "ratio_max": round(max(fin), 4) if fin else None,
+                "frames_out_of_range": bad_frames[:50], "n_out_of_range": len(bad_frames)}
+            if bad_frames:
+                rec["reasons"].append(f"orientation: {len(bad_frames)} of {checked} checked frames have the eye/nose "
+                                      f"ratio outside [{o.ratio_range[0]}, {o.ratio_range[1]}] or the nose outside "
+                                      f"the eyes (first: frame {bad_frames[0]})")
+            if checked and len(no_face) / checked > o.max_no_face:
+                rec["reasons"].append(f"no landmarks in {len(no_face)} of {checked} checked frames")
+        else:
+            rec["scores"]["orientation"] = "not checked"
+        if self.ocr is None or first is None:
+            rec["scores"]["text"] = "not checked"
+        else:
+            found = self.ocr[1](first)
+            rec["scores"]["text"] = {"backend": self.ocr[0], "boxes": [[t, round(s, 4)] for t, s in found]}
+            if any(s > o.text_score for _, s in found):
+                rec["reasons"].append(f"text on the first frame (score > {o.text_score})")
+        rec["scores"]["motion"] = round(motion.score, 5)
+        if motion.score < o.min_motion:
+            rec["reasons"].append(f"motion {motion.score:.4f} < {o.min_motion}")
+        rec["kept"] = not rec["reasons"]
+        if not rec["kept"]:
+            if o.keep_dropped:
+                (out_dir / "dropped").mkdir(exist_ok=True)
+                moved = out_dir / "dropped" / dst.name
+                shutil.move(dst, moved)
+                rec["path"] = str(moved)
+            else:
+                dst.unlink(missing_ok=True)
+                rec["path"] = None
+        return rec
+
+
+def _fps(f) -> str:
+    return f"{f.numerator}/{f.denominator}" if f.denominator != 1 else str(f.numerator)
+
+
+def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: PrepareOptions | None = None, *,
+                  orientation_check: bool = True, overwrite: bool = False,
+                  progress: Callable[[int], Any] | None = None,
+                  on_record: Callable[[dict[str, Any]], Any] | None = None) -> Path:
+    """Prepare every input clip into ``out_dir`` and write ``out_dir/manifest.jsonl``; returns its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = out_dir / "manifest.jsonl"
+    if manifest.exists() and not overwrite:
+        from bfvr.errors import OutputError
+
+        raise OutputError(f"'{manifest}' already exists; pass --overwrite to replace it or choose another folder.")
+    if not inputs:
+        raise InputError("no input videos; give a video file or a folder of videos.")
+    prep = Preparer(opts, orientation_check=orientation_check)
+    tmp = manifest.with_suffix(".jsonl.partial")
+    with open(tmp, "w") as f:
+        for src in inputs:
+            rec = prep.prepare(src, out_dir, overwrite=overwrite, progress=progress)
+            rec["text_filter"] = prep.text_status
+            rec["options"] = {k: v for k, v in asdict(prep.opts).items() if k != "extra"}
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            if on_record:
+                on_record(rec)
+    tmp.replace(manifest)
+    return manifest
+
+
+def read_manifest(path: str | os.PathLike[str], kept_only: bool = True) -> list[dict[str, Any]]:
+    """The records of a manifest (only kept clips by default); relative paths resolve against its folder."""
+    path = Path(path)
+    recs = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        if kept_only and not r.get("kept", True):
+            continue
+        if r.get("path") and not Path(r["path"]).is_absolute():
+            r["path"] = str(path.parent / r["path"])
+        recs.append(r)
+    return recs
