@@ -1,0 +1,190 @@
+"""Training datasets: random T-frame windows of clips with on-the-fly degradation, paired LQ/GT tensors.
+
+```python
+from bfvr.data import ClipDataset
+ds = ClipDataset("prepared/manifest.jsonl", clip_len=24, size=512, recipe="stc", seed=0)
+item = ds[0]        # {"lq": [T,3,H,W] float32 in [0,1], "gt": same, "name", "start", "params" (JSON str)}
+ds.set_epoch(1)     # new windows/degradations each epoch, still reproducible
+```
+
+Everything random in ``ds[i]`` (window start, crop, flip, degradation parameters, noise) comes from a
+numpy Generator seeded with ``(seed, epoch, i)``: an item is the same whichever DataLoader worker
+builds it, in whatever order, and on every run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bfvr.errors import ConfigError, InputError
+
+CROPS = ("center", "random", "stretch")
+
+
+def _clip_list(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], kept_only: bool) -> list[dict]:
+    from bfvr.data.prepare import read_manifest
+    from bfvr.degrade.files import list_videos
+
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if p.is_dir():
+            if (p / "manifest.jsonl").exists():
+                return read_manifest(p / "manifest.jsonl", kept_only)
+            return [{"path": str(v), "name": v.stem} for v in list_videos(p)]
+        if p.suffix == ".jsonl":
+            return read_manifest(p, kept_only)
+        return [{"path": str(p), "name": p.stem}]
+    return [{"path": str(s), "name": Path(s).stem} for s in source]
+
+
+class ClipDataset(Dataset):
+    """Random ``clip_len``-frame windows of videos, degraded on the fly: paired (LQ, GT) clips.
+
+    Args:
+        source: a manifest (.jsonl from ``bfvr prepare``; only kept clips), a folder (its manifest.jsonl,
+            else its videos), one video, or a list of videos.
+        clip_len: frames per item (STC: 24; DicFace/KEEP: 5; PGTFormer: 3).
+        size: output frames are size x size.
+        recipe: a ``bfvr.degrade`` recipe name (e.g. "stc", "keep", "stc+flicker-brightness") or a
+            ``Degradation``; None = no degradation (LQ = GT, e.g. for a VQGAN stage I).
+        seed: base seed; item i of epoch e uses ``numpy.random.default_rng([seed, e, i])``.
+        crop: "center" (central square, the default), "random" (a random square of side
+            U[crop_scale[0], 1] x the shorter side) or "stretch" (resize the whole frame, as the official
+            STC loader does).
+        hflip: flip the whole clip horizontally with probability 0.5.
+        layout: "TCHW" (items [T,3,H,W]; DicFace/PGTFormer) or "CTHW" (items [3,T,H,W]; batches are
+            BCTHW as STC's Conv3d networks want).
+        samples_per_clip: items per clip per epoch (``len = clips x samples_per_clip``).
+        max_frames: windows start within the first ``max_frames`` frames (official STC: 240).
+        flicker_dir: a folder of pre-generated LQ videos (same names); the LQ window is read from there
+            (with the same crop/flip) instead of being synthesised.
+        mid: degrade with the middle of every parameter range (evaluation sets).
+        reverse_prob: play the window backwards with this probability (DicFace/KEEP use 0.5).
+    """
+
+    def __init__(self, source: Any, clip_len: int = 24, size: int = 512, recipe: Any = "stc", seed: int = 0, *,
+                 crop: str = "center", crop_scale: tuple[float, float] = (0.8, 1.0), hflip: bool = True,
+                 layout: str = "TCHW", samples_per_clip: int = 1, max_frames: int | None = 240,
+                 flicker_dir: str | os.PathLike[str] | None = None, mid: bool = False, reverse_prob: float = 0.0,
+                 kept_only: bool = True) -> None:
+        from bfvr.degrade import Degradation, recipe as get_recipe
+
+        if crop not in CROPS:
+            raise ConfigError(f"unknown crop '{crop}'; choose {', '.join(CROPS)}.")
+        if layout not in ("TCHW", "CTHW"):
+            raise ConfigError(f"unknown layout '{layout}'; choose TCHW or CTHW.")
+        if clip_len < 1 or size < 8:
+            raise ConfigError("clip_len must be >= 1 and size >= 8.")
+        self.clips = _clip_list(source, kept_only)
+        if not self.clips:
+            raise InputError(f"no clips in '{source}'; give a manifest with kept clips, a folder of videos or videos.")
+        self.clip_len, self.size, self.seed = int(clip_len), int(size), int(seed)
+        self.degradation = None if recipe is None else (recipe if isinstance(recipe, Degradation)
+                                                        else get_recipe(recipe))
+        self.crop, self.crop_scale, self.hflip, self.layout = crop, crop_scale, hflip, layout
+        self.samples_per_clip, self.max_frames = int(samples_per_clip), max_frames
+        self.flicker_dir = Path(flicker_dir) if flicker_dir else None
+        self.mid, self.reverse_prob = mid, reverse_prob
+        self.epoch = 0
+        self._meta: dict[str, tuple[int, Fraction]] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new windows and degradations (call before creating the epoch's DataLoader iterator;
+        persistent workers keep their own copy of the dataset)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.clips) * self.samples_per_clip
+
+    def _info(self, clip: dict) -> tuple[int, Fraction]:
+        key = clip["path"]
+        if key not in self._meta:
+            from bfvr.io import probe
+
+            info = probe(key)
+            n = int(clip.get("frames") or info.frame_count)
+            self._meta[key] = (n, info.fps)
+        return self._meta[key]
+
+    @staticmethod
+    def _read_window(path: str, start: int, length: int) -> np.ndarray:
+        from bfvr.io import open_video
+
+        out = []
+        with open_video(path) as r:
+            for i, (f, _) in enumerate(r.frames()):
+                if i >= start:
+                    out.append(f)
+                    if len(out) == length:
+                        break
+        if not out:
+            raise InputError(f"'{path}' has fewer than {start + 1} frames; re-run bfvr prepare on it.")
+        return np.stack(out)
+
+    def _spatial(self, frames: np.ndarray, box: tuple[int, int, int] | None, flip: bool) -> np.ndarray:
+        import cv2
+
+        if box is not None:
+            x, y, s = box
+            frames = frames[:, y:y + s, x:x + s]
+        interp = cv2.INTER_AREA if frames.shape[1] > self.size else cv2.INTER_CUBIC
+        out = np.stack([cv2.resize(f, (self.size, self.size), interpolation=interp) for f in frames])
+        return out[:, :, ::-1].copy() if flip else out
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        clip = self.clips[index % len(self.clips)]
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        n, fps = self._info(clip)
+        limit = min(n, self.max_frames) if self.max_frames else n
+        start = int(rng.integers(0, max(1, limit - self.clip_len + 1)))
+        gt = self._read_window(clip["path"], start, self.clip_len)
+        idx = np.arange(self.clip_len)
+        if len(gt) < self.clip_len:  # short clip: ping-pong (0 1 2 1 0 1 ...) to the wanted length
+            period = max(1, 2 * len(gt) - 2)
+            idx = np.array([i % period if i % period < len(gt) else period - i % period for i in idx])
+        h, w = gt.shape[1:3]
+        if self.crop == "stretch":
+            box = None
+        else:
+            side = min(h, w)
+            if self.crop == "random":
+                side = max(1, int(round(side * rng.uniform(*self.crop_scale))))
+                box = (int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1)), side)
+            else:
+                box = ((w - side) // 2, (h - side) // 2, side)
+        flip = bool(self.hflip and rng.random() < 0.5)
+        reverse = bool(rng.random() < self.reverse_prob)
+        if reverse:
+            idx = idx[::-1]
+        gt = self._spatial(gt, box, flip)[idx]
+        deg_rng = np.random.default_rng([self.seed, self.epoch, int(index), 1])
+        name = clip.get("name") or Path(clip["path"]).stem
+        if self.flicker_dir is not None:
+            from bfvr.degrade.files import find_pregenerated
+
+            lq_path = find_pregenerated(self.flicker_dir, name)
+            lq = self._spatial(self._read_window(str(lq_path), start, self.clip_len), box, flip)[idx]
+            params: dict[str, Any] = {"recipe": "pre-generated", "path": str(lq_path)}
+        elif self.degradation is not None:
+            params = self.degradation.draw(deg_rng, self.size, self.size, fps=fps, mid=self.mid)
+            lq = self.degradation.apply(gt, params)
+        else:
+            lq, params = gt, {"recipe": None}
+        params.update({"start": start, "crop": list(box) if box else None, "flip": flip, "reverse": reverse})
+        return {"lq": self._tensor(lq), "gt": self._tensor(gt), "name": name, "start": start,
+                "params": json.dumps(params)}
+
+    def _tensor(self, frames: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+        return t.permute(1, 0, 2, 3).contiguous() if self.layout == "CTHW" else t
