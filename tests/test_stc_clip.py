@@ -271,3 +271,34 @@ def test_stc_100_frames_512_through_the_engine(faces_dir, stc_weights, home):
     assert len(out) == 100 and [p for _, p in out] == list(range(100))
     assert all(f.shape == (512, 512, 3) and f.dtype == np.uint8 for f, _ in out)
     assert eng.clips_run == 6
+
+
+@pytest.mark.slow
+def test_bfvr_restore_with_stc_weights(faces_dir, stc_weights, home, tmp_path):
+    """`bfvr restore --model stc --weights FILE --offline` writes a video with the input's frame count."""
+    from bfvr.cli import main as cli_main
+    from bfvr.io.reader import read_frames
+
+    path, _ = stc_weights
+    out = tmp_path / "restored.mp4"
+    try:
+        cli_main(["restore", str(faces_dir / "lp_driving_d0.mp4"), "-o", str(out), "--model", "stc",
+                  "--weights", str(path), "--offline", "--precision", "bf16", "--device", "cpu",
+                  "--max-frames", "10", "--clip-len", "8", "--overlap", "2", "-q"])
+    except SystemExit as e:
+        assert not e.code
+    frames = read_frames(out)
+    assert frames.shape == (10, 512, 512, 3)
+
+
+def test_residual_flag_follows_the_file(stc_weights, tmp_path, home):
+    """Official .pth -> official residual; our .safetensors -> corrected unless its metadata says otherwise."""
+    from safetensors.torch import save_file
+
+    _, sd = stc_weights
+    save_file(sd, str(tmp_path / "ours.safetensors"))
+    save_file(sd, str(tmp_path / "flagged.safetensors"), metadata={"official_residual": "true"})
+    assert hub.load_model("stc", weights=str(tmp_path / "ours.safetensors")).net.official_residual is False
+    assert hub.load_model("stc", weights=str(tmp_path / "flagged.safetensors")).net.official_residual is True
+    with pytest.raises(ConfigError, match="no option colour"):
+        hub.load_model("stc", weights=str(tmp_path / "ours.safetensors"), colour=1)

@@ -81,9 +81,10 @@ def _stc_builder(name: str) -> Callable[..., ClipModel]:
         path = W.resolve(name, weights=weights, offline=offline, sha256=sha256, progress=progress)
         state = W.load_state_dict(path, key=W.get_entry(name).key)
         if official_residual is None:
-            # official checkpoints were trained with the official residual; ours say so in their metadata
+            # official checkpoints (.pth) were trained with the official residual; ours (.safetensors)
+            # use the corrected one unless their metadata says official_residual=true
             flag = _safetensors_flag(path, "official_residual")
-            official_residual = True if flag is None else flag
+            official_residual = (path.suffix != ".safetensors") if flag is None else flag
         net = build_stc_net(spec.config, official_residual=official_residual)
         expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         cfg = ", ".join(f"{k}={v}" for k, v in spec.config.items())
