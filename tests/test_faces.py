@@ -238,10 +238,10 @@ class _RecordingModel:
         return clip
 
 
-@pytest.mark.parametrize("clip_len,overlap,n", [(5, 2, 13), (4, 0, 9), (None, 0, 3), (6, 3, 6), (6, 3, 7)])
+@pytest.mark.parametrize("clip_len,overlap,n", [(5, 2, 13), (4, 0, 9), (None, 0, 3), (6, 3, 6), (6, 3, 7), (6, 2, 3)])
 def test_clip_runner_is_fifo_exact_and_uses_full_clips(clip_len, overlap, n):
     model = _RecordingModel(clip_len, overlap)
-    r = ClipRunner(model, batch=4)
+    r = ClipRunner(model, chunk=4)
     crops = [np.full((8, 8, 3), 10 * i, np.uint8) for i in range(n)]
     out = []
     for c in crops:
@@ -249,7 +249,27 @@ def test_clip_runner_is_fifo_exact_and_uses_full_clips(clip_len, overlap, n):
     out += r.flush()
     assert len(out) == n
     assert all(np.array_equal(a, b) for a, b in zip(out, crops))
-    assert set(model.calls) == {clip_len or 4}
+    if clip_len:
+        assert set(model.calls) == {clip_len}  # fixed-length models only ever see full clips
+    else:
+        assert sum(model.calls) == n
+
+
+def test_clip_runner_matches_the_clip_engine():
+    """The push adapter gives exactly what ClipEngine.run gives for the same stream (blend included)."""
+    from bfvr.engine.chunker import ClipEngine
+
+    class Wobble(_RecordingModel):
+        def restore_clip(self, clip):  # output depends on the clip's content: the cross-fade matters
+            return (clip * 0.8 + clip.mean(0, keepdim=True) * 0.2).clamp(0, 1)
+
+    rng = np.random.default_rng(3)
+    crops = [rng.integers(0, 256, (6, 6, 3), dtype=np.uint8) for _ in range(17)]
+    ref = [f for f, _ in ClipEngine(Wobble(5, 2)).run((c, i) for i, c in enumerate(crops))]
+    r = ClipRunner(ClipEngine(Wobble(5, 2)))
+    out = [o for c in crops for o in r.push(c)] + r.flush()
+    assert len(out) == len(ref) == 17
+    assert all(np.array_equal(a, b) for a, b in zip(out, ref))
 
 
 # ---------------------------------------------------------------- the pipeline on real clips
@@ -346,3 +366,54 @@ def test_bad_options_raise_config_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         FaceOptions().validate()
+
+
+# ---------------------------------------------------------------- the restore command
+
+def _cli(args):
+    from bfvr.cli import main
+
+    try:
+        main(args)
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+def test_restore_command_runs_the_face_pipeline(faces_dir, tmp_path, capsys):
+    from bfvr.io import read_frames, write_video
+
+    src = tmp_path / "in.mp4"
+    write_video(src, np.stack(clip(faces_dir, "lp_source_s32", 12, (640, 360))), fps=25, crf=0)
+    frames = read_frames(src)
+    assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "faces.mp4"), "--model", "identity", "-q", "--crf", "0"])
+    assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "boxes.mp4"), "--model", "identity", "-q", "--crf", "0",
+          "--draw-box", "--crop-mode", "align", "--detector", "opencv", "--face-select", "all"])
+    faces, boxes = read_frames(tmp_path / "faces.mp4"), read_frames(tmp_path / "boxes.mp4")
+    assert faces.shape == boxes.shape == frames.shape
+    assert psnr(faces, frames) >= 38
+    # the outline is drawn in green around the face
+    diff = np.abs(boxes.astype(int) - faces.astype(int)).sum(-1) > 60
+    ys, xs = np.nonzero(diff[0])
+    assert diff[0].mean() > 0.002 and 150 < xs.mean() < 450 and 80 < ys.mean() < 300
+    assert 0 != _cli(["restore", str(src), "-o", str(tmp_path / "bad.mp4"), "--model", "identity",
+                      "--detector", "yolo"])
+    assert "--detector" in capsys.readouterr().err and not (tmp_path / "bad.mp4").exists()
+
+
+def test_restore_command_no_face_video_passes_through_with_a_warning(tmp_path):
+    from bfvr.io import read_frames, write_video
+
+    h, w = 96, 128
+    grad = [np.dstack([np.tile(np.linspace(20 + i, 230, w), (h, 1))] * 3).astype(np.uint8) for i in range(10)]
+    src = tmp_path / "grad.mp4"
+    write_video(src, np.stack(grad), fps=25, crf=0)
+    frames = read_frames(src)
+    with pytest.warns(NoFaceWarning):
+        assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "out.mp4"), "--model", "identity", "-q", "--crf", "0",
+              "--detector", "opencv"])
+    ref = tmp_path / "ref.mp4"
+    assert 0 == _cli(["restore", str(src), "-o", str(ref), "--model", "identity", "-q", "--crf", "0", "--has-aligned"])
+    # unchanged: identical to the no-face-pipeline path (same encoder)
+    assert np.array_equal(read_frames(tmp_path / "out.mp4"), read_frames(ref))
+    assert psnr(read_frames(ref), frames) > 40

@@ -101,7 +101,9 @@ class Restorer:
         except ImportError as e:  # pragma: no cover - depends on the faces package being present
             raise DependencyError(f"the face pipeline is not available ({e}); run without faces.") from None
         options = f if isinstance(f, FaceOptions) else None
-        return lambda model, frames: restore_faces_stream(frames, model, options)
+        # one ClipEngine per face track, so the engine's clip length, overlap, blend and precision apply
+        return lambda model, frames: restore_faces_stream(frames, self.engine if model is self.model else model,
+                                                          options)
 
     def restore_frames(self, frames: Iterable[tuple[np.ndarray, int | None]]) -> Iterator[tuple[np.ndarray, int | None]]:
         """Restore a stream of (frame uint8 [H, W, 3], pts); yields (frame, pts) in order, lazily."""

@@ -40,6 +40,27 @@ def register(app: typer.Typer) -> None:
         offline: Annotated[bool, typer.Option("--offline", help="Never download weights; fail if not cached.")
                            ] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+        has_aligned: Annotated[bool, typer.Option("--has-aligned", help="The input is already a face crop "
+                                                  "(e.g. 512x512 aligned): skip face detection and restore whole "
+                                                  "frames.", rich_help_panel="Faces")] = False,
+        face_select: Annotated[str, typer.Option("--face-select", help="Which faces to restore: largest, "
+                                                 "center (nearest the frame centre) or all.",
+                                                 rich_help_panel="Faces")] = "largest",
+        crop_mode: Annotated[str, typer.Option("--crop-mode", help="proportion: a stable square around the "
+                                               "face, as STC was trained; align: 5-point alignment to the FFHQ "
+                                               "template (DicFace-style); auto: the model's preference, else "
+                                               "proportion.", rich_help_panel="Faces")] = "auto",
+        detector: Annotated[str, typer.Option("--detector", help="Face detector: auto (best installed: "
+                                              "mediapipe, dlib, opencv), dlib, opencv or mediapipe.",
+                                              rich_help_panel="Faces")] = "auto",
+        detect_every: Annotated[int, typer.Option("--detect-every", help="Run the detector every N frames; "
+                                                  "the tracker interpolates between.", min=1,
+                                                  rich_help_panel="Faces")] = 1,
+        no_smooth: Annotated[bool, typer.Option("--no-smooth", help="Do not smooth face boxes/landmarks over "
+                                                "time (the crop then follows every detector jitter).",
+                                                rich_help_panel="Faces")] = False,
+        draw_box: Annotated[bool, typer.Option("--draw-box", help="Draw each restored face's crop outline "
+                                               "(debugging).", rich_help_panel="Faces")] = False,
     ) -> None:
         from bfvr.api import Restorer
         from bfvr.io.writer import _PRESETS, output_kind, prepare_output
@@ -53,8 +74,15 @@ def register(app: typer.Typer) -> None:
         from bfvr.io import probe
 
         probe(inp) if not inp.is_dir() else None
+        faces = None
+        if not has_aligned:
+            from bfvr.faces import FaceOptions
+
+            faces = FaceOptions(select=face_select, crop_mode=crop_mode, detector=detector,
+                                detect_every=detect_every, smooth=not no_smooth, draw_box=draw_box)
+            faces.validate()  # bad face flags fail before a model is loaded
         r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
-                     clip_len=clip_len, overlap=overlap, progress=not quiet)
+                     clip_len=clip_len, overlap=overlap, progress=not quiet, faces=faces)
         res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames, fps=fps)
         if not quiet:
             print(f"{res.output}: {res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} frames/s), "

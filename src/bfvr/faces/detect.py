@@ -20,8 +20,10 @@ and the detectors' accuracy does not need more), and results are mapped back to 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -268,6 +270,25 @@ class HaarDetector(FaceDetector):
 
 # ---------------------------------------------------------------- MediaPipe
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C++-level stderr (MediaPipe/TFLite print start-up chatter there) for a block."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (e.g. captured): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _mediapipe_available() -> bool:
     return importlib.util.find_spec("mediapipe") is not None
 
@@ -294,10 +315,12 @@ class MediaPipeDetector(FaceDetector):
             raise DependencyError("mediapipe is not installed; `pip install --no-deps mediapipe==0.10.21` "
                                   "(see docs/faces.md) or choose --detector dlib/opencv.")
         try:
-            import mediapipe as mp
+            with _quiet_stderr():
+                import mediapipe as mp
 
-            self._fd = mp.solutions.face_detection.FaceDetection(
-                model_selection=model_selection, min_detection_confidence=min_detection_confidence)
+                self._fd = mp.solutions.face_detection.FaceDetection(
+                    model_selection=model_selection, min_detection_confidence=min_detection_confidence)
+                self._fd.process(np.zeros((64, 64, 3), np.uint8))  # the graph starts (and chatters) here
         except Exception as e:  # newer mediapipe releases ship no solutions/models
             raise DependencyError(f"mediapipe cannot run its face detector ({type(e).__name__}: {e}); "
                                   "install mediapipe==0.10.21 or choose --detector dlib/opencv.") from e
@@ -345,9 +368,10 @@ def available_detectors() -> dict[str, str]:
         out["mediapipe"] = "mediapipe is not installed (pip install --no-deps mediapipe==0.10.21)"
     else:
         try:
-            import mediapipe as mp
+            with _quiet_stderr():
+                import mediapipe as mp
 
-            mp.solutions.face_detection  # noqa: B018
+                mp.solutions.face_detection  # noqa: B018
             out["mediapipe"] = ""
         except Exception as e:
             out["mediapipe"] = f"mediapipe cannot be used ({type(e).__name__}: {e})"

@@ -17,6 +17,7 @@ so a model's temporal context never mixes two people.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections import deque
@@ -44,70 +45,81 @@ class Runner(Protocol):
 
 
 class ClipRunner:
-    """Feeds canvas crops (uint8 [h, w, 3]) to a `ClipModel` in clips, FIFO, with overlap cross-fade.
+    """Push/flush adapter around the clip engine (`bfvr.engine.chunker.ClipEngine`) for one face track.
 
-    Clips have `model.clip_len` frames (or `batch` when the model takes any length); consecutive clips
-    share `model.overlap` frames whose outputs are linearly cross-faded. A short tail is padded by
-    repeating its last crop (the padding's outputs are dropped).
+    Same clips, cross-fade, precision and tail handling as `ClipEngine.run` (clips of `clip_len` with
+    `overlap` frames blended; the tail of a fixed-length model is one more clip ending at the last
+    crop; a track shorter than `clip_len` is padded in time), but driven by pushes, because the face
+    pipeline feeds several tracks from one frame stream. FIFO: outputs come in push order.
     """
 
-    def __init__(self, model, *, batch: int = 8, autocast: str | None = None):
-        self.model = model
-        self.clip_len = model.clip_len or batch
-        self.overlap = min(getattr(model, "overlap", 0) or 0, self.clip_len - 1)
-        self.autocast = autocast
-        self._buf: list[np.ndarray] = []   # crops waiting for the next clip (includes the overlap carry)
-        self._carry: list[np.ndarray] = []  # outputs of the previous clip's overlap frames (float)
-        self.model_seconds = 0.0
+    def __init__(self, engine_or_model, *, chunk: int = 8):
+        from bfvr.engine.chunker import ClipEngine, pad_indices
 
-    def _run(self, crops: list[np.ndarray]) -> np.ndarray:
-        import torch
+        self.engine = engine_or_model if isinstance(engine_or_model, ClipEngine) else ClipEngine(
+            engine_or_model, chunk=chunk)
+        self._pad_indices = pad_indices
+        self._reset()
 
-        x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
-        x = x.to(self.model.device)
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            if self.autocast:
-                with torch.autocast(self.model.device.type, dtype=getattr(torch, self.autocast)):
-                    y = self.model.restore_clip(x)
-            else:
-                y = self.model.restore_clip(x)
-        self.model_seconds += time.perf_counter() - t0
-        return y.float().clamp_(0, 1).mul_(255.0).permute(0, 2, 3, 1).cpu().numpy()
+    def _reset(self) -> None:
+        self._buf: list[np.ndarray] = []  # inputs [buf_start, n)
+        self._buf_start = 0
+        self._n = 0
+        self._next = 0  # first crop of the next clip
+        self._pending: np.ndarray | None = None  # restored [next, next + overlap) awaiting the blend
 
-    def _process(self, n_real: int) -> list[np.ndarray]:
-        crops = self._buf + [self._buf[-1]] * (self.clip_len - len(self._buf))
-        y = self._run(crops)[:n_real]
-        o = len(self._carry)
-        if o:
-            w = (np.arange(1, o + 1, dtype=np.float32) / (o + 1))[:, None, None, None]
-            y[:o] = np.asarray(self._carry) * (1 - w) + y[:o] * w
-        return list(y)
+    def _blend(self, out: np.ndarray, first: int) -> None:
+        if self._pending is None:
+            return
+        o = self.engine.overlap
+        k = self._next - first
+        w = self.engine.weights[:, None, None, None]
+        out[k:k + o] = (1 - w) * self._pending + w * out[k:k + o]
 
-    @staticmethod
-    def _to_u8(a: np.ndarray) -> np.ndarray:
-        return np.clip(a + 0.5, 0, 255).astype(np.uint8)
+    def _u8(self, out: np.ndarray, first: int, start: int, stop: int) -> list[np.ndarray]:
+        return [self.engine._to_uint8(out[g - first]) for g in range(start, stop)]
 
     def push(self, crop: np.ndarray) -> list[np.ndarray]:
+        e = self.engine
+        T, O = e.clip_len, e.overlap
+        S = T - O
         self._buf.append(crop)
-        if len(self._buf) < self.clip_len:
+        self._n += 1
+        if self._n < self._next + T:
             return []
-        y = self._process(len(self._buf))
-        keep = self.overlap
-        done = y[:len(y) - keep] if keep else y
-        self._carry = y[len(y) - keep:] if keep else []
-        self._buf = self._buf[len(self._buf) - keep:] if keep else []
-        return [self._to_u8(a) for a in done]
+        i0 = self._next - self._buf_start
+        out = e._forward(self._buf[i0:i0 + T])
+        self._blend(out, self._next)
+        done = self._u8(out, self._next, self._next, self._next + S)
+        self._pending = out[S:].copy() if O else None
+        self._next += S
+        keep_from = min(self._next, self._n - T)
+        if keep_from > self._buf_start:
+            del self._buf[:keep_from - self._buf_start]
+            self._buf_start = keep_from
+        return done
 
     def flush(self) -> list[np.ndarray]:
-        if not self._buf:
-            return []
-        if len(self._buf) == len(self._carry):  # only the carried overlap is left: its outputs are known
-            done = self._carry
-        else:
-            done = self._process(len(self._buf))
-        self._buf, self._carry = [], []
-        return [self._to_u8(a) for a in done]
+        e = self.engine
+        T, n, nxt, bs = e.clip_len, self._n, self._next, self._buf_start
+        try:
+            if n == 0:
+                return []
+            if n <= nxt + (e.overlap if self._pending is not None else 0):
+                return self._u8(self._pending, nxt, nxt, n) if self._pending is not None else []
+            if not e.fixed:
+                first = nxt
+                out = e._forward(self._buf[first - bs:n - bs])
+            elif n >= T:
+                first = n - T
+                out = e._forward(self._buf[first - bs:n - bs])
+            else:
+                first = 0
+                out = e._forward([self._buf[i - bs] for i in self._pad_indices(n, T, e.pad)])[:n]
+            self._blend(out, first)
+            return self._u8(out, first, nxt, n)
+        finally:
+            self._reset()
 
 
 @dataclass
@@ -116,7 +128,7 @@ class FaceOptions:
 
     detector: str = "auto"           # auto | dlib | opencv | mediapipe
     select: str = "largest"          # largest | center | all
-    crop_mode: str = "proportion"    # proportion (STC) | align (FFHQ 5-point, DicFace)
+    crop_mode: str = "proportion"    # proportion (STC) | align (FFHQ 5-point, DicFace) | auto (model's `face_crop_mode`)
     canvas: tuple[int, int] = (512, 512)
     expand: float = 1.3              # proportion crop: square side = expand x face box (STC used Haar x1.3)
     smooth: bool = True
@@ -138,9 +150,13 @@ class FaceOptions:
     background: Callable[[np.ndarray, int], np.ndarray] | None = None  # hook: (frame, upscale) -> bigger frame
 
     def validate(self) -> None:
+        from bfvr.faces.detect import DETECTOR_CHOICES
+
+        if self.detector not in DETECTOR_CHOICES:
+            raise ConfigError(f"unknown --detector '{self.detector}'; choose one of: {', '.join(DETECTOR_CHOICES)}.")
         if self.select not in SELECT_CHOICES:
             raise ConfigError(f"unknown --face-select '{self.select}'; choose one of: {', '.join(SELECT_CHOICES)}.")
-        if self.crop_mode not in CROP_MODES:
+        if self.crop_mode not in CROP_MODES + ("auto",):
             raise ConfigError(f"unknown --crop-mode '{self.crop_mode}'; choose one of: {', '.join(CROP_MODES)}.")
         if self.detect_every < 1:
             raise ConfigError("--detect-every must be 1 or more.")
@@ -190,10 +206,22 @@ class FacePipeline:
 
     @classmethod
     def for_model(cls, model, options: FaceOptions | None = None, **kw) -> "FacePipeline":
-        opt = options or FaceOptions()
-        if getattr(model, "canvas", None):
-            opt.canvas = tuple(model.canvas)
-        return cls(lambda: ClipRunner(model), opt, **kw)
+        """A pipeline around a `ClipModel` (or a factory of `ClipEngine`s, e.g. `Restorer.engine`)."""
+        opt = dataclasses.replace(options) if options is not None else FaceOptions()
+        if hasattr(model, "restore_clip"):
+            canvas = getattr(model, "canvas", None)
+            pref = getattr(model, "face_crop_mode", None)
+            factory = lambda: ClipRunner(model)  # noqa: E731
+        else:  # a factory of ClipEngines or of runners
+            probe = model()
+            canvas = getattr(probe, "canvas", None)
+            pref = getattr(getattr(probe, "model", None), "face_crop_mode", None)
+            factory = lambda: _as_runner(model())  # noqa: E731
+        if opt.crop_mode == "auto":
+            opt.crop_mode = pref or "proportion"
+        if canvas:
+            opt.canvas = tuple(canvas)
+        return cls(factory, opt, **kw)
 
     @property
     def detector(self) -> FaceDetector:
@@ -369,15 +397,19 @@ class FacePipeline:
             yield out
 
 
-def restore_faces_stream(frames: Iterable[np.ndarray], model_or_runner, options: FaceOptions | None = None,
-                         **kw) -> Iterator[np.ndarray]:
-    """Convenience: restore the faces of `frames` with a `ClipModel` (or a runner factory: a callable
-    returning an object with push/flush). Options as `FaceOptions` or keyword arguments."""
+def _as_runner(obj) -> Runner:
+    return obj if hasattr(obj, "push") and hasattr(obj, "flush") else ClipRunner(obj)
+
+
+def restore_faces_stream(frames: Iterable[np.ndarray], model, options: FaceOptions | None = None, *,
+                         progress: Callable[[int], None] | None = None, **kw) -> Iterator[np.ndarray]:
+    """Restore the faces of a frame stream (uint8 RGB [H, W, 3], any length); yields one frame per input
+    frame, in order, lazily.
+
+    `model`: a `ClipModel`, or a zero-argument factory returning a `ClipEngine` (e.g. `Restorer.engine`,
+    so the engine's clip length, overlap, blend and precision apply) or a push/flush runner; one is
+    made per face track. Options as a `FaceOptions` or as its keyword arguments.
+    """
     if options is None:
         options = FaceOptions(**kw)
-        kw = {}
-    if hasattr(model_or_runner, "restore_clip"):
-        pipe = FacePipeline.for_model(model_or_runner, options, **kw)
-    else:
-        pipe = FacePipeline(model_or_runner, options, **kw)
-    return pipe.process(frames)
+    return FacePipeline.for_model(model, options, progress=progress).process(frames)
