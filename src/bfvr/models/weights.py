@@ -188,17 +188,17 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, pr
     dest = Path(dest)
     expected = normalize_sha256(sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (http(s)/file URLs only)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise WeightsNotFoundError(
+            f"could not download {url} ({reason}); fetch it by other means and save it as {dest}, "
+            "or pass --weights PATH.") from e
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     h = hashlib.sha256()
     done = 0
     try:
-        try:
-            resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (http(s)/file URLs only)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", e)
-            raise WeightsNotFoundError(
-                f"could not download {url} ({reason}); fetch it by other means and save it as {dest}, "
-                "or pass --weights PATH.") from e
         with resp, os.fdopen(fd, "wb") as out:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
