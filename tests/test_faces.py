@@ -417,3 +417,11 @@ def test_restore_command_no_face_video_passes_through_with_a_warning(tmp_path):
     # unchanged: identical to the no-face-pipeline path (same encoder)
     assert np.array_equal(read_frames(tmp_path / "out.mp4"), read_frames(ref))
     assert psnr(read_frames(ref), frames) > 40
+
+
+def test_sparse_detection_is_interpolated(faces_dir):
+    frames = clip(faces_dir, "lp_source_s32", 24)
+    pipe = FacePipeline.for_model(IdentityModel(), FaceOptions(detect_every=5), record_boxes=True)
+    out = list(pipe.process(iter(frames)))
+    assert pipe.stats["frames_with_face"] == 24 and pipe.stats["tracks"] == 1
+    assert psnr(np.stack(out), np.stack(frames)) >= 38

@@ -245,8 +245,10 @@ class FacePipeline:
         if opt.has_aligned:
             yield from self._process_aligned(frames)
             return
-        tracker = FaceTracker(iou_threshold=opt.iou_threshold, max_gap=opt.max_gap, min_hits=opt.min_hits,
-                              sigma=opt.sigma, smooth=opt.smooth)
+        # with sparse detection a face is "missed" between detector runs: the gap must span them
+        tracker = FaceTracker(iou_threshold=opt.iou_threshold, max_gap=max(opt.max_gap, 2 * opt.detect_every),
+                              min_hits=opt.min_hits, sigma=opt.sigma, smooth=opt.smooth,
+                              hold=opt.detect_every - 1)
         cuts = ShotCutDetector(threshold=opt.cut_threshold)
         detector = self.detector
         for i, frame in enumerate(frames):

@@ -94,6 +94,7 @@ class _Track:
     last: int = 0
     hits: int = 0
     closed: bool = False
+    end_limit: float = math.inf  # last frame before a shot cut that ended this track
 
 
 class FaceTracker:
@@ -103,11 +104,13 @@ class FaceTracker:
     may go unseen before it ends (gaps up to that are filled by interpolation); `min_hits` detections a
     track needs before it is used (drops one-off false positives); `sigma` of the Gaussian smoothing in
     frames (0 or `smooth=False` = no smoothing); `lookahead` frames (default ceil(3 sigma), at least
-    `max_gap`).
+    `max_gap`); `hold` frames a track keeps its last geometry after its last detection (use k - 1 when
+    the detector runs every k frames, so the frames after the last detector run are covered).
     """
 
     def __init__(self, *, iou_threshold: float = 0.3, max_gap: int = 8, min_hits: int = 3, sigma: float = 4.0,
-                 smooth: bool = True, lookahead: int | None = None):
+                 smooth: bool = True, lookahead: int | None = None, hold: int = 0):
+        self.hold = hold
         self.iou_threshold = iou_threshold
         self.max_gap = max_gap
         self.min_hits = min_hits
@@ -130,6 +133,8 @@ class FaceTracker:
         if cut:
             self.cuts.append(index)
             for tr in self._tracks.values():
+                if not tr.closed or tr.end_limit > index - 1:
+                    tr.end_limit = index - 1
                 tr.closed = True
         for tr in self._tracks.values():
             if not tr.closed and index - tr.last > self.max_gap:
@@ -190,12 +195,13 @@ class FaceTracker:
         states = []
         R = self.lookahead
         for tr in list(self._tracks.values()):
-            if tr.closed and tr.last < t:
+            end = min(tr.last + self.hold, tr.end_limit)
+            if tr.closed and end < t:
                 del self._tracks[tr.id]
                 continue
-            if tr.first > t or tr.last < t or tr.hits < self.min_hits:
+            if tr.first > t or end < t or tr.hits < self.min_hits:
                 continue
-            lo, hi = max(tr.first, t - R), min(tr.last, t + R)
+            lo, hi = max(tr.first, t - R), min(end, t + R)
             frames = np.arange(lo, hi + 1, dtype=np.float64)
             box_s = self._series(tr, frames, "box")
             lm_s = self._series(tr, frames, "landmarks")
