@@ -63,14 +63,21 @@ def synth(path: Path, seconds: float, size: int, fps: int) -> None:
 
 
 def restore_once(inp: str, out: str, preset: str) -> None:
-    """Runs in a child process: restore with identity, print JSON with frames, seconds and peak RSS."""
-    from bfvr.api import Restorer
+    """Runs in a child process: exactly `bfvr restore IN -o OUT --model identity --crf 18 --preset P --quiet
+    --overwrite`, then prints JSON with frames, seconds and the process's peak RSS."""
+    from bfvr.cli import main as cli_main
+    from bfvr.io import probe
 
     t0 = time.perf_counter()
-    res = Restorer("identity", device="cpu", progress=False).restore_video(inp, out, overwrite=True, crf=18,
-                                                                          preset=preset)
+    try:
+        cli_main(["restore", inp, "-o", out, "--model", "identity", "--crf", "18", "--preset", preset,
+                  "--quiet", "--overwrite"])
+    except SystemExit as e:
+        if e.code:
+            raise
+    seconds = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"frames": res.frames, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_kb / 1024}))
+    print(json.dumps({"frames": probe(out).frame_count, "seconds": seconds, "peak_rss_mb": peak_kb / 1024}))
 
 
 def main() -> None:

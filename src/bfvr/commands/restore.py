@@ -62,9 +62,12 @@ def register(app: typer.Typer) -> None:
         draw_box: Annotated[bool, typer.Option("--draw-box", help="Draw each restored face's crop outline "
                                                "(debugging).", rich_help_panel="Faces")] = False,
     ) -> None:
+        from bfvr.io.memory import limit_malloc_arenas
+
+        limit_malloc_arenas(2)  # flat memory over long videos (see bfvr.io.memory); before threads start
         from bfvr.api import Restorer
-        from bfvr.io.writer import _PRESETS, output_kind, prepare_output
         from bfvr.errors import ConfigError
+        from bfvr.io.writer import _PRESETS, output_kind, prepare_output
 
         if preset not in _PRESETS:
             raise ConfigError(f"--preset {preset!r} is not an x264 preset; use one of: {', '.join(_PRESETS)}.")
