@@ -1,0 +1,238 @@
+"""The clip engine (chunking, cross-fade, padding, canvas), the device/precision policy and the Restorer API."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bfvr.engine import ClipEngine, IdentityModel, autocast, blend_weights, pad_indices
+from bfvr.engine.device import cpu_has_native_bf16, resolve_device, resolve_precision
+from bfvr.errors import ConfigError
+
+
+class Recorder:
+    """A fixed-length model that records, for each call, which input frames it saw (frame i is filled with
+    the value i % 256 in its first pixel) and returns a per-call constant (call k -> value k / 100)."""
+
+    name = "recorder"
+    canvas = None
+    device = torch.device("cpu")
+
+    def __init__(self, clip_len: int | None, overlap: int, constant: bool = False) -> None:
+        self.clip_len, self.overlap, self.constant = clip_len, overlap, constant
+        self.calls: list[list[int]] = []
+
+    def restore_clip(self, clip: torch.Tensor) -> torch.Tensor:
+        if self.clip_len is not None:
+            assert clip.shape[0] == self.clip_len
+        assert clip.dtype == torch.float32 and 0 <= float(clip.min()) and float(clip.max()) <= 1
+        self.calls.append([int(round(float(v) * 255)) for v in clip[:, 0, 0, 0]])
+        if self.constant:
+            return torch.full_like(clip, (len(self.calls) - 1) / 100)
+        return clip
+
+
+def numbered(n: int, h: int = 4, w: int = 5) -> np.ndarray:
+    f = np.random.default_rng(n).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    f[:, 0, 0, 0] = np.arange(n) % 256
+    return f
+
+
+def test_blend_weights() -> None:
+    for kind in ("linear", "cosine"):
+        w = blend_weights(6, kind)
+        assert w.shape == (6,) and np.all(np.diff(w) > 0) and 0 < w[0] < w[-1] < 1
+        assert np.allclose(w + w[::-1], 1)  # symmetric: the two clips get mirrored weights
+    assert blend_weights(0).shape == (0,)
+    assert np.allclose(blend_weights(3, "linear"), [0.25, 0.5, 0.75])
+    with pytest.raises(ValueError):
+        blend_weights(2, "nope")
+
+
+def test_pad_indices() -> None:
+    assert pad_indices(3, 8) == [0, 1, 2, 1, 0, 1, 2, 1]
+    assert pad_indices(3, 6, "replicate") == [0, 1, 2, 2, 2, 2]
+    assert pad_indices(1, 4) == [0, 0, 0, 0]
+    assert pad_indices(5, 5) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("T,O", [(8, 2), (8, 0), (24, 8), (5, 4), (None, 0), (3, 1), (1, 0)])
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 7, 8, 9, 13, 24, 25, 31, 50])
+def test_every_frame_once_in_order_with_pts(T: int | None, O: int, n: int) -> None:
+    frames = numbered(n)
+    m = Recorder(T, O)
+    out = list(ClipEngine(m).run((f, 1000 + 7 * i) for i, f in enumerate(frames)))
+    assert len(out) == n
+    assert [p for _, p in out] == [1000 + 7 * i for i in range(n)]
+    if n:
+        assert np.array_equal(np.stack([f for f, _ in out]), frames)  # identity through blending is exact
+    # fixed-length models only ever see real frames unless the whole video is shorter than a clip
+    for call in m.calls:
+        if T is not None and n >= T:
+            assert call == list(range(call[0], call[0] + T))
+    if T is not None and 0 < n < T:
+        assert m.calls == [[i % 256 for i in pad_indices(n, T)]]
+
+
+def test_cross_fade_values() -> None:
+    T, O = 8, 3
+    m = Recorder(T, O, constant=True)
+    eng = ClipEngine(m, blend="linear")
+    out = np.stack([f for f, _ in eng.run((f, i) for i, f in enumerate(numbered(20, 2, 2)))]).astype(float) / 255
+    # clips start at 0, 5, 10 (full) and the tail clip at 12 (ends at frame 19)
+    assert [c[0] for c in m.calls] == [0, 5, 10, 12]
+    v = out[:, 0, 0, 0]
+    w = blend_weights(O, "linear")
+    expect = np.zeros(20)
+    expect[0:5] = 0.00
+    expect[5:8] = (1 - w) * 0.00 + w * 0.01
+    expect[8:10] = 0.01
+    expect[10:13] = (1 - w) * 0.01 + w * 0.02
+    expect[13:15] = 0.02
+    # tail clip (value 0.03) covers 12..19: frames 15..17 were pending from clip 2 and get blended
+    expect[15:18] = (1 - w) * 0.02 + w * 0.03
+    expect[18:20] = 0.03
+    assert np.allclose(v, np.round(expect * 255) / 255, atol=1.01 / 255)
+
+
+def test_engine_streams_with_bounded_lookahead() -> None:
+    T, O = 8, 2
+    read = 0
+
+    def source():
+        nonlocal read
+        for i, f in enumerate(numbered(200)):
+            read += 1
+            yield f, i
+
+    max_ahead = 0
+    for k, _ in enumerate(ClipEngine(Recorder(T, O)).run(source())):
+        max_ahead = max(max_ahead, read - k)
+    assert max_ahead <= T + 1  # never more than one clip ahead of the output
+
+
+def test_canvas_resize_and_back() -> None:
+    class CanvasModel(IdentityModel):
+        canvas = (32, 32)
+        clip_len = 4
+        seen: list[tuple[int, ...]] = []
+
+        def restore_clip(self, clip: torch.Tensor) -> torch.Tensor:
+            self.seen.append(tuple(clip.shape))
+            return clip
+
+    m = CanvasModel()
+    frames = np.stack([np.full((48, 64, 3), 40 * i, np.uint8) for i in range(6)])
+    out = ClipEngine(m).restore_array(frames)
+    assert out.shape == frames.shape
+    assert all(s == (4, 3, 32, 32) for s in m.seen)
+    assert np.abs(out.astype(int) - frames).max() <= 1  # flat frames survive the resize round trip
+
+
+def test_model_with_wrong_output_shape_is_reported() -> None:
+    class Bad(IdentityModel):
+        def restore_clip(self, clip: torch.Tensor) -> torch.Tensor:
+            return clip[:, :, :-1]
+
+    with pytest.raises(RuntimeError, match="returned"):
+        ClipEngine(Bad()).restore_array(numbered(3))
+
+
+def test_engine_argument_checks() -> None:
+    with pytest.raises(ValueError):
+        ClipEngine(Recorder(4, 4))
+    with pytest.raises(ValueError):
+        ClipEngine(Recorder(4, 0), pad="zeros")
+
+
+def test_device_policy() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    for bad in ("gpu", "cuda:x", "tpu"):
+        with pytest.raises(ConfigError):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            resolve_device("cuda:0")
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ConfigError):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ConfigError):
+        resolve_precision("int8", cpu)
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert cpu_has_native_bf16() == ("amx_bf16" in flags or "avx512_bf16" in flags)
+
+
+def test_autocast_context() -> None:
+    lin = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    with autocast(torch.device("cpu"), "bf16"):
+        assert lin(x).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), "fp32"):
+        assert lin(x).dtype == torch.float32
+
+
+def test_engine_applies_precision_only_for_models_without_their_own() -> None:
+    class Probe(IdentityModel):
+        clip_len = 2
+        dtypes: list[torch.dtype] = []
+
+        def restore_clip(self, clip: torch.Tensor) -> torch.Tensor:
+            self.dtypes.append(torch.nn.functional.linear(clip[..., :2], torch.eye(2)).dtype)
+            return clip
+
+    m = Probe()
+    ClipEngine(m, precision="bf16").restore_array(numbered(2))
+    assert m.dtypes[-1] == torch.bfloat16
+    m.precision = "fp32"  # the model manages precision itself: the engine stays out of it
+    ClipEngine(m, precision="bf16").restore_array(numbered(2))
+    assert m.dtypes[-1] == torch.float32
+
+
+# ----------------------------------------------------------------------------------------- Restorer
+def test_restorer_clip_and_face_hook(synth_clip: Path) -> None:
+    from bfvr import Restorer
+    from bfvr.io import read_frames
+
+    frames = read_frames(synth_clip, max_frames=10)
+    r = Restorer("identity", device="cpu", precision="fp32")
+    assert np.array_equal(r.restore_clip(frames), frames)
+
+    def invert_faces(model, stream):
+        for f in stream:
+            yield 255 - f
+
+    r2 = Restorer("identity", device="cpu", faces=invert_faces)
+    out = list(r2.restore_frames((f, 40 * i) for i, f in enumerate(frames)))
+    assert np.array_equal(np.stack([f for f, _ in out]), 255 - frames)
+    assert [p for _, p in out] == [40 * i for i in range(10)]
+
+
+def test_restorer_restore_video(tmp_path: Path, synth_clip: Path) -> None:
+    from bfvr import Restorer
+    from bfvr.io import probe, read_frames
+
+    res = Restorer("identity", device="cpu").restore_video(synth_clip, tmp_path / "o.mp4", crf=10, progress=False)
+    a, b = probe(synth_clip), probe(res.output)
+    assert res.frames == 48 and res.audio
+    assert (b.frame_count, b.fps, b.audio_codec) == (a.frame_count, a.fps, "aac")
+    assert abs(b.duration - a.duration) <= 1 / float(a.fps)
+    src, out = read_frames(synth_clip).astype(float), read_frames(res.output).astype(float)
+    assert 10 * np.log10(255**2 / np.mean((src - out) ** 2)) >= 40
+    # a preview stops early and leaves the audio out
+    res2 = Restorer("identity", device="cpu").restore_video(synth_clip, tmp_path / "p.mp4", max_frames=5,
+                                                           progress=False)
+    assert probe(res2.output).frame_count == 5 and not probe(res2.output).has_audio
+    # image folder in, PNG folder out
+    res3 = Restorer("identity", device="cpu").restore_video(synth_clip, tmp_path / "pngs", max_frames=4,
+                                                           progress=False)
+    assert len(list(res3.output.glob("*.png"))) == 4
+    res4 = Restorer("identity", device="cpu").restore_video(res3.output, tmp_path / "from_pngs.mp4", fps=12.5,
+                                                           progress=False)
+    assert probe(res4.output).fps == Fraction(25, 2) and probe(res4.output).frame_count == 4
