@@ -62,6 +62,9 @@ class DataConfig:
     size: int = 256
     #: ... then a random crop of crop x crop is taken (None = no crop)
     crop: int | None = None
+    #: how bfvr.data.ClipDataset makes the square frame before resizing: "stretch" (the whole frame, as the
+    #: official STC loader), "center" or "random" (the built-in reader always stretches)
+    crop_mode: str = "stretch"
     #: degradation recipe for the LQ input: "none" (Stage I), "stc-nonoise", "stc", "flicker-brightness", ...
     recipe: str = "none"
     hflip: bool = False

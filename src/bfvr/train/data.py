@@ -145,28 +145,36 @@ class BuiltinClipDataset(Dataset):
 
 
 class ProjectClipDataset(Dataset):
-    """Adapter over `bfvr.data.ClipDataset`: position p -> its item p mod len, with the epoch p // len
-    passed as `set_epoch` when supported; converts its [T,3,H,W] (or dict) items to {"gt","lq"} [3,T,H,W]."""
+    """Adapter over `bfvr.data.ClipDataset` (layout CTHW): position p -> epoch e = p // len and item
+    perm_e[p mod len] (a per-epoch permutation from (seed, e)), then an optional random `crop` of the
+    LQ/GT pair drawn from (seed, p). Returns {"gt", "lq"} float32 [3,T,H,W]."""
 
-    def __init__(self, base: Dataset) -> None:
-        self.base = base
+    def __init__(self, base: Dataset, *, seed: int = 0, crop: int | None = None) -> None:
+        self.base, self.seed, self.crop = base, seed, crop
+        self._perm: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, pos: int) -> dict[str, torch.Tensor]:
+    def _index(self, pos: int) -> int:
         n = len(self.base)  # type: ignore[arg-type]
-        if hasattr(self.base, "set_epoch"):
-            self.base.set_epoch(int(pos) // n)
-        item = self.base[int(pos) % n]
-        if isinstance(item, dict):
-            lq, gt = item.get("lq"), item.get("gt")
-        else:
-            lq, gt = item[0], item[1]
-        lq, gt = torch.as_tensor(lq), torch.as_tensor(gt)
-        if lq.shape[0] != 3 and lq.shape[1] == 3:  # [T,3,H,W] -> [3,T,H,W]
-            lq, gt = lq.transpose(0, 1), gt.transpose(0, 1)
-        return {"gt": gt.float().contiguous(), "lq": lq.float().contiguous()}
+        epoch = pos // n
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch, 7]).permutation(n))
+            if hasattr(self.base, "set_epoch"):
+                self.base.set_epoch(epoch)
+        return int(self._perm[1][pos % n])
+
+    def __getitem__(self, pos: int) -> dict[str, torch.Tensor]:
+        item = self.base[self._index(int(pos))]
+        gt, lq = item["gt"].float(), item["lq"].float()
+        if self.crop is not None and self.crop < gt.shape[-1]:
+            rng = np.random.default_rng([self.seed, int(pos), 11])
+            y0 = int(rng.integers(gt.shape[-2] - self.crop + 1))
+            x0 = int(rng.integers(gt.shape[-1] - self.crop + 1))
+            gt = gt[..., y0:y0 + self.crop, x0:x0 + self.crop]
+            lq = lq[..., y0:y0 + self.crop, x0:x0 + self.crop]
+        return {"gt": gt.contiguous(), "lq": lq.contiguous()}
 
 
 def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
@@ -182,12 +190,9 @@ def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
                 raise ConfigError("data.backend is 'bfvr' but bfvr.data.ClipDataset is not available.") from None
             ClipDataset = None
         if ClipDataset is not None:
-            base = _make_project_dataset(ClipDataset, cfg, seed)
-            if base is not None:
-                log.info("data: bfvr.data.ClipDataset, recipe %s, %d items", cfg.recipe, len(base))
-                return ProjectClipDataset(base)
-            if backend == "bfvr":
-                raise ConfigError("bfvr.data.ClipDataset does not accept this data config; use backend: builtin.")
+            ds = _make_project_dataset(ClipDataset, cfg, seed)
+            log.info("data: bfvr.data.ClipDataset, recipe %s, %d clips", cfg.recipe, len(ds))
+            return ds
     ds = BuiltinClipDataset(cfg.paths, clip_len=cfg.clip_len, size=cfg.size, crop=cfg.crop, recipe=cfg.recipe,
                             hflip=cfg.hflip, max_frames=cfg.max_frames, seed=seed, progress=progress)
     log.info("data: built-in clip reader, recipe %s, %d videos", cfg.recipe, len(ds))
@@ -195,22 +200,11 @@ def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
 
 
 def _make_project_dataset(cls, cfg, seed: int):
-    """Instantiate bfvr.data.ClipDataset with our settings; None when its signature does not fit."""
-    import inspect
-
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return None
-    kwargs = {"clip_len": cfg.clip_len, "size": cfg.size, "recipe": cfg.recipe, "seed": seed}
-    optional = {"crop": cfg.crop, "hflip": cfg.hflip, "max_frames": cfg.max_frames}
-    for k, v in optional.items():
-        if k in params:
-            kwargs[k] = v
-    if any(k not in params for k in ("clip_len", "size", "recipe", "seed")):
-        return None
-    first = cfg.paths if len(cfg.paths) != 1 else cfg.paths[0]
-    return cls(first, **kwargs)
+    """bfvr.data.ClipDataset with our settings (CTHW items; recipe "none" = no degradation)."""
+    source = list(cfg.paths) if len(cfg.paths) != 1 else cfg.paths[0]
+    base = cls(source, clip_len=cfg.clip_len, size=cfg.size, recipe=None if cfg.recipe == "none" else cfg.recipe,
+               seed=seed, crop=cfg.crop_mode, hflip=cfg.hflip, layout="CTHW", max_frames=cfg.max_frames)
+    return ProjectClipDataset(base, seed=seed, crop=cfg.crop)
 
 
 class PositionSampler(Sampler[list[int]]):
@@ -234,6 +228,6 @@ def data_fingerprint(ds: Dataset) -> str:
     """Short hash of what a dataset holds (video names), saved with checkpoints to warn on resume mismatch."""
     names = getattr(ds, "names", None)
     if names is None:
-        base = getattr(ds, "base", None)
-        names = [str(len(base))] if base is not None else []
+        clips = getattr(getattr(ds, "base", None), "clips", None) or []
+        names = [str(c.get("path", c)) if isinstance(c, dict) else str(c) for c in clips]
     return hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
