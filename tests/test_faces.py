@@ -425,3 +425,32 @@ def test_sparse_detection_is_interpolated(faces_dir):
     out = list(pipe.process(iter(frames)))
     assert pipe.stats["frames_with_face"] == 24 and pipe.stats["tracks"] == 1
     assert psnr(np.stack(out), np.stack(frames)) >= 38
+
+
+class _Brighten(_RecordingModel):
+    """A 'restoration' that lifts the face by 20 levels: a hard paste would leave a 20-level step."""
+
+    def restore_clip(self, clip):
+        return (clip + 20 / 255).clamp(0, 1)
+
+
+def test_paste_back_has_no_seam_and_no_boundary_flicker(faces_dir):
+    frames = clip(faces_dir, "musetalk_sun", 30)
+    res = {}
+    for smooth in (True, False):
+        run = {}
+        for model in (_Brighten(None, 0), IdentityModel()):
+            pipe = FacePipeline.for_model(model, FaceOptions(smooth=smooth))
+            run[model.name] = np.stack(list(pipe.process(iter(frames)))).astype(np.float32)
+        d = run["rec"] - run["identity"]  # the pasted change alone (the crop's resampling cancels out)
+        inner = d[(d > 15).all(-1)]
+        assert inner.size and np.median(inner) == pytest.approx(20, abs=1)
+        # spatially smooth: no step anywhere (a hard paste would step by 20 levels); pixels the +20 would
+        # clip at 255 are left out (their change is smaller for a reason that is not the seam)
+        ok = (run["identity"] < 230).all(-1)
+        step = max(np.abs(np.diff(d, axis=a))[(ok[:, 1:, :] & ok[:, :-1, :]) if a == 1 else
+                                              (ok[:, :, 1:] & ok[:, :, :-1])].max() for a in (1, 2))
+        res[smooth] = (step, float(np.abs(np.diff(d, axis=0)).mean()))
+    assert res[True][0] <= 3
+    # the mask moves with the smoothed track: less change frame to frame than when it follows raw boxes
+    assert res[True][1] < res[False][1]

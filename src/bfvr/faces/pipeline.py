@@ -199,6 +199,8 @@ class FacePipeline:
         self.record_boxes = record_boxes
         self.opt = options or FaceOptions()
         self.opt.validate()
+        if self.opt.crop_mode == "auto":  # no model to ask (see for_model): the STC-style default
+            self.opt = dataclasses.replace(self.opt, crop_mode="proportion")
         self.runner_factory = runner_factory
         self._detector = detector
         self.progress = progress
