@@ -36,8 +36,7 @@ class AttnBlock(nn.Module):
     @staticmethod
     def _tokens(t: torch.Tensor) -> torch.Tensor:
         # B C T H W -> B 1 (T H W) C ; a free view when `t` is channels_last_3d
-        b, c = t.shape[:2]
-        return t.flatten(2).transpose(1, 2).unsqueeze(1)
+        return t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x)
@@ -72,8 +71,9 @@ class TemporalAttention(nn.Module):
     @staticmethod
     def _tokens(t: torch.Tensor) -> torch.Tensor:
         # B C T H W -> (B H W) 1 T C
+        # contiguous matters: SDPA on the strided view is ~100x slower on CPU
         b, c, tt, h, w = t.shape
-        return t.permute(0, 3, 4, 2, 1).reshape(b * h * w, 1, tt, c)
+        return t.permute(0, 3, 4, 2, 1).reshape(b * h * w, 1, tt, c).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape

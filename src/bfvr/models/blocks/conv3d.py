@@ -38,8 +38,10 @@ class GroupNorm(nn.GroupNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
         with torch.autocast(x.device.type, enabled=False):
-            y = F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps)
+            y = F.group_norm(x.float(), self.num_groups, w, b, self.eps)
         return y.to(x.dtype)
 
 

@@ -70,6 +70,9 @@ class STCStage2(STCVQGAN):
                  connect_list: Sequence[str] = ("32", "64", "128", "256"), nf: int = 32,
                  ch_mult: Sequence[int] = (1, 2, 4, 8), res_blocks: int = 2, dropout: float = 0.0,
                  **vqgan_kwargs: object) -> None:
+        emb_dim = vqgan_kwargs.pop("emb_dim", dim_embd)
+        if emb_dim != dim_embd:
+            raise ValueError(f"emb_dim ({emb_dim}) must equal dim_embd ({dim_embd}) in STC stage II")
         super().__init__(nf=nf, ch_mult=ch_mult, res_blocks=res_blocks, codebook_size=codebook_size,
                          emb_dim=dim_embd, **vqgan_kwargs)
         self.official_residual = official_residual
@@ -157,6 +160,7 @@ class STCStage2(STCVQGAN):
         if channels_last is None:
             channels_last = dtype is not None
         if channels_last:
+            self.to_channels_last_3d()
             x = x.contiguous(memory_format=torch.channels_last_3d)
         ctx = torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext()
         with ctx:

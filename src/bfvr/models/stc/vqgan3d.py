@@ -91,19 +91,44 @@ class STCVQGAN(nn.Module):
 
     forward(x [B,3,T,H,W] in [0,1]) -> (out in (0,1), codebook_loss, mpr_loss, stats) where stats holds
     perplexity_s/t and min_encoding_indices_s/t ([(B*T'), H'*W']).
+
+    ``mpr="paper"`` (default) is the paper's MPR, ``"official"`` the released code's (see `quantizer`).
+    `resolution` is the nominal size the levels are laid out for (official: 256, whatever the input);
+    `temporal_scale_levels` are the levels whose down/upsampling also halves/doubles T.
     """
 
     def __init__(self, nf: int = 32, ch_mult: Sequence[int] = (1, 2, 4, 8), res_blocks: int = 2,
                  codebook_size: int = 1024, emb_dim: int = 256, beta: float = 0.25, *,
                  mpr: MPRForm = "paper", mpr_weight: float = 0.1, attn_resolutions: Sequence[int] = (32,),
-                 resolution: int = 256, in_channels: int = 3, temporal_scale_levels: Sequence[int] = (0,)) -> None:
+                 resolution: int = 256, in_channels: int = 3, temporal_scale_levels: Sequence[int] = (0,),
+                 img_size: int | None = None) -> None:
         super().__init__()
         self.emb_dim = emb_dim
+        self.img_size = img_size  # stored like the official `img_size`; the layout never depends on it
         self.encoder = Encoder3D(in_channels, nf, emb_dim, ch_mult, res_blocks, resolution,
                                  attn_resolutions, temporal_scale_levels)
         self.quantize = VectorQuantizerST(codebook_size, emb_dim, beta, mpr=mpr, mpr_weight=mpr_weight)
         self.generator = Generator3D(in_channels, nf, emb_dim, ch_mult, res_blocks, resolution,
                                      attn_resolutions, temporal_scale_levels)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, torch.Tensor], *, strict: bool = True, **kwargs: object):
+        """Build with `kwargs` on the meta device and adopt `state_dict`'s tensors (no random init, no copy).
+
+        Much faster than constructing then loading for the 40-70 M parameter STC networks. The buffers and
+        parameters not covered (strict=False) stay on the meta device, so use strict=True for real use.
+        """
+        with torch.device("meta"):
+            net = cls(**kwargs)
+        net.load_state_dict(state_dict, strict=strict, assign=True)
+        return net
+
+    def to_channels_last_3d(self) -> "STCVQGAN":
+        """Store every 5-D weight as channels_last_3d (values unchanged; faster bf16 Conv3d on CPU)."""
+        for p in self.parameters():
+            if p.dim() == 5:
+                p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+        return self
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[B,3,T,H,W] -> latent z [B,emb_dim,T',H',W']."""
