@@ -454,3 +454,19 @@ def test_paste_back_has_no_seam_and_no_boundary_flicker(faces_dir):
     assert res[True][0] <= 3
     # the mask moves with the smoothed track: less change frame to frame than when it follows raw boxes
     assert res[True][1] < res[False][1]
+
+
+def test_the_model_canvas_and_clip_length_are_used(faces_dir):
+    class Canvas(_RecordingModel):
+        canvas = (128, 128)
+
+        def restore_clip(self, clip):
+            self.calls.append(tuple(clip.shape))
+            return clip
+
+    model = Canvas(5, 2)
+    frames = clip(faces_dir, "lp_driving_d0", 11, (256, 256))
+    out = list(FacePipeline.for_model(model, FaceOptions()).process(iter(frames)))
+    assert len(out) == 11
+    assert set(model.calls) == {(5, 3, 128, 128)}
+    assert psnr(np.stack(out), np.stack(frames)) >= 30  # a 128² crop of a ~170 px face: some detail lost
