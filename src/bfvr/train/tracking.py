@@ -1,4 +1,5 @@
-"""Metric tracking: always a JSONL file (`metrics.jsonl`, one object per logged step), plus TensorBoard
+"""Metric tracking: always a JSONL file (`metrics.jsonl`, one object per logged step holding the mean of
+each value over the steps since the previous record), plus TensorBoard
 event files when the optional `tensorboard` package is installed (`pip install bfvr[train]`).
 Which sinks are active is logged at start."""
 

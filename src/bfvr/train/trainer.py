@@ -350,13 +350,20 @@ class Trainer:
             bar = tqdm(total=total, initial=self.start_step, desc=f"train {c.stage}", unit="step",
                        dynamic_ncols=True)
         batches = self._batches()
+        window: dict[str, float] = {}
+        counts: dict[str, int] = {}
         try:
             while self.step < total:
                 logs = self.train_step(batches)
                 rec = {"step": self.step, **logs}
                 records.append(rec)
+                for k, v in logs.items():
+                    window[k] = window.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
                 if self.step % c.log_every == 0 or self.step == total or self.step == self.start_step + 1:
-                    logger.log(self.step, logs)
+                    # the mean of every value over the steps since the previous record
+                    logger.log(self.step, {k: window[k] / counts[k] for k in window})
+                    window, counts = {}, {}
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "l1", "ce") if k in logs})
