@@ -77,11 +77,11 @@ def test_restore_identity_end_to_end(tmp_path: Path, synth_clip: Path, capsys: p
 
     # exists without --overwrite: refused, untouched; with --overwrite and --quiet: replaced, silent
     before = out.read_bytes()
-    code, _, err = run(["restore", str(synth_clip), "-o", str(out), "--model", "identity"], capsys)
+    code, _, err = run(["restore", str(synth_clip), "-o", str(out), "--model", "identity", "--has-aligned"], capsys)
     assert code != 0 and len(error_lines(err)) == 1 and "--overwrite" in err
     assert out.read_bytes() == before
     code, stdout, err = run(["restore", str(synth_clip), "-o", str(out), "--model", "identity", "--overwrite",
-                             "--quiet", "--crf", "30", "--preset", "ultrafast"], capsys)
+                             "--quiet", "--crf", "30", "--preset", "ultrafast", "--has-aligned"], capsys)
     assert code == 0 and stdout == "" and "frame/s" not in err
     assert out.read_bytes() != before and probe(out).frame_count == 48
 

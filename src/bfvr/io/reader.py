@@ -77,7 +77,8 @@ class VideoReader:
 
 class AVReader(VideoReader):
     """A video file or GIF decoded with PyAV. The first frame is decoded on open (to validate the file
-    and learn the real size); iteration resumes from it."""
+    and learn the real size; two for image demuxers, to tell a still from a video); iteration resumes
+    from it."""
 
     def __init__(self, path: Path) -> None:
         import av
@@ -101,9 +102,6 @@ class AVReader(VideoReader):
             what = "only audio" if c.streams.audio else "no video stream (or no video frames)"
             raise InputError(f"'{path}' has {what}; give a file with a video stream.")
         vs = c.streams.video[0]
-        if _STILL_FORMATS.search(fmt) and (vs.frames or 1) <= 1:
-            raise InputError(f"'{path}' is a still image ({fmt}), not a video; put images in a folder "
-                             "and pass the folder to read them as frames.")
         vs.thread_type = "AUTO"
         self._stream = vs
         self._frame_iter = self._decode()
@@ -112,7 +110,13 @@ class AVReader(VideoReader):
             first = next(self._frame_iter)
         except StopIteration:
             raise InputError(f"'{path}' has no decodable video frames; the file is empty or corrupt.") from None
-        self._first = first
+        self._peeked = [first]
+        if _STILL_FORMATS.search(fmt):  # an image demuxer: a video only if a second frame follows
+            second = next(self._frame_iter, None)
+            if second is None:
+                raise InputError(f"'{path}' is a still image ({fmt}), not a video; put images in a folder "
+                                 "and pass the folder to read them as frames.")
+            self._peeked.append(second)
 
         rot = int(round(first.rotation or 0)) % 360 if hasattr(first, "rotation") else 0
         rot = int(90 * round(rot / 90)) % 360
@@ -186,8 +190,8 @@ class AVReader(VideoReader):
         return np.ascontiguousarray(a)
 
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
-        if self._first is not None:
-            f, self._first = self._first, None
+        while self._peeked:
+            f = self._peeked.pop(0)
             self._decoded += 1
             yield self._to_rgb(f), f.pts
         for f in self._frame_iter:
@@ -204,7 +208,7 @@ class AVReader(VideoReader):
         return self._container.streams.audio[0] if self._container.streams.audio else None
 
     def close(self) -> None:
-        self._first = None
+        self._peeked = []
         try:
             self._container.close()
         except Exception:
