@@ -113,3 +113,12 @@ def test_mirrored_face_inverts_the_ratio(faces_dir) -> None:
     assert inside and inside_m
     assert rm == pytest.approx(1 / r, rel=0.2)  # mirror swaps the two sides
     assert r < 0.8  # this speaker looks to the side: a clearly non-frontal ratio
+
+
+def test_outlier_boxes_do_not_inflate_the_union() -> None:
+    from bfvr.data.prepare import drop_outliers
+
+    face = [np.array([300 + i, 60, 400 + i, 160]) for i in range(8)]
+    fp = np.array([47, 123, 362, 438])  # a false positive 3x larger (lp_source_s13, frame 90)
+    kept = drop_outliers(face + [fp])
+    assert len(kept) == 8 and not any(np.array_equal(k, fp) for k in kept)

@@ -52,6 +52,18 @@ def union_box(boxes: list[np.ndarray], expand: float) -> np.ndarray | None:
     return np.concatenate([(c - half).min(0), (c + half).max(0)])
 
 
+def drop_outliers(boxes: list[np.ndarray], size_range: tuple[float, float] = (0.6, 1.6)) -> list[np.ndarray]:
+    """Boxes whose side (sqrt of area) is within ``size_range`` x the median side: one Haar false positive
+    three times the face's size (seen on lp_source_s13) would otherwise inflate the union."""
+    if len(boxes) < 3:
+        return list(boxes)
+    b = np.asarray(boxes, np.float64)
+    side = np.sqrt(np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None))
+    med = np.median(side)
+    keep = (side >= size_range[0] * med) & (side <= size_range[1] * med)
+    return [bx for bx, k in zip(boxes, keep) if k]
+
+
 def crop_box(box: np.ndarray, width: int, height: int, keep_aspect: bool = True) -> np.ndarray:
     """Integer crop rectangle [x0, y0, x1, y1] for the union ``box``.
 
@@ -235,8 +247,8 @@ class Preparer:
                 if i % o.detect_every == 0:
                     checked += 1
                     faces = self.haar(frame)
-                    if faces:
-                        boxes.append(max(faces, key=lambda f: f.area).box)
+                    if faces:  # the most confident detection of the frame
+                        boxes.append(max(faces, key=lambda f: f.score).box)
                 if progress:
                     progress(1)
         return boxes, checked
@@ -253,8 +265,10 @@ class Preparer:
                                "source_size": [info.width, info.height], "fps": _fps(info.fps), "frames": 0,
                                "crop_box": None, "scores": {}, "kept": False, "reasons": []}
         boxes, n_det = self.face_boxes(src, progress)
-        rec["scores"]["faces"] = {"frames_checked": n_det, "frames_with_face": len(boxes)}
-        box = union_box(boxes, o.expand)
+        good = drop_outliers(boxes)
+        rec["scores"]["faces"] = {"frames_checked": n_det, "frames_with_face": len(boxes),
+                                  "outlier_boxes": len(boxes) - len(good)}
+        box = union_box(good, o.expand)
         if box is None:
             rec["reasons"].append(f"no face found in {n_det} checked frames")
             return rec
