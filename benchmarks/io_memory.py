@@ -7,6 +7,7 @@ RSS (ru_maxrss) for both, plus the ratio.
 
     python benchmarks/io_memory.py                       # 10 s vs 600 s (about 10-20 min on 2 cores)
     python benchmarks/io_memory.py --seconds 4 40        # a quick check
+    python benchmarks/io_memory.py --seconds 10 120 --faces   # with face detection on every frame
 """
 
 from __future__ import annotations
@@ -62,16 +63,17 @@ def synth(path: Path, seconds: float, size: int, fps: int) -> None:
     c.close()
 
 
-def restore_once(inp: str, out: str, preset: str) -> None:
+def restore_once(inp: str, out: str, preset: str, faces: bool) -> None:
     """Runs in a child process: exactly `bfvr restore IN -o OUT --model identity --crf 18 --preset P --quiet
-    --overwrite`, then prints JSON with frames, seconds and the process's peak RSS."""
+    --overwrite` (plus `--has-aligned` unless `faces`), then prints JSON with frames, seconds and the
+    process's peak RSS."""
     from bfvr.cli import main as cli_main
     from bfvr.io import probe
 
     t0 = time.perf_counter()
     try:
         cli_main(["restore", inp, "-o", out, "--model", "identity", "--crf", "18", "--preset", preset,
-                  "--quiet", "--overwrite"])
+                  "--quiet", "--overwrite"] + ([] if faces else ["--has-aligned"]))
     except SystemExit as e:
         if e.code:
             raise
@@ -86,10 +88,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--preset", default="veryfast", help="x264 preset of the restore output")
+    ap.add_argument("--faces", action="store_true",
+                    help="run the face pipeline too (detection on every frame: ~5x slower; the synthetic video "
+                         "has no face, so frames pass through); default: --has-aligned, whole frames")
     ap.add_argument("--child", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        restore_once(*args.child, args.preset)
+        restore_once(*args.child, args.preset, args.faces)
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="bfvr_io_memory_") as tmp:
@@ -98,7 +103,8 @@ def main() -> None:
             t0 = time.perf_counter()
             synth(inp, sec, args.size, args.fps)
             gen = time.perf_counter() - t0
-            r = subprocess.run([sys.executable, __file__, "--child", str(inp), str(out), "--preset", args.preset],
+            r = subprocess.run([sys.executable, __file__, "--child", str(inp), str(out), "--preset", args.preset]
+                               + (["--faces"] if args.faces else []),
                                check=True, capture_output=True, text=True)
             row = json.loads(r.stdout.strip().splitlines()[-1])
             row.update(video_seconds=sec, synth_seconds=round(gen, 1))

@@ -99,6 +99,10 @@ def test_bad_inputs_fail_cleanly(tmp_path: Path, synth_clip: Path, case: str,
     code, _, err = run(["restore", str(bad), "-o", str(out_dir / "o.mp4"), "--model", "identity", "--quiet"],
                        capsys)
     assert_clean_failure(code, err, out_dir, "o.mp4")
+    # an output in a folder that does not exist yet: the folder is not created for a failing run
+    code, _, err = run(["restore", str(bad), "-o", str(out_dir / "new" / "o.mp4"), "--model", "identity"], capsys)
+    assert code != 0 and len(error_lines(err)) == 1
+    assert list(out_dir.iterdir()) == []
     # `info` reads the metadata only; with --count it decodes everything and finds the truncation as well
     code, _, err = run(["info", "--count", str(bad)], capsys)
     assert code != 0 and len(error_lines(err)) == 1

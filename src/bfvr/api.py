@@ -145,7 +145,7 @@ class Restorer:
         in_path = Path(inp).expanduser()
         if out_path.exists() and in_path.exists() and os.path.samefile(in_path, out_path):
             raise OutputError(f"the output '{out_path}' is the input; choose another output path.")
-        prepare_output(out_path, overwrite)
+        prepare_output(out_path, overwrite, create=False)
         t0 = time.perf_counter()
         with open_video(in_path, fps=fps) as reader:
             info = reader.info

@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--preset {preset!r} is not an x264 preset; use one of: {', '.join(_PRESETS)}.")
         # check the cheap things (output path, input) before loading a model
         output_kind(out)
-        prepare_output(out, overwrite)
+        prepare_output(out, overwrite, create=False)
         from bfvr.io import probe
 
         probe(inp) if not inp.is_dir() else None

@@ -54,8 +54,9 @@ def output_kind(out: Path) -> str:
                       "or a path without suffix for a folder of PNG frames.")
 
 
-def prepare_output(out: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Check that `out` may be written (exists? folder writable?) and create its parent folder."""
+def prepare_output(out: str | os.PathLike[str], overwrite: bool = False, *, create: bool = True) -> Path:
+    """Check that `out` may be written (exists? folder writable?) and create its parent folder
+    (`create=False`: only check, so a failure later leaves no empty folder behind)."""
     out = Path(out).expanduser()
     kind = output_kind(out)
     if out.exists() or out.is_symlink():
@@ -66,6 +67,16 @@ def prepare_output(out: str | os.PathLike[str], overwrite: bool = False) -> Path
         if kind == "images" and out.exists() and not out.is_dir():
             raise OutputError(f"'{out}' is a file; choose a folder path (no suffix) for PNG frames.")
     parent = out.parent
+    if not create:
+        existing = parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise OutputError(f"cannot create the output folder '{parent}' ('{existing}' is a file); "
+                              "choose a writable location.")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"the output folder '{existing}' is not writable; choose a writable location.")
+        return out
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -90,7 +101,9 @@ class VideoWriter:
                  crf: float = 18, preset: str = "medium", overwrite: bool = False,
                  size: tuple[int, int] | None = None, codec: str = "libx264", pix_fmt: str = "yuv420p",
                  codec_options: dict[str, str] | None = None) -> None:
+        missing = [d for d in Path(out).expanduser().absolute().parents if not d.exists()]
         self.path = prepare_output(out, overwrite)
+        self._created_dirs = missing  # removed again (when empty) if the write fails
         self.kind = output_kind(self.path)
         self.fps = Fraction(fps).limit_denominator(1_000_000) if not isinstance(fps, Fraction) else fps
         if self.fps <= 0:
@@ -280,6 +293,12 @@ class VideoWriter:
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 tmp.unlink(missing_ok=True)
+        for d in getattr(self, "_created_dirs", []):  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        self._created_dirs = []
 
     def __enter__(self) -> VideoWriter:
         return self
