@@ -166,3 +166,11 @@ def test_console_script_exit_code_and_one_line(tmp_path: Path) -> None:
                         "--model", "identity"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("bfvr: error:") and "does not exist" in r.stderr
+
+
+def test_bench_io_reports_real_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["bench", "io", "--size", "64", "--frames", "12", "--preset", "ultrafast", "--json"], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    for key in ("decode_fps", "encode_fps", "restore_identity_fps", "peak_rss_mb"):
+        assert d[key] > 0
