@@ -138,8 +138,11 @@ class AVReader(VideoReader):
         fps = vs.average_rate or vs.guessed_rate or vs.base_rate
         fps = Fraction(fps) if fps else Fraction(25)
         tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
+        tag_duration = _parse_hms((vs.metadata or {}).get("DURATION") or (vs.metadata or {}).get("duration"))
         if vs.duration:
             duration = float(vs.duration * tb)
+        elif tag_duration:  # matroska writes the stream's own duration as a tag
+            duration = tag_duration
         elif c.duration:
             duration = c.duration / 1_000_000
         else:
@@ -294,6 +297,14 @@ def read_frames(path: str | os.PathLike[str], max_frames: int | None = None) -> 
                 break
             out.append(frame)
     return np.stack(out)
+
+
+def _parse_hms(text: str | None) -> float | None:
+    """'00:01:02.500000000' -> 62.5 (None when absent or malformed)."""
+    m = re.fullmatch(r"\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)\s*", text or "")
+    if not m:
+        return None
+    return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
 
 
 def _why(e: BaseException) -> str:
