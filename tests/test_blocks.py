@@ -18,6 +18,7 @@ from bfvr.models.blocks import (
     TransformerSALayer,
     Upsample,
     Upsample2D,
+    chunked_attention,
 )
 
 
@@ -138,3 +139,11 @@ def test_groupnorm_statistics_stay_fp32_under_bf16_autocast():
     ref_rounded = torch.nn.functional.group_norm(x.bfloat16().float(), 4, gn.weight, gn.bias, 1e-6)
     assert (out.float() - ref_rounded).abs().max() < 0.02
     assert (ref - ref_rounded).abs().max() < 0.5
+
+
+@pytest.mark.parametrize("max_scores", [7, 64, 1 << 20])
+def test_chunked_attention_equals_sdpa(max_scores):
+    torch.manual_seed(6)
+    q, k, v = torch.randn(2, 3, 50, 16), torch.randn(2, 3, 40, 16), torch.randn(2, 3, 40, 8)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert (chunked_attention(q, k, v, max_scores=max_scores) - ref).abs().max() < 1e-5

@@ -1,6 +1,12 @@
 """Shared layers: 3D conv blocks (VQGAN style) and SDPA-based attention blocks."""
 
-from bfvr.models.blocks.attention import AttnBlock, MultiheadSelfAttention, TemporalAttention, TransformerSALayer
+from bfvr.models.blocks.attention import (
+    AttnBlock,
+    MultiheadSelfAttention,
+    TemporalAttention,
+    TransformerSALayer,
+    chunked_attention,
+)
 from bfvr.models.blocks.conv3d import (
     Downsample,
     Downsample2D,
@@ -15,6 +21,6 @@ from bfvr.models.blocks.conv3d import (
 
 __all__ = [
     "AttnBlock", "Downsample", "Downsample2D", "GroupNorm", "MultiheadSelfAttention", "ResBlock",
-    "TemporalAttention", "TransformerSALayer", "Upsample", "Upsample2D", "memory_format_of", "normalize",
-    "swish",
+    "TemporalAttention", "TransformerSALayer", "Upsample", "Upsample2D", "chunked_attention", "memory_format_of",
+    "normalize", "swish",
 ]
