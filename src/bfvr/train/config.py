@@ -110,6 +110,9 @@ class DiscConfig:
     dinov2_repo: str | None = None
     #: local DINOv2 ViT-S/14 weights (.pth); None = downloaded by torch hub (needs internet)
     dinov2_weights: str | None = None
+    #: dinov2: run the backbone under no_grad as the official code does (the generator then gets no GAN
+    #: gradient); default False lets the gradient flow through the frozen backbone
+    official_no_grad: bool = False
     #: conv fallback: base width and number of stride-2 stages
     width: int = 32
     depth: int = 4

@@ -47,7 +47,8 @@ def build_discriminator(cfg: TrainConfig) -> nn.Module:
 
     d = cfg.disc
     if d.backbone == "dinov2":
-        disc = DINOv2Discriminator.load(repo=d.dinov2_repo, weights=d.dinov2_weights)
+        disc = DINOv2Discriminator.load(repo=d.dinov2_repo, weights=d.dinov2_weights,
+                                        official_no_grad=d.official_no_grad)
         log.info("discriminator: frozen DINOv2 ViT-S/14 + 3 linear heads (%s)",
                  d.dinov2_weights or d.dinov2_repo or "torch hub")
         return disc
