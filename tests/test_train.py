@@ -324,3 +324,19 @@ def test_project_dataset_backend(faces_dir: Path, tmp_path: Path) -> None:
     assert sorted(ds._index(p) for p in range(2)) == [0, 1] and sorted(ds._index(p) for p in range(2, 4)) == [0, 1]
     rec = Trainer(cfg, progress=False).run()
     assert np.isfinite(rec[0]["loss"])
+
+
+def test_tensorboard_events_when_installed(faces_dir: Path, tmp_path: Path) -> None:
+    """With the optional `tensorboard` package the scalars also go to TensorBoard event files."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from bfvr.train.trainer import Trainer
+
+    Trainer(config_from_dict(tiny_dict(faces_dir, tmp_path / "tb", max_steps=2, tensorboard=True,
+                                       model={"mpr": "none"})), progress=False).run()
+    acc = EventAccumulator(str(tmp_path / "tb" / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("l1")] == [1, 2]
+    jsonl = [json.loads(x)["l1"] for x in (tmp_path / "tb/metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in acc.Scalars("l1")] == pytest.approx(jsonl)
