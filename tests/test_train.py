@@ -340,3 +340,14 @@ def test_tensorboard_events_when_installed(faces_dir: Path, tmp_path: Path) -> N
     assert [e.step for e in acc.Scalars("l1")] == [1, 2]
     jsonl = [json.loads(x)["l1"] for x in (tmp_path / "tb/metrics.jsonl").read_text().splitlines()]
     assert [e.value for e in acc.Scalars("l1")] == pytest.approx(jsonl)
+
+
+def test_resume_with_other_model_settings_is_a_clear_error(faces_dir: Path, tmp_path: Path) -> None:
+    from bfvr.train.trainer import Trainer
+
+    Trainer(config_from_dict(tiny_dict(faces_dir, tmp_path / "r", max_steps=1, ckpt_every=1)), progress=False).run()
+    other = config_from_dict(tiny_dict(faces_dir, tmp_path / "r", model={"emb_dim": 16}))
+    with pytest.raises(ConfigError, match="does not fit"):
+        Trainer(other, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="holds no checkpoint"):
+        Trainer(config_from_dict(tiny_dict(faces_dir, tmp_path / "empty")), resume=True, progress=False)

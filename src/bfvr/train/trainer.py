@@ -206,13 +206,18 @@ class Trainer:
                 f"{path} was written with world size {state['world_size']}, batch {state['batch_size']}, "
                 f"accumulation {state['accum_steps']}; resume with the same settings (now "
                 f"{self.info.world_size}, {self.cfg.data.batch_size}, {self.cfg.accum_steps}).")
-        self.model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
-        self.ema.module.load_state_dict(load_file(str(path / "ema.safetensors")), strict=True)
-        self.opt_g.load_state_dict(state["opt_g"])
-        if self.disc is not None:
-            self.disc.load_state_dict(load_file(str(path / "disc.safetensors")), strict=True)
-            if state["opt_d"]:
-                self.opt_d.load_state_dict(state["opt_d"])
+        try:
+            self.model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+            self.ema.module.load_state_dict(load_file(str(path / "ema.safetensors")), strict=True)
+            self.opt_g.load_state_dict(state["opt_g"])
+            if self.disc is not None:
+                self.disc.load_state_dict(load_file(str(path / "disc.safetensors")), strict=True)
+                if state["opt_d"]:
+                    self.opt_d.load_state_dict(state["opt_d"])
+        except (RuntimeError, ValueError, KeyError, FileNotFoundError) as e:
+            raise ConfigError(f"{path} does not fit the current model/discriminator settings "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); resume with the run's own "
+                              "config (its config.yaml).") from None
         ckpt.set_rng_state(state["rng"])
         self.step = self.start_step = int(state["step"])
         log.info("resumed from %s (step %d)", path, self.step)
