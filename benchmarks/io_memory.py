@@ -78,8 +78,9 @@ def restore_once(inp: str, out: str, preset: str, faces: bool) -> None:
         if e.code:
             raise
     seconds = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"frames": probe(out).frame_count, "seconds": seconds, "peak_rss_mb": peak_kb / 1024}))
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"frames": probe(out).frame_count, "seconds": seconds, "cpu_seconds": ru.ru_utime + ru.ru_stime,
+                      "peak_rss_mb": ru.ru_maxrss / 1024}))
 
 
 def main() -> None:

@@ -62,9 +62,9 @@ def register(app: typer.Typer) -> None:
         draw_box: Annotated[bool, typer.Option("--draw-box", help="Draw each restored face's crop outline "
                                                "(debugging).", rich_help_panel="Faces")] = False,
     ) -> None:
-        from bfvr.io.memory import limit_malloc_arenas
+        from bfvr.io.memory import tune_malloc_for_streaming
 
-        limit_malloc_arenas(2)  # flat memory over long videos (see bfvr.io.memory); before threads start
+        tune_malloc_for_streaming()  # flat memory over long videos (see bfvr.io.memory); before threads start
         from bfvr.api import Restorer
         from bfvr.errors import ConfigError
         from bfvr.io.writer import _PRESETS, output_kind, prepare_output

@@ -98,13 +98,13 @@ class ClipEngine:
         self.clips_run = 0
 
     # ------------------------------------------------------------------ one clip
-    def _forward(self, frames: list[np.ndarray]) -> np.ndarray:
-        """Model output for frames (uint8 [H, W, 3] each) as float32 [T, H, W, 3] in [0, 1] on the CPU."""
+    def _forward(self, frames: list[np.ndarray]) -> torch.Tensor:
+        """Model output for frames (uint8 [H, W, 3] each) as float32 [T, 3, H, W] in [0, 1] on the CPU."""
         x = torch.from_numpy(np.stack(frames)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         h, w = x.shape[-2:]
         resize = self.canvas is not None and tuple(self.canvas) != (h, w)
-        with torch.inference_mode():
+        with torch.no_grad():
             if resize:
                 x = F.interpolate(x, size=tuple(self.canvas), mode="bicubic", align_corners=False,
                                   antialias=True).clamp_(0, 1)
@@ -116,39 +116,43 @@ class ClipEngine:
                                    f"for an input of {tuple(x.shape)}")
             if resize:
                 y = F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-            y = y.clamp_(0, 1).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            y = y.clamp_(0, 1).cpu()
         self.clips_run += 1
         return y
 
     @staticmethod
-    def _to_uint8(a: np.ndarray) -> np.ndarray:
-        return (a * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    def _to_uint8(a: torch.Tensor) -> np.ndarray:
+        """float [N, 3, H, W] in [0, 1] -> uint8 [N, H, W, 3] (rounded), in one pass."""
+        with torch.no_grad():
+            return a.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
     # ------------------------------------------------------------------ the stream
     def run(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         """Restore a stream of (frame, pts); yields (restored frame uint8, pts) in the same order."""
         T, O = self.clip_len, self.overlap
         S = T - O
-        w = self.weights
+        w = torch.from_numpy(self.weights).view(-1, 1, 1, 1)
         buf: list[np.ndarray] = []  # input frames [buf_start, buf_start + len(buf))
         pts: list[int | None] = []
         buf_start = 0
         next_start = 0  # first frame of the next clip
-        pending: np.ndarray | None = None  # restored [next_start, next_start + O) awaiting the blend
+        pending: torch.Tensor | None = None  # restored [next_start, next_start + O) awaiting the blend
         n_read = 0
 
-        def emit(out: np.ndarray, first: int, start_idx: int, stop_idx: int) -> Iterator[Frame]:
+        def emit(out: torch.Tensor, first: int, start_idx: int, stop_idx: int) -> Iterator[Frame]:
             # out[k] is frame first + k; emit frames [start_idx, stop_idx)
-            for g in range(start_idx, stop_idx):
-                yield self._to_uint8(out[g - first]), pts[g - buf_start]
+            if stop_idx <= start_idx:
+                return
+            u8 = self._to_uint8(out[start_idx - first:stop_idx - first])
+            for i, g in enumerate(range(start_idx, stop_idx)):
+                yield u8[i], pts[g - buf_start]
 
-        def blend_into(out: np.ndarray, first: int) -> None:
+        def blend_into(out: torch.Tensor, first: int) -> None:
             # cross-fade the pending frames [next_start, next_start + O) into out (out[k] = frame first + k)
             if pending is None:
                 return
             k = next_start - first
-            ww = w[:, None, None, None]
-            out[k:k + O] = (1 - ww) * pending + ww * out[k:k + O]
+            out[k:k + O] = (1 - w) * pending + w * out[k:k + O]
 
         for frame, p in frames:
             buf.append(frame)
@@ -161,7 +165,8 @@ class ClipEngine:
             out = self._forward(buf[i0:i0 + T])
             blend_into(out, next_start)
             yield from emit(out, next_start, next_start, next_start + S)
-            pending = out[S:].copy() if O else None
+            pending = out[S:].clone() if O else None
+            del out
             next_start += S
             # keep the last T input frames (the tail clip may reach back that far) and >= the next clip's start
             keep_from = min(next_start, n_read - T)

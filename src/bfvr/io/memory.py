@@ -1,10 +1,16 @@
-"""Process-level memory settings for long streaming runs.
+"""Process-level malloc settings for long streaming runs (glibc only; elsewhere a no-op).
 
-glibc gives every thread that allocates its own malloc arena (up to 8 x cores). The decoder's,
-encoder's and torch's worker threads each churn through frame-sized buffers, and the free space left
-in many arenas makes the resident size creep up over a long video even though nothing is kept
-(measured: +6 % peak RSS from a 10 s to a 2 min video). Two arenas keep it flat at no measurable
-speed cost. Call this at the start of a process (the CLI's `restore` does), before threads start.
+Two effects made the resident size of `bfvr restore` creep up with the video's length although nothing
+is kept (measured on a 512x512 identity restore: peak RSS +6 % from a 10 s to a 2 min video with the
+face pipeline, +10 to +20 % on the whole-frame path, and +-25 % run-to-run noise):
+
+* glibc's dynamic mmap threshold: after the first clip-sized buffer (tens of MB) is freed, glibc raises
+  the threshold, so later clip buffers come from the heap, which fragments and is rarely returned;
+* one malloc arena per allocating thread (decoder, encoder, torch workers), each keeping free space.
+
+A fixed 4 MiB mmap threshold (clip tensors are always mapped and unmapped; frames and smaller buffers stay
+on the heap) plus two arenas make the peak flat and lower at no measurable CPU cost. Call this at the
+start of a process, before threads start (the CLI's `restore` does).
 """
 
 from __future__ import annotations
@@ -13,15 +19,22 @@ import ctypes
 import ctypes.util
 import sys
 
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 
-def limit_malloc_arenas(n: int = 2) -> bool:
-    """Cap glibc's malloc arenas at `n` (Linux/glibc only; elsewhere a no-op). Returns True if applied."""
+def tune_malloc_for_streaming(arenas: int = 2, mmap_threshold: int = 4 << 20) -> bool:
+    """Cap glibc's malloc arenas and fix its mmap threshold. Returns True if applied."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, int(n)))
+        ok = bool(libc.mallopt(_M_ARENA_MAX, int(arenas)))
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and ok
     except (OSError, AttributeError):
         return False
+
+
+def limit_malloc_arenas(n: int = 2) -> bool:
+    """Backward-compatible name: `tune_malloc_for_streaming(arenas=n)`."""
+    return tune_malloc_for_streaming(arenas=n)
