@@ -159,9 +159,10 @@ class TrainConfig:
     device: str = "auto"
     #: torch intra-op threads per process (0 = leave torch's default)
     threads: int = 0
-    #: DDP: tolerate parameters without gradient in a step (e.g. the quantiser's temporal attention only
-    #: gets gradients through the MPR term; with mpr "none"/"official" it gets none)
-    ddp_find_unused: bool = True
+    #: DDP: tolerate parameters without gradient in a step. None = automatic: on for Stage I unless
+    #: model.mpr is "paper" (the quantiser's temporal attention only gets gradients through the MPR term),
+    #: off for Stage II and the discriminator
+    ddp_find_unused: bool | None = None
     #: also write TensorBoard events when the `tensorboard` package is installed
     tensorboard: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -124,9 +124,11 @@ class Trainer:
         if self.info.enabled:
             dev_ids = [self.device.index] if self.device.type == "cuda" else None
             fu = cfg.ddp_find_unused
-            self.model_ddp = DDP(self.model, device_ids=dev_ids, broadcast_buffers=False, find_unused_parameters=fu)
+            if fu is None:
+                fu = cfg.stage == "stage1" and cfg.model.mpr != "paper"
+            self.model_ddp = DDP(self.model, device_ids=dev_ids, find_unused_parameters=fu)
             if self.disc is not None:
-                self.disc_ddp = DDP(self.disc, device_ids=dev_ids, broadcast_buffers=False, find_unused_parameters=fu)
+                self.disc_ddp = DDP(self.disc, device_ids=dev_ids, find_unused_parameters=bool(cfg.ddp_find_unused))
 
     # ------------------------------------------------------------------------------------------------
     # run folder, checkpoints
