@@ -98,7 +98,7 @@ class ClipEngine:
         self.clips_run = 0
 
     # ------------------------------------------------------------------ one clip
-    def _forward(self, frames: list[np.ndarray]) -> torch.Tensor:
+    def forward_clip(self, frames: list[np.ndarray]) -> torch.Tensor:
         """Model output for frames (uint8 [H, W, 3] each) as float32 [T, 3, H, W] in [0, 1] on the CPU."""
         x = torch.from_numpy(np.stack(frames)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
@@ -121,10 +121,20 @@ class ClipEngine:
         return y
 
     @staticmethod
-    def _to_uint8(a: torch.Tensor) -> np.ndarray:
+    def clip_to_uint8(a: torch.Tensor) -> np.ndarray:
         """float [N, 3, H, W] in [0, 1] -> uint8 [N, H, W, 3] (rounded), in one pass."""
         with torch.no_grad():
             return a.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+    # kept for callers written against the first version (bfvr.faces.pipeline.ClipRunner):
+    def _forward(self, frames: list[np.ndarray]) -> np.ndarray:
+        """As `forward_clip`, but float32 [T, H, W, 3] numpy."""
+        return self.forward_clip(frames).permute(0, 2, 3, 1).contiguous().numpy()
+
+    @staticmethod
+    def _to_uint8(a: np.ndarray) -> np.ndarray:
+        """float numpy in [0, 1] -> uint8 (rounded), any shape."""
+        return (np.asarray(a) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
 
     # ------------------------------------------------------------------ the stream
     def run(self, frames: Iterable[Frame]) -> Iterator[Frame]:
@@ -143,7 +153,7 @@ class ClipEngine:
             # out[k] is frame first + k; emit frames [start_idx, stop_idx)
             if stop_idx <= start_idx:
                 return
-            u8 = self._to_uint8(out[start_idx - first:stop_idx - first])
+            u8 = self.clip_to_uint8(out[start_idx - first:stop_idx - first])
             for i, g in enumerate(range(start_idx, stop_idx)):
                 yield u8[i], pts[g - buf_start]
 
@@ -162,7 +172,7 @@ class ClipEngine:
                 continue
             # a full clip [next_start, next_start + T)
             i0 = next_start - buf_start
-            out = self._forward(buf[i0:i0 + T])
+            out = self.forward_clip(buf[i0:i0 + T])
             blend_into(out, next_start)
             yield from emit(out, next_start, next_start, next_start + S)
             pending = out[S:].clone() if O else None
@@ -185,14 +195,14 @@ class ClipEngine:
             return
         if not self.fixed:
             first = next_start
-            out = self._forward(buf[first - buf_start:n - buf_start])
+            out = self.forward_clip(buf[first - buf_start:n - buf_start])
         elif n >= T:
             first = n - T  # a last clip ending at the last frame, only real frames
-            out = self._forward(buf[first - buf_start:n - buf_start])
+            out = self.forward_clip(buf[first - buf_start:n - buf_start])
         else:
             first = 0  # the whole (short) video, padded in time
             idx = pad_indices(n, T, self.pad)
-            out = self._forward([buf[i - buf_start] for i in idx])[:n]
+            out = self.forward_clip([buf[i - buf_start] for i in idx])[:n]
         blend_into(out, first)
         yield from emit(out, first, next_start, n)
 
