@@ -396,6 +396,9 @@ def test_restore_command_runs_the_face_pipeline(faces_dir, tmp_path, capsys):
     diff = np.abs(boxes.astype(int) - faces.astype(int)).sum(-1) > 60
     ys, xs = np.nonzero(diff[0])
     assert diff[0].mean() > 0.002 and 150 < xs.mean() < 450 and 80 < ys.mean() < 300
+    assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "up.mp4"), "--model", "identity", "-q",
+                      "--upscale", "2", "--max-frames", "3"])
+    assert read_frames(tmp_path / "up.mp4").shape == (3, 720, 1280, 3)
     assert 0 != _cli(["restore", str(src), "-o", str(tmp_path / "bad.mp4"), "--model", "identity",
                       "--detector", "yolo"])
     assert "--detector" in capsys.readouterr().err and not (tmp_path / "bad.mp4").exists()

@@ -61,6 +61,9 @@ def register(app: typer.Typer) -> None:
                                                 rich_help_panel="Faces")] = False,
         draw_box: Annotated[bool, typer.Option("--draw-box", help="Draw each restored face's crop outline "
                                                "(debugging).", rich_help_panel="Faces")] = False,
+        upscale: Annotated[int, typer.Option("--upscale", help="Output N times larger: the background is "
+                                             "resized (bicubic), faces are pasted at the new size.", min=1,
+                                             rich_help_panel="Faces")] = 1,
     ) -> None:
         from bfvr.io.memory import tune_malloc_for_streaming
 
@@ -78,11 +81,14 @@ def register(app: typer.Typer) -> None:
 
         probe(inp) if not inp.is_dir() else None
         faces = None
+        if has_aligned and upscale != 1:
+            raise ConfigError("--upscale works with the face pipeline only; drop --has-aligned or --upscale.")
         if not has_aligned:
             from bfvr.faces import FaceOptions
 
             faces = FaceOptions(select=face_select, crop_mode=crop_mode, detector=detector,
-                                detect_every=detect_every, smooth=not no_smooth, draw_box=draw_box)
+                                detect_every=detect_every, smooth=not no_smooth, draw_box=draw_box,
+                                upscale=upscale)
             faces.validate()  # bad face flags fail before a model is loaded
         r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
                      clip_len=clip_len, overlap=overlap, progress=not quiet, faces=faces)
