@@ -150,15 +150,16 @@ class STCStage2(STCVQGAN):
         """Inference helper: restored clip [B,3,T,512,512] float32 in (0,1).
 
         ``precision``: "fp32", "bf16" (autocast; on CPUs with AMX about 4x faster convolutions) or "fp16"
-        (autocast, CUDA). GroupNorm statistics stay fp32. ``channels_last``: store activations as
-        channels_last_3d (default: on for bf16/fp16). Call `.eval()` first.
+        (autocast, CUDA). GroupNorm statistics stay fp32. ``channels_last``: store activations and 5-D
+        weights as channels_last_3d (default on: on CPU it also makes fp32 Conv3d ~2x faster and avoids
+        oneDNN's layout copies, 3.4 -> 2.6 GB peak for one 24x512x512 ResBlock). Call `.eval()` first.
         """
         dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
         if precision not in dtypes:
             raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
         dtype = dtypes[precision]
         if channels_last is None:
-            channels_last = dtype is not None
+            channels_last = True
         if channels_last:
             self.to_channels_last_3d()
             x = x.contiguous(memory_format=torch.channels_last_3d)
