@@ -438,7 +438,7 @@ class _Brighten(_RecordingModel):
 
 
 def test_paste_back_has_no_seam_and_no_boundary_flicker(faces_dir):
-    frames = clip(faces_dir, "musetalk_sun", 30)
+    frames = clip(faces_dir, "musetalk_sun", 20)
     res = {}
     for smooth in (True, False):
         run = {}
