@@ -80,6 +80,10 @@ def register(app: typer.Typer) -> None:
         from bfvr.io import probe
 
         probe(inp) if not inp.is_dir() else None
+        import warnings
+
+        # warnings (e.g. no face found) on one line, like errors
+        warnings.formatwarning = lambda msg, *_a, **_k: f"bfvr: warning: {' '.join(str(msg).split())}\n"
         faces = None
         if has_aligned and upscale != 1:
             raise ConfigError("--upscale works with the face pipeline only; drop --has-aligned or --upscale.")
