@@ -488,3 +488,15 @@ def test_upscale_resizes_the_background_and_pastes_the_face_at_the_new_size(face
     assert out.shape == (6, 540, 960, 3) and calls == [2] * 6
     ref = np.stack([bg(f, 2) for f in frames])
     assert psnr(out, ref) >= 45  # the identity face lands exactly where the upscaled face is (~60 dB)
+
+
+def test_a_shot_cut_in_a_real_stream_starts_new_tracks(faces_dir):
+    # two shots of (about) the same framing: without the cut the tracker would join them into one track
+    a = clip(faces_dir, "lp_driving_d0", 10, (384, 384))
+    b = clip(faces_dir, "lp_driving_d13", 10)
+    b = [cv2.resize(f[280:1000, :], (384, 384), interpolation=cv2.INTER_AREA) for f in b]
+    pipe = FacePipeline.for_model(IdentityModel(), FaceOptions(), record_boxes=True)
+    out = list(pipe.process(iter(a + b)))
+    assert len(out) == 20 and pipe.stats["cuts"] == [10]
+    spans = sorted(sorted(d) for d in pipe.stats["boxes"].values())
+    assert spans == [list(range(10)), list(range(10, 20))]
