@@ -45,11 +45,22 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=None, help="first N frames of each clip (default: all)")
     ap.add_argument("--detectors", default="dlib,opencv,mediapipe")
     ap.add_argument("--skip-video", action="store_true", help="skip the encode/decode PSNR (slow)")
+    ap.add_argument("--only", default="1,2,3", help="sections to run, e.g. 2 or 1,3")
     args = ap.parse_args()
     avail = available_detectors()
     dets = [d for d in args.detectors.split(",") if not avail.get(d)]
     print(f"detectors usable: {dets}; auto = {make_detector('auto').name}\n")
 
+    only = set(args.only.split(","))
+    if "1" in only:
+        section1(args)
+    if "2" in only:
+        section2(args, dets)
+    if "3" in only:
+        section3(dets)
+
+
+def section1(args) -> None:
     print("## 1. identity restore through the face pipeline: whole-frame PSNR vs input (dB)\n")
     print("| clip | size | frames | frames with a face | pipeline (no encoder) | video CRF 0 | encoder only | ms/frame |")
     print("|---|---|---|---|---|---|---|---|")
@@ -76,20 +87,29 @@ def main() -> None:
         print(f"| {name} | {w}x{h} | {len(frames)} | {pipe.stats['frames_with_face']} | {p_mem:.2f} | "
               f"{p_vid:.2f} | {p_enc:.2f} | {ms:.0f} |", flush=True)
 
+
+
+def section2(args, dets) -> None:
     print("\n## 2. crop stability on a still head (musetalk_sun): mean |per-frame change| of the crop box (px)\n")
-    print("| detector | frames | smoothed | unsmoothed (raw, gap-filled) |")
-    print("|---|---|---|---|")
+    print("(proportion: the box coordinates; align: the 4 crop corners in the frame)\n")
+    print("| detector | crop mode | frames | smoothed | unsmoothed (raw, gap-filled) |")
+    print("|---|---|---|---|---|")
     frames = read_frames(FACES / "musetalk_sun.mp4", max_frames=args.frames or 200)
     for d in dets:
-        pipe = FacePipeline.for_model(IdentityModel(), FaceOptions(detector=d), record_boxes=True)
-        for _ in pipe.process(iter(frames)):
-            pass
-        (boxes,) = pipe.stats["boxes"].values() if len(pipe.stats["boxes"]) == 1 else (
-            max(pipe.stats["boxes"].values(), key=len),)
-        ts = sorted(boxes)
-        print(f"| {d} | {len(ts)} | {motion([boxes[t][0] for t in ts]):.3f} | "
-              f"{motion([boxes[t][1] for t in ts]):.3f} |", flush=True)
+        for mode in ("proportion", "align"):
+            pipe = FacePipeline.for_model(IdentityModel(), FaceOptions(detector=d, crop_mode=mode),
+                                          record_boxes=True)
+            for _ in pipe.process(iter(frames)):
+                pass
+            boxes = max(pipe.stats["boxes"].values(), key=len)
+            ts = sorted(boxes)
+            k = 0 if mode == "proportion" else 2
+            print(f"| {d} | {mode} | {len(ts)} | {motion([boxes[t][k] for t in ts]):.3f} | "
+                  f"{motion([boxes[t][k + 1] for t in ts]):.3f} |", flush=True)
 
+
+
+def section3(dets) -> None:
     print("\n## 3. detector time per frame (ms), default detect size\n")
     print("| detector | 512x512 | 1920x1080 |")
     print("|---|---|---|")

@@ -177,6 +177,15 @@ class _Slot:
 _COLORS = [(0, 255, 0), (255, 64, 64), (64, 128, 255), (255, 200, 0), (255, 0, 255), (0, 255, 255)]
 
 
+def _corners(m: np.ndarray, canvas) -> np.ndarray:
+    """The canvas corners mapped into the frame by the inverse of `m`: [4, 2]."""
+    import cv2
+
+    h, w = canvas
+    minv = cv2.invertAffineTransform(np.asarray(m, np.float64))
+    return np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], np.float64) @ minv.T
+
+
 def _resize_background(frame: np.ndarray, s: int) -> np.ndarray:
     import cv2
 
@@ -338,8 +347,11 @@ class FacePipeline:
                             expand=self.opt.expand)
             self._add_crop(slot, s.track_id, m)
             self.stats["tracks"].add(s.track_id)
-            if self.record_boxes:
-                self.stats["boxes"].setdefault(s.track_id, {})[t] = (s.box.copy(), s.raw_box.copy())
+            if self.record_boxes:  # (smoothed box, raw box, crop corners in the frame: smoothed, raw)
+                raw_m = crop_matrix(self.opt.crop_mode, tuple(self.opt.canvas), box=s.raw_box,
+                                    landmarks=s.raw_landmarks, expand=self.opt.expand)
+                self.stats["boxes"].setdefault(s.track_id, {})[t] = (
+                    s.box.copy(), s.raw_box.copy(), _corners(m, self.opt.canvas), _corners(raw_m, self.opt.canvas))
         if chosen:
             self.stats["frames_with_face"] += 1
 
