@@ -6,6 +6,7 @@ official output) on the `stc_stage2` golden input (4 frames).
     python benchmarks/stc_forward.py                         # 24x512^2, fp32 and bf16
     python benchmarks/stc_forward.py --frames 8 --precision bf16
     python benchmarks/stc_forward.py --golden                # bf16 vs fp32 deviation on the golden input
+    python benchmarks/stc_forward.py --parity                # fp32 parity numbers for the 3 STC fixtures
 
 Weights: the `stc_stage2` fixture's synthetic weights (../shared/tools/golden_weights.py) when ../shared
 is present, else random ones (time and memory do not depend on the values). Official reference on this
@@ -132,6 +133,63 @@ def golden(args: argparse.Namespace) -> None:
     print(json.dumps(res, indent=1))
 
 
+def parity(args: argparse.Namespace) -> None:
+    """fp32 max abs differences from the official outputs, per saved tensor, for the three STC fixtures."""
+    import torch
+
+    from bfvr.models.stc import STCVQGAN, STCStage2
+
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(SHARED / "tools"))
+    from golden_weights import load_safetensors, make_state_dict
+
+    def diff(a, b):
+        return float((a.float() - b.float()).abs().max())
+
+    def mism(a, b, fragile=None):
+        bad = a.reshape(-1) != b.reshape(-1)
+        n_all = int(bad.sum())
+        if fragile is not None:
+            bad[fragile] = False
+        return f"{int(bad.sum())} outside fragile ({n_all} in all) / {b.numel()}"
+
+    report = {}
+    for name in args.fixtures:
+        d = SHARED / "golden" / name
+        io = load_safetensors(str(d / "io.safetensors"))
+        sd = make_state_dict(str(d / "manifest.json"))
+        r = {}
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            if name == "stc_stage1_small":
+                net = STCVQGAN.from_state_dict(sd, mpr="official").eval()
+                z = net.encode(io["input"])
+                z_q, loss, mpr, st = net.quantize(z)
+                out = net.decode(z_q)
+                r.update(output=diff(out, io["output"]), z=diff(z, io["z"]), z_q=diff(z_q, io["z_q"]),
+                         idx_s=mism(st["min_encoding_indices_s"], io["idx_s"]),
+                         idx_t=mism(st["min_encoding_indices_t"], io["idx_t"]),
+                         codebook_loss=diff(loss, io["codebook_loss"]), mpr_loss=diff(mpr, io["mpr_loss"]),
+                         perplexity_s=diff(st["perplexity_s"], io["perplexity_s"]),
+                         perplexity_t=diff(st["perplexity_t"], io["perplexity_t"]))
+            else:
+                nh, nl = (2, 9) if name == "stc_stage2" else (4, 6)
+                net = STCStage2.from_state_dict(sd, n_head=nh, n_layers=nl, official_residual=True).eval()
+                out, ls, lt, lq = net(io["input"])
+                r.update(output=diff(out, io["output"]),
+                         logits_s_first16=diff(ls[:, :16], io["logits_s_first16"]),
+                         logits_t_first16=diff(lt[:, :16], io["logits_t_first16"]),
+                         idx_s=mism(ls.argmax(-1), io["idx_s"], io["fragile_s"]),
+                         idx_t=mism(lt.argmax(-1), io["idx_t"], io["fragile_t"]))
+                if "lq_feat" in io:
+                    tok = net._tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
+                    r.update(lq_feat=diff(lq, io["lq_feat"]),
+                             t_tokens_in_first1024=diff(tok, io["t_tokens_in_first1024"]))
+        r["seconds"] = round(time.perf_counter() - t0, 1)
+        report[name] = r
+        print(json.dumps({name: r}), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=24, help="clip length (even)")
@@ -140,8 +198,14 @@ def main() -> None:
                     help="configurations to run, each in its own subprocess")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--golden", action="store_true", help="bf16 vs fp32 deviation on the golden input")
+    ap.add_argument("--parity", action="store_true",
+                    help="fp32 max abs diff from the official outputs for each golden fixture")
+    ap.add_argument("--fixtures", nargs="+", default=["stc_stage1_small", "stc_stage2", "stc_deflicker_stage2"],
+                    help="fixtures for --parity")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.parity:
+        return parity(args)
     if args.golden:
         return golden(args)
     if args.child:
