@@ -1,6 +1,7 @@
-"""Attention blocks. Every one goes through `torch.nn.functional.scaled_dot_product_attention`, so no
-(tokens x tokens) map is ever materialised: memory is linear in the number of tokens (the flash kernel on
-CPU and CUDA). Parameter names follow the official layouts so official state_dicts load strictly.
+"""Attention blocks. Every one goes through `torch.nn.functional.scaled_dot_product_attention` (the flash
+kernel on CPU and CUDA) or, for bf16/fp16 on CPU, through `chunked_attention` (query chunks with a bounded
+number of scores), so no (tokens x tokens) map is ever materialised: memory is linear in the number of
+tokens. Parameter names follow the official layouts so official state_dicts load strictly.
 """
 
 from __future__ import annotations
