@@ -1,0 +1,135 @@
+"""Full-reference frame metrics: PSNR and SSIM (BasicSR definitions) and MSRL.
+
+All functions take uint8 or float arrays in the 0..255 range, RGB, shaped [H,W,3] (one frame) or
+[N,H,W,3] (a stack of frames), and return float64 values.
+
+* PSNR: ``10*log10(255^2 / MSE)`` over all pixels and channels; ``inf`` for identical frames.
+* SSIM: Wang et al. with an 11x11 Gaussian window (sigma 1.5), C1=(0.01*255)^2, C2=(0.03*255)^2,
+  computed per channel on the "valid" area (5 pixels cut at each side) and averaged over channels
+  -- BasicSR's ``calculate_ssim`` and scikit-image's ``structural_similarity(gaussian_weights=True,
+  sigma=1.5, use_sample_covariance=False, data_range=255)``.
+* ``y_channel=True``: the BT.601 luma in the studio range 16..235 (BasicSR's ``to_y_channel``,
+  not rounded), instead of the three RGB channels.
+* ``crop_border``: pixels removed at each side before measuring.
+* MSRL (PGTFormer's multi-scale temporal-difference consistency; the paper releases no script):
+  for each temporal stride s in ``strides`` the temporal differences ``x[t+s]-x[t]`` of the
+  prediction and of the ground truth are compared as a PSNR (peak 255); per stride the value is
+  averaged over t, then over strides. Higher is better; ``inf`` when the differences agree exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["to_y", "prepare", "psnr", "ssim", "psnr_frames", "ssim_frames", "msrl_transitions",
+           "MSRL_STRIDES"]
+
+MSRL_STRIDES: tuple[int, ...] = (1, 2, 4)
+
+# BT.601 studio-range luma from RGB in [0,1] (times 255 back to 16..235)
+_Y_COEF = np.array([65.481, 128.553, 24.966], dtype=np.float64)
+
+
+def to_y(img: np.ndarray) -> np.ndarray:
+    """RGB in 0..255 -> Y in 16..235 (float64), shape [..., H, W, 1]."""
+    x = np.asarray(img, dtype=np.float64) / 255.0
+    return (x @ _Y_COEF + 16.0)[..., None]
+
+
+def prepare(img: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> np.ndarray:
+    """Float64 copy in 0..255 with the border cropped and (optionally) only the Y channel."""
+    x = np.asarray(img)
+    if x.shape[-1] != 3:
+        raise ValueError(f"expected RGB frames with 3 channels last, got shape {x.shape}")
+    if crop_border:
+        x = x[..., crop_border:-crop_border, crop_border:-crop_border, :]
+    return to_y(x) if y_channel else x.astype(np.float64)
+
+
+def _check(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"prediction and reference differ in shape: {a.shape} vs {b.shape}")
+
+
+def psnr(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:
+    """PSNR in dB of one frame [H,W,3] (or of all pixels of a stack taken together)."""
+    _check(np.asarray(pred), np.asarray(gt))
+    a, b = prepare(pred, crop_border, y_channel), prepare(gt, crop_border, y_channel)
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
+
+
+def psnr_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> np.ndarray:
+    """PSNR of each frame of [N,H,W,3] stacks -> [N]."""
+    _check(np.asarray(pred), np.asarray(gt))
+    a, b = prepare(pred, crop_border, y_channel), prepare(gt, crop_border, y_channel)
+    mse = np.mean((a - b) ** 2, axis=(1, 2, 3))
+    with np.errstate(divide="ignore"):
+        return np.where(mse == 0, np.inf, 10.0 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-300)))
+
+
+def _gauss_window() -> np.ndarray:
+    import cv2
+
+    k = cv2.getGaussianKernel(11, 1.5).astype(np.float64)
+    return k @ k.T
+
+
+def _ssim_plane(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> float:
+    import cv2
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def f(x: np.ndarray) -> np.ndarray:
+        return cv2.filter2D(x, -1, window)[5:-5, 5:-5]
+
+    mu1, mu2 = f(a), f(b)
+    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    s1 = f(a * a) - mu1_sq
+    s2 = f(b * b) - mu2_sq
+    s12 = f(a * b) - mu12
+    m = ((2 * mu12 + c1) * (2 * s12 + c2)) / ((mu1_sq + mu2_sq + c1) * (s1 + s2 + c2))
+    return float(m.mean())
+
+
+def ssim(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:
+    """SSIM of one frame [H,W,3] (mean over channels)."""
+    _check(np.asarray(pred), np.asarray(gt))
+    a, b = prepare(pred, crop_border, y_channel), prepare(gt, crop_border, y_channel)
+    if min(a.shape[0], a.shape[1]) < 11:
+        raise ValueError(f"SSIM needs frames of at least 11x11 pixels after cropping, got {a.shape[:2]}")
+    w = _gauss_window()
+    return float(np.mean([_ssim_plane(a[..., c], b[..., c], w) for c in range(a.shape[-1])]))
+
+
+def ssim_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> np.ndarray:
+    """SSIM of each frame of [N,H,W,3] stacks -> [N]."""
+    _check(np.asarray(pred), np.asarray(gt))
+    return np.array([ssim(p, g, crop_border, y_channel) for p, g in zip(pred, gt)], dtype=np.float64)
+
+
+def msrl_transitions(pred: np.ndarray, gt: np.ndarray, stride: int, first_end: int = 0,
+                     y_channel: bool = False) -> np.ndarray:
+    """PSNR between the stride-``stride`` temporal differences of two [N,H,W,3] stacks.
+
+    Returns one value per transition (t, t+stride) whose end index t+stride >= ``first_end`` (so a
+    streaming caller that prepends the last frames of the previous chunk counts each transition once).
+    """
+    _check(np.asarray(pred), np.asarray(gt))
+    a, b = prepare(pred, 0, y_channel), prepare(gt, 0, y_channel)
+    out = []
+    for end in range(max(stride, first_end), a.shape[0]):
+        d = (a[end] - a[end - stride]) - (b[end] - b[end - stride])
+        mse = float(np.mean(d * d))
+        out.append(float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse))
+    return np.asarray(out, dtype=np.float64)
+
+
+def finite_mean(values: Sequence[float] | np.ndarray) -> float:
+    """Mean that keeps ``inf`` when every value is ``inf`` (identical inputs) and ``nan`` when empty."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return float("nan")
+    return float(np.mean(v))
