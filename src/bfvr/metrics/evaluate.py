@@ -135,6 +135,10 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
             if (pi.width, pi.height) != (gi.width, gi.height) and opts.resize != "pred-to-gt":
                 raise InputError(f"{name}: prediction is {pi.width}x{pi.height} but GT is {gi.width}x{gi.height}; "
                                  "pass --resize pred-to-gt to resize the prediction to the GT size.")
+            need = opts.max_frames or 10**12
+            if pi.frame_count != gi.frame_count and opts.length != "min" and min(pi.frame_count, gi.frame_count) < need:
+                raise InputError(f"{name}: prediction has {pi.frame_count} frames but GT has {gi.frame_count}; "
+                                 "pass --length min to compare the common first frames (or --max-frames N).")
         acc: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "lpips", "ids", "face_cons", "akd", "tlme",
                                                         "flow_score", "warp_error")}
         msrl = {s: [] for s in fullref.MSRL_STRIDES}
@@ -148,7 +152,6 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
         clip_p: list[np.ndarray] = []
         clip_g: list[np.ndarray] = []
         n_frames = 0
-        n_pred = n_gt = 0
         git = gr.chunks(opts.chunk) if gr is not None else None
         for ch in pr.chunks(opts.chunk):
             p = ch.frames
@@ -156,15 +159,11 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
             if git is not None:
                 gch = next(git, None)
                 g = gch.frames if gch is not None else np.zeros((0,) + p.shape[1:], np.uint8)
-                n_gt += len(g)
-            n_pred += len(p)
             if opts.max_frames is not None:
                 room = opts.max_frames - n_frames
                 p = p[:room]
                 g = g[:room] if g is not None else None
             if g is not None and len(g) != len(p):
-                if opts.length != "min":
-                    break  # counted below and reported as an error
                 k = min(len(g), len(p))
                 p, g = p[:k], g[:k]
             if len(p) == 0:
@@ -235,17 +234,6 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
                 progress.update(len(p))
             if opts.max_frames is not None and n_frames >= opts.max_frames:
                 break
-        else:
-            if git is not None:
-                rest = sum(len(c.frames) for c in git)
-                n_gt += rest
-                if rest and opts.length != "min" and (opts.max_frames is None or n_frames < opts.max_frames):
-                    raise InputError(f"{name}: prediction has {n_pred} frames but GT has {n_gt}; pass --length min "
-                                     "to compare the common first frames, or fix the inputs.")
-        if git is not None and n_frames < (opts.max_frames or 10**12) and n_pred != n_gt and opts.length != "min":
-            rest = sum(len(c.frames) for c in pr.chunks(opts.chunk)) if n_pred < n_gt else 0
-            raise InputError(f"{name}: prediction has {n_pred + rest}+ frames but GT has {n_gt}+; pass --length min "
-                             "to compare the common first frames, or fix the inputs.")
         if n_frames == 0:
             raise InputError(f"{name}: no frames to compare.")
         if needs.i3d is not None and clip_p and not fvd_p:  # shorter than one clip: use what there is
