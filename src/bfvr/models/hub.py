@@ -85,12 +85,16 @@ def _stc_builder(name: str) -> Callable[..., ClipModel]:
             # use the corrected one unless their metadata says official_residual=true
             flag = _safetensors_flag(path, "official_residual")
             official_residual = (path.suffix != ".safetensors") if flag is None else flag
-        net = build_stc_net(spec.config, official_residual=official_residual)
+        # build on the meta device (no random init of ~70 M parameters), check, then adopt the tensors
+        net = build_stc_net(spec.config, official_residual=official_residual, device="meta")
         expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         cfg = ", ".join(f"{k}={v}" for k, v in spec.config.items())
         W.check_state_dict(state, expected, what=f"the weights in {path}", model=f"'{name}' ({cfg})")
-        net.load_state_dict(state, strict=True)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        net.load_state_dict(state, strict=True, assign=True)
         del state
+        if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):  # a tensor not in the state_dict
+            raise ModelError(f"internal error: '{name}' has tensors that the weights do not set.")
         return STCClipModel(net, name=name, clip_len=clip_len, overlap=overlap, canvas=(512, 512),
                             device=device, precision=precision, output_map=output_map)
 
