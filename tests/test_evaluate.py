@@ -1,0 +1,111 @@
+"""`bfvr evaluate`, `bfvr profile`, `bfvr compare` end to end on small clips made from a shared real video."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from bfvr.cli import main
+
+
+@pytest.fixture(scope="module")
+def clips(faces_dir, tmp_path_factory):
+    import cv2
+
+    from bfvr.io import read_frames, write_video
+
+    root = tmp_path_factory.mktemp("eval")
+    src = read_frames(faces_dir / "lp_driving_d0.mp4", max_frames=10)
+    gt = np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in src])
+    lq = np.stack([cv2.resize(cv2.resize(cv2.GaussianBlur(f, (0, 0), 1.5), (32, 32), interpolation=cv2.INTER_AREA),
+                              (128, 128), interpolation=cv2.INTER_CUBIC) for f in gt])
+    for d, frames in (("gt", gt), ("lq", lq), ("same", gt)):
+        (root / d).mkdir()
+        write_video(root / d / "a.mp4", frames, 25, crf=0)
+    (root / "short").mkdir()
+    write_video(root / "short" / "a.mp4", gt[:7], 25, crf=0)
+    (root / "small").mkdir()
+    write_video(root / "small" / "a.mp4", gt[:, ::2, ::2].copy(), 25, crf=0)
+    return root
+
+
+def _run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    return e.value.code, capsys.readouterr()
+
+
+def test_evaluate_report_values(clips, tmp_path, capsys):
+    from bfvr.io import read_frames
+    from bfvr.metrics import fullref
+
+    out = tmp_path / "rep"
+    code, _ = _run(["evaluate", "--pred", str(clips / "lq"), "--gt", str(clips / "gt"), "-m",
+                    "psnr,ssim,msrl,flow_score,warp_error", "-o", str(out), "-q"], capsys)
+    assert code in (0, None)
+    rep = json.loads((out / "metrics.json").read_text())
+    row = rep["rows"][0]
+    assert row["video"] == "a" and row["frames"] == 10
+    p, g = read_frames(clips / "lq" / "a.mp4"), read_frames(clips / "gt" / "a.mp4")
+    assert row["psnr"] == pytest.approx(fullref.psnr_frames(p, g).mean(), abs=1e-9)
+    assert row["ssim"] == pytest.approx(fullref.ssim_frames(p, g).mean(), abs=1e-9)
+    assert 15 < row["psnr"] < 40 and 0 < row["ssim"] < 1
+    assert rep["mean"]["psnr"] == pytest.approx(row["psnr"])
+    md = (out / "metrics.md").read_text()
+    assert "| a |" in md and "**mean**" in md and "psnr ↑" in md
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["video"] for r in rows] == ["a", "mean"]
+    # identical videos: PSNR and MSRL are inf in every format
+    out2 = tmp_path / "rep2"
+    _run(["evaluate", "--pred", str(clips / "same"), "--gt", str(clips / "gt"), "-m", "psnr,msrl", "-o", str(out2),
+          "-q"], capsys)
+    rep2 = json.loads((out2 / "metrics.json").read_text())
+    assert rep2["rows"][0]["psnr"] == "inf" and rep2["rows"][0]["msrl"] == "inf"
+
+
+def test_evaluate_mismatches_and_modes(clips, tmp_path, capsys):
+    base = ["evaluate", "--gt", str(clips / "gt"), "-m", "psnr", "-q"]
+    code, cap = _run(base + ["--pred", str(clips / "short"), "-o", str(tmp_path / "a")], capsys)
+    assert code == 2 and "--length min" in cap.err and "7 frames" in cap.err
+    code, _ = _run(base + ["--pred", str(clips / "short"), "--length", "min", "-o", str(tmp_path / "b")], capsys)
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["rows"][0]["frames"] == 7
+    code, cap = _run(base + ["--pred", str(clips / "small"), "-o", str(tmp_path / "c")], capsys)
+    assert code == 2 and "--resize pred-to-gt" in cap.err
+    _run(base + ["--pred", str(clips / "small"), "--resize", "pred-to-gt", "-o", str(tmp_path / "d")], capsys)
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["rows"][0]["psnr"] > 20
+    code, cap = _run(["evaluate", "--pred", str(clips / "lq"), "--gt", str(clips / "gt"), "-m", "lpips", "-q",
+                      "-o", str(tmp_path / "e")], capsys)
+    assert code == 2 and "LPIPS unavailable: needs weights" in cap.err
+    code, cap = _run(["evaluate", "--pred", str(clips / "lq"), "--no-reference", "-m", "psnr", "-q",
+                      "-o", str(tmp_path / "f")], capsys)
+    assert code == 2 and "need GT" in cap.err
+    _run(["evaluate", "--pred", str(clips / "lq"), "--no-reference", "-m", "flow_score,warp_error", "-q",
+          "-o", str(tmp_path / "g")], capsys)
+    row = json.loads((tmp_path / "g" / "metrics.json").read_text())["rows"][0]
+    assert set(row) == {"video", "frames", "flow_score", "warp_error"}
+    code, cap = _run(["evaluate", "--pred", str(clips / "lq"), "--gt", str(tmp_path), "-q", "-m", "psnr",
+                      "-o", str(tmp_path / "h")], capsys)
+    assert code == 2 and "same file stem" in cap.err
+
+
+def test_profile_and_compare(clips, tmp_path, capsys):
+    import cv2
+
+    from bfvr.io import probe, read_frames
+
+    png = tmp_path / "p.png"
+    _run(["profile", str(clips / "lq" / "a.mp4"), str(clips / "gt" / "a.mp4"), "--column", "64", "--labels",
+          "LQ,GT", "-o", str(png), "-q"], capsys)
+    img = cv2.imread(str(png))
+    assert img.shape == (128 + 28, 10 + 4 + 10, 3)
+    gt = read_frames(clips / "gt" / "a.mp4")
+    right = cv2.cvtColor(img[28:, 14:], cv2.COLOR_BGR2RGB)
+    assert np.array_equal(right, gt[:, :, 64].transpose(1, 0, 2))
+    mp4 = tmp_path / "sbs.mp4"
+    _run(["compare", str(clips / "lq" / "a.mp4"), str(clips / "gt" / "a.mp4"), str(clips / "gt" / "a.mp4"),
+          "-o", str(mp4), "-q"], capsys)
+    info = probe(mp4)
+    assert (info.width, info.height, info.frame_count) == (3 * 128 + 2 * 4, 128 + 28, 10)
