@@ -14,6 +14,7 @@ builds it, in whatever order, and on every run.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Sequence
@@ -28,6 +29,13 @@ from torch.utils.data import Dataset
 from bfvr.errors import ConfigError, InputError
 
 CROPS = ("center", "random", "stretch")
+
+# A closed bfvr.io reader that stopped mid-stream stays in a reference cycle (reader <-> its frame
+# generator) until the cyclic GC runs, and keeps FFmpeg's frame-threaded decoder alive. A DataLoader
+# worker forked at that moment inherits the decoder without its threads and hangs or segfaults when
+# it frees it (measured: probe() in the parent, then num_workers=2 -> worker killed by SIGSEGV). So
+# collect garbage in the parent right before every fork.
+os.register_at_fork(before=gc.collect)
 
 
 def _clip_list(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], kept_only: bool) -> list[dict]:
