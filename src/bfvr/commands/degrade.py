@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bfvr.errors import InputError, OutputError
+from bfvr.errors import ConfigError, InputError, OutputError
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +40,8 @@ def register(app: typer.Typer) -> None:
         from bfvr.degrade.pipeline import recipe as get_recipe
 
         deg = get_recipe(recipe)
+        if flicker_dir is not None and recipe != "flicker-pixel":
+            raise ConfigError("--flicker-dir replaces the flicker-pixel recipe; use it with --recipe flicker-pixel.")
         if flicker_dir is not None and not flicker_dir.is_dir():
             raise InputError(f"--flicker-dir '{flicker_dir}' is not a folder; give the folder of pre-generated videos.")
         if not inp.exists():
