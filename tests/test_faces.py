@@ -302,16 +302,19 @@ def test_align_mode_identity_restore(faces_dir):
 
 
 def test_crop_is_stable_on_a_still_head(faces_dir):
+    # Haar (always installed) jitters most frame to frame (dlib's HOG boxes are quantised and may not
+    # move at all on a still head); the smoothed crop must still move < 1 px per frame
     frames = clip(faces_dir, "musetalk_sun", 40)
     res = {}
     for smooth in (True, False):
-        pipe = FacePipeline.for_model(IdentityModel(), FaceOptions(smooth=smooth), record_boxes=True)
+        pipe = FacePipeline.for_model(IdentityModel(), FaceOptions(smooth=smooth, detector="opencv"),
+                                      record_boxes=True)
         for _ in pipe.process(iter(frames)):
             pass
         (boxes,) = pipe.stats["boxes"].values()
         res[smooth] = box_motion([boxes[t][0] for t in sorted(boxes)])
     assert res[True] < 1.0
-    assert res[True] < res[False]
+    assert res[True] < res[False] / 3
 
 
 def test_no_face_video_passes_through_unchanged_with_a_warning():
@@ -443,7 +446,7 @@ def test_paste_back_has_no_seam_and_no_boundary_flicker(faces_dir):
     for smooth in (True, False):
         run = {}
         for model in (_Brighten(None, 0), IdentityModel()):
-            pipe = FacePipeline.for_model(model, FaceOptions(smooth=smooth))
+            pipe = FacePipeline.for_model(model, FaceOptions(smooth=smooth, detector="opencv"))  # jittery
             run[model.name] = np.stack(list(pipe.process(iter(frames)))).astype(np.float32)
         d = run["rec"] - run["identity"]  # the pasted change alone (the crop's resampling cancels out)
         inner = d[(d > 15).all(-1)]
