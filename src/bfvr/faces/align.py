@@ -81,8 +81,8 @@ def crop_matrix(mode: str, canvas: tuple[int, int], *, box: np.ndarray | None = 
         return proportion_matrix(box, canvas, expand)
     if mode == "align":
         if landmarks is None:
-            raise ConfigError("--crop-mode align needs 5 landmarks, but the detector gave none; "
-                              "install dlib (pip install dlib-bin face-recognition-models) or use --crop-mode proportion.")
+            raise ConfigError("--crop-mode align needs 5 landmarks, but the detector gave none; install dlib "
+                              "(pip install dlib-bin face-recognition-models) or use --crop-mode proportion.")
         return align_matrix(landmarks, canvas)
     raise ConfigError(f"unknown crop mode '{mode}'; choose one of: {', '.join(CROP_MODES)}.")
 
@@ -94,7 +94,8 @@ def invert(m: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(m, np.float64))
 
 
-def warp_crop(frame: np.ndarray, m: np.ndarray, canvas: tuple[int, int], *, border: str = "reflect") -> np.ndarray:
+def warp_crop(frame: np.ndarray, m: np.ndarray, canvas: tuple[int, int], *,
+              border: str = "reflect") -> np.ndarray:
     """Cut the face out of `frame` (uint8 [H, W, 3]) onto the canvas with matrix `m` (frame -> canvas).
 
     Bilinear when the crop is not smaller than the face in the frame; when it shrinks by more than 1.5x

@@ -107,7 +107,8 @@ class FaceDetector:
         small = frame
         if self.detect_size and max(h, w) > self.detect_size:
             s = self.detect_size / max(h, w)
-            small = cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))),
+                               interpolation=cv2.INTER_AREA)
         faces = self._detect(np.ascontiguousarray(small))
         out = []
         for f in faces:
@@ -137,7 +138,7 @@ def dlib_model_dir() -> Path | None:
         cands.append(Path(spec.origin).parent / "models")
     cands.append(Path("/usr/share/dlib"))
     for c in cands:
-        if (c / "shape_predictor_68_face_landmarks.dat").exists() or (c / "shape_predictor_5_face_landmarks.dat").exists():
+        if any((c / f"shape_predictor_{k}_face_landmarks.dat").exists() for k in (68, 5)):
             return c
     return None
 
@@ -206,13 +207,15 @@ class DlibDetector(FaceDetector):
         elif model == "mmod":
             mdir = dlib_model_dir()
             if mdir is None or not (mdir / "mmod_human_face_detector.dat").exists():
-                raise DependencyError("dlib's MMOD model file is missing; `pip install face-recognition-models` "
-                                      "or set BFVR_DLIB_MODELS to a folder with mmod_human_face_detector.dat.")
+                raise DependencyError("dlib's MMOD model file is missing; `pip install "
+                                      "face-recognition-models` or set BFVR_DLIB_MODELS to a folder with "
+                                      "mmod_human_face_detector.dat.")
             self._det = dlib.cnn_face_detection_model_v1(str(mdir / "mmod_human_face_detector.dat"))
         else:
             raise ConfigError(f"unknown dlib model '{model}'; choose hog or mmod.")
         if landmarks and dlib_model_dir() is None:
-            raise DependencyError("dlib's landmark model files are missing; `pip install face-recognition-models` "
+            raise DependencyError("dlib's landmark model files are missing; "
+                                  "`pip install face-recognition-models` "
                                   "(or apt-get install libdlib-data) or set BFVR_DLIB_MODELS.")
 
     def _detect(self, rgb):
@@ -250,7 +253,8 @@ class HaarDetector(FaceDetector):
                     path = Path(d) / cascade
                     break
         if not path.exists() or not hasattr(cv2, "CascadeClassifier"):
-            raise DependencyError("OpenCV's Haar cascades are missing (opencv-python-headless 5.x ships none); "
+            raise DependencyError("OpenCV's Haar cascades are missing (opencv-python-headless 5.x ships "
+                                  "none); "
                                   "install `opencv-python-headless<5`.")
         self._cc = cv2.CascadeClassifier(str(path))
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
@@ -342,7 +346,8 @@ class MediaPipeDetector(FaceDetector):
         faces = []
         for d in res.detections or []:
             bb = d.location_data.relative_bounding_box
-            box = np.array([bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w, (bb.ymin + bb.height) * h], np.float32)
+            box = np.array([bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w, (bb.ymin + bb.height) * h],
+                           np.float32)
             kp = np.array([(k.x * w, k.y * h) for k in d.location_data.relative_keypoints], np.float32)
             # keypoints: 0 = eye on the image left, 1 = eye on the image right, 2 = nose tip, 3 = mouth centre
             if self.use_dlib:

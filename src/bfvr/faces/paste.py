@@ -15,7 +15,8 @@ MASK_SHAPES = ("box", "ellipse")
 
 
 @lru_cache(maxsize=8)
-def soft_mask(canvas: tuple[int, int], shape: str = "box", erode: float = 0.04, feather: float = 0.06) -> np.ndarray:
+def soft_mask(canvas: tuple[int, int], shape: str = "box", erode: float = 0.04,
+              feather: float = 0.06) -> np.ndarray:
     """Float32 [H, W] mask in [0, 1] on the canvas: a box (or ellipse) shrunk by `erode` x size on each
     side, edges blurred by a Gaussian with sigma `feather` x size. Zero on the canvas border."""
     import cv2
@@ -65,7 +66,8 @@ def paste_back(frame: np.ndarray, face: np.ndarray, m: np.ndarray, mask: np.ndar
         out = frame.copy()
     minv = cv2.invertAffineTransform(np.asarray(m, np.float64))
     # frame region covered by the canvas: the bounding box of its warped corners, clipped to the frame
-    corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [-0.5, h - 0.5, 1], [w - 0.5, h - 0.5, 1]]) @ minv.T
+    corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [-0.5, h - 0.5, 1], [w - 0.5, h - 0.5, 1]])
+    corners = corners @ minv.T
     x0 = max(int(np.floor(corners[:, 0].min())), 0)
     y0 = max(int(np.floor(corners[:, 1].min())), 0)
     x1 = min(int(np.ceil(corners[:, 0].max())) + 1, W)
@@ -76,7 +78,8 @@ def paste_back(frame: np.ndarray, face: np.ndarray, m: np.ndarray, mask: np.ndar
     roi_inv[:, 2] -= (x0, y0)
     size = (x1 - x0, y1 - y0)
     f = cv2.warpAffine(face, roi_inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    a = cv2.warpAffine(mask, roi_inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    a = cv2.warpAffine(mask, roi_inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                       borderValue=0)
     a = a[..., None]
     region = out[y0:y1, x0:x1].astype(np.float32)
     blended = region + (f.astype(np.float32) - region) * a

@@ -1,9 +1,9 @@
 """The face pipeline as a stream transformer: frames in -> faces restored and pasted back -> frames out.
 
 ```
-frames ──> shot-cut check ──> detector (every k frames) ──> FaceTracker (look-ahead window, smoothing)
-       ──> per frame and selected track: crop matrix -> warp crop -> track's ClipRunner (clips of the model)
-       ──> restored crops come back in order -> paste back (feathered mask, inverse warp) -> frames out
+frames -> shot-cut check -> detector (every k frames) -> FaceTracker (look-ahead window, smoothing)
+       -> per frame and selected track: crop matrix -> warp crop -> track's ClipRunner (model clips)
+       -> restored crops come back in order -> paste back (feathered mask, inverse warp) -> frames out
 ```
 
 Memory is bounded: the tracker's look-ahead (`FaceTracker.lookahead` frames) plus, per track, one
@@ -128,7 +128,8 @@ class FaceOptions:
 
     detector: str = "auto"           # auto | dlib | opencv | mediapipe
     select: str = "largest"          # largest | center | all
-    crop_mode: str = "proportion"    # proportion (STC) | align (FFHQ 5-point, DicFace) | auto (model's `face_crop_mode`)
+    crop_mode: str = "proportion"    # proportion (STC) | align (FFHQ 5-point, DicFace) | auto (the model's
+    #                                  `face_crop_mode`, else proportion)
     canvas: tuple[int, int] = (512, 512)
     expand: float = 1.3              # proportion crop: square side = expand x face box (STC used Haar x1.3)
     smooth: bool = True
@@ -143,21 +144,25 @@ class FaceOptions:
     erode: float = 0.04              # mask: shrink by this x canvas size per side
     feather: float = 0.06            # mask: Gaussian edge sigma, x canvas size
     color_match: bool = False        # match the restored face's colour statistics to the input crop
-    border: str = "reflect"          # how the crop is filled outside the frame: reflect | replicate | constant
+    border: str = "reflect"          # crop outside the frame: reflect | replicate | constant
     draw_box: bool = False           # draw each pasted crop's outline (debugging)
     has_aligned: bool = False        # input frames are face crops already: no detection, whole frame restored
     upscale: int = 1                 # output size factor; the background is resized by `background`
-    background: Callable[[np.ndarray, int], np.ndarray] | None = None  # hook: (frame, upscale) -> bigger frame
+    # hook for a background upsampler: (frame, upscale) -> frame `upscale` times larger (default: bicubic)
+    background: Callable[[np.ndarray, int], np.ndarray] | None = None
 
     def validate(self) -> None:
         from bfvr.faces.detect import DETECTOR_CHOICES
 
         if self.detector not in DETECTOR_CHOICES:
-            raise ConfigError(f"unknown --detector '{self.detector}'; choose one of: {', '.join(DETECTOR_CHOICES)}.")
+            raise ConfigError(f"unknown --detector '{self.detector}'; "
+                              f"choose one of: {', '.join(DETECTOR_CHOICES)}.")
         if self.select not in SELECT_CHOICES:
-            raise ConfigError(f"unknown --face-select '{self.select}'; choose one of: {', '.join(SELECT_CHOICES)}.")
+            raise ConfigError(f"unknown --face-select '{self.select}'; "
+                              f"choose one of: {', '.join(SELECT_CHOICES)}.")
         if self.crop_mode not in CROP_MODES + ("auto",):
-            raise ConfigError(f"unknown --crop-mode '{self.crop_mode}'; choose one of: {', '.join(CROP_MODES)}.")
+            raise ConfigError(f"unknown --crop-mode '{self.crop_mode}'; "
+                              f"choose one of: {', '.join(CROP_MODES + ('auto',))}.")
         if self.detect_every < 1:
             raise ConfigError("--detect-every must be 1 or more.")
         if self.upscale < 1:
@@ -310,7 +315,8 @@ class FacePipeline:
         self.stats["tracks"] = len(self.stats["tracks"])
         if self.stats["frames"] and not self.stats["crops"]:
             warnings.warn(NoFaceWarning(
-                f"no face was found in any of the {self.stats['frames']} frames; they passed through unchanged "
+                f"no face was found in any of the {self.stats['frames']} frames; "
+                "they passed through unchanged "
                 "(try --detector with another backend, or --has-aligned if the video is a face crop)."),
                 stacklevel=3)
 
@@ -328,7 +334,8 @@ class FacePipeline:
         else:  # center
             c = np.array([frame_shape[1] / 2, frame_shape[0] / 2])
             best = min(states, key=lambda s: np.linalg.norm(s.center - c))
-            if cur is not None and np.linalg.norm(cur.center - c) <= np.linalg.norm(best.center - c) + 0.1 * min(frame_shape[:2]):
+            margin = 0.1 * min(frame_shape[:2])
+            if cur is not None and np.linalg.norm(cur.center - c) <= np.linalg.norm(best.center - c) + margin:
                 best = cur
         self._selected = best.track_id
         return [best]
@@ -351,7 +358,8 @@ class FacePipeline:
                 raw_m = crop_matrix(self.opt.crop_mode, tuple(self.opt.canvas), box=s.raw_box,
                                     landmarks=s.raw_landmarks, expand=self.opt.expand)
                 self.stats["boxes"].setdefault(s.track_id, {})[t] = (
-                    s.box.copy(), s.raw_box.copy(), _corners(m, self.opt.canvas), _corners(raw_m, self.opt.canvas))
+                    s.box.copy(), s.raw_box.copy(), _corners(m, self.opt.canvas),
+                    _corners(raw_m, self.opt.canvas))
         if chosen:
             self.stats["frames_with_face"] += 1
 
@@ -384,7 +392,8 @@ class FacePipeline:
                 m = (np.vstack([m, [0, 0, 1]]) @ up_inv)[:2]
             if full:
                 H, W = slot.out.shape[:2]
-                slot.out = cv2.resize(face, (W, H), interpolation=cv2.INTER_CUBIC if face.shape[0] < H else cv2.INTER_AREA)
+                interp = cv2.INTER_CUBIC if face.shape[0] < H else cv2.INTER_AREA
+                slot.out = cv2.resize(face, (W, H), interpolation=interp)
             else:
                 if crop is not None:
                     face = match_color(face, crop, self._mask)
@@ -406,7 +415,8 @@ class FacePipeline:
             del self._by_index[slot.index]
             out = slot.out if slot.out is not None else self._background(slot.frame)
             for m, tid in slot.boxes:
-                draw_box(out, m, tuple(self.opt.canvas), color=_COLORS[tid % len(_COLORS)], label=f"face {tid}")
+                draw_box(out, m, tuple(self.opt.canvas), color=_COLORS[tid % len(_COLORS)],
+                         label=f"face {tid}")
             self.stats["frames"] += 1
             if self.progress:
                 self.progress(1)

@@ -125,7 +125,8 @@ class FaceTracker:
 
     # ------------------------------------------------------------ input
 
-    def update(self, index: int, faces: list[Face] | None, cut: bool = False) -> list[tuple[int, list[TrackState]]]:
+    def update(self, index: int, faces: list[Face] | None,
+               cut: bool = False) -> list[tuple[int, list[TrackState]]]:
         """Add frame `index` (consecutive from 0). Returns [(t, states)] for frames that became final."""
         if index != self._seen + 1:
             raise ValueError(f"frames must come in order: expected {self._seen + 1}, got {index}")
@@ -216,7 +217,8 @@ class FaceTracker:
                 lm = None if lm_s is None else lm_s[k].reshape(-1, 2)
             states.append(TrackState(
                 track_id=tr.id, frame=t, box=box.astype(np.float64), landmarks=lm,
-                raw_box=box_s[k].copy(), raw_landmarks=None if lm_s is None else lm_s[k].reshape(-1, 2).copy(),
+                raw_box=box_s[k].copy(),
+                raw_landmarks=None if lm_s is None else lm_s[k].reshape(-1, 2).copy(),
                 observed=t in tr.obs))
             # prune: keep the last observation at or before t - R (needed to interpolate) and all after
             old = sorted(f for f in tr.obs if f <= t - R)
