@@ -122,3 +122,23 @@ def test_outlier_boxes_do_not_inflate_the_union() -> None:
     fp = np.array([47, 123, 362, 438])  # a false positive 3x larger (lp_source_s13, frame 90)
     kept = drop_outliers(face + [fp])
     assert len(kept) == 8 and not any(np.array_equal(k, fp) for k in kept)
+
+
+def test_turned_head_is_dropped_by_a_tighter_ratio_bound(faces_dir, tmp_path) -> None:
+    """lp_source_s32 opens in a 3/4 view (ratio ~0.42, checked by eye): kept at [0.4, 2.5], dropped at
+    [0.5, 2.5] with the reason recorded and no crop left behind."""
+    pytest.importorskip("dlib")
+    from bfvr.data.prepare import prepare_clips
+
+    opts = PrepareOptions(size=128, max_frames=6, detect_every=5, check_every=5, ratio_range=(0.5, 2.5))
+    try:
+        m = prepare_clips([faces_dir / "lp_source_s32.mp4"], tmp_path, opts)
+    except Exception as e:
+        if "68-point" in str(e):
+            pytest.skip(str(e))
+        raise
+    rec = json.loads(m.read_text().splitlines()[0])
+    assert not rec["kept"] and rec["path"] is None
+    assert rec["reasons"] and rec["reasons"][0].startswith("orientation:")
+    assert 0.4 < rec["scores"]["orientation"]["ratio_min"] < 0.5
+    assert not (tmp_path / "lp_source_s32.mp4").exists()
