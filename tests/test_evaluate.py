@@ -109,3 +109,34 @@ def test_profile_and_compare(clips, tmp_path, capsys):
           "-o", str(mp4), "-q"], capsys)
     info = probe(mp4)
     assert (info.width, info.height, info.frame_count) == (3 * 128 + 2 * 4, 128 + 28, 10)
+
+
+def test_evaluate_face_metrics_and_fvd(clips, tmp_path, capsys):
+    pytest.importorskip("dlib")
+    import torch
+
+    class Tiny(torch.nn.Module):  # stand-in with the I3D TorchScript call signature (no I3D weights offline)
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(3, 4, 3, stride=2)
+
+        def forward(self, x, rescale: bool = False, resize: bool = False, return_features: bool = True):
+            return self.conv(x).mean((2, 3, 4))
+
+    torch.manual_seed(0)
+    i3d = tmp_path / "i3d.pt"
+    torch.jit.script(Tiny()).save(str(i3d))
+    m = "ids,face_cons,akd,tlme,fvd"
+    rep = {}
+    for name in ("same", "lq"):
+        code, cap = _run(["evaluate", "--pred", str(clips / name), "--gt", str(clips / "gt"), "-m", m, "--i3d",
+                          str(i3d), "--max-frames", "6", "-o", str(tmp_path / name), "-q"], capsys)
+        assert code in (0, None), cap.err
+        rep[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    same, lq = rep["same"]["rows"][0], rep["lq"]["rows"][0]
+    assert same["faces_missing"] == 0
+    assert same["ids"] == pytest.approx(1.0, abs=1e-9) and same["akd"] == 0 and same["tlme"] == 0
+    assert lq["ids"] < same["ids"] and lq["akd"] > 0 and lq["tlme"] > 0
+    assert 0.9 < same["face_cons"] <= 1
+    assert rep["same"]["mean"]["fvd"] < 1e-6 and same["fvd_per_pair"] < 1e-9
+    assert rep["lq"]["mean"]["fvd"] > 0 and lq["fvd_per_pair"] > 0

@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
+        import numpy as np
         from tqdm import tqdm
 
         from bfvr.io import VideoWriter, open_video
@@ -53,7 +54,7 @@ def register(app: typer.Typer) -> None:
                         break
                     k = min(min(len(c) for c in chunks), n - done)
                     frames = [hstack_labeled([c.frames[i] for c in chunks], names, height) for i in range(k)]
-                    w.write(__import__("numpy").stack(frames))
+                    w.write(np.stack(frames))
                     done += k
                     bar.update(k)
                     if any(len(c) != k for c in chunks):

@@ -15,6 +15,7 @@ mapped to [-1, 1]. No weights ship with bfvr and none are downloaded.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -48,11 +49,13 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise ValueError("the two Gaussians have different dimensions")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():
-        # singular product (few samples): regularise both covariances a little
-        off = np.eye(s1.shape[0]) * eps
-        covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
+    with warnings.catch_warnings():  # singular products (fewer samples than dimensions) are expected here
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():
+            # singular product (few samples): regularise both covariances a little
+            off = np.eye(s1.shape[0]) * eps
+            covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
     if np.iscomplexobj(covmean):
         covmean = covmean.real
     return float(max(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean), 0.0))
