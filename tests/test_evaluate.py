@@ -70,8 +70,12 @@ def test_evaluate_mismatches_and_modes(clips, tmp_path, capsys):
     base = ["evaluate", "--gt", str(clips / "gt"), "-m", "psnr", "-q"]
     code, cap = _run(base + ["--pred", str(clips / "short"), "-o", str(tmp_path / "a")], capsys)
     assert code == 2 and "--length min" in cap.err and "7 frames" in cap.err
-    code, _ = _run(base + ["--pred", str(clips / "short"), "--length", "min", "-o", str(tmp_path / "b")], capsys)
-    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["rows"][0]["frames"] == 7
+    (tmp_path / "rt.json").write_text('{"a": 1.5}')
+    code, _ = _run(base + ["--pred", str(clips / "short"), "--length", "min", "--runtime", str(tmp_path / "rt.json"),
+                           "-o", str(tmp_path / "b")], capsys)
+    row = json.loads((tmp_path / "b" / "metrics.json").read_text())["rows"][0]
+    assert row["frames"] == 7 and row["runtime_s"] == 1.5
+    assert "runtime_s ↓" in (tmp_path / "b" / "metrics.md").read_text()
     code, cap = _run(base + ["--pred", str(clips / "small"), "-o", str(tmp_path / "c")], capsys)
     assert code == 2 and "--resize pred-to-gt" in cap.err
     _run(base + ["--pred", str(clips / "small"), "--resize", "pred-to-gt", "-o", str(tmp_path / "d")], capsys)

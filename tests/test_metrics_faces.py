@@ -72,3 +72,30 @@ def test_tlme_zero_for_self_and_grows_with_jitter(faces, faces_dir):
     # the pure function: jitter injected into the landmark tracks directly
     noisy = lg + rng.normal(0, 2.0, lg.shape)
     assert tlme_from_landmarks(noisy, lg).mean() > tlme_from_landmarks(lg + rng.normal(0, 0.5, lg.shape), lg).mean()
+
+
+def test_arcface_path_embedder_and_missing_file(faces, faces_dir, tmp_path):
+    import torch
+
+    from bfvr.errors import WeightsNotFoundError
+    from bfvr.metrics.faces import ArcFaceEmbedder
+
+    with pytest.raises(WeightsNotFoundError, match="--identity-model dlib"):
+        ArcFaceEmbedder(tmp_path / "arcface.onnx", faces)
+
+    class Net(torch.nn.Module):  # stand-in with ArcFace's interface: [1,3,112,112] in [-1,1] -> [1,D]
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 16, 8, stride=8)
+
+        def forward(self, x):
+            return self.conv(x).flatten(1)
+
+    torch.manual_seed(0)
+    p = tmp_path / "arc.pt"
+    torch.jit.script(Net()).save(str(p))
+    emb = ArcFaceEmbedder(p, faces)
+    f = _frames(faces_dir, "lp_driving_d0", 1)[0]
+    e = emb.embed(f, faces.detect(f))
+    assert e.shape == (16 * 14 * 14,) and np.isfinite(e).all()
+    assert cosine(e, emb.embed(f, faces.detect(f))) == pytest.approx(1.0)
