@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         names = [s.strip() for s in labels.split(",")] if labels else [v.stem for v in videos]
         if len(names) != len(videos):
             raise InputError(f"--labels has {len(names)} entries for {len(videos)} videos.")
+        for v in videos:
+            if not v.exists():
+                raise InputError(f"'{v}' does not exist; check the path.")
         if column is not None and row is not None:
             raise InputError("give --column or --row, not both.")
         profiles = []
