@@ -61,7 +61,7 @@ def test_deterministic_by_seed_epoch_index(clips_dir) -> None:
 def test_dataloader_workers_give_the_same_batches(clips_dir) -> None:
     ds = ClipDataset(clips_dir, clip_len=4, size=32, recipe="stc", seed=5, samples_per_clip=2)
     one = list(DataLoader(ds, batch_size=2, num_workers=0))
-    two = list(DataLoader(ds, batch_size=2, num_workers=2))
+    two = list(DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="forkserver"))
     assert len(one) == len(two) == 2
     for x, y in zip(one, two):
         assert torch.equal(x["lq"], y["lq"]) and torch.equal(x["gt"], y["gt"]) and x["params"] == y["params"]

@@ -213,6 +213,11 @@ class AVReader(VideoReader):
     def close(self) -> None:
         self._peeked = []
         try:
+            # finish the decode generator now: left to the cyclic GC it keeps FFmpeg's threaded decoder
+            # alive, and a process forked meanwhile inherits it without its threads
+            close_iter = getattr(self._frame_iter, "close", None)
+            if close_iter is not None:
+                close_iter()
             self._container.close()
         except Exception:
             pass

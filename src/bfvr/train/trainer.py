@@ -232,7 +232,10 @@ class Trainer:
         sampler = PositionSampler(batch_size=c.data.batch_size, rank=self.info.rank,
                                   world_size=self.info.world_size, start=self.start_step * c.accum_steps)
         loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=c.data.num_workers,
-                            collate_fn=_collate, persistent_workers=c.data.num_workers > 0)
+                            collate_fn=_collate, persistent_workers=c.data.num_workers > 0,
+                            # workers start from a clean process: a forked copy of a parent that holds
+                            # FFmpeg/OpenMP threads can hang or crash
+                            multiprocessing_context="forkserver" if c.data.num_workers > 0 else None)
         for batch in loader:
             yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
