@@ -182,10 +182,11 @@ def test_lpips_vgg_from_local_weights(tmp_path: Path) -> None:
     """LPIPS-VGG loads a torchvision-layout VGG16 state_dict (random weights here: none ship offline)."""
     from safetensors.torch import save_file
 
-    from bfvr.train.losses import LPIPSVGG, VGG16Features
+    from bfvr.metrics.lpips import LPIPSBackbone
+    from bfvr.train.losses import LPIPSVGG
 
     torch.manual_seed(0)
-    save_file(VGG16Features().state_dict(), str(tmp_path / "vgg16.safetensors"))
+    save_file(LPIPSBackbone("vgg").state_dict(), str(tmp_path / "vgg16.safetensors"))
     loss = LPIPSVGG(tmp_path / "vgg16.safetensors")
     x = torch.rand(1, 3, 1, 32, 32)
     assert loss(x, x).item() == pytest.approx(0.0, abs=1e-6)

@@ -25,7 +25,7 @@ from torch import nn
 
 from bfvr.errors import WeightsNotFoundError
 
-__all__ = ["LPIPS", "LPIPSBackbone", "BACKBONE_FILES", "lpips_heads_path"]
+__all__ = ["LPIPS", "LPIPSBackbone", "BACKBONE_FILES", "lpips_heads_path", "load_state"]
 
 BACKBONE_FILES = {"vgg": "vgg16-397923af.pth (torchvision VGG16)",
                   "alex": "alexnet-owt-7be5be79.pth (torchvision AlexNet)"}
@@ -73,7 +73,12 @@ class LPIPSBackbone(nn.Module):
         return out
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from a ``.safetensors`` file or a ``.pth`` (``weights_only``; a nested ``state_dict``
+    is unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"weights file not found: {path}.")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -109,13 +114,13 @@ class LPIPS(nn.Module):
             raise WeightsNotFoundError(f"LPIPS unavailable: needs weights lpips v0.1 {net}.pth (the linear heads "
                                        "from the lpips package); pass --lpips-heads PATH or pip install lpips.")
         self.net = LPIPSBackbone(net)
-        sd = {k: v for k, v in _load_state(Path(backbone)).items() if k.startswith("features.")}
+        sd = {k: v for k, v in load_state(backbone).items() if k.startswith("features.")}
         try:
             self.net.load_state_dict(sd, strict=True)
         except RuntimeError as e:
             raise WeightsNotFoundError(f"{backbone} is not a torchvision {net} state_dict ({str(e).splitlines()[0]}).") from e
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in CHANNELS[net])
-        hd = _load_state(heads)
+        hd = load_state(heads)
         try:
             for k, lin in enumerate(self.lins):
                 w = hd[f"lin{k}.model.1.weight"]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bfvr.errors import WeightsNotFoundError
+from bfvr.metrics.lpips import CHANNELS, LPIPSBackbone, load_state
 
 log = logging.getLogger("bfvr.train")
 
@@ -90,51 +91,7 @@ class SSIMGradientLoss(nn.Module):
 # ----------------------------------------------------------------------------------------------------
 # LPIPS-VGG from local weights
 
-#: VGG16 `features` layout (torchvision indices): conv channel counts, "M" = max-pool
-_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
-#: LPIPS taps: after relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (indices of the ReLU in `features`)
-_TAPS = (3, 8, 15, 22, 29)
-_LPIPS_CH = (64, 128, 256, 512, 512)
-
-
-class VGG16Features(nn.Module):
-    """VGG16 convolutional trunk with torchvision parameter names (`features.N.weight`), returning
-    the five LPIPS feature maps. Frozen; weights come from a local file."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        cin = 3
-        for v in _VGG16:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.ReLU(inplace=False)]
-                cin = int(v)
-        self.features = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in _TAPS:
-                outs.append(x)
-        return outs
-
-
-def _load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    p = Path(path)
-    if not p.is_file():
-        raise WeightsNotFoundError(f"weights file not found: {p}; fix the path in the config or remove it "
-                                   "to use the offline substitute.")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(p))
-    sd = torch.load(str(p), map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    return sd
+_LPIPS_CH = CHANNELS["vgg"]
 
 
 class LPIPSVGG(nn.Module):
@@ -146,15 +103,15 @@ class LPIPSVGG(nn.Module):
 
     def __init__(self, vgg_weights: str | Path, lpips_weights: str | Path | None = None) -> None:
         super().__init__()
-        self.net = VGG16Features()
-        sd = {k: v for k, v in _load_state_dict(vgg_weights).items() if k.startswith("features.")}
+        self.net = LPIPSBackbone("vgg")
+        sd = {k: v for k, v in load_state(vgg_weights).items() if k.startswith("features.")}
         missing, _ = self.net.load_state_dict(sd, strict=False)
         if missing:
             raise WeightsNotFoundError(f"{vgg_weights} is not a torchvision VGG16 state_dict "
                                        f"(missing {missing[:3]}...); give vgg16 weights.")
         self.heads = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _LPIPS_CH)
         if lpips_weights is not None:
-            lsd = _load_state_dict(lpips_weights)
+            lsd = load_state(lpips_weights)
             for i, head in enumerate(self.heads):
                 w = lsd.get(f"lin{i}.model.1.weight")
                 if w is None:
