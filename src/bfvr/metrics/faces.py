@@ -25,8 +25,6 @@ skipped and counted.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,17 +40,13 @@ _INSTALL = ('install the face extras: pip install "bfvr[faces]" face-recognition
 
 
 def dlib_model_dir() -> Path:
-    """Folder holding the dlib .dat model files (BFVR_DLIB_MODELS, face_recognition_models, Debian)."""
-    env = os.environ.get("BFVR_DLIB_MODELS")
-    cands = [Path(env)] if env else []
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is not None and spec.origin:
-        cands.append(Path(spec.origin).parent / "models")
-    cands.append(Path("/usr/share/dlib"))
-    for c in cands:
-        if (c / "shape_predictor_68_face_landmarks.dat").is_file():
-            return c
-    raise DependencyError(f"dlib face models not found; {_INSTALL}.")
+    """Folder holding dlib's 68-point and recognition .dat files (found by `bfvr.faces`)."""
+    from bfvr.faces.detect import dlib_model_dir as find
+
+    d = find()
+    if d is None or not (d / "shape_predictor_68_face_landmarks.dat").is_file():
+        raise DependencyError(f"dlib face models not found; {_INSTALL}.")
+    return d
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
