@@ -126,85 +126,17 @@ class ClipEngine:
         with torch.no_grad():
             return a.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
-    # kept for callers written against the first version (bfvr.faces.pipeline.ClipRunner):
-    def _forward(self, frames: list[np.ndarray]) -> np.ndarray:
-        """As `forward_clip`, but float32 [T, H, W, 3] numpy."""
-        return self.forward_clip(frames).permute(0, 2, 3, 1).contiguous().numpy()
-
-    @staticmethod
-    def _to_uint8(a: np.ndarray) -> np.ndarray:
-        """float numpy in [0, 1] -> uint8 (rounded), any shape."""
-        return (np.asarray(a) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-
     # ------------------------------------------------------------------ the stream
+    def stream(self) -> ClipStream:
+        """A push/flush driver of this engine (for callers that feed several streams, e.g. face tracks)."""
+        return ClipStream(self)
+
     def run(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         """Restore a stream of (frame, pts); yields (restored frame uint8, pts) in the same order."""
-        T, O = self.clip_len, self.overlap
-        S = T - O
-        w = torch.from_numpy(self.weights).view(-1, 1, 1, 1)
-        buf: list[np.ndarray] = []  # input frames [buf_start, buf_start + len(buf))
-        pts: list[int | None] = []
-        buf_start = 0
-        next_start = 0  # first frame of the next clip
-        pending: torch.Tensor | None = None  # restored [next_start, next_start + O) awaiting the blend
-        n_read = 0
-
-        def emit(out: torch.Tensor, first: int, start_idx: int, stop_idx: int) -> Iterator[Frame]:
-            # out[k] is frame first + k; emit frames [start_idx, stop_idx)
-            if stop_idx <= start_idx:
-                return
-            u8 = self.clip_to_uint8(out[start_idx - first:stop_idx - first])
-            for i, g in enumerate(range(start_idx, stop_idx)):
-                yield u8[i], pts[g - buf_start]
-
-        def blend_into(out: torch.Tensor, first: int) -> None:
-            # cross-fade the pending frames [next_start, next_start + O) into out (out[k] = frame first + k)
-            if pending is None:
-                return
-            k = next_start - first
-            out[k:k + O] = (1 - w) * pending + w * out[k:k + O]
-
+        s = ClipStream(self)
         for frame, p in frames:
-            buf.append(frame)
-            pts.append(p)
-            n_read += 1
-            if n_read < next_start + T:
-                continue
-            # a full clip [next_start, next_start + T)
-            i0 = next_start - buf_start
-            out = self.forward_clip(buf[i0:i0 + T])
-            blend_into(out, next_start)
-            yield from emit(out, next_start, next_start, next_start + S)
-            pending = out[S:].clone() if O else None
-            del out
-            next_start += S
-            # keep the last T input frames (the tail clip may reach back that far) and >= the next clip's start
-            keep_from = min(next_start, n_read - T)
-            if keep_from > buf_start:
-                del buf[: keep_from - buf_start]
-                del pts[: keep_from - buf_start]
-                buf_start = keep_from
-
-        n = n_read
-        if n == 0:
-            return
-        done = next_start + (O if pending is not None else 0)  # frames already final or pending
-        if n <= done:
-            if pending is not None:
-                yield from emit(pending, next_start, next_start, n)
-            return
-        if not self.fixed:
-            first = next_start
-            out = self.forward_clip(buf[first - buf_start:n - buf_start])
-        elif n >= T:
-            first = n - T  # a last clip ending at the last frame, only real frames
-            out = self.forward_clip(buf[first - buf_start:n - buf_start])
-        else:
-            first = 0  # the whole (short) video, padded in time
-            idx = pad_indices(n, T, self.pad)
-            out = self.forward_clip([buf[i - buf_start] for i in idx])[:n]
-        blend_into(out, first)
-        yield from emit(out, first, next_start, n)
+            yield from s.push(frame, p)
+        yield from s.flush()
 
     def restore_array(self, frames: np.ndarray) -> np.ndarray:
         """Restore a whole clip held in memory: uint8 [N, H, W, 3] -> uint8 [N, H, W, 3]."""
@@ -225,4 +157,86 @@ class ClipEngine:
         return full + (1 if (full - 1) * S + T < n else 0)
 
 
-__all__ = ["ClipEngine", "blend_weights", "pad_indices"]
+__all__ = ["ClipEngine", "ClipStream", "blend_weights", "pad_indices"]
+
+
+class ClipStream:
+    """The engine's clip schedule, driven by pushes: `push(frame, tag)` returns the frames that became
+    final (restored uint8 [H, W, 3] with their tags, in push order), `flush()` the rest at the end.
+
+    Clips of `clip_len` frames overlap by `overlap` frames, which are cross-faded; the tail of a
+    fixed-length model is one more clip ending at the last frame; a stream shorter than `clip_len` is
+    padded in time. At most `clip_len` input frames and `overlap` restored frames are held.
+    After `flush()` the stream is empty and can be reused.
+    """
+
+    def __init__(self, engine: ClipEngine) -> None:
+        self.engine = engine
+        self._w = torch.from_numpy(engine.weights).view(-1, 1, 1, 1)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._buf: list[np.ndarray] = []  # input frames [buf_start, n)
+        self._tags: list[object] = []
+        self._buf_start = 0
+        self._n = 0
+        self._next = 0  # first frame of the next clip
+        self._pending: torch.Tensor | None = None  # restored [next, next + overlap) awaiting the blend
+
+    def _emit(self, out: torch.Tensor, first: int, start: int, stop: int) -> list[tuple[np.ndarray, object]]:
+        # out[k] is frame first + k; return frames [start, stop)
+        if stop <= start:
+            return []
+        u8 = self.engine.clip_to_uint8(out[start - first:stop - first])
+        return [(u8[i], self._tags[g - self._buf_start]) for i, g in enumerate(range(start, stop))]
+
+    def _blend(self, out: torch.Tensor, first: int) -> None:
+        # cross-fade the pending frames [next, next + overlap) into out
+        if self._pending is not None:
+            k, o = self._next - first, self.engine.overlap
+            out[k:k + o] = (1 - self._w) * self._pending + self._w * out[k:k + o]
+
+    def push(self, frame: np.ndarray, tag: object = None) -> list[tuple[np.ndarray, object]]:
+        e = self.engine
+        T, O = e.clip_len, e.overlap
+        S = T - O
+        self._buf.append(frame)
+        self._tags.append(tag)
+        self._n += 1
+        if self._n < self._next + T:
+            return []
+        i0 = self._next - self._buf_start  # a full clip [next, next + T)
+        out = e.forward_clip(self._buf[i0:i0 + T])
+        self._blend(out, self._next)
+        done = self._emit(out, self._next, self._next, self._next + S)
+        self._pending = out[S:].clone() if O else None
+        self._next += S
+        # keep the last T input frames (the tail clip may reach back that far) and >= the next clip's start
+        keep_from = min(self._next, self._n - T)
+        if keep_from > self._buf_start:
+            del self._buf[: keep_from - self._buf_start]
+            del self._tags[: keep_from - self._buf_start]
+            self._buf_start = keep_from
+        return done
+
+    def flush(self) -> list[tuple[np.ndarray, object]]:
+        e = self.engine
+        T, n, nxt, bs = e.clip_len, self._n, self._next, self._buf_start
+        try:
+            if n == 0:
+                return []
+            if n <= nxt + (e.overlap if self._pending is not None else 0):  # all final or pending
+                return self._emit(self._pending, nxt, nxt, n) if self._pending is not None else []
+            if not e.fixed:
+                first = nxt
+                out = e.forward_clip(self._buf[first - bs:n - bs])
+            elif n >= T:
+                first = n - T  # a last clip ending at the last frame, only real frames
+                out = e.forward_clip(self._buf[first - bs:n - bs])
+            else:
+                first = 0  # the whole (short) stream, padded in time
+                out = e.forward_clip([self._buf[i - bs] for i in pad_indices(n, T, e.pad)])[:n]
+            self._blend(out, first)
+            return self._emit(out, first, nxt, n)
+        finally:
+            self._reset()

@@ -45,81 +45,24 @@ class Runner(Protocol):
 
 
 class ClipRunner:
-    """Push/flush adapter around the clip engine (`bfvr.engine.chunker.ClipEngine`) for one face track.
-
-    Same clips, cross-fade, precision and tail handling as `ClipEngine.run` (clips of `clip_len` with
-    `overlap` frames blended; the tail of a fixed-length model is one more clip ending at the last
-    crop; a track shorter than `clip_len` is padded in time), but driven by pushes, because the face
-    pipeline feeds several tracks from one frame stream. FIFO: outputs come in push order.
+    """Push/flush runner for one face track: the clip engine's own schedule (`ClipEngine.stream()`:
+    clips of `clip_len` with `overlap` frames cross-faded, the tail clip, short tracks padded in time),
+    driven by pushes because the face pipeline feeds several tracks from one frame stream. FIFO:
+    outputs come in push order.
     """
 
     def __init__(self, engine_or_model, *, chunk: int = 8):
-        from bfvr.engine.chunker import ClipEngine, pad_indices
+        from bfvr.engine.chunker import ClipEngine
 
         self.engine = engine_or_model if isinstance(engine_or_model, ClipEngine) else ClipEngine(
             engine_or_model, chunk=chunk)
-        self._pad_indices = pad_indices
-        self._reset()
-
-    def _reset(self) -> None:
-        self._buf: list[np.ndarray] = []  # inputs [buf_start, n)
-        self._buf_start = 0
-        self._n = 0
-        self._next = 0  # first crop of the next clip
-        self._pending: np.ndarray | None = None  # restored [next, next + overlap) awaiting the blend
-
-    def _blend(self, out: np.ndarray, first: int) -> None:
-        if self._pending is None:
-            return
-        o = self.engine.overlap
-        k = self._next - first
-        w = self.engine.weights[:, None, None, None]
-        out[k:k + o] = (1 - w) * self._pending + w * out[k:k + o]
-
-    def _u8(self, out: np.ndarray, first: int, start: int, stop: int) -> list[np.ndarray]:
-        return [self.engine._to_uint8(out[g - first]) for g in range(start, stop)]
+        self._stream = self.engine.stream()
 
     def push(self, crop: np.ndarray) -> list[np.ndarray]:
-        e = self.engine
-        T, O = e.clip_len, e.overlap
-        S = T - O
-        self._buf.append(crop)
-        self._n += 1
-        if self._n < self._next + T:
-            return []
-        i0 = self._next - self._buf_start
-        out = e._forward(self._buf[i0:i0 + T])
-        self._blend(out, self._next)
-        done = self._u8(out, self._next, self._next, self._next + S)
-        self._pending = out[S:].copy() if O else None
-        self._next += S
-        keep_from = min(self._next, self._n - T)
-        if keep_from > self._buf_start:
-            del self._buf[:keep_from - self._buf_start]
-            self._buf_start = keep_from
-        return done
+        return [f for f, _ in self._stream.push(crop)]
 
     def flush(self) -> list[np.ndarray]:
-        e = self.engine
-        T, n, nxt, bs = e.clip_len, self._n, self._next, self._buf_start
-        try:
-            if n == 0:
-                return []
-            if n <= nxt + (e.overlap if self._pending is not None else 0):
-                return self._u8(self._pending, nxt, nxt, n) if self._pending is not None else []
-            if not e.fixed:
-                first = nxt
-                out = e._forward(self._buf[first - bs:n - bs])
-            elif n >= T:
-                first = n - T
-                out = e._forward(self._buf[first - bs:n - bs])
-            else:
-                first = 0
-                out = e._forward([self._buf[i - bs] for i in self._pad_indices(n, T, e.pad)])[:n]
-            self._blend(out, first)
-            return self._u8(out, first, nxt, n)
-        finally:
-            self._reset()
+        return [f for f, _ in self._stream.flush()]
 
 
 @dataclass
