@@ -7,8 +7,9 @@ r.restore_video("in.mp4", "out.mp4", crf=18)   # streaming: any length, same fps
 restored = r.restore_clip(frames_uint8_NHWC)   # a clip already in memory
 ```
 
-Faces: with `faces=None` (the default until the face pipeline is wired in) whole frames go through the
-clip engine (resized to the model's canvas and back when it has one, like the official STC script).
+Faces: with `faces=None` (the library default: the input is already a face crop) whole frames go
+through the clip engine (resized to the model's canvas and back when it has one, like the official STC
+script). `bfvr restore` turns the face pipeline on unless `--has-aligned` is given.
 `faces` may be a stream transformer `f(model, frames) -> frames` (frames uint8 [H, W, 3], one out per
 one in, in order), or `True` / a `bfvr.faces.FaceOptions` to use `bfvr.faces.restore_faces_stream`.
 """
