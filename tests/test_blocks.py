@@ -147,3 +147,16 @@ def test_chunked_attention_equals_sdpa(max_scores):
     q, k, v = torch.randn(2, 3, 50, 16), torch.randn(2, 3, 40, 16), torch.randn(2, 3, 40, 8)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     assert (chunked_attention(q, k, v, max_scores=max_scores) - ref).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("key_block", [16, 24, 4096])
+def test_chunked_attention_key_blocks_on_strided_heads(key_block):
+    # online softmax over key blocks (a ragged last one), on strided head views as MultiheadSelfAttention
+    # passes them, in fp32 (exact) and bf16 (rounding only)
+    torch.manual_seed(7)
+    q, k, v = (torch.randn(2, 40, 3, 16).transpose(1, 2) for _ in range(3))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    out = chunked_attention(q, k, v, max_scores=64, key_block=key_block)
+    assert out.shape == ref.shape and (out - ref).abs().max() < 1e-5
+    out16 = chunked_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), max_scores=64, key_block=key_block)
+    assert out16.dtype == torch.bfloat16 and (out16.float() - ref).abs().max() < 0.05
