@@ -12,6 +12,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BFVR_SHARED", REPO.parent / "shared"))
 
 
+def run_cli(*args: str) -> int:
+    """Run `bfvr ARGS` in-process (as the console script would) and return its exit code."""
+    from bfvr.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
 def shared_path(*parts: str) -> Path:
     """Path inside ../shared, or skip the calling test with a clear reason when it is absent."""
     p = SHARED.joinpath(*parts)

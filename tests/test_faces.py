@@ -19,6 +19,7 @@ from bfvr.faces import (ClipRunner, FaceOptions, FacePipeline, FaceTracker, NoFa
 from bfvr.faces.align import FFHQ_TEMPLATE_512, align_matrix, proportion_matrix, template_for, warp_crop
 from bfvr.faces.detect import Face
 from bfvr.faces.paste import paste_back, soft_mask
+from conftest import run_cli
 
 
 def _decode(path, n, size=None):
@@ -374,13 +375,7 @@ def test_bad_options_raise_config_errors():
 # ---------------------------------------------------------------- the restore command
 
 def _cli(args):
-    from bfvr.cli import main
-
-    try:
-        main(args)
-    except SystemExit as e:
-        return e.code
-    return 0
+    return run_cli(*args)
 
 
 def test_restore_command_runs_the_face_pipeline(faces_dir, tmp_path, capsys):

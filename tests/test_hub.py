@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bfvr.cli import main
 from bfvr.errors import BfvrError, ConfigError, ModelError, WeightsNotFoundError
 from bfvr.models import hub
 from bfvr.models import weights as W
+from conftest import run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -67,15 +67,6 @@ def server(tmp_path):
     yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
-
-
-def run_cli(*args: str) -> int:
-    """Run `bfvr ARGS` in-process; return the exit code."""
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def _payload(root: Path, name: str = "ckpt-bfvr.pth") -> tuple[bytes, str]:

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from bfvr.cli import main
+from conftest import run_cli
 from bfvr.io import open_video, probe
 
 
@@ -45,10 +45,8 @@ def check_acceptance(src: Path, out: Path) -> None:
 
 
 def restore(argv: list[str]) -> None:
-    try:
-        main(argv)
-    except SystemExit as e:
-        assert not e.code, e.code
+    code = run_cli(*argv)
+    assert code == 0, code
 
 
 def test_acceptance_short_real_clip(tmp_path: Path, faces_dir: Path) -> None:

@@ -14,9 +14,7 @@ from bfvr.errors import ConfigError, ModelError
 from bfvr.models import hub
 from bfvr.models import weights as W
 from bfvr.models.stc.clip import STCClipModel, map_output, to_channels_last_3d
-from conftest import shared_path
-
-from bfvr.cli import main
+from conftest import run_cli, shared_path
 
 
 class TinySTC(nn.Module):
@@ -205,13 +203,6 @@ def test_cached_official_layout_loads_and_is_recorded(stc_weights, home):
 
 
 def test_cli_verify(stc_weights, deflicker_weights, capsys):
-    def run_cli(*args: str) -> int:
-        try:
-            main(list(args))
-        except SystemExit as e:
-            return int(e.code or 0)
-        return 0
-
     path, _ = stc_weights
     assert run_cli("models", "verify", str(path), "--model", "stc") == 0
     out = capsys.readouterr().out
@@ -276,17 +267,13 @@ def test_stc_100_frames_512_through_the_engine(faces_dir, stc_weights, home):
 @pytest.mark.slow
 def test_bfvr_restore_with_stc_weights(faces_dir, stc_weights, home, tmp_path):
     """`bfvr restore --model stc --weights FILE --offline` writes a video with the input's frame count."""
-    from bfvr.cli import main as cli_main
     from bfvr.io.reader import read_frames
 
     path, _ = stc_weights
     out = tmp_path / "restored.mp4"
-    try:
-        cli_main(["restore", str(faces_dir / "lp_driving_d0.mp4"), "-o", str(out), "--model", "stc",
-                  "--weights", str(path), "--offline", "--precision", "bf16", "--device", "cpu",
-                  "--max-frames", "10", "--clip-len", "8", "--overlap", "2", "-q"])
-    except SystemExit as e:
-        assert not e.code
+    assert run_cli("restore", str(faces_dir / "lp_driving_d0.mp4"), "-o", str(out), "--model", "stc",
+                   "--weights", str(path), "--offline", "--precision", "bf16", "--device", "cpu",
+                   "--max-frames", "10", "--clip-len", "8", "--overlap", "2", "-q") == 0
     frames = read_frames(out)
     assert frames.shape == (10, 512, 512, 3)
 
