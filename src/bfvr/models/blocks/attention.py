@@ -100,13 +100,11 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v)
 
 
-class AttnBlock(nn.Module):
-    """Single-head self-attention over all T*H*W positions of a BCTHW tensor, with a residual.
+class _Conv3dAttention(nn.Module):
+    """The parameters both Conv3d attention blocks share (official names): GroupNorm `norm` and 1x1x1
+    convs `q`, `k`, `v`, `proj_out`."""
 
-    GroupNorm -> q, k, v (1x1x1 Conv3d) -> softmax(q k^T / sqrt(C)) v -> proj_out (1x1x1) -> x + h.
-    """
-
-    def __init__(self, channels: int, *, groups: int = 32, eps: float = 1e-6) -> None:
+    def __init__(self, channels: int, groups: int, eps: float) -> None:
         super().__init__()
         self.channels = channels
         self.norm = normalize(channels, groups, eps)
@@ -114,6 +112,16 @@ class AttnBlock(nn.Module):
         self.k = nn.Conv3d(channels, channels, kernel_size=1)
         self.v = nn.Conv3d(channels, channels, kernel_size=1)
         self.proj_out = nn.Conv3d(channels, channels, kernel_size=1)
+
+
+class AttnBlock(_Conv3dAttention):
+    """Single-head self-attention over all T*H*W positions of a BCTHW tensor, with a residual.
+
+    GroupNorm -> q, k, v (1x1x1 Conv3d) -> softmax(q k^T / sqrt(C)) v -> proj_out (1x1x1) -> x + h.
+    """
+
+    def __init__(self, channels: int, *, groups: int = 32, eps: float = 1e-6) -> None:
+        super().__init__(channels, groups, eps)
 
     @staticmethod
     def _tokens(t: torch.Tensor) -> torch.Tensor:
@@ -134,7 +142,7 @@ class AttnBlock(nn.Module):
         return x + out
 
 
-class TemporalAttention(nn.Module):
+class TemporalAttention(_Conv3dAttention):
     """Attention along T only, separately for every (b, h, w) position; no residual (official `SA2`).
 
     GroupNorm(16) -> q, k, v (1x1x1 Conv3d) -> softmax over the T frames (scale C^-1/2) -> proj_out.
@@ -142,13 +150,7 @@ class TemporalAttention(nn.Module):
     """
 
     def __init__(self, channels: int, *, groups: int = 16, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.channels = channels
-        self.norm = normalize(channels, groups, eps)
-        self.q = nn.Conv3d(channels, channels, kernel_size=1)
-        self.k = nn.Conv3d(channels, channels, kernel_size=1)
-        self.v = nn.Conv3d(channels, channels, kernel_size=1)
-        self.proj_out = nn.Conv3d(channels, channels, kernel_size=1)
+        super().__init__(channels, groups, eps)
 
     @staticmethod
     def _tokens(t: torch.Tensor) -> torch.Tensor:
