@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from bfvr.models import DEFAULT_MODEL
+
 
 def register(app: typer.Typer) -> None:
     @app.command("restore", help="Restore a face video: same frame count, fps, timestamps and audio; streaming "
@@ -18,7 +20,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4/.mov/.mkv file, or a path without "
                                           "suffix for a folder of PNG frames.", show_default=False)],
         model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `bfvr models`); 'identity' "
-                                           "passes frames through unchanged.")] = "stc",
+                                           "passes frames through unchanged.")] = DEFAULT_MODEL,
         weights: Annotated[Path | None, typer.Option("--weights", help="Local weights file for the model "
                                                      "(default: the model's cache, downloaded if allowed).")] = None,
         device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
