@@ -28,7 +28,7 @@ import numpy as np
 
 from bfvr.errors import DependencyError, OutputError
 from bfvr.io import VideoInfo, VideoWriter, open_video
-from bfvr.io.writer import output_kind, prepare_output
+from bfvr.io.writer import lossless_codec, output_kind, prepare_output
 
 FaceHook = Callable[[Any, Iterable[np.ndarray]], Iterable[np.ndarray]]
 
@@ -133,11 +133,13 @@ class Restorer:
     # ------------------------------------------------------------------ files
     def restore_video(self, inp: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False,
                       crf: float = 18, preset: str = "medium", progress: bool | None = None,
-                      max_frames: int | None = None, fps: float | None = None) -> RestoreResult:
+                      max_frames: int | None = None, fps: float | None = None,
+                      lossless: bool = False) -> RestoreResult:
         """Restore `inp` (video file, GIF or PNG/JPG folder) into `out` (.mp4/.mov/.mkv, or a folder of PNGs
         when it has no suffix), streaming, with the input's timestamps and its audio (copied).
 
         `max_frames` stops early (a preview); `fps` is the frame rate of an image-folder input.
+        `lossless` stores the restored RGB frames exactly (FFV1 in .mkv, RGB H.264 in .mp4/.mov; `crf` unused).
         The output appears only when complete; on any error nothing is left behind.
         """
         show = self.progress if progress is None else progress
@@ -153,9 +155,10 @@ class Restorer:
             total = info.frame_count if max_frames is None else min(max_frames, info.frame_count)
             audio = info.has_audio and output_kind(out_path) == "video" and max_frames is None
             n = 0
+            codec = lossless_codec(out_path, preset) if lossless else {}
             with VideoWriter(out_path, fps=info.fps, time_base=info.time_base,
                              audio_from=in_path if audio else None, crf=crf, preset=preset,
-                             overwrite=overwrite) as writer:
+                             overwrite=overwrite, **codec) as writer:
                 bar = _progress(total, show, f"restore ({self.name})")
                 try:
                     for frame, pts in self.restore_frames(_limit(reader.frames(), max_frames)):

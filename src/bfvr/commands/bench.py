@@ -60,3 +60,98 @@ def _io(
     print(f"encode            {res['encode_fps']:8.1f} frames/s")
     print(f"restore identity  {res['restore_identity_fps']:8.1f} frames/s (decode + engine + encode + audio)")
     print(f"peak RSS          {res['peak_rss_mb']:8.1f} MB (whole process)")
+
+
+def _model_run(model: str, weights: str | None, backend: str, precision: str, frames: int, size: int,
+               repeats: int, threads: int) -> dict[str, object]:
+    """One backend/precision in its own process: frames/s of `restore_clip` and the process's peak RSS."""
+    import resource
+    import time
+
+    import numpy as np
+    import torch
+
+    from bfvr.models.hub import load_model
+
+    torch.set_num_threads(threads)
+    options = {} if backend == "torch" else {"backend": backend}
+    m = load_model(model, weights=weights, precision=precision, offline=True, progress=False, **options)
+    if m.canvas is not None:
+        size = m.canvas[0]
+    t = m.clip_len or frames
+    rng = np.random.default_rng(0)
+    clip = torch.from_numpy(rng.random((t, 3, size, size), dtype=np.float32))
+    out = m.restore_clip(clip)  # warm-up (oneDNN kernel selection, ORT graph optimisation)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = m.restore_clip(clip)
+        times.append(time.perf_counter() - t0)
+    return {"backend": backend, "precision": m.precision if backend == "torch" else "fp32",
+            "clip": t, "fps": t / float(np.median(times)), "s_per_frame": float(np.median(times)) / t,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "out": out.numpy() if backend != "torch" or m.precision == "fp32" else None}
+
+
+@bench_app.command("model", help="Model throughput at SIZE x SIZE: frames/s of one clip call for each backend and "
+                   "precision (PyTorch fp32 / bf16, ONNX Runtime on an export made on the fly), each in its own "
+                   "process with its peak RSS, and the largest ONNX-vs-PyTorch-fp32 output difference.")
+def _model(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `bfvr models`).")] = "bfvr-lite",
+    weights: Annotated[str | None, typer.Option("--weights", help="Weights file (default: bundled/cached).")] = None,
+    size: Annotated[int, typer.Option("--size", help="Frame side in pixels.", min=16)] = 512,
+    frames: Annotated[int, typer.Option("--frames", help="Frames per call for models without a clip length.",
+                                        min=1)] = 24,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per backend (median reported).", min=1)] = 3,
+    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads.", min=1)] = 2,
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also time ONNX Runtime (needs bfvr[onnx]).")
+                    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    import json
+    import multiprocessing as mp
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from bfvr.errors import DependencyError
+
+    ctx = mp.get_context("spawn")
+    runs = [("torch", "fp32"), ("torch", "bf16")]
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="bfvr_bench_") as tmp:
+        if onnx:
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                raise DependencyError("ONNX Runtime is not installed: pip install 'bfvr[onnx]', or pass "
+                                      "--no-onnx.") from None
+            from bfvr.models.hub import load_model
+            from bfvr.models.onnx import export_onnx
+
+            m = load_model(model, weights=weights, offline=True, precision="fp32")
+            if hasattr(m, "onnx_module"):
+                onnx_path = Path(tmp) / "model.onnx"
+                export_onnx(m, onnx_path, frames=m.clip_len or frames, size=size)
+                runs.append(("onnxruntime", str(onnx_path)))
+            del m
+        for backend, extra in runs:
+            w = extra if backend == "onnxruntime" else weights
+            prec = "fp32" if backend == "onnxruntime" else extra
+            with ctx.Pool(1) as pool:
+                rows.append(pool.apply(_model_run, (model, w, backend, prec, frames, size, repeats, threads)))
+    ref = next((r["out"] for r in rows if r["backend"] == "torch" and r["precision"] == "fp32"), None)
+    for r in rows:
+        out = r.pop("out")
+        if r["backend"] == "onnxruntime" and ref is not None and out is not None:
+            r["max_abs_diff_vs_torch_fp32"] = float(np.abs(out - ref).max())
+    if as_json:
+        print(json.dumps({"model": model, "size": size, "threads": threads, "runs": rows}))
+        return
+    print(f"{model} at {size}x{size}, {threads} threads, median of {repeats} calls")
+    print(f"{'backend':12} {'precision':9} {'clip':>4} {'frames/s':>9} {'s/frame':>8} {'peak RSS':>9}  parity")
+    for r in rows:
+        par = r.get("max_abs_diff_vs_torch_fp32")
+        print(f"{r['backend']:12} {r['precision']:9} {r['clip']:>4} {r['fps']:>9.2f} {r['s_per_frame']:>8.3f} "
+              f"{r['peak_rss_mb']:>7.0f}MB  " + (f"max |ORT - torch fp32| = {par:.2e}" if par is not None else ""))

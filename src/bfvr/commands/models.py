@@ -18,6 +18,10 @@ def _size(n: int) -> str:
     return str(n)
 
 
+#: one line of measured numbers per model, shown by `bfvr models` (from docs/models.md)
+MEASURED: dict[str, str] = {}
+
+
 def list_models() -> None:
     from bfvr.models import weights as W
     from bfvr.models.hub import available_models
@@ -29,9 +33,12 @@ def list_models() -> None:
             continue
         path = W.cached_path(spec.weights)
         cached = path.is_file()
-        rows.append((spec.name, "yes" if cached else "no", _size(path.stat().st_size) if cached else "-",
-                     spec.description))
-        rows.append(("", "", "", f"  {path}" + ("" if cached else f"  <- {W.source_url(W.get_entry(spec.weights))}")))
+        entry = W.get_entry(spec.weights)
+        state = ("bundled" if cached else "MISSING") if entry.bundled else ("yes" if cached else "no")
+        rows.append((spec.name, state, _size(path.stat().st_size) if cached else "-", spec.description))
+        if spec.name in MEASURED:
+            rows.append(("", "", "", f"  measured: {MEASURED[spec.name]}"))
+        rows.append(("", "", "", f"  {path}" + ("" if cached or entry.bundled else f"  <- {W.source_url(entry)}")))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
@@ -72,6 +79,9 @@ def register(app: typer.Typer) -> None:
         spec = get_spec(name)
         if spec.weights is None:
             raise ModelError(f"model '{name}' needs no weights; nothing to download.")
+        if W.get_entry(spec.weights).bundled:
+            typer.echo(f"{name}: its weights ship with bfvr ({W.cached_path(spec.weights)}); nothing to download.")
+            return
         path = W.fetch(spec.weights, sha256=sha256, force=force, progress=not quiet)
         rec = W.read_registry().get(path.name, {})
         typer.echo(f"{path}  {_size(path.stat().st_size)}  sha256 {rec.get('sha256', '?')}")

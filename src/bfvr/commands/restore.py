@@ -28,6 +28,13 @@ def register(app: typer.Typer) -> None:
                                                "and AMX/AVX512-BF16 CPUs, else fp32/fp16).")] = "auto",
         crf: Annotated[float, typer.Option("--crf", help="x264 quality, 0 (lossless) .. 51 (worst); 10-18 keeps "
                                            "detail.", min=0, max=51)] = 18,
+        lossless: Annotated[bool, typer.Option("--lossless", help="Store the restored frames exactly (RGB): "
+                                               "FFV1 in .mkv, RGB H.264 in .mp4/.mov (for archives and "
+                                               "evaluation; --crf is then unused). PNG-folder outputs are "
+                                               "always lossless.")] = False,
+        backend: Annotated[str, typer.Option("--backend", help="torch, or onnxruntime to run an ONNX export "
+                                             "of the model (`bfvr export`; pass the .onnx file with "
+                                             "--weights).")] = "torch",
         preset: Annotated[str, typer.Option("--preset", help="x264 speed/size preset: ultrafast .. veryslow.")
                           ] = "medium",
         clip_len: Annotated[int | None, typer.Option("--clip-len", help="Frames per model call (default: the "
@@ -96,9 +103,12 @@ def register(app: typer.Typer) -> None:
                                 detect_every=detect_every, smooth=not no_smooth, draw_box=draw_box,
                                 upscale=upscale)
             faces.validate()  # bad face flags fail before a model is loaded
+        options = {} if backend == "torch" else {"backend": backend}
         r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
-                     clip_len=clip_len, overlap=overlap, progress=not quiet, faces=faces)
-        res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames, fps=fps)
+                     clip_len=clip_len, overlap=overlap, progress=not quiet, faces=faces, model_options=options)
+        res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames, fps=fps,
+                              lossless=lossless)
         if not quiet:
             print(f"{res.output}: {res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} frames/s), "
-                  f"model {r.name} on {r.device} ({r.precision}), audio {'copied' if res.audio else 'none'}")
+                  f"model {r.name} on {r.device} ({getattr(r.model, 'precision', r.precision)}"
+                  f"{', onnxruntime' if backend == 'onnxruntime' else ''}), audio {'copied' if res.audio else 'none'}")

@@ -253,6 +253,16 @@ class Preparer:
                     progress(1)
         return boxes, checked
 
+    def face_rect(self, src: Path, width: int, height: int, progress: Callable[[int], Any] | None = None
+                  ) -> tuple[np.ndarray | None, dict[str, int]]:
+        """Step (A): the crop rectangle of clip `src` (width x height) from its Haar boxes (None: no face),
+        and the detection counts recorded in the manifest."""
+        boxes, n_det = self.face_boxes(src, progress)
+        good = drop_outliers(boxes)
+        stats = {"frames_checked": n_det, "frames_with_face": len(boxes), "outlier_boxes": len(boxes) - len(good)}
+        box = union_box(good, self.opts.expand)
+        return (None if box is None else crop_box(box, width, height, self.opts.keep_aspect)), stats
+
     def prepare(self, src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False,
                 progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
         """Crop, check and write one clip; return its manifest record."""
@@ -264,15 +274,10 @@ class Preparer:
         rec: dict[str, Any] = {"name": src.stem, "source": str(src), "path": None, "size": [o.size, o.size],
                                "source_size": [info.width, info.height], "fps": _fps(info.fps), "frames": 0,
                                "crop_box": None, "scores": {}, "kept": False, "reasons": []}
-        boxes, n_det = self.face_boxes(src, progress)
-        good = drop_outliers(boxes)
-        rec["scores"]["faces"] = {"frames_checked": n_det, "frames_with_face": len(boxes),
-                                  "outlier_boxes": len(boxes) - len(good)}
-        box = union_box(good, o.expand)
-        if box is None:
-            rec["reasons"].append(f"no face found in {n_det} checked frames")
+        rect, rec["scores"]["faces"] = self.face_rect(src, info.width, info.height, progress)
+        if rect is None:
+            rec["reasons"].append(f"no face found in {rec['scores']['faces']['frames_checked']} checked frames")
             return rec
-        rect = crop_box(box, info.width, info.height, o.keep_aspect)
         rec["crop_box"] = [int(v) for v in rect]
         dst = out_dir / f"{src.stem}.mp4"
         motion = Motion(o.motion_threshold, o.motion_size)

@@ -87,6 +87,14 @@ def prepare_output(out: str | os.PathLike[str], overwrite: bool = False, *, crea
     return out
 
 
+def lossless_codec(path: str | os.PathLike[str], preset: str = "medium") -> dict[str, object]:
+    """VideoWriter settings that store RGB frames bit-exactly: FFV1 in .mkv, RGB H.264 (libx264rgb, qp 0)
+    in .mp4/.mov (exact, but fewer players decode it than yuv420p H.264)."""
+    if Path(path).suffix.lower() == ".mkv":
+        return {"codec": "ffv1", "pix_fmt": "bgr0", "codec_options": {}}
+    return {"codec": "libx264rgb", "pix_fmt": "rgb24", "codec_options": {"qp": "0", "preset": preset}}
+
+
 class VideoWriter:
     """Write RGB uint8 frames to an H.264 file (with optional audio) or to a PNG folder.
 
@@ -200,9 +208,11 @@ class VideoWriter:
         opts.update(self.codec_options)
         vs.options = opts
         # the RGB->YUV conversion uses BT.601 limited range; say so, so players decode it the same way
+        # (RGB streams, e.g. the lossless libx264rgb: matrix "RGB", full range, so decoders keep them RGB)
+        rgb = self.pix_fmt.startswith(("rgb", "bgr", "gbr"))
         try:
-            vs.codec_context.colorspace = 6  # AVCOL_SPC_SMPTE170M
-            vs.codec_context.color_range = 1  # AVCOL_RANGE_MPEG
+            vs.codec_context.colorspace = 0 if rgb else 6  # AVCOL_SPC_RGB / AVCOL_SPC_SMPTE170M
+            vs.codec_context.color_range = 2 if rgb else 1  # AVCOL_RANGE_JPEG / AVCOL_RANGE_MPEG
             vs.codec_context.color_primaries = 6
             vs.codec_context.color_trc = 6
         except (AttributeError, TypeError, ValueError):

@@ -2,4 +2,4 @@
 
 #: the model `bfvr restore` (and every other front end) uses when none is named; kept here, not in
 #: `bfvr.models.hub`, so the CLI can show it without importing torch
-DEFAULT_MODEL = "stc"
+DEFAULT_MODEL = "bfvr-lite"

@@ -25,6 +25,8 @@ class ModelSpec:
     weights: str | None = None
     #: constructor arguments of the network (shown by `bfvr models`, used by the builder)
     config: Mapping[str, Any] = field(default_factory=dict)
+    #: builds the bare network from `config` on a device (``"meta"``: shapes only, for weight checks)
+    net: Callable[..., torch.nn.Module] | None = None
 
 
 def _build_identity(device: torch.device, **_: object) -> ClipModel:
@@ -47,9 +49,9 @@ def build_stc_net(config: Mapping[str, Any], *, official_residual: bool = True,
 def expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
     """Exact state_dict keys and shapes the network of model `name` loads (built on the meta device)."""
     spec = get_spec(name)
-    if spec.weights is None:
+    if spec.weights is None or spec.net is None:
         raise ModelError(f"model '{name}' has no weights to check.")
-    net = build_stc_net(spec.config, device="meta")
+    net = spec.net(spec.config, device="meta")
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
@@ -101,18 +103,51 @@ def _stc_builder(name: str) -> Callable[..., ClipModel]:
     return build
 
 
+# ------------------------------------------------------------------------------------------- BFVR-Lite
+
+def build_lite_net(config: Mapping[str, Any], *, device: torch.device | str | None = None) -> torch.nn.Module:
+    """The BFVR-Lite network for `config` (``device="meta"`` for shapes only)."""
+    from bfvr.models.lite import LiteNet
+
+    with torch.device(device or "cpu"):
+        return LiteNet(**config)
+
+
+def _build_lite(device: torch.device, weights: str | None = None, precision: str = "fp32", offline: bool = False,
+                sha256: str | None = None, progress: bool = True, clip_len: int = 24, overlap: int = 4,
+                **unknown: object) -> ClipModel:
+    from bfvr.models import weights as W
+    from bfvr.models.lite.clip import LiteClipModel
+
+    if unknown:
+        raise ConfigError(f"model 'bfvr-lite' has no option {', '.join(sorted(unknown))}; it takes clip_len, "
+                          "overlap.")
+    path = W.resolve("bfvr-lite", weights=weights, offline=offline, sha256=sha256, progress=progress)
+    state = W.load_state_dict(path, key=None)
+    net = build_lite_net(MODELS["bfvr-lite"].config, device="meta")
+    W.check_state_dict(state, {k: tuple(v.shape) for k, v in net.state_dict().items()},
+                       what=f"the weights in {path}", model="'bfvr-lite'")
+    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+    return LiteClipModel(net, clip_len=clip_len, overlap=overlap, device=device, precision=precision)
+
+
+_LITE = {"widths": (64, 96, 128), "enc_blocks": (1, 2, 4), "dec_blocks": (2, 2), "temporal": True}
 _STC_BFVR = {"n_head": 2, "n_layers": 9, "codebook_size": 1024, "dim_embd": 256}
 _STC_DEFLICKER = {"n_head": 4, "n_layers": 6, "codebook_size": 1024, "dim_embd": 256}
 
 MODELS: dict[str, ModelSpec] = {
+    "bfvr-lite": ModelSpec("bfvr-lite", "BFVR-Lite: compact temporal U-Net trained by this project, fast on a "
+                           "CPU; the default (weights ship with bfvr)", _build_lite, weights="bfvr-lite",
+                           config=_LITE, net=build_lite_net),
     "identity": ModelSpec("identity", "frames pass through unchanged (tests the pipeline)", _build_identity),
     "stc": ModelSpec("stc", "BFVR-STC (CVPR 2025): general face video restoration, official weights",
-                     _stc_builder("stc"), weights="stc", config=_STC_BFVR),
+                     _stc_builder("stc"), weights="stc", config=_STC_BFVR, net=build_stc_net),
     "stc-deflicker": ModelSpec("stc-deflicker", "BFVR-STC: brightness de-flickering, official weights",
-                               _stc_builder("stc-deflicker"), weights="stc-deflicker", config=_STC_DEFLICKER),
+                               _stc_builder("stc-deflicker"), weights="stc-deflicker", config=_STC_DEFLICKER,
+                               net=build_stc_net),
     "stc-deflicker-sd": ModelSpec("stc-deflicker-sd", "BFVR-STC: pixel de-flickering, official weights",
                                   _stc_builder("stc-deflicker-sd"), weights="stc-deflicker-sd",
-                                  config=_STC_DEFLICKER),
+                                  config=_STC_DEFLICKER, net=build_stc_net),
 }
 
 
@@ -134,8 +169,23 @@ def load_model(name: str, *, device: torch.device | str = "cpu", weights: str | 
 
     `offline` never touches the network; `sha256` is checked against the weights file; `options`
     are model settings (STC: ``clip_len``, ``overlap``, ``output_map``, ``official_residual``).
+    ``backend="onnxruntime"`` runs the `bfvr export` ONNX file `weights` instead (options: ``clip_len``,
+    ``overlap``).
     """
     spec = get_spec(name)
+    backend = options.pop("backend", "torch")
+    if backend == "onnxruntime":
+        from bfvr.models.onnx import OnnxClipModel
+
+        unknown = set(options) - {"clip_len", "overlap"}
+        if unknown:
+            raise ConfigError(f"the onnxruntime backend has no option {', '.join(sorted(unknown))}.")
+        if weights is None:
+            raise ConfigError("--backend onnxruntime needs the exported model: --weights model.onnx "
+                              "(made by `bfvr export --format onnx`).")
+        return OnnxClipModel(weights, expect=name, **options)
+    if backend != "torch":
+        raise ConfigError(f"unknown backend '{backend}'; choose torch or onnxruntime.")
     if spec.weights is None:
         if weights is not None:
             raise ConfigError(f"model '{name}' takes no weights; drop --weights.")

@@ -31,6 +31,8 @@ from typing import Mapping, Sequence
 from bfvr.errors import ModelError, WeightsNotFoundError
 
 RELEASE_URL = "https://github.com/Dixin-Lab/BFVR-STC/releases/download/init"
+#: the bundled BFVR-Lite weights, relative to the `bfvr.models.lite` package
+LITE_WEIGHTS = "weights/bfvr-lite.safetensors"
 REGISTRY_NAME = "registry.json"
 
 
@@ -46,11 +48,15 @@ class WeightsEntry:
     #: key of the state_dict inside the checkpoint dict (None = the file is the state_dict itself)
     key: str | None = "params_ema"
     description: str = ""
+    #: path inside the installed `bfvr` package of weights that ship with it (then nothing is downloaded)
+    bundled: str | None = None
 
 
 WEIGHTS: dict[str, WeightsEntry] = {
     e.name: e
     for e in (
+        WeightsEntry("bfvr-lite", "bfvr-lite.safetensors", "", key=None, bundled=f"models/lite/{LITE_WEIGHTS}",
+                     description="BFVR-Lite, trained by the bfvr project (configs/lite/train.yaml); ships with bfvr"),
         WeightsEntry("stc", "ckpt-bfvr.pth", f"{RELEASE_URL}/ckpt-bfvr.pth",
                      description="BFVR-STC stage II, general restoration (2 heads, 9 layers)"),
         # the release file name is misspelt ("defilcker"); keep it, it is the URL
@@ -83,8 +89,11 @@ def get_entry(name: str) -> WeightsEntry:
 
 
 def cached_path(name: str) -> Path:
-    """Where the cache keeps (or will keep) the weights of `name`."""
-    return weights_dir() / get_entry(name).filename
+    """Where the cache keeps (or will keep) the weights of `name`; for bundled weights, the package file."""
+    entry = get_entry(name)
+    if entry.bundled:
+        return Path(__file__).resolve().parents[1] / entry.bundled
+    return weights_dir() / entry.filename
 
 
 def source_url(entry: WeightsEntry) -> str:
@@ -232,6 +241,13 @@ def fetch(name: str, *, sha256: str | None = None, force: bool = False, progress
     """Return the cached file of `name`, downloading it first if needed (never when `offline`)."""
     entry = get_entry(name)
     path = cached_path(name)
+    if entry.bundled:
+        if not path.is_file():
+            raise WeightsNotFoundError(f"the bundled weights of '{name}' are missing from this installation "
+                                       f"({path}); reinstall bfvr or pass --weights PATH.")
+        if sha256:
+            check_sha256(path, normalize_sha256(sha256), "the --sha256 you passed")
+        return path
     if path.exists() and not force:
         verify_cached(name, path, sha256=sha256)
         return path

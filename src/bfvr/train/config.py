@@ -75,6 +75,30 @@ class DataConfig:
     num_workers: int = 0
     #: "auto" (bfvr.data.ClipDataset when available, else the built-in reader), "bfvr" or "builtin"
     backend: str = "auto"
+    #: built-in reader: crop every video to its face first (the face-proportion square of `bfvr prepare`,
+    #: found once per video), so raw videos train like the face pipeline's crops
+    face_crop: bool = False
+    #: video names (file stems) never read for training, e.g. the held-out validation clips
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ValConfig:
+    """Validation on held-out clips during training (PSNR of the EMA weights vs the degraded input)."""
+
+    #: held-out videos (files or folders); their names are also excluded from the training data
+    paths: list[str] = field(default_factory=list)
+    #: names (stems) to pick from `paths` (empty = every video found there)
+    names: list[str] = field(default_factory=list)
+    #: validate every N steps (0 = never)
+    every: int = 0
+    #: frames per clip (from the clip's first frame), frame size, face crop as in `data.face_crop`
+    frames: int = 8
+    size: int = 512
+    face_crop: bool = True
+    #: the fixed degradation (one seeded draw per clip)
+    recipe: str = "bfvr-eval"
+    seed: int = 0
 
 
 @dataclass
@@ -98,6 +122,8 @@ class LossConfig:
     disc_start: int = 2001
     feat: float = 10.0
     ce: float = 1.0
+    #: BFVR-Lite: weight of the temporal term |(pred_t+1 - pred_t) - (gt_t+1 - gt_t)| (Charbonnier)
+    temporal: float = 0.0
 
 
 @dataclass
@@ -139,7 +165,10 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    #: "stage1" (3D-VQGAN + codebooks) or "stage2" (LQ encoder + lookup transformers)
+    #: what to train (see `bfvr.train.tasks.TASKS`): "stc-stage1", "stc-stage2" or "lite" (BFVR-Lite);
+    #: None = STC's `stage` below (older configs)
+    task: str | None = None
+    #: STC: "stage1" (3D-VQGAN + codebooks) or "stage2" (LQ encoder + lookup transformers)
     stage: str = "stage1"
     name: str = "stc_stage1"
     #: run folder (checkpoints, logs, resolved config); relative paths are relative to the working directory
@@ -170,6 +199,11 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     disc: DiscConfig = field(default_factory=DiscConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+
+    @property
+    def task_name(self) -> str:
+        return self.task or f"stc-{self.stage}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -178,8 +212,12 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def validate(self) -> None:
-        if self.stage not in ("stage1", "stage2"):
+        from bfvr.train.tasks import TASKS
+
+        if self.task is None and self.stage not in ("stage1", "stage2"):
             raise ConfigError(f"stage must be 'stage1' or 'stage2', not {self.stage!r}.")
+        if self.task_name not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}.")
         if self.accum_steps < 1 or self.data.batch_size < 1:
             raise ConfigError("accum_steps and data.batch_size must be at least 1.")
         if self.max_steps < 1:
@@ -191,9 +229,11 @@ class TrainConfig:
             raise ConfigError(f"disc.backbone must be 'dinov2' or 'conv', not {self.disc.backbone!r}.")
         if self.loss.perceptual_fallback not in ("ssim+grad", "none"):
             raise ConfigError("loss.perceptual_fallback must be 'ssim+grad' or 'none'.")
-        if self.stage == "stage2" and not self.model.stage1_weights:
+        if self.task_name == "stc-stage2" and not self.model.stage1_weights:
             raise ConfigError("stage2 needs model.stage1_weights (the Stage-I run folder or weights file); "
                               "set it in the config or with --set model.stage1_weights=PATH.")
+        if (self.data.face_crop or self.data.exclude) and self.data.backend != "builtin":
+            raise ConfigError("data.face_crop and data.exclude work with data.backend: builtin only.")
         if self.data.crop is not None and self.data.crop > self.data.size:
             raise ConfigError("data.crop must not exceed data.size.")
 

@@ -16,7 +16,6 @@ which one is used is logged. Items are dicts {"gt", "lq"} of float32 [3, T, H, W
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -40,15 +39,9 @@ def expand_paths(paths: Sequence[str]) -> list[Path]:
         if p.is_dir():
             out += sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES)
         elif p.suffix == ".jsonl" and p.is_file():
-            for line in p.read_text().splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    if rec.get("keep", True) is False:
-                        continue
-                    v = rec.get("path") or rec.get("video") or rec.get("gt")
-                    if v:
-                        q = Path(v)
-                        out.append(q if q.is_absolute() else p.parent / q)
+            from bfvr.data.prepare import read_manifest
+
+            out += [Path(rec["path"]) for rec in read_manifest(p, kept_only=True) if rec.get("path")]
         elif p.is_file():
             out.append(p)
         else:
@@ -56,6 +49,24 @@ def expand_paths(paths: Sequence[str]) -> list[Path]:
     if not out:
         raise InputError(f"no videos found in {list(paths)}; data.paths needs video files or folders of videos.")
     return out
+
+
+def load_clip(path: Path, max_frames: int, size: int, face_crop: bool = False) -> np.ndarray:
+    """The first `max_frames` frames of `path` as uint8 [N, size, size, 3]: stretched to the square, or
+    (`face_crop`) cut to the face-proportion square of `bfvr prepare` first (InputError: no face)."""
+    import cv2
+
+    arr = _read_video(path, max_frames)
+    if face_crop:
+        from bfvr.data.prepare import PrepareOptions, Preparer, apply_crop
+
+        prep = Preparer(PrepareOptions(size=size, max_frames=max_frames, text_backend="none"),
+                        orientation_check=False)
+        rect, _ = prep.face_rect(path, arr.shape[2], arr.shape[1])
+        if rect is None:
+            raise InputError(f"no face found in {path}; drop it from the data or turn data.face_crop off.")
+        return np.stack([apply_crop(fr, rect, size) for fr in arr])
+    return np.stack([cv2.resize(fr, (size, size), interpolation=cv2.INTER_AREA) for fr in arr])
 
 
 def _read_video(path: Path, max_frames: int) -> np.ndarray:
@@ -90,9 +101,7 @@ class BuiltinClipDataset(Dataset):
 
     def __init__(self, paths: Sequence[str], *, clip_len: int = 24, size: int = 256, crop: int | None = None,
                  recipe: str = "none", hflip: bool = False, max_frames: int = 240, seed: int = 0,
-                 progress: bool = False) -> None:
-        import cv2
-
+                 progress: bool = False, face_crop: bool = False, exclude: Sequence[str] = ()) -> None:
         self.degradation = None
         if recipe != "none":
             from bfvr.degrade import recipe as make_recipe
@@ -103,18 +112,19 @@ class BuiltinClipDataset(Dataset):
         self.recipe, self.hflip, self.seed = recipe, hflip, seed
         self.videos: list[np.ndarray] = []
         self.names: list[str] = []
-        files = expand_paths(paths)
+        files = [f for f in expand_paths(paths) if f.stem not in set(exclude)]
+        if not files:
+            raise InputError(f"every video in {list(paths)} is excluded (data.exclude); nothing to train on.")
         it = files
         if progress:
             from tqdm import tqdm
 
             it = tqdm(files, desc="loading clips", unit="video", leave=False)
         for f in it:
-            arr = _read_video(f, max_frames)
+            arr = load_clip(f, max_frames, size, face_crop)
             if len(arr) < clip_len:
                 log.warning("skipping %s: %d frames < clip_len %d", f, len(arr), clip_len)
                 continue
-            arr = np.stack([cv2.resize(fr, (size, size), interpolation=cv2.INTER_AREA) for fr in arr])
             self.videos.append(arr)
             self.names.append(f.name)
         if not self.videos:
@@ -194,7 +204,8 @@ def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
             log.info("data: bfvr.data.ClipDataset, recipe %s, %d clips", cfg.recipe, len(ds))
             return ds
     ds = BuiltinClipDataset(cfg.paths, clip_len=cfg.clip_len, size=cfg.size, crop=cfg.crop, recipe=cfg.recipe,
-                            hflip=cfg.hflip, max_frames=cfg.max_frames, seed=seed, progress=progress)
+                            hflip=cfg.hflip, max_frames=cfg.max_frames, seed=seed, progress=progress,
+                            face_crop=cfg.face_crop, exclude=cfg.exclude)
     log.info("data: built-in clip reader, recipe %s, %d videos", cfg.recipe, len(ds))
     return ds
 

@@ -60,12 +60,12 @@ class MetricLogger:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The logged records of a run (last record wins for a repeated step)."""
+    """The logged records of a run, one per step (records of the same step merged, later values win)."""
     p = Path(run_dir) / "metrics.jsonl"
     by_step: dict[int, dict] = {}
     if p.is_file():
         for ln in p.read_text().splitlines():
             if ln.strip():
                 rec = json.loads(ln)
-                by_step[rec["step"]] = rec
+                by_step.setdefault(rec["step"], {}).update(rec)  # e.g. training and validation records
     return [by_step[k] for k in sorted(by_step)]

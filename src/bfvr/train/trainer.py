@@ -32,7 +32,7 @@ from bfvr.train import dist as bdist
 from bfvr.train.config import OptimConfig, TrainConfig
 from bfvr.train.data import PositionSampler, build_dataset, data_fingerprint
 from bfvr.train.ema import EMA
-from bfvr.train.stages import Stage1Task, Stage2Task
+from bfvr.train.tasks import build_task
 from bfvr.train.tracking import MetricLogger
 
 log = logging.getLogger("bfvr.train")
@@ -96,7 +96,7 @@ class Trainer:
         bdist.barrier(self.info)
 
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-        self.task = Stage1Task(cfg, self.device) if cfg.stage == "stage1" else Stage2Task(cfg, self.device)
+        self.task = build_task(cfg, self.device)
         self.model = self.task.model
         self.ema = EMA(self.model, cfg.ema_decay)
         o = cfg.optim
@@ -124,7 +124,7 @@ class Trainer:
             dev_ids = [self.device.index] if self.device.type == "cuda" else None
             fu = cfg.ddp_find_unused
             if fu is None:
-                fu = cfg.stage == "stage1" and cfg.model.mpr != "paper"
+                fu = cfg.task_name == "stc-stage1" and cfg.model.mpr != "paper"
             self.model_ddp = DDP(self.model, device_ids=dev_ids, find_unused_parameters=fu)
             if self.disc is not None:
                 self.disc_ddp = DDP(self.disc, device_ids=dev_ids, find_unused_parameters=bool(cfg.ddp_find_unused))
@@ -190,7 +190,7 @@ class Trainer:
             "batch_size": self.cfg.data.batch_size,
             "accum_steps": self.cfg.accum_steps,
         }
-        meta = {"stage": self.cfg.stage, "name": self.cfg.name, "world_size": self.info.world_size,
+        meta = {"stage": self.cfg.stage, "task": self.cfg.task_name, "name": self.cfg.name, "world_size": self.info.world_size,
                 "rank_weight_sha1": digests,
                 "data_fingerprint": self._fingerprint, "lr": lr_at(max(self.step, 1), self.cfg.optim.lr,
                                                                      self.cfg.optim)}
@@ -349,14 +349,14 @@ class Trainer:
                               resume_step=self.start_step if self.resume else None)
         if self.info.is_main:
             log.info("training %s: steps %d -> %d, world size %d, batch %d x accum %d x %d processes, bf16 %s, "
-                     "device %s", c.stage, self.start_step, total, self.info.world_size, c.data.batch_size,
+                     "device %s", c.task_name, self.start_step, total, self.info.world_size, c.data.batch_size,
                      c.accum_steps, self.info.world_size, c.bf16, self.device)
         records: list[dict[str, float]] = []
         bar = None
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, initial=self.start_step, desc=f"train {c.stage}", unit="step",
+            bar = tqdm(total=total, initial=self.start_step, desc=f"train {c.task_name}", unit="step",
                        dynamic_ncols=True)
         batches = self._batches()
         window: dict[str, float] = {}
@@ -376,6 +376,12 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "l1", "ce") if k in logs})
+                if c.val.every and (self.step % c.val.every == 0 or self.step == total) and self.info.is_main \
+                        and hasattr(self.task, "validate"):
+                    scores = self.task.validate(self.ema.module)
+                    logger.log(self.step, scores)
+                    log.info("step %d validation: %s", self.step,
+                             ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
                 if self.step % c.ckpt_every == 0 or self.step == total:
                     self.save()
                     bdist.barrier(self.info)

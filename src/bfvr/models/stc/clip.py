@@ -100,6 +100,11 @@ class STCClipModel:
                 f"canvas={self.canvas}, device={self.device}, precision={self.precision!r}, "
                 f"output_map={self.output_map!r})")
 
+    def onnx_module(self) -> tuple[nn.Module, str, str]:
+        """(network, input layout, axes that may vary) for `bfvr.models.onnx.export_onnx`: the restored clip of
+        ``net(x, w=0)`` for a fixed clip length (the official residual depends on T) on the 512x512 canvas."""
+        return _FirstOutput(self.net), "BCTHW", ""
+
     @torch.no_grad()
     def restore_clip(self, clip: torch.Tensor) -> torch.Tensor:
         """Restore `clip` [T, 3, H, W] in [0, 1]; return [T, 3, H, W] float32 in [0, 1] on `self.device`."""
@@ -125,3 +130,15 @@ class STCClipModel:
         out = out.float()[:, :, :t]
         out = map_output(out, self.output_map)
         return out[0].permute(1, 0, 2, 3).contiguous()
+
+
+class _FirstOutput(nn.Module):
+    """``net(x, w=0)[0]`` as a module (what the ONNX export traces)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x, w=0)
+        return out[0] if isinstance(out, (tuple, list)) else out

@@ -1,0 +1,114 @@
+"""`bfvr export`: write a model for deployment (ONNX) or ship trained weights (safetensors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bfvr.models import DEFAULT_MODEL
+
+def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", overwrite: bool = False,
+                   ema: bool = True) -> Path:
+    """The EMA (or, `ema=False`, the raw) weights of a `bfvr train` run, or a weights file, as one safetensors
+    file for `model`, with metadata naming the task, config, step and run; checked against the model's exact
+    keys and shapes."""
+    import json
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from bfvr.errors import ConfigError, OutputError
+    from bfvr.models import weights as W
+    from bfvr.models.hub import expected_shapes
+    from bfvr.train.checkpoint import find_checkpoint, load_weights
+
+    if dtype not in ("fp16", "fp32"):
+        raise ConfigError(f"--dtype must be fp16 or fp32, not {dtype!r}.")
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"{out} must end in .safetensors.")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} exists; pass --overwrite to replace it.")
+    state = load_weights(source, prefer=("ema", "model") if ema else ("model",))
+    W.check_state_dict(state, expected_shapes(model), what=f"the weights in {source}", model=f"'{model}'")
+    meta = {"model": model, "source": str(source), "dtype": dtype}
+    if source.is_dir():
+        meta["weights"] = "ema" if ema else "model"
+    if source.is_dir():
+        ck = find_checkpoint(source)
+        info = json.loads((ck / "meta.json").read_text())
+        meta.update(step=str(info.get("step")), task=str(info.get("task", info.get("stage"))),
+                    name=str(info.get("name")), checkpoint=ck.name)
+        run = ck.parent.parent
+        runs = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else []
+        if runs:
+            argv = runs[0].get("argv", [])
+            cfg = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")), None)
+            meta.update(config=str(cfg), git_revision=str(runs[-1].get("git_revision")))
+    cast = torch.float16 if dtype == "fp16" else torch.float32
+    tensors = {k: v.to(cast).contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export", help="Export a model: --format onnx writes the network as an ONNX graph (run it with "
+                 "`bfvr restore --backend onnxruntime --weights FILE`); --format safetensors writes the EMA "
+                 "weights of a `bfvr train` run as a shippable weights file with its provenance in the metadata.")
+    def _cmd(
+        out: Annotated[Path, typer.Option("--output", "-o", help="Output file (.onnx or .safetensors).",
+                                          show_default=False)],
+        model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `bfvr models`).")] = DEFAULT_MODEL,
+        fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or safetensors.")] = "onnx",
+        weights: Annotated[Path | None, typer.Option("--weights", help="onnx: the model's weights file (default: "
+                                                     "its bundled/cached weights); safetensors: a bfvr train run "
+                                                     "folder, checkpoint folder or weights file (required).")] = None,
+        frames: Annotated[int | None, typer.Option("--frames", help="onnx: frames of the example input (default: "
+                                                   "the model's clip length; BFVR-Lite keeps T dynamic, STC is "
+                                                   "fixed to it).", min=1)] = None,
+        size: Annotated[int | None, typer.Option("--size", help="onnx: side of the example input (default: the "
+                                                 "model canvas; BFVR-Lite keeps H, W dynamic).", min=16)] = None,
+        dtype: Annotated[str, typer.Option("--dtype", help="safetensors: fp16 (half the size) or fp32.")] = "fp16",
+        ema: Annotated[bool, typer.Option("--ema/--no-ema", help="safetensors from a run: its EMA weights (default) "
+                                          "or the raw trained weights.")] = True,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
+    ) -> None:
+        from bfvr.errors import ConfigError, ModelError, OutputError
+        from bfvr.models.hub import get_spec
+
+        get_spec(model)
+        if fmt == "safetensors":
+            if weights is None:
+                raise ConfigError("--format safetensors needs --weights RUN_FOLDER (or a weights file).")
+            path = export_weights(model, weights, out, dtype=dtype, overwrite=overwrite, ema=ema)
+            typer.echo(f"{path}: {path.stat().st_size / 1e6:.1f} MB ({dtype})")
+            return
+        if fmt != "onnx":
+            raise ConfigError(f"--format must be onnx or safetensors, not {fmt!r}.")
+        if out.suffix != ".onnx":
+            raise ConfigError(f"{out} must end in .onnx.")
+        if out.exists() and not overwrite:
+            raise OutputError(f"{out} exists; pass --overwrite to replace it.")
+        import os
+
+        from bfvr.models.hub import load_model
+        from bfvr.models.onnx import export_onnx
+
+        m = load_model(model, weights=str(weights) if weights else None, offline=True, precision="fp32")
+        if not hasattr(m, "onnx_module"):
+            raise ModelError(f"model '{model}' has no network to export.")
+        tmp = out.with_name(f".{out.name}.partial{os.getpid()}")
+        try:
+            export_onnx(m, tmp, frames=frames, size=size)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        typer.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB")

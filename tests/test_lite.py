@@ -1,0 +1,205 @@
+"""BFVR-Lite: the network, its ClipModel adapter, the bundled weights (a real gain on a held-out clip),
+ONNX export parity and the training task on real clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bfvr.models.lite import LiteNet
+from bfvr.models.lite.clip import LiteClipModel
+
+
+def _random_net(seed: int = 0, **kw) -> LiteNet:
+    torch.manual_seed(seed)
+    net = LiteNet(**kw).eval()
+    torch.nn.init.normal_(net.tail.weight, std=0.02)  # the zero-initialised tail would make it the identity
+    return net
+
+
+def test_untrained_net_is_the_identity() -> None:
+    x = torch.rand(1, 3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(LiteNet(widths=(16, 16, 16))(x), x)
+
+
+def test_temporal_fusion_reaches_four_frames_each_way() -> None:
+    net = _random_net(widths=(16, 16, 16))
+    x = torch.rand(1, 11, 3, 64, 64)
+    with torch.no_grad():
+        base = net(x)[0, 5]
+        for d, seen in ((4, True), (5, False)):
+            y = x.clone()
+            y[0, 5 + d] = torch.rand(3, 64, 64)
+            changed = not torch.allclose(net(y)[0, 5], base)
+            assert changed is seen, f"frame 5 {'should' if seen else 'should not'} see frame {5 + d}"
+
+
+def test_without_temporal_fusion_frames_are_independent() -> None:
+    net = _random_net(widths=(16, 16, 16), temporal=False)
+    x = torch.rand(1, 3, 3, 32, 32)
+    with torch.no_grad():
+        a = net(x)[0, 0]
+        x[0, 1] = 0
+        assert torch.equal(net(x)[0, 0], a)
+
+
+def test_clip_model_pads_odd_sizes_and_matches_the_net() -> None:
+    net = _random_net(widths=(16, 16, 16))
+    m = LiteClipModel(net, clip_len=4, overlap=1, canvas=None, precision="fp32")
+    clip = torch.rand(4, 3, 48, 48)
+    out = m.restore_clip(torch.rand(4, 3, 37, 50))
+    assert out.shape == (4, 3, 37, 50) and out.min() >= 0 and out.max() <= 1
+    with torch.no_grad():
+        ref = net(clip[None])[0].clamp(0, 1)
+    assert torch.allclose(m.restore_clip(clip), ref, atol=1e-6)
+
+
+def test_clip_model_bf16_stays_close_to_fp32() -> None:
+    net = _random_net(widths=(16, 16, 16))
+    clip = torch.rand(4, 3, 64, 64)
+    a = LiteClipModel(net, precision="fp32", canvas=None).restore_clip(clip)
+    b = LiteClipModel(_random_net(widths=(16, 16, 16)), precision="bf16", canvas=None).restore_clip(clip)
+    assert (a - b).abs().max() < 0.05 and (a - b).abs().mean() < 0.005
+
+
+def test_bad_options_are_user_errors() -> None:
+    from bfvr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="overlap"):
+        LiteClipModel(_random_net(widths=(16, 16, 16)), clip_len=4, overlap=4)
+    with pytest.raises(ConfigError, match="precision"):
+        LiteClipModel(_random_net(widths=(16, 16, 16)), precision="fp64")
+
+
+# ------------------------------------------------------------------------------------ bundled weights
+
+@pytest.fixture(scope="module")
+def lite():
+    from bfvr.models.hub import load_model
+    from bfvr.models.weights import cached_path
+
+    if not cached_path("bfvr-lite").is_file():
+        pytest.fail(f"the bundled weights are missing: {cached_path('bfvr-lite')}")
+    return load_model("bfvr-lite", precision="fp32", offline=True)
+
+
+def test_bundled_weights_carry_their_provenance() -> None:
+    from safetensors import safe_open
+
+    from bfvr.models.weights import cached_path
+
+    with safe_open(str(cached_path("bfvr-lite")), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["model"] == "bfvr-lite" and meta["task"] == "lite"
+    assert meta["config"].endswith("configs/lite/train.yaml") and int(meta["step"]) > 0
+
+
+def test_bundled_model_beats_the_degraded_input_on_a_held_out_clip(lite, faces_dir) -> None:
+    """A real gain, so a regression of the shipped weights fails CI: 8 frames of a held-out clip (never
+    trained on), degraded by the fixed evaluation recipe, central 256x256 window."""
+    from bfvr.degrade import recipe
+    from bfvr.degrade.pipeline import clip_rng
+    from bfvr.metrics import psnr
+    from bfvr.train.data import load_clip
+
+    gt = load_clip(faces_dir / "lp_driving_d0.mp4", 8, 512, face_crop=True)
+    lq, _ = recipe("bfvr-eval")(gt, clip_rng(0, "lp_driving_d0"))
+    win = (slice(None), slice(128, 384), slice(128, 384))
+    gt, lq = gt[win], lq[win]
+    x = torch.from_numpy(lq).permute(0, 3, 1, 2).float() / 255
+    pred = (lite.restore_clip(x).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    gain = psnr(pred, gt) - psnr(lq, gt)
+    assert gain >= 0.5, f"PSNR gain {gain:.2f} dB"
+
+
+def test_models_verify_accepts_the_bundled_file_and_refuses_another_models(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from bfvr.models.weights import cached_path
+    from tests.conftest import run_cli
+
+    assert run_cli("models", "verify", str(cached_path("bfvr-lite")), "--model", "bfvr-lite") == 0
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"head.weight": torch.zeros(8, 48, 3, 3)}, str(wrong))
+    assert run_cli("models", "verify", str(wrong), "--model", "bfvr-lite") != 0
+
+
+def test_onnx_export_matches_pytorch(lite, tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime not installed (pip install 'bfvr[onnx]')")
+    from bfvr.models.hub import load_model
+    from bfvr.models.onnx import export_onnx
+
+    path = export_onnx(lite, tmp_path / "lite.onnx", frames=4, size=64)
+    x = torch.rand(1, 6, 3, 96, 80)  # other T, H, W than the export example: the axes are dynamic
+    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"frames": x.numpy()})
+    with torch.no_grad():
+        ref = lite.net(x).numpy()
+    assert np.abs(y - ref).max() <= 1e-3
+    # the same file as a ClipModel through the hub (what `bfvr restore --backend onnxruntime` loads)
+    m = load_model("bfvr-lite", backend="onnxruntime", weights=str(path))
+    assert (m.clip_len, m.overlap, m.canvas) == (lite.clip_len, lite.overlap, lite.canvas)
+    clip = torch.rand(6, 3, 128, 128)
+    assert (m.restore_clip(clip) - lite.restore_clip(clip)).abs().max() <= 1e-3
+    from bfvr.errors import ModelError
+
+    with pytest.raises(ModelError, match="not 'stc'"):
+        load_model("stc", backend="onnxruntime", weights=str(path))
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+def _tiny(faces_dir, out, **over) -> "object":
+    from pathlib import Path
+
+    import yaml
+
+    from bfvr.train.config import config_from_dict
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/lite/tiny.yaml").read_text())
+    raw.update(out_dir=str(out), tensorboard=False)
+    for k, v in over.items():
+        if isinstance(v, dict):
+            raw[k].update(v)
+        else:
+            raw[k] = v
+    raw["data"]["paths"] = [str(faces_dir / "lp_driving_d10.mp4")]
+    raw["val"]["paths"] = [str(faces_dir / "lp_driving_d0.mp4")]
+    return config_from_dict(raw)
+
+
+def test_lite_task_learns_and_resumes_exactly(faces_dir, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from bfvr.train.tracking import read_metrics
+    from bfvr.train.trainer import Trainer
+
+    cfg = _tiny(faces_dir, tmp_path / "a", max_steps=40, log_every=10, ckpt_every=20, val={"every": 20})
+    rec = Trainer(cfg, progress=False).run()
+    first, last = np.mean([r["l1"] for r in rec[:5]]), np.mean([r["l1"] for r in rec[-5:]])
+    assert last < 0.8 * first, (first, last)
+    logged = read_metrics(tmp_path / "a")
+    assert {"val_psnr", "val_psnr_lq", "val_gain_db", "l1", "temporal"} <= set(logged[-1])
+    # 20 steps, then a fresh trainer resumes to 40: same losses and weights as the straight run
+    cfg_b = _tiny(faces_dir, tmp_path / "b", max_steps=40, log_every=10, ckpt_every=20, val={"every": 20})
+    Trainer(cfg_b, progress=False).run(max_steps=20)
+    torch.manual_seed(999)
+    rec_b = Trainer(cfg_b, resume=True, progress=False).run()
+    assert [r["l1"] for r in rec_b] == [r["l1"] for r in rec[20:]]
+    wa = load_file(str(tmp_path / "a/checkpoints/step_00000040/ema.safetensors"))
+    wb = load_file(str(tmp_path / "b/checkpoints/step_00000040/ema.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_held_out_clips_are_never_read_for_training(faces_dir) -> None:
+    from pathlib import Path
+
+    from bfvr.train.config import load_config
+    from bfvr.train.data import BuiltinClipDataset
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs/lite/train.yaml")
+    assert set(cfg.val.names) <= set(cfg.data.exclude) and len(cfg.val.names) >= 3
+    ds = BuiltinClipDataset([str(faces_dir / "lp_driving_d0.mp4"), str(faces_dir / "lp_driving_d18.mp4")],
+                            clip_len=2, size=32, max_frames=4, exclude=["lp_driving_d0"])
+    assert ds.names == ["lp_driving_d18.mp4"]
