@@ -134,13 +134,16 @@ class Restorer:
     def restore_video(self, inp: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False,
                       crf: float = 18, preset: str = "medium", progress: bool | None = None,
                       max_frames: int | None = None, fps: float | None = None,
-                      lossless: bool = False) -> RestoreResult:
+                      lossless: bool = False,
+                      on_frame: Callable[[int, int], None] | None = None) -> RestoreResult:
         """Restore `inp` (video file, GIF or PNG/JPG folder) into `out` (.mp4/.mov/.mkv, or a folder of PNGs
         when it has no suffix), streaming, with the input's timestamps and its audio (copied).
 
         `max_frames` stops early (a preview); `fps` is the frame rate of an image-folder input.
         `lossless` stores the restored RGB frames exactly (FFV1 in .mkv, RGB H.264 in .mp4/.mov; `crf` unused).
-        The output appears only when complete; on any error nothing is left behind.
+        `on_frame(done, total)` is called after each written frame (a front end's progress bar); an
+        exception it raises stops the run (a cancel button) and propagates.
+        The output appears only when complete; on any error (or cancel) nothing is left behind.
         """
         show = self.progress if progress is None else progress
         out_path = Path(out).expanduser()
@@ -165,6 +168,8 @@ class Restorer:
                         writer.write(frame, [pts])
                         n += 1
                         bar.update(1)
+                        if on_frame is not None:
+                            on_frame(n, total)
                 finally:
                     bar.close()
         return RestoreResult(output=writer.path, frames=n, seconds=time.perf_counter() - t0, input_info=info,

@@ -11,7 +11,8 @@ import sys
 
 import typer
 
-from bfvr.commands import bench, compare, degrade, evaluate, export, info, models, prepare, profile, restore, train
+from bfvr.commands import (bench, compare, degrade, evaluate, export, info, models, prepare, profile, restore, train,
+                           ui)
 from bfvr.errors import BfvrError
 
 app = typer.Typer(
@@ -23,7 +24,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for _module in (restore, info, degrade, prepare, train, evaluate, profile, compare, bench, models, export):
+for _module in (restore, info, degrade, prepare, train, evaluate, profile, compare, bench, models, export, ui):
     _module.register(app)
 
 

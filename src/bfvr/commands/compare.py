@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from bfvr.errors import InputError
-
 
 def register(app: typer.Typer) -> None:
     @app.command("compare", help="Write a side-by-side video of the input, the output and (optionally) the GT, "
@@ -26,40 +24,13 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
-        import numpy as np
         from tqdm import tqdm
 
-        from bfvr.io import VideoWriter, open_video
-        from bfvr.metrics.pictures import hstack_labeled
+        from bfvr.metrics.pictures import side_by_side_video
 
         paths = [inp, output] + ([gt] if gt is not None else [])
-        names = [s.strip() for s in labels.split(",")] if labels else ["input", "output", "GT"][:len(paths)]
-        if len(names) != len(paths):
-            raise InputError(f"--labels has {len(names)} entries for {len(paths)} videos.")
-        readers = [open_video(p) for p in paths]
-        try:
-            infos = [r.info for r in readers]
-            n = min(i.frame_count for i in infos)
-            if max_frames is not None:
-                n = min(n, max_frames)
-            height = infos[1].height
-            height -= height % 2
-            its = [r.chunks(16) for r in readers]
-            done = 0
-            with VideoWriter(out, fps=infos[1].fps, crf=crf, overwrite=overwrite) as w, \
-                    tqdm(total=n, unit="frame", desc="compare", disable=quiet) as bar:
-                while done < n:
-                    chunks = [next(it, None) for it in its]
-                    if any(c is None for c in chunks):
-                        break
-                    k = min(min(len(c) for c in chunks), n - done)
-                    frames = [hstack_labeled([c.frames[i] for c in chunks], names, height) for i in range(k)]
-                    w.write(np.stack(frames))
-                    done += k
-                    bar.update(k)
-                    if any(len(c) != k for c in chunks):
-                        break  # chunk boundaries drifted (a shorter video); stop at the common frames
-        finally:
-            for r in readers:
-                r.close()
+        names = [s.strip() for s in labels.split(",")] if labels else None
+        with tqdm(total=max_frames, unit="frame", desc="compare", disable=quiet) as bar:
+            done = side_by_side_video(paths, out, labels=names, max_frames=max_frames, crf=crf,
+                                      overwrite=overwrite, on_frames=bar.update)
         typer.echo(f"{out} ({done} frames)")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bfvr.errors import InputError, OutputError
+from bfvr.errors import OutputError
 
 
 def register(app: typer.Typer) -> None:
@@ -33,55 +33,18 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         import cv2
-        import numpy as np
         from tqdm import tqdm
 
-        from bfvr.io import open_video
-        from bfvr.metrics.pictures import hstack_labeled, temporal_profile
+        from bfvr.metrics.pictures import profile_image
 
         if out.exists() and not overwrite:
             raise OutputError(f"'{out}' already exists; pass --overwrite or choose another --out.")
         if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise OutputError(f"'{out}' should end in .png (or .jpg).")
-        names = [s.strip() for s in labels.split(",")] if labels else [v.stem for v in videos]
-        if len(names) != len(videos):
-            raise InputError(f"--labels has {len(names)} entries for {len(videos)} videos.")
-        for v in videos:
-            if not v.exists():
-                raise InputError(f"'{v}' does not exist; check the path.")
-        if column is not None and row is not None:
-            raise InputError("give --column or --row, not both.")
-        profiles = []
-        first_w = first_h = None
-        for v in tqdm(videos, desc="profile", unit="video", disable=quiet):
-            with open_video(v) as r:
-                w, h = r.info.width, r.info.height
-                first_w, first_h = first_w or w, first_h or h
-                c = rw = None
-                if row is not None:
-                    rw = row if 0 < row < 1 else min(h - 1, int(round(row * h / first_h)))
-                else:
-                    c = column if column is None or 0 < column < 1 else min(w - 1, int(round(column * w / first_w)))
-
-                def chunks(r=r):
-                    n = 0
-                    for ch in r.chunks(32):
-                        f = ch.frames if max_frames is None else ch.frames[:max_frames - n]
-                        n += len(f)
-                        if len(f):
-                            yield f
-                        if max_frames is not None and n >= max_frames:
-                            return
-
-                try:
-                    p = temporal_profile(chunks(), column=c, row=rw)
-                except ValueError as e:
-                    raise InputError(f"{v}: {e}.") from None
-            if scale > 1:
-                p = np.repeat(p, scale, axis=0 if row is not None else 1)
-            profiles.append(p)
-        height = max(p.shape[0] for p in profiles)
-        img = hstack_labeled(profiles, names, height)
+        names = [s.strip() for s in labels.split(",")] if labels else None
+        with tqdm(total=len(videos), desc="profile", unit="video", disable=quiet) as bar:
+            img = profile_image(videos, column=column, row=row, max_frames=max_frames, labels=names, scale=scale,
+                                on_video=lambda _i: bar.update(1))
         out.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(out), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
             raise OutputError(f"could not write '{out}'; check the folder is writable.")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["temporal_profile", "label_strip", "hstack_labeled"]
+__all__ = ["hstack_labeled", "label_strip", "profile_image", "side_by_side_video", "temporal_profile"]
 
 
 def temporal_profile(frames_iter, column: float | None = None, row: float | None = None) -> np.ndarray:
@@ -69,3 +70,106 @@ def hstack_labeled(images: Sequence[np.ndarray], labels: Sequence[str] | None, h
         if i < len(images) - 1 and gap:
             tiles.append(np.full((t.shape[0], gap, 3), 255, np.uint8))
     return np.concatenate(tiles, axis=1)
+
+
+def profile_image(videos: Sequence[str | os.PathLike[str]], *, column: float | None = None, row: float | None = None,
+                  max_frames: int | None = None, labels: Sequence[str] | None = None, scale: int = 1,
+                  on_video: Callable[[int], None] | None = None) -> np.ndarray:
+    """The temporal profiles of several videos side by side with their labels (what `bfvr profile` writes).
+
+    ``column``/``row``: an index given for the first video's size (scaled for the others) or a fraction;
+    default the middle column. ``scale`` enlarges the time axis (nearest) so short clips stay visible.
+    ``labels`` default to the file names; ``on_video(i)`` is called after video ``i``. Raises `InputError`.
+    """
+    from pathlib import Path
+
+    from bfvr.errors import InputError
+    from bfvr.io import open_video
+
+    videos = [Path(v) for v in videos]
+    names = list(labels) if labels is not None else [v.stem for v in videos]
+    if len(names) != len(videos):
+        raise InputError(f"--labels has {len(names)} entries for {len(videos)} videos.")
+    for v in videos:
+        if not v.exists():
+            raise InputError(f"'{v}' does not exist; check the path.")
+    if column is not None and row is not None:
+        raise InputError("give --column or --row, not both.")
+    profiles = []
+    first_w = first_h = None
+    for i, v in enumerate(videos):
+        with open_video(v) as r:
+            w, h = r.info.width, r.info.height
+            first_w, first_h = first_w or w, first_h or h
+            c = rw = None
+            if row is not None:
+                rw = row if 0 < row < 1 else min(h - 1, int(round(row * h / first_h)))
+            else:
+                c = column if column is None or 0 < column < 1 else min(w - 1, int(round(column * w / first_w)))
+
+            def chunks(r=r):
+                n = 0
+                for ch in r.chunks(32):
+                    f = ch.frames if max_frames is None else ch.frames[:max_frames - n]
+                    n += len(f)
+                    if len(f):
+                        yield f
+                    if max_frames is not None and n >= max_frames:
+                        return
+
+            try:
+                p = temporal_profile(chunks(), column=c, row=rw)
+            except ValueError as e:
+                raise InputError(f"{v}: {e}.") from None
+        if scale > 1:
+            p = np.repeat(p, scale, axis=0 if row is not None else 1)
+        profiles.append(p)
+        if on_video is not None:
+            on_video(i)
+    height = max(p.shape[0] for p in profiles)
+    return hstack_labeled(profiles, names, height)
+
+
+def side_by_side_video(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                       labels: Sequence[str] | None = None, max_frames: int | None = None, crf: float = 18,
+                       overwrite: bool = False, on_frames: Callable[[int], None] | None = None) -> int:
+    """Write a labelled side-by-side video of `paths` (what `bfvr compare` writes); returns the frame count.
+
+    Every video is resized to the second one's height (the restored video in input | output [| GT]);
+    stops at the shortest video (or `max_frames`). ``labels`` default to input, output, GT;
+    ``on_frames(k)`` is called after each ``k`` frames written (raising from it aborts: the writer then
+    removes its temporary file). The output appears only when complete.
+    """
+    from bfvr.errors import InputError
+    from bfvr.io import VideoWriter, open_video
+
+    names = list(labels) if labels is not None else ["input", "output", "GT"][:len(paths)]
+    if len(names) != len(paths):
+        raise InputError(f"--labels has {len(names)} entries for {len(paths)} videos.")
+    readers = [open_video(p) for p in paths]
+    try:
+        infos = [r.info for r in readers]
+        n = min(i.frame_count for i in infos)
+        if max_frames is not None:
+            n = min(n, max_frames)
+        ref = infos[1] if len(infos) > 1 else infos[0]
+        height = ref.height - ref.height % 2
+        its = [r.chunks(16) for r in readers]
+        done = 0
+        with VideoWriter(out, fps=ref.fps, crf=crf, overwrite=overwrite) as w:
+            while done < n:
+                chunks = [next(it, None) for it in its]
+                if any(c is None for c in chunks):
+                    break
+                k = min(min(len(c) for c in chunks), n - done)
+                frames = [hstack_labeled([c.frames[i] for c in chunks], names, height) for i in range(k)]
+                w.write(np.stack(frames))
+                done += k
+                if on_frames is not None:
+                    on_frames(k)
+                if any(len(c) != k for c in chunks):
+                    break  # chunk boundaries drifted (a shorter video); stop at the common frames
+    finally:
+        for r in readers:
+            r.close()
+    return done

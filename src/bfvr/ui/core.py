@@ -1,0 +1,469 @@
+"""What the page does, without Gradio: the UI's temporary folder, upload checks, models, restore jobs.
+
+Everything the UI writes lives under one folder it creates itself (`Workspace`, ``bfvr-ui-*`` in the
+system temp dir or ``--temp-dir``): Gradio's upload/result cache and one sub-folder per browser
+session. A session's folder is removed when its tab closes, the whole workspace when the server stops;
+nothing outside it is ever deleted.
+
+A `RestoreJob` runs `Restorer.restore_video` (then the side-by-side video and the temporal profile)
+in a thread; its progress is read by the page, and `cancel()` makes the next frame's callback raise,
+which unwinds through the writer: the temporary output is removed and nothing is left.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from bfvr.errors import BfvrError, InputError, ModelError
+
+#: what the upload box accepts (anything FFmpeg decodes works; these are the usual suffixes)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".gif")
+UPLOAD_SUFFIXES = (*VIDEO_SUFFIXES, ".zip")
+FACE_CHOICES = ("largest", "all", "aligned")
+
+
+class Cancelled(Exception):
+    """Raised inside a run when its cancel button was pressed (not a user error: a request)."""
+
+
+def one_line(e: BaseException, *, replace: tuple[str, str] | None = None) -> str:
+    """The error as the CLI prints it (one line), with a server path replaced by the file's name."""
+    if isinstance(e, BfvrError):
+        msg = " ".join(str(e).split())
+    else:  # a bug: one line too, never a traceback in the page
+        msg = (f"internal error ({type(e).__name__}: {' '.join(str(e).split())}); "
+               "please report it (the terminal has no more detail unless BFVR_DEBUG=1).")
+    if replace is not None and replace[0]:
+        msg = msg.replace(replace[0], replace[1])
+    return msg
+
+
+# ------------------------------------------------------------------------------------------ folders
+
+class Workspace:
+    """The UI's own temporary folder: ``gradio/`` (Gradio's cache) and ``sessions/<id>/``."""
+
+    def __init__(self, parent: str | Path | None = None) -> None:
+        if parent is not None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="bfvr-ui-", dir=parent))
+        self.gradio_dir = self.root / "gradio"
+        self.sessions_dir = self.root / "sessions"
+        self.gradio_dir.mkdir()
+        self.sessions_dir.mkdir()
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    def session(self, session_id: str | None) -> Path:
+        sid = re.sub(r"[^A-Za-z0-9_-]", "_", session_id or "anonymous")[:64] or "anonymous"
+        d = self.sessions_dir / sid
+        d.mkdir(exist_ok=True)
+        return d
+
+    def new_dir(self, session_id: str | None, kind: str) -> Path:
+        """A fresh ``<kind>-<n>`` folder in the session's folder."""
+        with self._lock:
+            self._counter += 1
+            n = self._counter
+        d = self.session(session_id) / f"{kind}-{n}"
+        d.mkdir()
+        return d
+
+    def drop_old(self, session_id: str | None, kind: str, keep: Path | None = None) -> None:
+        """Remove the session's earlier ``<kind>-*`` folders (the UI made them; Gradio has its own copies)."""
+        for d in self.session(session_id).glob(f"{kind}-*"):
+            if d.is_dir() and d != keep:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def drop_session(self, session_id: str | None) -> None:
+        shutil.rmtree(self.session(session_id), ignore_errors=True)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+@dataclass(frozen=True)
+class Limits:
+    max_upload_mb: float = 500.0
+    max_seconds: float = 600.0
+
+
+def find_samples(folder: str | Path | None) -> list[Path]:
+    """The video files in `folder` (sample clips the page offers), sorted by name."""
+    if folder is None:
+        return []
+    p = Path(folder).expanduser()
+    return sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES
+                   and not f.name.startswith(".")), key=lambda f: f.name.lower())
+
+
+def _natural_key(s: str) -> list[object]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+
+
+def extract_frames_zip(path: Path, dest: Path, limits: Limits, name: str) -> Path:
+    """Extract the PNG/JPG frames of a zip into `dest` (renamed 000000.png ... in natural order); no other
+    member is written, paths inside the zip are never used as paths here."""
+    from bfvr.io.reader import IMAGE_SUFFIXES
+
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise InputError(f"'{name}' is not a readable zip file ({e}); give a video, a GIF or a zip of "
+                         "PNG/JPG frames.") from None
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir()
+                   and PurePosixPath(m.filename).suffix.lower() in IMAGE_SUFFIXES
+                   and not any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(m.filename).parts)]
+        if not members:
+            raise InputError(f"'{name}' has no PNG/JPG frames; zip the frames of one video (one image per frame).")
+        total = sum(m.file_size for m in members)
+        max_bytes = 4 * limits.max_upload_mb * 2**20
+        if total > max_bytes:
+            raise InputError(f"the frames in '{name}' unpack to {total / 2**20:.0f} MB; this page takes up to "
+                             f"{max_bytes / 2**20:.0f} MB of frames (start bfvr ui with a larger --max-upload-mb).")
+        members.sort(key=lambda m: _natural_key(m.filename))
+        dest.mkdir(parents=True, exist_ok=True)
+        for i, m in enumerate(members):
+            target = dest / f"{i:06d}{PurePosixPath(m.filename).suffix.lower()}"
+            with zf.open(m) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+    return dest
+
+
+def check_upload_size(path: Path, name: str, limits: Limits) -> None:
+    size = path.stat().st_size
+    if size > limits.max_upload_mb * 2**20:
+        raise InputError(f"'{name}' is {size / 2**20:.0f} MB; this page accepts uploads up to "
+                         f"{limits.max_upload_mb:g} MB (start bfvr ui with --max-upload-mb to change it).")
+
+
+@dataclass
+class Source:
+    """An input ready for the reader: `path` (a file, or a folder of frames from a zip) and its info."""
+
+    path: Path
+    name: str
+    info: Any  # bfvr.io.VideoInfo
+    fps: float | None = None  # frame rate given to an image folder
+
+
+def open_source(path: str | Path, work: Path | None, limits: Limits, *, name: str | None = None,
+                frames_fps: float | None = None, check_size: bool = True) -> Source:
+    """Check an upload (or sample) and probe it: `InputError` with the CLI's sentence when it is unusable."""
+    from bfvr.io import probe
+    from bfvr.io.reader import open_video
+
+    p = Path(path)
+    name = name or p.name
+    try:
+        if not p.exists():
+            raise InputError(f"'{p}' does not exist; upload the file again.")
+        if check_size and p.is_file():
+            check_upload_size(p, name, limits)
+        fps = None
+        if p.suffix.lower() == ".zip":
+            if work is None:
+                raise InputError("a zip of frames needs a work folder.")
+            p = extract_frames_zip(p, work / "frames", limits, name)
+            fps = frames_fps or 25.0
+            with open_video(p, fps=fps) as r:
+                info = r.info
+        else:
+            info = probe(p)
+        if info.frame_count <= 0:
+            raise InputError(f"'{name}' has no video frames; give a video with at least one frame.")
+    except BfvrError as e:
+        raise InputError(one_line(e, replace=(str(path), name)).replace(str(p), name)) from None
+    return Source(path=p, name=name, info=info, fps=fps)
+
+
+def describe(info: Any) -> str:
+    """One line of what the reader sees: size, fps, frames, duration, audio."""
+    fps = float(info.fps)
+    audio = (f"audio {info.audio_codec} {info.audio_sample_rate} Hz, {info.audio_channels} ch"
+             if info.has_audio else "no audio")
+    count = f"{info.frame_count}" + ("" if info.frame_count_exact else " (estimated)")
+    return (f"{info.width}×{info.height} · {fps:.3g} fps · {count} frames · {info.duration:.2f} s · {audio} · "
+            f"{info.kind}{' ' + info.codec if info.codec else ''}")
+
+
+def read_frame(path: Path, index: int, fps: float | None = None) -> np.ndarray:
+    """Frame `index` (clamped to the last frame) of a video, RGB uint8."""
+    from bfvr.io.reader import open_video
+
+    last = None
+    with open_video(path, fps=fps) as r:
+        for i, (f, _) in enumerate(r.frames()):
+            last = f
+            if i >= index:
+                break
+    if last is None:
+        raise InputError(f"'{path.name}' has no frames.")
+    return last
+
+
+def preview_frames(info: Any, seconds: float | None) -> int | None:
+    """The frame count of a preview of the first `seconds` (None: the whole video)."""
+    if not seconds or seconds <= 0:
+        return None
+    n = max(1, math.ceil(seconds * float(info.fps) - 1e-6))
+    return None if n >= info.frame_count else n
+
+
+# ------------------------------------------------------------------------------------------- models
+
+def model_problem(name: str) -> str | None:
+    """Why model `name` cannot run here (weights missing, unknown name), or None when it can."""
+    from bfvr.models import weights as W
+    from bfvr.models.hub import get_spec
+
+    try:
+        spec = get_spec(name)
+        if spec.weights is None:
+            return None
+        path = W.cached_path(spec.weights)
+    except BfvrError as e:
+        return one_line(e)
+    if path.is_file():
+        return None
+    return (f"its weights are not on this machine (run `bfvr models download {name}` or put the file at "
+            f"{path})")
+
+
+def model_table() -> list[tuple[str, str, str | None]]:
+    """(name, description, problem or None) of every model the hub knows."""
+    from bfvr.models.hub import available_models
+
+    return [(s.name, s.description, model_problem(s.name)) for s in available_models()]
+
+
+def default_model() -> str:
+    """`bfvr.models.DEFAULT_MODEL` when it can run here, else the first model that can (identity)."""
+    from bfvr.models import DEFAULT_MODEL
+
+    if model_problem(DEFAULT_MODEL) is None:
+        return DEFAULT_MODEL
+    for name, _, problem in model_table():
+        if problem is None:
+            return name
+    return DEFAULT_MODEL
+
+
+class RestorerCache:
+    """Loaded models, one per name (loading STC takes seconds; every run of the process shares it)."""
+
+    def __init__(self, device: str = "auto") -> None:
+        self.device = device
+        self._lock = threading.Lock()
+        self._restorers: dict[str, Any] = {}
+
+    def get(self, name: str, faces: Any) -> Any:
+        from bfvr.api import Restorer
+
+        problem = model_problem(name)
+        if problem is not None:
+            raise ModelError(f"model '{name}' is unavailable: {problem}.")
+        with self._lock:
+            r = self._restorers.get(name)
+            if r is None:
+                # offline: the page never downloads weights by itself (`bfvr models download NAME` does)
+                r = self._restorers[name] = Restorer(name, device=self.device, offline=True, progress=False)
+        r = copy.copy(r)  # same loaded model, this run's face settings
+        r.faces = faces
+        return r
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+
+@dataclass
+class Settings:
+    model: str
+    faces: str = "largest"
+    crf: float = 18
+    preview_seconds: float = 0.0
+    frames_fps: float | None = None
+
+    def face_options(self) -> Any:
+        if self.faces not in FACE_CHOICES:
+            raise InputError(f"faces must be one of {', '.join(FACE_CHOICES)}, not {self.faces!r}.")
+        if self.faces == "aligned":
+            return None  # whole frames: the input is already a face crop (bfvr restore --has-aligned)
+        from bfvr.faces import FaceOptions
+
+        opts = FaceOptions(select=self.faces, crop_mode="auto")
+        opts.validate()
+        return opts
+
+
+@dataclass
+class Result:
+    restored: Path
+    side_by_side: Path
+    profile: Path
+    frames: int
+    audio: bool
+    settings: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class RestoreJob:
+    """One run in a thread: restore, side-by-side video, temporal profile. Read `stage`/`done`/`total`."""
+
+    def __init__(self, source: Source, settings: Settings, out_dir: Path, restorers: RestorerCache,
+                 limits: Limits) -> None:
+        self.source, self.settings, self.out_dir = source, settings, out_dir
+        self.restorers, self.limits = restorers, limits
+        self.stage = "starting …"
+        self.done = 0
+        self.total = 0
+        self.t_restore: float | None = None
+        self.result: Result | None = None
+        self.error: str | None = None
+        self.cancelled = False
+        self._finished: list[Path] = []
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bfvr-ui-restore", daemon=True)
+
+    # -- control
+    def start(self) -> RestoreJob:
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _check(self, *_: object) -> None:
+        if self._cancel.is_set():
+            raise Cancelled()
+
+    # -- progress
+    def progress_text(self) -> str:
+        if self.stage == "loading":
+            return f"loading model {self.settings.model} …"
+        if self.stage in ("restoring", "side-by-side"):
+            what = "restoring" if self.stage == "restoring" else "writing the side-by-side video"
+            if not self.t_restore or not self.done:
+                return f"{what}: 0/{self.total} frames"
+            dt = max(time.perf_counter() - self.t_restore, 1e-6)
+            rate = self.done / dt
+            left = (self.total - self.done) / rate if rate > 0 else float("nan")
+            return f"{what}: {self.done}/{self.total} frames · {rate:.1f} frames/s · {left:.0f} s left"
+        if self.stage == "profile":
+            return "drawing the temporal profile …"
+        return self.stage
+
+    # -- work
+    def _run(self) -> None:
+        try:
+            self._work()
+            self.stage = "done"
+        except Cancelled:
+            self.cancelled = True
+            self.stage = "cancelled"
+            self._remove_partial()
+        except BaseException as e:  # noqa: BLE001 - reported in the page as one line
+            self.error = one_line(e, replace=(str(self.source.path), self.source.name))
+            self.stage = "failed"
+            self._remove_partial()
+
+    def _remove_partial(self) -> None:
+        # the writers remove their own temporary files when a run stops; what this run already finished
+        # (the restored video when the side-by-side step is cancelled) is removed too: no half result
+        for f in self._finished:
+            f.unlink(missing_ok=True)
+
+    def _work(self) -> None:
+        from bfvr.metrics.pictures import profile_image, side_by_side_video
+
+        s, src, info = self.settings, self.source, self.source.info
+        t0 = time.perf_counter()
+        max_frames = preview_frames(info, s.preview_seconds)
+        n = info.frame_count if max_frames is None else max_frames
+        seconds = n / float(info.fps)
+        if seconds > self.limits.max_seconds + 1e-6:
+            raise InputError(f"'{src.name}' lasts {info.duration:.1f} s; this page restores up to "
+                             f"{self.limits.max_seconds:g} s: set a preview of at most that many seconds (or start "
+                             "bfvr ui with a larger --max-seconds).")
+        faces = s.face_options()
+        self.stage = "loading"
+        self._check()
+        restorer = self.restorers.get(s.model, faces)
+        t_load = time.perf_counter() - t0
+        self._check()
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(src.name).stem)[:60] or "video"
+        restored = self.out_dir / f"{stem}_restored.mp4"
+        self.total, self.done = n, 0
+        self.t_restore = time.perf_counter()
+        self.stage = "restoring"
+
+        def on_frame(done: int, total: int) -> None:
+            self.done = done
+            self._check()
+
+        res = restorer.restore_video(src.path, restored, crf=s.crf, max_frames=max_frames, fps=src.fps,
+                                     on_frame=on_frame)
+        t_rest = time.perf_counter() - self.t_restore
+        self._finished.append(restored)
+        self._check()
+        # side by side: input | restored (the library function `bfvr compare` calls)
+        self.stage = "side-by-side"
+        self.done, self.total, self.t_restore = 0, res.frames, time.perf_counter()
+        side = self.out_dir / f"{stem}_side_by_side.mp4"
+        t1 = time.perf_counter()
+
+        def on_frames(k: int) -> None:
+            self.done += k
+            self._check()
+
+        side_by_side_video([src.path, restored], side, labels=["input", f"restored ({restorer.name})"],
+                           max_frames=res.frames, crf=s.crf, on_frames=on_frames)
+        t_side = time.perf_counter() - t1
+        self._finished.append(side)
+        self.stage = "profile"
+        self._check()
+        t2 = time.perf_counter()
+        scale = max(1, min(4, 256 // max(res.frames, 1)))
+        img = profile_image([src.path, restored], max_frames=res.frames, labels=["input", "restored"], scale=scale)
+        import cv2
+
+        profile = self.out_dir / f"{stem}_profile.png"
+        self._finished.append(profile)
+        cv2.imwrite(str(profile), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        t_prof = time.perf_counter() - t2
+        settings = {
+            "input": src.name, "input video": describe(info), "model": restorer.name,
+            "device": str(restorer.device), "precision": restorer.precision, "faces": s.faces,
+            "crf": s.crf, "preview": f"first {res.frames} frames (audio left out)" if max_frames else "whole video",
+            "frames restored": res.frames, "audio": "copied" if res.audio else "none",
+        }
+        if src.fps:
+            settings["frame rate of the zipped frames"] = src.fps
+        timings = {"load model s": round(t_load, 2), "restore s": round(t_rest, 2),
+                   "restore frames/s": round(res.frames / t_rest, 2) if t_rest > 0 else 0.0,
+                   "side-by-side s": round(t_side, 2), "profile s": round(t_prof, 2),
+                   "total s": round(time.perf_counter() - t0, 2)}
+        self.result = Result(restored=restored, side_by_side=side, profile=profile, frames=res.frames,
+                             audio=res.audio, settings=settings, timings=timings)
