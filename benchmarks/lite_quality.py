@@ -57,6 +57,8 @@ def scores(pred: np.ndarray, gt: np.ndarray, faces) -> dict[str, float]:
 
 
 def main() -> None:
+    from bfvr.metrics import psnr, ssim_frames
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="bfvr-lite")
     ap.add_argument("--weights", default=None)
@@ -68,6 +70,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-ids", action="store_true", help="skip the dlib identity score")
     ap.add_argument("--strip", default=None, help="save an LQ | restored | GT picture (PNG) of the first clip")
+    ap.add_argument("--crf", type=float, default=18,
+                    help="also score the output after an x264 yuv420p round trip at this CRF (what `bfvr restore` "
+                         "writes by default); 0 = skip")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -93,6 +98,12 @@ def main() -> None:
         dt = time.perf_counter() - t0
         row = {"clip": name, "frames": len(gt), "s_per_frame": dt / len(gt),
                "lq": scores(lq, gt, faces), "out": scores(pred, gt, faces)}
+        if a.crf:
+            from bfvr.degrade.codec import X264Roundtrip
+
+            rt = X264Roundtrip(pred.shape[2], pred.shape[1], int(a.crf))
+            enc = np.concatenate([rt.push(pred), rt.flush()])
+            row[f"out_crf{a.crf:g}"] = {"psnr": psnr(enc, gt), "ssim": float(np.mean(ssim_frames(enc, gt)))}
         rows.append(row)
         if a.strip and strip is None:
             i = len(gt) // 2
@@ -104,6 +115,9 @@ def main() -> None:
            "gain": {"psnr_db": mean["out"]["psnr"] - mean["lq"]["psnr"],
                     "ssim": mean["out"]["ssim"] - mean["lq"]["ssim"],
                     "flicker": mean["out"]["flicker"] - mean["lq"]["flicker"]}}
+    k = f"out_crf{a.crf:g}"
+    if a.crf:
+        res[k] = {m: float(np.mean([rw[k][m] for rw in rows])) for m in ("psnr", "ssim")}
     if a.strip and strip is not None:
         import cv2
 
@@ -121,6 +135,9 @@ def main() -> None:
             print(f"{rw['clip']:18} {side:5} " + " ".join(f"{rw[side][c]:8.4f}" for c in cols) + extra)
     for side in ("lq", "out"):
         print(f"{'MEAN':18} {side:5} " + " ".join(f"{mean[side][c]:8.4f}" for c in cols))
+    if a.crf:
+        print(f"{'MEAN':18} crf{a.crf:<2g} {res[k]['psnr']:8.4f} {res[k]['ssim']:8.4f}   (output written as "
+              f"yuv420p H.264 CRF {a.crf:g}: {res[k]['psnr'] - mean['out']['psnr']:+.2f} dB vs lossless)")
     g = res["gain"]
     print(f"gain: PSNR {g['psnr_db']:+.2f} dB, SSIM {g['ssim']:+.4f}, flicker {g['flicker']:+.3f} (lower is better)")
 
