@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from bfvr.errors import DependencyError, OutputError
+from bfvr.errors import DependencyError
 from bfvr.io import VideoInfo, VideoWriter, open_video
+from bfvr.io.paths import check_not_url
 from bfvr.io.writer import output_kind, prepare_output
 
 FaceHook = Callable[[Any, Iterable[np.ndarray]], Iterable[np.ndarray]]
@@ -144,9 +145,8 @@ class Restorer:
         out_path = Path(out).expanduser()
         output_kind(out_path)  # fail on a bad suffix before decoding anything
         in_path = Path(inp).expanduser()
-        if out_path.exists() and in_path.exists() and os.path.samefile(in_path, out_path):
-            raise OutputError(f"the output '{out_path}' is the input; choose another output path.")
-        prepare_output(out_path, overwrite, create=False)
+        check_not_url(inp)
+        prepare_output(out_path, overwrite, create=False, inputs=[in_path])
         t0 = time.perf_counter()
         with open_video(in_path, fps=fps) as reader:
             info = reader.info
@@ -155,7 +155,7 @@ class Restorer:
             n = 0
             with VideoWriter(out_path, fps=info.fps, time_base=info.time_base,
                              audio_from=in_path if audio else None, crf=crf, preset=preset,
-                             overwrite=overwrite) as writer:
+                             overwrite=overwrite, inputs=[in_path]) as writer:
                 bar = _progress(total, show, f"restore ({self.name})")
                 try:
                     for frame, pts in self.restore_frames(_limit(reader.frames(), max_frames)):

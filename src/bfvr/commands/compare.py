@@ -36,6 +36,12 @@ def register(app: typer.Typer) -> None:
         names = [s.strip() for s in labels.split(",")] if labels else ["input", "output", "GT"][:len(paths)]
         if len(names) != len(paths):
             raise InputError(f"--labels has {len(names)} entries for {len(paths)} videos.")
+        from bfvr.io.paths import check_not_url
+        from bfvr.io.writer import prepare_output
+
+        for p in paths:
+            check_not_url(p)
+        prepare_output(out, overwrite, create=False, inputs=paths)  # before any decoding
         readers = [open_video(p) for p in paths]
         try:
             infos = [r.info for r in readers]
@@ -46,7 +52,7 @@ def register(app: typer.Typer) -> None:
             height -= height % 2
             its = [r.chunks(16) for r in readers]
             done = 0
-            with VideoWriter(out, fps=infos[1].fps, crf=crf, overwrite=overwrite) as w, \
+            with VideoWriter(out, fps=infos[1].fps, crf=crf, overwrite=overwrite, inputs=paths) as w, \
                     tqdm(total=n, unit="frame", desc="compare", disable=quiet) as bar:
                 while done < n:
                     chunks = [next(it, None) for it in its]

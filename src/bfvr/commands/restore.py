@@ -77,8 +77,11 @@ def register(app: typer.Typer) -> None:
         if preset not in _PRESETS:
             raise ConfigError(f"--preset {preset!r} is not an x264 preset; use one of: {', '.join(_PRESETS)}.")
         # check the cheap things (output path, input) before loading a model
+        from bfvr.io.paths import check_not_url
+
+        check_not_url(inp)
         output_kind(out)
-        prepare_output(out, overwrite, create=False)
+        prepare_output(out, overwrite, create=False, inputs=[inp])
         from bfvr.io import probe
 
         probe(inp) if not inp.is_dir() else None

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bfvr.errors import InputError, OutputError
+from bfvr.io.paths import FRAMES_MARKER, check_replaceable, check_separate, remove_own_frames_dir
 from bfvr.io.reader import SIZE_TAG
 
 _PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
@@ -54,18 +55,18 @@ def output_kind(out: Path) -> str:
                       "or a path without suffix for a folder of PNG frames.")
 
 
-def prepare_output(out: str | os.PathLike[str], overwrite: bool = False, *, create: bool = True) -> Path:
-    """Check that `out` may be written (exists? folder writable?) and create its parent folder
-    (`create=False`: only check, so a failure later leaves no empty folder behind)."""
+def prepare_output(out: str | os.PathLike[str], overwrite: bool = False, *, create: bool = True,
+                   inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:
+    """Check that `out` may be written (exists? folder writable? not one of `inputs`? with `overwrite`,
+    only ever something bfvr writes: see `bfvr.io.paths`) and create its parent folder (`create=False`:
+    only check, so a failure later leaves no empty folder behind)."""
     out = Path(out).expanduser()
     kind = output_kind(out)
+    check_separate(inputs, out, out_is_dir=kind == "images")
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise OutputError(f"'{out}' already exists; pass --overwrite to replace it or choose another path.")
-        if kind == "video" and out.is_dir():
-            raise OutputError(f"'{out}' is a folder; choose a file path for the video.")
-        if kind == "images" and out.exists() and not out.is_dir():
-            raise OutputError(f"'{out}' is a file; choose a folder path (no suffix) for PNG frames.")
+        check_replaceable(out, kind)
     parent = out.parent
     if not create:
         existing = parent
@@ -100,9 +101,10 @@ class VideoWriter:
                  time_base: Fraction | None = None, audio_from: str | os.PathLike[str] | None = None,
                  crf: float = 18, preset: str = "medium", overwrite: bool = False,
                  size: tuple[int, int] | None = None, codec: str = "libx264", pix_fmt: str = "yuv420p",
-                 codec_options: dict[str, str] | None = None) -> None:
+                 codec_options: dict[str, str] | None = None,
+                 inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
         missing = [d for d in Path(out).expanduser().absolute().parents if not d.exists()]
-        self.path = prepare_output(out, overwrite)
+        self.path = prepare_output(out, overwrite, inputs=[*inputs, audio_from])
         self._created_dirs = missing  # removed again (when empty) if the write fails
         self.kind = output_kind(self.path)
         self.fps = Fraction(fps).limit_denominator(1_000_000) if not isinstance(fps, Fraction) else fps
@@ -110,8 +112,6 @@ class VideoWriter:
             raise OutputError(f"frame rate must be positive, got {fps}.")
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
         self.audio_from = Path(audio_from) if audio_from else None
-        if self.audio_from is not None and _same_file(self.audio_from, self.path):
-            raise OutputError(f"the output '{self.path}' is the input; choose another output path.")
         if not (0 <= float(crf) <= 51):
             raise OutputError(f"--crf must be between 0 and 51, got {crf}.")
         if codec == "libx264" and preset not in _PRESETS:
@@ -131,6 +131,8 @@ class VideoWriter:
         try:
             if self.kind == "images":
                 self._tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
+                (self._tmp / FRAMES_MARKER).write_text("PNG frames written by bfvr; `--overwrite` may replace "
+                                                       "this folder while it holds only bfvr's frames.\n")
             else:
                 fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}",
                                            dir=parent)
@@ -267,14 +269,15 @@ class VideoWriter:
         if self.path.exists() or self.path.is_symlink():
             if not self.overwrite:
                 raise OutputError(f"'{self.path}' appeared while writing; pass --overwrite to replace it.")
+            check_replaceable(self.path, self.kind)  # again: the folder may have changed while writing
             if self.path.is_dir() and not self.path.is_symlink():
-                shutil.rmtree(self.path)
+                remove_own_frames_dir(self.path)
             else:
                 self.path.unlink()
-        if self._tmp.is_file():  # mkstemp makes 0600 files; give the output the usual umask permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp, 0o666 & ~umask)
+        # mkstemp/mkdtemp make 0600 files / 0700 folders; give the output the usual umask permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, (0o777 if self._tmp.is_dir() else 0o666) & ~umask)
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
@@ -400,13 +403,6 @@ class _AudioMux:
             self._inp.close()
         except Exception:
             pass
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
 
 
 def write_video(out: str | os.PathLike[str], frames: Iterable[np.ndarray] | np.ndarray, fps: float | Fraction = 25,

@@ -133,7 +133,10 @@ class Trainer:
     # run folder, checkpoints
 
     def _prepare_run_dir(self) -> None:
+        from bfvr.io.paths import check_separate
+
         rd = self.run_dir
+        check_separate(self.cfg.data.paths, rd, out_is_dir=True, what="run")
         has_ckpt = (rd / ckpt.CKPT_DIR).is_dir() and any((rd / ckpt.CKPT_DIR).glob("step_*"))
         if has_ckpt and not self.resume:
             raise OutputError(f"{rd} already holds checkpoints; pass --resume to continue that run or choose "

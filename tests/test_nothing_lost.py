@@ -1,0 +1,141 @@
+"""Nothing lost, ever (issue 10): bfvr never deletes or rewrites a file it did not create in that run.
+
+Each test does what a user did: point an output at a folder holding their own files (and the input
+itself), with --overwrite, and checks every file's sha256 before and after, the exit code and the one
+sentence on stderr."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under root (folders as 'dir')."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        out[str(p.relative_to(root))] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _user_folder(tmp_path: Path, faces_dir: Path, name: str = "work") -> tuple[Path, Path]:
+    """A user's folder: an unrelated file, a subfolder with a file, and the input video inside."""
+    d = tmp_path / name
+    (d / "sub").mkdir(parents=True)
+    (d / "notes.txt").write_text("my notes\n")
+    (d / "sub" / "keep.bin").write_bytes(b"\x00\x01" * 100)
+    inp = d / "in.mp4"
+    shutil.copyfile(faces_dir / "lp_driving_d18.mp4", inp)
+    return d, inp
+
+
+def _one_sentence_error(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bfvr: error: ") and "Traceback" not in err and "internal error" not in err, err
+    return lines[0]
+
+
+def test_restore_overwrite_into_user_folder_with_input_inside(tmp_path, faces_dir, capsys) -> None:
+    d, inp = _user_folder(tmp_path, faces_dir)
+    before = _snapshot(d)
+    code = run_cli("restore", str(inp), "-o", str(d), "--overwrite", "--model", "identity", "-q")
+    assert code != 0
+    line = _one_sentence_error(capsys.readouterr().err)
+    assert "input" in line
+    assert _snapshot(d) == before
+
+
+def test_restore_overwrite_refuses_a_folder_with_other_files(tmp_path, faces_dir, capsys) -> None:
+    d, inp = _user_folder(tmp_path, faces_dir)
+    target = tmp_path / "frames"
+    (target / "deep").mkdir(parents=True)
+    (target / "000000.png").write_bytes(b"not mine")  # looks like a frame, but no bfvr marker
+    (target / "deep" / "x.txt").write_text("x")
+    before, before_in = _snapshot(target), _snapshot(d)
+    code = run_cli("restore", str(inp), "-o", str(target), "--overwrite", "--model", "identity", "-q",
+                   "--max-frames", "2", "--has-aligned")
+    assert code != 0
+    _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(target) == before and _snapshot(d) == before_in
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no hidden partial left
+
+
+def test_restore_overwrite_replaces_only_its_own_frames(tmp_path, faces_dir, capsys) -> None:
+    """A frame folder bfvr wrote is replaced by --overwrite; once a user adds a file it is refused."""
+    _, inp = _user_folder(tmp_path, faces_dir)
+    out = tmp_path / "frames"
+    args = ["restore", str(inp), "-o", str(out), "--model", "identity", "-q", "--has-aligned"]
+    assert run_cli(*args, "--max-frames", "3") == 0
+    assert sorted(p.name for p in out.iterdir()) == [".bfvr-frames", "000000.png", "000001.png", "000002.png"]
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask() and (out / "000000.png").stat().st_mode & 0o777 == \
+        0o666 & ~_umask()
+    assert run_cli(*args, "--max-frames", "2", "--overwrite") == 0
+    assert sorted(p.name for p in out.iterdir()) == [".bfvr-frames", "000000.png", "000001.png"]
+    (out / "mine.txt").write_text("added by the user")
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert run_cli(*args, "--max-frames", "2", "--overwrite") != 0
+    _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(out) == before
+
+
+def _umask() -> int:
+    import os
+
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+@pytest.mark.parametrize("out_rel", [".", "sub", "in.mp4"])
+def test_prepare_refuses_output_that_is_in_or_around_the_input(tmp_path, faces_dir, capsys, out_rel) -> None:
+    d, inp = _user_folder(tmp_path, faces_dir)
+    before = _snapshot(tmp_path)
+    src = str(d) if out_rel != "in.mp4" else str(inp)
+    out = str(d / out_rel) if out_rel != "in.mp4" else str(d)
+    code = run_cli("prepare", src, out, "--overwrite", "--no-orientation", "--ocr", "none", "-q")
+    assert code != 0
+    _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(tmp_path) == before
+
+
+def test_prepare_output_around_the_input_folder(tmp_path, faces_dir, capsys) -> None:
+    d, _ = _user_folder(tmp_path, faces_dir)
+    before = _snapshot(tmp_path)
+    assert run_cli("prepare", str(d), str(tmp_path), "--overwrite", "--no-orientation", "--ocr", "none", "-q") != 0
+    _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("cmd", ["degrade", "compare", "evaluate"])
+def test_other_commands_refuse_to_write_over_their_inputs(tmp_path, faces_dir, capsys, cmd) -> None:
+    d, inp = _user_folder(tmp_path, faces_dir)
+    before = _snapshot(tmp_path)
+    if cmd == "degrade":
+        argv = ["degrade", str(d), str(d / "sub"), "--overwrite", "-q"]
+    elif cmd == "compare":
+        argv = ["compare", str(inp), str(inp), "-o", str(inp), "--overwrite", "-q"]
+    else:
+        argv = ["evaluate", "--pred", str(d), "--gt", str(d), "-o", str(d), "--overwrite", "-q"]
+    assert run_cli(*argv) != 0
+    _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(tmp_path) == before
+    # the same with the output file = the input (degrade without audio: no audio copy to catch it)
+    if cmd == "degrade":
+        assert run_cli("degrade", str(inp), str(inp), "--overwrite", "--no-audio", "-q") != 0
+        _one_sentence_error(capsys.readouterr().err)
+        assert _snapshot(tmp_path) == before
+
+
+def test_url_input_says_urls_are_not_supported(tmp_path, capsys) -> None:
+    assert run_cli("restore", "https://example.com/v.mp4", "-o", str(tmp_path / "o.mp4"), "--model",
+                   "identity") == 2
+    line = _one_sentence_error(capsys.readouterr().err)
+    assert "URL" in line and "https://example.com/v.mp4" in line
+    assert not list(tmp_path.iterdir())
