@@ -139,3 +139,52 @@ def test_url_input_says_urls_are_not_supported(tmp_path, capsys) -> None:
     line = _one_sentence_error(capsys.readouterr().err)
     assert "URL" in line and "https://example.com/v.mp4" in line
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------- signals
+def _hidden(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*") if p.name != ".bfvr-frames"]
+
+
+@pytest.mark.parametrize("cmd,sig", [("restore", "SIGTERM"), ("restore", "SIGHUP"), ("restore", "SIGINT"),
+                                     ("prepare", "SIGTERM"),
+                                     pytest.param("prepare", "SIGHUP", marks=pytest.mark.slow),
+                                     pytest.param("prepare", "SIGINT", marks=pytest.mark.slow)])
+def test_signal_mid_run_leaves_nothing(tmp_path, faces_dir, cmd, sig) -> None:
+    """kill / timeout / a closed terminal / Ctrl-C in the middle of writing: the command stops with
+    128 + signal number, removes its hidden partial output and leaves the input as it was."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inp_dir = tmp_path / "in"
+    inp_dir.mkdir()
+    inp = inp_dir / "clip.mp4"
+    shutil.copyfile(faces_dir / "lp_driving_d18.mp4", inp)
+    before = _snapshot(inp_dir)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    if cmd == "restore":
+        argv = ["restore", str(inp), "-o", str(out_dir / "restored.mp4"), "--model", "identity", "-q"]
+    else:
+        argv = ["prepare", str(inp), str(out_dir / "prep"), "--no-orientation", "--ocr", "none", "-q"]
+    p = subprocess.Popen([sys.executable, "-m", "bfvr.cli", *argv], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(".partial" in h.name for h in _hidden(out_dir)):  # mid-write
+            assert p.poll() is None, p.communicate()[1]
+            assert time.monotonic() < deadline, "no partial output appeared"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        num = getattr(signal, sig)
+        p.send_signal(num)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 128 + num, err
+    assert "Traceback" not in err
+    assert _snapshot(inp_dir) == before
+    assert not _hidden(out_dir) and not list(out_dir.rglob("*.mp4")) and not list(out_dir.rglob("manifest*"))
+    assert not (out_dir / "prep").exists()  # prepare made that folder in this run: removed again
