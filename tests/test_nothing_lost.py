@@ -188,3 +188,64 @@ def test_signal_mid_run_leaves_nothing(tmp_path, faces_dir, cmd, sig) -> None:
     assert _snapshot(inp_dir) == before
     assert not _hidden(out_dir) and not list(out_dir.rglob("*.mp4")) and not list(out_dir.rglob("manifest*"))
     assert not (out_dir / "prep").exists()  # prepare made that folder in this run: removed again
+
+
+# ------------------------------------------------------------------------------ short clips, sparse detection
+class _Invert:
+    """A ClipModel that changes every pixel (1 - x), so a restored face is plain to see."""
+
+    name = "invert"
+    clip_len = None
+    overlap = 0
+    canvas = (256, 256)
+
+    def __init__(self) -> None:
+        import torch
+
+        self.device = torch.device("cpu")
+
+    def restore_clip(self, clip):
+        return 1.0 - clip
+
+
+@pytest.mark.parametrize("frames,extra", [(2, []), (1, []), (12, ["--detect-every", "10"])])
+def test_short_clip_faces_are_restored(tmp_path, faces_dir, capsys, monkeypatch, recwarn, frames, extra) -> None:
+    import numpy as np
+
+    import bfvr.models.hub as hub
+    from bfvr.faces.detect import make_detector
+    from bfvr.io import read_frames, write_video
+
+    src = read_frames(faces_dir / "lp_driving_d10.mp4", max_frames=frames)
+    clip = write_video(tmp_path / "short.mp4", src, fps=30, crf=0)
+    inp = read_frames(clip)
+    monkeypatch.setattr(hub, "load_model", lambda *a, **k: _Invert())
+    out = tmp_path / "out.mp4"
+    assert run_cli("restore", str(clip), "-o", str(out), "--crf", "0", *extra) == 0
+    cap = capsys.readouterr()
+    from bfvr.faces import NoFaceWarning
+
+    assert not [w for w in recwarn if issubclass(w.category, NoFaceWarning)]
+    summary = cap.out.strip().splitlines()[-1]
+    assert f"detector {make_detector('auto').name}" in summary and "1 face track restored" in summary, summary
+    res = read_frames(out)
+    assert res.shape == inp.shape
+    c = slice(200, 312)  # the middle of the 512x512 talking head: the face
+    diff = np.abs(res[:, c, c].astype(int) - inp[:, c, c].astype(int)).mean(axis=(1, 2, 3))
+    assert (diff > 60).all(), diff  # every frame's face inverted (identity would give ~0)
+
+
+def test_no_face_warning_only_without_any_detection(tmp_path, capsys, monkeypatch) -> None:
+    import numpy as np
+
+    import bfvr.models.hub as hub
+    from bfvr.io import write_video
+
+    flat = np.full((2, 128, 128, 3), 90, np.uint8)  # nothing to detect
+    clip = write_video(tmp_path / "flat.mp4", flat, fps=25)
+    from bfvr.faces import NoFaceWarning
+
+    monkeypatch.setattr(hub, "load_model", lambda *a, **k: _Invert())
+    with pytest.warns(NoFaceWarning, match="no face was found in any of the 2 frames"):
+        assert run_cli("restore", str(clip), "-o", str(tmp_path / "o.mp4")) == 0
+    assert "0 face tracks restored" in capsys.readouterr().out

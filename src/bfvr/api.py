@@ -16,6 +16,7 @@ one in, in order), or `True` / a `bfvr.faces.FaceOptions` to use `bfvr.faces.res
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import deque
@@ -43,6 +44,11 @@ class RestoreResult:
     seconds: float
     input_info: VideoInfo
     audio: bool
+    #: what the face pipeline did (`FacePipeline.stats`: "detector", "tracks", "frames_with_face", ...), or
+    #: None when it did not run (whole frames restored)
+    faces: dict | None = None
+    #: "copied", "re-encoded" (to AAC) or None (no audio written)
+    audio_mode: str | None = None
 
     @property
     def fps(self) -> float:
@@ -79,6 +85,7 @@ class Restorer:
         self.faces = faces
         self.clip_len, self.overlap, self.blend, self.chunk = clip_len, overlap, blend, chunk
         self.progress = progress
+        self.face_pipeline: Any = None  # the face pipeline of the last stream (see `_face_hook`)
 
     @property
     def name(self) -> str:
@@ -99,13 +106,19 @@ class Restorer:
         if callable(f) and not isinstance(f, type):
             return f
         try:
-            from bfvr.faces import FaceOptions, restore_faces_stream
+            from bfvr.faces import FaceOptions, FacePipeline
         except ImportError as e:  # pragma: no cover - depends on the faces package being present
             raise DependencyError(f"the face pipeline is not available ({e}); run without faces.") from None
         options = f if isinstance(f, FaceOptions) else None
-        # one ClipEngine per face track, so the engine's clip length, overlap, blend and precision apply
-        return lambda model, frames: restore_faces_stream(frames, self.engine if model is self.model else model,
-                                                          options)
+
+        def hook(model: Any, frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+            # one ClipEngine per face track, so the engine's clip length, overlap, blend and precision apply
+            pipe = FacePipeline.for_model(self.engine if model is self.model else model,
+                                          dataclasses.replace(options) if options is not None else None)
+            self.face_pipeline = pipe  # its `stats` tell afterwards what was detected and restored
+            return pipe.process(frames)
+
+        return hook
 
     def restore_frames(self, frames: Iterable[tuple[np.ndarray, int | None]]) -> Iterator[tuple[np.ndarray, int | None]]:
         """Restore a stream of (frame uint8 [H, W, 3], pts); yields (frame, pts) in order, lazily."""
@@ -142,6 +155,7 @@ class Restorer:
         The output appears only when complete; on any error nothing is left behind.
         """
         show = self.progress if progress is None else progress
+        self.face_pipeline = None
         out_path = Path(out).expanduser()
         output_kind(out_path)  # fail on a bad suffix before decoding anything
         in_path = Path(inp).expanduser()
@@ -164,8 +178,10 @@ class Restorer:
                         bar.update(1)
                 finally:
                     bar.close()
+        fp = self.face_pipeline
         return RestoreResult(output=writer.path, frames=n, seconds=time.perf_counter() - t0, input_info=info,
-                             audio=audio)
+                             audio=audio, faces=dict(fp.stats) if fp is not None else None,
+                             audio_mode=writer.audio_mode)
 
 
 def _limit(it: Iterable[tuple[np.ndarray, int | None]], n: int | None) -> Iterator[tuple[np.ndarray, int | None]]:

@@ -103,5 +103,13 @@ def register(app: typer.Typer) -> None:
                      clip_len=clip_len, overlap=overlap, progress=not quiet, faces=faces)
         res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames, fps=fps)
         if not quiet:
+            if res.faces is None:
+                faces_note = "whole frames (--has-aligned)"
+            else:
+                n = res.faces.get("tracks", 0)
+                faces_note = (f"detector {res.faces.get('detector')}, {n} face track{'s' if n != 1 else ''} restored "
+                              f"in {res.faces.get('frames_with_face', 0)} frames")
+            audio = {"copied": "audio copied", "re-encoded": "audio re-encoded to AAC"}.get(
+                res.audio_mode or "", "no audio" if not res.input_info.has_audio else "audio left out")
             print(f"{res.output}: {res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} frames/s), "
-                  f"model {r.name} on {r.device} ({r.precision}), audio {'copied' if res.audio else 'none'}")
+                  f"model {r.name} on {r.device} ({r.precision}), {faces_note}, {audio}")

@@ -121,6 +121,8 @@ class VideoWriter:
         self.overwrite = overwrite
         self.size = size  # (W, H) of the frames given; None = from the first frame
         self.frames_written = 0
+        #: "copied" / "re-encoded" once the audio stream is set up, None without audio
+        self.audio_mode: str | None = None
         self._last_pts: int | None = None
         self._container = None
         self._vstream = None
@@ -213,6 +215,8 @@ class VideoWriter:
         self._vstream = vs
         if self.audio_from is not None:
             self._audio = _AudioMux.open(self.audio_from, c, fmt)
+            if self._audio is not None:
+                self.audio_mode = "copied" if self._audio.copy else "re-encoded"
 
     def _write_video(self, frames: np.ndarray, pts_list: list[int | None]) -> None:
         import av
