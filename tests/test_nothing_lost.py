@@ -249,3 +249,51 @@ def test_no_face_warning_only_without_any_detection(tmp_path, capsys, monkeypatc
     with pytest.warns(NoFaceWarning, match="no face was found in any of the 2 frames"):
         assert run_cli("restore", str(clip), "-o", str(tmp_path / "o.mp4")) == 0
     assert "0 face tracks restored" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ VFR honesty
+def _vfr_mkv(path: Path, faces_dir: Path, n: int = 60) -> list[int]:
+    """A variable-frame-rate MKV as screen recorders / phones write it: a millisecond time base, the
+    stream rate left at the time base (players show "1000 fps"), irregular gaps between frames."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    from bfvr.io import read_frames
+
+    frames = read_frames(faces_dir / "lp_driving_d18.mp4", max_frames=n)
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([[0], np.cumsum(rng.choice([17, 33, 40, 67, 120], size=n - 1))]).astype(int).tolist()
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=1000)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.time_base = s.codec_context.time_base = Fraction(1, 1000)
+        for f, p in zip(frames, pts):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts, vf.time_base = p, Fraction(1, 1000)
+            for k in s.encode(vf):
+                c.mux(k)
+        for k in s.encode():
+            c.mux(k)
+    return pts
+
+
+def test_info_on_a_vfr_mkv_gives_the_true_rate_and_count(tmp_path, faces_dir, capsys) -> None:
+    from bfvr.io import open_video, probe
+
+    clip = tmp_path / "vfr.mkv"
+    pts = _vfr_mkv(clip, faces_dir)
+    info = probe(clip)
+    true_fps = (len(pts) - 1) / (pts[-1] / 1000)
+    assert info.frame_count == len(pts)
+    assert abs(float(info.fps) - true_fps) < 1e-6, (info.fps, true_fps)
+    assert run_cli("info", str(clip)) == 0
+    out = capsys.readouterr().out
+    assert "1000" not in out.split("fps", 1)[1].splitlines()[0] and f"{len(pts)}" in out
+    # restore keeps every frame and its timestamp
+    o = tmp_path / "o.mkv"
+    assert run_cli("restore", str(clip), "-o", str(o), "--model", "identity", "--has-aligned", "-q") == 0
+    with open_video(o) as r:
+        got = [p for _, p in r.frames()]
+    assert got == pts

@@ -148,8 +148,19 @@ class AVReader(VideoReader):
         else:
             duration = 0.0
         count, exact = int(vs.frames or 0), True
-        if count <= 0:
-            count, exact = max(1, int(round(duration * fps))), False
+        if count <= 0:  # the container does not index its frames (mkv, webm, avi, ...): count the packets
+            counted = _count_packets(path, vs.index)
+            if counted is not None:
+                count, span, step = counted
+                if count > 1 and span > 0:
+                    measured = Fraction(count - 1) / (span * tb)  # average rate from the timestamps
+                    # VFR (or a stream rate that is only the time base, e.g. "1000 fps"): the measured average
+                    if step is None or abs(float(measured) - float(fps)) > 0.005 * float(fps):
+                        fps = measured.limit_denominator(1001 * 1000)
+                if not duration and count:
+                    duration = float(count / fps)
+            else:
+                count, exact = max(1, int(round(duration * fps))), False
         if vs.frames and duration == 0.0:
             duration = float(count / fps)
         pix = first.format.name if first.format else (vs.codec_context.pix_fmt or "")
@@ -302,6 +313,31 @@ def read_frames(path: str | os.PathLike[str], max_frames: int | None = None) -> 
                 break
             out.append(frame)
     return np.stack(out)
+
+
+def _count_packets(path: Path, index: int) -> tuple[int, int, int | None] | None:
+    """(video packets, last pts - first pts, the constant pts step or None when it varies) of stream
+    `index`, by demuxing only (no decoding: seconds for hours of video); None when the demuxer fails."""
+    import av
+
+    n, pts = 0, []
+    try:
+        with av.open(str(path), mode="r") as c:
+            st = c.streams[index]
+            for pkt in c.demux(st):
+                if pkt.size == 0 and pkt.pts is None:
+                    continue  # the flush packet
+                n += 1
+                if pkt.pts is not None:
+                    pts.append(int(pkt.pts))
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+    if not pts:
+        return n, 0, None
+    pts.sort()
+    steps = {b - a for a, b in zip(pts, pts[1:])}
+    step = None if len(steps) != 1 and not (steps and max(steps) - min(steps) <= 1) else min(steps, default=None)
+    return n, pts[-1] - pts[0], step
 
 
 def _parse_hms(text: str | None) -> float | None:
