@@ -297,3 +297,50 @@ def test_info_on_a_vfr_mkv_gives_the_true_rate_and_count(tmp_path, faces_dir, ca
     with open_video(o) as r:
         got = [p for _, p in r.frames()]
     assert got == pts
+
+
+# ------------------------------------------------------------------------------------------ audio copy
+def _audio_packets(path: Path) -> list[bytes]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_mp3_audio_is_copied_byte_for_byte(tmp_path, faces_dir, capsys, suffix) -> None:
+    """A real face clip whose soundtrack is MP3 (its AAC re-encoded once, as a camera or an editor
+    would): restore copies the MP3 packets unchanged and says so."""
+    import av
+
+    src = faces_dir / "lp_driving_d18.mp4"
+    clip = tmp_path / "mp3.mp4"
+    with av.open(str(src)) as i, av.open(str(clip), "w") as o:  # video copied, audio to MP3
+        vin, ain = i.streams.video[0], i.streams.audio[0]
+        vout = o.add_stream_from_template(vin)
+        aout = o.add_stream("libmp3lame", rate=ain.codec_context.sample_rate)
+        aout.layout = "stereo"
+        n = 0
+        for pkt in i.demux(vin, ain):
+            if pkt.dts is None:
+                continue
+            if pkt.stream is vin:
+                n += 1
+                if n > 40:
+                    continue
+                pkt.stream = vout
+                o.mux(pkt)
+            elif float(pkt.pts * pkt.time_base) < 40 / 30:
+                for fr in pkt.decode():
+                    fr.pts = None
+                    for p in aout.encode(fr):
+                        o.mux(p)
+        for p in aout.encode(None):
+            o.mux(p)
+    assert _audio_packets(clip)
+    out = tmp_path / f"out{suffix}"
+    assert run_cli("restore", str(clip), "-o", str(out), "--model", "identity", "--has-aligned") == 0
+    assert "audio copied" in capsys.readouterr().out
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.codec.canonical_name == "mp3"
+    assert _audio_packets(out) == _audio_packets(clip)

@@ -175,7 +175,7 @@ class AVReader(VideoReader):
         self.info = VideoInfo(
             path=self.path, width=w, height=h, fps=fps, frame_count=count, duration=duration, time_base=tb,
             rotation=rot, pix_fmt=pix, codec=vs.codec_context.name or "", has_audio=a is not None,
-            audio_codec=a.codec_context.name if a is not None else None,
+            audio_codec=audio_codec_name(a) if a is not None else None,
             audio_sample_rate=a.codec_context.sample_rate if a is not None else None,
             audio_channels=a.codec_context.channels if a is not None else None,
             audio_duration=adur, container=c.format.name or "",
@@ -313,6 +313,12 @@ def read_frames(path: str | os.PathLike[str], max_frames: int | None = None) -> 
                 break
             out.append(frame)
     return np.stack(out)
+
+
+def audio_codec_name(stream: object) -> str:
+    """The codec's name ("mp3"), not its decoder's ("mp3float"): what a container can hold is a codec."""
+    codec = stream.codec_context.codec
+    return getattr(codec, "canonical_name", None) or codec.name
 
 
 def _count_packets(path: Path, index: int) -> tuple[int, int, int | None] | None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from bfvr.errors import InputError, OutputError
 from bfvr.io.paths import FRAMES_MARKER, check_replaceable, check_separate, remove_own_frames_dir
-from bfvr.io.reader import SIZE_TAG
+from bfvr.io.reader import SIZE_TAG, audio_codec_name
 
 _PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
             "placebo")
@@ -351,7 +351,7 @@ class _AudioMux:
             inp.close()
             return None
         ist = inp.streams.audio[0]
-        return cls(inp, ist, out, ist.codec_context.name in COPYABLE_AUDIO.get(fmt, set()))
+        return cls(inp, ist, out, audio_codec_name(ist) in COPYABLE_AUDIO.get(fmt, set()))
 
     def _next(self) -> object | None:
         import av
