@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -37,7 +36,8 @@ def _user_folder(tmp_path: Path, faces_dir: Path, name: str = "work") -> tuple[P
 def _one_sentence_error(err: str) -> str:
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, err
-    assert lines[0].startswith("bfvr: error: ") and "Traceback" not in err and "internal error" not in err, err
+    assert lines[0].startswith("bfvr: error: "), err
+    assert "Traceback" not in err and "internal error" not in err, err
     return lines[0]
 
 
@@ -73,8 +73,8 @@ def test_restore_overwrite_replaces_only_its_own_frames(tmp_path, faces_dir, cap
     args = ["restore", str(inp), "-o", str(out), "--model", "identity", "-q", "--has-aligned"]
     assert run_cli(*args, "--max-frames", "3") == 0
     assert sorted(p.name for p in out.iterdir()) == [".bfvr-frames", "000000.png", "000001.png", "000002.png"]
-    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask() and (out / "000000.png").stat().st_mode & 0o777 == \
-        0o666 & ~_umask()
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()  # not mkdtemp's 0700
+    assert (out / "000000.png").stat().st_mode & 0o777 == 0o666 & ~_umask()
     assert run_cli(*args, "--max-frames", "2", "--overwrite") == 0
     assert sorted(p.name for p in out.iterdir()) == [".bfvr-frames", "000000.png", "000001.png"]
     (out / "mine.txt").write_text("added by the user")
@@ -108,7 +108,8 @@ def test_prepare_refuses_output_that_is_in_or_around_the_input(tmp_path, faces_d
 def test_prepare_output_around_the_input_folder(tmp_path, faces_dir, capsys) -> None:
     d, _ = _user_folder(tmp_path, faces_dir)
     before = _snapshot(tmp_path)
-    assert run_cli("prepare", str(d), str(tmp_path), "--overwrite", "--no-orientation", "--ocr", "none", "-q") != 0
+    argv = ["prepare", str(d), str(tmp_path), "--overwrite", "--no-orientation", "--ocr", "none", "-q"]
+    assert run_cli(*argv) != 0
     _one_sentence_error(capsys.readouterr().err)
     assert _snapshot(tmp_path) == before
 
@@ -209,7 +210,8 @@ class _Invert:
 
 
 @pytest.mark.parametrize("frames,extra", [(2, []), (1, []), (12, ["--detect-every", "10"])])
-def test_short_clip_faces_are_restored(tmp_path, faces_dir, capsys, monkeypatch, recwarn, frames, extra) -> None:
+def test_short_clip_faces_are_restored(tmp_path, faces_dir, capsys, monkeypatch, recwarn, frames,
+                                       extra) -> None:
     import numpy as np
 
     import bfvr.models.hub as hub

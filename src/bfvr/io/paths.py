@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bfvr.errors import InputError, OutputError
 
-#: written into every PNG-frame folder bfvr creates, so `--overwrite` can tell its own output from a user's folder
+#: written into every PNG-frame folder bfvr creates: `--overwrite` tells its own output from a user's folder
 FRAMES_MARKER = ".bfvr-frames"
 #: the file names bfvr gives PNG frames
 FRAME_NAME = re.compile(r"\d{6}\.png")

@@ -342,7 +342,8 @@ def _count_packets(path: Path, index: int) -> tuple[int, int, int | None] | None
         return n, 0, None
     pts.sort()
     steps = {b - a for a, b in zip(pts, pts[1:])}
-    step = None if len(steps) != 1 and not (steps and max(steps) - min(steps) <= 1) else min(steps, default=None)
+    uniform = len(steps) <= 1 or max(steps) - min(steps) <= 1  # one tick of rounding
+    step = min(steps, default=None) if uniform else None
     return n, pts[-1] - pts[0], step
 
 

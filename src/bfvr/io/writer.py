@@ -133,8 +133,9 @@ class VideoWriter:
         try:
             if self.kind == "images":
                 self._tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
-                (self._tmp / FRAMES_MARKER).write_text("PNG frames written by bfvr; `--overwrite` may replace "
-                                                       "this folder while it holds only bfvr's frames.\n")
+                (self._tmp / FRAMES_MARKER).write_text(
+                    "PNG frames written by bfvr; `--overwrite` may replace this folder while it holds only "
+                    "bfvr's frames.\n")
             else:
                 fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}",
                                            dir=parent)
