@@ -263,8 +263,8 @@ class FacePipeline:
         if self.stats["frames"] and not self.stats["crops"] and self.stats["frames_detected"]:
             warnings.warn(NoFaceWarning(
                 f"faces were detected in {self.stats['frames_detected']} of the "
-                f"{self.stats['detector_runs']} frames the detector ran on, but none often enough to be a face track (needs "
-                f"{self.opt.min_hits}), so the frames passed through unchanged (try --detect-every 1)."),
+                f"{self.stats['detector_runs']} frames the detector ran on, but none often enough to be a "
+                f"face track (needs {self.opt.min_hits}), so the frames passed through unchanged (try --detect-every 1)."),
                 stacklevel=3)
         elif self.stats["frames"] and not self.stats["crops"]:
             warnings.warn(NoFaceWarning(
