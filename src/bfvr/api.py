@@ -30,7 +30,7 @@ import numpy as np
 from bfvr.errors import DependencyError
 from bfvr.io import VideoInfo, VideoWriter, open_video
 from bfvr.io.paths import check_not_url
-from bfvr.io.writer import output_kind, prepare_output
+from bfvr.io.writer import h264_size_ok, output_kind, prepare_output
 
 FaceHook = Callable[[Any, Iterable[np.ndarray]], Iterable[np.ndarray]]
 
@@ -85,6 +85,14 @@ class Restorer:
         self.faces = faces
         self.clip_len, self.overlap, self.blend, self.chunk = clip_len, overlap, blend, chunk
         self.progress = progress
+        try:  # clip length / overlap / blend checked now, not in the middle of a video
+            self.engine()
+        except ValueError as e:
+            from bfvr.errors import ConfigError
+
+            hint = ("choose an --overlap smaller than the clip length (--clip-len, default the model's own)"
+                    if "overlap" in str(e) else "check --clip-len and --overlap")
+            raise ConfigError(f"{e}; {hint}.") from None
         self.face_pipeline: Any = None  # the face pipeline of the last stream (see `_face_hook`)
 
     @property
@@ -164,6 +172,13 @@ class Restorer:
         t0 = time.perf_counter()
         with open_video(in_path, fps=fps) as reader:
             info = reader.info
+            up = getattr(self.faces, "upscale", 1) or 1
+            if output_kind(out_path) == "video" and not h264_size_ok(info.width * up, info.height * up):
+                from bfvr.errors import ConfigError
+
+                raise ConfigError(f"--upscale {up} makes {info.width * up}x{info.height * up} frames, larger than "
+                                  "the H.264 encoder takes (about 16000x16000); use a smaller --upscale or a PNG "
+                                  "folder output.")
             total = info.frame_count if max_frames is None else min(max_frames, info.frame_count)
             audio = info.has_audio and output_kind(out_path) == "video" and max_frames is None
             n = 0

@@ -44,6 +44,11 @@ COPYABLE_AUDIO = {
 }
 
 
+def h264_size_ok(width: int, height: int) -> bool:
+    """Whether FFmpeg's encoders accept a frame of this size (its image size limit, ~16000x16000)."""
+    return width > 0 and height > 0 and (width + 128) * (height + 128) < (2**31 - 1) // 8
+
+
 def output_kind(out: Path) -> str:
     """'video' or 'images' for an output path, or raise OutputError for an unsupported suffix."""
     suffix = out.suffix.lower()
@@ -164,6 +169,10 @@ class VideoWriter:
             self.size = (w, h)
         if (w, h) != tuple(self.size):
             raise ValueError(f"frame size {w}x{h} differs from the stream's {self.size[0]}x{self.size[1]}")
+        if self.kind == "video" and not h264_size_ok(w, h):
+            self.abort()
+            raise OutputError(f"{w}x{h} frames are larger than the H.264 encoder takes (about 16000x16000); "
+                              "use a smaller size (e.g. a smaller --upscale) or a folder of PNG frames.")
         try:
             if self.kind == "images":
                 self._write_images(frames)
