@@ -153,3 +153,42 @@ def test_run_folder_must_not_hold_the_data(tmp_path, faces_dir, capsys) -> None:
     assert run_cli("train", "--config", str(cfg), "-q") == 2
     assert "input" in _sentence(capsys)
     assert sorted(p.name for p in data.iterdir()) == ["a.mp4"]
+
+
+# ------------------------------------------------------------------------------------------ small things
+def test_version(capsys) -> None:
+    from bfvr import __version__
+
+    assert run_cli("--version") == 0
+    assert capsys.readouterr().out.strip() == f"bfvr {__version__}"
+
+
+def test_bench_io_shows_progress(capsys) -> None:
+    import json
+
+    assert run_cli("bench", "io", "--size", "64", "--frames", "12", "--preset", "ultrafast", "--json") == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["decode_fps"] > 0  # stdout stays one JSON object
+    for phase in ("bench io: decode", "bench io: encode", "restore (identity)"):
+        assert phase in cap.err
+    assert run_cli("bench", "io", "--size", "64", "--frames", "12", "--preset", "ultrafast", "-q") == 0
+    assert "bench io:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["http://example.com/a.mp4", "https://example.com/a.mp4", "rtsp://cam.local/1"])
+def test_url_inputs_say_urls_are_not_supported(tmp_path, capsys, url) -> None:
+    for argv in (["info", url], ["degrade", url, str(tmp_path / "o.mp4")], ["prepare", url, str(tmp_path / "p")]):
+        assert run_cli(*argv) == 2
+        line = _sentence(capsys)
+        assert "URL" in line and url in line, line
+    assert not list(tmp_path.iterdir())
+
+
+def test_prepare_bar_counts_real_frames(tmp_path, faces_dir, capsys) -> None:
+    """The bar ends at the clip's real frame count (not twice it for the two passes)."""
+    import re
+
+    assert run_cli("prepare", str(faces_dir / "lp_driving_d18.mp4"), str(tmp_path / "p"), "--no-orientation",
+                   "--ocr", "none", "--max-frames", "20") == 0
+    err = capsys.readouterr().err
+    assert re.findall(r"(\d+)/(\d+) \[", err)[-1] == ("20", "20"), err[-300:]

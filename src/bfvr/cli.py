@@ -28,6 +28,22 @@ for _module in (restore, info, degrade, prepare, train, evaluate, profile, compa
     _module.register(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from bfvr import __version__
+
+        typer.echo(f"bfvr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    """Blind face video restoration: restore, degrade, prepare, train, evaluate, benchmark."""
+
+
 class Terminated(BaseException):
     """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (every writer removes its temporary output). Not an
     `Exception` (nothing may swallow it) nor a `KeyboardInterrupt` (typer turns those into exit 130)."""

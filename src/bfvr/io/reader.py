@@ -30,6 +30,9 @@ def _natural_key(p: Path) -> list[object]:
 
 
 def _check_path(path: Path) -> None:
+    from bfvr.io.paths import check_not_url
+
+    check_not_url(path)
     if not path.exists():
         raise InputError(f"input '{path}' does not exist; check the path.")
     if not os.access(path, os.R_OK):

@@ -193,8 +193,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, pr
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise WeightsNotFoundError(
-            f"could not download {url} ({reason}); fetch it by other means and save it as {dest}, "
-            "or pass --weights PATH.") from e
+            f"could not download {url} ({reason}); fetch it by other means and save it as {dest} "
+            "(or give the file to `bfvr restore --weights PATH`).") from e
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     h = hashlib.sha256()
     done = 0
