@@ -346,3 +346,15 @@ def test_mp3_audio_is_copied_byte_for_byte(tmp_path, faces_dir, capsys, suffix) 
     with av.open(str(out)) as c:
         assert c.streams.audio[0].codec_context.codec.canonical_name == "mp3"
     assert _audio_packets(out) == _audio_packets(clip)
+
+
+def test_vfr_mkv_keeps_its_length(tmp_path, faces_dir) -> None:
+    """The last frame lasts as long as in the input (not 1/average fps): a VFR mkv keeps its duration."""
+    import av
+
+    clip = tmp_path / "vfr.mkv"
+    _vfr_mkv(clip, faces_dir)
+    o = tmp_path / "o.mkv"
+    assert run_cli("restore", str(clip), "-o", str(o), "--model", "identity", "--has-aligned", "-q") == 0
+    with av.open(str(clip)) as a, av.open(str(o)) as b:
+        assert b.duration == a.duration, (a.duration, b.duration)

@@ -191,6 +191,8 @@ class Restorer:
                         writer.write(frame, [pts])
                         n += 1
                         bar.update(1)
+                    if max_frames is None or n < max_frames:  # the input's last frame lasts as long as before
+                        writer.last_duration = reader.last_duration
                 finally:
                     bar.close()
         fp = self.face_pipeline

@@ -43,6 +43,8 @@ class VideoReader:
     """Base class: iterate frames lazily. Use as a context manager or call `close()`."""
 
     info: VideoInfo
+    #: duration (in `info.time_base` ticks) of the frame yielded last, when the container says (else None)
+    last_duration: int | None = None
 
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
         """Yield (frame uint8 [H, W, 3] RGB, pts) in display order, from where the reader is now."""
@@ -210,9 +212,11 @@ class AVReader(VideoReader):
         while self._peeked:
             f = self._peeked.pop(0)
             self._decoded += 1
+            self.last_duration = getattr(f, "duration", None) or None
             yield self._to_rgb(f), f.pts
         for f in self._frame_iter:
             self._decoded += 1
+            self.last_duration = getattr(f, "duration", None) or None
             yield self._to_rgb(f), f.pts
         # mp4/mov index every sample: decoding fewer frames than indexed means the data was cut off
         info = self.info

@@ -128,6 +128,9 @@ class VideoWriter:
         self.frames_written = 0
         #: "copied" / "re-encoded" once the audio stream is set up, None without audio
         self.audio_mode: str | None = None
+        #: how long the last frame lasts, in `time_base` ticks (e.g. the input's last frame, so a variable
+        #: frame rate video keeps its length); None = 1/fps. Honoured for .mkv; mp4/mov keep 1/fps
+        self.last_duration: int | None = None
         self._last_pts: int | None = None
         self._container = None
         self._vstream = None
@@ -248,6 +251,27 @@ class VideoWriter:
             self._mux_video(self._vstream.encode(vf))
             self.frames_written += 1
 
+    def _end_at_last_duration(self, packets: list) -> list:
+        """Give the stream's final packet the duration that makes the video end `last_duration` after the
+        last frame (the muxers take the end of a track from its last packet's duration)."""
+        d = self.last_duration
+        if not d or d <= 0 or not packets or self._last_pts is None:
+            return packets
+        end = self._last_pts + int(d)
+        fmt = VIDEO_SUFFIXES[self.path.suffix.lower()]
+        if fmt != "matroska":
+            # mp4/mov: the mov muxer derives sample durations from dts steps and its edit list from the
+            # B-frame shift; measured, setting packet durations moved the end the wrong way, so mp4/mov
+            # keep the default (1/fps) last frame for now
+            return packets
+        try:
+            shown_last = max((p for p in packets if p.pts is not None), key=lambda p: p.pts, default=None)
+            if shown_last is not None and shown_last.pts == self._last_pts:
+                shown_last.duration = end - shown_last.pts  # the block duration of the frame shown last
+        except (AttributeError, TypeError, ValueError):
+            pass
+        return packets
+
     def _mux_video(self, packets: Iterable[object]) -> None:
         for pkt in packets:
             if self._audio is not None and pkt.dts is not None:
@@ -263,7 +287,7 @@ class VideoWriter:
             if self.frames_written == 0:
                 raise OutputError(f"no frames were written to '{self.path}'; nothing to save.")
             if self.kind == "video":
-                self._mux_video(self._vstream.encode())
+                self._mux_video(self._end_at_last_duration(list(self._vstream.encode())))
                 if self._audio is not None:
                     self._audio.pump(None)
                     self._audio.close()
