@@ -60,6 +60,8 @@ def register(app: typer.Typer) -> None:
                 out = out / ((inp.stem if inp.is_file() else inp.name) + ".mp4")
             jobs = [(inp, out)]
         for v, o in jobs:
+            if o.suffix.lower() not in {".mp4", ".mov", ".m4v", ".mkv"}:
+                raise OutputError(f"cannot write '{o.name}': give a .mp4/.mov/.mkv output file or a folder.")
             check_separate([v, inp, flicker_dir], o, out_is_dir=False)
             if (o.exists() or o.with_suffix(".json").exists()) and not overwrite:
                 raise OutputError(f"'{o}' already exists; pass --overwrite to replace it or choose another output.")

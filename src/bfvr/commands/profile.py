@@ -51,12 +51,19 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"'{v}' does not exist; check the path.")
         if column is not None and row is not None:
             raise InputError("give --column or --row, not both.")
+        from bfvr.io.paths import check_separate
+
+        check_separate(videos, out, out_is_dir=False)
         profiles = []
         first_w = first_h = None
         for v in tqdm(videos, desc="profile", unit="video", disable=quiet):
             with open_video(v) as r:
                 w, h = r.info.width, r.info.height
                 first_w, first_h = first_w or w, first_h or h
+                for name, value, size in (("--column", column, first_w), ("--row", row, first_h)):
+                    if value is not None and not (0 < value < 1) and not (0 <= value < size):
+                        raise InputError(f"{name} {value:g} is outside the first video's frame (0..{size - 1}); "
+                                         "give a pixel index inside it or a fraction between 0 and 1.")
                 c = rw = None
                 if row is not None:
                     rw = row if 0 < row < 1 else min(h - 1, int(round(row * h / first_h)))
@@ -83,6 +90,11 @@ def register(app: typer.Typer) -> None:
         height = max(p.shape[0] for p in profiles)
         img = hstack_labeled(profiles, names, height)
         out.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(out), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-            raise OutputError(f"could not write '{out}'; check the folder is writable.")
+        tmp = out.with_name(f".{out.stem}.partial{out.suffix}")  # renamed into place only when written
+        try:
+            if not cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+                raise OutputError(f"could not write '{out}'; check the folder is writable.")
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
         typer.echo(f"{out} ({img.shape[1]}x{img.shape[0]})")
