@@ -30,11 +30,11 @@ def _io(
     import time
     from pathlib import Path
 
+    from tqdm import tqdm
+
     from bfvr.api import Restorer
     from bfvr.io import VideoWriter, open_video
     from bfvr.io.synth import synth_video
-
-    from tqdm import tqdm
 
     res: dict[str, object] = {"size": size, "frames": frames, "crf": crf, "preset": preset}
 
