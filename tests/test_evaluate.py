@@ -90,7 +90,8 @@ def test_evaluate_mismatches_and_modes(clips, tmp_path, capsys):
           "-o", str(tmp_path / "g")], capsys)
     row = json.loads((tmp_path / "g" / "metrics.json").read_text())["rows"][0]
     assert set(row) == {"video", "frames", "flow_score", "warp_error"}
-    code, cap = _run(["evaluate", "--pred", str(clips / "lq"), "--gt", str(tmp_path), "-q", "-m", "psnr",
+    (tmp_path / "nogt").mkdir()  # a GT folder without matching names (the report goes outside it)
+    code, cap = _run(["evaluate", "--pred", str(clips / "lq"), "--gt", str(tmp_path / "nogt"), "-q", "-m", "psnr",
                       "-o", str(tmp_path / "h")], capsys)
     assert code == 2 and "same file stem" in cap.err
 

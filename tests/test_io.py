@@ -317,7 +317,9 @@ def test_unwritable_outputs(tmp_path: Path) -> None:
 def test_png_folder_output_is_lossless(tmp_path: Path) -> None:
     ref = patterns(4, 40, 30)
     out = write_video(tmp_path / "frames_out", ref, fps=25)
-    assert out.is_dir() and sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(4)]
+    # the frames plus the hidden marker that tells --overwrite this folder is bfvr's own output
+    assert out.is_dir() and sorted(p.name for p in out.iterdir()) == [".bfvr-frames"] + [f"{i:06d}.png"
+                                                                                         for i in range(4)]
     assert np.array_equal(read_frames(out), ref)
 
 

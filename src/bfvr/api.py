@@ -16,6 +16,7 @@ one in, in order), or `True` / a `bfvr.faces.FaceOptions` to use `bfvr.faces.res
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import deque
@@ -26,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from bfvr.errors import DependencyError, OutputError
+from bfvr.errors import DependencyError
 from bfvr.io import VideoInfo, VideoWriter, open_video
-from bfvr.io.writer import lossless_codec, output_kind, prepare_output
+from bfvr.io.paths import check_not_url
+from bfvr.io.writer import h264_size_ok, lossless_codec, output_kind, prepare_output
 
 FaceHook = Callable[[Any, Iterable[np.ndarray]], Iterable[np.ndarray]]
 
@@ -42,6 +44,11 @@ class RestoreResult:
     seconds: float
     input_info: VideoInfo
     audio: bool
+    #: what the face pipeline did (`FacePipeline.stats`: "detector", "tracks", "frames_with_face", ...), or
+    #: None when it did not run (whole frames restored)
+    faces: dict | None = None
+    #: "copied", "re-encoded" (to AAC) or None (no audio written)
+    audio_mode: str | None = None
 
     @property
     def fps(self) -> float:
@@ -78,6 +85,15 @@ class Restorer:
         self.faces = faces
         self.clip_len, self.overlap, self.blend, self.chunk = clip_len, overlap, blend, chunk
         self.progress = progress
+        try:  # clip length / overlap / blend checked now, not in the middle of a video
+            self.engine()
+        except ValueError as e:
+            from bfvr.errors import ConfigError
+
+            hint = ("choose an --overlap smaller than the clip length (--clip-len, default the model's own)"
+                    if "overlap" in str(e) else "check --clip-len and --overlap")
+            raise ConfigError(f"{e}; {hint}.") from None
+        self.face_pipeline: Any = None  # the face pipeline of the last stream (see `_face_hook`)
 
     @property
     def name(self) -> str:
@@ -98,13 +114,19 @@ class Restorer:
         if callable(f) and not isinstance(f, type):
             return f
         try:
-            from bfvr.faces import FaceOptions, restore_faces_stream
+            from bfvr.faces import FaceOptions, FacePipeline
         except ImportError as e:  # pragma: no cover - depends on the faces package being present
             raise DependencyError(f"the face pipeline is not available ({e}); run without faces.") from None
         options = f if isinstance(f, FaceOptions) else None
-        # one ClipEngine per face track, so the engine's clip length, overlap, blend and precision apply
-        return lambda model, frames: restore_faces_stream(frames, self.engine if model is self.model else model,
-                                                          options)
+
+        def hook(model: Any, frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+            # one ClipEngine per face track, so the engine's clip length, overlap, blend and precision apply
+            pipe = FacePipeline.for_model(self.engine if model is self.model else model,
+                                          dataclasses.replace(options) if options is not None else None)
+            self.face_pipeline = pipe  # its `stats` tell afterwards what was detected and restored
+            return pipe.process(frames)
+
+        return hook
 
     def restore_frames(self, frames: Iterable[tuple[np.ndarray, int | None]]) -> Iterator[tuple[np.ndarray, int | None]]:
         """Restore a stream of (frame uint8 [H, W, 3], pts); yields (frame, pts) in order, lazily."""
@@ -146,22 +168,29 @@ class Restorer:
         The output appears only when complete; on any error (or cancel) nothing is left behind.
         """
         show = self.progress if progress is None else progress
+        self.face_pipeline = None
         out_path = Path(out).expanduser()
         output_kind(out_path)  # fail on a bad suffix before decoding anything
         in_path = Path(inp).expanduser()
-        if out_path.exists() and in_path.exists() and os.path.samefile(in_path, out_path):
-            raise OutputError(f"the output '{out_path}' is the input; choose another output path.")
-        prepare_output(out_path, overwrite, create=False)
+        check_not_url(inp)
+        prepare_output(out_path, overwrite, create=False, inputs=[in_path])
         t0 = time.perf_counter()
         with open_video(in_path, fps=fps) as reader:
             info = reader.info
+            up = getattr(self.faces, "upscale", 1) or 1
+            if output_kind(out_path) == "video" and not h264_size_ok(info.width * up, info.height * up):
+                from bfvr.errors import ConfigError
+
+                raise ConfigError(f"--upscale {up} makes {info.width * up}x{info.height * up} frames, larger than "
+                                  "the H.264 encoder takes (about 16000x16000); use a smaller --upscale or a PNG "
+                                  "folder output.")
             total = info.frame_count if max_frames is None else min(max_frames, info.frame_count)
             audio = info.has_audio and output_kind(out_path) == "video" and max_frames is None
             n = 0
             codec = lossless_codec(out_path, preset) if lossless else {}
             with VideoWriter(out_path, fps=info.fps, time_base=info.time_base,
                              audio_from=in_path if audio else None, crf=crf, preset=preset,
-                             overwrite=overwrite, **codec) as writer:
+                             overwrite=overwrite, inputs=[in_path], **codec) as writer:
                 bar = _progress(total, show, f"restore ({self.name})")
                 try:
                     for frame, pts in self.restore_frames(_limit(reader.frames(), max_frames)):
@@ -170,10 +199,14 @@ class Restorer:
                         bar.update(1)
                         if on_frame is not None:
                             on_frame(n, total)
+                    if max_frames is None or n < max_frames:  # the input's last frame lasts as long as before
+                        writer.last_duration = reader.last_duration
                 finally:
                     bar.close()
+        fp = self.face_pipeline
         return RestoreResult(output=writer.path, frames=n, seconds=time.perf_counter() - t0, input_info=info,
-                             audio=audio)
+                             audio=audio, faces=dict(fp.stats) if fp is not None else None,
+                             audio_mode=writer.audio_mode)
 
 
 def _limit(it: Iterable[tuple[np.ndarray, int | None]], n: int | None) -> Iterator[tuple[np.ndarray, int | None]]:

@@ -7,6 +7,7 @@ registers them and turns errors into one line on stderr and a non-zero exit code
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -28,6 +29,60 @@ for _module in (restore, info, degrade, prepare, train, evaluate, profile, compa
     _module.register(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from bfvr import __version__
+
+        typer.echo(f"bfvr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    """Blind face video restoration: restore, degrade, prepare, train, evaluate, benchmark."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (every writer removes its temporary output). Not an
+    `Exception` (nothing may swallow it) nor a `KeyboardInterrupt` (typer turns those into exit 130)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _install_signal_handlers() -> dict[int, object]:
+    """SIGTERM/SIGHUP (kill, timeout, job schedulers, a closed terminal) raise `Terminated` in this
+    process, so they clean up like SIGINT. Only the CLI process: a forked child (e.g. a DataLoader
+    worker) gets the default action back."""
+    pid = os.getpid()
+    raised = []
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != pid:  # a forked child inherited this handler: die the default way
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if raised:  # already unwinding: let the cleanup finish
+            return
+        raised.append(signum)
+        raise Terminated(signum)
+
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread (e.g. main() called from a thread)
+            pass
+    return old
+
+
 def _fail(message: str, code: int) -> None:
     print(f"bfvr: error: {message}", file=sys.stderr)
     sys.exit(code)
@@ -36,9 +91,12 @@ def _fail(message: str, code: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `bfvr` console script."""
     debug = os.environ.get("BFVR_DEBUG") == "1"
+    old_handlers = _install_signal_handlers()
     try:
         # standalone mode: typer itself reports bad flags (usage + exit 2) and --help; SystemExit passes
         app(args=argv, prog_name="bfvr")
+    except Terminated as e:
+        _fail(f"stopped by {signal.Signals(e.signum).name}; no output was written.", 128 + e.signum)
     except KeyboardInterrupt:
         _fail("interrupted; no output was written.", 130)
     except BfvrError as e:
@@ -50,6 +108,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _fail(f"internal error ({type(e).__name__}: {' '.join(str(e).split())}); "
               "rerun with BFVR_DEBUG=1 for the traceback and please report it.", 1)
+    finally:
+        for sig, h in old_handlers.items():
+            try:
+                signal.signal(sig, h)
+            except (ValueError, OSError, TypeError):
+                pass
 
 
 if __name__ == "__main__":

@@ -44,18 +44,25 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--flicker-dir replaces the flicker-pixel recipe; use it with --recipe flicker-pixel.")
         if flicker_dir is not None and not flicker_dir.is_dir():
             raise InputError(f"--flicker-dir '{flicker_dir}' is not a folder; give the folder of pre-generated videos.")
+        from bfvr.io.paths import check_not_url, check_separate
+
+        check_not_url(inp)
         if not inp.exists():
             raise InputError(f"'{inp}' does not exist; give a video file or a folder of videos.")
         videos = list_videos(inp) if inp.is_dir() else []
         if inp.is_dir() and videos:
             if out.suffix:
                 raise OutputError(f"the input is a folder, so the output '{out}' must be a folder (no suffix).")
+            check_separate([inp], out, out_is_dir=True)
             jobs = [(v, out / (v.stem + ".mp4")) for v in videos]
         else:  # a file, or a folder of image frames (one clip)
             if out.suffix == "" or out.is_dir():
                 out = out / ((inp.stem if inp.is_file() else inp.name) + ".mp4")
             jobs = [(inp, out)]
-        for _, o in jobs:
+        for v, o in jobs:
+            if o.suffix.lower() not in {".mp4", ".mov", ".m4v", ".mkv"}:
+                raise OutputError(f"cannot write '{o.name}': give a .mp4/.mov/.mkv output file or a folder.")
+            check_separate([v, inp, flicker_dir], o, out_is_dir=False)
             if (o.exists() or o.with_suffix(".json").exists()) and not overwrite:
                 raise OutputError(f"'{o}' already exists; pass --overwrite to replace it or choose another output.")
         from bfvr.io import probe

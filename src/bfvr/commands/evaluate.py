@@ -70,7 +70,10 @@ def register(app: typer.Typer) -> None:
             names = list(NO_REFERENCE if no_reference else FULL_REFERENCE)
             if not no_reference:
                 names += (["lpips"] if lpips_backbone else []) + (["fvd"] if i3d else [])
-        if (out / "metrics.json").exists() and not overwrite:
+        from bfvr.io.paths import check_separate
+
+        check_separate([pred, gt, runtime], out, out_is_dir=True, what="report")
+        if any((out / f"metrics.{x}").exists() for x in ("json", "md", "csv")) and not overwrite:
             raise OutputError(f"'{out}' already holds a report; pass --overwrite or choose another --out.")
         rt = None
         if runtime is not None:

@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
         from bfvr.data.prepare import PrepareOptions, prepare_clips, text_backend
         from bfvr.degrade.files import list_videos
         from bfvr.io import probe
+        from bfvr.io.paths import check_not_url
 
+        check_not_url(inp)
         if not inp.exists():
             raise InputError(f"'{inp}' does not exist; give a video file or a folder of videos.")
         if ocr not in ("auto", "none", "paddleocr", "easyocr"):
@@ -56,6 +58,11 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--ratio-min must be positive and below --ratio-max.")
         if detect_every < 1 or check_every < 1 or size < 16:
             raise ConfigError("--detect-every/--check-every must be >= 1 and --size >= 16.")
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"--max-frames must be 1 or more, got {max_frames}.")
+        from bfvr.io.paths import check_separate
+
+        check_separate([inp], out, out_is_dir=True)
         inputs = list_videos(inp) if inp.is_dir() else [inp]
         if not inputs:
             raise InputError(f"'{inp}' holds no video files; give a video file or a folder of videos.")
@@ -69,7 +76,7 @@ def register(app: typer.Typer) -> None:
         total = 0
         for v in inputs:
             n = probe(v).frame_count
-            total += 2 * (min(n, max_frames) if max_frames else n)  # two passes: faces, then crop + checks
+            total += min(n, max_frames) if max_frames else n  # the crop pass counts each real frame once
         with tqdm(total=total, unit="frame", desc="prepare", disable=quiet) as bar:
             def show(rec: dict) -> None:
                 if not quiet:

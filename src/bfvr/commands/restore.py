@@ -84,8 +84,11 @@ def register(app: typer.Typer) -> None:
         if preset not in _PRESETS:
             raise ConfigError(f"--preset {preset!r} is not an x264 preset; use one of: {', '.join(_PRESETS)}.")
         # check the cheap things (output path, input) before loading a model
+        from bfvr.io.paths import check_not_url
+
+        check_not_url(inp)
         output_kind(out)
-        prepare_output(out, overwrite, create=False)
+        prepare_output(out, overwrite, create=False, inputs=[inp])
         from bfvr.io import probe
 
         probe(inp) if not inp.is_dir() else None
@@ -109,6 +112,14 @@ def register(app: typer.Typer) -> None:
         res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames, fps=fps,
                               lossless=lossless)
         if not quiet:
+            if res.faces is None:
+                faces_note = "whole frames (--has-aligned)"
+            else:
+                n = res.faces.get("tracks", 0)
+                faces_note = (f"detector {res.faces.get('detector')}, {n} face track{'s' if n != 1 else ''} restored "
+                              f"in {res.faces.get('frames_with_face', 0)} frames")
+            audio = {"copied": "audio copied", "re-encoded": "audio re-encoded to AAC"}.get(
+                res.audio_mode or "", "no audio" if not res.input_info.has_audio else "audio left out")
             print(f"{res.output}: {res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} frames/s), "
                   f"model {r.name} on {r.device} ({getattr(r.model, 'precision', r.precision)}"
-                  f"{', onnxruntime' if backend == 'onnxruntime' else ''}), audio {'copied' if res.audio else 'none'}")
+                  f"{', onnxruntime' if backend == 'onnxruntime' else ''}), {faces_note}, {audio}")

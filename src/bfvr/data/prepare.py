@@ -274,9 +274,13 @@ class Preparer:
         rec: dict[str, Any] = {"name": src.stem, "source": str(src), "path": None, "size": [o.size, o.size],
                                "source_size": [info.width, info.height], "fps": _fps(info.fps), "frames": 0,
                                "crop_box": None, "scores": {}, "kept": False, "reasons": []}
-        rect, rec["scores"]["faces"] = self.face_rect(src, info.width, info.height, progress)
+        seen = [0]  # frames of the first pass, counted on the bar only when no second pass follows
+        rect, rec["scores"]["faces"] = self.face_rect(src, info.width, info.height,
+                                                      lambda k: seen.__setitem__(0, seen[0] + k))
         if rect is None:
             rec["reasons"].append(f"no face found in {rec['scores']['faces']['frames_checked']} checked frames")
+            if progress:
+                progress(seen[0])
             return rec
         rec["crop_box"] = [int(v) for v in rect]
         dst = out_dir / f"{src.stem}.mp4"
@@ -357,27 +361,39 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
                   progress: Callable[[int], Any] | None = None,
                   on_record: Callable[[dict[str, Any]], Any] | None = None) -> Path:
     """Prepare every input clip into ``out_dir`` and write ``out_dir/manifest.jsonl``; returns its path."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = out_dir / "manifest.jsonl"
-    if manifest.exists() and not overwrite:
-        from bfvr.errors import OutputError
+    from bfvr.errors import OutputError
+    from bfvr.io.paths import check_separate
 
-        raise OutputError(f"'{manifest}' already exists; pass --overwrite to replace it or choose another folder.")
+    out_dir = Path(out_dir)
     if not inputs:
         raise InputError("no input videos; give a video file or a folder of videos.")
+    check_separate(inputs, out_dir, out_is_dir=True)
+    manifest = out_dir / "manifest.jsonl"
+    if manifest.exists() and not overwrite:
+        raise OutputError(f"'{manifest}' already exists; pass --overwrite to replace it or choose another folder.")
     prep = Preparer(opts, orientation_check=orientation_check)
+    created = [d for d in (out_dir.absolute(), *out_dir.absolute().parents) if not d.exists()]
+    out_dir.mkdir(parents=True, exist_ok=True)
     tmp = manifest.with_suffix(".jsonl.partial")
-    with open(tmp, "w") as f:
-        for src in inputs:
-            rec = prep.prepare(src, out_dir, overwrite=overwrite, progress=progress)
-            rec["text_filter"] = prep.text_status
-            rec["options"] = {k: v for k, v in asdict(prep.opts).items() if k != "extra"}
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            if on_record:
-                on_record(rec)
-    tmp.replace(manifest)
+    try:
+        with open(tmp, "w") as f:
+            for src in inputs:
+                rec = prep.prepare(src, out_dir, overwrite=overwrite, progress=progress)
+                rec["text_filter"] = prep.text_status
+                rec["options"] = {k: v for k, v in asdict(prep.opts).items() if k != "extra"}
+                f.write(json.dumps(rec) + "\n")
+                f.flush()
+                if on_record:
+                    on_record(rec)
+        tmp.replace(manifest)
+    except BaseException:  # an error or an interrupt: no partial manifest, no folder we made and left empty
+        tmp.unlink(missing_ok=True)
+        for d in created:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
     return manifest
 
 

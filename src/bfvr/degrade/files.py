@@ -94,7 +94,8 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
 
         n = 0
         with VideoWriter(dst, fps=info.fps, time_base=info.time_base, crf=out_crf, overwrite=overwrite,
-                         audio_from=src if keep_audio and info.has_audio else None) as w:
+                         audio_from=src if keep_audio and info.has_audio else None,
+                         inputs=[src, params.get("path")]) as w:
             for frames in out_chunks:
                 with deterministic_heap():  # the writer's x264 too (see bfvr.degrade.codec)
                     w.write(frames, [pts_queue.popleft() for _ in range(len(frames))])

@@ -200,7 +200,8 @@ class FacePipeline:
         self._selected: int | None = None
         self._mask = soft_mask(tuple(opt.canvas), opt.mask_shape, opt.erode, opt.feather)
         self.stats = {"frames": 0, "frames_with_face": 0, "crops": 0, "tracks": set(), "cuts": [],
-                      "detect_seconds": 0.0, "max_buffered_frames": 0, "boxes": {}}
+                      "detect_seconds": 0.0, "max_buffered_frames": 0, "boxes": {}, "detector": None,
+                      "detector_runs": 0, "frames_detected": 0}
         if opt.has_aligned:
             yield from self._process_aligned(frames)
             return
@@ -210,6 +211,7 @@ class FacePipeline:
                               hold=opt.detect_every - 1)
         cuts = ShotCutDetector(threshold=opt.cut_threshold)
         detector = self.detector
+        self.stats["detector"] = detector.name
         for i, frame in enumerate(frames):
             frame = np.ascontiguousarray(frame)
             slot = _Slot(i, frame)
@@ -223,6 +225,8 @@ class FacePipeline:
                 t0 = time.perf_counter()
                 faces = detector(frame)
                 self.stats["detect_seconds"] += time.perf_counter() - t0
+                self.stats["detector_runs"] += 1
+                self.stats["frames_detected"] += bool(faces)
             for t, states in tracker.update(i, faces, cut):
                 self._schedule(t, states)
             self.stats["max_buffered_frames"] = max(self.stats["max_buffered_frames"], len(self._slots))
@@ -256,7 +260,13 @@ class FacePipeline:
 
     def _finish(self) -> None:
         self.stats["tracks"] = len(self.stats["tracks"])
-        if self.stats["frames"] and not self.stats["crops"]:
+        if self.stats["frames"] and not self.stats["crops"] and self.stats["frames_detected"]:
+            warnings.warn(NoFaceWarning(
+                f"faces were detected in {self.stats['frames_detected']} of the "
+                f"{self.stats['detector_runs']} frames the detector ran on, but none often enough to be a "
+                f"face track (needs {self.opt.min_hits}), so the frames passed through unchanged (try --detect-every 1)."),
+                stacklevel=3)
+        elif self.stats["frames"] and not self.stats["crops"]:
             warnings.warn(NoFaceWarning(
                 f"no face was found in any of the {self.stats['frames']} frames; "
                 "they passed through unchanged "

@@ -106,6 +106,12 @@ class FaceTracker:
     frames (0 or `smooth=False` = no smoothing); `lookahead` frames (default ceil(3 sigma), at least
     `max_gap`); `hold` frames a track keeps its last geometry after its last detection (use k - 1 when
     the detector runs every k frames, so the frames after the last detector run are covered).
+
+    Short streams: a clip with fewer detector runs than it takes to confirm a face (a 1- or 2-frame video,
+    or a short one with sparse detection) cannot give any track `min_hits` detections. So the frames that
+    are still open at `flush()` (all of them, in a clip shorter than the look-ahead) need only
+    min(`min_hits`, half the stream's detector runs, rounded up) detections: a face found in one frame of
+    a one-frame clip or both frames of a two-frame clip is used, while in a long video the threshold stays.
     """
 
     def __init__(self, *, iou_threshold: float = 0.3, max_gap: int = 8, min_hits: int = 3, sigma: float = 4.0,
@@ -121,6 +127,8 @@ class FaceTracker:
         self._next_id = 0
         self._seen = -1  # last frame index given to update()
         self._emitted = -1  # last frame index returned
+        self._runs = 0  # frames the detector ran on
+        self._need = min_hits  # detections a track needs now (lowered at flush for short streams)
         self.cuts: list[int] = []
 
     # ------------------------------------------------------------ input
@@ -140,6 +148,8 @@ class FaceTracker:
         for tr in self._tracks.values():
             if not tr.closed and index - tr.last > self.max_gap:
                 tr.closed = True
+        if faces is not None:
+            self._runs += 1
         if faces:
             self._associate(index, faces)
         out = []
@@ -149,6 +159,7 @@ class FaceTracker:
 
     def flush(self) -> list[tuple[int, list[TrackState]]]:
         """All remaining frames (end of the stream)."""
+        self._need = min(self.min_hits, max(1, math.ceil(self._runs / 2)))
         out = []
         while self._emitted < self._seen:
             out.append(self._emit(self._emitted + 1))
@@ -200,7 +211,7 @@ class FaceTracker:
             if tr.closed and end < t:
                 del self._tracks[tr.id]
                 continue
-            if tr.first > t or end < t or tr.hits < self.min_hits:
+            if tr.first > t or end < t or tr.hits < self._need:
                 continue
             lo, hi = max(tr.first, t - R), min(end, t + R)
             frames = np.arange(lo, hi + 1, dtype=np.float64)

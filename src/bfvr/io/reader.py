@@ -30,6 +30,9 @@ def _natural_key(p: Path) -> list[object]:
 
 
 def _check_path(path: Path) -> None:
+    from bfvr.io.paths import check_not_url
+
+    check_not_url(path)
     if not path.exists():
         raise InputError(f"input '{path}' does not exist; check the path.")
     if not os.access(path, os.R_OK):
@@ -40,6 +43,8 @@ class VideoReader:
     """Base class: iterate frames lazily. Use as a context manager or call `close()`."""
 
     info: VideoInfo
+    #: duration (in `info.time_base` ticks) of the frame yielded last, when the container says (else None)
+    last_duration: int | None = None
 
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
         """Yield (frame uint8 [H, W, 3] RGB, pts) in display order, from where the reader is now."""
@@ -148,8 +153,19 @@ class AVReader(VideoReader):
         else:
             duration = 0.0
         count, exact = int(vs.frames or 0), True
-        if count <= 0:
-            count, exact = max(1, int(round(duration * fps))), False
+        if count <= 0:  # the container does not index its frames (mkv, webm, avi, ...): count the packets
+            counted = _count_packets(path, vs.index)
+            if counted is not None:
+                count, span, step = counted
+                if count > 1 and span > 0:
+                    measured = Fraction(count - 1) / (span * tb)  # average rate from the timestamps
+                    # VFR (or a stream rate that is only the time base, e.g. "1000 fps"): the measured average
+                    if step is None or abs(float(measured) - float(fps)) > 0.005 * float(fps):
+                        fps = measured.limit_denominator(1001 * 1000)
+                if not duration and count:
+                    duration = float(count / fps)
+            else:
+                count, exact = max(1, int(round(duration * fps))), False
         if vs.frames and duration == 0.0:
             duration = float(count / fps)
         pix = first.format.name if first.format else (vs.codec_context.pix_fmt or "")
@@ -164,7 +180,7 @@ class AVReader(VideoReader):
         self.info = VideoInfo(
             path=self.path, width=w, height=h, fps=fps, frame_count=count, duration=duration, time_base=tb,
             rotation=rot, pix_fmt=pix, codec=vs.codec_context.name or "", has_audio=a is not None,
-            audio_codec=a.codec_context.name if a is not None else None,
+            audio_codec=audio_codec_name(a) if a is not None else None,
             audio_sample_rate=a.codec_context.sample_rate if a is not None else None,
             audio_channels=a.codec_context.channels if a is not None else None,
             audio_duration=adur, container=c.format.name or "",
@@ -196,9 +212,11 @@ class AVReader(VideoReader):
         while self._peeked:
             f = self._peeked.pop(0)
             self._decoded += 1
+            self.last_duration = getattr(f, "duration", None) or None
             yield self._to_rgb(f), f.pts
         for f in self._frame_iter:
             self._decoded += 1
+            self.last_duration = getattr(f, "duration", None) or None
             yield self._to_rgb(f), f.pts
         # mp4/mov index every sample: decoding fewer frames than indexed means the data was cut off
         info = self.info
@@ -302,6 +320,38 @@ def read_frames(path: str | os.PathLike[str], max_frames: int | None = None) -> 
                 break
             out.append(frame)
     return np.stack(out)
+
+
+def audio_codec_name(stream: object) -> str:
+    """The codec's name ("mp3"), not its decoder's ("mp3float"): what a container can hold is a codec."""
+    codec = stream.codec_context.codec
+    return getattr(codec, "canonical_name", None) or codec.name
+
+
+def _count_packets(path: Path, index: int) -> tuple[int, int, int | None] | None:
+    """(video packets, last pts - first pts, the constant pts step or None when it varies) of stream
+    `index`, by demuxing only (no decoding: seconds for hours of video); None when the demuxer fails."""
+    import av
+
+    n, pts = 0, []
+    try:
+        with av.open(str(path), mode="r") as c:
+            st = c.streams[index]
+            for pkt in c.demux(st):
+                if pkt.size == 0 and pkt.pts is None:
+                    continue  # the flush packet
+                n += 1
+                if pkt.pts is not None:
+                    pts.append(int(pkt.pts))
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+    if not pts:
+        return n, 0, None
+    pts.sort()
+    steps = {b - a for a, b in zip(pts, pts[1:])}
+    uniform = len(steps) <= 1 or max(steps) - min(steps) <= 1  # one tick of rounding
+    step = min(steps, default=None) if uniform else None
+    return n, pts[-1] - pts[0], step
 
 
 def _parse_hms(text: str | None) -> float | None:

@@ -15,8 +15,9 @@ class VideoInfo:
 
     `width`/`height` are the size of the frames the reader yields: upright (after rotation) and with
     bfvr's own even-size padding removed. `frame_count` is exact for containers that index their
-    samples (mp4/mov, image folders) and estimated from duration x fps otherwise
-    (`frame_count_exact` says which). Timestamps (`pts`) are integers in `time_base` seconds.
+    samples (mp4/mov, image folders), counted from the packets for the others (mkv, webm, ...), and
+    estimated from duration x fps only when demuxing fails (`frame_count_exact` says which). `fps` of a
+    variable-frame-rate file is its measured average. Timestamps (`pts`) are integers in `time_base` seconds.
     `rotation` is the display-matrix angle in degrees counter-clockwise (0/90/180/270) that the reader
     applied to make frames upright (FFmpeg/PyAV convention; a phone's "rotate=90" tag is 270 here).
     """

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from bfvr.errors import InputError, OutputError
-from bfvr.io.reader import SIZE_TAG
+from bfvr.io.paths import FRAMES_MARKER, check_replaceable, check_separate, remove_own_frames_dir
+from bfvr.io.reader import SIZE_TAG, audio_codec_name
 
 _PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
             "placebo")
@@ -43,6 +44,11 @@ COPYABLE_AUDIO = {
 }
 
 
+def h264_size_ok(width: int, height: int) -> bool:
+    """Whether FFmpeg's encoders accept a frame of this size (its image size limit, ~16000x16000)."""
+    return width > 0 and height > 0 and (width + 128) * (height + 128) < (2**31 - 1) // 8
+
+
 def output_kind(out: Path) -> str:
     """'video' or 'images' for an output path, or raise OutputError for an unsupported suffix."""
     suffix = out.suffix.lower()
@@ -54,18 +60,18 @@ def output_kind(out: Path) -> str:
                       "or a path without suffix for a folder of PNG frames.")
 
 
-def prepare_output(out: str | os.PathLike[str], overwrite: bool = False, *, create: bool = True) -> Path:
-    """Check that `out` may be written (exists? folder writable?) and create its parent folder
-    (`create=False`: only check, so a failure later leaves no empty folder behind)."""
+def prepare_output(out: str | os.PathLike[str], overwrite: bool = False, *, create: bool = True,
+                   inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:
+    """Check that `out` may be written (exists? folder writable? not one of `inputs`? with `overwrite`,
+    only ever something bfvr writes: see `bfvr.io.paths`) and create its parent folder (`create=False`:
+    only check, so a failure later leaves no empty folder behind)."""
     out = Path(out).expanduser()
     kind = output_kind(out)
+    check_separate(inputs, out, out_is_dir=kind == "images")
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise OutputError(f"'{out}' already exists; pass --overwrite to replace it or choose another path.")
-        if kind == "video" and out.is_dir():
-            raise OutputError(f"'{out}' is a folder; choose a file path for the video.")
-        if kind == "images" and out.exists() and not out.is_dir():
-            raise OutputError(f"'{out}' is a file; choose a folder path (no suffix) for PNG frames.")
+        check_replaceable(out, kind)
     parent = out.parent
     if not create:
         existing = parent
@@ -108,9 +114,10 @@ class VideoWriter:
                  time_base: Fraction | None = None, audio_from: str | os.PathLike[str] | None = None,
                  crf: float = 18, preset: str = "medium", overwrite: bool = False,
                  size: tuple[int, int] | None = None, codec: str = "libx264", pix_fmt: str = "yuv420p",
-                 codec_options: dict[str, str] | None = None) -> None:
+                 codec_options: dict[str, str] | None = None,
+                 inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
         missing = [d for d in Path(out).expanduser().absolute().parents if not d.exists()]
-        self.path = prepare_output(out, overwrite)
+        self.path = prepare_output(out, overwrite, inputs=[*inputs, audio_from])
         self._created_dirs = missing  # removed again (when empty) if the write fails
         self.kind = output_kind(self.path)
         self.fps = Fraction(fps).limit_denominator(1_000_000) if not isinstance(fps, Fraction) else fps
@@ -118,8 +125,6 @@ class VideoWriter:
             raise OutputError(f"frame rate must be positive, got {fps}.")
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
         self.audio_from = Path(audio_from) if audio_from else None
-        if self.audio_from is not None and _same_file(self.audio_from, self.path):
-            raise OutputError(f"the output '{self.path}' is the input; choose another output path.")
         if not (0 <= float(crf) <= 51):
             raise OutputError(f"--crf must be between 0 and 51, got {crf}.")
         if codec == "libx264" and preset not in _PRESETS:
@@ -129,6 +134,11 @@ class VideoWriter:
         self.overwrite = overwrite
         self.size = size  # (W, H) of the frames given; None = from the first frame
         self.frames_written = 0
+        #: "copied" / "re-encoded" once the audio stream is set up, None without audio
+        self.audio_mode: str | None = None
+        #: how long the last frame lasts, in `time_base` ticks (e.g. the input's last frame, so a variable
+        #: frame rate video keeps its length); None = 1/fps. Honoured for .mkv; mp4/mov keep 1/fps
+        self.last_duration: int | None = None
         self._last_pts: int | None = None
         self._container = None
         self._vstream = None
@@ -139,6 +149,9 @@ class VideoWriter:
         try:
             if self.kind == "images":
                 self._tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
+                (self._tmp / FRAMES_MARKER).write_text(
+                    "PNG frames written by bfvr; `--overwrite` may replace this folder while it holds only "
+                    "bfvr's frames.\n")
             else:
                 fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}",
                                            dir=parent)
@@ -167,6 +180,10 @@ class VideoWriter:
             self.size = (w, h)
         if (w, h) != tuple(self.size):
             raise ValueError(f"frame size {w}x{h} differs from the stream's {self.size[0]}x{self.size[1]}")
+        if self.kind == "video" and not h264_size_ok(w, h):
+            self.abort()
+            raise OutputError(f"{w}x{h} frames are larger than the H.264 encoder takes (about 16000x16000); "
+                              "use a smaller size (e.g. a smaller --upscale) or a folder of PNG frames.")
         try:
             if self.kind == "images":
                 self._write_images(frames)
@@ -221,6 +238,8 @@ class VideoWriter:
         self._vstream = vs
         if self.audio_from is not None:
             self._audio = _AudioMux.open(self.audio_from, c, fmt)
+            if self._audio is not None:
+                self.audio_mode = "copied" if self._audio.copy else "re-encoded"
 
     def _write_video(self, frames: np.ndarray, pts_list: list[int | None]) -> None:
         import av
@@ -242,6 +261,27 @@ class VideoWriter:
             self._mux_video(self._vstream.encode(vf))
             self.frames_written += 1
 
+    def _end_at_last_duration(self, packets: list) -> list:
+        """Give the stream's final packet the duration that makes the video end `last_duration` after the
+        last frame (the muxers take the end of a track from its last packet's duration)."""
+        d = self.last_duration
+        if not d or d <= 0 or not packets or self._last_pts is None:
+            return packets
+        end = self._last_pts + int(d)
+        fmt = VIDEO_SUFFIXES[self.path.suffix.lower()]
+        if fmt != "matroska":
+            # mp4/mov: the mov muxer derives sample durations from dts steps and its edit list from the
+            # B-frame shift; measured, setting packet durations moved the end the wrong way, so mp4/mov
+            # keep the default (1/fps) last frame for now
+            return packets
+        try:
+            shown_last = max((p for p in packets if p.pts is not None), key=lambda p: p.pts, default=None)
+            if shown_last is not None and shown_last.pts == self._last_pts:
+                shown_last.duration = end - shown_last.pts  # the block duration of the frame shown last
+        except (AttributeError, TypeError, ValueError):
+            pass
+        return packets
+
     def _mux_video(self, packets: Iterable[object]) -> None:
         for pkt in packets:
             if self._audio is not None and pkt.dts is not None:
@@ -257,7 +297,7 @@ class VideoWriter:
             if self.frames_written == 0:
                 raise OutputError(f"no frames were written to '{self.path}'; nothing to save.")
             if self.kind == "video":
-                self._mux_video(self._vstream.encode())
+                self._mux_video(self._end_at_last_duration(list(self._vstream.encode())))
                 if self._audio is not None:
                     self._audio.pump(None)
                     self._audio.close()
@@ -277,14 +317,15 @@ class VideoWriter:
         if self.path.exists() or self.path.is_symlink():
             if not self.overwrite:
                 raise OutputError(f"'{self.path}' appeared while writing; pass --overwrite to replace it.")
+            check_replaceable(self.path, self.kind)  # again: the folder may have changed while writing
             if self.path.is_dir() and not self.path.is_symlink():
-                shutil.rmtree(self.path)
+                remove_own_frames_dir(self.path)
             else:
                 self.path.unlink()
-        if self._tmp.is_file():  # mkstemp makes 0600 files; give the output the usual umask permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp, 0o666 & ~umask)
+        # mkstemp/mkdtemp make 0600 files / 0700 folders; give the output the usual umask permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, (0o777 if self._tmp.is_dir() else 0o666) & ~umask)
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
@@ -354,7 +395,7 @@ class _AudioMux:
             inp.close()
             return None
         ist = inp.streams.audio[0]
-        return cls(inp, ist, out, ist.codec_context.name in COPYABLE_AUDIO.get(fmt, set()))
+        return cls(inp, ist, out, audio_codec_name(ist) in COPYABLE_AUDIO.get(fmt, set()))
 
     def _next(self) -> object | None:
         import av
@@ -410,13 +451,6 @@ class _AudioMux:
             self._inp.close()
         except Exception:
             pass
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
 
 
 def write_video(out: str | os.PathLike[str], frames: Iterable[np.ndarray] | np.ndarray, fps: float | Fraction = 25,

@@ -346,11 +346,18 @@ def write_report(result: dict, out_dir: str | Path) -> list[Path]:
                      "fvd_per_pair is the papers' per-video-pair variant (no covariance term).")
     notes += [f"- warning: {w}" for w in result["warnings"]]
     paths = [out / "metrics.md", out / "metrics.csv", out / "metrics.json"]
-    paths[0].write_text("\n".join(md + notes) + "\n", encoding="utf-8")
-    with paths[1].open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: _fmt(r[c]) if c in r else "" for c in cols})
-    paths[2].write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")
+    tmps = [p.with_name(f".{p.name}.partial") for p in paths]  # renamed into place only when all are written
+    try:
+        tmps[0].write_text("\n".join(md + notes) + "\n", encoding="utf-8")
+        with tmps[1].open("w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            for r in rows:
+                w.writerow({c: _fmt(r[c]) if c in r else "" for c in cols})
+        tmps[2].write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")
+        for t, p in zip(tmps, paths):
+            t.replace(p)
+    finally:
+        for t in tmps:
+            t.unlink(missing_ok=True)
     return paths

@@ -83,7 +83,9 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    from bfvr.models.weights import torch_load
+
+    sd = torch_load(path)
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     return sd

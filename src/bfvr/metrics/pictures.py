@@ -101,6 +101,10 @@ def profile_image(videos: Sequence[str | os.PathLike[str]], *, column: float | N
         with open_video(v) as r:
             w, h = r.info.width, r.info.height
             first_w, first_h = first_w or w, first_h or h
+            for name, value, size in (("--column", column, first_w), ("--row", row, first_h)):
+                if value is not None and not (0 < value < 1) and not (0 <= value < size):
+                    raise InputError(f"{name} {value:g} is outside the first video's frame (0..{size - 1}); "
+                                     "give a pixel index inside it or a fraction between 0 and 1.")
             c = rw = None
             if row is not None:
                 rw = row if 0 < row < 1 else min(h - 1, int(round(row * h / first_h)))
@@ -146,6 +150,12 @@ def side_by_side_video(paths: Sequence[str | os.PathLike[str]], out: str | os.Pa
     names = list(labels) if labels is not None else ["input", "output", "GT"][:len(paths)]
     if len(names) != len(paths):
         raise InputError(f"--labels has {len(names)} entries for {len(paths)} videos.")
+    from bfvr.io.paths import check_not_url
+    from bfvr.io.writer import prepare_output
+
+    for p in paths:
+        check_not_url(p)
+    prepare_output(out, overwrite, create=False, inputs=paths)  # before any decoding
     readers = [open_video(p) for p in paths]
     try:
         infos = [r.info for r in readers]
@@ -156,7 +166,7 @@ def side_by_side_video(paths: Sequence[str | os.PathLike[str]], out: str | os.Pa
         height = ref.height - ref.height % 2
         its = [r.chunks(16) for r in readers]
         done = 0
-        with VideoWriter(out, fps=ref.fps, crf=crf, overwrite=overwrite) as w:
+        with VideoWriter(out, fps=ref.fps, crf=crf, overwrite=overwrite, inputs=paths) as w:
             while done < n:
                 chunks = [next(it, None) for it in its]
                 if any(c is None for c in chunks):

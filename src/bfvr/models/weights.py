@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from bfvr.errors import ModelError, WeightsNotFoundError
 
@@ -202,8 +202,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, pr
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise WeightsNotFoundError(
-            f"could not download {url} ({reason}); fetch it by other means and save it as {dest}, "
-            "or pass --weights PATH.") from e
+            f"could not download {url} ({reason}); fetch it by other means and save it as {dest} "
+            "(or give the file to `bfvr restore --weights PATH`).") from e
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     h = hashlib.sha256()
     done = 0
@@ -295,13 +295,7 @@ def load_state_dict(path: str | os.PathLike, key: str | None = "params_ema"):
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelError(f"{path} is not a readable safetensors file ({e}).") from e
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, zip errors, disallowed globals
-        msg = " ".join(str(e).split())[:200]
-        raise ModelError(f"{path} is not a loadable weights file ({type(e).__name__}: {msg}); "
-                         "only plain tensor checkpoints (.pth/.pt, loaded with weights_only) or "
-                         ".safetensors are accepted.") from e
+    obj = torch_load(path)
     if not isinstance(obj, Mapping):
         raise ModelError(f"{path} holds a {type(obj).__name__}, not a state_dict.")
     for k in ([key] if key else []) + ["params"]:
@@ -313,6 +307,34 @@ def load_state_dict(path: str | os.PathLike, key: str | None = "params_ema"):
         raise ModelError(f"{path} has no state_dict under '{key}' (top-level keys: {keys}); "
                          "pass a checkpoint saved with params_ema or a plain state_dict.")
     return dict(obj)
+
+
+def load_error_reason(e: BaseException) -> str:
+    """Why torch.load / safetensors refused a file, in our words (never torch's advice to turn off
+    `weights_only`, which would run whatever code the file holds)."""
+    text = " ".join(str(e).split()).lower()
+    if "unsupported global" in text or "allowlist" in text or "safe_globals" in text:
+        return ("it holds pickled Python objects besides tensors (a whole model, an optimizer or code), "
+                "which bfvr does not unpickle because that could run anything")
+    if "unsupported operand" in text or "invalid load key" in text or "central directory" in text \
+            or "zip" in text or "eof" in text or "ran out of input" in text or "truncated" in text \
+            or "magic number" in text or "corrupt" in text:
+        return "it is corrupt, truncated or not a PyTorch file"
+    if isinstance(e, OSError):
+        return f"it cannot be read ({getattr(e, 'strerror', None) or type(e).__name__})"
+    return f"it is not a valid checkpoint ({type(e).__name__})"
+
+
+def torch_load(path: str | os.PathLike[str]) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU; any failure becomes a `ModelError` that says why
+    in one sentence."""
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, zip errors, disallowed globals, I/O
+        raise ModelError(f"{path} cannot be loaded: {load_error_reason(e)}; use a plain tensor checkpoint "
+                         "(.pth/.pt state_dict) or a .safetensors file.") from None
 
 
 def state_dict_problems(state: Mapping[str, object], expected: Mapping[str, Sequence[int]]) -> list[str]:

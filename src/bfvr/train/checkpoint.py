@@ -116,7 +116,27 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:
-    return torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    """The `state.pt` of a checkpoint folder (ModelError saying why when it is unreadable or not bfvr's)."""
+    from bfvr.errors import ModelError
+    from bfvr.models.weights import torch_load
+
+    state = torch_load(ckpt / "state.pt")
+    missing = [k for k in ("step", "world_size", "batch_size", "accum_steps", "opt_g", "rng")
+               if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ModelError(f"{ckpt / 'state.pt'} is not a bfvr training state (no {', '.join(missing)}).")
+    return state
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """`safetensors.torch.load_file` with a one-sentence ModelError for a corrupt or truncated file."""
+    from bfvr.errors import ModelError
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # SafetensorError, OSError, ...
+        raise ModelError(f"{path} cannot be loaded: it is corrupt, truncated or not a safetensors file "
+                         f"({type(e).__name__}).") from None
 
 
 def load_weights(path: str | Path, prefer: tuple[str, ...] = ("ema", "model")) -> dict[str, torch.Tensor]:
@@ -124,8 +144,10 @@ def load_weights(path: str | Path, prefer: tuple[str, ...] = ("ema", "model")) -
     p = Path(path)
     if p.is_file():
         if p.suffix == ".safetensors":
-            return load_file(str(p))
-        sd = torch.load(str(p), map_location="cpu", weights_only=True)
+            return load_safetensors(p)
+        from bfvr.models.weights import torch_load
+
+        sd = torch_load(p)
         for key in ("params_ema", "params", "state_dict"):
             if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
                 return sd[key]
@@ -136,5 +158,5 @@ def load_weights(path: str | Path, prefer: tuple[str, ...] = ("ema", "model")) -
     for name in prefer:
         f = ck / f"{name}.safetensors"
         if f.is_file():
-            return load_file(str(f))
+            return load_safetensors(f)
     raise WeightsNotFoundError(f"{ck} holds none of {', '.join(n + '.safetensors' for n in prefer)}.")

@@ -236,6 +236,17 @@ class TrainConfig:
             raise ConfigError("data.face_crop and data.exclude work with data.backend: builtin only.")
         if self.data.crop is not None and self.data.crop > self.data.size:
             raise ConfigError("data.crop must not exceed data.size.")
+        d = self.data
+        for key, value, low in (("clip_len", d.clip_len, 1), ("size", d.size, 8), ("max_frames", d.max_frames, 1),
+                                ("num_workers", d.num_workers, 0)):
+            if value < low:
+                raise ConfigError(f"data.{key} must be at least {low}, got {value}; fix it in the config or with "
+                                  f"--set data.{key}=N.")
+        if d.crop is not None and d.crop < 8:
+            raise ConfigError(f"data.crop must be at least 8 (or null for no crop), got {d.crop}.")
+        if d.max_frames < d.clip_len:
+            raise ConfigError(f"data.max_frames ({d.max_frames}) must be at least data.clip_len ({d.clip_len}): "
+                              "a clip is taken from the first max_frames frames of each video.")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -344,4 +355,21 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p} must contain a mapping of settings at the top level.")
+    for section in ("data", "val"):
+        sec = raw.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get("paths"), list):
+            sec["paths"] = [_resolve_data_path(x, p.parent) for x in sec["paths"]]
     return config_from_dict(raw, overrides)
+
+
+def _resolve_data_path(entry: Any, config_dir: Path) -> Any:
+    """A relative `data.paths` entry written in a config file means the config's own folder (so a config
+    finds its data from any working directory); when it exists only relative to the working directory
+    (configs written before this rule), that is kept. Paths given with --data / --set are the user's
+    own, relative to the working directory."""
+    if not isinstance(entry, str) or not entry or Path(entry).expanduser().is_absolute():
+        return entry
+    beside = config_dir / entry
+    if beside.exists() or not Path(entry).exists():
+        return str(beside.resolve()) if beside.exists() else entry
+    return entry

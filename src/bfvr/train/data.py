@@ -45,7 +45,9 @@ def expand_paths(paths: Sequence[str]) -> list[Path]:
         elif p.is_file():
             out.append(p)
         else:
-            raise InputError(f"training data not found: {p}; fix data.paths in the config.")
+            raise InputError(f"training data not found: {p} (relative data.paths in a config file are read from "
+                             "the config's folder, --data/--set paths from the current one); fix data.paths or "
+                             "pass --data PATH.")
     if not out:
         raise InputError(f"no videos found in {list(paths)}; data.paths needs video files or folders of videos.")
     return out

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -91,6 +92,7 @@ class Trainer:
         self.progress = progress and self.info.is_main
         self.argv = argv if argv is not None else sys.argv
         self.resume = resume
+        self._undo: list[tuple[Path, str | None]] | None = None  # what _write_run_dir wrote (see _undo_start)
         if self.info.is_main:
             self._prepare_run_dir()
         bdist.barrier(self.info)
@@ -133,22 +135,57 @@ class Trainer:
     # run folder, checkpoints
 
     def _prepare_run_dir(self) -> None:
+        from bfvr.io.paths import check_separate
+
         rd = self.run_dir
+        check_separate(self.cfg.data.paths, rd, out_is_dir=True, what="run")
         has_ckpt = (rd / ckpt.CKPT_DIR).is_dir() and any((rd / ckpt.CKPT_DIR).glob("step_*"))
         if has_ckpt and not self.resume:
             raise OutputError(f"{rd} already holds checkpoints; pass --resume to continue that run or choose "
                               "another output folder with --out.")
         if self.resume and not has_ckpt:
             raise ConfigError(f"--resume given but {rd} holds no checkpoint; start without --resume.")
+
+    def _write_run_dir(self) -> None:
+        """Create the run folder with config.yaml and run.json (at the start of `run`: a start that fails
+        earlier writes nothing, and one that fails before its first step is undone by `_undo_start`)."""
+        rd = self.run_dir
+        made = [d for d in (rd.absolute(), *rd.absolute().parents) if not d.exists()]
         rd.mkdir(parents=True, exist_ok=True)
-        (rd / "config.yaml").write_text(self.cfg.to_yaml())
         runs_file = rd / "run.json"
+        # a start that fails before its first step puts back what was there (see _undo_start)
+        self._undo = [(f, f.read_text() if f.is_file() else None) for f in (rd / "config.yaml", runs_file)]
+        self._made_dirs = made
+        (rd / "config.yaml").write_text(self.cfg.to_yaml())
         runs = json.loads(runs_file.read_text()) if runs_file.is_file() else []
         runs.append({**git_revision(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": self.argv,
                      "torch": torch.__version__, "python": platform.python_version(),
                      "world_size": self.info.world_size, "resume": self.resume,
                      "device": str(self.device), "threads": torch.get_num_threads()})
         runs_file.write_text(json.dumps(runs, indent=1))
+
+    def _undo_start(self) -> None:
+        """A start that failed before its first training step: put the run folder back as it was (files
+        this start wrote removed or restored, folders it made removed when empty)."""
+        if not self._undo:
+            return
+        for f, text in self._undo:
+            try:
+                if text is None:
+                    f.unlink(missing_ok=True)
+                else:
+                    f.write_text(text)
+            except OSError:
+                pass
+        if self._made_dirs and self._made_dirs[0] == self.run_dir.absolute():
+            shutil.rmtree(self.run_dir, ignore_errors=True)  # made by this start: all it holds is ours
+        for d in self._made_dirs:  # deepest first
+            try:
+                if d.exists():
+                    d.rmdir()
+            except OSError:
+                break
+        self._undo = None
 
     def _weights(self) -> dict[str, dict[str, torch.Tensor]]:
         w = {"model": self.model.state_dict(), "ema": self.ema.module.state_dict()}
@@ -197,10 +234,28 @@ class Trainer:
         return ckpt.save_checkpoint(self.run_dir, self.step, self._weights(), state, meta, keep=self.cfg.keep_ckpts)
 
     def _load_latest(self) -> None:
-        from safetensors.torch import load_file
+        from bfvr.errors import ModelError
 
-        path = ckpt.find_checkpoint(self.run_dir)
-        state = ckpt.load_state(path)
+        newest = ckpt.find_checkpoint(self.run_dir)
+        older = sorted((q for q in newest.parent.glob("step_*") if q != newest and q.name < newest.name
+                        and (q / "state.pt").is_file()), reverse=True)
+        bad: list[tuple[Path, str]] = []
+        for path in [newest, *older]:  # newest first; a corrupt (or tampered) checkpoint falls back to the previous
+            try:
+                state = ckpt.load_state(path)
+                model_sd = ckpt.load_safetensors(path / "model.safetensors")
+                ema_sd = ckpt.load_safetensors(path / "ema.safetensors")
+                disc_sd = ckpt.load_safetensors(path / "disc.safetensors") if self.disc is not None else None
+            except (ModelError, FileNotFoundError) as e:
+                bad.append((path, str(e)))
+                continue
+            break
+        else:
+            raise ConfigError(f"no readable checkpoint in {newest.parent} ({bad[0][1].rstrip('.')}); start the "
+                              "run again without --resume (in a new folder) or restore the checkpoint files.")
+        for p, why in bad:
+            log.warning("checkpoint %s is unreadable (%s); resuming from the previous valid one, %s",
+                        p.name, why.rstrip("."), path.name)
         if state["world_size"] != self.info.world_size or state["batch_size"] != self.cfg.data.batch_size \
                 or state["accum_steps"] != self.cfg.accum_steps:
             raise ConfigError(
@@ -208,14 +263,14 @@ class Trainer:
                 f"accumulation {state['accum_steps']}; resume with the same settings (now "
                 f"{self.info.world_size}, {self.cfg.data.batch_size}, {self.cfg.accum_steps}).")
         try:
-            self.model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
-            self.ema.module.load_state_dict(load_file(str(path / "ema.safetensors")), strict=True)
+            self.model.load_state_dict(model_sd, strict=True)
+            self.ema.module.load_state_dict(ema_sd, strict=True)
             self.opt_g.load_state_dict(state["opt_g"])
             if self.disc is not None:
-                self.disc.load_state_dict(load_file(str(path / "disc.safetensors")), strict=True)
+                self.disc.load_state_dict(disc_sd, strict=True)
                 if state["opt_d"]:
                     self.opt_d.load_state_dict(state["opt_d"])
-        except (RuntimeError, ValueError, KeyError, FileNotFoundError) as e:
+        except (RuntimeError, ValueError, KeyError, FileNotFoundError, TypeError) as e:
             raise ConfigError(f"{path} does not fit the current model/discriminator settings "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); resume with the run's own "
                               "config (its config.yaml).") from None
@@ -341,6 +396,16 @@ class Trainer:
 
     def run(self, max_steps: int | None = None) -> list[dict[str, float]]:
         """Train until `max_steps` (default: the config's); returns the logged records of this process."""
+        try:
+            if self.info.is_main:
+                self._write_run_dir()
+            return self._run(max_steps)
+        except BaseException:
+            if self.step == self.start_step:  # failed before its first step: no half-made run folder
+                self._undo_start()
+            raise
+
+    def _run(self, max_steps: int | None) -> list[dict[str, float]]:
         c = self.cfg
         total = max_steps or c.max_steps
         self.dataset = build_dataset(c.data, seed=c.seed, progress=self.progress)

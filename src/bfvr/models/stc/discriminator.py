@@ -90,7 +90,9 @@ class DINOv2Discriminator(_ThreeHeads):
         if weights is not None:
             if not Path(weights).is_file():
                 raise WeightsNotFoundError(f"DINOv2 weights not found: {weights}; fix disc.dinov2_weights.")
-            sd = torch.load(weights, map_location="cpu", weights_only=True)
+            from bfvr.models.weights import torch_load
+
+            sd = torch_load(weights)
             net.load_state_dict(sd, strict=True)
         return cls(net, **kwargs)
 

@@ -1,0 +1,123 @@
+"""Where bfvr may write: the one place every command asks before it writes or replaces anything.
+
+The rule: bfvr never deletes or rewrites a file it did not create. Concretely
+
+* an output must not be an input, and an output folder must not be, contain, or lie inside an input
+  folder (`check_separate`), for every command that takes inputs and an output;
+* `--overwrite` replaces only what bfvr itself writes: a video file, or a PNG-frame folder that bfvr
+  made (it holds the marker file `FRAMES_MARKER` and nothing but frames named `NNNNNN.png`) or an empty
+  folder (`check_replaceable`). Anything else in the way is refused with one sentence.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from bfvr.errors import InputError, OutputError
+
+#: written into every PNG-frame folder bfvr creates: `--overwrite` tells its own output from a user's folder
+FRAMES_MARKER = ".bfvr-frames"
+#: the file names bfvr gives PNG frames
+FRAME_NAME = re.compile(r"\d{6}\.png")
+#: scheme://... (also with the double slash collapsed, as pathlib does: 'http:/host')
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+:/")
+
+
+def _abs(p: str | os.PathLike[str]) -> Path:
+    """Absolute path with symlinks resolved as far as the path exists (no error for missing parts)."""
+    return Path(os.path.realpath(Path(p).expanduser()))
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """True when `a` is `b` or lies inside it (both absolute)."""
+    return a == b or b in a.parents
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return _abs(a) == _abs(b) or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_not_url(path: str | os.PathLike[str]) -> None:
+    """Refuse http://, rtsp://, ... inputs with one sentence (bfvr reads local files only)."""
+    if _URL.match(str(path)) and not Path(path).exists():
+        url = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]+):/(?!/)", r"\1://", str(path))  # undo pathlib's '//' -> '/'
+        raise InputError(f"'{url}' is a URL; bfvr reads local files only, so download it first "
+                         "(e.g. with curl or yt-dlp) and pass the file.")
+
+
+def check_separate(inputs: Iterable[str | os.PathLike[str] | None], out: str | os.PathLike[str], *,
+                   out_is_dir: bool, what: str = "output") -> None:
+    """Refuse an `out` that would touch an input.
+
+    File output: it must not be any input file (nor lie inside an input folder when that folder is read
+    as frames). Folder output (`out_is_dir`): it must not be, contain, or lie inside an input folder, and
+    must not contain an input file."""
+    o = _abs(out)
+    for inp in inputs:
+        if inp is None:
+            continue
+        ip = Path(inp).expanduser()
+        if not ip.exists():
+            continue
+        i = _abs(ip)
+        if ip.is_dir():
+            if out_is_dir and (_inside(o, i) or _inside(i, o)):
+                rel = "is" if o == i else ("lies inside" if _inside(o, i) else "contains")
+                raise OutputError(f"the {what} folder '{out}' {rel} the input folder '{inp}'; "
+                                  "choose a separate folder so the inputs stay untouched.")
+            if not out_is_dir and _inside(o, i):
+                raise OutputError(f"the {what} '{out}' lies inside the input folder '{inp}'; "
+                                  "choose a path outside it so the inputs stay untouched.")
+        else:
+            if _same_file(ip, Path(out).expanduser()):
+                raise OutputError(f"the {what} '{out}' is the input; choose another {what} path.")
+            if out_is_dir and _inside(i, o):
+                raise OutputError(f"the {what} folder '{out}' contains the input '{inp}'; "
+                                  "choose a separate folder so the input stays untouched.")
+
+
+def is_own_frames_dir(folder: Path) -> bool:
+    """True for a folder bfvr may replace: empty, or its marker plus nothing but its PNG frame names."""
+    try:
+        names = [e.name for e in os.scandir(folder)]
+    except OSError:
+        return False
+    if not names:
+        return True
+    if FRAMES_MARKER not in names:
+        return False
+    return all(n == FRAMES_MARKER or (FRAME_NAME.fullmatch(n) and (folder / n).is_file()
+                                      and not (folder / n).is_symlink()) for n in names)
+
+
+def check_replaceable(out: Path, kind: str) -> None:
+    """With --overwrite: refuse to replace anything bfvr did not write (see module doc)."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if kind == "video":
+        if out.is_dir():
+            raise OutputError(f"'{out}' is a folder; choose a file path for the video.")
+        if not out.is_file() and not out.is_symlink():
+            raise OutputError(f"'{out}' is not a regular file; choose another output path.")
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise OutputError(f"'{out}' is a file; choose a folder path (no suffix) for PNG frames.")
+    if not is_own_frames_dir(out):
+        raise OutputError(f"'{out}' holds files bfvr did not write, so --overwrite will not replace it; "
+                          "choose a new or empty folder for the PNG frames.")
+
+
+def remove_own_frames_dir(folder: Path) -> None:
+    """Delete a PNG-frame folder bfvr wrote (its marker and frames only); refuses anything else."""
+    if not is_own_frames_dir(folder):
+        raise OutputError(f"'{folder}' changed while writing and now holds files bfvr did not write; "
+                          "it was left as it is (choose another output folder).")
+    for e in os.scandir(folder):
+        os.unlink(e.path)
+    folder.rmdir()

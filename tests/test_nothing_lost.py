@@ -1,0 +1,360 @@
+"""Nothing lost, ever (issue 10): bfvr never deletes or rewrites a file it did not create in that run.
+
+Each test does what a user did: point an output at a folder holding their own files (and the input
+itself), with --overwrite, and checks every file's sha256 before and after, the exit code and the one
+sentence on stderr."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under root (folders as 'dir')."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        out[str(p.relative_to(root))] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _user_folder(tmp_path: Path, faces_dir: Path, name: str = "work") -> tuple[Path, Path]:
+    """A user's folder: an unrelated file, a subfolder with a file, and the input video inside."""
+    d = tmp_path / name
+    (d / "sub").mkdir(parents=True)
+    (d / "notes.txt").write_text("my notes\n")
+    (d / "sub" / "keep.bin").write_bytes(b"\x00\x01" * 100)
+    inp = d / "in.mp4"
+    shutil.copyfile(faces_dir / "lp_driving_d18.mp4", inp)
+    return d, inp
+
+
+def _one_sentence_error(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bfvr: error: "), err
+    assert "Traceback" not in err and "internal error" not in err, err
+    return lines[0]
+
+
+def test_restore_overwrite_into_user_folder_with_input_inside(tmp_path, faces_dir, capsys) -> None:
+    d, inp = _user_folder(tmp_path, faces_dir)
+    before = _snapshot(d)
+    code = run_cli("restore", str(inp), "-o", str(d), "--overwrite", "--model", "identity", "-q")
+    assert code != 0
+    line = _one_sentence_error(capsys.readouterr().err)
+    assert "input" in line
+    assert _snapshot(d) == before
+
+
+def test_restore_overwrite_refuses_a_folder_with_other_files(tmp_path, faces_dir, capsys) -> None:
+    d, inp = _user_folder(tmp_path, faces_dir)
+    target = tmp_path / "frames"
+    (target / "deep").mkdir(parents=True)
+    (target / "000000.png").write_bytes(b"not mine")  # looks like a frame, but no bfvr marker
+    (target / "deep" / "x.txt").write_text("x")
+    before, before_in = _snapshot(target), _snapshot(d)
+    code = run_cli("restore", str(inp), "-o", str(target), "--overwrite", "--model", "identity", "-q",
+                   "--max-frames", "2", "--has-aligned")
+    assert code != 0
+    _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(target) == before and _snapshot(d) == before_in
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no hidden partial left
+
+
+def test_restore_overwrite_replaces_only_its_own_frames(tmp_path, faces_dir, capsys) -> None:
+    """A frame folder bfvr wrote is replaced by --overwrite; once a user adds a file it is refused."""
+    _, inp = _user_folder(tmp_path, faces_dir)
+    out = tmp_path / "frames"
+    args = ["restore", str(inp), "-o", str(out), "--model", "identity", "-q", "--has-aligned"]
+    assert run_cli(*args, "--max-frames", "3") == 0
+    assert sorted(p.name for p in out.iterdir()) == [".bfvr-frames", "000000.png", "000001.png", "000002.png"]
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()  # not mkdtemp's 0700
+    assert (out / "000000.png").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert run_cli(*args, "--max-frames", "2", "--overwrite") == 0
+    assert sorted(p.name for p in out.iterdir()) == [".bfvr-frames", "000000.png", "000001.png"]
+    (out / "mine.txt").write_text("added by the user")
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert run_cli(*args, "--max-frames", "2", "--overwrite") != 0
+    _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(out) == before
+
+
+def _umask() -> int:
+    import os
+
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+@pytest.mark.parametrize("out_rel", [".", "sub", "in.mp4"])
+def test_prepare_refuses_output_that_is_in_or_around_the_input(tmp_path, faces_dir, capsys, out_rel) -> None:
+    d, inp = _user_folder(tmp_path, faces_dir)
+    before = _snapshot(tmp_path)
+    src = str(d) if out_rel != "in.mp4" else str(inp)
+    out = str(d / out_rel) if out_rel != "in.mp4" else str(d)
+    code = run_cli("prepare", src, out, "--overwrite", "--no-orientation", "--ocr", "none", "-q")
+    assert code != 0
+    _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(tmp_path) == before
+
+
+def test_prepare_output_around_the_input_folder(tmp_path, faces_dir, capsys) -> None:
+    d, _ = _user_folder(tmp_path, faces_dir)
+    before = _snapshot(tmp_path)
+    argv = ["prepare", str(d), str(tmp_path), "--overwrite", "--no-orientation", "--ocr", "none", "-q"]
+    assert run_cli(*argv) != 0
+    _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("cmd", ["degrade", "compare", "evaluate"])
+def test_other_commands_refuse_to_write_over_their_inputs(tmp_path, faces_dir, capsys, cmd) -> None:
+    d, inp = _user_folder(tmp_path, faces_dir)
+    before = _snapshot(tmp_path)
+    if cmd == "degrade":
+        argv = ["degrade", str(d), str(d / "sub"), "--overwrite", "-q"]
+    elif cmd == "compare":
+        argv = ["compare", str(inp), str(inp), "-o", str(inp), "--overwrite", "-q"]
+    else:
+        argv = ["evaluate", "--pred", str(d), "--gt", str(d), "-o", str(d), "--overwrite", "-q"]
+    assert run_cli(*argv) != 0
+    _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(tmp_path) == before
+    # the same with the output file = the input (degrade without audio: no audio copy to catch it)
+    if cmd == "degrade":
+        assert run_cli("degrade", str(inp), str(inp), "--overwrite", "--no-audio", "-q") != 0
+        _one_sentence_error(capsys.readouterr().err)
+        assert _snapshot(tmp_path) == before
+
+
+def test_url_input_says_urls_are_not_supported(tmp_path, capsys) -> None:
+    assert run_cli("restore", "https://example.com/v.mp4", "-o", str(tmp_path / "o.mp4"), "--model",
+                   "identity") == 2
+    line = _one_sentence_error(capsys.readouterr().err)
+    assert "URL" in line and "https://example.com/v.mp4" in line
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------- signals
+def _hidden(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*") if p.name != ".bfvr-frames"]
+
+
+@pytest.mark.parametrize("cmd,sig", [("restore", "SIGTERM"), ("restore", "SIGHUP"), ("restore", "SIGINT"),
+                                     ("prepare", "SIGTERM"),
+                                     pytest.param("prepare", "SIGHUP", marks=pytest.mark.slow),
+                                     pytest.param("prepare", "SIGINT", marks=pytest.mark.slow)])
+def test_signal_mid_run_leaves_nothing(tmp_path, faces_dir, cmd, sig) -> None:
+    """kill / timeout / a closed terminal / Ctrl-C in the middle of writing: the command stops with
+    128 + signal number, removes its hidden partial output and leaves the input as it was."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inp_dir = tmp_path / "in"
+    inp_dir.mkdir()
+    inp = inp_dir / "clip.mp4"
+    shutil.copyfile(faces_dir / "lp_driving_d18.mp4", inp)
+    before = _snapshot(inp_dir)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    if cmd == "restore":
+        argv = ["restore", str(inp), "-o", str(out_dir / "restored.mp4"), "--model", "identity", "-q"]
+    else:
+        argv = ["prepare", str(inp), str(out_dir / "prep"), "--no-orientation", "--ocr", "none", "-q"]
+    p = subprocess.Popen([sys.executable, "-m", "bfvr.cli", *argv], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(".partial" in h.name for h in _hidden(out_dir)):  # mid-write
+            assert p.poll() is None, p.communicate()[1]
+            assert time.monotonic() < deadline, "no partial output appeared"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        num = getattr(signal, sig)
+        p.send_signal(num)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 128 + num, err
+    assert "Traceback" not in err
+    assert _snapshot(inp_dir) == before
+    assert not _hidden(out_dir) and not list(out_dir.rglob("*.mp4")) and not list(out_dir.rglob("manifest*"))
+    assert not (out_dir / "prep").exists()  # prepare made that folder in this run: removed again
+
+
+# ------------------------------------------------------------------------------ short clips, sparse detection
+class _Invert:
+    """A ClipModel that changes every pixel (1 - x), so a restored face is plain to see."""
+
+    name = "invert"
+    clip_len = None
+    overlap = 0
+    canvas = (256, 256)
+
+    def __init__(self) -> None:
+        import torch
+
+        self.device = torch.device("cpu")
+
+    def restore_clip(self, clip):
+        return 1.0 - clip
+
+
+@pytest.mark.parametrize("frames,extra", [(2, []), (1, []), (12, ["--detect-every", "10"])])
+def test_short_clip_faces_are_restored(tmp_path, faces_dir, capsys, monkeypatch, recwarn, frames,
+                                       extra) -> None:
+    import numpy as np
+
+    import bfvr.models.hub as hub
+    from bfvr.faces.detect import make_detector
+    from bfvr.io import read_frames, write_video
+
+    src = read_frames(faces_dir / "lp_driving_d10.mp4", max_frames=frames)
+    clip = write_video(tmp_path / "short.mp4", src, fps=30, crf=0)
+    inp = read_frames(clip)
+    monkeypatch.setattr(hub, "load_model", lambda *a, **k: _Invert())
+    out = tmp_path / "out.mp4"
+    assert run_cli("restore", str(clip), "-o", str(out), "--crf", "0", *extra) == 0
+    cap = capsys.readouterr()
+    from bfvr.faces import NoFaceWarning
+
+    assert not [w for w in recwarn if issubclass(w.category, NoFaceWarning)]
+    summary = cap.out.strip().splitlines()[-1]
+    assert f"detector {make_detector('auto').name}" in summary and "1 face track restored" in summary, summary
+    res = read_frames(out)
+    assert res.shape == inp.shape
+    c = slice(200, 312)  # the middle of the 512x512 talking head: the face
+    diff = np.abs(res[:, c, c].astype(int) - inp[:, c, c].astype(int)).mean(axis=(1, 2, 3))
+    assert (diff > 60).all(), diff  # every frame's face inverted (identity would give ~0)
+
+
+def test_no_face_warning_only_without_any_detection(tmp_path, capsys, monkeypatch) -> None:
+    import numpy as np
+
+    import bfvr.models.hub as hub
+    from bfvr.io import write_video
+
+    flat = np.full((2, 128, 128, 3), 90, np.uint8)  # nothing to detect
+    clip = write_video(tmp_path / "flat.mp4", flat, fps=25)
+    from bfvr.faces import NoFaceWarning
+
+    monkeypatch.setattr(hub, "load_model", lambda *a, **k: _Invert())
+    with pytest.warns(NoFaceWarning, match="no face was found in any of the 2 frames"):
+        assert run_cli("restore", str(clip), "-o", str(tmp_path / "o.mp4")) == 0
+    assert "0 face tracks restored" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ VFR honesty
+def _vfr_mkv(path: Path, faces_dir: Path, n: int = 60) -> list[int]:
+    """A variable-frame-rate MKV as screen recorders / phones write it: a millisecond time base, the
+    stream rate left at the time base (players show "1000 fps"), irregular gaps between frames."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    from bfvr.io import read_frames
+
+    frames = read_frames(faces_dir / "lp_driving_d18.mp4", max_frames=n)
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([[0], np.cumsum(rng.choice([17, 33, 40, 67, 120], size=n - 1))]).astype(int).tolist()
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=1000)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.time_base = s.codec_context.time_base = Fraction(1, 1000)
+        for f, p in zip(frames, pts):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts, vf.time_base = p, Fraction(1, 1000)
+            for k in s.encode(vf):
+                c.mux(k)
+        for k in s.encode():
+            c.mux(k)
+    return pts
+
+
+def test_info_on_a_vfr_mkv_gives_the_true_rate_and_count(tmp_path, faces_dir, capsys) -> None:
+    from bfvr.io import open_video, probe
+
+    clip = tmp_path / "vfr.mkv"
+    pts = _vfr_mkv(clip, faces_dir)
+    info = probe(clip)
+    true_fps = (len(pts) - 1) / (pts[-1] / 1000)
+    assert info.frame_count == len(pts)
+    assert abs(float(info.fps) - true_fps) < 1e-6, (info.fps, true_fps)
+    assert run_cli("info", str(clip)) == 0
+    out = capsys.readouterr().out
+    assert "1000" not in out.split("fps", 1)[1].splitlines()[0] and f"{len(pts)}" in out
+    # restore keeps every frame and its timestamp
+    o = tmp_path / "o.mkv"
+    assert run_cli("restore", str(clip), "-o", str(o), "--model", "identity", "--has-aligned", "-q") == 0
+    with open_video(o) as r:
+        got = [p for _, p in r.frames()]
+    assert got == pts
+
+
+# ------------------------------------------------------------------------------------------ audio copy
+def _audio_packets(path: Path) -> list[bytes]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_mp3_audio_is_copied_byte_for_byte(tmp_path, faces_dir, capsys, suffix) -> None:
+    """A real face clip whose soundtrack is MP3 (its AAC re-encoded once, as a camera or an editor
+    would): restore copies the MP3 packets unchanged and says so."""
+    import av
+
+    src = faces_dir / "lp_driving_d18.mp4"
+    clip = tmp_path / "mp3.mp4"
+    with av.open(str(src)) as i, av.open(str(clip), "w") as o:  # video copied, audio to MP3
+        vin, ain = i.streams.video[0], i.streams.audio[0]
+        vout = o.add_stream_from_template(vin)
+        aout = o.add_stream("libmp3lame", rate=ain.codec_context.sample_rate)
+        aout.layout = "stereo"
+        n = 0
+        for pkt in i.demux(vin, ain):
+            if pkt.dts is None:
+                continue
+            if pkt.stream is vin:
+                n += 1
+                if n > 40:
+                    continue
+                pkt.stream = vout
+                o.mux(pkt)
+            elif float(pkt.pts * pkt.time_base) < 40 / 30:
+                for fr in pkt.decode():
+                    fr.pts = None
+                    for p in aout.encode(fr):
+                        o.mux(p)
+        for p in aout.encode(None):
+            o.mux(p)
+    assert _audio_packets(clip)
+    out = tmp_path / f"out{suffix}"
+    assert run_cli("restore", str(clip), "-o", str(out), "--model", "identity", "--has-aligned") == 0
+    assert "audio copied" in capsys.readouterr().out
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.codec.canonical_name == "mp3"
+    assert _audio_packets(out) == _audio_packets(clip)
+
+
+def test_vfr_mkv_keeps_its_length(tmp_path, faces_dir) -> None:
+    """The last frame lasts as long as in the input (not 1/average fps): a VFR mkv keeps its duration."""
+    import av
+
+    clip = tmp_path / "vfr.mkv"
+    _vfr_mkv(clip, faces_dir)
+    o = tmp_path / "o.mkv"
+    assert run_cli("restore", str(clip), "-o", str(o), "--model", "identity", "--has-aligned", "-q") == 0
+    with av.open(str(clip)) as a, av.open(str(o)) as b:
+        assert b.duration == a.duration, (a.duration, b.duration)
