@@ -180,7 +180,7 @@ def test_lite_task_learns_and_resumes_exactly(faces_dir, tmp_path) -> None:
     first, last = np.mean([r["l1"] for r in rec[:5]]), np.mean([r["l1"] for r in rec[-5:]])
     assert last < 0.8 * first, (first, last)
     logged = read_metrics(tmp_path / "a")
-    assert {"val_psnr", "val_psnr_lq", "val_gain_db", "l1", "temporal"} <= set(logged[-1])
+    assert {"val_psnr", "val_psnr_lq", "val_gain_db", "val_gain_db_raw", "l1", "temporal"} <= set(logged[-1])
     # 20 steps, then a fresh trainer resumes to 40: same losses and weights as the straight run
     cfg_b = _tiny(faces_dir, tmp_path / "b", max_steps=40, log_every=10, ckpt_every=20, val={"every": 20})
     Trainer(cfg_b, progress=False).run(max_steps=20)

@@ -3,7 +3,7 @@ degraded face clips directly (no codebook):
 
     L = l1 * Charbonnier(pred, gt) + temporal * Charbonnier(pred[t+1] - pred[t], gt[t+1] - gt[t])
 
-Validation (every ``val.every`` steps, on the EMA weights): PSNR of the restored held-out clips against
+Validation (every ``val.every`` steps, on the EMA and on the raw weights): PSNR of the restored held-out clips against
 the clean ones, next to the degraded input's PSNR (the gain is what the shipped model is judged by).
 """
 
