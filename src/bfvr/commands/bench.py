@@ -91,8 +91,6 @@ def _model_run(model: str, weights: str | None, backend: str, precision: str, fr
     torch.set_num_threads(threads)
     options = {} if backend == "torch" else {"backend": backend}
     m = load_model(model, weights=weights, precision=precision, offline=True, progress=False, **options)
-    if m.canvas is not None:
-        size = m.canvas[0]
     t = m.clip_len or frames
     rng = np.random.default_rng(0)
     clip = torch.from_numpy(rng.random((t, 3, size, size), dtype=np.float32))
@@ -135,22 +133,26 @@ def _model(
     ctx = mp.get_context("spawn")
     runs = [("torch", "fp32"), ("torch", "bf16")]
     rows: list[dict[str, object]] = []
+    from bfvr.models.hub import load_model
+
+    m = load_model(model, weights=weights, offline=True, precision="fp32", progress=False)
+    exportable = hasattr(m, "onnx_module")
+    if m.canvas is not None and not (exportable and "H" in m.onnx_module()[2]):
+        size = m.canvas[0]  # a model that only runs on its canvas (STC): time it there
     with tempfile.TemporaryDirectory(prefix="bfvr_bench_") as tmp:
-        if onnx:
+        if onnx and exportable:
             try:
+                import onnx as _onnx  # noqa: F401
                 import onnxruntime  # noqa: F401
             except ImportError:
                 raise DependencyError("ONNX Runtime is not installed: pip install 'bfvr[onnx]', or pass "
                                       "--no-onnx.") from None
-            from bfvr.models.hub import load_model
             from bfvr.models.onnx import export_onnx
 
-            m = load_model(model, weights=weights, offline=True, precision="fp32")
-            if hasattr(m, "onnx_module"):
-                onnx_path = Path(tmp) / "model.onnx"
-                export_onnx(m, onnx_path, frames=m.clip_len or frames, size=size)
-                runs.append(("onnxruntime", str(onnx_path)))
-            del m
+            onnx_path = Path(tmp) / "model.onnx"
+            export_onnx(m, onnx_path, frames=m.clip_len or frames, size=size)
+            runs.append(("onnxruntime", str(onnx_path)))
+        del m
         for backend, extra in runs:
             w = extra if backend == "onnxruntime" else weights
             prec = "fp32" if backend == "onnxruntime" else extra

@@ -9,6 +9,7 @@ import typer
 
 from bfvr.models import DEFAULT_MODEL
 
+
 def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", overwrite: bool = False,
                    ema: bool = True) -> Path:
     """The EMA (or, `ema=False`, the raw) weights of a `bfvr train` run, or a weights file, as one safetensors
@@ -31,28 +32,42 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
         raise ConfigError(f"{out} must end in .safetensors.")
     if out.exists() and not overwrite:
         raise OutputError(f"{out} exists; pass --overwrite to replace it.")
+    from bfvr.io.paths import check_separate, set_default_mode
+
+    check_separate([source], out, out_is_dir=False)  # never onto the weights (or into the run) it reads
     state = load_weights(source, prefer=("ema", "model") if ema else ("model",))
     W.check_state_dict(state, expected_shapes(model), what=f"the weights in {source}", model=f"'{model}'")
     meta = {"model": model, "source": str(source), "dtype": dtype}
     if source.is_dir():
-        meta["weights"] = "ema" if ema else "model"
-    if source.is_dir():
         ck = find_checkpoint(source)
-        info = json.loads((ck / "meta.json").read_text())
+        meta["weights"] = "ema" if ema and (ck / "ema.safetensors").is_file() else "model"
+        try:
+            info = json.loads((ck / "meta.json").read_text())
+            run = ck.parent.parent
+            runs = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else []
+            resolved = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else None
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{ck} has an unreadable meta.json/run.json ({e}); export from an intact run "
+                              "folder.") from None
         meta.update(step=str(info.get("step")), task=str(info.get("task", info.get("stage"))),
                     name=str(info.get("name")), checkpoint=ck.name)
-        run = ck.parent.parent
-        runs = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else []
-        if runs:
-            argv = runs[0].get("argv", [])
-            cfg = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")), None)
-            meta.update(config=str(cfg), git_revision=str(runs[-1].get("git_revision")))
+        if runs:  # the start that wrote this checkpoint: its command line and source revision
+            argv = [str(a) for a in runs[-1].get("argv", [])]
+            cfg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None) or next(
+                (argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")), None)
+            meta.update(config=str(cfg), argv=" ".join(argv), git_revision=str(runs[-1].get("git_revision")),
+                        git_dirty=str(runs[-1].get("git_dirty")))
+        if resolved is not None:
+            meta["resolved_config"] = resolved
+        else:
+            print(f"warning: {run} has no config.yaml; the exported file will not say how it was trained.")
     cast = torch.float16 if dtype == "fp16" else torch.float32
     tensors = {k: v.to(cast).contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        set_default_mode(tmp)  # safetensors writes 0600; a shipped weights file must be readable by all
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

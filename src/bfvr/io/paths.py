@@ -121,3 +121,11 @@ def remove_own_frames_dir(folder: Path) -> None:
     for e in os.scandir(folder):
         os.unlink(e.path)
     folder.rmdir()
+
+
+def set_default_mode(path: str | os.PathLike[str]) -> None:
+    """Give a file (0666) or folder (0777) the permissions the umask allows, as a plain `open` would:
+    temporary-file helpers (mkstemp, mkdtemp, safetensors) create them 0600/0700."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)

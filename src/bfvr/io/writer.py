@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bfvr.errors import InputError, OutputError
-from bfvr.io.paths import FRAMES_MARKER, check_replaceable, check_separate, remove_own_frames_dir
+from bfvr.io.paths import FRAMES_MARKER, check_replaceable, check_separate, remove_own_frames_dir, set_default_mode
 from bfvr.io.reader import SIZE_TAG, audio_codec_name
 
 _PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
@@ -127,7 +127,7 @@ class VideoWriter:
         self.audio_from = Path(audio_from) if audio_from else None
         if not (0 <= float(crf) <= 51):
             raise OutputError(f"--crf must be between 0 and 51, got {crf}.")
-        if codec == "libx264" and preset not in _PRESETS:
+        if codec in ("libx264", "libx264rgb") and preset not in _PRESETS:
             raise OutputError(f"preset {preset!r} is not an x264 preset; use one of: {', '.join(_PRESETS)}.")
         self.crf, self.preset, self.codec, self.pix_fmt = crf, preset, codec, pix_fmt
         self.codec_options = dict(codec_options or {})
@@ -323,9 +323,7 @@ class VideoWriter:
             else:
                 self.path.unlink()
         # mkstemp/mkdtemp make 0600 files / 0700 folders; give the output the usual umask permissions
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._tmp, (0o777 if self._tmp.is_dir() else 0o666) & ~umask)
+        set_default_mode(self._tmp)
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:

@@ -124,9 +124,8 @@ def _build_lite(device: torch.device, weights: str | None = None, precision: str
                           "overlap.")
     path = W.resolve("bfvr-lite", weights=weights, offline=offline, sha256=sha256, progress=progress)
     state = W.load_state_dict(path, key=None)
+    W.check_state_dict(state, expected_shapes("bfvr-lite"), what=f"the weights in {path}", model="'bfvr-lite'")
     net = build_lite_net(MODELS["bfvr-lite"].config, device="meta")
-    W.check_state_dict(state, {k: tuple(v.shape) for k, v in net.state_dict().items()},
-                       what=f"the weights in {path}", model="'bfvr-lite'")
     net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     return LiteClipModel(net, clip_len=clip_len, overlap=overlap, device=device, precision=precision)
 

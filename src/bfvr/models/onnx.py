@@ -31,11 +31,16 @@ def export_onnx(model: Any, path: str | os.PathLike[str], *, frames: int | None 
     `frames`/`size` shape the example input (default: the model's clip length and canvas). Axes that the
     network allows to vary (Lite: T, H, W) stay dynamic in the graph.
     """
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        raise DependencyError("ONNX export needs the onnx package: pip install 'bfvr[onnx]'.") from None
 
     net, layout, dynamic = model.onnx_module()
     t = frames or model.clip_len or 24
     side = size or (model.canvas[0] if model.canvas else 512)
+    if "T" not in dynamic and model.clip_len is not None and t <= model.overlap:
+        raise ModelError(f"--frames {t} must exceed the model's overlap of {model.overlap} frames.")
     shape = (1, t, 3, side, side) if layout == "BTCHW" else (1, 3, t, side, side)
     axis = {"T": layout.index("T"), "H": 3, "W": 4}
     dims = {axis[a]: a for a in dynamic}
@@ -48,7 +53,9 @@ def export_onnx(model: Any, path: str | os.PathLike[str], *, frames: int | None 
                           opset_version=opset, dynamo=False)
     meta = {"model": model.name, "layout": layout, "clip_len": None if dynamic_t else t,
             "default_clip_len": model.clip_len, "overlap": model.overlap,
-            "canvas": list(model.canvas) if model.canvas else None, "multiple": getattr(model, "multiple", 1)}
+            "multiple": getattr(model, "multiple", 1), "dynamic": dynamic,
+            # a graph with fixed H, W only takes the size it was traced at
+            "canvas": [side, side] if "H" not in dynamic else list(model.canvas) if model.canvas else None}
     m = onnx.load(str(path))
     entry = m.metadata_props.add()
     entry.key, entry.value = "bfvr", json.dumps(meta)
@@ -98,6 +105,8 @@ class OnnxClipModel:
                              f"got {self.overlap}.")
         self.canvas = tuple(meta["canvas"]) if meta.get("canvas") else None
         self.multiple = int(meta.get("multiple") or 1)
+        #: axes the graph leaves free ("THW" for BFVR-Lite): a graph with free H, W takes any frame size
+        self.dynamic = str(meta.get("dynamic", ""))
         self.device = torch.device("cpu")
 
     def __repr__(self) -> str:
@@ -109,7 +118,10 @@ class OnnxClipModel:
         if clip.dim() != 4 or clip.shape[1] != 3:
             raise ModelError(f"{self.name} restores clips shaped [T, 3, H, W]; got {list(clip.shape)}.")
         t, _, h, w = clip.shape
-        if self.canvas is not None and (h, w) != self.canvas:
+        if "T" not in self.dynamic and self.clip_len is not None and t != self.clip_len:
+            raise ModelError(f"{self.name}'s ONNX graph takes clips of exactly {self.clip_len} frames, got {t}; "
+                             "drop --clip-len or export again with --frames.")
+        if self.canvas is not None and "H" not in self.dynamic and (h, w) != self.canvas:
             raise ModelError(f"{self.name} needs {self.canvas[0]}x{self.canvas[1]} frames; got {h}x{w}.")
         x = clip.detach().cpu().float()
         ph, pw = (-h) % self.multiple, (-w) % self.multiple

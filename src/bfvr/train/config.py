@@ -86,9 +86,9 @@ class DataConfig:
 class ValConfig:
     """Validation on held-out clips during training (PSNR of the EMA weights vs the degraded input)."""
 
-    #: held-out videos (files or folders); their names are also excluded from the training data
+    #: held-out videos (files or folders)
     paths: list[str] = field(default_factory=list)
-    #: names (stems) to pick from `paths` (empty = every video found there)
+    #: names (stems) to pick from `paths`; BFVR-Lite requires them, and requires each in data.exclude
     names: list[str] = field(default_factory=list)
     #: validate every N steps (0 = never)
     every: int = 0
@@ -232,6 +232,17 @@ class TrainConfig:
         if self.task_name == "stc-stage2" and not self.model.stage1_weights:
             raise ConfigError("stage2 needs model.stage1_weights (the Stage-I run folder or weights file); "
                               "set it in the config or with --set model.stage1_weights=PATH.")
+        if self.task_name == "lite":
+            for name, v in (("data.crop", self.data.crop), ("data.size", self.data.size), ("val.size", self.val.size)):
+                if v is not None and v % 16:
+                    raise ConfigError(f"{name} must be a multiple of 16 for BFVR-Lite, not {v}.")
+            if self.val.every:
+                if not self.val.paths:
+                    raise ConfigError("val.every is set but val.paths is empty; name the held-out videos.")
+                leak = sorted(set(self.val.names) - set(self.data.exclude)) if self.val.names else None
+                if leak is None or leak:
+                    raise ConfigError("every validation clip must be held out of training: list val.names and "
+                                      f"put them in data.exclude ({'missing there: ' + ', '.join(leak) if leak else 'val.names is empty'}).")
         if (self.data.face_crop or self.data.exclude) and self.data.backend != "builtin":
             raise ConfigError("data.face_crop and data.exclude work with data.backend: builtin only.")
         if self.data.crop is not None and self.data.crop > self.data.size:

@@ -32,7 +32,8 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v"}
 
 
 def expand_paths(paths: Sequence[str]) -> list[Path]:
-    """Video files from files, folders (non-recursive) and JSONL manifests (key "path", "video" or "gt")."""
+    """Video files from files, folders (non-recursive) and `bfvr prepare` manifests (the "path" of each kept
+    record, via `bfvr.data.prepare.read_manifest`)."""
     out: list[Path] = []
     for item in paths:
         p = Path(item).expanduser()
@@ -59,6 +60,8 @@ def load_clip(path: Path, max_frames: int, size: int, face_crop: bool = False) -
     import cv2
 
     arr = _read_video(path, max_frames)
+    if not len(arr):
+        raise InputError(f"{path} has no decodable video frames.")
     if face_crop:
         from bfvr.data.prepare import PrepareOptions, Preparer, apply_crop
 
@@ -123,7 +126,11 @@ class BuiltinClipDataset(Dataset):
 
             it = tqdm(files, desc="loading clips", unit="video", leave=False)
         for f in it:
-            arr = load_clip(f, max_frames, size, face_crop)
+            try:
+                arr = load_clip(f, max_frames, size, face_crop)
+            except InputError as e:  # a video without a face (face_crop) or without frames
+                log.warning("skipping %s: %s", f, e)
+                continue
             if len(arr) < clip_len:
                 log.warning("skipping %s: %d frames < clip_len %d", f, len(arr), clip_len)
                 continue

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bfvr.errors import ConfigError
+from bfvr.errors import ConfigError, InputError
 from bfvr.train.config import TrainConfig
 
 log = logging.getLogger("bfvr.train")
@@ -28,17 +28,11 @@ def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = CHARBONNIER_EPS) 
     return torch.sqrt((a - b) ** 2 + eps * eps).mean()
 
 
-def psnr_u8(pred: np.ndarray, gt: np.ndarray) -> float:
-    """PSNR (dB) of uint8 arrays over all pixels and channels (the frames as they would be written)."""
-    mse = np.mean((pred.astype(np.float64) - gt.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
-
-
-def build_lite_net(cfg: TrainConfig) -> nn.Module:
-    from bfvr.models.lite import LiteNet
+def _lite_net(cfg: TrainConfig) -> nn.Module:
+    from bfvr.models.hub import build_lite_net
 
     try:
-        return LiteNet(**cfg.model.extra)
+        return build_lite_net(cfg.model.extra)
     except TypeError as e:
         raise ConfigError(f"model.extra does not fit LiteNet: {e}; it takes widths, enc_blocks, dec_blocks, "
                           "temporal.") from None
@@ -53,10 +47,12 @@ class LiteTask:
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         self.cfg = cfg
         self.device = device
-        self.model = build_lite_net(cfg).to(device).to(memory_format=torch.channels_last)
+        self.model = _lite_net(cfg).to(device).to(memory_format=torch.channels_last)
         n = sum(p.numel() for p in self.model.parameters())
         log.info("BFVR-Lite: %d parameters (%s)", n, cfg.model.extra or "default widths")
         self._val: list[tuple[str, np.ndarray, np.ndarray]] | None = None
+        if cfg.val.every:
+            self._val_clips()  # a bad validation setting fails now, not after val.every steps
 
     def gan_on(self, step: int) -> bool:
         return False
@@ -85,9 +81,10 @@ class LiteTask:
             from bfvr.train.data import expand_paths, load_clip
 
             v = self.cfg.val
-            files = expand_paths(v.paths)
-            if v.names:
-                files = [f for f in files if f.stem in set(v.names)]
+            files = [f for f in expand_paths(v.paths) if f.stem in set(v.names)]
+            missing = sorted(set(v.names) - {f.stem for f in files})
+            if missing:
+                raise InputError(f"validation clips not found in {v.paths}: {', '.join(missing)}; fix val.names.")
             deg = recipe(v.recipe)
             self._val = []
             for f in files:
@@ -100,6 +97,8 @@ class LiteTask:
 
     @torch.no_grad()
     def validate(self, model: nn.Module) -> dict[str, float]:
+        from bfvr.metrics import psnr
+
         was_training = model.training
         model.eval()
         gains, outs, ins = [], [], []
@@ -108,7 +107,7 @@ class LiteTask:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
                 y = model(x.contiguous())
             pred = (y.float().clamp(0, 1)[0].permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
-            p_out, p_in = psnr_u8(pred, gt), psnr_u8(lq, gt)
+            p_out, p_in = psnr(pred, gt), psnr(lq, gt)
             outs.append(p_out)
             ins.append(p_in)
             gains.append(p_out - p_in)

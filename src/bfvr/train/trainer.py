@@ -441,6 +441,9 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "l1", "ce") if k in logs})
+                if self.step % c.ckpt_every == 0 or self.step == total:
+                    self.save()
+                    bdist.barrier(self.info)
                 if c.val.every and (self.step % c.val.every == 0 or self.step == total) and self.info.is_main \
                         and hasattr(self.task, "validate"):
                     scores = self.task.validate(self.ema.module)
@@ -450,9 +453,6 @@ class Trainer:
                     logger.log(self.step, scores)
                     log.info("step %d validation: %s", self.step,
                              ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-                if self.step % c.ckpt_every == 0 or self.step == total:
-                    self.save()
-                    bdist.barrier(self.info)
         finally:
             if bar is not None:
                 bar.close()
