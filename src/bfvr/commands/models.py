@@ -19,7 +19,10 @@ def _size(n: int) -> str:
 
 
 #: one line of measured numbers per model, shown by `bfvr models` (from docs/models.md)
-MEASURED: dict[str, str] = {}
+MEASURED: dict[str, str] = {
+    "bfvr-lite": "held-out clips, blur 4 + x4 down + noise 4 + CRF 25: PSNR +1.57 dB, SSIM +0.011, flicker "
+                 "1.439 -> 1.427; 5.9 frames/s bf16 at 512^2 on 2 CPU cores",
+}
 
 
 def list_models() -> None:
