@@ -169,6 +169,14 @@ def test_device_policy() -> None:
     assert cpu_has_native_bf16() == ("amx_bf16" in flags or "avx512_bf16" in flags)
 
 
+def test_missing_cuda_index_names_the_valid_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError) as e:
+        resolve_device("cuda:5")
+    assert "cuda:0 .. cuda:1." in str(e.value) and "{" not in str(e.value)
+
+
 def test_autocast_context() -> None:
     lin = torch.nn.Linear(4, 4)
     x = torch.randn(2, 4)

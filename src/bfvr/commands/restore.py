@@ -74,9 +74,6 @@ def register(app: typer.Typer) -> None:
                                              "resized (bicubic), faces are pasted at the new size.", min=1,
                                              rich_help_panel="Faces")] = 1,
     ) -> None:
-        from bfvr.io.memory import tune_malloc_for_streaming
-
-        tune_malloc_for_streaming()  # flat memory over long videos (see bfvr.io.memory); before threads start
         from bfvr.api import Restorer
         from bfvr.errors import ConfigError
         from bfvr.io.writer import _PRESETS, output_kind, prepare_output
@@ -92,10 +89,6 @@ def register(app: typer.Typer) -> None:
         from bfvr.io import probe
 
         probe(inp) if not inp.is_dir() else None
-        import warnings
-
-        # warnings (e.g. no face found) on one line, like errors
-        warnings.formatwarning = lambda msg, *_a, **_k: f"bfvr: warning: {' '.join(str(msg).split())}\n"
         faces = None
         if has_aligned and upscale != 1:
             raise ConfigError("--upscale works with the face pipeline only; drop --has-aligned or --upscale.")

@@ -54,7 +54,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         idx = int(m.group(1) or 0)
         if idx >= torch.cuda.device_count():
             raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) exist; "
-                              "use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
+                              f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
         return torch.device("cuda", idx)
     if s == "mps":
         if not _mps_available():
