@@ -90,9 +90,19 @@ def test_bf16_channels_last_close_to_fp32():
 
 
 def test_channels_last_helper_mixed_ranks():
-    net = to_channels_last_3d(TinySTC())
+    torch.manual_seed(0)
+    ref = TinySTC()
+    net = TinySTC()
+    net.load_state_dict(ref.state_dict())
+    x = torch.rand(1, 3, 4, 8, 8)
+    before = net(x)[0]
+    to_channels_last_3d(net)
     assert net.down.weight.is_contiguous(memory_format=torch.channels_last_3d)
-    assert net.down.bias.dim() == 1
+    assert not ref.down.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert net.mix.weight.is_contiguous()  # 4-D weights keep their layout
+    for k, v in ref.state_dict().items():  # only the memory layout changed, not one value
+        assert torch.equal(net.state_dict()[k], v), k
+    assert torch.allclose(net(x)[0], before, atol=1e-5)
 
 
 def test_bad_settings_are_clear():
