@@ -143,7 +143,7 @@ def test_model_with_wrong_output_shape_is_reported() -> None:
 
 
 def test_engine_argument_checks() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="overlap must be between 0 and clip_len-1"):
         ClipEngine(Recorder(4, 4))
     with pytest.raises(ValueError):
         ClipEngine(Recorder(4, 0), pad="zeros")

@@ -70,6 +70,9 @@ class STCClipModel:
     first item is the restored clip (then autocast + channels_last_3d are applied here).
     """
 
+    #: the crop the official STC data used (see bfvr.faces)
+    face_crop_mode = "proportion"
+
     def __init__(self, net: nn.Module, *, name: str = "stc", clip_len: int | None = 24, overlap: int = 8,
                  canvas: tuple[int, int] | None = (512, 512), device: torch.device | str = "cpu",
                  precision: str = "fp32", output_map: str = "clamp") -> None:
