@@ -91,6 +91,8 @@ def child(args: argparse.Namespace) -> None:
 def golden(args: argparse.Namespace) -> None:
     import torch
 
+    from bfvr.engine.device import autocast, uses_channels_last
+
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(SHARED / "tools"))
     from golden_weights import load_safetensors
@@ -102,14 +104,13 @@ def golden(args: argparse.Namespace) -> None:
     outs = {}
     for precision in ("fp32", "bf16"):
         t0 = time.perf_counter()
-        with torch.no_grad():
-            if precision == "bf16":
+        with torch.no_grad():  # the one precision policy (bfvr.engine.device), as STCStage2.infer applies it
+            xin = x
+            if uses_channels_last(precision):
                 net.to_channels_last_3d()
                 xin = x.contiguous(memory_format=torch.channels_last_3d)
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    out, ls, lt, lq = net(xin)
-            else:
-                out, ls, lt, lq = net(x)
+            with autocast(x.device, precision):
+                out, ls, lt, lq = net(xin)
         res[f"{precision}_seconds"] = round(time.perf_counter() - t0, 1)
         outs[precision] = (out.float(), ls.argmax(-1), lt.argmax(-1), lq.float())
     o32, s32, t32, lq32 = outs["fp32"]

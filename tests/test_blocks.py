@@ -122,9 +122,22 @@ def test_resblock_backward_works_and_inplace_paths_agree():
     assert x.grad is not None and torch.isfinite(x.grad).all()
     with torch.no_grad():  # the no-grad path works in place; it must give the same numbers
         assert (m(x) - y).abs().max() < 1e-6
-    a = AttnBlock(32)
-    z = a(x)
-    z.sum().backward()
+    a = AttnBlock(32)  # its gradients equal those of the attention written plainly
+
+    def plain(t: torch.Tensor) -> torch.Tensor:
+        h = a.norm(t)
+        q, k, v = (f(h).flatten(2).transpose(1, 2) for f in (a.q, a.k, a.v))  # B N C
+        w = torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1)
+        return t + a.proj_out((w @ v).transpose(1, 2).reshape(t.shape))
+
+    xa = torch.randn(1, 32, 2, 3, 3, requires_grad=True)
+    a(xa).square().sum().backward()
+    got = [xa.grad.clone()] + [p.grad.clone() for p in a.parameters()]
+    xa.grad = None
+    a.zero_grad()
+    plain(xa).square().sum().backward()
+    want = [xa.grad] + [p.grad for p in a.parameters()]
+    assert all(torch.allclose(g, w, rtol=1e-4, atol=1e-5) for g, w in zip(got, want))
 
 
 def test_groupnorm_statistics_stay_fp32_under_bf16_autocast():

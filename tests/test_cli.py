@@ -174,3 +174,24 @@ def test_bench_io_reports_real_numbers(capsys: pytest.CaptureFixture[str]) -> No
     d = json.loads(out)
     for key in ("decode_fps", "encode_fps", "restore_identity_fps", "peak_rss_mb"):
         assert d[key] > 0
+
+
+def test_process_wide_state_stays_in_the_cli_process(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    import bfvr.io.memory
+    from bfvr import cli
+
+    tuned: list[bool] = []
+    monkeypatch.setattr(bfvr.io.memory, "tune_malloc_for_streaming", lambda *a, **k: tuned.append(True))
+    before = warnings.formatwarning
+    seen = []
+    monkeypatch.setattr(cli, "app", lambda *a, **k: seen.append(warnings.formatwarning))
+    assert run(["--version"], capsys)[0] == 0
+    assert seen == [cli.one_line_warning]  # while the command runs: warnings on one line
+    assert warnings.formatwarning is before and tuned == []  # in-process call: nothing left behind
+    monkeypatch.setattr(sys, "argv", ["bfvr", "--version"])
+    cli.main()  # the console script (argv None): malloc tuned once
+    assert tuned == [True] and len(seen) == 2 and warnings.formatwarning is before
+    assert cli.one_line_warning("no face\n  found", UserWarning, "f.py", 1) == "bfvr: warning: no face found\n"

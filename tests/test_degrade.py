@@ -144,7 +144,6 @@ def test_pixel_flicker_changes_every_frame_independently() -> None:
     y, p = recipe("flicker-pixel")(x, clip_rng(2, "p"))
     diffs = [np.abs(y[i].astype(int) - y[i + 1].astype(int)).mean() for i in range(5)]
     assert min(diffs) > 0.5
-    assert all(30 > psnr(y[i], x[i]) > 22 or psnr(y[i], x[i]) >= 30 for i in range(6))
     assert min(psnr(y[i], x[i]) for i in range(6)) > 22  # a perturbation, not a different picture
 
 
@@ -197,12 +196,18 @@ def test_codec_op_records_crf_and_compresses() -> None:
 
 
 def test_unknown_recipe_says_what_to_use() -> None:
-    with pytest.raises(ConfigError, match="choose from stc"):
+    with pytest.raises(ConfigError, match="choose from .*stc"):
         recipe("vhs")
     assert len(recipe("stc+flicker-brightness").ops) == 6
 
 
 def test_brightness_flicker_alpha_is_per_frame_function_of_seed() -> None:
     p = {"prob": 0.3, "alpha_range": [0.5, 1.5], "seed": 11}
-    assert [BrightnessFlicker.frame_alpha(p, i) for i in range(50)] == \
-        [BrightnessFlicker.frame_alpha(p, i) for i in range(50)]
+    alphas = [BrightnessFlicker.frame_alpha(p, i) for i in range(400)]
+    picked = [a for a in alphas if a is not None]
+    assert 0.2 < len(picked) / len(alphas) < 0.4  # about `prob` of the frames flicker
+    assert all(0.5 <= a <= 1.5 for a in picked) and len(set(picked)) == len(picked)  # each its own alpha
+    # a frame's alpha depends only on (seed, index): a clip cut at frame 100 gets the same alphas
+    assert [BrightnessFlicker.frame_alpha(p, i) for i in range(100, 120)] == alphas[100:120]
+    other = [BrightnessFlicker.frame_alpha({**p, "seed": 12}, i) for i in range(400)]
+    assert other != alphas

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bfvr.errors import BfvrError, ConfigError, ModelError, WeightsNotFoundError
+from bfvr.errors import ConfigError, ModelError, WeightsNotFoundError
 from bfvr.models import hub
 from bfvr.models import weights as W
 from conftest import run_cli
@@ -79,7 +79,7 @@ def _payload(root: Path, name: str = "ckpt-bfvr.pth") -> tuple[bytes, str]:
 
 def test_names_and_cache_paths(home):
     names = [s.name for s in hub.available_models()]
-    assert names[:1] == ["identity"]
+    assert names[:2] == ["bfvr-lite", "identity"]  # the bundled default first
     assert {"stc", "stc-deflicker", "stc-deflicker-sd"} <= set(names)
     assert W.cached_path("stc") == home / "weights" / "ckpt-bfvr.pth"
     assert W.cached_path("stc-deflicker").name == "ckpt-defilcker.pth"  # the release's spelling
@@ -97,7 +97,7 @@ def test_default_home(monkeypatch):
 
 
 def test_unknown_model_is_clear():
-    with pytest.raises(ModelError, match=r"unknown model 'stcx'; choose one of: identity, stc"):
+    with pytest.raises(ModelError, match=r"unknown model 'stcx'; choose one of: bfvr-lite, identity, stc"):
         hub.load_model("stcx")
 
 
@@ -276,7 +276,3 @@ def test_check_state_dict_names_first_mismatches():
     assert "unexpected extra" in msg
     with pytest.raises(ModelError, match=r"and 6 more"):
         W.check_state_dict({}, expected, show=4)
-
-
-def test_errors_are_bfvr_errors():
-    assert issubclass(WeightsNotFoundError, BfvrError)

@@ -9,10 +9,15 @@ from bfvr.errors import WeightsNotFoundError
 from bfvr.metrics import fullref, fvd, temporal
 from bfvr.metrics.pictures import hstack_labeled, temporal_profile
 
-skm = pytest.importorskip("skimage.metrics")
 
 
-def _sk_ssim(a, b, channel_axis=-1):
+@pytest.fixture(scope="module")
+def skm():
+    """scikit-image's metrics (the reference for PSNR/SSIM); only the tests comparing with it need it."""
+    return pytest.importorskip("skimage.metrics")
+
+
+def _sk_ssim(skm, a, b, channel_axis=-1):
     return skm.structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                      data_range=255, channel_axis=channel_axis)
 
@@ -30,29 +35,29 @@ def _real_pair(faces_dir, n=4, size=None):
 
 
 @pytest.mark.parametrize("shape", [(37, 53, 3), (64, 64, 3)])
-def test_psnr_ssim_match_skimage_random(shape):
+def test_psnr_ssim_match_skimage_random(shape, skm):
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, shape, dtype=np.uint8)
     b = np.clip(a + rng.normal(0, 12, shape), 0, 255).astype(np.uint8)
     assert abs(fullref.psnr(a, b) - skm.peak_signal_noise_ratio(a, b, data_range=255)) < 1e-6
-    assert abs(fullref.ssim(a, b) - _sk_ssim(a, b)) < 1e-4
+    assert abs(fullref.ssim(a, b) - _sk_ssim(skm, a, b)) < 1e-4
     # crop border
     c = 4
-    assert abs(fullref.ssim(a, b, crop_border=c) - _sk_ssim(a[c:-c, c:-c], b[c:-c, c:-c])) < 1e-4
+    assert abs(fullref.ssim(a, b, crop_border=c) - _sk_ssim(skm, a[c:-c, c:-c], b[c:-c, c:-c])) < 1e-4
     assert abs(fullref.psnr(a, b, crop_border=c)
                - skm.peak_signal_noise_ratio(a[c:-c, c:-c], b[c:-c, c:-c], data_range=255)) < 1e-6
 
 
-def test_psnr_ssim_match_skimage_real_frames_and_y(faces_dir):
+def test_psnr_ssim_match_skimage_real_frames_and_y(faces_dir, skm):
     from skimage.color import rgb2ycbcr
 
     gt, pred = _real_pair(faces_dir, n=2)
     for g, p in zip(gt, pred):
         assert abs(fullref.psnr(p, g) - skm.peak_signal_noise_ratio(g, p, data_range=255)) < 1e-6
-        assert abs(fullref.ssim(p, g) - _sk_ssim(g, p)) < 1e-4
+        assert abs(fullref.ssim(p, g) - _sk_ssim(skm, g, p)) < 1e-4
         yg, yp = rgb2ycbcr(g)[..., 0], rgb2ycbcr(p)[..., 0]   # BT.601, 16..235
         assert abs(fullref.psnr(p, g, y_channel=True) - skm.peak_signal_noise_ratio(yg, yp, data_range=255)) < 1e-6
-        assert abs(fullref.ssim(p, g, y_channel=True) - _sk_ssim(yg, yp, channel_axis=None)) < 1e-4
+        assert abs(fullref.ssim(p, g, y_channel=True) - _sk_ssim(skm, yg, yp, channel_axis=None)) < 1e-4
     per = fullref.psnr_frames(pred, gt)
     assert per.shape == (2,) and np.allclose(per, [fullref.psnr(p, g) for p, g in zip(pred, gt)])
     assert fullref.psnr(gt[0], gt[0]) == float("inf") and fullref.ssim(gt[0], gt[0]) == pytest.approx(1.0)

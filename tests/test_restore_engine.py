@@ -143,7 +143,7 @@ def test_model_with_wrong_output_shape_is_reported() -> None:
 
 
 def test_engine_argument_checks() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="overlap must be between 0 and clip_len-1"):
         ClipEngine(Recorder(4, 4))
     with pytest.raises(ValueError):
         ClipEngine(Recorder(4, 0), pad="zeros")
@@ -167,6 +167,14 @@ def test_device_policy() -> None:
         resolve_precision("int8", cpu)
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     assert cpu_has_native_bf16() == ("amx_bf16" in flags or "avx512_bf16" in flags)
+
+
+def test_missing_cuda_index_names_the_valid_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError) as e:
+        resolve_device("cuda:5")
+    assert "cuda:0 .. cuda:1." in str(e.value) and "{" not in str(e.value)
 
 
 def test_autocast_context() -> None:

@@ -90,9 +90,19 @@ def test_bf16_channels_last_close_to_fp32():
 
 
 def test_channels_last_helper_mixed_ranks():
-    net = to_channels_last_3d(TinySTC())
+    torch.manual_seed(0)
+    ref = TinySTC()
+    net = TinySTC()
+    net.load_state_dict(ref.state_dict())
+    x = torch.rand(1, 3, 4, 8, 8)
+    before = net(x)[0]
+    to_channels_last_3d(net)
     assert net.down.weight.is_contiguous(memory_format=torch.channels_last_3d)
-    assert net.down.bias.dim() == 1
+    assert not ref.down.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert net.mix.weight.is_contiguous()  # 4-D weights keep their layout
+    for k, v in ref.state_dict().items():  # only the memory layout changed, not one value
+        assert torch.equal(net.state_dict()[k], v), k
+    assert torch.allclose(net(x)[0], before, atol=1e-5)
 
 
 def test_bad_settings_are_clear():
@@ -289,3 +299,24 @@ def test_residual_flag_follows_the_file(stc_weights, tmp_path, home):
     assert hub.load_model("stc", weights=str(tmp_path / "flagged.safetensors")).net.official_residual is True
     with pytest.raises(ConfigError, match="no option colour"):
         hub.load_model("stc", weights=str(tmp_path / "ours.safetensors"), colour=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture", ["stc_stage2", "stc_deflicker_stage2"])
+def test_fp32_clip_model_path_matches_the_golden_output(tmp_path_factory, home, fixture):
+    """fp32 through `load_model(...).restore_clip` (what `bfvr restore --precision fp32` calls per clip) equals
+    the official output within golden/README.md's 1e-4 (30-60 s per fixture on 2 cores)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    path, _ = _golden_weights(tmp_path_factory, fixture)
+    kw = json.loads(shared_path("golden", fixture, "meta.json").read_text())["constructor"]["kwargs"]
+    name = "stc" if kw["n_head"] == 2 else "stc-deflicker"
+    io = load_file(str(shared_path("golden", fixture, "io.safetensors")))
+    m = hub.load_model(name, weights=str(path), offline=True, precision="fp32", clip_len=4, overlap=0)
+    assert m.channels_last is False
+    x = io["input"]  # [1, 3, T, 512, 512]
+    out = m.restore_clip(x[0].permute(1, 0, 2, 3))
+    ref = io["output"][0].permute(1, 0, 2, 3)
+    assert (out - ref).abs().max().item() <= 1e-4

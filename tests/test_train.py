@@ -158,12 +158,32 @@ def test_dinov2_discriminator_frozen_backbone() -> None:
     assert x2.grad is None  # official: the backbone runs under no_grad
 
 
-def test_dinov2_offline_is_a_clear_error(tmp_path: Path) -> None:
+def test_dinov2_offline_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
     from bfvr.errors import BfvrError
     from bfvr.models.stc.discriminator import DINOv2Discriminator
 
-    with pytest.raises(BfvrError, match="disc.backbone: conv"):
-        DINOv2Discriminator.load(repo=str(tmp_path))
+    def no_network(*a, **k):
+        raise AssertionError(f"torch.hub.load called with {a} {k}")
+
+    monkeypatch.setattr(torch.hub, "load", no_network)
+    with pytest.raises(BfvrError, match="dinov2_weights"):  # no weights file: nothing is fetched
+        DINOv2Discriminator.load()
+    w = tmp_path / "vits14.pth"
+    torch.save({}, w)
+    with pytest.raises(BfvrError, match="hubconf.py"):
+        DINOv2Discriminator.load(repo=str(tmp_path), weights=str(w))
+    real_import = builtins.__import__
+
+    def no_dinov2(name, *a, **k):
+        if name.startswith("dinov2"):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_dinov2)
+    with pytest.raises(BfvrError, match="dinov2 package"):  # no repo, no package: one sentence, no hub
+        DINOv2Discriminator.load(weights=str(w))
 
 
 def test_perceptual_fallback_is_logged(caplog: pytest.LogCaptureFixture) -> None:

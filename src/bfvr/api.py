@@ -62,14 +62,15 @@ class Restorer:
     `model` is a name from `bfvr.models.hub` (`bfvr models` lists them) or a ready `ClipModel`.
     `device`: auto | cpu | cuda | cuda:N | mps. `precision`: auto | fp32 | bf16 | fp16 (see
     `bfvr.engine.device`). `weights`: a local weights file (else the model's cache/download);
-    `offline=True` never touches the network. `clip_len`/`overlap`/`blend` tune the clip engine;
+    `offline=True` never touches the network. `clip_len`/`overlap`/`blend` tune the clip engine (`keep`: centre
+    frames kept per call by a sliding-window model, 1 = its official schedule);
     `model_options` go to the model builder; `faces` is the face-pipeline hook (module doc).
     """
 
     def __init__(self, model: str | Any = "identity", *, device: str = "auto", precision: str = "auto",
                  weights: str | os.PathLike[str] | None = None, offline: bool = False,
                  faces: FaceHook | bool | Any | None = None, clip_len: int | None = None,
-                 overlap: int | None = None, blend: str = "cosine", chunk: int = 8,
+                 overlap: int | None = None, keep: int | None = None, blend: str = "cosine", chunk: int = 8,
                  model_options: dict[str, Any] | None = None, progress: bool = True) -> None:
         from bfvr.engine.device import resolve_device, resolve_precision
 
@@ -83,16 +84,14 @@ class Restorer:
         else:
             self.model = model
         self.faces = faces
-        self.clip_len, self.overlap, self.blend, self.chunk = clip_len, overlap, blend, chunk
+        self.clip_len, self.overlap, self.keep, self.blend, self.chunk = clip_len, overlap, keep, blend, chunk
         self.progress = progress
-        try:  # clip length / overlap / blend checked now, not in the middle of a video
+        try:  # schedule (clip length / overlap / keep) and blend checked now, not in the middle of a video
             self.engine()
-        except ValueError as e:
+        except ValueError as e:  # a bad blend or pad name
             from bfvr.errors import ConfigError
 
-            hint = ("choose an --overlap smaller than the clip length (--clip-len, default the model's own)"
-                    if "overlap" in str(e) else "check --clip-len and --overlap")
-            raise ConfigError(f"{e}; {hint}.") from None
+            raise ConfigError(f"{e}.") from None
         self.face_pipeline: Any = None  # the face pipeline of the last stream (see `_face_hook`)
 
     @property
@@ -103,8 +102,8 @@ class Restorer:
         """A fresh `ClipEngine` for this model (one per stream)."""
         from bfvr.engine.chunker import ClipEngine
 
-        return ClipEngine(self.model, clip_len=self.clip_len, overlap=self.overlap, blend=self.blend,
-                          precision=self.precision, chunk=self.chunk)
+        return ClipEngine(self.model, clip_len=self.clip_len, overlap=self.overlap, keep=self.keep,
+                          blend=self.blend, precision=self.precision, chunk=self.chunk)
 
     # ------------------------------------------------------------------ streams
     def _face_hook(self) -> FaceHook | None:

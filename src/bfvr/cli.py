@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 
 import typer
 
@@ -88,9 +89,25 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def one_line_warning(message: object, *_args: object, **_kw: object) -> str:
+    """`warnings.formatwarning` of the CLI: a warning (e.g. no face found) on one line, like errors."""
+    return f"bfvr: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `bfvr` console script."""
+    """Entry point of the `bfvr` console script.
+
+    Process-wide settings belong to the CLI process only: the malloc tuning (`bfvr.io.memory`) is applied
+    when this is the console script (`argv` None, before any thread starts), and the one-line warning format
+    only while `main` runs. Library users and in-process callers (`main([...])` in tests) keep theirs.
+    """
     debug = os.environ.get("BFVR_DEBUG") == "1"
+    if argv is None:
+        from bfvr.io.memory import tune_malloc_for_streaming
+
+        tune_malloc_for_streaming()  # flat memory over long videos
+    old_format = warnings.formatwarning
+    warnings.formatwarning = one_line_warning
     old_handlers = _install_signal_handlers()
     try:
         # standalone mode: typer itself reports bad flags (usage + exit 2) and --help; SystemExit passes
@@ -109,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"internal error ({type(e).__name__}: {' '.join(str(e).split())}); "
               "rerun with BFVR_DEBUG=1 for the traceback and please report it.", 1)
     finally:
+        warnings.formatwarning = old_format
         for sig, h in old_handlers.items():
             try:
                 signal.signal(sig, h)

@@ -74,15 +74,13 @@ def register(app: typer.Typer) -> None:
                                              "resized (bicubic), faces are pasted at the new size.", min=1,
                                              rich_help_panel="Faces")] = 1,
     ) -> None:
-        from bfvr.io.memory import tune_malloc_for_streaming
-
-        tune_malloc_for_streaming()  # flat memory over long videos (see bfvr.io.memory); before threads start
         from bfvr.api import Restorer
+        from bfvr.engine.base import contract_of
         from bfvr.errors import ConfigError
-        from bfvr.io.writer import _PRESETS, output_kind, prepare_output
+        from bfvr.io.writer import X264_PRESETS, output_kind, prepare_output
 
-        if preset not in _PRESETS:
-            raise ConfigError(f"--preset {preset!r} is not an x264 preset; use one of: {', '.join(_PRESETS)}.")
+        if preset not in X264_PRESETS:
+            raise ConfigError(f"--preset {preset!r} is not an x264 preset; use one of: {', '.join(X264_PRESETS)}.")
         # check the cheap things (output path, input) before loading a model
         from bfvr.io.paths import check_not_url
 
@@ -92,10 +90,6 @@ def register(app: typer.Typer) -> None:
         from bfvr.io import probe
 
         probe(inp) if not inp.is_dir() else None
-        import warnings
-
-        # warnings (e.g. no face found) on one line, like errors
-        warnings.formatwarning = lambda msg, *_a, **_k: f"bfvr: warning: {' '.join(str(msg).split())}\n"
         faces = None
         if has_aligned and upscale != 1:
             raise ConfigError("--upscale works with the face pipeline only; drop --has-aligned or --upscale.")
@@ -121,5 +115,5 @@ def register(app: typer.Typer) -> None:
             audio = {"copied": "audio copied", "re-encoded": "audio re-encoded to AAC"}.get(
                 res.audio_mode or "", "no audio" if not res.input_info.has_audio else "audio left out")
             print(f"{res.output}: {res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} frames/s), "
-                  f"model {r.name} on {r.device} ({getattr(r.model, 'precision', r.precision)}"
+                  f"model {r.name} on {r.device} ({contract_of(r.model).precision or r.precision}"
                   f"{', onnxruntime' if backend == 'onnxruntime' else ''}), {faces_note}, {audio}")

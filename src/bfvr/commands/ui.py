@@ -62,9 +62,6 @@ def register(app: typer.Typer) -> None:
         folder = samples if samples is not None else _default_samples()
         if samples is not None and not samples.is_dir():
             raise InputError(f"--samples '{samples}' is not a folder; give a folder of video files.")
-        import warnings
-
-        warnings.formatwarning = lambda msg, *_a, **_k: f"bfvr: warning: {' '.join(str(msg).split())}\n"
         from bfvr.ui.app import UIConfig, serve
         from bfvr.ui.core import Limits
 

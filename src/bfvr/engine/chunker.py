@@ -1,6 +1,11 @@
-"""The streaming clip engine: feeds a `ClipModel` clips of `clip_len` frames and stitches the results.
+"""The streaming clip engine: feeds a `ClipModel` by its schedule (`bfvr.engine.base.Schedule`) and
+stitches the results. Two schedules:
 
-Clip k covers frames [k*S, k*S + T) with T = clip_len and S = T - overlap. The `overlap` frames shared
+* ``clips`` (`ClipStream`): described below;
+* ``window`` (`WindowStream`): a sliding window of L frames keeping `keep` centre outputs per call and
+  moving by `keep` (keep=1: the official DicFace/PGTFormer schedule, edges replicated), see `Schedule`.
+
+The clips schedule: clip k covers frames [k*S, k*S + T) with T = clip_len and S = T - overlap. The `overlap` frames shared
 by consecutive clips are cross-faded: output = (1 - w_j) * previous + w_j * next, with w rising over the
 overlap (linear: j/(O+1); "cosine": raised cosine 0.5 - 0.5 cos(pi j/(O+1)), j = 1..O). Frames are
 yielded in order, with their pts, as soon as no later clip can change them.
@@ -17,7 +22,8 @@ Canvas: when the model (or the caller) sets `canvas` = (H, W), frames are resize
 model and the result back to the frame size (bicubic, antialiased). The face pipeline normally hands
 the engine crops that already have the canvas size, making this a no-op.
 
-Memory: at most T + S input frames plus `overlap` restored frames are held, whatever the video length.
+Memory: at most T + S input frames plus `overlap` restored frames are held, whatever the video length
+(window schedule: at most L + keep input frames), see `ClipStream.buffered` / `WindowStream.buffered`.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bfvr.engine.base import ClipModel
+from bfvr.engine.base import ClipModel, Schedule, contract_of
 from bfvr.engine.device import autocast
+from bfvr.errors import ConfigError
 
 Frame = tuple[np.ndarray, "int | None"]
 
@@ -70,31 +77,44 @@ def pad_indices(n: int, length: int, mode: str = "reflect") -> list[int]:
 class ClipEngine:
     """Run a `ClipModel` over a frame stream of any length: `run(iter of (frame, pts)) -> iter of (frame, pts)`.
 
-    Frames are uint8 [H, W, 3] RGB, all of one size within a stream. Keyword arguments override the
-    model's own `clip_len`, `overlap` and `canvas`; `chunk` is the clip length for models that take
-    any length; `precision` ("fp32"/"bf16"/"fp16") is applied as autocast unless the model has its own
-    `precision` attribute.
+    Frames are uint8 [H, W, 3] RGB, all of one size within a stream. The model's contract
+    (`contract_of(model)`) gives the schedule, canvas, value range and precision handling; keyword arguments
+    override the clip (or window) length `clip_len`, the clip `overlap`, the window's `keep` (centre frames
+    kept per call; 1 = official) and the `canvas`. `chunk` is the clip length for models that take any
+    length; `precision` ("fp32"/"bf16"/"fp16") is applied as autocast unless the model applies its own.
     """
 
     def __init__(self, model: ClipModel, *, clip_len: int | None = None, overlap: int | None = None,
-                 canvas: tuple[int, int] | None = None, blend: str = "cosine", pad: str = "reflect",
-                 precision: str | None = None, chunk: int = 8) -> None:
+                 keep: int | None = None, canvas: tuple[int, int] | None = None, blend: str = "cosine",
+                 pad: str = "reflect", precision: str | None = None, chunk: int = 8) -> None:
         self.model = model
-        self.fixed = (clip_len or getattr(model, "clip_len", None)) is not None
-        self.clip_len = int(clip_len or getattr(model, "clip_len", None) or chunk)
-        self.overlap = int(overlap if overlap is not None else (getattr(model, "overlap", 0) or 0))
-        self.canvas = canvas if canvas is not None else getattr(model, "canvas", None)
+        self.contract = c = contract_of(model)
+        sch = c.schedule
+        if sch.kind == "window":
+            if overlap:
+                raise ConfigError(f"{c.name} keeps the centre of a sliding window: overlap does not apply; "
+                                  "use keep for the faster schedule.")
+            sch = Schedule.window(int(clip_len or sch.length), int(keep or sch.keep))
+        else:
+            if keep not in (None, 1):
+                raise ConfigError(f"keep applies to sliding-window models; {c.name} restores whole clips "
+                                  "(use overlap).")
+            sch = Schedule.clips(clip_len or sch.length, int(overlap if overlap is not None else sch.overlap))
+        self.schedule = sch
+        self.fixed = sch.length is not None
+        self.clip_len = int(sch.length or chunk)
         if self.clip_len < 1:
-            raise ValueError("clip_len must be >= 1")
-        if not 0 <= self.overlap < self.clip_len:
-            raise ValueError(f"overlap must be in [0, clip_len), got {self.overlap} with clip_len {self.clip_len}")
+            raise ConfigError("clip_len must be >= 1")
+        self.overlap = sch.overlap
+        self.canvas = canvas if canvas is not None else c.canvas
         self.weights = blend_weights(self.overlap, blend)
         self.pad = pad
         pad_indices(1, 1, pad)  # validate
-        # a model with its own `precision` attribute applies it itself (e.g. STC: autocast + channels_last_3d);
+        # a model with its own `precision` applies it itself (e.g. STC: autocast + channels_last_3d);
         # otherwise the engine wraps the forward in autocast for `precision` (None = fp32)
-        self.precision = "fp32" if precision is None or hasattr(model, "precision") else precision
-        self.device = torch.device(getattr(model, "device", "cpu"))
+        self.precision = "fp32" if precision is None or c.precision is not None else precision
+        self.value_range = c.value_range
+        self.device = c.device
         self.clips_run = 0
 
     # ------------------------------------------------------------------ one clip
@@ -108,9 +128,13 @@ class ClipEngine:
             if resize:
                 x = F.interpolate(x, size=tuple(self.canvas), mode="bicubic", align_corners=False,
                                   antialias=True).clamp_(0, 1)
+            lo, hi = self.value_range
+            unit = (lo, hi) == (0.0, 1.0)
             with autocast(self.device, self.precision):
-                y = self.model.restore_clip(x)
+                y = self.model.restore_clip(x if unit else x * (hi - lo) + lo)
             y = y.float()
+            if not unit:
+                y = (y - lo) / (hi - lo)
             if y.shape != x.shape:
                 raise RuntimeError(f"model {getattr(self.model, 'name', '?')} returned {tuple(y.shape)} "
                                    f"for an input of {tuple(x.shape)}")
@@ -127,13 +151,14 @@ class ClipEngine:
             return a.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
     # ------------------------------------------------------------------ the stream
-    def stream(self) -> ClipStream:
-        """A push/flush driver of this engine (for callers that feed several streams, e.g. face tracks)."""
-        return ClipStream(self)
+    def stream(self) -> ClipStream | WindowStream:
+        """A push/flush driver of this engine's schedule (for callers that feed several streams, e.g. face
+        tracks)."""
+        return WindowStream(self) if self.schedule.kind == "window" else ClipStream(self)
 
     def run(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         """Restore a stream of (frame, pts); yields (restored frame uint8, pts) in the same order."""
-        s = ClipStream(self)
+        s = self.stream()
         for frame, p in frames:
             yield from s.push(frame, p)
         yield from s.flush()
@@ -151,13 +176,15 @@ class ClipEngine:
         T, S = self.clip_len, self.clip_len - self.overlap
         if n <= 0:
             return 0
+        if self.schedule.kind == "window":
+            return -(-n // self.schedule.keep)
         if n <= T:
             return 1
         full = (n - T) // S + 1
         return full + (1 if (full - 1) * S + T < n else 0)
 
 
-__all__ = ["ClipEngine", "ClipStream", "blend_weights", "pad_indices"]
+__all__ = ["ClipEngine", "ClipStream", "WindowStream", "blend_weights", "pad_indices"]
 
 
 class ClipStream:
@@ -182,6 +209,11 @@ class ClipStream:
         self._n = 0
         self._next = 0  # first frame of the next clip
         self._pending: torch.Tensor | None = None  # restored [next, next + overlap) awaiting the blend
+
+    @property
+    def buffered(self) -> int:
+        """Frames held now (input frames + restored frames awaiting the blend): bounded by the clip."""
+        return len(self._buf) + (0 if self._pending is None else len(self._pending))
 
     def _emit(self, out: torch.Tensor, first: int, start: int, stop: int) -> list[tuple[np.ndarray, object]]:
         # out[k] is frame first + k; return frames [start, stop)
@@ -238,5 +270,68 @@ class ClipStream:
                 out = e.forward_clip([self._buf[i - bs] for i in pad_indices(n, T, e.pad)])[:n]
             self._blend(out, first)
             return self._emit(out, first, nxt, n)
+        finally:
+            self._reset()
+
+
+class WindowStream:
+    """The sliding-window schedule (`Schedule.window`), driven by pushes like `ClipStream`.
+
+    Output frames come in blocks of K = `keep` frames starting at b = 0, K, 2K, ...; block b is the model's
+    output positions a .. a+K-1 (a = `first_kept`) for the window of input frames b-a .. b-a+L-1, each index
+    clamped to [0, n-1] (edge replication). A block runs as soon as its last input frame has arrived (at
+    `flush()` for the blocks that reach past the end). At most L + K input frames are held.
+    """
+
+    def __init__(self, engine: ClipEngine) -> None:
+        self.engine = engine
+        self.L = engine.clip_len
+        self.K = engine.schedule.keep
+        self.a = engine.schedule.first_kept
+        self._reset()
+
+    def _reset(self) -> None:
+        self._buf: list[np.ndarray] = []  # input frames [buf_start, n)
+        self._tags: list[object] = []
+        self._buf_start = 0
+        self._n = 0
+        self._next = 0  # first output frame of the next block
+
+    @property
+    def buffered(self) -> int:
+        """Input frames held now: at most L + K."""
+        return len(self._buf)
+
+    def _run_block(self, last: int) -> list[tuple[np.ndarray, object]]:
+        b, bs, L, K, a = self._next, self._buf_start, self.L, self.K, self.a
+        idx = [min(max(b - a + j, 0), last) for j in range(L)]
+        out = self.engine.forward_clip([self._buf[i - bs] for i in idx])
+        stop = min(b + K, last + 1)
+        u8 = self.engine.clip_to_uint8(out[a:a + stop - b])
+        done = [(u8[i], self._tags[g - bs]) for i, g in enumerate(range(b, stop))]
+        self._next = stop
+        keep_from = max(0, self._next - a)  # the next window's first real frame
+        if keep_from > bs:
+            del self._buf[: keep_from - bs]
+            del self._tags[: keep_from - bs]
+            self._buf_start = keep_from
+        return done
+
+    def push(self, frame: np.ndarray, tag: object = None) -> list[tuple[np.ndarray, object]]:
+        self._buf.append(frame)
+        self._tags.append(tag)
+        self._n += 1
+        done: list[tuple[np.ndarray, object]] = []
+        # block `next` needs input frames up to next - a + L - 1
+        while self._next - self.a + self.L <= self._n:
+            done += self._run_block(self._n - 1)
+        return done
+
+    def flush(self) -> list[tuple[np.ndarray, object]]:
+        try:
+            done: list[tuple[np.ndarray, object]] = []
+            while self._next < self._n:
+                done += self._run_block(self._n - 1)
+            return done
         finally:
             self._reset()

@@ -9,6 +9,8 @@
     oneDNN runs bf16 convolutions several times faster than fp32), else fp32 (emulated bf16 is slower
     than fp32 on older CPUs).
   Explicit "fp32", "bf16", "fp16" are honoured where the device can run them (fp16 not on the CPU).
+* `uses_channels_last(precision)`: channels-last memory only with bf16/fp16 (or when asked explicitly);
+  fp32 keeps the official layout, so fp32 is the parity path everywhere.
 * `autocast(device, precision)` is the context a model's forward runs in: mixed precision (weights
   stay fp32, matmuls/convs run in bf16/fp16) for bf16/fp16 and nothing for fp32.
 """
@@ -54,7 +56,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         idx = int(m.group(1) or 0)
         if idx >= torch.cuda.device_count():
             raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) exist; "
-                              "use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
+                              f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
         return torch.device("cuda", idx)
     if s == "mps":
         if not _mps_available():
@@ -95,6 +97,14 @@ def resolve_precision(spec: str | None, device: torch.device) -> str:
     if s == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("--precision bf16: this GPU has no bf16 support; use fp16 or fp32.")
     return s
+
+
+def uses_channels_last(precision: str, channels_last: bool | None = None) -> bool:
+    """The one channels-last rule: fp32 keeps the official memory layout (its numerics are the parity path);
+    bf16/fp16 use channels-last (faster convolutions); `channels_last` True/False overrides it explicitly."""
+    if precision not in DTYPES:
+        raise ConfigError(f"unknown precision {precision!r}; use fp32, bf16 or fp16.")
+    return precision != "fp32" if channels_last is None else bool(channels_last)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:

@@ -46,7 +46,8 @@ class Runner(Protocol):
 
 class ClipRunner:
     """Push/flush runner for one face track: the clip engine's own schedule (`ClipEngine.stream()`:
-    clips of `clip_len` with `overlap` frames cross-faded, the tail clip, short tracks padded in time),
+    clips of `clip_len` with `overlap` frames cross-faded, the tail clip, short tracks padded in time; or a
+    sliding window keeping its centre frames, edges replicated),
     driven by pushes because the face pipeline feeds several tracks from one frame stream. FIFO:
     outputs come in push order.
     """
@@ -167,14 +168,19 @@ class FacePipeline:
     def for_model(cls, model, options: FaceOptions | None = None, **kw) -> "FacePipeline":
         """A pipeline around a `ClipModel` (or a factory of `ClipEngine`s, e.g. `Restorer.engine`)."""
         opt = dataclasses.replace(options) if options is not None else FaceOptions()
+        from bfvr.engine.base import contract_of
+        from bfvr.engine.chunker import ClipEngine
+
         if hasattr(model, "restore_clip"):
-            canvas = getattr(model, "canvas", None)
-            pref = getattr(model, "face_crop_mode", None)
+            canvas, pref = contract_of(model).canvas, contract_of(model).face_crop_mode
             factory = lambda: ClipRunner(model)  # noqa: E731
         else:  # a factory of ClipEngines or of runners
             probe = model()
-            canvas = getattr(probe, "canvas", None)
-            pref = getattr(getattr(probe, "model", None), "face_crop_mode", None)
+            engine = probe if isinstance(probe, ClipEngine) else getattr(probe, "engine", None)
+            if isinstance(engine, ClipEngine):
+                canvas, pref = engine.canvas, engine.contract.face_crop_mode
+            else:  # a custom runner: no model to ask
+                canvas, pref = None, None
             factory = lambda: _as_runner(model())  # noqa: E731
         if opt.crop_mode == "auto":
             opt.crop_mode = pref or "proportion"

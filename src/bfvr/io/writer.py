@@ -31,7 +31,7 @@ from bfvr.errors import InputError, OutputError
 from bfvr.io.paths import FRAMES_MARKER, check_replaceable, check_separate, remove_own_frames_dir, set_default_mode
 from bfvr.io.reader import SIZE_TAG, audio_codec_name
 
-_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
             "placebo")
 VIDEO_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 #: audio codecs each container takes as a stream copy; anything else is re-encoded to AAC
@@ -127,8 +127,8 @@ class VideoWriter:
         self.audio_from = Path(audio_from) if audio_from else None
         if not (0 <= float(crf) <= 51):
             raise OutputError(f"--crf must be between 0 and 51, got {crf}.")
-        if codec in ("libx264", "libx264rgb") and preset not in _PRESETS:
-            raise OutputError(f"preset {preset!r} is not an x264 preset; use one of: {', '.join(_PRESETS)}.")
+        if codec in ("libx264", "libx264rgb") and preset not in X264_PRESETS:
+            raise OutputError(f"preset {preset!r} is not an x264 preset; use one of: {', '.join(X264_PRESETS)}.")
         self.crf, self.preset, self.codec, self.pix_fmt = crf, preset, codec, pix_fmt
         self.codec_options = dict(codec_options or {})
         self.overwrite = overwrite

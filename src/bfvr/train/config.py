@@ -132,9 +132,9 @@ class DiscConfig:
 
     #: "dinov2" (frozen DINOv2 ViT-S/14 + 3 linear heads, needs weights) or "conv" (weight-free, trainable)
     backbone: str = "dinov2"
-    #: local clone of facebookresearch/dinov2 (torch.hub source='local'); None = torch hub (needs internet)
+    #: local clone of facebookresearch/dinov2 (torch.hub source='local'); None = the installed dinov2 package
     dinov2_repo: str | None = None
-    #: local DINOv2 ViT-S/14 weights (.pth); None = downloaded by torch hub (needs internet)
+    #: local DINOv2 ViT-S/14 weights (.pth), required by backbone dinov2 (nothing is downloaded)
     dinov2_weights: str | None = None
     #: dinov2: run the backbone under no_grad as the official code does (the generator then gets no GAN
     #: gradient); default False lets the gradient flow through the frozen backbone

@@ -50,7 +50,7 @@ def build_discriminator(cfg: TrainConfig) -> nn.Module:
         disc = DINOv2Discriminator.load(repo=d.dinov2_repo, weights=d.dinov2_weights,
                                         official_no_grad=d.official_no_grad)
         log.info("discriminator: frozen DINOv2 ViT-S/14 + 3 linear heads (%s)",
-                 d.dinov2_weights or d.dinov2_repo or "torch hub")
+                 d.dinov2_weights)
         return disc
     log.warning("discriminator: weight-free fallback (trainable conv stack + 3 linear heads), "
                 "not the official frozen-DINOv2 one (disc.backbone: conv)")

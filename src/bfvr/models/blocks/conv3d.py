@@ -16,6 +16,19 @@ def _inplace_ok(t: torch.Tensor) -> bool:
     return not (torch.is_grad_enabled() and t.requires_grad)
 
 
+def to_channels_last_3d(module: nn.Module) -> nn.Module:
+    """Store every 5-D parameter/buffer of `module` channels_last_3d (Conv3d weights); values unchanged, others
+    untouched. (``module.to(memory_format=torch.channels_last_3d)`` fails on modules that also hold 4-D weights.)
+
+    The precision policy (`bfvr.engine.device`): used with bf16/fp16, or when asked explicitly; fp32 keeps the
+    official (contiguous) layout, whose numerics match the official code.
+    """
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.dim() == 5:
+            t.data = t.data.contiguous(memory_format=torch.channels_last_3d)
+    return module
+
+
 def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     """channels_last_3d when `x` is stored that way (and not also plain-contiguous), else contiguous."""
     if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():

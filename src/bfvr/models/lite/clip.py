@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bfvr.engine.device import DTYPES, autocast, uses_channels_last
 from bfvr.errors import ConfigError, ModelError
-from bfvr.models.stc.clip import PRECISIONS, precision_context
+
+PRECISIONS = tuple(DTYPES)
 
 
 class LiteClipModel:
@@ -36,7 +38,7 @@ class LiteClipModel:
         self.name, self.clip_len, self.overlap, self.canvas = name, clip_len, overlap, canvas
         self.precision, self.multiple = precision, multiple
         self.net = net.to(self.device).eval().requires_grad_(False)
-        if precision != "fp32":
+        if uses_channels_last(precision):
             self.net.to(memory_format=torch.channels_last)
 
     def __repr__(self) -> str:
@@ -54,7 +56,7 @@ class LiteClipModel:
         x = clip.to(self.device, torch.float32)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        with precision_context(self.device, self.precision):
+        with autocast(self.device, self.precision):
             out = self.net(x.unsqueeze(0))
         out = out.float()[0, :, :, :h, :w].clamp_(0.0, 1.0)
         return out.contiguous()

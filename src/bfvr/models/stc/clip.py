@@ -18,38 +18,15 @@ depends on T, so the official checkpoints behave as trained only at T=24.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 from torch import nn
 
+from bfvr.engine.device import DTYPES, autocast, uses_channels_last
 from bfvr.errors import ConfigError, ModelError
+from bfvr.models.blocks.conv3d import to_channels_last_3d
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = tuple(DTYPES)
 OUTPUT_MAPS = ("clamp", "minmax")
-
-
-def to_channels_last_3d(module: nn.Module) -> nn.Module:
-    """Store every 5-D parameter/buffer of `module` channels-last (Conv3d weights); others unchanged.
-
-    (``module.to(memory_format=torch.channels_last_3d)`` fails on modules that also hold 4-D weights.)
-    """
-    for t in list(module.parameters()) + list(module.buffers()):
-        if t.dim() == 5:
-            t.data = t.data.contiguous(memory_format=torch.channels_last_3d)
-    return module
-
-
-@contextlib.contextmanager
-def precision_context(device: torch.device, precision: str) -> Iterator[None]:
-    """Autocast for `precision` on `device` (fp32: nothing)."""
-    if precision == "fp32":
-        yield
-        return
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    with torch.autocast(device_type=device.type, dtype=dtype):
-        yield
 
 
 def map_output(x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -69,6 +46,9 @@ class STCClipModel:
     any module called as ``net(x BCTHW in [0,1], w=0)`` that returns the restored clip or a tuple whose
     first item is the restored clip (then autocast + channels_last_3d are applied here).
     """
+
+    #: the crop the official STC data used (see bfvr.faces)
+    face_crop_mode = "proportion"
 
     def __init__(self, net: nn.Module, *, name: str = "stc", clip_len: int | None = 24, overlap: int = 8,
                  canvas: tuple[int, int] | None = (512, 512), device: torch.device | str = "cpu",
@@ -91,7 +71,7 @@ class STCClipModel:
         self.net = net.to(self.device).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.channels_last = precision != "fp32"
+        self.channels_last = uses_channels_last(precision)
         if self.channels_last:
             to_channels_last_3d(self.net)
 
@@ -123,7 +103,7 @@ class STCClipModel:
         if infer is not None:  # STCStage2's own precision policy (autocast + channels_last_3d)
             out = infer(x, precision=self.precision, channels_last=self.channels_last)
         else:
-            with precision_context(self.device, self.precision):
+            with autocast(self.device, self.precision):
                 out = self.net(x, w=0)
             if isinstance(out, (tuple, list)):
                 out = out[0]

@@ -5,8 +5,8 @@ averaged to one value per frame) on top of a per-frame feature vector, and retur
 `cat([head1, head2, head4])` of shape (3*B*T,), like the official discriminator.
 
 * `DINOv2Discriminator`: the official design. A frozen DINOv2 ViT-S/14 (CLS feature, 384-d) on frames
-  resized to 224x224 (nearest, no normalisation). Its weights come from a local clone of the dinov2
-  repository plus a local weights file, or from torch hub when online; nothing is downloaded otherwise.
+  resized to 224x224 (nearest, no normalisation). Its code comes from a local clone of the dinov2
+  repository or an installed ``dinov2`` package and its weights from a local file; nothing is downloaded.
   The official code runs the backbone under `no_grad`, so the generator receives no gradient from the
   GAN loss; here gradients flow through the frozen backbone to the input by default and
   `official_no_grad=True` restores the official behaviour.
@@ -72,28 +72,21 @@ class DINOv2Discriminator(_ThreeHeads):
 
     @classmethod
     def load(cls, repo: str | None = None, weights: str | None = None, **kwargs) -> "DINOv2Discriminator":
-        """Build the ViT-S/14 from a local dinov2 clone (`repo`) with `weights`, or from torch hub online."""
-        try:
-            if repo is not None:
-                if not Path(repo, "hubconf.py").is_file():
-                    raise WeightsNotFoundError(f"{repo} is not a clone of facebookresearch/dinov2 (no hubconf.py); "
-                                               "give a local clone or use disc.backbone: conv offline.")
-                net = torch.hub.load(repo, "dinov2_vits14", source="local", pretrained=weights is None)
-            else:
-                net = torch.hub.load("facebookresearch/dinov2", "dinov2_vits14", pretrained=weights is None)
-        except WeightsNotFoundError:
-            raise
-        except Exception as e:  # no internet, missing dependency of the hub code, ...
-            raise DependencyError(
-                f"could not load DINOv2 ViT-S/14 ({type(e).__name__}: {e}); give disc.dinov2_repo and "
-                "disc.dinov2_weights (local files) or use the weight-free disc.backbone: conv.") from None
-        if weights is not None:
-            if not Path(weights).is_file():
-                raise WeightsNotFoundError(f"DINOv2 weights not found: {weights}; fix disc.dinov2_weights.")
-            from bfvr.models.weights import torch_load
+        """Build the ViT-S/14 from local code and a local weights file; never from the network.
 
-            sd = torch_load(weights)
-            net.load_state_dict(sd, strict=True)
+        The code comes from `repo` (a local clone of facebookresearch/dinov2, read through
+        ``torch.hub.load(source="local")``) or else from an installed ``dinov2`` package; the weights from
+        the file `weights` (``dinov2_vits14_pretrain.pth``, loaded weights-only and strictly).
+        """
+        if weights is None:
+            raise WeightsNotFoundError("the DINOv2 discriminator needs a local ViT-S/14 weights file "
+                                       "(disc.dinov2_weights); nothing is downloaded, or use disc.backbone: conv.")
+        if not Path(weights).is_file():
+            raise WeightsNotFoundError(f"DINOv2 weights not found: {weights}; fix disc.dinov2_weights.")
+        net = _dinov2_vits14(repo)
+        from bfvr.models.weights import torch_load
+
+        net.load_state_dict(torch_load(weights), strict=True)
         return cls(net, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,6 +98,26 @@ class DINOv2Discriminator(_ThreeHeads):
         else:
             feat = self.backbone(f)
         return self.heads(feat)
+
+
+def _dinov2_vits14(repo: str | None) -> nn.Module:
+    """An untrained DINOv2 ViT-S/14 from a local clone (`repo`) or the installed ``dinov2`` package."""
+    if repo is not None:
+        if not Path(repo, "hubconf.py").is_file():
+            raise WeightsNotFoundError(f"{repo} is not a clone of facebookresearch/dinov2 (no hubconf.py); "
+                                       "fix disc.dinov2_repo or use disc.backbone: conv.")
+        try:
+            return torch.hub.load(repo, "dinov2_vits14", source="local", pretrained=False)
+        except Exception as e:  # e.g. a dependency of the repository's code is missing
+            raise DependencyError(f"the DINOv2 code in {repo} does not load ({type(e).__name__}: {e}); "
+                                  "fix the clone or use disc.backbone: conv.") from None
+    try:
+        from dinov2.hub.backbones import dinov2_vits14
+    except ImportError:
+        raise DependencyError("the DINOv2 discriminator needs the DINOv2 code: give a local clone of "
+                              "facebookresearch/dinov2 as disc.dinov2_repo, install it as the dinov2 package, "
+                              "or use disc.backbone: conv.") from None
+    return dinov2_vits14(pretrained=False)
 
 
 class ConvDiscriminator(_ThreeHeads):

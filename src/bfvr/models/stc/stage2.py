@@ -15,7 +15,6 @@ The default (False) uses the stage-I formula z_t - z_{t-1}, for models we train 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -149,21 +148,17 @@ class STCStage2(STCVQGAN):
     def infer(self, x: torch.Tensor, precision: str = "fp32", channels_last: bool | None = None) -> torch.Tensor:
         """Inference helper: restored clip [B,3,T,512,512] float32 in (0,1).
 
-        ``precision``: "fp32", "bf16" (autocast; on CPUs with AMX about 4x faster convolutions) or "fp16"
-        (autocast, CUDA). GroupNorm statistics stay fp32. ``channels_last``: store activations and 5-D
-        weights as channels_last_3d (default on: on CPU it also makes fp32 Conv3d ~2x faster and avoids
-        oneDNN's layout copies, 3.4 -> 2.6 GB peak for one 24x512x512 ResBlock). Call `.eval()` first.
+        ``precision`` (`bfvr.engine.device`): "fp32" is the official numerics (the parity path), "bf16"
+        (autocast; on CPUs with AMX about 4x faster convolutions) or "fp16" (autocast, CUDA). GroupNorm
+        statistics stay fp32. ``channels_last``: store activations and 5-D weights as channels_last_3d; default
+        (None) = on for bf16/fp16 only (`uses_channels_last`). True in fp32 is faster on CPU (~2x Conv3d) but
+        not the official numerics: near-tied code tokens may flip. Call `.eval()` first.
         """
-        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if precision not in dtypes:
-            raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
-        dtype = dtypes[precision]
-        if channels_last is None:
-            channels_last = True
-        if channels_last:
+        from bfvr.engine.device import autocast, uses_channels_last
+
+        if uses_channels_last(precision, channels_last):
             self.to_channels_last_3d()
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        ctx = torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext()
-        with ctx:
+        with autocast(x.device, precision):
             out = self(x)[0]
         return out.float().contiguous()

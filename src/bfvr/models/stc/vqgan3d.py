@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from bfvr.models.blocks import AttnBlock, Downsample, Downsample2D, ResBlock, Upsample, Upsample2D, normalize
+from bfvr.models.blocks.conv3d import to_channels_last_3d
 from bfvr.models.stc.quantizer import MPRForm, VectorQuantizerST
 
 
@@ -125,9 +126,7 @@ class STCVQGAN(nn.Module):
 
     def to_channels_last_3d(self) -> "STCVQGAN":
         """Store every 5-D weight as channels_last_3d (values unchanged; faster bf16 Conv3d on CPU)."""
-        for p in self.parameters():
-            if p.dim() == 5:
-                p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+        to_channels_last_3d(self)
         return self
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
