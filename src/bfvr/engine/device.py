@@ -99,6 +99,22 @@ def resolve_precision(spec: str | None, device: torch.device) -> str:
     return s
 
 
+def check_clip_options(precision: str, clip_len: int | None, overlap: int,
+                       device: torch.device | str) -> torch.device:
+    """The settings every clip-model adapter checks (precision, overlap < clip_len, no fp16 on the CPU);
+    returns the device. Raises ConfigError with the sentence the CLI prints."""
+    from bfvr.errors import ConfigError
+
+    if precision not in DTYPES:
+        raise ConfigError(f"unknown precision '{precision}'; choose one of: {', '.join(DTYPES)}.")
+    if clip_len is not None and not 0 <= overlap < clip_len:
+        raise ConfigError(f"overlap must be between 0 and clip_len-1 = {clip_len - 1} frames, got {overlap}.")
+    device = torch.device(device)
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("fp16 is for GPUs; on the CPU use --precision bf16 (or fp32).")
+    return device
+
+
 def uses_channels_last(precision: str, channels_last: bool | None = None) -> bool:
     """The one channels-last rule: fp32 keeps the official memory layout (its numerics are the parity path);
     bf16/fp16 use channels-last (faster convolutions); `channels_last` True/False overrides it explicitly."""

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bfvr.engine.device import DTYPES, autocast, uses_channels_last
-from bfvr.errors import ConfigError, ModelError
+from bfvr.engine.device import autocast, check_clip_options, uses_channels_last
+from bfvr.errors import ModelError
 
-PRECISIONS = tuple(DTYPES)
 
 
 class LiteClipModel:
@@ -28,13 +27,7 @@ class LiteClipModel:
     def __init__(self, net: nn.Module, *, name: str = "bfvr-lite", clip_len: int | None = 24, overlap: int = 4,
                  canvas: tuple[int, int] | None = (512, 512), device: torch.device | str = "cpu",
                  precision: str = "fp32", multiple: int = 16) -> None:
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}.")
-        if clip_len is not None and not 0 <= overlap < clip_len:
-            raise ConfigError(f"overlap must be between 0 and clip_len-1 = {clip_len - 1} frames, got {overlap}.")
-        self.device = torch.device(device)
-        if precision == "fp16" and self.device.type == "cpu":
-            raise ConfigError("fp16 is for GPUs; on the CPU use --precision bf16 (or fp32).")
+        self.device = check_clip_options(precision, clip_len, overlap, device)
         self.name, self.clip_len, self.overlap, self.canvas = name, clip_len, overlap, canvas
         self.precision, self.multiple = precision, multiple
         self.net = net.to(self.device).eval().requires_grad_(False)

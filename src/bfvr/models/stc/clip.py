@@ -21,11 +21,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bfvr.engine.device import DTYPES, autocast, uses_channels_last
+from bfvr.engine.device import autocast, check_clip_options, uses_channels_last
 from bfvr.errors import ConfigError, ModelError
 from bfvr.models.blocks.conv3d import to_channels_last_3d
 
-PRECISIONS = tuple(DTYPES)
 OUTPUT_MAPS = ("clamp", "minmax")
 
 
@@ -53,15 +52,9 @@ class STCClipModel:
     def __init__(self, net: nn.Module, *, name: str = "stc", clip_len: int | None = 24, overlap: int = 8,
                  canvas: tuple[int, int] | None = (512, 512), device: torch.device | str = "cpu",
                  precision: str = "fp32", output_map: str = "clamp") -> None:
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}.")
         if output_map not in OUTPUT_MAPS:
             raise ConfigError(f"unknown output mapping '{output_map}'; choose one of: {', '.join(OUTPUT_MAPS)}.")
-        if clip_len is not None and not 0 <= overlap < clip_len:
-            raise ConfigError(f"overlap must be between 0 and clip_len-1 = {clip_len - 1} frames, got {overlap}.")
-        self.device = torch.device(device)
-        if precision == "fp16" and self.device.type == "cpu":
-            raise ConfigError("fp16 is for GPUs; on the CPU use --precision bf16 (or fp32).")
+        self.device = check_clip_options(precision, clip_len, overlap, device)
         self.name = name
         self.clip_len = clip_len
         self.overlap = overlap
