@@ -15,6 +15,7 @@ as its additive mask.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -55,13 +56,6 @@ def to_windows(x: torch.Tensor, win: tuple[int, int]) -> torch.Tensor:
     b, d, h, w, c = x.shape
     x = x.view(b, d, h // win[0], win[0], w // win[1], win[1], c)
     return x.permute(0, 2, 4, 1, 3, 5, 6).reshape(b, (h // win[0]) * (w // win[1]), d * win[0] * win[1], c)
-
-
-def from_windows(x: torch.Tensor, win: tuple[int, int], d: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of `to_windows`: [B, nW, D*wh*ww, C] -> [B, D, H, W, C]."""
-    b, c = x.shape[0], x.shape[-1]
-    x = x.view(b, h // win[0], w // win[1], d, win[0], win[1], c)
-    return x.permute(0, 3, 1, 4, 2, 5, 6).reshape(b, d, h, w, c)
 
 
 def shift_mask(h: int, w: int, d: int, win: tuple[int, int], shift: tuple[int, int],
@@ -108,15 +102,22 @@ class WindowAttention3D(nn.Module):
         return self.relative_position_bias_table[idx.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x [B, nW, N, C]; mask [heads or 1, N, N] or [nW, heads, N, N] (bias + shift mask), additive."""
+        """x [B, nW, N, C]; mask (additive: bias + shift mask) [heads, N, N] or [nW, heads, N, N].
+
+        SDPA gets 4-D q/k/v [(B*nW), heads, N, d] and a 4-D mask: the CPU flash kernel takes only that
+        form (5-D or 3-D masks fall back to the slower math kernel)."""
         b, nw, n, c = x.shape
         nh, hd = self.num_heads, c // self.num_heads
-        q = self.q(x).view(b, nw, n, nh, hd).transpose(2, 3)
-        kv = self.kv(x).view(b, nw, n, 2, nh, hd).permute(3, 0, 1, 4, 2, 5)
-        k, v = kv[0], kv[1]
-        dt = v.dtype
-        out = F.scaled_dot_product_attention(q.to(dt), k.to(dt), v, attn_mask=mask.to(dt))  # B nW h N d
-        return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
+        q = self.q(x).view(b * nw, n, nh, hd).transpose(1, 2)
+        kv = self.kv(x).view(b * nw, n, 2, nh, hd).permute(2, 0, 3, 1, 4)
+        dt = kv.dtype
+        mask = mask.to(dt)
+        if mask.dim() == 3:
+            mask = mask.unsqueeze(0)
+        elif b > 1:
+            mask = mask.expand(b, *mask.shape).reshape(b * nw, nh, n, n)
+        out = F.scaled_dot_product_attention(q.to(dt), kv[0], kv[1], attn_mask=mask)  # (B nW) h N d
+        return self.proj(out.transpose(1, 2).reshape(b, nw, n, c))
 
 
 class Mlp(nn.Module):
@@ -131,44 +132,73 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+def window_order(d: int, h: int, w: int, win: tuple[int, int], shift: tuple[int, int],
+                 device: torch.device | None = None) -> torch.Tensor:
+    """Token gather index: ``tokens[:, order]`` turns the [B, D*h*w, C] tokens of an h x w map (frame, row,
+    column order) into its windows [B, nW*N, C] after a cyclic shift by -`shift` (windows row-major, tokens
+    frame, row, column within a window): one gather instead of roll + partition."""
+    ar = functools.partial(torch.arange, device=device)
+    i = ar(h // win[0]).view(-1, 1, 1, 1, 1)
+    j = ar(w // win[1]).view(1, -1, 1, 1, 1)
+    t = ar(d).view(1, 1, -1, 1, 1)
+    r = (i * win[0] + ar(win[0]).view(1, 1, 1, -1, 1) + shift[0]) % h
+    c = (j * win[1] + ar(win[1]).view(1, 1, 1, 1, -1) + shift[1]) % w
+    return (t * (h * w) + r * w + c).reshape(-1)
+
+
 class SwinBlock3D(nn.Module):
-    """x + WindowAttention(LN(x)) (shifted when `shift` != 0), then x + MLP(LN(x)); x is [B, D, H, W, C]."""
+    """x + WindowAttention(LN(x)) (shifted when `shift` != 0), then x + MLP(LN(x)).
+
+    Tokens are [B, D*H*W, C] (frame, row, column order) for an H x W map; windows are taken with one gather
+    (`window_order`) and put back with its inverse, which equals the official pad -> roll -> partition ->
+    attention -> merge -> roll back -> crop."""
 
     def __init__(self, dim: int, num_heads: int, frames: int = 3, window: Sequence[int] = (4, 4),
                  shift: Sequence[int] = (0, 0), mlp_ratio: float = 1.0) -> None:
         super().__init__()
-        self.window, self.shift = tuple(window), tuple(shift)
+        self.window, self.shift, self.frames = tuple(window), tuple(shift), frames
         if not all(0 <= s < w for s, w in zip(self.shift, self.window)):
             raise ValueError(f"shift {self.shift} must be in [0, window) for window {self.window}")
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention3D(dim, num_heads, frames, self.window)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self._orders: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, d, h, w, c = x.shape
+    def _order(self, hp: int, wp: int, win: tuple[int, int], shift: tuple[int, int],
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (hp, wp, win, shift, str(device))
+        if key not in self._orders:
+            order = window_order(self.frames, hp, wp, win, shift, device)
+            self._orders[key] = (order, torch.argsort(order))
+        return self._orders[key]
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        b, _, c = x.shape
+        h, w = hw
+        d = self.frames
         win, shift = effective_window(h, w, self.window, self.shift)
         y = self.norm1(x)
         pb, pr = (-h) % win[0], (-w) % win[1]
         if pb or pr:
-            y = F.pad(y, (0, 0, 0, pr, 0, pb))
+            y = F.pad(y.view(b, d, h, w, c), (0, 0, 0, pr, 0, pb)).view(b, -1, c)
         hp, wp = h + pb, w + pr
+        order, inverse = self._order(hp, wp, win, shift, y.device)
         mask = self.attn.bias(win)  # heads, N, N
         if any(shift):
-            y = torch.roll(y, shifts=(-shift[0], -shift[1]), dims=(2, 3))
             mask = mask + shift_mask(hp, wp, d, win, shift, y.device).unsqueeze(1)  # nW, heads, N, N
-        y = from_windows(self.attn(to_windows(y, win), mask), win, d, hp, wp)
-        if any(shift):
-            y = torch.roll(y, shifts=shift, dims=(2, 3))
+        n = d * win[0] * win[1]
+        y = self.attn(y[:, order].view(b, -1, n, c), mask).view(b, -1, c)[:, inverse]
         if pb or pr:
-            y = y[:, :, :h, :w]
+            y = y.view(b, d, hp, wp, c)[:, :, :h, :w].reshape(b, -1, c)
         x = x + y
         return x + self.mlp(self.norm2(x))
 
 
 class SwinLayer3D(nn.Module):
     """`depth` Swin-3D blocks, shift (0,0) on even and half a window on odd blocks (official
-    `EncoderLayer`; parameters under `blocks.i`). forward(x [(B*D), C, H, W], frames=D) -> same shape."""
+    `EncoderLayer`; parameters under `blocks.i`). forward(x [(B*D), C, H, W]) -> same shape, attention within
+    each group of D = `frames` consecutive frames."""
 
     def __init__(self, dim: int, depth: int = 2, num_heads: int = 8, frames: int = 3,
                  window: Sequence[int] = (4, 4), mlp_ratio: float = 1.0) -> None:
@@ -186,7 +216,9 @@ class SwinLayer3D(nn.Module):
             raise ValueError(f"expected a multiple of {d} frames stacked in the batch, got {bd}")
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
             else torch.contiguous_format
-        y = x.view(bd // d, d, c, h, w).permute(0, 1, 3, 4, 2)  # B, D, H, W, C
+        # [(B*D), C, H, W] -> tokens [B, D*H*W, C]; free when x is channels-last
+        t = x.permute(0, 2, 3, 1).reshape(bd // d, d * h * w, c)
         for blk in self.blocks:
-            y = blk(y)
-        return y.permute(0, 1, 4, 2, 3).reshape(bd, c, h, w).contiguous(memory_format=fmt)
+            t = blk(t, (h, w))
+        out = t.view(bd, h, w, c).permute(0, 3, 1, 2)
+        return out.contiguous(memory_format=fmt)
