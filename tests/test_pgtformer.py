@@ -67,7 +67,7 @@ def official_keys(path) -> dict[str, tuple[int, ...]]:
     nxt = section.find("\n## ", 5)
     section = section if nxt < 0 else section[:nxt]
     out = {}
-    for m in re.finditer(r"^([\w.]+): \(([\d, ]*)\)$", section, re.M):
+    for m in re.finditer(r"^([\w.]+): \(([\d, ]*)\)$", section, re.MULTILINE):
         out[m.group(1)] = tuple(int(s) for s in m.group(2).replace(" ", "").split(",") if s)
     return out
 
@@ -210,7 +210,7 @@ def test_vq_embedding_ema_moves_codes_to_their_cluster_means_and_skips_the_paddi
     data = (centres[:, None] + 0.1 * torch.randn(4, 64, 2)).reshape(-1, 2)
     vq.train()
     for _ in range(30):
-        q, idx = vq(data)
+        _, idx = vq(data)
     assert idx.max() < 4  # the padding code is never selected
     means = torch.stack([data[idx == i].mean(0) for i in range(4)])
     assert torch.allclose(vq.weight[:-1], means, atol=1e-2)

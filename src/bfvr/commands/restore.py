@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
                                                      "model's own, e.g. 24 for STC).", min=1)] = None,
         overlap: Annotated[int | None, typer.Option("--overlap", help="Frames shared and cross-faded between "
                                                     "consecutive clips (default: the model's own).", min=0)] = None,
+        keep: Annotated[int | None, typer.Option("--keep", help="Sliding-window models (PGTFormer): output frames "
+                                                 "kept per window, 1 = the official schedule (default), up to the "
+                                                 "window length = fewer calls, faster.", min=1)] = None,
         fps: Annotated[float | None, typer.Option("--fps", help="Frame rate of an image-folder input (default 25).",
                                                   min=0.001)] = None,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames (a preview; "
@@ -102,7 +105,8 @@ def register(app: typer.Typer) -> None:
             faces.validate()  # bad face flags fail before a model is loaded
         options = {} if backend == "torch" else {"backend": backend}
         r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
-                     clip_len=clip_len, overlap=overlap, progress=not quiet, faces=faces, model_options=options)
+                     clip_len=clip_len, overlap=overlap, keep=keep, progress=not quiet, faces=faces,
+                     model_options=options)
         res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames, fps=fps,
                               lossless=lossless)
         if not quiet:

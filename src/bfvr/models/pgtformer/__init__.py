@@ -12,7 +12,18 @@ from bfvr.models.pgtformer.swin import SwinLayer3D, WindowAttention3D, relative_
 from bfvr.models.pgtformer.tsvqgan import OFFICIAL_DDCONFIG, TSVQGAN, ResidualQuantizer, VQEmbedding
 
 __all__ = [
-    "BiSeNet", "CLASSES", "OFFICIAL_CONFIG", "OFFICIAL_DDCONFIG", "PGTFormer", "ResidualQuantizer", "SwinLayer3D",
-    "TSVQGAN", "TemporalFuseBlock", "VQEmbedding", "WindowAttention3D", "config_from_official", "imagenet_normalize",
+    "CLASSES",
+    "OFFICIAL_CONFIG",
+    "OFFICIAL_DDCONFIG",
+    "TSVQGAN",
+    "BiSeNet",
+    "PGTFormer",
+    "ResidualQuantizer",
+    "SwinLayer3D",
+    "TemporalFuseBlock",
+    "VQEmbedding",
+    "WindowAttention3D",
+    "config_from_official",
+    "imagenet_normalize",
     "relative_position_index",
 ]

@@ -33,12 +33,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bfvr.models.blocks import TransformerSALayer
 from bfvr.models.pgtformer.parsing import BiSeNet, imagenet_normalize
-from bfvr.models.pgtformer.tsvqgan import OFFICIAL_DDCONFIG, ResnetBlock2d, TSVQGAN
+from bfvr.models.pgtformer.tsvqgan import OFFICIAL_DDCONFIG, TSVQGAN, ResnetBlock2d
 from bfvr.models.stc.stage2 import adaptive_instance_normalization
 
 #: constructor arguments of the released model (release_test_stage_IIII_dont_need_align_version.yml,
@@ -137,7 +136,7 @@ class PGTFormer(TSVQGAN):
                 p.requires_grad_(False)
             m.eval()
 
-    def train(self, mode: bool = True) -> "PGTFormer":
+    def train(self, mode: bool = True) -> PGTFormer:
         """As nn.Module.train, but the frozen modules (`fix_modules`) stay in eval mode."""
         super().train(mode)
         for m in self._frozen_modules():

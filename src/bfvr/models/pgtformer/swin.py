@@ -34,7 +34,9 @@ def relative_position_index(frames: int, window: Sequence[int],
     window the table is laid out for (`table_window`, default `window`)."""
     wh, ww = int(window[0]), int(window[1])
     th, tw = (wh, ww) if table_window is None else (int(table_window[0]), int(table_window[1]))
-    t, y, x = torch.meshgrid(torch.arange(frames), torch.arange(wh), torch.arange(ww), indexing="ij")
+    # always on the CPU (also when a network is built on the meta device: the table is a constant)
+    ar = functools.partial(torch.arange, device="cpu")
+    t, y, x = torch.meshgrid(ar(frames), ar(wh), ar(ww), indexing="ij")
     coords = torch.stack([t.flatten(), y.flatten(), x.flatten()])  # 3, N
     d = coords[:, :, None] - coords[:, None, :]  # 3, N, N
     return ((d[0] + frames - 1) * (2 * th - 1) + d[1] + th - 1) * (2 * tw - 1) + d[2] + tw - 1
@@ -85,7 +87,8 @@ class WindowAttention3D(nn.Module):
         self.dim, self.num_heads, self.frames, self.window = dim, num_heads, frames, tuple(window)
         n_rel = (2 * frames - 1) * (2 * self.window[0] - 1) * (2 * self.window[1] - 1)
         self.relative_position_bias_table = nn.Parameter(torch.zeros(n_rel, num_heads))
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        if not self.relative_position_bias_table.is_meta:  # (on meta it would import torch's decompositions: ~3 s)
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.register_buffer("relative_position_index", relative_position_index(frames, self.window))
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)

@@ -219,7 +219,11 @@ class VQEmbedding(nn.Embedding):
 
     def __init__(self, n_embed: int, embed_dim: int, *, decay: float = 0.99, eps: float = 1e-5,
                  restart_unused_codes: bool = True) -> None:
-        super().__init__(n_embed + 1, embed_dim, padding_idx=n_embed)
+        weight = torch.empty(n_embed + 1, embed_dim)
+        if not weight.is_meta:  # nn.Embedding's init (normal, zero padding row); skipped on meta, where
+            nn.init.normal_(weight)  # normal_ would import torch's decompositions (~3 s)
+            weight.data[n_embed] = 0
+        super().__init__(n_embed + 1, embed_dim, padding_idx=n_embed, _weight=weight)
         self.n_embed, self.decay, self.eps, self.restart_unused_codes = n_embed, decay, eps, restart_unused_codes
         self.weight.requires_grad_(False)
         self.register_buffer("cluster_size_ema", torch.zeros(n_embed))
