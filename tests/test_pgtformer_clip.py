@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_cli
 from safetensors.torch import save_file
 from test_pgtformer import SMALL, small_net
 
@@ -21,7 +22,6 @@ from bfvr.io import probe, read_frames
 from bfvr.models import hub
 from bfvr.models import weights as W
 from bfvr.models.pgtformer.clip import PGTFormerClipModel
-from conftest import run_cli
 
 
 @pytest.fixture(autouse=True, scope="module")
