@@ -46,6 +46,11 @@ class PGTFormerClipModel(NetClipModel):
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", w={self.w})"
 
+    @property
+    def parsing_net(self) -> nn.Module:
+        """The network's face-parsing BiSeNet (the face pipeline's ``--paste-mask parsing`` uses it)."""
+        return self.net.conditionnet
+
     def check_clip(self, clip: torch.Tensor) -> None:
         super().check_clip(clip)
         n = self.schedule.length
