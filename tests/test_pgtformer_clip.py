@@ -224,3 +224,15 @@ def test_fixture_weights_cli_face_pipeline_ten_frames(fixture_weights, faces_dir
     assert code == 0
     info = probe(out)
     assert info.frame_count == 10 and (info.width, info.height) == (480, 480)
+
+
+def test_bf16_runs_channels_last_and_stays_close(faces32):
+    x = torch.from_numpy(faces32[:3]).permute(0, 3, 1, 2).float() / 255
+    y32 = PGTFormerClipModel(small_net(0)).restore_clip(x)
+    m16 = PGTFormerClipModel(small_net(0), precision="bf16")
+    conv = m16.net.encoder.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    y16 = m16.restore_clip(x)
+    assert y16.dtype == torch.float32 and y16.shape == y32.shape
+    d = (y16 - y32).abs()
+    assert 0 < d.mean() < 0.02, d.mean()
