@@ -12,8 +12,8 @@ Weights: the golden fixture's synthetic weights (../shared/tools/golden_weights.
 (time and memory do not depend on the values; the bf16 deviation does, a little).
 Official reference (../shared/reference/official_models.md, measured on this machine): 40.9 s per
 3-frame window in fp32 = 40.9 s per output frame with the official schedule. The machine is shared:
-`cpu_s` (user+system CPU seconds of the call) is printed beside the wall time; with T threads on an
-otherwise idle machine the wall time would be about cpu_s / T.
+`cpu_s` (user+system CPU seconds of the call) is printed beside the wall time: when it is much lower than
+threads x wall, other processes had the cores and the wall times are inflated.
 """
 
 from __future__ import annotations
@@ -148,13 +148,13 @@ def main() -> None:
         for r in rows:
             i = min(range(len(r["times"])), key=r["times"].__getitem__)
             t, c, b = r["times"][i], r["cpu"][i], r["batch"]
-            idle = c / args.threads / b  # per window, on an otherwise idle machine with `threads` cores
-            print(f"{r['precision']:9} {b:>12} {t:>11.1f} {c:>10.1f} {idle:>14.1f} {idle / 3:>14.1f} "
-                  f"{OFFICIAL_S_PER_WINDOW / idle:>10.2f}x {r['peak_rss_gb']:>11.2f}")
-        print("s/frame = cpu_s / threads / windows per call, i.e. the wall time per window on an idle machine "
-              "(keep=1: one window per output frame, the official schedule; keep=3: a third). 'vs official' = "
+            per_window = t / b
+            print(f"{r['precision']:9} {b:>12} {t:>11.1f} {c:>10.1f} {per_window:>14.1f} {per_window / 3:>14.1f} "
+                  f"{OFFICIAL_S_PER_WINDOW / per_window:>10.2f}x {r['peak_rss_gb']:>11.2f}")
+        print("s/frame = wall seconds per window (the best of --repeat calls): keep=1 runs one window per output "
+              "frame (the official schedule), keep=3 a third of that. 'vs official' = "
               f"{OFFICIAL_S_PER_WINDOW} s (the official fp32 forward of one window, wall, this machine) / ours "
-              "(keep=1). The wall column is what this run took on the shared machine.")
+              f"(keep=1). cpu_s near {args.threads} x wall means the machine was free; far below, it was busy.")
         if "fp32" in saved:
             ref = saved["fp32"]
             for p, s in saved.items():
