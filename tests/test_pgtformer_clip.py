@@ -238,3 +238,12 @@ def test_bf16_runs_channels_last_and_stays_close(faces32):
     assert y16.dtype == torch.float32 and y16.shape == y32.shape
     d = (y16 - y32).abs()
     assert 0 < d.mean() < 0.02, d.mean()
+
+
+def test_cli_parsing_paste_mask_uses_the_models_own_parsing_net(small_folder, faces_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("BFVR_HOME", str(tmp_path / "home"))  # no cached weights: the model's net must be used
+    src = faces_dir / "lp_driving_d18.mp4"
+    out = tmp_path / "out.mp4"
+    code = run_cli("restore", str(src), "-o", str(out), "-m", "pgtformer", "--weights", str(small_folder),
+                   "--precision", "fp32", "--max-frames", "3", "--paste-mask", "parsing", "-q")
+    assert code == 0 and probe(out).frame_count == 3
