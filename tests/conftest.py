@@ -3,8 +3,11 @@ skip with the reason when it is absent."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -29,6 +32,18 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"shared data not found: {p} (set BFVR_SHARED to the shared folder)")
     return p
+
+
+def golden_weights() -> ModuleType:
+    """The shared golden-weights tool (../shared/tools/golden_weights.py, not a package) as a module; skips
+    the calling test when ../shared is absent."""
+    mod = sys.modules.get("golden_weights")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("golden_weights", shared_path("tools", "golden_weights.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["golden_weights"] = mod
+        spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="session")

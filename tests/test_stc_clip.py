@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 from torch import nn
@@ -14,7 +12,7 @@ from bfvr.errors import ConfigError, ModelError
 from bfvr.models import hub
 from bfvr.models import weights as W
 from bfvr.models.stc.clip import STCClipModel, map_output, to_channels_last_3d
-from conftest import run_cli, shared_path
+from conftest import golden_weights, run_cli, shared_path
 
 
 class TinySTC(nn.Module):
@@ -124,11 +122,7 @@ def test_bad_settings_are_clear():
 # ---------------------------------------------------------- official-layout weights (golden manifests)
 
 def _golden_weights(tmp_path_factory, fixture: str):
-    shared_path("golden", fixture, "manifest.json")
-    sys.path.insert(0, str(shared_path("tools")))
-    from golden_weights import make_state_dict
-
-    sd = make_state_dict(str(shared_path("golden", fixture, "manifest.json")))
+    sd = golden_weights().make_state_dict(str(shared_path("golden", fixture, "manifest.json")))
     path = tmp_path_factory.mktemp(fixture) / "official-layout.pth"
     torch.save({"params_ema": sd}, path)  # the official checkpoint layout
     return path, sd

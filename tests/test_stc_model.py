@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import pytest
 import torch
@@ -19,20 +18,16 @@ from bfvr.models.stc import (
     official_stage2_residual,
     soft_marginal,
 )
-from tests.conftest import shared_path
+from conftest import golden_weights, shared_path
 
 TOL = 1e-4
 
 
 def _golden(name: str):
     """(state_dict from the manifest, io tensors, meta) of fixture `name`; skips when ../shared is absent."""
-    tools = shared_path("tools", "golden_weights.py").parent
-    if str(tools) not in sys.path:
-        sys.path.insert(0, str(tools))
-    from golden_weights import load_safetensors, make_state_dict
-
+    gw = golden_weights()
     d = shared_path("golden", name)
-    return (make_state_dict(str(d / "manifest.json")), load_safetensors(str(d / "io.safetensors")),
+    return (gw.make_state_dict(str(d / "manifest.json")), gw.load_safetensors(str(d / "io.safetensors")),
             json.loads((d / "meta.json").read_text()))
 
 

@@ -18,8 +18,7 @@ import yaml
 
 from bfvr.train.config import config_from_dict
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import tiny_dict  # noqa: E402
+from test_train import tiny_dict
 
 
 @pytest.mark.slow  # ~30 s: two fresh processes import torch and the package under torchrun

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import tiny_dict  # noqa: E402
+from test_train import tiny_dict
 
 
 def _cmd(cfg: Path, *extra: str) -> list[str]:
