@@ -27,7 +27,8 @@ def square(frames: np.ndarray, size: int) -> np.ndarray:
     h, w = frames.shape[1:3]
     s = min(h, w)
     y, x = (h - s) // 2, (w - s) // 2
-    return np.stack([cv2.resize(f[y:y + s, x:x + s], (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+    return np.stack([cv2.resize(f[y:y + s, x:x + s], (size, size),
+                                interpolation=cv2.INTER_AREA) for f in frames])
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -37,7 +38,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("folder", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/faces"))
+    ap.add_argument("folder", nargs="?",
+                    default=str(Path(__file__).resolve().parents[2] / "shared/data/faces"))
     ap.add_argument("--recipe", default="stc")
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--size", type=int, default=512)
@@ -58,7 +60,8 @@ def main() -> None:
         if "blur" in ops:
             extra = (f"sigma={ops['blur']['sigma_x']:.2f} scale={ops['downscale']['scale']:.2f} "
                      f"crf={ops['codec']['crf']}")
-        print(f"{v.name:24s} {gt.shape[2]}x{gt.shape[1]} x{len(gt)}  PSNR {p:6.2f} dB  {extra}  ({time.time() - t:.1f}s)")
+        print(f"{v.name:24s} {gt.shape[2]}x{gt.shape[1]} x{len(gt)}  "
+              f"PSNR {p:6.2f} dB  {extra}  ({time.time() - t:.1f}s)")
     q = np.percentile(vals, [0, 25, 50, 75, 100])
     print(f"{a.recipe} {'random' if a.random else 'mid'}: n={len(vals)} mean {statistics.mean(vals):.2f} dB, "
           f"min/q1/median/q3/max = {' / '.join(f'{x:.2f}' for x in q)}")

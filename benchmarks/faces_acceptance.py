@@ -62,7 +62,8 @@ def main() -> None:
 
 def section1(args) -> None:
     print("## 1. identity restore through the face pipeline: whole-frame PSNR vs input (dB)\n")
-    print("| clip | size | frames | frames with a face | pipeline (no encoder) | video CRF 0 | encoder only | ms/frame |")
+    print("| clip | size | frames | frames with a face | pipeline "
+          "(no encoder) | video CRF 0 | encoder only | ms/frame |")
     print("|---|---|---|---|---|---|---|---|")
     from bfvr.api import Restorer
 
@@ -90,7 +91,8 @@ def section1(args) -> None:
 
 
 def section2(args, dets) -> None:
-    print("\n## 2. crop stability on a still head (musetalk_sun): mean |per-frame change| of the crop box (px)\n")
+    print("\n## 2. crop stability on a still head (musetalk_sun): "
+          "mean |per-frame change| of the crop box (px)\n")
     print("(proportion: the box coordinates; align: the 4 crop corners in the frame)\n")
     print("| detector | crop mode | frames | smoothed | unsmoothed (raw, gap-filled) |")
     print("|---|---|---|---|---|")

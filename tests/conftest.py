@@ -39,7 +39,8 @@ def golden_weights() -> ModuleType:
     the calling test when ../shared is absent."""
     mod = sys.modules.get("golden_weights")
     if mod is None:
-        spec = importlib.util.spec_from_file_location("golden_weights", shared_path("tools", "golden_weights.py"))
+        spec = importlib.util.spec_from_file_location("golden_weights",
+                                                      shared_path("tools", "golden_weights.py"))
         mod = importlib.util.module_from_spec(spec)
         sys.modules["golden_weights"] = mod
         spec.loader.exec_module(mod)
@@ -63,8 +64,8 @@ def synth_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stereo tone at 48 kHz lasting as long as the video (1.92 s). Read-only: copy it before modifying."""
     from bfvr.io.synth import synth_video
 
-    return synth_video(tmp_path_factory.mktemp("synth") / "clip.mp4", frames=48, width=256, height=256, fps=25,
-                       audio=True)
+    return synth_video(tmp_path_factory.mktemp("synth") / "clip.mp4", frames=48, width=256, height=256,
+                       fps=25, audio=True)
 
 
 @pytest.fixture(scope="session")

@@ -132,8 +132,10 @@ def test_window_goes_through_the_face_pipeline_runner(real_clip: np.ndarray) -> 
     out = [f for fr in frames for f in runner.push(fr)] + runner.flush()
     assert np.array_equal(np.stack(out), official_loop(frames, model))
     auto = FaceOptions(crop_mode="auto")
-    assert FacePipeline.for_model(model, auto).opt.crop_mode == "align"  # the model's preference, via its contract
-    engines = FacePipeline.for_model(lambda: ClipEngine(model), auto)  # a factory of engines (what Restorer gives)
+    # the model's preference, via its contract
+    assert FacePipeline.for_model(model, auto).opt.crop_mode == "align"
+    # a factory of engines (what Restorer gives)
+    engines = FacePipeline.for_model(lambda: ClipEngine(model), auto)
     assert engines.opt.crop_mode == "align"
 
 

@@ -14,8 +14,16 @@ import torch
 
 from bfvr.engine.base import IdentityModel
 from bfvr.errors import ConfigError
-from bfvr.faces import (ClipRunner, FaceOptions, FacePipeline, FaceTracker, NoFaceWarning, ShotCutDetector,
-                        available_detectors, make_detector)
+from bfvr.faces import (
+    ClipRunner,
+    FaceOptions,
+    FacePipeline,
+    FaceTracker,
+    NoFaceWarning,
+    ShotCutDetector,
+    available_detectors,
+    make_detector,
+)
 from bfvr.faces.align import FFHQ_TEMPLATE_512, align_matrix, proportion_matrix, template_for, warp_crop
 from bfvr.faces.detect import Face
 from bfvr.faces.paste import paste_back, soft_mask
@@ -199,7 +207,8 @@ def test_detector_finds_the_face_in_a_real_frame(faces_dir, name):
     reason = available_detectors()[name]
     if reason:
         pytest.skip(f"detector {name} not usable: {reason}")
-    frame = clip(faces_dir, "lp_source_s32", 1)[0]  # 1280x720, one face around (530, 408) (all three backends agree within ~15 px)
+    # 1280x720, one face around (530, 408) (all three backends agree within ~15 px)
+    frame = clip(faces_dir, "lp_source_s32", 1)[0]
     faces = make_detector(name)(frame)
     assert len(faces) >= 1
     f = max(faces, key=lambda x: x.area)
@@ -239,7 +248,8 @@ class _RecordingModel:
         return clip
 
 
-@pytest.mark.parametrize("clip_len,overlap,n", [(5, 2, 13), (4, 0, 9), (None, 0, 3), (6, 3, 6), (6, 3, 7), (6, 2, 3)])
+@pytest.mark.parametrize("clip_len,overlap,n",
+                         [(5, 2, 13), (4, 0, 9), (None, 0, 3), (6, 3, 6), (6, 3, 7), (6, 2, 3)])
 def test_clip_runner_is_fifo_exact_and_uses_full_clips(clip_len, overlap, n):
     model = _RecordingModel(clip_len, overlap)
     r = ClipRunner(model, chunk=4)
@@ -384,8 +394,10 @@ def test_restore_command_runs_the_face_pipeline(faces_dir, tmp_path, capsys):
     src = tmp_path / "in.mp4"
     write_video(src, np.stack(clip(faces_dir, "lp_source_s32", 12, (640, 360))), fps=25, crf=0)
     frames = read_frames(src)
-    assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "faces.mp4"), "--model", "identity", "-q", "--crf", "0"])
-    assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "boxes.mp4"), "--model", "identity", "-q", "--crf", "0",
+    assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "faces.mp4"), "--model", "identity", "-q",
+                      "--crf", "0"])
+    assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "boxes.mp4"), "--model", "identity", "-q",
+                      "--crf", "0",
           "--draw-box", "--crop-mode", "align", "--detector", "opencv", "--face-select", "all"])
     faces, boxes = read_frames(tmp_path / "faces.mp4"), read_frames(tmp_path / "boxes.mp4")
     assert faces.shape == boxes.shape == frames.shape
@@ -411,10 +423,12 @@ def test_restore_command_no_face_video_passes_through_with_a_warning(tmp_path):
     write_video(src, np.stack(grad), fps=25, crf=0)
     frames = read_frames(src)
     with pytest.warns(NoFaceWarning):
-        assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "out.mp4"), "--model", "identity", "-q", "--crf", "0",
+        assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "out.mp4"), "--model", "identity", "-q",
+                          "--crf", "0",
               "--detector", "opencv"])
     ref = tmp_path / "ref.mp4"
-    assert 0 == _cli(["restore", str(src), "-o", str(ref), "--model", "identity", "-q", "--crf", "0", "--has-aligned"])
+    assert 0 == _cli(["restore", str(src), "-o", str(ref), "--model", "identity", "-q", "--crf", "0",
+                      "--has-aligned"])
     # unchanged: identical to the no-face-pipeline path (same encoder)
     assert np.array_equal(read_frames(tmp_path / "out.mp4"), read_frames(ref))
     assert psnr(read_frames(ref), frames) > 40

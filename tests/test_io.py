@@ -103,7 +103,8 @@ def test_pixel_formats_decode_to_rgb8(make_clip, pix_fmt: str, codec: str, name:
     assert frames.shape == (3, 64, 96, 3) and frames.dtype == np.uint8
     ref = patterns(3, 96, 64)
     if pix_fmt == "gray":
-        assert np.array_equal(frames[..., 0], frames[..., 1]) and np.array_equal(frames[..., 1], frames[..., 2])
+        assert np.array_equal(frames[..., 0], frames[..., 1])
+        assert np.array_equal(frames[..., 1], frames[..., 2])
         luma = cv2.cvtColor(ref[0], cv2.COLOR_RGB2GRAY)
         assert psnr(frames[0, ..., 0], luma) > 30
     else:
@@ -243,8 +244,8 @@ def test_uncopyable_audio_is_reencoded_to_aac(tmp_path: Path) -> None:
 
 def test_variable_frame_rate_survives(tmp_path: Path) -> None:
     pts = [0, 1, 2, 4, 7, 8, 12, 20, 21, 30]
-    src = synth_video(tmp_path / "vfr.mp4", frames=10, width=64, height=64, pts=pts, time_base=Fraction(1, 25),
-                      audio=False)
+    src = synth_video(tmp_path / "vfr.mp4", frames=10, width=64, height=64, pts=pts,
+                      time_base=Fraction(1, 25), audio=False)
     out = tmp_path / "vfr_out.mkv"
     with open_video(src) as r, VideoWriter(out, fps=r.info.fps, time_base=r.info.time_base) as w:
         for chunk in r.chunks(3):

@@ -133,7 +133,8 @@ def test_onnx_export_matches_pytorch(lite, tmp_path) -> None:
 
     path = export_onnx(lite, tmp_path / "lite.onnx", frames=4, size=64)
     x = torch.rand(1, 6, 3, 96, 80)  # other T, H, W than the export example: the axes are dynamic
-    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"frames": x.numpy()})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"frames": x.numpy()})
     with torch.no_grad():
         ref = lite.net(x).numpy()
     assert np.abs(y - ref).max() <= 1e-3
@@ -150,7 +151,7 @@ def test_onnx_export_matches_pytorch(lite, tmp_path) -> None:
 
 # ---------------------------------------------------------------------------------------------- training
 
-def _tiny(faces_dir, out, **over) -> "object":
+def _tiny(faces_dir, out, **over) -> object:
     from pathlib import Path
 
     import yaml
@@ -246,5 +247,6 @@ def test_export_never_writes_onto_its_source(tmp_path) -> None:
     src = tmp_path / "w.safetensors"
     shutil.copy(cached_path("bfvr-lite"), src)
     before = src.read_bytes()
-    assert run_cli("export", "--format", "safetensors", "--weights", str(src), "-o", str(src), "--overwrite") != 0
+    assert run_cli("export", "--format", "safetensors", "--weights", str(src), "-o", str(src),
+                   "--overwrite") != 0
     assert src.read_bytes() == before

@@ -7,8 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from bfvr.data.prepare import (Motion, PrepareOptions, apply_crop, crop_box, orientation, read_manifest, text_backend,
-                               union_box)
+from bfvr.data.prepare import (
+    Motion,
+    PrepareOptions,
+    apply_crop,
+    crop_box,
+    orientation,
+    read_manifest,
+    text_backend,
+    union_box,
+)
 from bfvr.errors import DependencyError
 
 
@@ -39,7 +47,8 @@ def test_apply_crop_pads_black_outside_the_frame() -> None:
 def test_orientation_rule_on_points() -> None:
     pts = np.zeros((68, 2), np.float32)
     pts[36, 0], pts[45, 0] = 100, 200
-    for nose, ratio, inside in [(150, 1.0, True), (120, 0.25, True), (185, 85 / 15, True), (90, -0.1 / 1.1, False)]:
+    for nose, ratio, inside in [(150, 1.0, True), (120, 0.25, True), (185, 85 / 15, True),
+                                (90, -0.1 / 1.1, False)]:
         pts[30, 0] = nose
         r, i = orientation(pts)
         assert r == pytest.approx(ratio, rel=1e-4) and i == inside

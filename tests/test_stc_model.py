@@ -11,8 +11,8 @@ import torch
 
 from bfvr.errors import ConfigError
 from bfvr.models.stc import (
-    STCStage2,
     STCVQGAN,
+    STCStage2,
     marginal_prior_kl,
     motion_residual,
     official_stage2_residual,
@@ -184,7 +184,8 @@ def test_official_state_dict_layout_loads_strict(name, n_head, n_layers, n_param
     net.load_state_dict(sd, strict=True, assign=True)
     assert net.position_emb_s.device.type == "cpu"
     with pytest.raises(RuntimeError, match="Missing key"):
-        net.load_state_dict({k: v for k, v in sd.items() if k != "fuse_convs_dict.32.scale.0.bias"}, strict=True)
+        net.load_state_dict({k: v for k, v in sd.items() if k != "fuse_convs_dict.32.scale.0.bias"},
+                            strict=True)
     bad = dict(sd, **{"t_idx_pred_layer.1.weight": torch.zeros(1000, 256)})
     with pytest.raises(RuntimeError, match="size mismatch"):
         net.load_state_dict(bad, strict=True)

@@ -17,14 +17,13 @@ import pytest
 import yaml
 
 from bfvr.train.config import config_from_dict
-
 from test_train import tiny_dict
 
 
 @pytest.mark.slow  # ~30 s: two fresh processes import torch and the package under torchrun
 def test_torchrun_two_ranks_stay_identical_and_match_one_process(faces_dir: Path, tmp_path: Path) -> None:
-    from bfvr.train.trainer import Trainer
     from bfvr.train.tracking import read_metrics
+    from bfvr.train.trainer import Trainer
 
     # MPR is a statistic of each process's batch (the official recipe too), so leave it out of the comparison
     common = dict(max_steps=3, ckpt_every=1, model={"mpr": "none"})

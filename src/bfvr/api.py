@@ -62,8 +62,8 @@ class Restorer:
     `model` is a name from `bfvr.models.hub` (`bfvr models` lists them) or a ready `ClipModel`.
     `device`: auto | cpu | cuda | cuda:N | mps. `precision`: auto | fp32 | bf16 | fp16 (see
     `bfvr.engine.device`). `weights`: a local weights file (else the model's cache/download);
-    `offline=True` never touches the network. `clip_len`/`overlap`/`blend` tune the clip engine (`keep`: centre
-    frames kept per call by a sliding-window model, 1 = its official schedule);
+    `offline=True` never touches the network. `clip_len`/`overlap`/`blend` tune the clip engine (`keep`:
+    centre frames kept per call by a sliding-window model, 1 = its official schedule);
     `model_options` go to the model builder; `faces` is the face-pipeline hook (module doc).
     """
 
@@ -127,7 +127,8 @@ class Restorer:
 
         return hook
 
-    def restore_frames(self, frames: Iterable[tuple[np.ndarray, int | None]]) -> Iterator[tuple[np.ndarray, int | None]]:
+    def restore_frames(self, frames: Iterable[tuple[np.ndarray,
+                                                    int | None]]) -> Iterator[tuple[np.ndarray, int | None]]:
         """Restore a stream of (frame uint8 [H, W, 3], pts); yields (frame, pts) in order, lazily."""
         hook = self._face_hook()
         if hook is None:
@@ -152,7 +153,8 @@ class Restorer:
         return np.stack(out) if out else frames[:0].copy()
 
     # ------------------------------------------------------------------ files
-    def restore_video(self, inp: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False,
+    def restore_video(self, inp: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                      overwrite: bool = False,
                       crf: float = 18, preset: str = "medium", progress: bool | None = None,
                       max_frames: int | None = None, fps: float | None = None,
                       lossless: bool = False,
@@ -161,7 +163,8 @@ class Restorer:
         when it has no suffix), streaming, with the input's timestamps and its audio (copied).
 
         `max_frames` stops early (a preview); `fps` is the frame rate of an image-folder input.
-        `lossless` stores the restored RGB frames exactly (FFV1 in .mkv, RGB H.264 in .mp4/.mov; `crf` unused).
+        `lossless` stores the restored RGB frames exactly (FFV1 in .mkv, RGB H.264 in .mp4/.mov; `crf`
+        unused).
         `on_frame(done, total)` is called after each written frame (a front end's progress bar); an
         exception it raises stops the run (a cancel button) and propagates.
         The output appears only when complete; on any error (or cancel) nothing is left behind.
@@ -180,9 +183,9 @@ class Restorer:
             if output_kind(out_path) == "video" and not h264_size_ok(info.width * up, info.height * up):
                 from bfvr.errors import ConfigError
 
-                raise ConfigError(f"--upscale {up} makes {info.width * up}x{info.height * up} frames, larger than "
-                                  "the H.264 encoder takes (about 16000x16000); use a smaller --upscale or a PNG "
-                                  "folder output.")
+                raise ConfigError(f"--upscale {up} makes {info.width * up}x{info.height * up} "
+                                  "frames, larger than the H.264 encoder takes (about "
+                                  "16000x16000); use a smaller --upscale or a PNG folder output.")
             total = info.frame_count if max_frames is None else min(max_frames, info.frame_count)
             audio = info.has_audio and output_kind(out_path) == "video" and max_frames is None
             n = 0
@@ -208,7 +211,8 @@ class Restorer:
                              audio_mode=writer.audio_mode)
 
 
-def _limit(it: Iterable[tuple[np.ndarray, int | None]], n: int | None) -> Iterator[tuple[np.ndarray, int | None]]:
+def _limit(it: Iterable[tuple[np.ndarray, int | None]],
+           n: int | None) -> Iterator[tuple[np.ndarray, int | None]]:
     if n is None:
         yield from it
         return

@@ -13,8 +13,20 @@ import warnings
 
 import typer
 
-from bfvr.commands import (bench, compare, degrade, evaluate, export, info, models, prepare, profile, restore, train,
-                           ui)
+from bfvr.commands import (
+    bench,
+    compare,
+    degrade,
+    evaluate,
+    export,
+    info,
+    models,
+    prepare,
+    profile,
+    restore,
+    train,
+    ui,
+)
 from bfvr.errors import BfvrError
 
 app = typer.Typer(
@@ -26,7 +38,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for _module in (restore, info, degrade, prepare, train, evaluate, profile, compare, bench, models, export, ui):
+for _module in (restore, info, degrade, prepare, train, evaluate, profile, compare, bench, models, export,
+                ui):
     _module.register(app)
 
 

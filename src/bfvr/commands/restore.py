@@ -1,4 +1,5 @@
-"""`bfvr restore`: restore a video (file, GIF or PNG/JPG folder) into an H.264 video with the input's audio."""
+"""`bfvr restore`: restore a video (file, GIF or PNG/JPG folder) into an H.264 video with the input's
+audio."""
 
 from __future__ import annotations
 
@@ -11,23 +12,24 @@ from bfvr.models import DEFAULT_MODEL
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("restore", help="Restore a face video: same frame count, fps, timestamps and audio; streaming "
-                 "(any length, bounded memory). The output is written to a temporary file and renamed when "
-                 "complete.")
+    @app.command("restore", help="Restore a face video: same frame count, fps, "
+                 "timestamps and audio; streaming (any length, bounded memory). The "
+                 "output is written to a temporary file and renamed when complete.")
     def _cmd(
         inp: Annotated[Path, typer.Argument(help="Input video file, GIF, or folder of PNG/JPG frames.",
                                             show_default=False)],
-        out: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4/.mov/.mkv file, or a path without "
-                                          "suffix for a folder of PNG frames.", show_default=False)],
+        out: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4/.mov/.mkv file, or a path "
+                                          "without suffix for a folder of PNG frames.", show_default=False)],
         model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `bfvr models`); 'identity' "
                                            "passes frames through unchanged.")] = DEFAULT_MODEL,
         weights: Annotated[Path | None, typer.Option("--weights", help="Local weights file for the model "
-                                                     "(default: the model's cache, downloaded if allowed).")] = None,
+                                                     "(default: the model's cache, downloaded if "
+                                                     "allowed).")] = None,
         device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-        precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: bf16 on GPUs "
-                                               "and AMX/AVX512-BF16 CPUs, else fp32/fp16).")] = "auto",
-        crf: Annotated[float, typer.Option("--crf", help="x264 quality, 0 (lossless) .. 51 (worst); 10-18 keeps "
-                                           "detail.", min=0, max=51)] = 18,
+        precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: bf16 on "
+                                               "GPUs and AMX/AVX512-BF16 CPUs, else fp32/fp16).")] = "auto",
+        crf: Annotated[float, typer.Option("--crf", help="x264 quality, 0 (lossless) "
+                                           ".. 51 (worst); 10-18 keeps detail.", min=0, max=51)] = 18,
         lossless: Annotated[bool, typer.Option("--lossless", help="Store the restored frames exactly (RGB): "
                                                "FFV1 in .mkv, RGB H.264 in .mp4/.mov (for archives and "
                                                "evaluation; --crf is then unused). PNG-folder outputs are "
@@ -40,25 +42,29 @@ def register(app: typer.Typer) -> None:
         clip_len: Annotated[int | None, typer.Option("--clip-len", help="Frames per model call (default: the "
                                                      "model's own, e.g. 24 for STC).", min=1)] = None,
         overlap: Annotated[int | None, typer.Option("--overlap", help="Frames shared and cross-faded between "
-                                                    "consecutive clips (default: the model's own).", min=0)] = None,
-        fps: Annotated[float | None, typer.Option("--fps", help="Frame rate of an image-folder input (default 25).",
+                                                    "consecutive clips (default: the model's own).",
+                                                    min=0)] = None,
+        fps: Annotated[float | None, typer.Option("--fps", help="Frame rate of an "
+                                                  "image-folder input (default 25).",
                                                   min=0.001)] = None,
-        max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames (a preview; "
-                                                       "audio is then left out).", min=1)] = None,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output if it exists.")] = False,
+        max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames "
+                                                       "(a preview; audio is then left out).", min=1)] = None,
+        overwrite: Annotated[bool,
+                             typer.Option("--overwrite", help="Replace the output if it exists.")] = False,
         offline: Annotated[bool, typer.Option("--offline", help="Never download weights; fail if not cached.")
                            ] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
-        has_aligned: Annotated[bool, typer.Option("--has-aligned", help="The input is already a face crop "
-                                                  "(e.g. 512x512 aligned): skip face detection and restore whole "
-                                                  "frames.", rich_help_panel="Faces")] = False,
+        has_aligned: Annotated[bool, typer.Option("--has-aligned", help="The input is already a face "
+                                                  "crop (e.g. 512x512 aligned): skip face detection and "
+                                                  "restore whole frames.", rich_help_panel="Faces")] = False,
         face_select: Annotated[str, typer.Option("--face-select", help="Which faces to restore: largest, "
                                                  "center (nearest the frame centre) or all.",
                                                  rich_help_panel="Faces")] = "largest",
-        crop_mode: Annotated[str, typer.Option("--crop-mode", help="proportion: a stable square around the "
-                                               "face, as STC was trained; align: 5-point alignment to the FFHQ "
-                                               "template (DicFace-style); auto: the model's preference, else "
-                                               "proportion.", rich_help_panel="Faces")] = "auto",
+        crop_mode: Annotated[str, typer.Option("--crop-mode", help="proportion: a stable square "
+                                               "around the face, as STC was trained; align: 5-point "
+                                               "alignment to the FFHQ template (DicFace-style); "
+                                               "auto: the model's preference, else proportion.",
+                                               rich_help_panel="Faces")] = "auto",
         detector: Annotated[str, typer.Option("--detector", help="Face detector: auto (best installed: "
                                               "mediapipe, dlib, opencv), dlib, opencv or mediapipe.",
                                               rich_help_panel="Faces")] = "auto",
@@ -80,7 +86,8 @@ def register(app: typer.Typer) -> None:
         from bfvr.io.writer import X264_PRESETS, output_kind, prepare_output
 
         if preset not in X264_PRESETS:
-            raise ConfigError(f"--preset {preset!r} is not an x264 preset; use one of: {', '.join(X264_PRESETS)}.")
+            raise ConfigError(f"--preset {preset!r} is not an x264 preset; "
+                              f"use one of: {', '.join(X264_PRESETS)}.")
         # check the cheap things (output path, input) before loading a model
         from bfvr.io.paths import check_not_url
 
@@ -102,16 +109,17 @@ def register(app: typer.Typer) -> None:
             faces.validate()  # bad face flags fail before a model is loaded
         options = {} if backend == "torch" else {"backend": backend}
         r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
-                     clip_len=clip_len, overlap=overlap, progress=not quiet, faces=faces, model_options=options)
-        res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames, fps=fps,
-                              lossless=lossless)
+                     clip_len=clip_len, overlap=overlap, progress=not quiet, faces=faces,
+                     model_options=options)
+        res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames,
+                              fps=fps, lossless=lossless)
         if not quiet:
             if res.faces is None:
                 faces_note = "whole frames (--has-aligned)"
             else:
                 n = res.faces.get("tracks", 0)
-                faces_note = (f"detector {res.faces.get('detector')}, {n} face track{'s' if n != 1 else ''} restored "
-                              f"in {res.faces.get('frames_with_face', 0)} frames")
+                faces_note = (f"detector {res.faces.get('detector')}, {n} face track{'s' if n != 1 else ''} "
+                              f"restored in {res.faces.get('frames_with_face', 0)} frames")
             audio = {"copied": "audio copied", "re-encoded": "audio re-encoded to AAC"}.get(
                 res.audio_mode or "", "no audio" if not res.input_info.has_audio else "audio left out")
             print(f"{res.output}: {res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} frames/s), "

@@ -25,7 +25,8 @@ class PrepareOptions:
 
     size: int = 512                  # output frames are size x size
     expand: float = 1.3              # each Haar box is scaled by this around its centre
-    keep_aspect: bool = True         # square crop (padded with black where it leaves the frame); False = stretch
+    # square crop (padded with black where it leaves the frame); False = stretch
+    keep_aspect: bool = True
     detect_every: int = 5            # Haar detection on every k-th frame for the union box
     check_every: int = 5             # 68-point orientation check on every k-th cropped frame
     ratio_range: tuple[float, float] = (0.4, 2.5)
@@ -118,8 +119,9 @@ class Landmarks68:
 
         mdir = dlib_model_dir()
         if mdir is None or not (mdir / "shape_predictor_68_face_landmarks.dat").exists():
-            raise DependencyError("dlib's 68-point model is missing; `pip install face-recognition-models` (or "
-                                  "set BFVR_DLIB_MODELS) for the orientation filter, or pass --no-orientation.")
+            raise DependencyError("dlib's 68-point model is missing; `pip install "
+                                  "face-recognition-models` (or set BFVR_DLIB_MODELS) "
+                                  "for the orientation filter, or pass --no-orientation.")
         self._det = dlib.get_frontal_face_detector()
         self._sp = dlib.shape_predictor(str(mdir / "shape_predictor_68_face_landmarks.dat"))
         self._dlib = dlib
@@ -139,7 +141,8 @@ class Landmarks68:
         if len(rects) == 0:
             return None
         r = max(rects, key=lambda r: r.width() * r.height())
-        r = self._dlib.rectangle(round(r.left() / s), round(r.top() / s), round(r.right() / s), round(r.bottom() / s))
+        r = self._dlib.rectangle(round(r.left() / s), round(r.top() / s), round(r.right() / s),
+                                 round(r.bottom() / s))
         shape = self._sp(rgb, r)
         return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
 
@@ -150,7 +153,8 @@ def orientation(points: np.ndarray) -> tuple[float, bool]:
     ratio = (nose_x - x36) / (x45 - nose_x): the horizontal distance from the outer corner of the eye on
     the image left (36) to the nose tip (30), over the nose tip to the outer corner of the other eye
     (45). A frontal face gives ~1; turning the head moves it towards 0 or infinity."""
-    x36, x45, xn = float(points[LEFT_EYE_OUTER, 0]), float(points[RIGHT_EYE_OUTER, 0]), float(points[NOSE_TIP, 0])
+    x36, x45, xn = (float(points[LEFT_EYE_OUTER, 0]), float(points[RIGHT_EYE_OUTER, 0]),
+                    float(points[NOSE_TIP, 0]))
     inside = min(x36, x45) < xn < max(x36, x45)
     den = x45 - xn
     ratio = (xn - x36) / den if abs(den) > 1e-6 else float("inf")
@@ -189,7 +193,8 @@ def text_backend(name: str = "auto") -> tuple[str, Callable[[np.ndarray], list[t
 
             return n, run
     if name not in ("auto", "none"):
-        raise DependencyError(f"OCR backend '{name}' is not installed; `pip install {name}` or use --ocr none.")
+        raise DependencyError(f"OCR backend '{name}' is not installed; "
+                              f"`pip install {name}` or use --ocr none.")
     return None
 
 
@@ -235,7 +240,8 @@ class Preparer:
         return f"checked with {self.ocr[0]}" if self.ocr else \
             "not checked (no OCR backend installed: pip install paddleocr or easyocr)"
 
-    def face_boxes(self, src: Path, progress: Callable[[int], Any] | None = None) -> tuple[list[np.ndarray], int]:
+    def face_boxes(self, src: Path,
+                   progress: Callable[[int], Any] | None = None) -> tuple[list[np.ndarray], int]:
         from bfvr.io import open_video
 
         o = self.opts
@@ -259,12 +265,13 @@ class Preparer:
         and the detection counts recorded in the manifest."""
         boxes, n_det = self.face_boxes(src, progress)
         good = drop_outliers(boxes)
-        stats = {"frames_checked": n_det, "frames_with_face": len(boxes), "outlier_boxes": len(boxes) - len(good)}
+        stats = {"frames_checked": n_det, "frames_with_face": len(boxes),
+                 "outlier_boxes": len(boxes) - len(good)}
         box = union_box(good, self.opts.expand)
         return (None if box is None else crop_box(box, width, height, self.opts.keep_aspect)), stats
 
-    def prepare(self, src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False,
-                progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
+    def prepare(self, src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                overwrite: bool = False, progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
         """Crop, check and write one clip; return its manifest record."""
         from bfvr.io import VideoWriter, open_video, probe
 
@@ -278,7 +285,8 @@ class Preparer:
         rect, rec["scores"]["faces"] = self.face_rect(src, info.width, info.height,
                                                       lambda k: seen.__setitem__(0, seen[0] + k))
         if rect is None:
-            rec["reasons"].append(f"no face found in {rec['scores']['faces']['frames_checked']} checked frames")
+            rec["reasons"].append("no face found in "
+                                  f"{rec['scores']['faces']['frames_checked']} checked frames")
             if progress:
                 progress(seen[0])
             return rec
@@ -319,12 +327,13 @@ class Preparer:
             fin = [x for x in ratios if np.isfinite(x)]
             rec["scores"]["orientation"] = {
                 "frames_checked": checked, "frames_without_face": len(no_face),
-                "ratio_min": round(min(fin), 4) if fin else None, "ratio_max": round(max(fin), 4) if fin else None,
+                "ratio_min": round(min(fin), 4) if fin else None,
+                "ratio_max": round(max(fin), 4) if fin else None,
                 "frames_out_of_range": bad_frames[:50], "n_out_of_range": len(bad_frames)}
             if bad_frames:
-                rec["reasons"].append(f"orientation: {len(bad_frames)} of {checked} checked frames have the eye/nose "
-                                      f"ratio outside [{o.ratio_range[0]}, {o.ratio_range[1]}] or the nose outside "
-                                      f"the eyes (first: frame {bad_frames[0]})")
+                rec["reasons"].append(f"orientation: {len(bad_frames)} of {checked} checked frames have the "
+                                      f"eye/nose ratio outside [{o.ratio_range[0]}, {o.ratio_range[1]}] or "
+                                      f"the nose outside the eyes (first: frame {bad_frames[0]})")
             if checked and len(no_face) / checked > o.max_no_face:
                 rec["reasons"].append(f"no landmarks in {len(no_face)} of {checked} checked frames")
         else:
@@ -370,7 +379,8 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
     check_separate(inputs, out_dir, out_is_dir=True)
     manifest = out_dir / "manifest.jsonl"
     if manifest.exists() and not overwrite:
-        raise OutputError(f"'{manifest}' already exists; pass --overwrite to replace it or choose another folder.")
+        raise OutputError(f"'{manifest}' already exists; pass --overwrite "
+                          "to replace it or choose another folder.")
     prep = Preparer(opts, orientation_check=orientation_check)
     created = [d for d in (out_dir.absolute(), *out_dir.absolute().parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)

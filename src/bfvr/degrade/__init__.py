@@ -5,8 +5,19 @@ flicker-pixel, inpaint, gray, or several joined with '+'); ``clip_rng(seed, name
 generator; ``degrade_path`` the file/folder level used by ``bfvr degrade``. See docs/degrade.md.
 """
 
-from bfvr.degrade.ops import (BrightnessFlicker, Blur, BrushMask, Codec, Downscale, Grayscale, Noise, Op,
-                              PixelFlicker, Upscale, gaussian_kernel)
+from bfvr.degrade.ops import (
+    Blur,
+    BrightnessFlicker,
+    BrushMask,
+    Codec,
+    Downscale,
+    Grayscale,
+    Noise,
+    Op,
+    PixelFlicker,
+    Upscale,
+    gaussian_kernel,
+)
 from bfvr.degrade.pipeline import RECIPES, Degradation, clip_rng, clip_seed, recipe
 
 __all__ = ["RECIPES", "Degradation", "clip_rng", "clip_seed", "recipe", "Op", "Blur", "Downscale", "Upscale",

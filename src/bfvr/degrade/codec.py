@@ -139,7 +139,8 @@ def x264_roundtrip(frames: np.ndarray, crf: int, *, fps: Fraction | int = 25, pr
     return np.concatenate(parts)
 
 
-def x264_stream(chunks: Iterable[np.ndarray], width: int, height: int, crf: int, **kw) -> Iterator[np.ndarray]:
+def x264_stream(chunks: Iterable[np.ndarray], width: int, height: int, crf: int,
+                **kw) -> Iterator[np.ndarray]:
     """Streaming version of :func:`x264_roundtrip` over chunks of frames."""
     rt = X264Roundtrip(width, height, crf, **kw)
     for c in chunks:

@@ -9,8 +9,19 @@ from typing import Any
 
 import numpy as np
 
-from bfvr.degrade.ops import (BrightnessFlicker, Blur, BrushMask, Codec, Downscale, Grayscale, Noise, Op,
-                              PixelFlicker, Upscale, _u8)
+from bfvr.degrade.ops import (
+    Blur,
+    BrightnessFlicker,
+    BrushMask,
+    Codec,
+    Downscale,
+    Grayscale,
+    Noise,
+    Op,
+    PixelFlicker,
+    Upscale,
+    _u8,
+)
 from bfvr.errors import ConfigError
 
 SIDECAR_VERSION = 1
@@ -138,20 +149,22 @@ def _bfvr_eval() -> list[Op]:
 
 
 RECIPES: dict[str, tuple[str, Any]] = {
-    "bfvr": ("BFVR-Lite training: iso/aniso blur k25 s~U[0.5,6] -> down x U[2,4] (area/linear/cubic) -> noise "
-             "s~U[0,8] (gray p=0.3) -> x264 CRF 18-35 at the low size -> up (linear) -> brightness flicker "
-             "(p=0.15 per frame, alpha~U[0.8,1.2])", _bfvr),
-    "bfvr-eval": ("fixed evaluation recipe (no random parameter): iso blur s=4 -> down x4 (area) -> noise s=4 "
-                  "-> x264 CRF 25 at the low size -> up (linear)", _bfvr_eval),
+    "bfvr": ("BFVR-Lite training: iso/aniso blur k25 s~U[0.5,6] -> down x U[2,4] "
+             "(area/linear/cubic) -> noise s~U[0,8] (gray p=0.3) -> x264 CRF 18-35 at the low "
+             "size -> up (linear) -> brightness flicker (p=0.15 per frame, alpha~U[0.8,1.2])", _bfvr),
+    "bfvr-eval": ("fixed evaluation recipe (no random parameter): iso blur s=4 -> down "
+                  "x4 (area) -> noise s=4 -> x264 CRF 25 at the low size -> up (linear)", _bfvr_eval),
     "stc": ("BFVR-STC/VFHQ: iso blur k11 s~U[2,5] -> down x U[2,4] -> noise s~U[0,5] -> up -> x264 CRF 18-24",
             lambda: _stc(True)),
     "stc-nonoise": ("STC without the noise step (its first, incremental training step)", lambda: _stc(False)),
     "keep": ("KEEP/DicFace: iso/aniso blur k21 s~U[0.1,10] -> down x4 (area/linear/cubic) -> noise s~U[0,10] "
              "(gray p=0.5) -> x264 CRF 18-24 -> up", _keep),
-    "flicker-brightness": ("each frame with p=0.3: convertScaleAbs(alpha~U[0.5,1.5])", lambda: [BrightnessFlicker()]),
+    "flicker-brightness": ("each frame with p=0.3: convertScaleAbs(alpha~U[0.5,1.5])",
+                           lambda: [BrightnessFlicker()]),
     "flicker-pixel": ("per-frame independent texture/detail perturbation (see docs/degrade.md)",
                       lambda: [PixelFlicker()]),
-    "inpaint": ("1-3 brush strokes (8-28 vertices, 30-70 px), same mask on all frames", lambda: [BrushMask()]),
+    "inpaint": ("1-3 brush strokes (8-28 vertices, 30-70 px), same mask on all frames",
+                lambda: [BrushMask()]),
     "gray": ("grayscale input for colourisation", lambda: [Grayscale()]),
 }
 

@@ -21,8 +21,9 @@ import dataclasses
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -165,7 +166,7 @@ class FacePipeline:
         self.stats: dict = {}
 
     @classmethod
-    def for_model(cls, model, options: FaceOptions | None = None, **kw) -> "FacePipeline":
+    def for_model(cls, model, options: FaceOptions | None = None, **kw) -> FacePipeline:
         """A pipeline around a `ClipModel` (or a factory of `ClipEngine`s, e.g. `Restorer.engine`)."""
         opt = dataclasses.replace(options) if options is not None else FaceOptions()
         from bfvr.engine.base import contract_of
@@ -269,8 +270,9 @@ class FacePipeline:
         if self.stats["frames"] and not self.stats["crops"] and self.stats["frames_detected"]:
             warnings.warn(NoFaceWarning(
                 f"faces were detected in {self.stats['frames_detected']} of the "
-                f"{self.stats['detector_runs']} frames the detector ran on, but none often enough to be a "
-                f"face track (needs {self.opt.min_hits}), so the frames passed through unchanged (try --detect-every 1)."),
+                f"{self.stats['detector_runs']} frames the detector ran on, but "
+                f"none often enough to be a face track (needs {self.opt.min_hits}), "
+                "so the frames passed through unchanged (try --detect-every 1)."),
                 stacklevel=3)
         elif self.stats["frames"] and not self.stats["crops"]:
             warnings.warn(NoFaceWarning(

@@ -114,7 +114,8 @@ class AVReader(VideoReader):
         try:
             first = next(self._frame_iter)
         except StopIteration:
-            raise InputError(f"'{path}' has no decodable video frames; the file is empty or corrupt.") from None
+            raise InputError(f"'{path}' has no decodable video frames; the file is empty or "
+                             "corrupt.") from None
         self._peeked = [first]
         if _STILL_FORMATS.search(fmt):  # an image demuxer: a video only if a second frame follows
             second = next(self._frame_iter, None)
@@ -194,10 +195,10 @@ class AVReader(VideoReader):
 
         try:
             for packet in self._container.demux(self._stream):
-                for frame in packet.decode():
-                    yield frame
+                yield from packet.decode()
         except av.FFmpegError as e:
-            raise InputError(f"'{self.path}' is corrupt or truncated ({_why(e)}); re-export or re-download it.") \
+            raise InputError(f"'{self.path}' is corrupt or truncated "
+                             f"({_why(e)}); re-export or re-download it.") \
                 from None
 
     def _to_rgb(self, frame: object) -> np.ndarray:
@@ -221,8 +222,8 @@ class AVReader(VideoReader):
         # mp4/mov index every sample: decoding fewer frames than indexed means the data was cut off
         info = self.info
         if info.frame_count_exact and "mp4" in info.container and self._decoded < info.frame_count:
-            raise InputError(f"'{self.path}' ended after {self._decoded} of its {info.frame_count} frames; the file "
-                             "is truncated or corrupt (re-export or re-download it).")
+            raise InputError(f"'{self.path}' ended after {self._decoded} of its {info.frame_count} "
+                             "frames; the file is truncated or corrupt (re-export or re-download it).")
 
     def audio_stream(self):
         """The input's first audio stream (a PyAV stream) or None."""
@@ -278,8 +279,9 @@ class ImageFolderReader(VideoReader):
         for i, p in enumerate(self._files):
             a = self._load(p)
             if (a.shape[1], a.shape[0]) != self._size:
-                raise InputError(f"frame '{p.name}' is {a.shape[1]}x{a.shape[0]} but the first frame is "
-                                 f"{self._size[0]}x{self._size[1]}; all frames in a folder must have one size.")
+                raise InputError(f"frame '{p.name}' is {a.shape[1]}x{a.shape[0]} but "
+                                 f"the first frame is {self._size[0]}x{self._size[1]}; "
+                                 "all frames in a folder must have one size.")
             yield a, i
 
 
@@ -295,7 +297,8 @@ def open_video(path: str | os.PathLike[str], *, fps: float | Fraction | None = N
         files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
                         and not f.name.startswith(".")), key=_natural_key)
         if not files:
-            raise InputError(f"'{p}' is a folder without PNG/JPG frames; give a video file or a folder of images.")
+            raise InputError(f"'{p}' is a folder without PNG/JPG frames; "
+                             "give a video file or a folder of images.")
         rate = Fraction(fps).limit_denominator(1001 * 1000) if fps else Fraction(25)
         return ImageFolderReader(p, files, rate)
     if not p.is_file():

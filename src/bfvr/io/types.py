@@ -52,7 +52,8 @@ class VideoInfo:
     def as_dict(self) -> dict[str, object]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["path"] = str(self.path)
-        d["fps"] = f"{self.fps.numerator}/{self.fps.denominator}" if self.fps.denominator != 1 else str(self.fps)
+        fps = self.fps
+        d["fps"] = f"{fps.numerator}/{fps.denominator}" if fps.denominator != 1 else str(fps)
         d["time_base"] = f"{self.time_base.numerator}/{self.time_base.denominator}"
         return d
 

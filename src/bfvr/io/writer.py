@@ -28,11 +28,17 @@ from pathlib import Path
 import numpy as np
 
 from bfvr.errors import InputError, OutputError
-from bfvr.io.paths import FRAMES_MARKER, check_replaceable, check_separate, remove_own_frames_dir, set_default_mode
+from bfvr.io.paths import (
+    FRAMES_MARKER,
+    check_replaceable,
+    check_separate,
+    remove_own_frames_dir,
+    set_default_mode,
+)
 from bfvr.io.reader import SIZE_TAG, audio_codec_name
 
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-            "placebo")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                "veryslow", "placebo")
 VIDEO_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 #: audio codecs each container takes as a stream copy; anything else is re-encoded to AAC
 COPYABLE_AUDIO = {
@@ -70,7 +76,8 @@ def prepare_output(out: str | os.PathLike[str], overwrite: bool = False, *, crea
     check_separate(inputs, out, out_is_dir=kind == "images")
     if out.exists() or out.is_symlink():
         if not overwrite:
-            raise OutputError(f"'{out}' already exists; pass --overwrite to replace it or choose another path.")
+            raise OutputError(f"'{out}' already exists; pass --overwrite "
+                              "to replace it or choose another path.")
         check_replaceable(out, kind)
     parent = out.parent
     if not create:
@@ -128,7 +135,8 @@ class VideoWriter:
         if not (0 <= float(crf) <= 51):
             raise OutputError(f"--crf must be between 0 and 51, got {crf}.")
         if codec in ("libx264", "libx264rgb") and preset not in X264_PRESETS:
-            raise OutputError(f"preset {preset!r} is not an x264 preset; use one of: {', '.join(X264_PRESETS)}.")
+            raise OutputError(f"preset {preset!r} is not an x264 preset; "
+                              f"use one of: {', '.join(X264_PRESETS)}.")
         self.crf, self.preset, self.codec, self.pix_fmt = crf, preset, codec, pix_fmt
         self.codec_options = dict(codec_options or {})
         self.overwrite = overwrite
@@ -158,7 +166,8 @@ class VideoWriter:
                 os.close(fd)
                 self._tmp = Path(tmp)
         except OSError as e:
-            raise OutputError(f"cannot write in '{parent}' ({e.strerror}); choose a writable location.") from None
+            raise OutputError(f"cannot write in '{parent}' ({e.strerror}); choose a writable "
+                              "location.") from None
 
     # ------------------------------------------------------------------ writing
     def write(self, frames: np.ndarray, pts: Iterable[int | None] | None = None) -> None:
@@ -373,7 +382,8 @@ class _AudioMux:
             self._ost = out.add_stream_from_template(ist)
         else:
             cc = ist.codec_context
-            rate = cc.sample_rate if cc.sample_rate in (8000, 16000, 22050, 24000, 32000, 44100, 48000) else 48000
+            rate = cc.sample_rate if cc.sample_rate in (8000, 16000, 22050, 24000, 32000, 44100,
+                                                        48000) else 48000
             self._ost = out.add_stream("aac", rate=rate)
             self._ost.layout = "stereo" if (cc.channels or 2) >= 2 else "mono"
             self._ost.bit_rate = 192_000
@@ -388,7 +398,8 @@ class _AudioMux:
         try:
             inp = av.open(str(path), mode="r")
         except (av.FFmpegError, OSError) as e:
-            raise InputError(f"cannot read audio from '{path}' ({e}); pass a readable file or no audio.") from None
+            raise InputError(f"cannot read audio from '{path}' ({e}); pass a readable file or no "
+                             "audio.") from None
         if not inp.streams.audio:
             inp.close()
             return None
@@ -451,7 +462,8 @@ class _AudioMux:
             pass
 
 
-def write_video(out: str | os.PathLike[str], frames: Iterable[np.ndarray] | np.ndarray, fps: float | Fraction = 25,
+def write_video(out: str | os.PathLike[str], frames: Iterable[np.ndarray] | np.ndarray,
+                fps: float | Fraction = 25,
                 audio_from: str | os.PathLike[str] | None = None, crf: float = 18, overwrite: bool = False, *,
                 pts: Iterable[int | None] | None = None, time_base: Fraction | None = None,
                 preset: str = "medium") -> Path:

@@ -61,7 +61,8 @@ def psnr(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
 
 
-def psnr_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> np.ndarray:
+def psnr_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0,
+                y_channel: bool = False) -> np.ndarray:
     """PSNR of each frame of [N,H,W,3] stacks -> [N]."""
     _check(np.asarray(pred), np.asarray(gt))
     a, b = prepare(pred, crop_border, y_channel), prepare(gt, crop_border, y_channel)
@@ -104,7 +105,8 @@ def ssim(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool
     return float(np.mean([_ssim_plane(a[..., c], b[..., c], w) for c in range(a.shape[-1])]))
 
 
-def ssim_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> np.ndarray:
+def ssim_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0,
+                y_channel: bool = False) -> np.ndarray:
     """SSIM of each frame of [N,H,W,3] stacks -> [N]."""
     _check(np.asarray(pred), np.asarray(gt))
     return np.array([ssim(p, g, crop_border, y_channel) for p, g in zip(pred, gt)], dtype=np.float64)

@@ -37,14 +37,16 @@ class ModelConfig:
     n_head: int = 2
     n_layers: int = 9
     dim_mlp: int = 512
-    #: Stage II: True reproduces the official axis-order quirk of the temporal residual (only for official weights)
+    #: Stage II: True reproduces the official axis-order quirk of the temporal residual (only for official
+    #: weights)
     official_residual: bool = False
     #: Stage II: decoder levels of the official (unused) fusion blocks; [] leaves them out (keys only matter
     #: for loading official checkpoints)
     connect_list: list[str] = field(default_factory=lambda: ["32", "64", "128", "256"])
     #: extra keyword arguments passed as-is to the network constructor (e.g. norm groups, latent size)
     extra: dict[str, Any] = field(default_factory=dict)
-    #: Stage II: Stage-I weights (a run folder, a checkpoint folder or a .safetensors file); EMA weights preferred
+    #: Stage II: Stage-I weights (a run folder, a checkpoint folder or a .safetensors file); EMA weights
+    #: preferred
     stage1_weights: str | None = None
     #: optional initial weights of the trained network itself (e.g. Stage II "all degradations" starts from
     #: the "no noise" run); same accepted forms as `stage1_weights`
@@ -109,7 +111,8 @@ class LossConfig:
     perceptual: float = 1.0
     #: torchvision-layout VGG16 weights (.pth/.safetensors) for LPIPS-VGG; None = offline substitute
     vgg_weights: str | None = None
-    #: LPIPS linear-head weights (lpips package `weights/v0.1/vgg.pth`); optional, plain VGG feature L1 without
+    #: LPIPS linear-head weights (lpips package `weights/v0.1/vgg.pth`); optional, plain VGG feature L1
+    #: without
     lpips_weights: str | None = None
     #: what replaces the perceptual loss when no VGG weights are given: "ssim+grad" or "none"
     perceptual_fallback: str = "ssim+grad"
@@ -233,7 +236,8 @@ class TrainConfig:
             raise ConfigError("stage2 needs model.stage1_weights (the Stage-I run folder or weights file); "
                               "set it in the config or with --set model.stage1_weights=PATH.")
         if self.task_name == "lite":
-            for name, v in (("data.crop", self.data.crop), ("data.size", self.data.size), ("val.size", self.val.size)):
+            for name, v in (("data.crop", self.data.crop), ("data.size", self.data.size),
+                            ("val.size", self.val.size)):
                 if v is not None and v % 16:
                     raise ConfigError(f"{name} must be a multiple of 16 for BFVR-Lite, not {v}.")
             if self.val.every:
@@ -241,23 +245,25 @@ class TrainConfig:
                     raise ConfigError("val.every is set but val.paths is empty; name the held-out videos.")
                 leak = sorted(set(self.val.names) - set(self.data.exclude)) if self.val.names else None
                 if leak is None or leak:
-                    raise ConfigError("every validation clip must be held out of training: list val.names and "
-                                      f"put them in data.exclude ({'missing there: ' + ', '.join(leak) if leak else 'val.names is empty'}).")
+                    why = "missing there: " + ", ".join(leak) if leak else "val.names is empty"
+                    raise ConfigError("every validation clip must be held out of training: list val.names "
+                                      f"and put them in data.exclude ({why}).")
         if (self.data.face_crop or self.data.exclude) and self.data.backend != "builtin":
             raise ConfigError("data.face_crop and data.exclude work with data.backend: builtin only.")
         if self.data.crop is not None and self.data.crop > self.data.size:
             raise ConfigError("data.crop must not exceed data.size.")
         d = self.data
-        for key, value, low in (("clip_len", d.clip_len, 1), ("size", d.size, 8), ("max_frames", d.max_frames, 1),
-                                ("num_workers", d.num_workers, 0)):
+        for key, value, low in (("clip_len", d.clip_len, 1), ("size", d.size, 8),
+                                ("max_frames", d.max_frames, 1), ("num_workers", d.num_workers, 0)):
             if value < low:
-                raise ConfigError(f"data.{key} must be at least {low}, got {value}; fix it in the config or with "
-                                  f"--set data.{key}=N.")
+                raise ConfigError(f"data.{key} must be at least {low}, got {value}; "
+                                  f"fix it in the config or with --set data.{key}=N.")
         if d.crop is not None and d.crop < 8:
             raise ConfigError(f"data.crop must be at least 8 (or null for no crop), got {d.crop}.")
         if d.max_frames < d.clip_len:
-            raise ConfigError(f"data.max_frames ({d.max_frames}) must be at least data.clip_len ({d.clip_len}): "
-                              "a clip is taken from the first max_frames frames of each video.")
+            raise ConfigError(f"data.max_frames ({d.max_frames}) must be at least "
+                              f"data.clip_len ({d.clip_len}): a clip is taken "
+                              "from the first max_frames frames of each video.")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -303,7 +309,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         except ValueError:
             raise ConfigError(f"{where} must be a number, not {value!r}.") from None
     if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole:
             raise ConfigError(f"{where} must be an integer, not {value!r}.")
         return int(value)
     if tp is bool:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,11 +46,12 @@ def expand_paths(paths: Sequence[str]) -> list[Path]:
         elif p.is_file():
             out.append(p)
         else:
-            raise InputError(f"training data not found: {p} (relative data.paths in a config file are read from "
-                             "the config's folder, --data/--set paths from the current one); fix data.paths or "
-                             "pass --data PATH.")
+            raise InputError(f"training data not found: {p} (relative data.paths in a config "
+                             "file are read from the config's folder, --data/--set paths "
+                             "from the current one); fix data.paths or pass --data PATH.")
     if not out:
-        raise InputError(f"no videos found in {list(paths)}; data.paths needs video files or folders of videos.")
+        raise InputError(f"no videos found in {list(paths)}; data.paths "
+                         "needs video files or folders of videos.")
     return out
 
 
@@ -137,7 +138,8 @@ class BuiltinClipDataset(Dataset):
             self.videos.append(arr)
             self.names.append(f.name)
         if not self.videos:
-            raise InputError(f"no video in {list(paths)} has at least {clip_len} frames; lower data.clip_len.")
+            raise InputError(f"no video in {list(paths)} has at least {clip_len} frames; lower "
+                             "data.clip_len.")
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -159,7 +161,9 @@ class BuiltinClipDataset(Dataset):
             lq = gt
         else:
             lq = self.degradation(clip, rng)[0].astype(np.float32) / 255.0
-        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(3, 0, 1, 2).contiguous()  # noqa: E731
+        def to_t(a: np.ndarray) -> torch.Tensor:  # THWC -> CTHW
+            return torch.from_numpy(np.ascontiguousarray(a)).permute(3, 0, 1, 2).contiguous()
+
         return {"gt": to_t(gt), "lq": to_t(lq)}
 
 
@@ -206,7 +210,8 @@ def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
             from bfvr.data import ClipDataset  # type: ignore[attr-defined]
         except ImportError:
             if backend == "bfvr":
-                raise ConfigError("data.backend is 'bfvr' but bfvr.data.ClipDataset is not available.") from None
+                raise ConfigError("data.backend is 'bfvr' but bfvr.data.ClipDataset is not "
+                                  "available.") from None
             ClipDataset = None
         if ClipDataset is not None:
             ds = _make_project_dataset(ClipDataset, cfg, seed)
@@ -222,7 +227,8 @@ def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
 def _make_project_dataset(cls, cfg, seed: int):
     """bfvr.data.ClipDataset with our settings (CTHW items; recipe "none" = no degradation)."""
     source = list(cfg.paths) if len(cfg.paths) != 1 else cfg.paths[0]
-    base = cls(source, clip_len=cfg.clip_len, size=cfg.size, recipe=None if cfg.recipe == "none" else cfg.recipe,
+    base = cls(source, clip_len=cfg.clip_len, size=cfg.size,
+               recipe=None if cfg.recipe == "none" else cfg.recipe,
                seed=seed, crop=cfg.crop_mode, hflip=cfg.hflip, layout="CTHW", max_frames=cfg.max_frames)
     return ProjectClipDataset(base, seed=seed, crop=cfg.crop)
 

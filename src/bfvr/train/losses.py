@@ -115,8 +115,8 @@ class LPIPSVGG(nn.Module):
             for i, head in enumerate(self.heads):
                 w = lsd.get(f"lin{i}.model.1.weight")
                 if w is None:
-                    raise WeightsNotFoundError(f"{lpips_weights} has no lin{i}.model.1.weight; give the lpips "
-                                               "package's weights/v0.1/vgg.pth.")
+                    raise WeightsNotFoundError(f"{lpips_weights} has no lin{i}.model.1.weight; "
+                                               "give the lpips package's weights/v0.1/vgg.pth.")
                 head.weight.data.copy_(w)
         else:
             for head in self.heads:
@@ -126,7 +126,7 @@ class LPIPSVGG(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "LPIPSVGG":  # always frozen / eval
+    def train(self, mode: bool = True) -> LPIPSVGG:  # always frozen / eval
         return super().train(False)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

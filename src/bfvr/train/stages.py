@@ -64,8 +64,8 @@ def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], prefixes: tuple[s
     missing = [k for k in want if k not in sd]
     bad = [k for k in want if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or bad:
-        raise ModelError(f"{what} does not match the model (missing {missing[:3]}, shape mismatch {bad[:3]}); "
-                         "use the Stage-I run trained with the same model settings.")
+        raise ModelError(f"{what} does not match the model (missing {missing[:3]}, shape mismatch "
+                         f"{bad[:3]}); use the Stage-I run trained with the same model settings.")
     module.load_state_dict({k: sd[k] for k in want}, strict=False)
 
 
@@ -144,8 +144,10 @@ class Stage2Task:
         side = cfg.data.crop or cfg.data.size
         down = 2 ** (len(m.ch_mult) - 1)
         kwargs: dict[str, Any] = dict(n_head=m.n_head, n_layers=m.n_layers, codebook_size=m.codebook_size,
-                                      dim_embd=m.emb_dim, official_residual=m.official_residual, dim_mlp=m.dim_mlp,
-                                      latent_hw=(side // down, side // down), nf=m.nf, ch_mult=tuple(m.ch_mult),
+                                      dim_embd=m.emb_dim, official_residual=m.official_residual,
+                                      dim_mlp=m.dim_mlp,
+                                      latent_hw=(side // down, side // down), nf=m.nf,
+                                      ch_mult=tuple(m.ch_mult),
                                       res_blocks=m.res_blocks, beta=m.beta, mpr=m.mpr,
                                       connect_list=tuple(m.connect_list))
         kwargs.update(m.extra)
@@ -154,7 +156,8 @@ class Stage2Task:
         except TypeError as e:
             raise ConfigError(f"model settings do not fit STCStage2: {e}; fix the model section.") from None
         # encoder, codebooks and generator start from Stage I (the official vqgan_path)
-        _load_into(self.model, stage1_sd, ("encoder.", "quantize.", "generator."), f"Stage-I weights {m.stage1_weights}")
+        _load_into(self.model, stage1_sd, ("encoder.", "quantize.", "generator."), "Stage-I "
+                   f"weights {m.stage1_weights}")
         if m.init_weights:
             _load_into(self.model, load_weights(m.init_weights), ("",), m.init_weights)
         for name, p in self.model.named_parameters():
@@ -162,7 +165,8 @@ class Stage2Task:
                 p.requires_grad_(False)
         self.model.to(device)
         n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        log.info("stage II: %d trainable parameters (frozen: quantize, generator, unused fuse/feat_emb)", n_train)
+        log.info("stage II: %d trainable parameters (frozen: quantize, generator, unused fuse/feat_emb)",
+                 n_train)
 
     def gan_on(self, step: int) -> bool:
         return False

@@ -65,13 +65,13 @@ class DINOv2Discriminator(_ThreeHeads):
         self.resize_mode = resize_mode
         self.official_no_grad = official_no_grad
 
-    def train(self, mode: bool = True) -> "DINOv2Discriminator":
+    def train(self, mode: bool = True) -> DINOv2Discriminator:
         super().train(mode)
         self.backbone.eval()  # frozen: keep its norms/dropout in inference mode
         return self
 
     @classmethod
-    def load(cls, repo: str | None = None, weights: str | None = None, **kwargs) -> "DINOv2Discriminator":
+    def load(cls, repo: str | None = None, weights: str | None = None, **kwargs) -> DINOv2Discriminator:
         """Build the ViT-S/14 from local code and a local weights file; never from the network.
 
         The code comes from `repo` (a local clone of facebookresearch/dinov2, read through
@@ -79,8 +79,9 @@ class DINOv2Discriminator(_ThreeHeads):
         the file `weights` (``dinov2_vits14_pretrain.pth``, loaded weights-only and strictly).
         """
         if weights is None:
-            raise WeightsNotFoundError("the DINOv2 discriminator needs a local ViT-S/14 weights file "
-                                       "(disc.dinov2_weights); nothing is downloaded, or use disc.backbone: conv.")
+            raise WeightsNotFoundError("the DINOv2 discriminator needs a local ViT-S/14 "
+                                       "weights file (disc.dinov2_weights); nothing is "
+                                       "downloaded, or use disc.backbone: conv.")
         if not Path(weights).is_file():
             raise WeightsNotFoundError(f"DINOv2 weights not found: {weights}; fix disc.dinov2_weights.")
         net = _dinov2_vits14(repo)
@@ -114,9 +115,9 @@ def _dinov2_vits14(repo: str | None) -> nn.Module:
     try:
         from dinov2.hub.backbones import dinov2_vits14
     except ImportError:
-        raise DependencyError("the DINOv2 discriminator needs the DINOv2 code: give a local clone of "
-                              "facebookresearch/dinov2 as disc.dinov2_repo, install it as the dinov2 package, "
-                              "or use disc.backbone: conv.") from None
+        raise DependencyError("the DINOv2 discriminator needs the DINOv2 code: give a local "
+                              "clone of facebookresearch/dinov2 as disc.dinov2_repo, "
+                              "install it as the dinov2 package, or use disc.backbone: conv.") from None
     return dinov2_vits14(pretrained=False)
 
 

@@ -124,7 +124,7 @@ class STCVQGAN(nn.Module):
         net.load_state_dict(state_dict, strict=strict, assign=True)
         return net
 
-    def to_channels_last_3d(self) -> "STCVQGAN":
+    def to_channels_last_3d(self) -> STCVQGAN:
         """Store every 5-D weight as channels_last_3d (values unchanged; faster bf16 Conv3d on CPU)."""
         to_channels_last_3d(self)
         return self
