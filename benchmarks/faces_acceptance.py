@@ -78,10 +78,11 @@ def section1(args) -> None:
         p_vid = p_enc = float("nan")
         if not args.skip_video:
             with tempfile.TemporaryDirectory() as tmp:
-                r = Restorer(IdentityModel(), faces=FaceOptions(), progress=False, precision="fp32")
+                r = Restorer(IdentityModel(), has_aligned=False, faces=FaceOptions(), progress=False,
+                             precision="fp32")
                 r.restore_video(src, Path(tmp) / "f.mp4", crf=0, max_frames=args.frames)
                 p_vid = psnr(read_frames(Path(tmp) / "f.mp4"), frames)
-                r = Restorer(IdentityModel(), faces=None, progress=False, precision="fp32")
+                r = Restorer(IdentityModel(), has_aligned=True, progress=False, precision="fp32")
                 r.restore_video(src, Path(tmp) / "e.mp4", crf=0, max_frames=args.frames)
                 p_enc = psnr(read_frames(Path(tmp) / "e.mp4"), frames)
         h, w = frames.shape[1:3]

@@ -206,22 +206,52 @@ def test_engine_applies_precision_only_for_models_without_their_own() -> None:
 
 
 # ----------------------------------------------------------------------------------------- Restorer
-def test_restorer_clip_and_face_hook(synth_clip: Path) -> None:
+class Invert:
+    """A model on a 64x64 canvas that changes every pixel (x -> 1 - x)."""
+
+    name = "invert"
+    clip_len, overlap, canvas = None, 0, (64, 64)
+    device = torch.device("cpu")
+
+    def restore_clip(self, clip: torch.Tensor) -> torch.Tensor:
+        return 1 - clip
+
+
+def test_restorer_has_aligned_is_the_engine_on_whole_frames(faces_dir: Path) -> None:
+    """One aligned path: whole frames through the clip engine (canvas resize and back), pts kept."""
     from bfvr import Restorer
     from bfvr.io import read_frames
 
-    frames = read_frames(synth_clip, max_frames=10)
-    r = Restorer("identity", device="cpu", precision="fp32")
-    assert np.array_equal(r.restore_clip(frames), frames)
-
-    def invert_faces(model, stream):
-        for f in stream:
-            yield 255 - f
-
-    r2 = Restorer("identity", device="cpu", faces=invert_faces)
-    out = list(r2.restore_frames((f, 40 * i) for i, f in enumerate(frames)))
-    assert np.array_equal(np.stack([f for f, _ in out]), 255 - frames)
+    frames = read_frames(faces_dir / "lp_driving_d0.mp4", max_frames=10)
+    r = Restorer(Invert(), device="cpu", precision="fp32")  # has_aligned=True is the library default
+    assert r.has_aligned and r.face_pipeline is None
+    out = list(r.restore_frames((f, 40 * i) for i, f in enumerate(frames)))
     assert [p for _, p in out] == [40 * i for i in range(10)]
+    restored = np.stack([f for f, _ in out])
+    assert np.array_equal(restored, ClipEngine(Invert()).restore_array(frames))
+    assert np.array_equal(r.restore_clip(frames), restored)
+    # the whole frame was inverted (through the 64x64 canvas): dark where the input is bright
+    assert abs(float(restored.mean()) - (255 - float(frames.mean()))) < 3
+    with pytest.raises(ConfigError, match="has_aligned=False"):
+        Restorer(Invert(), device="cpu", faces=object())
+
+
+def test_restorer_face_pipeline_restores_only_the_face(faces_dir: Path) -> None:
+    from bfvr import Restorer
+    from bfvr.faces import FaceOptions
+    from bfvr.io import read_frames
+
+    frames = read_frames(faces_dir / "lp_driving_d0.mp4", max_frames=6)
+    r = Restorer(Invert(), device="cpu", precision="fp32", has_aligned=False,
+                 faces=FaceOptions(detector="opencv", min_hits=1))
+    out = list(r.restore_frames((f, 40 * i) for i, f in enumerate(frames)))
+    assert [p for _, p in out] == [40 * i for i in range(6)]
+    restored = np.stack([f for f, _ in out])
+    stats = r.face_pipeline.stats
+    assert stats["detector"] == "opencv" and stats["tracks"] >= 1 and stats["frames_with_face"] == 6
+    changed = np.abs(restored.astype(int) - frames.astype(int)).max(axis=(0, 3)) > 0
+    assert changed.any() and not changed.all()  # a pasted face, not a whole inverted frame
+    assert not changed[0, 0] and not changed[-1, -1]  # the corners are background
 
 
 def test_restorer_restore_video(tmp_path: Path, synth_clip: Path) -> None:

@@ -109,8 +109,8 @@ def register(app: typer.Typer) -> None:
             faces.validate()  # bad face flags fail before a model is loaded
         options = {} if backend == "torch" else {"backend": backend}
         r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
-                     clip_len=clip_len, overlap=overlap, progress=not quiet, faces=faces,
-                     model_options=options)
+                     clip_len=clip_len, overlap=overlap, progress=not quiet, has_aligned=has_aligned,
+                     faces=faces, model_options=options)
         res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames,
                               fps=fps, lossless=lossless)
         if not quiet:

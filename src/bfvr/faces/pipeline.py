@@ -91,7 +91,6 @@ class FaceOptions:
     color_match: bool = False        # match the restored face's colour statistics to the input crop
     border: str = "reflect"          # crop outside the frame: reflect | replicate | constant
     draw_box: bool = False           # draw each pasted crop's outline (debugging)
-    has_aligned: bool = False        # input frames are face crops already: no detection, whole frame restored
     upscale: int = 1                 # output size factor; the background is resized by `background`
     # hook for a background upsampler: (frame, upscale) -> frame `upscale` times larger (default: bicubic)
     background: Callable[[np.ndarray, int], np.ndarray] | None = None
@@ -209,9 +208,6 @@ class FacePipeline:
         self.stats = {"frames": 0, "frames_with_face": 0, "crops": 0, "tracks": set(), "cuts": [],
                       "detect_seconds": 0.0, "max_buffered_frames": 0, "boxes": {}, "detector": None,
                       "detector_runs": 0, "frames_detected": 0}
-        if opt.has_aligned:
-            yield from self._process_aligned(frames)
-            return
         # with sparse detection a face is "missed" between detector runs: the gap must span them
         tracker = FaceTracker(iou_threshold=opt.iou_threshold, max_gap=max(opt.max_gap, 2 * opt.detect_every),
                               min_hits=opt.min_hits, sigma=opt.sigma, smooth=opt.smooth,
@@ -244,25 +240,6 @@ class FacePipeline:
             self._flush_runner(tid)
         yield from self._drain()
         assert not self._slots, "face pipeline lost frames"
-        self._finish()
-
-    def _process_aligned(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """--has-aligned: each whole frame is the face; stretch to the canvas, restore, stretch back."""
-        h, w = self.opt.canvas
-        for i, frame in enumerate(frames):
-            frame = np.ascontiguousarray(frame)
-            slot = _Slot(i, frame)
-            self._slots.append(slot)
-            self._by_index[i] = slot
-            H, W = frame.shape[:2]
-            sx, sy = w / W, h / H
-            m = np.array([[sx, 0, (sx - 1) / 2], [0, sy, (sy - 1) / 2]], np.float64)
-            self._add_crop(slot, 0, m, full=True)
-            self.stats["max_buffered_frames"] = max(self.stats["max_buffered_frames"], len(self._slots))
-            yield from self._drain()
-        for tid in list(self._runners):
-            self._flush_runner(tid)
-        yield from self._drain()
         self._finish()
 
     def _finish(self) -> None:
@@ -324,14 +301,14 @@ class FacePipeline:
         if chosen:
             self.stats["frames_with_face"] += 1
 
-    def _add_crop(self, slot: _Slot, tid: int, m: np.ndarray, full: bool = False) -> None:
+    def _add_crop(self, slot: _Slot, tid: int, m: np.ndarray) -> None:
         crop = warp_crop(slot.frame, m, tuple(self.opt.canvas), border=self.opt.border)
         if tid not in self._runners:
             self._runners[tid] = self.runner_factory()
             self._pending[tid] = deque()
         slot.pending += 1
         slot.scheduled = True
-        self._pending[tid].append((slot, m, crop if self.opt.color_match else None, full))
+        self._pending[tid].append((slot, m, crop if self.opt.color_match else None))
         self.stats["crops"] += 1
         self._paste(tid, self._runners[tid].push(crop))
 
@@ -341,26 +318,19 @@ class FacePipeline:
         del self._runners[tid], self._pending[tid]
 
     def _paste(self, tid: int, restored: list[np.ndarray]) -> None:
-        import cv2
-
         for face in restored:
-            slot, m, crop, full = self._pending[tid].popleft()
+            slot, m, crop = self._pending[tid].popleft()
             if slot.out is None:
                 slot.out = self._background(slot.frame)
             s = self.opt.upscale
             if s > 1:  # the matrix maps original frame pixels; compose with the upscale
                 up_inv = np.array([[1 / s, 0, (1 / s - 1) / 2], [0, 1 / s, (1 / s - 1) / 2], [0, 0, 1]])
                 m = (np.vstack([m, [0, 0, 1]]) @ up_inv)[:2]
-            if full:
-                H, W = slot.out.shape[:2]
-                interp = cv2.INTER_CUBIC if face.shape[0] < H else cv2.INTER_AREA
-                slot.out = cv2.resize(face, (W, H), interpolation=interp)
-            else:
-                if crop is not None:
-                    face = match_color(face, crop, self._mask)
-                paste_back(slot.out, face, m, self._mask, out=slot.out)
-                if self.opt.draw_box:
-                    slot.boxes.append((m, tid))
+            if crop is not None:
+                face = match_color(face, crop, self._mask)
+            paste_back(slot.out, face, m, self._mask, out=slot.out)
+            if self.opt.draw_box:
+                slot.boxes.append((m, tid))
             slot.pending -= 1
 
     def _background(self, frame: np.ndarray) -> np.ndarray:

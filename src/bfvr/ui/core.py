@@ -287,8 +287,8 @@ class RestorerCache:
             if r is None:
                 # offline: the page never downloads weights by itself (`bfvr models download NAME` does)
                 r = self._restorers[name] = Restorer(name, device=self.device, offline=True, progress=False)
-        r = copy.copy(r)  # same loaded model, this run's face settings
-        r.faces = faces
+        r = copy.copy(r)  # same loaded model, this run's face settings (None: whole frames)
+        r.has_aligned, r.faces = faces is None, faces
         return r
 
 
