@@ -44,6 +44,10 @@ def register(app: typer.Typer) -> None:
         overlap: Annotated[int | None, typer.Option("--overlap", help="Frames shared and cross-faded between "
                                                     "consecutive clips (default: the model's own).",
                                                     min=0)] = None,
+        keep: Annotated[int | None, typer.Option("--keep", help="Sliding-window models (e.g. a 5-frame "
+                                                 "window): centre frames kept per model call; 1 (default) is "
+                                                 "the official schedule, K makes about K times fewer calls "
+                                                 "(see docs/architecture.md).", min=1)] = None,
         fps: Annotated[float | None, typer.Option("--fps", help="Frame rate of an "
                                                   "image-folder input (default 25).",
                                                   min=0.001)] = None,
@@ -109,8 +113,8 @@ def register(app: typer.Typer) -> None:
             faces.validate()  # bad face flags fail before a model is loaded
         options = {} if backend == "torch" else {"backend": backend}
         r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
-                     clip_len=clip_len, overlap=overlap, progress=not quiet, has_aligned=has_aligned,
-                     faces=faces, model_options=options)
+                     clip_len=clip_len, overlap=overlap, keep=keep, progress=not quiet,
+                     has_aligned=has_aligned, faces=faces, model_options=options)
         res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames,
                               fps=fps, lossless=lossless)
         if not quiet:
