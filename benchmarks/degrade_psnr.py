@@ -17,8 +17,7 @@ import cv2
 import numpy as np
 
 from bfvr.degrade import clip_rng, recipe
-from bfvr.degrade.files import list_videos
-from bfvr.io import open_video, read_frames
+from bfvr.io import list_videos, open_video, read_frames
 
 
 def square(frames: np.ndarray, size: int) -> np.ndarray:

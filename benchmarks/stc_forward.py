@@ -183,7 +183,7 @@ def parity(args: argparse.Namespace) -> None:
                          idx_s=mism(ls.argmax(-1), io["idx_s"], io["fragile_s"]),
                          idx_t=mism(lt.argmax(-1), io["idx_t"], io["fragile_t"]))
                 if "lq_feat" in io:
-                    tok = net._tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
+                    tok = net.frame_tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
                     r.update(lq_feat=diff(lq, io["lq_feat"]),
                              t_tokens_in_first1024=diff(tok, io["t_tokens_in_first1024"]))
         r["seconds"] = round(time.perf_counter() - t0, 1)

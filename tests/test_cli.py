@@ -11,18 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bfvr.cli import main
 from bfvr.io import probe, read_frames
 from bfvr.io.synth import pattern_frame
+from conftest import run_cli
 from test_io import make_bad_input, psnr
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    code = run_cli(*argv)
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -8,16 +8,13 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
-from bfvr.cli import main
 from bfvr.io import probe, read_frames
+from conftest import run_cli
 
 
 def run(*args: str) -> None:
-    with pytest.raises(SystemExit) as e:
-        main(["degrade", *args, "--quiet"])
-    assert e.value.code in (0, None)
+    assert run_cli("degrade", *args, "--quiet") == 0
 
 
 def test_file_same_seed_same_decoded_frames_other_seed_differs(synth_clip, tmp_path) -> None:
@@ -83,9 +80,8 @@ def test_errors_are_one_line(synth_clip, tmp_path) -> None:
                            text=True)
         assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
     run(str(synth_clip), str(tmp_path / "x.mp4"), "--recipe", "gray")
-    with pytest.raises(SystemExit) as e:  # exists: refuses without --overwrite
-        main(["degrade", str(synth_clip), str(tmp_path / "x.mp4"), "--recipe", "gray", "--quiet"])
-    assert e.value.code == 2
+    # exists: refuses without --overwrite
+    assert run_cli("degrade", str(synth_clip), str(tmp_path / "x.mp4"), "--recipe", "gray", "--quiet") == 2
 
 
 def test_stc_mid_range_psnr_on_a_real_face_clip(faces_dir, tmp_path) -> None:

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from bfvr.cli import main
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,7 @@ def clips(faces_dir, tmp_path_factory):
 
 
 def _run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code, capsys.readouterr()
+    return run_cli(*args), capsys.readouterr()
 
 
 def test_evaluate_report_values(clips, tmp_path, capsys):

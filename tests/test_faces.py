@@ -381,21 +381,17 @@ def test_bad_options_raise_config_errors():
 
 # ---------------------------------------------------------------- the restore command
 
-def _cli(args):
-    return run_cli(*args)
-
-
 def test_restore_command_runs_the_face_pipeline(faces_dir, tmp_path, capsys):
     from bfvr.io import read_frames, write_video
 
     src = tmp_path / "in.mp4"
     write_video(src, np.stack(clip(faces_dir, "lp_source_s32", 12, (640, 360))), fps=25, crf=0)
     frames = read_frames(src)
-    assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "faces.mp4"), "--model", "identity", "-q",
-                      "--crf", "0"])
-    assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "boxes.mp4"), "--model", "identity", "-q",
-                      "--crf", "0",
-          "--draw-box", "--crop-mode", "align", "--detector", "opencv", "--face-select", "all"])
+    assert 0 == run_cli("restore", str(src), "-o", str(tmp_path / "faces.mp4"), "--model", "identity", "-q",
+                        "--crf", "0")
+    assert 0 == run_cli("restore", str(src), "-o", str(tmp_path / "boxes.mp4"), "--model", "identity", "-q",
+                        "--crf", "0",
+                        "--draw-box", "--crop-mode", "align", "--detector", "opencv", "--face-select", "all")
     faces, boxes = read_frames(tmp_path / "faces.mp4"), read_frames(tmp_path / "boxes.mp4")
     assert faces.shape == boxes.shape == frames.shape
     assert psnr(faces, frames) >= 38
@@ -403,11 +399,11 @@ def test_restore_command_runs_the_face_pipeline(faces_dir, tmp_path, capsys):
     diff = np.abs(boxes.astype(int) - faces.astype(int)).sum(-1) > 60
     ys, xs = np.nonzero(diff[0])
     assert diff[0].mean() > 0.002 and 150 < xs.mean() < 450 and 80 < ys.mean() < 300
-    assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "up.mp4"), "--model", "identity", "-q",
-                      "--upscale", "2", "--max-frames", "3"])
+    assert 0 == run_cli("restore", str(src), "-o", str(tmp_path / "up.mp4"), "--model", "identity", "-q",
+                        "--upscale", "2", "--max-frames", "3")
     assert read_frames(tmp_path / "up.mp4").shape == (3, 720, 1280, 3)
-    assert 0 != _cli(["restore", str(src), "-o", str(tmp_path / "bad.mp4"), "--model", "identity",
-                      "--detector", "yolo"])
+    assert 0 != run_cli("restore", str(src), "-o", str(tmp_path / "bad.mp4"), "--model", "identity",
+                        "--detector", "yolo")
     assert "--detector" in capsys.readouterr().err and not (tmp_path / "bad.mp4").exists()
 
 
@@ -420,12 +416,12 @@ def test_restore_command_no_face_video_passes_through_with_a_warning(tmp_path):
     write_video(src, np.stack(grad), fps=25, crf=0)
     frames = read_frames(src)
     with pytest.warns(NoFaceWarning):
-        assert 0 == _cli(["restore", str(src), "-o", str(tmp_path / "out.mp4"), "--model", "identity", "-q",
-                          "--crf", "0",
-              "--detector", "opencv"])
+        assert 0 == run_cli("restore", str(src), "-o", str(tmp_path / "out.mp4"), "--model", "identity", "-q",
+                            "--crf", "0",
+                            "--detector", "opencv")
     ref = tmp_path / "ref.mp4"
-    assert 0 == _cli(["restore", str(src), "-o", str(ref), "--model", "identity", "-q", "--crf", "0",
-                      "--has-aligned"])
+    assert 0 == run_cli("restore", str(src), "-o", str(ref), "--model", "identity", "-q", "--crf", "0",
+                        "--has-aligned")
     # unchanged: identical to the no-face-pipeline path (same encoder)
     assert np.array_equal(read_frames(tmp_path / "out.mp4"), read_frames(ref))
     assert psnr(read_frames(ref), frames) > 40

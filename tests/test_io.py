@@ -145,6 +145,22 @@ def test_image_folder_and_gif_inputs(tmp_path: Path) -> None:
     assert psnr(frames, ref) > 20  # 8-bit palette
 
 
+def test_list_videos_one_suffix_set_for_every_command(tmp_path: Path) -> None:
+    """The folder listing that degrade, prepare, training data, evaluate and the ui samples share."""
+    from bfvr.io import list_videos
+    from bfvr.metrics.evaluate import match_videos
+
+    for name in ("b.MP4", "a.mkv", "c.mpg", "d.ts", ".hidden.mp4", "notes.txt", "e.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "f.mov").mkdir()  # a folder named like a video is not one
+    assert [p.name for p in list_videos(tmp_path)] == ["a.mkv", "b.MP4", "c.mpg", "d.ts"]
+    frames = tmp_path / "g"  # evaluate also takes folders of PNG frames
+    frames.mkdir()
+    (frames / "0.png").write_bytes(b"x")
+    pairs, _ = match_videos(tmp_path, None)
+    assert [k for k, _, _ in pairs] == ["a", "b", "c", "d", "g"]
+
+
 @pytest.mark.parametrize("case", ["missing", "empty_dir", "text", "png_as_mp4", "jpg_as_mp4", "truncated",
                                   "truncated_faststart", "zero_frames", "audio_only", "empty_file"])
 def test_bad_inputs_raise_input_error(tmp_path: Path, synth_clip: Path, case: str) -> None:

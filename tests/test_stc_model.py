@@ -98,10 +98,10 @@ def test_stage2_temporal_tokens_match_official_quirk_and_differ_from_corrected()
     net, io = _stage2("stc_stage2")
     lq = io["lq_feat"]
     with torch.no_grad():
-        tokens = net._tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
+        tokens = net.frame_tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
         assert _max_diff(tokens, io["t_tokens_in_first1024"]) <= TOL
         net.official_residual = False
-        corrected = net._tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
+        corrected = net.frame_tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
     # the size of the quirk recorded by the fixture's diagnostics (max 6.92)
     assert _max_diff(corrected, io["t_tokens_in_first1024"]) > 1.0
 
@@ -113,10 +113,10 @@ def test_stage2_first_frame_logits_from_lq_feat():
     net, io = _stage2("stc_stage2")
     lq = io["lq_feat"]
     with torch.no_grad():
-        s_tok = net._tokens(lq)[:1]
-        t_tok = net._tokens(net.temporal_latent(lq))[:1]
-        logits_s = net._run(net.s_ft_layers, net.s_idx_pred_layer, s_tok, net.position_emb_s)
-        logits_t = net._run(net.t_ft_layers, net.t_idx_pred_layer, t_tok, net.position_emb_t)
+        s_tok = net.frame_tokens(lq)[:1]
+        t_tok = net.frame_tokens(net.temporal_latent(lq))[:1]
+        logits_s = net.run_layers(net.s_ft_layers, net.s_idx_pred_layer, s_tok, net.position_emb_s)
+        logits_t = net.run_layers(net.t_ft_layers, net.t_idx_pred_layer, t_tok, net.position_emb_t)
     assert _max_diff(logits_s[:, :16], io["logits_s_first16"][:1]) <= TOL
     assert _max_diff(logits_t[:, :16], io["logits_t_first16"][:1]) <= TOL
     n = logits_s.shape[1]

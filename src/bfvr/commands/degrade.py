@@ -40,8 +40,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from tqdm import tqdm
 
-        from bfvr.degrade.files import degrade_video, list_videos
+        from bfvr.degrade.files import degrade_video
         from bfvr.degrade.pipeline import recipe as get_recipe
+        from bfvr.io import list_videos
+        from bfvr.io.writer import CONTAINERS
 
         deg = get_recipe(recipe)
         if flicker_dir is not None and recipe != "flicker-pixel":
@@ -67,7 +69,7 @@ def register(app: typer.Typer) -> None:
                 out = out / ((inp.stem if inp.is_file() else inp.name) + ".mp4")
             jobs = [(inp, out)]
         for v, o in jobs:
-            if o.suffix.lower() not in {".mp4", ".mov", ".m4v", ".mkv"}:
+            if o.suffix.lower() not in CONTAINERS:
                 raise OutputError(f"cannot write '{o.name}': give a .mp4/.mov/.mkv output file or a folder.")
             check_separate([v, inp, flicker_dir], o, out_is_dir=False)
             if (o.exists() or o.with_suffix(".json").exists()) and not overwrite:

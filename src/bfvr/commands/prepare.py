@@ -51,8 +51,7 @@ def register(app: typer.Typer) -> None:
         from tqdm import tqdm
 
         from bfvr.data.prepare import PrepareOptions, prepare_clips, text_backend
-        from bfvr.degrade.files import list_videos
-        from bfvr.io import probe
+        from bfvr.io import list_videos, probe
         from bfvr.io.paths import check_not_url
 
         check_not_url(inp)

@@ -41,7 +41,7 @@ os.register_at_fork(before=gc.collect)
 def _clip_list(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                kept_only: bool) -> list[dict]:
     from bfvr.data.prepare import read_manifest
-    from bfvr.degrade.files import list_videos
+    from bfvr.io import list_videos
 
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
@@ -126,6 +126,10 @@ class ClipDataset(Dataset):
             self._meta[key] = (n, info.fps)
         return self._meta[key]
 
+    def _window(self, clip: dict, start: int, length: int) -> np.ndarray:
+        """Frames start .. start+length-1 of a clip (fewer at its end), uint8 [N, H, W, 3]."""
+        return self._read_window(clip["path"], start, length)
+
     @staticmethod
     def _read_window(path: str, start: int, length: int) -> np.ndarray:
         from bfvr.io import open_video
@@ -159,7 +163,7 @@ class ClipDataset(Dataset):
         n, fps = self._info(clip)
         limit = min(n, self.max_frames) if self.max_frames else n
         start = int(rng.integers(0, max(1, limit - self.clip_len + 1)))
-        gt = self._read_window(clip["path"], start, self.clip_len)
+        gt = self._window(clip, start, self.clip_len)
         idx = np.arange(self.clip_len)
         if len(gt) < self.clip_len:  # short clip: ping-pong (0 1 2 1 0 1 ...) to the wanted length
             period = max(1, 2 * len(gt) - 2)

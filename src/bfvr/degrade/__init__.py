@@ -17,8 +17,10 @@ from bfvr.degrade.ops import (
     PixelFlicker,
     Upscale,
     gaussian_kernel,
+    gaussian_window,
 )
 from bfvr.degrade.pipeline import RECIPES, Degradation, clip_rng, clip_seed, recipe
 
 __all__ = ["RECIPES", "Degradation", "clip_rng", "clip_seed", "recipe", "Op", "Blur", "Downscale", "Upscale",
-           "Noise", "Codec", "BrightnessFlicker", "PixelFlicker", "BrushMask", "Grayscale", "gaussian_kernel"]
+           "Noise", "Codec", "BrightnessFlicker", "PixelFlicker", "BrushMask", "Grayscale", "gaussian_kernel",
+           "gaussian_window"]

@@ -14,14 +14,8 @@ import numpy as np
 
 from bfvr.degrade.pipeline import Degradation, clip_rng, recipe
 from bfvr.errors import InputError, OutputError
-
-VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".gif", ".mpg", ".mpeg", ".flv", ".wmv"}
-
-
-def list_videos(folder: Path) -> list[Path]:
-    """Video files directly inside ``folder`` (sorted by name)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
-                  and not p.name.startswith("."))
+from bfvr.io.reader import list_videos
+from bfvr.io.writer import CONTAINERS
 
 
 def sidecar_path(out: Path) -> Path:
@@ -58,7 +52,7 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
     src, dst = Path(src), Path(dst)
     deg = recipe(deg) if isinstance(deg, str) else deg
     name = name or src.stem
-    if dst.suffix.lower() not in {".mp4", ".mov", ".m4v", ".mkv"}:
+    if dst.suffix.lower() not in CONTAINERS:
         raise OutputError(f"cannot write '{dst.name}': give a .mp4/.mov/.mkv output file or a folder.")
     side, mpath = sidecar_path(dst), mask_path(dst)
     for p in (side,):

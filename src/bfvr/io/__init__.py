@@ -9,11 +9,19 @@ with open_video("in.mp4") as r, VideoWriter("out.mp4", fps=r.info.fps, time_base
 ```
 """
 
-from bfvr.io.reader import AVReader, ImageFolderReader, VideoReader, open_video, probe, read_frames
+from bfvr.io.reader import (
+    AVReader,
+    ImageFolderReader,
+    VideoReader,
+    list_videos,
+    open_video,
+    probe,
+    read_frames,
+)
 from bfvr.io.types import Chunk, VideoInfo
 from bfvr.io.writer import VideoWriter, prepare_output, write_video
 
 __all__ = [
-    "AVReader", "Chunk", "ImageFolderReader", "VideoInfo", "VideoReader", "VideoWriter", "open_video",
-    "prepare_output", "probe", "read_frames", "write_video",
+    "AVReader", "Chunk", "ImageFolderReader", "VideoInfo", "VideoReader", "VideoWriter", "list_videos",
+    "open_video", "prepare_output", "probe", "read_frames", "write_video",
 ]

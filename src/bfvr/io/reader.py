@@ -19,14 +19,26 @@ from bfvr.errors import InputError
 from bfvr.io.types import Chunk, VideoInfo
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: the suffixes of the video files bfvr picks from a folder (a file named directly may be anything FFmpeg
+#: decodes)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
+                  ".gif")
 #: FFmpeg demuxers that mean "one still image", not a video (an image renamed .mp4 lands here)
 _STILL_FORMATS = re.compile(r"(_pipe$|^image2$|^png$|^mjpeg$|^jpeg|^webp$|^bmp$|^tiff$)")
 #: container metadata key bfvr writes when it padded an odd size to even: "WxH" of the real frames
 SIZE_TAG = "bfvr_size"
 
 
-def _natural_key(p: Path) -> list[object]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+def natural_key(name: str) -> list[object]:
+    """Sort key for file names with numbers in their natural order (frame2 before frame10)."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def list_videos(folder: str | os.PathLike[str]) -> list[Path]:
+    """The video files directly inside `folder` (by `VIDEO_SUFFIXES`; hidden files skipped), sorted by
+    name."""
+    return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+                   and not p.name.startswith(".")), key=lambda p: p.name)
 
 
 def _check_path(path: Path) -> None:
@@ -225,10 +237,6 @@ class AVReader(VideoReader):
             raise InputError(f"'{self.path}' ended after {self._decoded} of its {info.frame_count} "
                              "frames; the file is truncated or corrupt (re-export or re-download it).")
 
-    def audio_stream(self):
-        """The input's first audio stream (a PyAV stream) or None."""
-        return self._container.streams.audio[0] if self._container.streams.audio else None
-
     def close(self) -> None:
         self._peeked = []
         try:
@@ -295,7 +303,7 @@ def open_video(path: str | os.PathLike[str], *, fps: float | Fraction | None = N
     _check_path(p)
     if p.is_dir():
         files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                        and not f.name.startswith(".")), key=_natural_key)
+                        and not f.name.startswith(".")), key=lambda f: natural_key(f.name))
         if not files:
             raise InputError(f"'{p}' is a folder without PNG/JPG frames; "
                              "give a video file or a folder of images.")

@@ -39,7 +39,8 @@ from bfvr.io.reader import SIZE_TAG, audio_codec_name
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
-VIDEO_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+#: the video outputs bfvr writes: file suffix -> FFmpeg muxer
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 #: audio codecs each container takes as a stream copy; anything else is re-encoded to AAC
 COPYABLE_AUDIO = {
     "mp4": {"aac", "mp3", "opus", "alac", "flac", "ac3", "eac3"},
@@ -58,7 +59,7 @@ def h264_size_ok(width: int, height: int) -> bool:
 def output_kind(out: Path) -> str:
     """'video' or 'images' for an output path, or raise OutputError for an unsupported suffix."""
     suffix = out.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
+    if suffix in CONTAINERS:
         return "video"
     if suffix == "":
         return "images"
@@ -221,7 +222,7 @@ class VideoWriter:
         w, h = self.size
         pw, ph = w + (w & 1), h + (h & 1)
         self._pad = (pw - w, ph - h)
-        fmt = VIDEO_SUFFIXES[self.path.suffix.lower()]
+        fmt = CONTAINERS[self.path.suffix.lower()]
         options = {"movflags": "+use_metadata_tags"} if fmt in ("mp4", "mov") else {}
         self._container = c = av.open(str(self._tmp), mode="w", format=fmt, options=options)
         if self._pad != (0, 0):
@@ -277,7 +278,7 @@ class VideoWriter:
         if not d or d <= 0 or not packets or self._last_pts is None:
             return packets
         end = self._last_pts + int(d)
-        fmt = VIDEO_SUFFIXES[self.path.suffix.lower()]
+        fmt = CONTAINERS[self.path.suffix.lower()]
         if fmt != "matroska":
             # mp4/mov: the mov muxer derives sample durations from dts steps and its edit list from the
             # B-frame shift; measured, setting packet durations moved the end the wrong way, so mp4/mov

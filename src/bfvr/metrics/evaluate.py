@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bfvr.errors import ConfigError, InputError
+from bfvr.io.reader import VIDEO_SUFFIXES, list_videos
 
 __all__ = ["FULL_REFERENCE", "NO_REFERENCE", "ALL_METRICS", "EvalOptions", "evaluate_pair",
            "evaluate_dirs", "match_videos", "write_report"]
@@ -29,7 +30,6 @@ _NEED_GT = {"psnr", "ssim", "lpips", "msrl", "ids", "akd", "tlme", "fvd"}
 HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "msrl": True, "ids": True, "face_cons": True,
                  "akd": False, "tlme": False, "flow_score": False, "warp_error": False, "fvd": False,
                  "fvd_per_pair": False, "runtime_s": False}
-VIDEO_EXT = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".m4v"}
 
 
 @dataclass
@@ -57,15 +57,13 @@ def match_videos(pred_dir: Path,
     def listing(d: Path) -> dict[str, Path]:
         if not d.is_dir():
             raise InputError(f"'{d}' is not a folder; give a folder of videos.")
-        out = {}
-        for p in sorted(d.iterdir()):
-            if p.suffix.lower() in VIDEO_EXT or (p.is_dir() and any(p.glob("*.png"))):
-                out[p.stem] = p
-        return out
+        frame_dirs = [p for p in d.iterdir() if p.is_dir() and any(p.glob("*.png"))]
+        return {p.stem: p for p in sorted([*list_videos(d), *frame_dirs])}
 
     pred = listing(pred_dir)
     if not pred:
-        raise InputError(f"no videos found in '{pred_dir}' (looked for {', '.join(sorted(VIDEO_EXT))}).")
+        raise InputError(f"no videos found in '{pred_dir}' (looked for {', '.join(VIDEO_SUFFIXES)} and "
+                         "folders of PNG frames).")
     if gt_dir is None:
         return [(k, v, None) for k, v in pred.items()], []
     gt = listing(gt_dir)

@@ -65,7 +65,7 @@ class DataConfig:
     #: ... then a random crop of crop x crop is taken (None = no crop)
     crop: int | None = None
     #: how bfvr.data.ClipDataset makes the square frame before resizing: "stretch" (the whole frame, as the
-    #: official STC loader), "center" or "random" (the built-in reader always stretches)
+    #: official STC loader), "center" or "random" (the built-in in-memory reader always stretches)
     crop_mode: str = "stretch"
     #: degradation recipe for the LQ input: "none" (Stage I), "stc-nonoise", "stc", "flicker-brightness", ...
     recipe: str = "none"
@@ -75,7 +75,8 @@ class DataConfig:
     #: clips per process per micro-step
     batch_size: int = 1
     num_workers: int = 0
-    #: "auto" (bfvr.data.ClipDataset when available, else the built-in reader), "bfvr" or "builtin"
+    #: "auto" or "bfvr" (bfvr.data.ClipDataset, reading each window from its file) or "builtin" (the same
+    #: dataset over videos decoded once into memory)
     backend: str = "auto"
     #: built-in reader: crop every video to its face first (the face-proportion square of `bfvr prepare`,
     #: found once per video), so raw videos train like the face pipeline's crops

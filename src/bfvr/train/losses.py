@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bfvr.errors import WeightsNotFoundError
+from bfvr.metrics.fullref import ssim_map
 from bfvr.metrics.lpips import CHANNELS, LPIPSBackbone, load_state
 
 log = logging.getLogger("bfvr.train")
@@ -43,34 +44,6 @@ def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 # offline substitute: SSIM + gradient
 
 
-def _gaussian_window(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    ax = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(ax**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return g
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1.5,
-         data_range: float = 1.0) -> torch.Tensor:
-    """Mean SSIM of two NCHW batches (Gaussian window, Wang et al. constants, 'valid' borders)."""
-    c = x.shape[1]
-    win = min(window, x.shape[-1], x.shape[-2])
-    g = _gaussian_window(win, sigma, x.device, x.dtype)
-    gh = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
-    gv = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-
-    def blur(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(z, gh, groups=c), gv, groups=c)
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.mean()
-
-
 def gradient_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """L1 between horizontal and vertical finite differences of two NCHW batches."""
     dxx, dxy = x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
@@ -85,7 +58,9 @@ class SSIMGradientLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         p, t = frames(pred.float()), frames(target.float())
-        return (1.0 - ssim(p, t)) + gradient_l1(p, t)
+        # the SSIM of the metrics (bfvr.metrics.fullref), 11-tap window (smaller for tiny frames)
+        s = ssim_map(p, t, 1.0, window=min(11, p.shape[-2], p.shape[-1])).mean()
+        return (1.0 - s) + gradient_l1(p, t)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 
 from bfvr.errors import BfvrError, InputError, ModelError
+from bfvr.io.reader import VIDEO_SUFFIXES, list_videos, natural_key
 
-#: what the upload box accepts (anything FFmpeg decodes works; these are the usual suffixes)
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
-                  ".gif")
+#: what the upload box accepts: the usual video suffixes (anything FFmpeg decodes works) and zips of frames
 UPLOAD_SUFFIXES = (*VIDEO_SUFFIXES, ".zip")
 FACE_CHOICES = ("largest", "all", "aligned")
 
@@ -107,13 +106,7 @@ def find_samples(folder: str | Path | None) -> list[Path]:
     """The video files in `folder` (sample clips the page offers), sorted by name."""
     if folder is None:
         return []
-    p = Path(folder).expanduser()
-    return sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES
-                   and not f.name.startswith(".")), key=lambda f: f.name.lower())
-
-
-def _natural_key(s: str) -> list[object]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+    return list_videos(Path(folder).expanduser())
 
 
 def extract_frames_zip(path: Path, dest: Path, limits: Limits, name: str) -> Path:
@@ -140,7 +133,7 @@ def extract_frames_zip(path: Path, dest: Path, limits: Limits, name: str) -> Pat
             raise InputError(f"the frames in '{name}' unpack to {total / 2**20:.0f} "
                              f"MB; this page takes up to {max_bytes / 2**20:.0f} MB of "
                              "frames (start bfvr ui with a larger --max-upload-mb).")
-        members.sort(key=lambda m: _natural_key(m.filename))
+        members.sort(key=lambda m: natural_key(m.filename))
         dest.mkdir(parents=True, exist_ok=True)
         for i, m in enumerate(members):
             target = dest / f"{i:06d}{PurePosixPath(m.filename).suffix.lower()}"

@@ -102,13 +102,15 @@ class STCStage2(STCVQGAN):
         return self.quantize.SA(lq_feat) + res
 
     @staticmethod
-    def _tokens(x: torch.Tensor) -> torch.Tensor:
+    def frame_tokens(x: torch.Tensor) -> torch.Tensor:
         """B C T H W -> (B T) (H W) C, batch-first tokens of each latent frame."""
         b, c, t, h, w = x.shape
         return x.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)
 
     @staticmethod
-    def _run(layers: nn.ModuleList, head: nn.Module, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def run_layers(layers: nn.ModuleList, head: nn.Module, tokens: torch.Tensor,
+                   pos: torch.Tensor) -> torch.Tensor:
+        """Transformer `layers` (with position embedding `pos`) then the prediction `head`."""
         for layer in layers:
             tokens = layer(tokens, pos)
         return head(tokens)
@@ -119,10 +121,10 @@ class STCStage2(STCVQGAN):
         if (h, w) != self.latent_hw:
             raise ValueError(f"STC stage II needs a {self.latent_hw[0] * 8}x{self.latent_hw[1] * 8} input "
                              f"(latent {self.latent_hw}); got latent {(h, w)}")
-        logits_s = self._run(self.s_ft_layers, self.s_idx_pred_layer, self._tokens(lq_feat),
+        logits_s = self.run_layers(self.s_ft_layers, self.s_idx_pred_layer, self.frame_tokens(lq_feat),
                              self.position_emb_s)
-        t_tokens = self._tokens(self.temporal_latent(lq_feat))
-        logits_t = self._run(self.t_ft_layers, self.t_idx_pred_layer, t_tokens, self.position_emb_t)
+        t_tokens = self.frame_tokens(self.temporal_latent(lq_feat))
+        logits_t = self.run_layers(self.t_ft_layers, self.t_idx_pred_layer, t_tokens, self.position_emb_t)
         return logits_s, logits_t
 
     def decode_indices(self, idx_s: torch.Tensor, idx_t: torch.Tensor, shape: Sequence[int],

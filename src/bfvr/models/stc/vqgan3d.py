@@ -133,10 +133,6 @@ class STCVQGAN(nn.Module):
         """[B,3,T,H,W] -> latent z [B,emb_dim,T',H',W']."""
         return self.encoder(x)
 
-    def quantize_latent(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        """z -> (z_q, codebook_loss, mpr_loss, stats) (see `VectorQuantizerST.forward`)."""
-        return self.quantize(z)
-
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
         """Quantised latent -> clip in (0,1) (generator + sigmoid)."""
         return torch.sigmoid(self.generator(z_q))
