@@ -180,7 +180,7 @@ class Restorer:
             audio = info.has_audio and output_kind(out_path) == "video" and max_frames is None
             n = 0
             codec = lossless_codec(out_path, preset) if lossless else {}
-            with VideoWriter(out_path, fps=info.fps, time_base=info.time_base,
+            with VideoWriter(out_path, fps=info.fps, time_base=info.time_base, vfr=info.vfr,
                              audio_from=in_path if audio else None, crf=crf, preset=preset,
                              overwrite=overwrite, inputs=[in_path], **codec) as writer:
                 bar = _progress(total, show, f"restore ({self.name})")

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
             ("kind", f"{d['kind']} ({d['container']})"),
             ("size", f"{d['width']}x{d['height']}" + (f" (coded {d['coded_size'][0]}x{d['coded_size'][1]})"
                                                       if d["coded_size"] else "")),
-            ("fps", f"{d['fps']} (~{float(fps):.3f})"),
+            ("fps", f"{d['fps']} (~{float(fps):.3f}{', variable: the average' if d['vfr'] else ''})"),
             ("frames", f"{d['frame_count']}" + ("" if d["frame_count_exact"] else " (estimated)")),
             ("duration", f"{d['duration']:.3f} s"),
             ("time_base", d["time_base"]),

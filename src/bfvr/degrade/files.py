@@ -90,7 +90,8 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
         from bfvr.degrade.codec import deterministic_heap
 
         n = 0
-        with VideoWriter(dst, fps=info.fps, time_base=info.time_base, crf=out_crf, overwrite=overwrite,
+        with VideoWriter(dst, fps=info.fps, time_base=info.time_base, vfr=info.vfr, crf=out_crf,
+                         overwrite=overwrite,
                          audio_from=src if keep_audio and info.has_audio else None,
                          inputs=[src, params.get("path")]) as w:
             for frames in out_chunks:

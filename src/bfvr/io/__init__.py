@@ -3,7 +3,7 @@
 ```python
 from bfvr.io import open_video, VideoWriter
 with open_video("in.mp4") as r, VideoWriter("out.mp4", fps=r.info.fps, time_base=r.info.time_base,
-                                             audio_from="in.mp4") as w:
+                                             vfr=r.info.vfr, audio_from="in.mp4") as w:
     for chunk in r.chunks(16):
         w.write(chunk.frames, chunk.pts)
 ```

@@ -166,10 +166,15 @@ class AVReader(VideoReader):
         else:
             duration = 0.0
         count, exact = int(vs.frames or 0), True
+        # indexed containers (mp4/mov): FFmpeg's base rate (the rate that represents every timestamp) is
+        # the frame rate of a constant-rate stream, and higher than the average for a variable one
+        base = Fraction(vs.base_rate) if vs.base_rate else None
+        vfr = bool(count > 1 and base and abs(float(base) - float(fps)) > 0.005 * float(fps))
         if count <= 0:  # the container does not index its frames (mkv, webm, avi, ...): count the packets
             counted = _count_packets(path, vs.index)
             if counted is not None:
                 count, span, step = counted
+                vfr = count > 2 and step is None
                 if count > 1 and span > 0:
                     measured = Fraction(count - 1) / (span * tb)  # average rate from the timestamps
                     # VFR (or a stream rate that is only the time base, e.g. "1000 fps"): the measured average
@@ -199,7 +204,7 @@ class AVReader(VideoReader):
             audio_duration=adur, container=c.format.name or "",
             kind="gif" if (c.format.name or "") == "gif" else "video",
             frame_count_exact=exact, bit_depth=depth,
-            coded_size=(coded_w, coded_h) if crop else None,
+            coded_size=(coded_w, coded_h) if crop else None, vfr=vfr,
         )
 
     def _decode(self) -> Iterator[object]:

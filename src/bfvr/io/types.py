@@ -43,6 +43,8 @@ class VideoInfo:
     bit_depth: int = 8
     #: the coded size when bfvr padded an odd-sized output to even (the reader crops it back)
     coded_size: tuple[int, int] | None = None
+    #: the frames are not evenly spaced in time (a variable frame rate; `fps` is then the average)
+    vfr: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
