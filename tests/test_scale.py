@@ -255,7 +255,7 @@ def test_segments_equal_single_process(faces_dir: Path, tmp_path: Path) -> None:
     from bfvr.scale.batch import run_segmented
 
     torch.set_num_threads(1)
-    src = _cut(faces_dir / "lp_driving_d9.mp4", tmp_path / "clip.mp4", frames=75, size=64, crop=(120, 200))
+    src = _cut(faces_dir / "lp_driving_d9.mp4", tmp_path / "clip.mp4", frames=50, size=64, crop=(120, 200))
     model = _lite_small()
     one = tmp_path / "one.mp4"
     Restorer(model, progress=False).restore_video(src, one, preset="ultrafast")
@@ -282,7 +282,7 @@ def test_segments_in_local_processes(faces_dir: Path, tmp_path: Path) -> None:
     from bfvr.scale import BatchOptions, RestoreSettings
     from bfvr.scale.batch import run_segmented
 
-    src = _cut(faces_dir / "lp_driving_d9.mp4", tmp_path / "clip.mp4", frames=75, size=64, crop=(120, 200))
+    src = _cut(faces_dir / "lp_driving_d9.mp4", tmp_path / "clip.mp4", frames=50, size=64, crop=(120, 200))
     model = _lite_small()
     torch.set_num_threads(1)
     one = tmp_path / "one.mp4"
