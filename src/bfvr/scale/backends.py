@@ -228,7 +228,8 @@ class RayBackend:
                 self._idle.append(actor)
             except ray.exceptions.RayError as e:
                 # retries used up: the actor is restarted by Ray (max_restarts=-1) unless it cannot be
-                if not isinstance(e, ray.exceptions.ActorDiedError) or _restartable(e):
+                died = getattr(ray.exceptions, "ActorDiedError", ray.exceptions.RayActorError)
+                if not isinstance(e, died) or _restartable(e):
                     self._idle.append(actor)
                 res = {"key": task.key, "kind": task.kind, "status": "failed",
                        "segment": (task.segment or {}).get("index"),
