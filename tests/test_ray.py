@@ -18,7 +18,7 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'bfvr[cluster]')")
 
-from conftest import REPO, run_cli  # noqa: E402
+from conftest import REPO  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a Ray cluster takes 10-30 s to start on this machine
 
@@ -77,7 +77,7 @@ def test_ray_batch_survives_a_killed_worker(cluster, faces_dir: Path, tmp_path: 
                 os.kill(killed, signal.SIGKILL)  # a worker dies in the middle of the batch
                 break
             time.sleep(0.05)
-        stdout, stderr = p.communicate(timeout=600)
+        _, stderr = p.communicate(timeout=600)
     finally:
         if p.poll() is None:
             p.kill()
@@ -95,11 +95,11 @@ def test_ray_batch_survives_a_killed_worker(cluster, faces_dir: Path, tmp_path: 
 
 def test_ray_segments_equal_single_process(cluster, faces_dir: Path, tmp_path: Path) -> None:
     import torch
+    from test_scale import _audio_packets, _cut, _frames_and_pts, _lite_small
 
     from bfvr.api import Restorer
     from bfvr.scale import BatchOptions, RestoreSettings
     from bfvr.scale.batch import run_segmented
-    from test_scale import _cut, _frames_and_pts, _audio_packets, _lite_small
 
     torch.set_num_threads(1)
     src = _cut(faces_dir / "lp_driving_d9.mp4", tmp_path / "clip.mp4", frames=60, size=64, crop=(120, 200))

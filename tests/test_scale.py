@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, run_cli
 
 CLIPS = ["lp_driving_d0", "lp_driving_d11", "lp_driving_d18", "lp_driving_d20", "tpsmm_driving", "lp_driving_d14"]

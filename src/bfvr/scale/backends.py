@@ -60,18 +60,27 @@ class InlineBackend:
 # ------------------------------------------------------------------------------------------ processes
 
 _WORKER: Worker | None = None
+_INIT_ERROR: BaseException | None = None
 
 
 def _init_process(settings: RestoreSettings) -> None:
-    global _WORKER
-    _WORKER = Worker(settings)
+    global _WORKER, _INIT_ERROR
+    try:
+        _WORKER = Worker(settings)
+    except Exception as e:  # e.g. the model cannot load: said by the first call, with its reason
+        _INIT_ERROR = e
 
 
 def _run_in_process(task: Task) -> dict[str, Any]:
+    if _INIT_ERROR is not None:
+        return {"key": task.key, "kind": task.kind, "status": "failed", "segment": (task.segment or {}).get("index"),
+                "reason": f"the worker could not start ({_INIT_ERROR})"}
     return _WORKER.run(task)
 
 
 def _describe_in_process() -> dict[str, Any]:
+    if _INIT_ERROR is not None:
+        raise _INIT_ERROR
     return _WORKER.describe()
 
 
@@ -227,14 +236,21 @@ class RayBackend:
                 res = ray.get(ref)
                 self._idle.append(actor)
             except ray.exceptions.RayError as e:
-                # retries used up: the actor is restarted by Ray (max_restarts=-1) unless it cannot be
-                died = getattr(ray.exceptions, "ActorDiedError", ray.exceptions.RayActorError)
-                if not isinstance(e, died) or _restartable(e):
+                # retries used up; Ray restarts the actor (max_restarts=-1) unless it cannot (e.g. its model no
+                # longer loads): keep it only if it answers again
+                if self._alive(actor):
                     self._idle.append(actor)
                 res = {"key": task.key, "kind": task.kind, "status": "failed",
                        "segment": (task.segment or {}).get("index"),
                        "reason": f"the Ray worker died {self.retries + 1} times on it ({_ray_reason(e)})"}
             yield res
+
+    def _alive(self, actor) -> bool:
+        try:
+            self.ray.get(actor.pid.remote(), timeout=900)
+            return True
+        except Exception:
+            return False
 
     def close(self) -> None:
         for a in getattr(self, "actors", []):
@@ -244,10 +260,6 @@ class RayBackend:
                 pass
         if self._owns:
             self.ray.shutdown()
-
-
-def _restartable(e: BaseException) -> bool:
-    return "restart" in str(e).lower() and "will not be restarted" not in str(e).lower()
 
 
 def _ray_reason(e: BaseException) -> str:

@@ -30,8 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from bfvr.errors import BfvrError, ConfigError, InputError, OutputError
-from bfvr.scale.plan import (CONTAINERS, VIDEO_SUFFIXES, Grid, Job, RestoreSettings, collect_jobs, expected_frames,
-                             incomplete_reason, plan_segments, remove_partials, segments_for)
+from bfvr.scale.plan import (
+    CONTAINERS,
+    VIDEO_SUFFIXES,
+    Grid,
+    Job,
+    RestoreSettings,
+    collect_jobs,
+    expected_frames,
+    incomplete_reason,
+    plan_segments,
+    remove_partials,
+    segments_for,
+)
 from bfvr.scale.worker import Task, frame_pts, one_line, prepare_work_dir, work_dir_for
 
 SUMMARY_NAME = "bfvr-summary.json"
@@ -250,7 +261,7 @@ def run_jobs(jobs: list[Job], out_root: Path, settings: RestoreSettings, options
             total = sum(expected_frames(i, settings.max_frames) for _, i in todo)
             fbar = _bar(total, options.progress, "frames", "frame", 1)
             bars.append(fbar)
-            backend = _make_backend(settings, options, fbar, single)
+            backend = _make_backend(settings, options, fbar)
             _dispatch(todo, backend, records, summary, settings, options, since, vbar, fbar)
         summary.state = "finished" if summary.state == "running" else summary.state
     except BaseException as e:
@@ -290,7 +301,7 @@ def _backend_name(options: BatchOptions) -> str:
     return "inline" if not options.workers or options.workers == 1 else f"{options.workers} processes"
 
 
-def _make_backend(settings: RestoreSettings, options: BatchOptions, fbar, single: bool):
+def _make_backend(settings: RestoreSettings, options: BatchOptions, fbar):
     from bfvr.scale.backends import InlineBackend, ProcessBackend, RayBackend
 
     if options.ray:
@@ -348,6 +359,9 @@ def _dispatch(todo, backend, records, summary: BatchSummary, settings: RestoreSe
             records[task.key].status = "running"
             backend.submit(task)
         if not backend.busy:
+            for task in queue:  # no worker is left to take them (Ray workers that can no longer start)
+                if records[task.key].status not in ("failed", "done"):
+                    _finish(records[task.key], "failed", "no worker left to restore it", vbar)
             break
         for res in backend.results():
             rec = records[res["key"]]

@@ -328,7 +328,7 @@ class Grid:
     exact: bool = True
 
     @classmethod
-    def of_engine(cls, engine) -> "Grid":
+    def of_engine(cls, engine) -> Grid:
         """The grid of a `ClipEngine` (see docs/scale.md for why these contexts make the join exact)."""
         sch = engine.schedule
         if sch.kind == "window":
@@ -339,7 +339,7 @@ class Grid:
         # the blend chain: frames of clip k depend on clips k-1 .. k-ceil(O/S) (only k-1 when O <= S)
         return cls(step=S, left=math.ceil(O / S) * S if O else 0, right=O, min_tail=T if engine.fixed else 0)
 
-    def for_faces(self, context: int) -> "Grid":
+    def for_faces(self, context: int) -> Grid:
         """The face pipeline: `context` frames of warm-up on each side, on the same grid; not exact."""
         left = max(self.left, math.ceil(context / self.step) * self.step)
         return Grid(step=self.step, left=left, right=max(self.right, context), min_tail=self.min_tail, exact=False)
