@@ -293,3 +293,55 @@ def test_segments_in_local_processes(faces_dir: Path, tmp_path: Path) -> None:
     a, pa = _frames_and_pts(one)
     b, pb = _frames_and_pts(seg)
     assert pa == pb and np.array_equal(a, b)
+
+
+def test_killed_segmented_run_reuses_finished_segments(faces_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Interrupted after its first segment, a segmented restore keeps that segment (lossless, in the hidden
+    work folder) and the rerun restores only the others; the joined output is still the one-process one."""
+    from bfvr.api import Restorer
+    from bfvr.scale import BatchOptions, RestoreSettings
+    from bfvr.scale import batch as B
+    from bfvr.scale.batch import run_segmented
+    from bfvr.scale.worker import Worker
+
+    torch.set_num_threads(1)
+    src = _cut(faces_dir / "lp_driving_d11.mp4", tmp_path / "clip.mp4", frames=50, size=64, crop=(150, 200))
+    model = _lite_small()
+    one = tmp_path / "one.mp4"
+    Restorer(model, progress=False).restore_video(src, one, preset="ultrafast")
+    seg = tmp_path / "seg.mp4"
+    settings = RestoreSettings(model=model, preset="ultrafast", threads=1)
+    real_bar = B._bar
+
+    def bar_that_interrupts(total, enabled, desc, unit, position):
+        b = real_bar(total, False, desc, unit, position)
+        if desc == "frames":
+            def update(k=1):
+                b.n += k
+                if b.n > 25:  # in the second segment (the first has 20 frames)
+                    raise KeyboardInterrupt
+            b.update = update
+        return b
+
+    monkeypatch.setattr(B, "_bar", bar_that_interrupts)
+    with pytest.raises(KeyboardInterrupt) as exc:
+        run_segmented(src, seg, settings, BatchOptions(segments=3, workers=1, progress=False))
+    assert "rerun the same command" in exc.value.batch_note
+    assert not seg.exists() and len(list(tmp_path.glob(".seg.mp4.bfvr-segments/seg-*.mkv"))) == 1
+    monkeypatch.setattr(B, "_bar", real_bar)
+    statuses = []
+    real_run = Worker.run
+
+    def spy(self, task, on_frame=None):
+        res = real_run(self, task, on_frame)
+        statuses.append((task.kind, res["status"]))
+        return res
+
+    monkeypatch.setattr(Worker, "run", spy)
+    res = run_segmented(src, seg, settings, BatchOptions(segments=3, workers=1, progress=False))
+    assert res.exit_code == 0
+    assert statuses == [("segment", "skipped"), ("segment", "done"), ("segment", "done"), ("join", "done")]
+    a, pa = _frames_and_pts(one)
+    b, pb = _frames_and_pts(seg)
+    assert pa == pb and np.array_equal(a, b)
+    assert not list(tmp_path.glob(".*"))

@@ -278,6 +278,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def prepare_work_dir(wd: Path, plan: dict[str, Any]) -> None:
     """Make the segment folder for `plan` (kept when it holds the same plan: its finished segments are reused;
     cleared when its plan differs). Refuses a folder that is not bfvr's."""
+    plan = json.loads(json.dumps(plan))  # as it reads back (tuples -> lists)
     if wd.exists():
         old = _segment_record(wd / WORK_PLAN)
         if old is None or old.get("tool") != "bfvr":
