@@ -133,6 +133,8 @@ def test_batch_list_manifest_and_guards(corpus: Path, tmp_path: Path) -> None:
             collect_jobs(corpus, bad)
     with pytest.raises(OutputError):  # nor contain it
         collect_jobs(corpus, corpus.parent)
+    with pytest.raises(OutputError, match="must be a folder"):  # a batch writes into a folder
+        collect_jobs(corpus, tmp_path / "restored.mp4")
     # a file in the summary's place that bfvr did not write is refused before anything runs
     out = tmp_path / "o2"
     out.mkdir()
@@ -295,6 +297,7 @@ def test_segments_in_local_processes(faces_dir: Path, tmp_path: Path) -> None:
     assert pa == pb and np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_killed_segmented_run_reuses_finished_segments(faces_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """Interrupted after its first segment, a segmented restore keeps that segment (lossless, in the hidden
     work folder) and the rerun restores only the others; the joined output is still the one-process one."""

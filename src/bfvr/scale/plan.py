@@ -186,6 +186,9 @@ def collect_jobs(source: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     out_root = Path(os.path.abspath(Path(out_dir).expanduser()))
     if out_root.exists() and not out_root.is_dir():
         raise OutputError(f"the output '{out_dir}' is a file; give a folder for a batch (-o OUT_DIR).")
+    if not out_root.exists() and out_root.suffix.lower() in VIDEO_SUFFIXES:
+        raise OutputError(f"'{source}' holds many videos, so -o must be a folder, not '{out_dir}'; give a folder "
+                          "for the batch (-o OUT_DIR).")
     kind = source_kind(src)
     if kind == "folder":
         check_separate([src], out_root, out_is_dir=True)
