@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
                                                     "holds).", min=1, rich_help_panel="Batch and cluster")] = None,
         ray: Annotated[str | None, typer.Option("--ray", help="Run on a Ray cluster: auto (the one `ray start` "
                                                 "made here, or RAY_ADDRESS), local (a private Ray on this "
-                                                "machine) or HOST:PORT. Needs bfvr[cluster].",
+                                                "machine) or HOST:PORT. Needs Ray (the cluster extra).",
                                                 rich_help_panel="Batch and cluster")] = None,
         cpus_per_worker: Annotated[float, typer.Option("--cpus-per-worker", help="Ray CPUs each worker reserves "
                                                        "(and its torch threads).", min=0,
