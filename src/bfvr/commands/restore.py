@@ -16,10 +16,12 @@ def register(app: typer.Typer) -> None:
                  "timestamps and audio; streaming (any length, bounded memory). The "
                  "output is written to a temporary file and renamed when complete.")
     def _cmd(
-        inp: Annotated[Path, typer.Argument(help="Input video file, GIF, or folder of PNG/JPG frames.",
-                                            show_default=False)],
-        out: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4/.mov/.mkv file, or a path "
-                                          "without suffix for a folder of PNG frames.", show_default=False)],
+        inp: Annotated[Path, typer.Argument(help="Input video file, GIF, or folder of PNG/JPG frames; or a batch: "
+                                            "a folder of videos, a list (.txt, one path a line) or a manifest "
+                                            "(.jsonl).", show_default=False)],
+        out: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4/.mov/.mkv file, or a path without "
+                                          "suffix for a folder of PNG frames; for a batch, the output folder "
+                                          "(relative paths mirrored).", show_default=False)],
         model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `bfvr models`); 'identity' "
                                            "passes frames through unchanged.")] = DEFAULT_MODEL,
         weights: Annotated[Path | None, typer.Option("--weights", help="Local weights file for the model "
@@ -83,6 +85,40 @@ def register(app: typer.Typer) -> None:
         upscale: Annotated[int, typer.Option("--upscale", help="Output N times larger: the background is "
                                              "resized (bicubic), faces are pasted at the new size.", min=1,
                                              rich_help_panel="Faces")] = 1,
+        container: Annotated[str, typer.Option("--container", help="Batch: output container, mp4, mov, mkv or png "
+                                               "(a folder of PNG frames per video).",
+                                               rich_help_panel="Batch and cluster")] = "mp4",
+        segments: Annotated[int | None, typer.Option("--segments", help="Cut each video into N segments on the "
+                                                     "model's clip grid, restore them in parallel and join them "
+                                                     "(the same frames as one process).", min=1,
+                                                     rich_help_panel="Batch and cluster")] = None,
+        segment_seconds: Annotated[float | None, typer.Option("--segment-seconds", help="Like --segments, with "
+                                                              "one segment per this many seconds of video.",
+                                                              min=0.001, rich_help_panel="Batch and cluster")
+                                   ] = None,
+        workers: Annotated[int | None, typer.Option("--workers", help="Parallel workers, each loading the model "
+                                                    "once: local processes (default 1; with --segments one per "
+                                                    "core), or Ray actors (default: as many as the cluster "
+                                                    "holds).", min=1, rich_help_panel="Batch and cluster")] = None,
+        ray: Annotated[str | None, typer.Option("--ray", help="Run on a Ray cluster: auto (the one `ray start` "
+                                                "made here, or RAY_ADDRESS), local (a private Ray on this "
+                                                "machine) or HOST:PORT. Needs Ray (the cluster extra).",
+                                                rich_help_panel="Batch and cluster")] = None,
+        cpus_per_worker: Annotated[float, typer.Option("--cpus-per-worker", help="Ray CPUs each worker reserves "
+                                                       "(and its torch threads).", min=0,
+                                                       rich_help_panel="Batch and cluster")] = 1,
+        gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="Ray GPUs each worker reserves "
+                                                       "(e.g. 1, or 0.5 to share a GPU).", min=0,
+                                                       rich_help_panel="Batch and cluster")] = 0,
+        retries: Annotated[int, typer.Option("--retries", help="Ray: times a video is retried after its worker "
+                                             "died (the worker is restarted and reloads the model).", min=0,
+                                             rich_help_panel="Batch and cluster")] = 3,
+        max_failures: Annotated[int | None, typer.Option("--max-failures", help="Batch: stop starting new videos "
+                                                         "after N failures (default: never).", min=1,
+                                                         rich_help_panel="Batch and cluster")] = None,
+        summary: Annotated[Path | None, typer.Option("--summary", help="Where the JSON summary goes (batch "
+                                                     "default: OUT_DIR/bfvr-summary.json).",
+                                                     rich_help_panel="Batch and cluster")] = None,
     ) -> None:
         from bfvr.api import Restorer
         from bfvr.engine.base import contract_of
@@ -94,13 +130,18 @@ def register(app: typer.Typer) -> None:
                               f"use one of: {', '.join(X264_PRESETS)}.")
         # check the cheap things (output path, input) before loading a model
         from bfvr.io.paths import check_not_url
+        from bfvr.scale.plan import source_kind
 
         check_not_url(inp)
-        output_kind(out)
-        prepare_output(out, overwrite, create=False, inputs=[inp])
-        from bfvr.io import probe
+        batch = inp.exists() and source_kind(inp) in ("folder", "list", "manifest")
+        scale = batch or segments or segment_seconds or ray or (workers or 1) > 1
+        if not batch:
+            output_kind(out)
+        if not batch:
+            prepare_output(out, overwrite, create=False, inputs=[inp])
+            from bfvr.io import probe
 
-        probe(inp) if not inp.is_dir() else None
+            probe(inp) if not inp.is_dir() else None
         faces = None
         if has_aligned and upscale != 1:
             raise ConfigError("--upscale works with the face pipeline only; drop --has-aligned or --upscale.")
@@ -112,6 +153,16 @@ def register(app: typer.Typer) -> None:
                                 upscale=upscale)
             faces.validate()  # bad face flags fail before a model is loaded
         options = {} if backend == "torch" else {"backend": backend}
+        if scale:
+            _run_scaled(inp, out, batch, quiet, fps, dict(
+                model=model, device=device, precision=precision, weights=str(weights) if weights else None,
+                offline=offline, clip_len=clip_len, overlap=overlap, keep=keep, faces=faces, model_options=options,
+                crf=crf,
+                preset=preset, lossless=lossless, max_frames=max_frames), dict(
+                container=container, overwrite=overwrite, segments=segments, segment_seconds=segment_seconds,
+                workers=workers, ray=ray, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                retries=retries, max_failures=max_failures, summary=summary, progress=not quiet))
+            return
         r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
                      clip_len=clip_len, overlap=overlap, keep=keep, progress=not quiet,
                      has_aligned=has_aligned, faces=faces, model_options=options)
@@ -129,3 +180,21 @@ def register(app: typer.Typer) -> None:
             print(f"{res.output}: {res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} frames/s), "
                   f"model {r.name} on {r.device} ({contract_of(r.model).precision or r.precision}"
                   f"{', onnxruntime' if backend == 'onnxruntime' else ''}), {faces_note}, {audio}")
+
+
+def _run_scaled(inp: Path, out: Path, batch: bool, quiet: bool, fps: float | None, settings: dict,
+                options: dict) -> None:
+    """A batch (folder / list / manifest), or one video in segments or on Ray: `bfvr.scale`."""
+    from bfvr.scale import BatchOptions, RestoreSettings, run_batch
+    from bfvr.scale.batch import run_segmented
+
+    s, o = RestoreSettings(**settings), BatchOptions(**options)
+    if batch:
+        res = run_batch(inp, out, s, o)
+    else:
+        res = run_segmented(inp, out, s, o, fps=fps)
+    if not quiet or res.exit_code:
+        for line in res.lines():
+            print(line)
+    if res.exit_code:
+        raise typer.Exit(res.exit_code)

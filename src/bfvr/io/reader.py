@@ -238,9 +238,28 @@ class AVReader(VideoReader):
             yield self._to_rgb(f), f.pts
         # mp4/mov index every sample: decoding fewer frames than indexed means the data was cut off
         info = self.info
-        if info.frame_count_exact and "mp4" in info.container and self._decoded < info.frame_count:
-            raise InputError(f"'{self.path}' ended after {self._decoded} of its {info.frame_count} "
-                             "frames; the file is truncated or corrupt (re-export or re-download it).")
+        if (not self._seeked and info.frame_count_exact and "mp4" in info.container
+                and self._decoded < info.frame_count):
+            raise InputError(f"'{self.path}' ended after {self._decoded} of its {info.frame_count} frames; the file "
+                             "is truncated or corrupt (re-export or re-download it).")
+
+    _seeked = False
+
+    def seek(self, pts: int) -> None:
+        """Move to the key frame at or before `pts` (in `info.time_base`): `frames()` then yields from there,
+        so a caller that wants frame `pts` skips the frames before it (`bfvr.scale` reads segments so)."""
+        import av
+
+        close_iter = getattr(self._frame_iter, "close", None)
+        if close_iter is not None:
+            close_iter()
+        try:
+            self._container.seek(int(pts), stream=self._stream, backward=True, any_frame=False)
+        except av.FFmpegError as e:
+            raise InputError(f"cannot seek in '{self.path}' ({_why(e)}); re-export it as mp4 or mkv.") from None
+        self._peeked = []
+        self._seeked = True
+        self._frame_iter = self._decode()
 
     def close(self) -> None:
         self._peeked = []
@@ -288,8 +307,14 @@ class ImageFolderReader(VideoReader):
             a = cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
         return a
 
+    _start = 0
+
+    def seek(self, pts: int) -> None:
+        """Start `frames()` at frame `pts` (an image folder's pts is the frame index)."""
+        self._start = max(0, int(pts))
+
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
-        for i, p in enumerate(self._files):
+        for i, p in enumerate(self._files[self._start:], self._start):
             a = self._load(p)
             if (a.shape[1], a.shape[0]) != self._size:
                 raise InputError(f"frame '{p.name}' is {a.shape[1]}x{a.shape[0]} but "
