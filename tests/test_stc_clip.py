@@ -220,6 +220,12 @@ def test_cli_verify(stc_weights, deflicker_weights, capsys):
     assert run_cli("models", "verify", str(path), "--model", "stc", "--sha256", "f" * 64) == 2
     assert run_cli("models", "verify", str(deflicker_weights[0]), "--model", "stc") == 2
     assert "mismatching keys" in capsys.readouterr().err
+    # the form: NAME FILE
+    assert run_cli("models", "verify", "stc", str(path)) == 0
+    assert "OK" in capsys.readouterr().out
+    assert run_cli("models", "verify", "stc-deflicker", str(path)) == 2
+    err = capsys.readouterr().err
+    assert "mismatching keys" in err and "stc-deflicker" in err
 
 
 # ------------------------------------------------------------------------- any length, via the engine

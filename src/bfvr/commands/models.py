@@ -104,28 +104,40 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"(not downloaded yet: 'bfvr models download {name}' or fetch "
                        f"{W.source_url(W.get_entry(spec.weights))})", err=True)
 
-    @sub.command("verify", help="Check that FILE fits model NAME: exact state_dict keys and shapes, "
-                                "loaded safely; print its sha256 (and compare it with --sha256).")
+    @sub.command("verify", help="Check that a weights file fits model NAME: exact state_dict keys and shapes, "
+                                "loaded safely (`bfvr models verify NAME FILE`, or FILE --model NAME); print "
+                                "its sha256 (and compare it with --sha256).")
     def _verify(
-        file: Path = typer.Argument(..., help="weights file (.pth/.pt or .safetensors)"),
-        model: str = typer.Option(..., "--model", "-m", help="model name the file is for, e.g. stc"),
+        first: str = typer.Argument(..., metavar="NAME FILE", help="model name then weights file (.pth/.pt, "
+                                    ".safetensors or a Hugging Face model folder); or just the file with --model"),
+        second: Optional[Path] = typer.Argument(None, show_default=False, hidden=True),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="model name the file is for, e.g. stc"),
         sha256: Optional[str] = typer.Option(None, "--sha256", help="expected sha256 (hex) of the file"),
     ) -> None:
+        from bfvr.errors import ConfigError
         from bfvr.models import weights as W
-        from bfvr.models.hub import expected_shapes, get_spec
+        from bfvr.models.hub import get_spec, load_net
 
+        if second is not None:
+            if model is not None and model != first:
+                raise ConfigError(f"two model names given ({first} and --model {model}); give one.")
+            model, file = first, second
+        else:
+            file = Path(first)
+            if model is None:
+                raise ConfigError("name the model the file is for: `bfvr models verify NAME FILE`.")
         spec = get_spec(model)
         if spec.weights is None:
             raise ModelError(f"model '{model}' takes no weights.")
-        if not file.is_file():
+        if not file.exists():
             raise InputError(f"{file} does not exist; pass the path of a weights file.")
-        digest = W.sha256_file(file)
-        typer.echo(f"sha256 {digest}  {file}")
+        path = W.resolve(spec.weights, weights=file)
+        digest = W.sha256_file(path)
+        typer.echo(f"sha256 {digest}  {path}")
         if sha256:
-            W.check_sha256(file, W.normalize_sha256(sha256), "the --sha256 you passed")
-        state = W.load_state_dict(file, key=W.get_entry(spec.weights).key)
-        W.check_state_dict(state, expected_shapes(model), what=f"the weights in {file}", model=f"'{model}'")
-        n = sum(t.numel() for t in state.values())
-        typer.echo(f"OK: {file} fits '{model}': {len(state)} tensors, {n:,} parameters")
+            W.check_sha256(path, W.normalize_sha256(sha256), "the --sha256 you passed")
+        net, _ = load_net(model, path=path)
+        n = sum(t.numel() for t in net.state_dict().values())
+        typer.echo(f"OK: {path} fits '{model}': {len(net.state_dict())} tensors, {n:,} parameters")
 
     app.add_typer(sub, name="models")

@@ -6,6 +6,7 @@ cache, checksums, safe loading) are handled by `bfvr.models.weights`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -25,8 +26,10 @@ class ModelSpec:
     weights: str | None = None
     #: constructor arguments of the network (shown by `bfvr models`, used by the builder)
     config: Mapping[str, Any] = field(default_factory=dict)
-    #: builds the bare network from `config` on a device (``"meta"``: shapes only, for weight checks)
+    #: builds the bare network: ``net(config, device=None, **net_options)`` (``device="meta"``: shapes only)
     net: Callable[..., torch.nn.Module] | None = None
+    #: maps a Hugging Face ``config.json`` that comes with the weights to `config` (None: such files are ignored)
+    hf_config: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
 
 def _build_identity(device: torch.device, **_: object) -> ClipModel:
@@ -46,13 +49,62 @@ def build_stc_net(config: Mapping[str, Any], *, official_residual: bool = True,
         return STCStage2(**config, official_residual=official_residual)
 
 
-def expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
+def expected_shapes(name: str, config: Mapping[str, Any] | None = None,
+                    **net_options: Any) -> dict[str, tuple[int, ...]]:
     """Exact state_dict keys and shapes the network of model `name` loads (built on the meta device)."""
     spec = get_spec(name)
     if spec.weights is None or spec.net is None:
         raise ModelError(f"model '{name}' has no weights to check.")
-    net = spec.net(spec.config, device="meta")
+    net = spec.net(spec.config if config is None else config, device="meta", **net_options)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def net_config(name: str, path: str | Path | None = None) -> Mapping[str, Any]:
+    """The constructor arguments of model `name`'s network: the spec's, or those of the Hugging Face
+    ``config.json`` that comes with the weights file `path` (when the model reads such files)."""
+    from bfvr.models import weights as W
+
+    spec = get_spec(name)
+    if path is not None and spec.hf_config is not None:
+        hf = W.read_hf_config(path)
+        if hf is not None:
+            try:
+                return dict(spec.hf_config(hf))
+            except (KeyError, TypeError, ValueError) as e:
+                raise ModelError(f"the config.json beside {path} does not describe a '{name}' network ({e}).") from None
+    return spec.config
+
+
+def load_net(name: str, *, weights: str | os.PathLike | None = None, offline: bool = False,
+             sha256: str | None = None, progress: bool = True, path: str | os.PathLike | None = None,
+             **net_options: Any) -> tuple[torch.nn.Module, Path]:
+    """The one weights path of every model: find the file (`path` as found, else `weights` = --weights, else the
+    bundled file or the cache, downloading from the entry's URLs unless `offline`) -> safe load (safetensors,
+    or torch.load(weights_only=True)) -> the state_dict under the entry's key (``params_ema`` / ``params`` /
+    flat) -> exact key and shape check against the network built on the meta device, naming the mismatches ->
+    strict assign. Returns (the fp32 network in eval mode on the CPU, the weights file)."""
+    from bfvr.models import weights as W
+
+    spec = get_spec(name)
+    if spec.weights is None or spec.net is None:
+        raise ModelError(f"model '{name}' has no weights to load.")
+    entry = W.get_entry(spec.weights)
+    if path is None:
+        path = W.resolve(spec.weights, weights=weights, offline=offline, sha256=sha256, progress=progress)
+    path = Path(path)
+    state = W.load_state_dict(path, key=entry.key)
+    config = net_config(name, path)
+    net = spec.net(config, device="meta", **net_options)  # shapes only: no random init of big networks
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    cfg = ", ".join(f"{k}={v}" for k, v in config.items())
+    W.check_state_dict(state, expected, what=f"the weights in {path}", model=f"'{name}' ({cfg})" if cfg else f"'{name}'")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    net.load_state_dict(state, strict=True, assign=True)
+    del state
+    missing = [k for k, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if missing:  # a tensor that is not in the state_dict (a non-persistent buffer the network must build itself)
+        raise ModelError(f"internal error: '{name}' has tensors the weights do not set: {', '.join(missing[:4])}.")
+    return net.eval(), path
 
 
 def _safetensors_flag(path: Path, key: str) -> bool | None:
@@ -79,24 +131,13 @@ def _stc_builder(name: str) -> Callable[..., ClipModel]:
         if unknown:
             raise ConfigError(f"model '{name}' has no option {', '.join(sorted(unknown))}; it takes "
                               "clip_len, overlap, output_map, official_residual.")
-        spec = MODELS[name]
         path = W.resolve(name, weights=weights, offline=offline, sha256=sha256, progress=progress)
-        state = W.load_state_dict(path, key=W.get_entry(name).key)
         if official_residual is None:
             # official checkpoints (.pth) were trained with the official residual; ours (.safetensors)
             # use the corrected one unless their metadata says official_residual=true
             flag = _safetensors_flag(path, "official_residual")
             official_residual = (path.suffix != ".safetensors") if flag is None else flag
-        # build on the meta device (no random init of ~70 M parameters), check, then adopt the tensors
-        net = build_stc_net(spec.config, official_residual=official_residual, device="meta")
-        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-        cfg = ", ".join(f"{k}={v}" for k, v in spec.config.items())
-        W.check_state_dict(state, expected, what=f"the weights in {path}", model=f"'{name}' ({cfg})")
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        net.load_state_dict(state, strict=True, assign=True)
-        del state
-        if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):  # a tensor not in the state_dict
-            raise ModelError(f"internal error: '{name}' has tensors that the weights do not set.")
+        net, path = load_net(name, path=path, official_residual=official_residual)
         return STCClipModel(net, name=name, clip_len=clip_len, overlap=overlap, canvas=(512, 512),
                             device=device, precision=precision, output_map=output_map)
 
@@ -116,17 +157,12 @@ def build_lite_net(config: Mapping[str, Any], *, device: torch.device | str | No
 def _build_lite(device: torch.device, weights: str | None = None, precision: str = "fp32", offline: bool = False,
                 sha256: str | None = None, progress: bool = True, clip_len: int = 24, overlap: int = 4,
                 **unknown: object) -> ClipModel:
-    from bfvr.models import weights as W
     from bfvr.models.lite.clip import LiteClipModel
 
     if unknown:
         raise ConfigError(f"model 'bfvr-lite' has no option {', '.join(sorted(unknown))}; it takes clip_len, "
                           "overlap.")
-    path = W.resolve("bfvr-lite", weights=weights, offline=offline, sha256=sha256, progress=progress)
-    state = W.load_state_dict(path, key=None)
-    W.check_state_dict(state, expected_shapes("bfvr-lite"), what=f"the weights in {path}", model="'bfvr-lite'")
-    net = build_lite_net(MODELS["bfvr-lite"].config, device="meta")
-    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+    net, _ = load_net("bfvr-lite", weights=weights, offline=offline, sha256=sha256, progress=progress)
     return LiteClipModel(net, clip_len=clip_len, overlap=overlap, device=device, precision=precision)
 
 

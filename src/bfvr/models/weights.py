@@ -1,8 +1,12 @@
 """Weight files: where they come from, where they are cached, how they are checked and loaded.
 
-* Names -> files: `WEIGHTS` (official BFVR-STC release files; URLs of the GitHub release `init`).
-* Cache: ``$BFVR_HOME/weights`` (``BFVR_HOME`` defaults to ``~/.cache/bfvr``). A mirror can replace the
-  release URLs with ``BFVR_WEIGHTS_BASE_URL`` (``https://...``, ``http://...`` or ``file:///dir``).
+* Names -> files: `WEIGHTS`, one `WeightsEntry` per file: its own URLs (GitHub release, Hugging Face file),
+  tried in order, the state_dict key inside it, an optional Hugging Face ``config.json`` that goes with it,
+  or a path inside the package for weights that ship with bfvr.
+* Cache: ``$BFVR_HOME/weights`` (``BFVR_HOME`` defaults to ``~/.cache/bfvr``). Mirrors: an entry's own
+  variable (``WeightsEntry.mirror_env``, e.g. ``BFVR_STC_MIRROR``) or ``BFVR_WEIGHTS_BASE_URL`` for every
+  file names a folder (``https://...``, ``http://...`` or ``file:///dir``) that replaces the entry's URLs.
+* `--weights` takes a file or a Hugging Face model folder (``config.json`` + ``model.safetensors``).
 * Downloads stream to a temporary file beside the target with a progress bar and are renamed into
   place only when complete and checked.
 * Checksums: no official sha256 is published for these files, so none is pinned (``WeightsEntry.sha256``
@@ -34,15 +38,18 @@ RELEASE_URL = "https://github.com/Dixin-Lab/BFVR-STC/releases/download/init"
 #: the bundled BFVR-Lite weights, relative to the `bfvr.models.lite` package
 LITE_WEIGHTS = "weights/bfvr-lite.safetensors"
 REGISTRY_NAME = "registry.json"
+#: weight file names of a Hugging Face model folder (a hub mixin's `save_pretrained`), in the order looked for
+HF_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
 class WeightsEntry:
-    """One downloadable weight file."""
+    """One downloadable (or bundled) weight file."""
 
     name: str
     filename: str
-    url: str
+    #: where to fetch it, tried in order (GitHub release, Hugging Face ``resolve/main`` file, ...)
+    urls: tuple[str, ...] = ()
     #: pinned sha256 (hex); None = not known (no official checksum exists): trust on first use
     sha256: str | None = None
     #: key of the state_dict inside the checkpoint dict (None = the file is the state_dict itself)
@@ -50,19 +57,30 @@ class WeightsEntry:
     description: str = ""
     #: path inside the installed `bfvr` package of weights that ship with it (then nothing is downloaded)
     bundled: str | None = None
+    #: environment variable naming a mirror for this file only (a folder URL; the file name is appended)
+    mirror_env: str | None = None
+    #: a Hugging Face ``config.json`` that goes with the weights (fetched beside them as ``<stem>.config.json``)
+    config_urls: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        """The primary URL ("" for bundled weights)."""
+        return self.urls[0] if self.urls else ""
 
 
 WEIGHTS: dict[str, WeightsEntry] = {
     e.name: e
     for e in (
-        WeightsEntry("bfvr-lite", "bfvr-lite.safetensors", "", key=None, bundled=f"models/lite/{LITE_WEIGHTS}",
+        WeightsEntry("bfvr-lite", "bfvr-lite.safetensors", key=None, bundled=f"models/lite/{LITE_WEIGHTS}",
                      description="BFVR-Lite, trained by the bfvr project (configs/lite/train.yaml); ships with bfvr"),
-        WeightsEntry("stc", "ckpt-bfvr.pth", f"{RELEASE_URL}/ckpt-bfvr.pth",
+        WeightsEntry("stc", "ckpt-bfvr.pth", (f"{RELEASE_URL}/ckpt-bfvr.pth",), mirror_env="BFVR_STC_MIRROR",
                      description="BFVR-STC stage II, general restoration (2 heads, 9 layers)"),
         # the release file name is misspelt ("defilcker"); keep it, it is the URL
-        WeightsEntry("stc-deflicker", "ckpt-defilcker.pth", f"{RELEASE_URL}/ckpt-defilcker.pth",
+        WeightsEntry("stc-deflicker", "ckpt-defilcker.pth", (f"{RELEASE_URL}/ckpt-defilcker.pth",),
+                     mirror_env="BFVR_STC_MIRROR",
                      description="BFVR-STC stage II, brightness de-flickering (4 heads, 6 layers)"),
-        WeightsEntry("stc-deflicker-sd", "ckpt-deflickersd.pth", f"{RELEASE_URL}/ckpt-deflickersd.pth",
+        WeightsEntry("stc-deflicker-sd", "ckpt-deflickersd.pth", (f"{RELEASE_URL}/ckpt-deflickersd.pth",),
+                     mirror_env="BFVR_STC_MIRROR",
                      description="BFVR-STC stage II, pixel de-flickering (4 heads, 6 layers)"),
     )
 }
@@ -96,12 +114,23 @@ def cached_path(name: str) -> Path:
     return weights_dir() / entry.filename
 
 
+def source_urls(entry: WeightsEntry, urls: tuple[str, ...] | None = None,
+                filename: str | None = None) -> list[str]:
+    """Where to fetch `entry` (or its `urls`/`filename`, e.g. its config.json), in the order to try: the
+    entry's own mirror (``entry.mirror_env``) if set, else ``BFVR_WEIGHTS_BASE_URL`` if set (each a folder URL
+    the file name is appended to), else the entry's URLs."""
+    name = filename or entry.filename
+    for var in (entry.mirror_env, "BFVR_WEIGHTS_BASE_URL"):
+        base = os.environ.get(var) if var else None
+        if base:
+            return [base.rstrip("/") + "/" + name]
+    return list(entry.urls if urls is None else urls)
+
+
 def source_url(entry: WeightsEntry) -> str:
-    """The URL to fetch `entry` from (``BFVR_WEIGHTS_BASE_URL`` replaces the release folder)."""
-    base = os.environ.get("BFVR_WEIGHTS_BASE_URL")
-    if base:
-        return base.rstrip("/") + "/" + entry.filename
-    return entry.url
+    """The first URL `fetch` tries for `entry` (see `source_urls`)."""
+    urls = source_urls(entry)
+    return urls[0] if urls else ""
 
 
 # ------------------------------------------------------------------------------------------- hashing
@@ -251,15 +280,59 @@ def fetch(name: str, *, sha256: str | None = None, force: bool = False, progress
     if path.exists() and not force:
         verify_cached(name, path, sha256=sha256)
         return path
-    url = source_url(entry)
+    urls = source_urls(entry)
+    if not urls:
+        raise WeightsNotFoundError(f"no download address is known for '{name}'; pass --weights PATH.")
     if offline:
         raise WeightsNotFoundError(
             f"the weights of '{name}' are not in the cache and --offline forbids downloading; "
-            f"download {url} and save it as {path}, or pass --weights PATH.")
+            f"download {urls[0]} and save it as {path}, or pass --weights PATH.")
     expected = normalize_sha256(sha256) or entry.sha256
-    actual = download(url, path, sha256=expected, progress=progress, desc=f"{name}: {entry.filename}")
+    if entry.config_urls:  # the Hugging Face config.json first: small, and the weights are useless without it
+        _download_first(source_urls(entry, entry.config_urls, "config.json"), hf_config_path(path),
+                        progress=progress, desc=f"{name}: config.json")
+    actual, url = _download_first(urls, path, sha256=expected, progress=progress, desc=f"{name}: {entry.filename}")
     _record(entry.filename, actual, path.stat().st_size, url)
     return path
+
+
+def _download_first(urls: Sequence[str], dest: Path, **kw: Any) -> tuple[str, str]:
+    """Download the first of `urls` that answers; (sha256, url). A checksum mismatch stops at once."""
+    errors = []
+    for url in urls:
+        try:
+            return download(url, dest, **kw), url
+        except WeightsNotFoundError as e:
+            errors.append(str(e))
+    if len(errors) == 1:
+        raise WeightsNotFoundError(errors[0])
+    raise WeightsNotFoundError(f"none of the {len(urls)} addresses of {dest.name} answered: " + " | ".join(errors))
+
+
+def hf_config_path(weights: str | os.PathLike) -> Path:
+    """Where a Hugging Face ``config.json`` for `weights` lives: ``config.json`` beside a file named like the
+    Hub's (``model.safetensors``, ``pytorch_model.bin``) or inside a snapshot folder, else
+    ``<stem>.config.json`` beside it (how `fetch` caches it)."""
+    p = Path(weights)
+    if p.is_dir():
+        return p / "config.json"
+    if p.name in HF_WEIGHT_NAMES:
+        return p.parent / "config.json"
+    return p.with_name(p.stem + ".config.json")
+
+
+def read_hf_config(weights: str | os.PathLike) -> dict[str, Any] | None:
+    """The Hugging Face ``config.json`` that goes with `weights`, or None when there is none."""
+    p = hf_config_path(weights)
+    if not p.is_file():
+        return None
+    try:
+        cfg = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{p} is not a readable JSON config ({e}); delete it or fetch it again.") from None
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{p} holds a {type(cfg).__name__}, not a config mapping.")
+    return cfg
 
 
 def resolve(name: str, *, weights: str | os.PathLike | None = None, offline: bool = False,
@@ -267,6 +340,12 @@ def resolve(name: str, *, weights: str | os.PathLike | None = None, offline: boo
     """The weights file to load for model `name`: `weights` if given, else the cache (downloading)."""
     if weights is not None:
         path = Path(weights).expanduser()
+        if path.is_dir():  # a Hugging Face model folder (config.json + weights)
+            found = [path / n for n in HF_WEIGHT_NAMES if (path / n).is_file()]
+            if not found:
+                raise WeightsNotFoundError(f"the folder {path} holds none of {', '.join(HF_WEIGHT_NAMES)}; pass a "
+                                           "weights file or a Hugging Face model folder.")
+            path = found[0]
         if not path.is_file():
             raise WeightsNotFoundError(f"the weights file {path} does not exist; pass the path of a "
                                        f"downloaded checkpoint (or omit --weights to use the cache).")

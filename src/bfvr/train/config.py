@@ -370,6 +370,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         sec = raw.get(section)
         if isinstance(sec, dict) and isinstance(sec.get("paths"), list):
             sec["paths"] = [_resolve_data_path(x, p.parent) for x in sec["paths"]]
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("init_weights"), str):
+        model["init_weights"] = _resolve_data_path(model["init_weights"], p.parent)
     return config_from_dict(raw, overrides)
 
 

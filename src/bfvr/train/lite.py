@@ -48,6 +48,16 @@ class LiteTask:
         self.cfg = cfg
         self.device = device
         self.model = _lite_net(cfg).to(device).to(memory_format=torch.channels_last)
+        if cfg.model.init_weights:  # fine-tuning: start from earlier weights (e.g. the shipped ones)
+            from bfvr.models.weights import check_state_dict
+            from bfvr.train.checkpoint import load_weights
+
+            sd = load_weights(cfg.model.init_weights)
+            expected = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+            check_state_dict(sd, expected, what=f"model.init_weights {cfg.model.init_weights}",
+                             model=f"BFVR-Lite ({cfg.model.extra or 'default widths'})")
+            self.model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+            log.info("BFVR-Lite: started from %s", cfg.model.init_weights)
         n = sum(p.numel() for p in self.model.parameters())
         log.info("BFVR-Lite: %d parameters (%s)", n, cfg.model.extra or "default widths")
         self._val: list[tuple[str, np.ndarray, np.ndarray]] | None = None
