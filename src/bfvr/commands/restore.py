@@ -73,6 +73,18 @@ def register(app: typer.Typer) -> None:
         upscale: Annotated[int, typer.Option("--upscale", help="Output N times larger: the background is "
                                              "resized (bicubic), faces are pasted at the new size.", min=1,
                                              rich_help_panel="Faces")] = 1,
+        keep: Annotated[int | None, typer.Option("--keep", help="Sliding-window models (DicFace): centre frames "
+                                                 "kept per call; 1 = the official schedule (one call per frame), "
+                                                 "K = K times fewer calls.", min=1,
+                                                 rich_help_panel="Window models")] = None,
+        mask: Annotated[Path | None, typer.Option("--mask", help="dicface-inpaint: the missing pixels (white), "
+                                                  "one PNG for all frames or a mask video/folder (one per frame), "
+                                                  "the video's size.", show_default=False,
+                                                  rich_help_panel="Window models")] = None,
+        sampling: Annotated[str | None, typer.Option("--sampling", help="DicFace code weights: mean (the "
+                                                     "Dirichlet mean, deterministic; default) or official (a "
+                                                     "Dirichlet draw, seeded).", show_default=False,
+                                                     rich_help_panel="Window models")] = None,
     ) -> None:
         from bfvr.api import Restorer
         from bfvr.engine.base import contract_of
@@ -101,8 +113,19 @@ def register(app: typer.Typer) -> None:
                                 upscale=upscale)
             faces.validate()  # bad face flags fail before a model is loaded
         options = {} if backend == "torch" else {"backend": backend}
+        if mask is not None:
+            if model != "dicface-inpaint":
+                raise ConfigError("--mask goes with --model dicface-inpaint (white = missing pixels).")
+            from bfvr.models.dicface.tasks import FrameMask
+
+            info = probe(inp)
+            FrameMask(mask).check(info.width, info.height, None if max_frames else info.frame_count)
+            options["mask"] = mask
+        if sampling is not None:
+            options["sampling"] = sampling
         r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
-                     clip_len=clip_len, overlap=overlap, progress=not quiet, faces=faces, model_options=options)
+                     clip_len=clip_len, overlap=overlap, keep=keep, progress=not quiet, faces=faces,
+                     model_options=options)
         res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames, fps=fps,
                               lossless=lossless)
         if not quiet:
