@@ -19,6 +19,16 @@ SMALL = {"dim_embed": 32, "n_head": 2, "n_layers": 2, "codebook_size": 64, "late
          "img_size": 32, "attn_resolutions": (4,), "emb_dim": 32}
 
 
+@pytest.fixture(autouse=True)
+def _threads(request):
+    """Small networks run on one thread (on a busy 2-core machine two threads of tiny ops wait on each other,
+    ~50x slower); the slow 512x512 tests keep two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2 if request.node.get_closest_marker("slow") else 1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _small(init: int = 0, **kw) -> DicFace:
     torch.manual_seed(init)
     net = DicFace(**{**SMALL, **kw}).eval()
