@@ -264,6 +264,24 @@ def test_cli_restore_keeps_frames_fps_duration_and_audio(small, synth_clip, tmp_
     assert abs(b.duration - a.duration) <= 1 / float(a.fps) and b.has_audio
 
 
+def test_cli_inpaint_with_the_mask_bfvr_degrade_writes(small, make_clip, tmp_path):
+    """`bfvr degrade --recipe inpaint` writes lq.mp4 + lq.mask.png; that mask drives dicface-inpaint."""
+    from bfvr.io import probe, read_frames
+
+    path, _ = small
+    lq = tmp_path / "lq.mp4"
+    gt = make_clip("gt.mp4", frames=10, width=96, height=96, audio=False)
+    assert run_cli("degrade", str(gt), str(lq), "--recipe", "inpaint", "--no-audio", "-q") == 0
+    mask = tmp_path / "lq.mask.png"
+    assert mask.is_file()
+    out = tmp_path / "out.mp4"
+    assert run_cli("restore", str(lq), "-o", str(out), "--model", "dicface-inpaint", "--mask", str(mask),
+                   "--weights", str(path), "--offline", "--has-aligned", "--keep", "5", "--device", "cpu",
+                   "--precision", "fp32", "-q") == 0
+    assert probe(out).frame_count == probe(lq).frame_count
+    assert read_frames(out).std() > 1  # restored frames, not a blank video
+
+
 def test_cli_mask_errors(small, synth_clip, tmp_path, capsys):
     path, _ = small
     out = tmp_path / "out.mp4"
