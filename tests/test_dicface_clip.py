@@ -124,6 +124,8 @@ def test_option_and_weight_errors(small, tmp_path):
     with pytest.raises(ModelError, match=r"multiscale\.out\.weight") as e:
         load_model("dicface", weights=str(tmp_path / "bad.safetensors"), offline=True)
     assert "feat_emb.weight" in str(e.value)
+    assert run_cli("models", "verify", "dicface", str(path)) == 0  # the small file fits (its config.json)
+    assert run_cli("models", "verify", "dicface", str(tmp_path / "bad.safetensors")) == 2
     # a window whose length is not a multiple of 5 (e.g. --clip-len 7) is one clear error
     m = load_model("dicface", weights=str(path), offline=True)
     with pytest.raises(ModelError, match="multiple of 5"):

@@ -59,7 +59,7 @@ class DicFaceClipModel(NetClipModel):
         self.task, self.w, self.adain = task, float(w), bool(adain)
         self.net.sampling, self.net.seed = sampling, seed
         self.net.reset_rng()
-        self.mask = FrameMask(mask) if isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__") else mask
+        self.mask = mask if mask is None or isinstance(mask, FrameMask) else FrameMask(mask)
 
     @property
     def sampling(self) -> str:
