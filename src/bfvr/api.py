@@ -115,6 +115,11 @@ class Restorer:
     def restore_frames(self, frames: Iterable[tuple[np.ndarray, int | None]]
                        ) -> Iterator[tuple[np.ndarray, int | None]]:
         """Restore a stream of (frame uint8 [H, W, 3], pts); yields (frame, pts) in order, lazily."""
+        from bfvr.engine.base import contract_of
+
+        prepare = contract_of(self.model).prepare_frames
+        if prepare is not None:  # the model's own input preparation of whole frames (e.g. an inpainting mask)
+            frames = prepare(frames)
         if self.has_aligned:
             yield from self.engine().run(frames)
             return

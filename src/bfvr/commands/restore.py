@@ -119,6 +119,14 @@ def register(app: typer.Typer) -> None:
         summary: Annotated[Path | None, typer.Option("--summary", help="Where the JSON summary goes (batch "
                                                      "default: OUT_DIR/bfvr-summary.json).",
                                                      rich_help_panel="Batch and cluster")] = None,
+        mask: Annotated[Path | None, typer.Option("--mask", help="dicface-inpaint: the missing pixels (white), "
+                                                  "one PNG for all frames or a mask video/folder (one per frame), "
+                                                  "the video's size.", show_default=False,
+                                                  rich_help_panel="Window models")] = None,
+        sampling: Annotated[str | None, typer.Option("--sampling", help="DicFace code weights: mean (the "
+                                                     "Dirichlet mean, deterministic; default) or official (a "
+                                                     "Dirichlet draw, seeded).", show_default=False,
+                                                     rich_help_panel="Window models")] = None,
     ) -> None:
         from bfvr.api import Restorer
         from bfvr.engine.base import contract_of
@@ -153,6 +161,19 @@ def register(app: typer.Typer) -> None:
                                 upscale=upscale)
             faces.validate()  # bad face flags fail before a model is loaded
         options = {} if backend == "torch" else {"backend": backend}
+        if mask is not None:
+            if model != "dicface-inpaint":
+                raise ConfigError("--mask goes with --model dicface-inpaint (white = missing pixels).")
+            if batch:
+                raise ConfigError("--mask goes with one input video, not a batch.")
+            from bfvr.io import probe
+            from bfvr.models.dicface.tasks import FrameMask
+
+            info = probe(inp)
+            FrameMask(mask).check(info.width, info.height, None if max_frames else info.frame_count)
+            options["mask"] = mask
+        if sampling is not None:
+            options["sampling"] = sampling
         if scale:
             _run_scaled(inp, out, batch, quiet, fps, dict(
                 model=model, device=device, precision=precision, weights=str(weights) if weights else None,

@@ -13,15 +13,19 @@ with the default used when a model does not set them:
 * `precision` (str | None): set when the model applies its precision itself (autocast, memory layout);
   None = the engine wraps the call in autocast for the precision the caller asked for;
 * `face_crop_mode` ("proportion" | "align" | None): the crop the model was trained on; None = no
-  preference (the face pipeline then uses the proportion crop).
+  preference (the face pipeline then uses the proportion crop);
+* `prepare_frames` (callable): ``f(iter of (frame uint8 [H, W, 3], pts)) -> the same`` applied to the whole
+  video frames before the face pipeline and the engine (e.g. DicFace inpainting paints the mask's holes
+  white); None = frames unchanged.
 
 Callers read all of it through `contract_of(model)`, never by attribute name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -95,6 +99,7 @@ class ModelContract:
     value_range: tuple[float, float] = (0.0, 1.0)
     precision: str | None = None
     face_crop_mode: str | None = None
+    prepare_frames: Callable[[Any], Any] | None = None
 
 
 def contract_of(model: ClipModel) -> ModelContract:
@@ -115,7 +120,7 @@ def contract_of(model: ClipModel) -> ModelContract:
                          schedule=schedule.validated(), canvas=tuple(canvas) if canvas else None,
                          device=torch.device(getattr(model, "device", "cpu")),
                          value_range=(float(lo), float(hi)), precision=getattr(model, "precision", None),
-                         face_crop_mode=crop)
+                         face_crop_mode=crop, prepare_frames=getattr(model, "prepare_frames", None))
 
 
 @runtime_checkable

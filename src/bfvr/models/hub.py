@@ -166,6 +166,53 @@ def _build_lite(device: torch.device, weights: str | None = None, precision: str
     return LiteClipModel(net, clip_len=clip_len, overlap=overlap, device=device, precision=precision)
 
 
+# -------------------------------------------------------------------------------------------- DicFace
+
+def build_dicface_net(config: Mapping[str, Any], *, device: torch.device | str | None = None,
+                      sampling: str = "official", seed: int | None = None) -> torch.nn.Module:
+    """The DicFace network for `config` (``device="meta"`` for shapes only)."""
+    from bfvr.models.dicface import DicFace
+
+    with torch.device(device or "cpu"):
+        return DicFace(**config, sampling=sampling, seed=seed)
+
+
+def _dicface_hf_config(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A ``config.json`` beside DicFace weights: the `DicFace` constructor arguments it names."""
+    import inspect
+
+    from bfvr.models.dicface import DicFace
+
+    known = set(inspect.signature(DicFace).parameters) - {"sampling", "seed"}
+    out = {k: v for k, v in cfg.items() if k in known}
+    if not out:
+        raise ValueError("it names no DicFace constructor argument")
+    return {**_DICFACE, **out}
+
+
+def _dicface_builder(name: str, task: str) -> Callable[..., ClipModel]:
+    def build(device: torch.device, weights: str | None = None, precision: str = "fp32", offline: bool = False,
+              sha256: str | None = None, progress: bool = True, keep: int = 1, window: int = 5,
+              sampling: str | None = None, seed: int | None = 0, w: float = 1.0, adain: bool = False,
+              mask: Any = None, **unknown: object) -> ClipModel:
+        from bfvr.models.dicface.clip import DEFAULT_SAMPLING, DicFaceClipModel
+
+        if unknown:
+            raise ConfigError(f"model '{name}' has no option {', '.join(sorted(unknown))}; it takes keep, window, "
+                              f"sampling, seed, w, adain{', mask' if task == 'inpaint' else ''}.")
+        if task == "inpaint" and mask is None:  # before loading 465 MB of weights
+            raise ConfigError(f"{name} needs the mask of the missing pixels: --mask mask.png (white = missing; "
+                              "or a mask video / folder with one mask per frame).")
+        net, _ = load_net(name, weights=weights, offline=offline, sha256=sha256, progress=progress)
+        return DicFaceClipModel(net, name=name, task=task, window=window, keep=keep, device=device,
+                                precision=precision, w=w, adain=adain, sampling=sampling or DEFAULT_SAMPLING,
+                                seed=seed, mask=mask)
+
+    return build
+
+
+_DICFACE = {"dim_embed": 512, "n_head": 8, "n_layers": 9, "codebook_size": 1024,
+            "connect_list": ("32", "64", "128", "256"), "frame_length": 5}
 _LITE = {"widths": (64, 96, 128), "enc_blocks": (1, 2, 4), "dec_blocks": (2, 2), "temporal": True}
 _STC_BFVR = {"n_head": 2, "n_layers": 9, "codebook_size": 1024, "dim_embd": 256}
 _STC_DEFLICKER = {"n_head": 4, "n_layers": 6, "codebook_size": 1024, "dim_embd": 256}
@@ -183,6 +230,17 @@ MODELS: dict[str, ModelSpec] = {
     "stc-deflicker-sd": ModelSpec("stc-deflicker-sd", "BFVR-STC: pixel de-flickering, official weights",
                                   _stc_builder("stc-deflicker-sd"), weights="stc-deflicker-sd",
                                   config=_STC_DEFLICKER, net=build_stc_net),
+    "dicface": ModelSpec("dicface", "DicFace (ICCV 2025): face video restoration, Dirichlet code mixtures, "
+                         "official weights", _dicface_builder("dicface", "restore"), weights="dicface",
+                         config=_DICFACE, net=build_dicface_net, hf_config=_dicface_hf_config),
+    "dicface-inpaint": ModelSpec("dicface-inpaint", "DicFace: face video inpainting (--mask, white = missing), "
+                                 "official weights", _dicface_builder("dicface-inpaint", "inpaint"),
+                                 weights="dicface-inpaint", config=_DICFACE, net=build_dicface_net,
+                                 hf_config=_dicface_hf_config),
+    "dicface-color": ModelSpec("dicface-color", "DicFace: face video colourisation (input made grey first), "
+                               "official weights", _dicface_builder("dicface-color", "color"),
+                               weights="dicface-color", config=_DICFACE, net=build_dicface_net,
+                               hf_config=_dicface_hf_config),
 }
 
 

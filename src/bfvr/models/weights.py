@@ -35,6 +35,8 @@ from typing import Any, Mapping, Sequence
 from bfvr.errors import ModelError, WeightsNotFoundError
 
 RELEASE_URL = "https://github.com/Dixin-Lab/BFVR-STC/releases/download/init"
+#: the DicFace authors' Hugging Face model repo (`fudan-generative-ai/DicFace_model`), folder `CodeFormer/`
+DICFACE_URL = "https://huggingface.co/fudan-generative-ai/DicFace_model/resolve/main/CodeFormer"
 #: the bundled BFVR-Lite weights, relative to the `bfvr.models.lite` package
 LITE_WEIGHTS = "weights/bfvr-lite.safetensors"
 REGISTRY_NAME = "registry.json"
@@ -82,6 +84,17 @@ WEIGHTS: dict[str, WeightsEntry] = {
         WeightsEntry("stc-deflicker-sd", "ckpt-deflickersd.pth", (f"{RELEASE_URL}/ckpt-deflickersd.pth",),
                      mirror_env="BFVR_STC_MIRROR",
                      description="BFVR-STC stage II, pixel de-flickering (4 heads, 6 layers)"),
+        # DicFace: 930 MB each (params + params_ema); the network loads params_ema
+        WeightsEntry("dicface", "bfr_100k.pth", (f"{DICFACE_URL}/bfr_100k.pth",), mirror_env="BFVR_DICFACE_MIRROR",
+                     description="DicFace, blind face video restoration (100k iterations)"),
+        WeightsEntry("dicface-inpaint", "inpainting_100k.pth", (f"{DICFACE_URL}/inpainting_100k.pth",),
+                     mirror_env="BFVR_DICFACE_MIRROR", description="DicFace, face video inpainting (100k iterations)"),
+        WeightsEntry("dicface-color", "color_100k.pth", (f"{DICFACE_URL}/color_100k.pth",),
+                     mirror_env="BFVR_DICFACE_MIRROR", description="DicFace, face video colourisation (100k iterations)"),
+        # what DicFace training starts from (loaded non-strictly: CodeFormer's own layout), 377 MB
+        WeightsEntry("dicface-codeformer", "codeformer.pth", (f"{DICFACE_URL}/codeformer.pth",),
+                     mirror_env="BFVR_DICFACE_MIRROR",
+                     description="CodeFormer weights, the initialisation of DicFace training (not a video model)"),
     )
 }
 
