@@ -80,6 +80,10 @@ def register(app: typer.Typer) -> None:
         no_smooth: Annotated[bool, typer.Option("--no-smooth", help="Do not smooth face boxes/landmarks over "
                                                 "time (the crop then follows every detector jitter).",
                                                 rich_help_panel="Faces")] = False,
+        paste_mask: Annotated[str, typer.Option("--paste-mask", help="Where the restored face replaces the frame: "
+                                                "box (feathered square), ellipse, or parsing (face and hair as "
+                                                "labelled by PGTFormer's face-parsing net; needs its weights).",
+                                                rich_help_panel="Faces")] = "box",
         draw_box: Annotated[bool, typer.Option("--draw-box", help="Draw each restored face's crop outline "
                                                "(debugging).", rich_help_panel="Faces")] = False,
         upscale: Annotated[int, typer.Option("--upscale", help="Output N times larger: the background is "
@@ -158,8 +162,12 @@ def register(app: typer.Typer) -> None:
 
             faces = FaceOptions(select=face_select, crop_mode=crop_mode, detector=detector,
                                 detect_every=detect_every, smooth=not no_smooth, draw_box=draw_box,
-                                upscale=upscale)
+                                upscale=upscale, mask_shape=paste_mask)
             faces.validate()  # bad face flags fail before a model is loaded
+            if paste_mask == "parsing" and model != "pgtformer":
+                from bfvr.faces.parsing_mask import require_parsing_weights
+
+                require_parsing_weights()
         options = {} if backend == "torch" else {"backend": backend}
         if mask is not None:
             if model != "dicface-inpaint":

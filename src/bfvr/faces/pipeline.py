@@ -34,6 +34,7 @@ from bfvr.faces.paste import draw_box, match_color, paste_back, soft_mask
 from bfvr.faces.track import FaceTracker, ShotCutDetector, TrackState
 
 SELECT_CHOICES = ("largest", "center", "all")
+MASK_CHOICES = ("box", "ellipse", "parsing")
 
 
 class NoFaceWarning(UserWarning):
@@ -85,7 +86,10 @@ class FaceOptions:
     min_hits: int = 3                # detections before a track is used
     iou_threshold: float = 0.3
     cut_threshold: float = 0.3       # shot cut: Bhattacharyya distance of colour histograms
-    mask_shape: str = "box"          # box | ellipse
+    mask_shape: str = "box"          # box | ellipse | parsing (face + hair of a face-parsing net, inside the box;
+    #                                  bfvr.faces.parsing_mask)
+    parsing_weights: str | None = None  # mask_shape parsing: weights of the parsing net (default: the model's
+    #                                  own, else the cached PGTFormer weights)
     erode: float = 0.04              # mask: shrink by this x canvas size per side
     feather: float = 0.06            # mask: Gaussian edge sigma, x canvas size
     color_match: bool = False        # match the restored face's colour statistics to the input crop
@@ -107,6 +111,8 @@ class FaceOptions:
         if self.crop_mode not in CROP_MODES + ("auto",):
             raise ConfigError(f"unknown --crop-mode '{self.crop_mode}'; "
                               f"choose one of: {', '.join(CROP_MODES + ('auto',))}.")
+        if self.mask_shape not in MASK_CHOICES:
+            raise ConfigError(f"unknown --paste-mask '{self.mask_shape}'; choose one of: {', '.join(MASK_CHOICES)}.")
         if self.detect_every < 1:
             raise ConfigError("--detect-every must be 1 or more.")
         if self.upscale < 1:
@@ -163,6 +169,8 @@ class FacePipeline:
         self._detector = detector
         self.progress = progress
         self.stats: dict = {}
+        #: a face-parsing network for mask_shape "parsing" (for_model takes the model's own, if it has one)
+        self.parsing_net = None
 
     @classmethod
     def for_model(cls, model, options: FaceOptions | None = None, **kw) -> FacePipeline:
@@ -174,6 +182,7 @@ class FacePipeline:
         if hasattr(model, "restore_clip"):
             canvas, pref = contract_of(model).canvas, contract_of(model).face_crop_mode
             factory = lambda: ClipRunner(model)  # noqa: E731
+            net_model = model
         else:  # a factory of ClipEngines or of runners
             probe = model()
             engine = probe if isinstance(probe, ClipEngine) else getattr(probe, "engine", None)
@@ -181,12 +190,15 @@ class FacePipeline:
                 canvas, pref = engine.canvas, engine.contract.face_crop_mode
             else:  # a custom runner: no model to ask
                 canvas, pref = None, None
+            net_model = engine.model if isinstance(engine, ClipEngine) else None
             factory = lambda: _as_runner(model())  # noqa: E731
         if opt.crop_mode == "auto":
             opt.crop_mode = pref or "proportion"
         if canvas:
             opt.canvas = tuple(canvas)
-        return cls(factory, opt, **kw)
+        pipe = cls(factory, opt, **kw)
+        pipe.parsing_net = getattr(net_model, "parsing_net", None)
+        return pipe
 
     @property
     def detector(self) -> FaceDetector:
@@ -204,7 +216,14 @@ class FacePipeline:
         self._runners: dict[int, Runner] = {}
         self._pending: dict[int, deque] = {}
         self._selected: int | None = None
-        self._mask = soft_mask(tuple(opt.canvas), opt.mask_shape, opt.erode, opt.feather)
+        self._mask = soft_mask(tuple(opt.canvas), "box" if opt.mask_shape == "parsing" else opt.mask_shape,
+                               opt.erode, opt.feather)
+        self._masker = None
+        if opt.mask_shape == "parsing" and not opt.has_aligned:
+            from bfvr.faces.parsing_mask import ParsingMasker
+
+            self._masker = ParsingMasker(self.parsing_net, self._mask) if self.parsing_net is not None else \
+                ParsingMasker.load(self._mask, opt.parsing_weights)
         self.stats = {"frames": 0, "frames_with_face": 0, "crops": 0, "tracks": set(), "cuts": [],
                       "detect_seconds": 0.0, "max_buffered_frames": 0, "boxes": {}, "detector": None,
                       "detector_runs": 0, "frames_detected": 0}
@@ -326,9 +345,10 @@ class FacePipeline:
             if s > 1:  # the matrix maps original frame pixels; compose with the upscale
                 up_inv = np.array([[1 / s, 0, (1 / s - 1) / 2], [0, 1 / s, (1 / s - 1) / 2], [0, 0, 1]])
                 m = (np.vstack([m, [0, 0, 1]]) @ up_inv)[:2]
+            mask = self._mask if self._masker is None else self._masker(face)
             if crop is not None:
-                face = match_color(face, crop, self._mask)
-            paste_back(slot.out, face, m, self._mask, out=slot.out)
+                face = match_color(face, crop, mask)
+            paste_back(slot.out, face, m, mask, out=slot.out)
             if self.opt.draw_box:
                 slot.boxes.append((m, tid))
             slot.pending -= 1

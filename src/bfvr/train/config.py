@@ -51,6 +51,8 @@ class ModelConfig:
     #: optional initial weights of the trained network itself (e.g. Stage II "all degradations" starts from
     #: the "no noise" run); same accepted forms as `stage1_weights`
     init_weights: str | None = None
+    #: PGTFormer stages II-IV: the face-parsing BiSeNet (a PGTFormer checkpoint or a face-parsing state_dict)
+    parsing_weights: str | None = None
 
 
 @dataclass
@@ -128,6 +130,12 @@ class LossConfig:
     ce: float = 1.0
     #: BFVR-Lite: weight of the temporal term |(pred_t+1 - pred_t) - (gt_t+1 - gt_t)| (Charbonnier)
     temporal: float = 0.0
+    #: PGTFormer stage IV: focal code loss exponent, gradient-L1 weight and its (pixel, spatial gradient,
+    #: temporal difference) weights, weight of the perceptual loss of frame differences
+    focal_gamma: float = 2.0
+    grad: float = 0.0
+    grad_levels: list[float] = field(default_factory=lambda: [0.2, 0.05, 0.05])
+    tgrad: float = 0.8
 
 
 @dataclass
@@ -233,6 +241,12 @@ class TrainConfig:
             raise ConfigError(f"disc.backbone must be 'dinov2' or 'conv', not {self.disc.backbone!r}.")
         if self.loss.perceptual_fallback not in ("ssim+grad", "none"):
             raise ConfigError("loss.perceptual_fallback must be 'ssim+grad' or 'none'.")
+        pgt_later = ("pgtformer-stage2", "pgtformer-stage3", "pgtformer-stage4")
+        if self.task_name in pgt_later and not self.model.stage1_weights:
+            raise ConfigError(f"{self.task_name} needs model.stage1_weights (the PGTFormer Stage-I run folder or "
+                              "weights file); set it in the config or with --set model.stage1_weights=PATH.")
+        if len(self.loss.grad_levels) != 3:
+            raise ConfigError("loss.grad_levels takes 3 weights (pixel, spatial gradient, temporal difference).")
         if self.task_name == "stc-stage2" and not self.model.stage1_weights:
             raise ConfigError("stage2 needs model.stage1_weights (the Stage-I run folder or weights file); "
                               "set it in the config or with --set model.stage1_weights=PATH.")
