@@ -31,8 +31,12 @@ class ModelConfig:
     codebook_size: int = 1024
     emb_dim: int = 256
     beta: float = 0.25
-    #: "paper" (KL(marginal || uniform), the default for training) or "official" (the released code's form)
+    #: MPR form (bfvr.models.stc.quantizer): "paper" (the printed KL(marginal || uniform) on inverse Euclidean
+    #: distances; inert in practice), "tempered" (the same with temperature `mpr_temperature`: the form that
+    #: acts), "official" (the released code's near-zero form) or "none"
     mpr: str = "paper"
+    #: temperature of the "tempered" MPR soft assignment (1 = the paper's inverse distances)
+    mpr_temperature: float = 0.1
     #: Stage II: lookup transformers
     n_head: int = 2
     n_layers: int = 9
@@ -188,9 +192,9 @@ class TrainConfig:
     device: str = "auto"
     #: torch intra-op threads per process (0 = leave torch's default)
     threads: int = 0
-    #: DDP: tolerate parameters without gradient in a step. None = automatic: on for Stage I unless
-    #: model.mpr is "paper" (the quantiser's temporal attention only gets gradients through the MPR term),
-    #: off for Stage II and the discriminator
+    #: DDP: tolerate parameters without gradient in a step. None = automatic: on for Stage I when
+    #: model.mpr is "none" (the quantiser's temporal attention only gets gradients through the MPR term),
+    #: off otherwise and for Stage II and the discriminator
     ddp_find_unused: bool | None = None
     #: also write TensorBoard events when the `tensorboard` package is installed
     tensorboard: bool = True
@@ -225,6 +229,10 @@ class TrainConfig:
         if self.optim.scheduler not in ("constant", "cosine_restart", "multistep"):
             raise ConfigError(f"optim.scheduler must be constant, cosine_restart or multistep, "
                               f"not {self.optim.scheduler!r}.")
+        if self.model.mpr not in ("paper", "tempered", "official", "none"):
+            raise ConfigError(f"model.mpr must be paper, tempered, official or none, not {self.model.mpr!r}.")
+        if not self.model.mpr_temperature > 0:
+            raise ConfigError(f"model.mpr_temperature must be positive, got {self.model.mpr_temperature}.")
         if self.disc.backbone not in ("dinov2", "conv"):
             raise ConfigError(f"disc.backbone must be 'dinov2' or 'conv', not {self.disc.backbone!r}.")
         if self.loss.perceptual_fallback not in ("ssim+grad", "none"):

@@ -30,7 +30,8 @@ log = logging.getLogger("bfvr.train")
 def _vqgan_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     m = cfg.model
     return dict(nf=m.nf, ch_mult=tuple(m.ch_mult), res_blocks=m.res_blocks, codebook_size=m.codebook_size,
-                emb_dim=m.emb_dim, beta=m.beta, mpr=m.mpr, **m.extra)
+                emb_dim=m.emb_dim, beta=m.beta, mpr=m.mpr,
+                mpr_temperature=m.mpr_temperature, **m.extra)
 
 
 def build_stage1_model(cfg: TrainConfig) -> nn.Module:
@@ -82,6 +83,7 @@ class Stage1Task:
         self.disc = build_discriminator(cfg).to(device) if cfg.loss.gan > 0 else None
         if self.disc is None:
             log.info("GAN loss: off (loss.gan = 0)")
+        self._usage: dict[str, torch.Tensor] = {}
         self.perceptual = None
         if cfg.loss.perceptual > 0:
             self.perceptual = build_perceptual(cfg.loss.vgg_weights, cfg.loss.lpips_weights,
@@ -91,6 +93,26 @@ class Stage1Task:
 
     def gan_on(self, step: int) -> bool:
         return self.disc is not None and step >= self.cfg.loss.disc_start
+
+    @torch.no_grad()
+    def _count_usage(self, stats: dict, logs: dict[str, torch.Tensor]) -> None:
+        """Codebook usage of this micro-batch: `codes_active_s/t` (distinct codes) into the logs, and the
+        per-code counts added to the window that `take_usage` hands to the logger."""
+        from bfvr.models.stc.quantizer import usage_stats
+
+        n = self.cfg.model.codebook_size
+        for key in ("s", "t"):
+            idx = stats.get(f"min_encoding_indices_{key}")
+            if idx is None:
+                continue
+            u = usage_stats(idx, n)
+            logs[f"codes_active_{key}"] = u["active"].float()
+            self._usage[key] = self._usage.get(key, 0) + u["counts"].cpu()
+
+    def take_usage(self) -> dict[str, torch.Tensor]:
+        """Per-code counts of both codebooks since the previous call ({"s": [N], "t": [N]}), then reset."""
+        out, self._usage = self._usage, {}
+        return out
 
     def generator_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int,
                        disc_fn) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
@@ -112,6 +134,7 @@ class Stage1Task:
             logs["g_gan"] = g
         logs["perplexity_s"] = stats.get("perplexity_s", torch.zeros(()))
         logs["perplexity_t"] = stats.get("perplexity_t", torch.zeros(()))
+        self._count_usage(stats, logs)
         logs["loss"] = total
         return total, logs, out.detach()
 
