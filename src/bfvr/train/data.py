@@ -97,7 +97,8 @@ def _read_video(path: Path, max_frames: int) -> np.ndarray:
 
 class BuiltinClipDataset(Dataset):
     """Videos decoded once into memory (first `max_frames` frames, stretched to size x size), from which
-    position p draws a video, a `clip_len` window, a crop, a flip and the degradation parameters with
+    position p draws a video, a `clip_len` window (`window="first"`: always the first clip_len frames, as
+    the STC paper samples), a crop, a flip and the degradation parameters with
     `np.random.default_rng([seed, p])`.
 
     recipe: "none" (LQ = GT, Stage I) or any `bfvr.degrade` recipe ("stc-nonoise", "stc",
@@ -106,7 +107,8 @@ class BuiltinClipDataset(Dataset):
 
     def __init__(self, paths: Sequence[str], *, clip_len: int = 24, size: int = 256, crop: int | None = None,
                  recipe: str = "none", hflip: bool = False, max_frames: int = 240, seed: int = 0,
-                 progress: bool = False, face_crop: bool = False, exclude: Sequence[str] = ()) -> None:
+                 progress: bool = False, face_crop: bool = False, exclude: Sequence[str] = (),
+                 window: str = "random") -> None:
         self.degradation = None
         if recipe != "none":
             from bfvr.degrade import recipe as make_recipe
@@ -115,6 +117,7 @@ class BuiltinClipDataset(Dataset):
 
         self.clip_len, self.size, self.crop = clip_len, size, crop
         self.recipe, self.hflip, self.seed = recipe, hflip, seed
+        self.window = window
         self.videos: list[np.ndarray] = []
         self.names: list[str] = []
         files = [f for f in expand_paths(paths) if f.stem not in set(exclude)]
@@ -145,7 +148,9 @@ class BuiltinClipDataset(Dataset):
     def __getitem__(self, pos: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, int(pos)])
         v = self.videos[int(rng.integers(len(self.videos)))]
-        t0 = int(rng.integers(len(v) - self.clip_len + 1))
+        t0 = int(rng.integers(len(v) - self.clip_len + 1))  # drawn in both modes: same draws after it
+        if self.window == "first":
+            t0 = 0
         clip = v[t0:t0 + self.clip_len]
         if self.crop is not None and self.crop < self.size:
             y0 = int(rng.integers(self.size - self.crop + 1))
@@ -213,8 +218,9 @@ def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
             log.info("data: bfvr.data.ClipDataset, recipe %s, %d clips", cfg.recipe, len(ds))
             return ds
     ds = BuiltinClipDataset(cfg.paths, clip_len=cfg.clip_len, size=cfg.size, crop=cfg.crop, recipe=cfg.recipe,
-                            hflip=cfg.hflip, max_frames=cfg.max_frames, seed=seed, progress=progress,
-                            face_crop=cfg.face_crop, exclude=cfg.exclude)
+                            hflip=cfg.hflip, max_frames=cfg.clip_len if cfg.window == "first" else cfg.max_frames,
+                            seed=seed, progress=progress,
+                            face_crop=cfg.face_crop, exclude=cfg.exclude, window=cfg.window)
     log.info("data: built-in clip reader, recipe %s, %d videos", cfg.recipe, len(ds))
     return ds
 
@@ -222,8 +228,10 @@ def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
 def _make_project_dataset(cls, cfg, seed: int):
     """bfvr.data.ClipDataset with our settings (CTHW items; recipe "none" = no degradation)."""
     source = list(cfg.paths) if len(cfg.paths) != 1 else cfg.paths[0]
+    # window "first": windows may only start at frame 0 (ClipDataset draws the start within max_frames)
+    max_frames = cfg.clip_len if cfg.window == "first" else cfg.max_frames
     base = cls(source, clip_len=cfg.clip_len, size=cfg.size, recipe=None if cfg.recipe == "none" else cfg.recipe,
-               seed=seed, crop=cfg.crop_mode, hflip=cfg.hflip, layout="CTHW", max_frames=cfg.max_frames)
+               seed=seed, crop=cfg.crop_mode, hflip=cfg.hflip, layout="CTHW", max_frames=max_frames)
     return ProjectClipDataset(base, seed=seed, crop=cfg.crop)
 
 

@@ -3,7 +3,9 @@
 Stage I (`Stage1Task`): the 3D-VQGAN with spatial + temporal codebooks learns to reconstruct GT clips:
     L_G = l1 * |x_hat - x| + perceptual * P(x_hat, x) + codebook * L_code + mpr * L_MPR
           + [step >= disc_start] * gan * (-mean D(x_hat))
-    L_D = [step >= disc_start] * (mean relu(1 - D(x)) + mean relu(1 + D(sg(x_hat))))   (hinge)
+    L_D = [step >= disc_start] * (mean relu(1 - D(x)) + mean relu(1 + D(sg(x_hat))))   (hinge, official)
+  with `loss.gan_loss: log` (the paper) the GAN terms are the non-saturating log loss on logits l:
+    G: mean softplus(-l(x_hat)),  D: mean softplus(-l(x)) + mean softplus(l(sg(x_hat))).
 
 Stage II (`Stage2Task`): codebooks and generator frozen (from Stage I); the LQ encoder and the two lookup
 transformers learn to predict the codes that the frozen Stage-I encoder assigns to the GT clip:
@@ -22,7 +24,7 @@ from torch import nn
 from bfvr.errors import ConfigError, ModelError
 from bfvr.train.checkpoint import load_weights
 from bfvr.train.config import TrainConfig
-from bfvr.train.losses import build_perceptual, hinge_d_loss, hinge_g_loss
+from bfvr.train.losses import GAN_LOSSES, VGG19PerceptualLoss, build_perceptual
 
 log = logging.getLogger("bfvr.train")
 
@@ -49,13 +51,14 @@ def build_discriminator(cfg: TrainConfig) -> nn.Module:
     d = cfg.disc
     if d.backbone == "dinov2":
         disc = DINOv2Discriminator.load(repo=d.dinov2_repo, weights=d.dinov2_weights,
-                                        official_no_grad=d.official_no_grad)
-        log.info("discriminator: frozen DINOv2 ViT-S/14 + 3 linear heads (%s)",
+                                        official_no_grad=d.official_no_grad, heads=d.heads, head_hidden=d.head_hidden)
+        log.info("discriminator: frozen DINOv2 ViT-S/14 + 3 %s heads (%s)", d.heads,
                  d.dinov2_weights)
         return disc
-    log.warning("discriminator: weight-free fallback (trainable conv stack + 3 linear heads), "
-                "not the official frozen-DINOv2 one (disc.backbone: conv)")
-    return ConvDiscriminator(width=d.width, depth=d.depth, feat_dim=d.feat_dim)
+    log.warning("discriminator: weight-free fallback (trainable conv stack + 3 %s heads), "
+                "not the official frozen-DINOv2 one (disc.backbone: conv)", d.heads)
+    return ConvDiscriminator(width=d.width, depth=d.depth, feat_dim=d.feat_dim, heads=d.heads,
+                             head_hidden=d.head_hidden)
 
 
 def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], prefixes: tuple[str, ...], what: str) -> None:
@@ -71,7 +74,7 @@ def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], prefixes: tuple[s
 
 
 class Stage1Task:
-    """Stage I: reconstruction + codebook + MPR + hinge GAN."""
+    """Stage I: reconstruction + codebook + MPR + GAN (hinge, or the paper's log loss)."""
 
     has_disc = True
 
@@ -85,7 +88,11 @@ class Stage1Task:
             log.info("GAN loss: off (loss.gan = 0)")
         self._usage: dict[str, torch.Tensor] = {}
         self.perceptual = None
-        if cfg.loss.perceptual > 0:
+        self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[cfg.loss.gan_loss]
+        if cfg.loss.perceptual > 0 and cfg.loss.perceptual_net == "vgg19":
+            self.perceptual = VGG19PerceptualLoss(cfg.loss.vgg19_weights)
+            log.info("perceptual loss: VGG19 features from %s", cfg.loss.vgg19_weights)
+        elif cfg.loss.perceptual > 0:
             self.perceptual = build_perceptual(cfg.loss.vgg_weights, cfg.loss.lpips_weights,
                                                cfg.loss.perceptual_fallback)
             if self.perceptual is not None:
@@ -129,7 +136,7 @@ class Stage1Task:
             total = total + lw.perceptual * p
             logs["perceptual"] = p
         if self.gan_on(step):
-            g = hinge_g_loss(disc_fn(out))
+            g = self.g_loss_fn(disc_fn(out))
             total = total + lw.gan * g
             logs["g_gan"] = g
         logs["perplexity_s"] = stats.get("perplexity_s", torch.zeros(()))
@@ -141,7 +148,7 @@ class Stage1Task:
     def disc_loss(self, disc: nn.Module, gt: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
         real_logits = disc(gt)
         fake_logits = disc(fake)
-        d = hinge_d_loss(real_logits, fake_logits)
+        d = self.d_loss_fn(real_logits, fake_logits)
         return d, {"d_loss": d, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
 
 

@@ -37,8 +37,8 @@ from torch import nn
 
 from bfvr.models.blocks import TemporalAttention
 
-MPRForm = Literal["paper", "tempered", "official", "none"]
-MPR_FORMS = ("paper", "tempered", "official", "none")
+MPRForm = Literal["paper", "gaussian", "official", "none"]
+MPR_FORMS = ("paper", "gaussian", "official", "none")
 
 
 def motion_residual(z: torch.Tensor) -> torch.Tensor:
@@ -61,14 +61,25 @@ def official_stage2_residual(z: torch.Tensor) -> torch.Tensor:
 
 
 def soft_assignment(d: torch.Tensor, temperature: float = 1.0, eps: float = 1e-12) -> torch.Tensor:
-    """q [tokens, N] from squared distances d [tokens, N]: q_n proportional to D_n^(-1/temperature), D the
-    Euclidean distance (temperature 1 = the paper's inverse distances, 1/2 = inverse squared distances)."""
+    """Inverse-distance soft assignment q [tokens, N] from squared distances d [tokens, N]: q_n proportional
+    to D_n^(-1/temperature), D the Euclidean distance (temperature 1 = the paper's printed 1/D_E, 1/2 =
+    inverse squared distances, as the released code)."""
     return torch.softmax(torch.log(d.float().clamp_min(eps)) * (-0.5 / temperature), dim=1)
 
 
 def soft_marginal(d: torch.Tensor, temperature: float = 1.0, eps: float = 1e-12) -> torch.Tensor:
     """Marginal code usage P [N]: the mean over tokens of `soft_assignment(d, temperature)`."""
     return soft_assignment(d, temperature, eps).mean(dim=0)
+
+
+def gaussian_assignment(d: torch.Tensor, temperature: float = 0.3) -> torch.Tensor:
+    """Gaussian soft assignment q [tokens, N] = softmax_n(-d_n / s) from squared distances d, i.e. the
+    posterior of an isotropic Gaussian mixture centred on the codes. The width s is `temperature` times
+    the spread of the squared distances (the mean over tokens of their standard deviation over the codes,
+    without gradient), so the sharpness does not depend on the scale of the latents."""
+    d = d.float()
+    spread = d.detach().std(dim=1).mean().clamp_min(1e-12)
+    return torch.softmax((d.amin(dim=1, keepdim=True).detach() - d) / (temperature * spread), dim=1)
 
 
 def official_soft_marginal(d: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -80,11 +91,11 @@ def official_soft_marginal(d: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 def marginal_prior_kl(p: torch.Tensor, form: MPRForm = "paper") -> torch.Tensor:
     """Divergence of a marginal code distribution p [N] from the uniform prior.
 
-    ``paper`` / ``tempered``: KL(p || U) = sum_n p_n log(N p_n) (0 log 0 = 0). ``official``: the released
+    ``paper`` / ``gaussian``: KL(p || U) = sum_n p_n log(N p_n) (0 log 0 = 0). ``official``: the released
     code's ``KLDivLoss()(log_softmax(p), softmax(U))`` with mean reduction (close to 0 for any p).
     """
     n = p.shape[-1]
-    if form in ("paper", "tempered"):
+    if form in ("paper", "gaussian"):
         return torch.where(p > 0, p * torch.log(p.clamp_min(1e-30) * n), torch.zeros_like(p)).sum(-1)
     if form == "official":
         target = F.softmax(torch.full_like(p, 1.0 / n), dim=-1)
@@ -95,13 +106,17 @@ def marginal_prior_kl(p: torch.Tensor, form: MPRForm = "paper") -> torch.Tensor:
     raise ValueError(f"unknown MPR form {form!r}; use one of {', '.join(MPR_FORMS)}")
 
 
-def mpr_term(d: torch.Tensor, form: MPRForm, temperature: float = 0.1) -> torch.Tensor:
+def mpr_term(d: torch.Tensor, form: MPRForm, temperature: float = 0.3) -> torch.Tensor:
     """The (unweighted) MPR of one codebook from the squared distances d [tokens, N] of its tokens."""
     if form == "official":
         return marginal_prior_kl(official_soft_marginal(d), "official")
+    if form == "paper":
+        return marginal_prior_kl(soft_marginal(d, 1.0), "paper")
+    if form == "gaussian":
+        return marginal_prior_kl(gaussian_assignment(d, temperature).mean(dim=0), "paper")
     if form == "none":
         return d.new_zeros(())
-    return marginal_prior_kl(soft_marginal(d, 1.0 if form == "paper" else temperature), form)
+    raise ValueError(f"unknown MPR form {form!r}; use one of {', '.join(MPR_FORMS)}")
 
 
 def usage_stats(idx: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
@@ -127,7 +142,7 @@ class VectorQuantizerST(nn.Module):
     """Spatial + temporal codebooks (`embedding_s`, `embedding_t`) and the temporal attention `SA`."""
 
     def __init__(self, codebook_size: int = 1024, emb_dim: int = 256, beta: float = 0.25, *,
-                 mpr: MPRForm = "paper", mpr_weight: float = 0.1, mpr_temperature: float = 0.1,
+                 mpr: MPRForm = "paper", mpr_weight: float = 0.1, mpr_temperature: float = 0.3,
                  sa_groups: int = 16, sa_eps: float = 1e-6) -> None:
         super().__init__()
         if mpr not in MPR_FORMS:

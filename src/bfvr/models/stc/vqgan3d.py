@@ -102,7 +102,7 @@ class STCVQGAN(nn.Module):
 
     def __init__(self, nf: int = 32, ch_mult: Sequence[int] = (1, 2, 4, 8), res_blocks: int = 2,
                  codebook_size: int = 1024, emb_dim: int = 256, beta: float = 0.25, *,
-                 mpr: MPRForm = "paper", mpr_weight: float = 0.1, mpr_temperature: float = 0.1,
+                 mpr: MPRForm = "paper", mpr_weight: float = 0.1, mpr_temperature: float = 0.3,
                  attn_resolutions: Sequence[int] = (32,),
                  resolution: int = 256, in_channels: int = 3, temporal_scale_levels: Sequence[int] = (0,),
                  img_size: int | None = None) -> None:
