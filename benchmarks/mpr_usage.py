@@ -34,6 +34,7 @@ VARIANTS = {
 
 
 def train(name: str, out: Path, steps: int) -> Path:
+    from bfvr.errors import BfvrError
     from bfvr.train.checkpoint import find_checkpoint
     from bfvr.train.config import load_config
     from bfvr.train.trainer import train as run
@@ -42,7 +43,7 @@ def train(name: str, out: Path, steps: int) -> Path:
     try:
         if find_checkpoint(rd).name == f"step_{steps:08d}":
             return rd
-    except Exception:  # no checkpoint yet
+    except BfvrError:  # no checkpoint yet: train
         pass
     over = VARIANTS[name][0] + ["loss.gan=0", f"max_steps={steps}", f"ckpt_every={steps}", f"out_dir={rd}"]
     cfg = load_config(REPO / "configs/stc/tiny_stage1.yaml", over)

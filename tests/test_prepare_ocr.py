@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 VIDEO = "lp_driving_d18.mp4"  # 480x480 talking head; its face-proportion crop is about [70, 80, 430, 440]
@@ -25,8 +24,8 @@ def _burn_caption(frame: np.ndarray, text: str = "BREAKING NEWS") -> np.ndarray:
     g = frame.copy()
     y0, y1 = int(h * 0.78), int(h * 0.89)
     cv2.rectangle(g, (int(w * 0.1), y0), (int(w * 0.9), y1), (0, 0, 0), -1)
-    cv2.putText(g, text, (int(w * 0.13), y1 - int(h * 0.035)), cv2.FONT_HERSHEY_DUPLEX, w / 400, (255, 255, 255), 2,
-                cv2.LINE_AA)
+    cv2.putText(g, text, (int(w * 0.13), y1 - int(h * 0.035)), cv2.FONT_HERSHEY_DUPLEX, w / 400, (255, 255, 255),
+                max(2, round(w / 240)), cv2.LINE_AA)
     return g
 
 

@@ -11,11 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from bfvr.models.stc.quantizer import (VectorQuantizerST, _sq_distances, gaussian_assignment, mpr_term,
-                                       usage_stats)
-from bfvr.train.config import config_from_dict, load_config
 from conftest import run_cli
+
+from bfvr.models.stc.quantizer import (
+    VectorQuantizerST,
+    _sq_distances,
+    gaussian_assignment,
+    mpr_term,
+    usage_stats,
+)
+from bfvr.train.config import config_from_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = "lp_driving_d18.mp4"  # 480x480 talking head, 216 frames
@@ -115,8 +120,8 @@ def test_quantizer_forms_and_errors() -> None:
 def test_codebook_usage_is_logged(faces_dir: Path, tmp_path: Path) -> None:
     """Every record has the batch's active codes and the window's usage; histograms.jsonl has the per-code
     counts of each window (summing to the tokens quantised), TensorBoard a histogram per codebook."""
-    from bfvr.train.trainer import Trainer
     from bfvr.train.tracking import read_histograms, read_metrics
+    from bfvr.train.trainer import Trainer
 
     tb = pytest.importorskip("tensorboard") is not None
     cfg = config_from_dict(tiny(faces_dir, tmp_path / "u", tensorboard=tb, model={"mpr": "gaussian"}))
@@ -190,7 +195,9 @@ def test_stc_paper_compresses_at_the_low_resolution_with_the_stc_draws(faces_dir
     pp = paper.draw(clip_rng(5, "c"), 256, 256)
     assert [o["op"] for o in ps["ops"]] == ["blur", "downscale", "noise", "upscale", "codec"]
     assert [o["op"] for o in pp["ops"]] == ["blur", "downscale", "noise", "codec", "upscale"]
-    by = lambda p: {o["op"]: o for o in p["ops"]}  # noqa: E731
+    def by(p):
+        return {o["op"]: o for o in p["ops"]}
+
     assert by(ps) == by(pp)  # the same blur, scale, noise level and seed, CRF
     a, b = stc.apply(x, ps), paper.apply(x, pp)
     low = Degradation(stc.ops[:3], "bdn").apply(x, {"ops": ps["ops"][:3]})

@@ -28,7 +28,6 @@ batch 1 and stays correct for any batch.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
