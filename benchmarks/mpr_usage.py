@@ -9,6 +9,13 @@ weighs the initial weights 0.55) weights quantise every 4-frame clip of the firs
 ../shared/data/faces video at 64x64 (the training frames) and we report, per codebook, the codes used,
 the perplexity (exp of the usage entropy) and the reconstruction PSNR. --picture draws the usage
 histograms (one row per variant, spatial and temporal codebook, codes sorted by index).
+
+    python benchmarks/mpr_usage.py --out /tmp/mpr_runs --probe off
+
+--probe RUN looks inside one trained variant instead: on 16 training clips it prints how far the tokens are
+from their nearest / second / median code and the MPR term of each form (the printed inverse distance with
+a temperature, q ~ D^(-1/tau); the Gaussian form with its temperature) beside log(N / perplexity), the
+value a marginal that follows the hard usage would give.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ VARIANTS = {
     "official": (["model.mpr=official"], "official form (x0.1)"),
     "paper": (["model.mpr=paper", "loss.mpr=10"], "paper form, weight 1"),
     "gaussian": (["model.mpr=gaussian", "model.mpr_temperature=0.3"], "gaussian, tau 0.3 (x0.1)"),
+    # other settings of the Gaussian form (not drawn by default)
+    "gaussian-t1": (["model.mpr=gaussian", "model.mpr_temperature=1.0"], "gaussian, tau 1 (x0.1)"),
+    "gaussian-w1": (["model.mpr=gaussian", "model.mpr_temperature=0.3", "loss.mpr=10"],
+                    "gaussian, tau 0.3, weight 1"),
 }
 
 
@@ -90,6 +101,50 @@ def evaluate(rd: Path, videos: list[Path]) -> dict:
     return res
 
 
+@torch.no_grad()
+def probe(rd: Path) -> None:
+    from bfvr.models.stc.quantizer import (
+        _sq_distances,
+        gaussian_assignment,
+        marginal_prior_kl,
+        mpr_term,
+        soft_marginal,
+        usage_stats,
+    )
+    from bfvr.train.checkpoint import find_checkpoint, load_safetensors
+    from bfvr.train.config import load_config
+    from bfvr.train.data import BuiltinClipDataset
+    from bfvr.train.stages import build_stage1_model
+
+    cfg = load_config(rd / "config.yaml")
+    net = build_stage1_model(cfg).eval()
+    net.load_state_dict(load_safetensors(find_checkpoint(rd) / "model.safetensors"))
+    d = cfg.data
+    ds = BuiltinClipDataset(d.paths, clip_len=d.clip_len, size=d.size, max_frames=d.max_frames, seed=0)
+    z = net.encode(torch.stack([ds[p]["gt"] for p in range(16)]))
+    q = net.quantize
+    c = z.shape[1]
+    for key, feat, emb in (("spatial", z, q.embedding_s.weight),
+                           ("temporal", q.temporal_latent(z), q.embedding_t.weight)):
+        dist = _sq_distances(feat.permute(0, 2, 3, 4, 1).reshape(-1, c), emb)
+        n = dist.shape[1]
+        u = usage_stats(dist.argmin(1), n)
+        srt = dist.sqrt().sort(1).values
+        ppl = float(u["perplexity"])
+        print(f"{key}: {dist.shape[0]} tokens, {int(u['active'])} codes used, perplexity {ppl:.1f}, "
+              f"log(N/perplexity) {math.log(n / ppl):.3f}; token-code distance: nearest {srt[:, 0].mean():.3f}, "
+              f"2nd {srt[:, 1].mean():.3f}, median {srt[:, n // 2].mean():.3f}; code norm "
+              f"{emb.norm(dim=1).mean():.3f}")
+        print(f"  official form (unweighted): {float(mpr_term(dist, 'official')):.2e}")
+        for tau in (1.0, 0.5, 0.2, 0.1, 0.05, 0.02):
+            what = {1.0: " (the printed form)", 0.5: " (inverse squared distances)"}.get(tau, "")
+            kl = float(marginal_prior_kl(soft_marginal(dist, tau)))
+            print(f"  inverse distance, tau {tau:<4}: KL {kl:.2e}{what}")
+        for tau in (3.0, 1.0, 0.3, 0.1, 0.03):
+            kl = float(marginal_prior_kl(gaussian_assignment(dist, tau).mean(0)))
+            print(f"  gaussian, tau {tau:<4}: KL {kl:.3g}")
+
+
 def picture(results: dict[str, dict], path: Path) -> None:
     rows = list(results)
     n = len(results[rows[0]]["counts_s"])
@@ -116,21 +171,25 @@ def picture(results: dict[str, dict], path: Path) -> None:
                     h = max(1, round(s * scale))
                     cv2.rectangle(img, (x0 + code * bw, y0 + ph - h), (x0 + code * bw + bw - 1, y0 + ph),
                                   (170, 90, 30), -1)
-            cv2.putText(img, f"{r[f'active_{k}']} codes used, perplexity {r[f'perplexity_{k}']:.1f}, "
-                        f"max share {share.max():.3f}", (x0, y0 + ph + 16), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+            label = f"{r[f'active_{k}']} codes used, perplexity {r[f'perplexity_{k}']:.1f}, max share {share.max():.3f}"
+            cv2.putText(img, label, (x0, y0 + ph + 16), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), img)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="/tmp/bfvr_mpr_usage", help="folder of the run folders (reused when done)")
+    ap.add_argument("--out", default="/tmp/bfvr_mpr_usage", help="folder of the runs (reused when complete)")
     ap.add_argument("--steps", type=int, default=120)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default="off,official,paper,gaussian")
     ap.add_argument("--faces", default=str(REPO.parent / "shared/data/faces"))
     ap.add_argument("--picture", default=None, help="write the usage histograms to this PNG")
+    ap.add_argument("--probe", default=None, help="print the distances and MPR terms of this trained variant")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.probe:
+        probe(Path(a.out) / a.probe)
+        return
     from bfvr.degrade.files import list_videos
 
     videos = list_videos(Path(a.faces))
@@ -149,7 +208,8 @@ def main() -> None:
     n = len(results[name]["counts_s"])
     print(f"(uniform usage: {n} / {n}; log N = {math.log(n):.2f})")
     if a.picture:
-        picture(results, Path(a.picture))
+        main4 = {k: v for k, v in results.items() if k in ("off", "official", "paper", "gaussian")}
+        picture(main4 or results, Path(a.picture))
         print(f"picture: {a.picture}")
 
 
