@@ -36,11 +36,11 @@ VARIANTS = {
     "off": (["model.mpr=none"], "MPR off"),
     "official": (["model.mpr=official"], "official form (x0.1)"),
     "paper": (["model.mpr=paper", "loss.mpr=10"], "paper form, weight 1"),
-    "gaussian": (["model.mpr=gaussian", "model.mpr_temperature=0.3"], "gaussian, tau 0.3 (x0.1)"),
+    "gaussian": (["model.mpr=gaussian", "model.mpr_temperature=1.0"], "gaussian, tau 1 (x0.1)"),
     # other settings of the Gaussian form (not drawn by default)
-    "gaussian-t1": (["model.mpr=gaussian", "model.mpr_temperature=1.0"], "gaussian, tau 1 (x0.1)"),
-    "gaussian-w1": (["model.mpr=gaussian", "model.mpr_temperature=0.3", "loss.mpr=10"],
-                    "gaussian, tau 0.3, weight 1"),
+    "gaussian-t03": (["model.mpr=gaussian", "model.mpr_temperature=0.3"], "gaussian, tau 0.3 (x0.1)"),
+    "gaussian-t03-w1": (["model.mpr=gaussian", "model.mpr_temperature=0.3", "loss.mpr=10"],
+                        "gaussian, tau 0.3, weight 1"),
 }
 
 
@@ -149,7 +149,7 @@ def picture(results: dict[str, dict], path: Path) -> None:
     rows = list(results)
     n = len(results[rows[0]]["counts_s"])
     bw = 2  # pixels per code
-    pw, ph, left, top, gap = n * bw, 90, 170, 30, 28
+    pw, ph, left, top, gap = n * bw, 90, 200, 30, 28
     img = np.full((top + len(rows) * (ph + gap) + 10, left + 2 * pw + 40, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     for j, k in enumerate(("s", "t")):

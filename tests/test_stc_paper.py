@@ -148,24 +148,26 @@ def test_codebook_usage_is_logged(faces_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_gaussian_mpr_keeps_more_codes_than_no_mpr_on_the_same_run(faces_dir: Path, tmp_path: Path) -> None:
-    """The same seeded Stage-I run (2-level VQGAN, 64 codes, 32x32 crops of 15 real clips, 60 steps) with MPR
-    off and with the Gaussian MPR (weight 1): the Gaussian one uses more codes and has a higher perplexity
-    over the last 20 steps; the printed paper form (inert) is no better than off."""
+    """The same seeded Stage-I run (2-level VQGAN, 64 codes, 32x32 crops of the 15 real clips, 40 steps, GAN
+    off) with MPR off, with the printed paper form (weight 1) and with the Gaussian form at its defaults:
+    over the last 20 steps the Gaussian run uses more codes and has a higher perplexity in both codebooks
+    (measured: perplexity 51 / 35 against 22 / 12 off), and the printed form stays far below it (24 / 14)."""
     from bfvr.train.trainer import Trainer
 
     res = {}
-    for form, w in (("none", 1.0), ("paper", 10.0), ("gaussian", 10.0)):
-        cfg = config_from_dict(tiny(faces_dir, tmp_path / form, max_steps=60, log_every=20,
+    for form, w in (("none", 1.0), ("paper", 10.0), ("gaussian", 1.0)):
+        cfg = config_from_dict(tiny(faces_dir, tmp_path / form, max_steps=40, log_every=20,
                                     model={"mpr": form}, loss={"gan": 0.0, "mpr": w},
                                     data={"paths": [str(faces_dir)], "max_frames": 8}))
         Trainer(cfg, progress=False).run()
         last = json.loads((tmp_path / form / "metrics.jsonl").read_text().splitlines()[-1])
-        res[form] = (last["usage_active_s"], last["usage_perplexity_s"], last["usage_active_t"],
-                     last["usage_perplexity_t"], last["l1"])
+        res[form] = {k: last[k] for k in ("usage_active_s", "usage_perplexity_s", "usage_active_t",
+                                          "usage_perplexity_t", "l1")}
     none, paper, gauss = res["none"], res["paper"], res["gaussian"]
-    assert gauss[0] > none[0] and gauss[1] > 1.3 * none[1], res
-    assert gauss[2] > none[2] and gauss[3] > 1.3 * none[3], res
-    assert paper[1] < 1.3 * none[1], res
+    for k in ("s", "t"):
+        assert gauss[f"usage_active_{k}"] > none[f"usage_active_{k}"], res
+        assert gauss[f"usage_perplexity_{k}"] > 1.3 * none[f"usage_perplexity_{k}"], res
+        assert paper[f"usage_perplexity_{k}"] < 0.6 * gauss[f"usage_perplexity_{k}"], res
 
 
 # ----------------------------------------------------------------------------------------------------

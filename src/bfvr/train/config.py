@@ -37,7 +37,7 @@ class ModelConfig:
     #: `mpr_temperature`: the form that acts, docs/training.md) or "none"
     mpr: str = "official"
     #: temperature of the "gaussian" MPR, in units of the spread of the squared token-code distances
-    mpr_temperature: float = 0.3
+    mpr_temperature: float = 1.0
     #: Stage II: lookup transformers
     n_head: int = 2
     n_layers: int = 9

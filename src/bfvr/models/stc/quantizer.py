@@ -4,20 +4,19 @@
 * temporal branch: nearest code in `embedding_t` of z_T = SA(z) + motion residual(z), where SA is
   attention along T per spatial position (no residual) and the motion residual is z_t - z_{t-1} (0 at t=0);
 * z_q = e_s + e_t with a straight-through gradient; code loss ||sg(z_q) - z||^2 + beta ||z_q - sg(z)||^2;
-* marginal prior regularisation (MPR): a soft assignment of every token to the codes, averaged to a
+* marginal prior regularisation (MPR): a soft assignment q of every token to the codes, averaged to a
   marginal code usage P, pushed towards the uniform prior U with KL(P || U) = sum_n P_n log(N P_n)
-  (log N for a collapsed codebook, 0 for uniform usage). The soft assignment is
-  q_n = D_n^(-1/tau) / sum_m D_m^(-1/tau) with D_n the Euclidean distance ||z - e_n||, i.e. a softmax of
-  -log D_n / tau. The forms (``mpr=``):
+  (log N for a collapsed codebook, 0 for uniform usage). The forms (``mpr=``):
 
-  - ``"paper"``: the printed formula, tau = 1 (inverse Euclidean distances). Inert in practice: the
-    distance of a token to its code and to every other code differ by a small factor, so q is nearly
-    uniform and P stays near U (KL ~1e-7) even when the hard assignment uses a handful of codes;
-  - ``"tempered"``: the same with tau = ``mpr_temperature`` (default 0.1): q sharpens towards the hard
-    assignment (tau -> 0 gives KL(P || U) -> log(N / perplexity)), so the term measures, and its gradient
-    counters, the actual usage;
-  - ``"official"``: the released code, ``KLDivLoss()(log_softmax(P), softmax(U))`` on inverse *squared*
-    distances (tau = 1/2); about 1e-10 whatever the usage, i.e. no regulariser;
+  - ``"paper"``: as printed, q_n proportional to 1/D_n with D_n = ||z - e_n|| (Euclidean). Inert in
+    practice: with the codes near the origin every token is almost equally far from every code, so q
+    and P stay uniform (KL ~1e-7) even when a handful of codes take all the tokens;
+  - ``"gaussian"``: q = softmax_n(-D_n^2 / s), a temperature on the similarity -D^2 (the posterior of an
+    isotropic Gaussian mixture on the codes) with s = ``mpr_temperature`` x the spread of D^2 over the
+    codes (no gradient through s), so it does not depend on the scale of the latents; as the
+    temperature goes to 0, KL(P || U) goes to log(N / perplexity) of the hard usage. The form that acts;
+  - ``"official"``: the released code, ``KLDivLoss()(log_softmax(P), softmax(U))`` with q proportional to
+    1/D^2; about 1e-10 whatever the usage, i.e. no regulariser;
   - ``"none"``: 0.
 
   All are scaled by `mpr_weight` (official 0.1; the paper's total loss weighs the term 1).
@@ -71,7 +70,7 @@ def soft_marginal(d: torch.Tensor, temperature: float = 1.0, eps: float = 1e-12)
     return soft_assignment(d, temperature, eps).mean(dim=0)
 
 
-def gaussian_assignment(d: torch.Tensor, temperature: float = 0.3) -> torch.Tensor:
+def gaussian_assignment(d: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Gaussian soft assignment q [tokens, N] = softmax_n(-d_n / s) from squared distances d, i.e. the
     posterior of an isotropic Gaussian mixture centred on the codes. The width s is `temperature` times
     the spread of the squared distances (the mean over tokens of their standard deviation over the codes,
@@ -105,7 +104,7 @@ def marginal_prior_kl(p: torch.Tensor, form: MPRForm = "paper") -> torch.Tensor:
     raise ValueError(f"unknown MPR form {form!r}; use one of {', '.join(MPR_FORMS)}")
 
 
-def mpr_term(d: torch.Tensor, form: MPRForm, temperature: float = 0.3) -> torch.Tensor:
+def mpr_term(d: torch.Tensor, form: MPRForm, temperature: float = 1.0) -> torch.Tensor:
     """The (unweighted) MPR of one codebook from the squared distances d [tokens, N] of its tokens."""
     if form == "official":
         return marginal_prior_kl(official_soft_marginal(d), "official")
@@ -141,7 +140,7 @@ class VectorQuantizerST(nn.Module):
     """Spatial + temporal codebooks (`embedding_s`, `embedding_t`) and the temporal attention `SA`."""
 
     def __init__(self, codebook_size: int = 1024, emb_dim: int = 256, beta: float = 0.25, *,
-                 mpr: MPRForm = "paper", mpr_weight: float = 0.1, mpr_temperature: float = 0.3,
+                 mpr: MPRForm = "paper", mpr_weight: float = 0.1, mpr_temperature: float = 1.0,
                  sa_groups: int = 16, sa_eps: float = 1e-6) -> None:
         super().__init__()
         if mpr not in MPR_FORMS:
