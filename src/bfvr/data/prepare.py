@@ -34,7 +34,7 @@ class PrepareOptions:
     motion_threshold: float = 15.0   # |gray difference| above this (0..255) counts as a moving pixel
     motion_size: int = 128           # frames are resized to this before differencing
     min_motion: float = 0.0          # drop clips whose mean moving fraction is below this (0 = keep all)
-    text_backend: str = "auto"       # auto | none | paddleocr | easyocr
+    text_backend: str = "auto"       # auto | none | rapidocr | paddleocr | easyocr
     text_score: float = 0.95         # drop when any text box on the first frame scores above this
     crf: float = 15                  # x264 CRF of the written crops
     max_frames: int | None = None    # use only the first N frames of each clip
@@ -162,17 +162,47 @@ def orientation(points: np.ndarray) -> tuple[float, bool]:
 
 
 # ------------------------------------------------------------------------------------------ (C) text
-def text_backend(name: str = "auto") -> tuple[str, Callable[[np.ndarray], list[tuple[str, float]]]] | None:
-    """An OCR backend ``(name, fn(rgb) -> [(text, score), ...])``, or None when none is installed.
+#: backends tried by ``text_backend("auto")``, in order (Python module of each)
+OCR_BACKENDS = {"rapidocr": "rapidocr_onnxruntime", "paddleocr": "paddleocr", "easyocr": "easyocr"}
 
-    Tried in order for "auto": paddleocr, easyocr. Neither ships in our environment and both download
-    their models at first use, so offline the text filter is "not checked"."""
+
+def installed_ocr(name: str = "auto") -> str | None:
+    """The backend `text_backend(name)` would load (without loading it), or None when none is installed."""
     import importlib.util
 
-    names = ["paddleocr", "easyocr"] if name == "auto" else [name]
+    for n in (list(OCR_BACKENDS) if name == "auto" else [name]):
+        if n in OCR_BACKENDS and importlib.util.find_spec(OCR_BACKENDS[n]) is not None:
+            return n
+    return None
+
+
+def text_backend(name: str = "auto", threads: int = 1
+                 ) -> tuple[str, Callable[[np.ndarray], list[tuple[str, float]]]] | None:
+    """An OCR backend ``(name, fn(rgb) -> [(text, score), ...])``, or None when none is installed.
+
+    Tried in order for "auto": rapidocr (``rapidocr-onnxruntime``: PaddleOCR's PP-OCRv4 detection and
+    recognition models as ONNX inside its wheel, so nothing is downloaded), paddleocr, easyocr (both
+    download their models at first use). The scores are the recognition confidences of every detected
+    text line."""
+    import importlib.util
+
+    if name not in ("auto", "none", *OCR_BACKENDS):
+        raise DependencyError(f"unknown OCR backend '{name}'; choose auto, none, {', '.join(OCR_BACKENDS)}.")
+    names = list(OCR_BACKENDS) if name == "auto" else [name]
     for n in names:
-        if n == "none" or importlib.util.find_spec(n) is None:
+        if n == "none" or importlib.util.find_spec(OCR_BACKENDS[n]) is None:
             continue
+        if n == "rapidocr":
+            from rapidocr_onnxruntime import RapidOCR  # type: ignore
+
+            # text_score 0: report every recognised line with its score (the threshold is ours)
+            engine = RapidOCR(text_score=0.0, intra_op_num_threads=threads, inter_op_num_threads=1)
+
+            def run(rgb, engine=engine):
+                res, _ = engine(np.ascontiguousarray(rgb[..., ::-1]))  # ndarray input is read as BGR
+                return [(str(t[1]), float(t[2])) for t in res or []]
+
+            return n, run
         if n == "paddleocr":
             from paddleocr import PaddleOCR  # type: ignore
 
@@ -193,8 +223,9 @@ def text_backend(name: str = "auto") -> tuple[str, Callable[[np.ndarray], list[t
 
             return n, run
     if name not in ("auto", "none"):
-        raise DependencyError(f"OCR backend '{name}' is not installed; "
-                              f"`pip install {name}` or use --ocr none.")
+        how = ('`pip install "bfvr[ocr]"` then `pip install --no-deps rapidocr-onnxruntime==1.4.4` (docs/data.md)'
+               if name == "rapidocr" else f"`pip install {name}`")
+        raise DependencyError(f"OCR backend '{name}' is not installed; install it with {how} or use --ocr none.")
     return None
 
 
@@ -237,8 +268,11 @@ class Preparer:
 
     @property
     def text_status(self) -> str:
-        return f"checked with {self.ocr[0]}" if self.ocr else \
-            "not checked (no OCR backend installed: pip install paddleocr or easyocr)"
+        if self.ocr:
+            return f"checked with {self.ocr[0]}"
+        if self.opts.text_backend == "none":
+            return "not checked (--ocr none)"
+        return "not checked (no OCR backend installed: see docs/data.md, e.g. rapidocr-onnxruntime)"
 
     def face_boxes(self, src: Path,
                    progress: Callable[[int], Any] | None = None) -> tuple[list[np.ndarray], int]:
@@ -343,8 +377,10 @@ class Preparer:
         else:
             found = self.ocr[1](first)
             rec["scores"]["text"] = {"backend": self.ocr[0], "boxes": [[t, round(s, 4)] for t, s in found]}
-            if any(s > o.text_score for _, s in found):
-                rec["reasons"].append(f"text on the first frame (score > {o.text_score})")
+            hits = [(t, s) for t, s in found if s > o.text_score]
+            if hits:
+                t, sc = max(hits, key=lambda h: h[1])
+                rec["reasons"].append(f"text: {t!r} (score {sc:.3f} > {o.text_score}) on the first frame")
         rec["scores"]["motion"] = round(motion.score, 5)
         if motion.score < o.min_motion:
             rec["reasons"].append(f"motion {motion.score:.4f} < {o.min_motion}")

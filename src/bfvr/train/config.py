@@ -31,8 +31,13 @@ class ModelConfig:
     codebook_size: int = 1024
     emb_dim: int = 256
     beta: float = 0.25
-    #: "paper" (KL(marginal || uniform), the default for training) or "official" (the released code's form)
-    mpr: str = "paper"
+    #: MPR form (bfvr.models.stc.quantizer): "official" (the released code's near-zero form, what trained the
+    #: released weights), "paper" (the printed KL(marginal || uniform) on inverse Euclidean distances; inert in
+    #: practice), "gaussian" (KL of the marginal of a Gaussian soft assignment with temperature
+    #: `mpr_temperature`: the form that acts, docs/training.md) or "none"
+    mpr: str = "official"
+    #: temperature of the "gaussian" MPR, in units of the spread of the squared token-code distances
+    mpr_temperature: float = 1.0
     #: Stage II: lookup transformers
     n_head: int = 2
     n_layers: int = 9
@@ -74,6 +79,9 @@ class DataConfig:
     hflip: bool = False
     #: frames read per video (the official loader reads the first 240)
     max_frames: int = 240
+    #: which clip_len frames of a video make a sample: "random" (a random window within the first
+    #: max_frames, official) or "first" (the first clip_len frames of each video, as the paper says)
+    window: str = "random"
     #: clips per process per micro-step
     batch_size: int = 1
     num_workers: int = 0
@@ -119,11 +127,18 @@ class LossConfig:
     lpips_weights: str | None = None
     #: what replaces the perceptual loss when no VGG weights are given: "ssim+grad" or "none"
     perceptual_fallback: str = "ssim+grad"
+    #: perceptual network: "lpips" (LPIPS-VGG16 from vgg_weights/lpips_weights, official) or "vgg19" (the
+    #: paper's VGG19 feature loss from vgg19_weights; a missing file stops the run)
+    perceptual_net: str = "lpips"
+    #: torchvision-layout VGG19 weights (vgg19-dcbb9e9d.pth or .safetensors) for perceptual_net: vgg19
+    vgg19_weights: str | None = None
     codebook: float = 1.0
     #: multiplies the model's MPR term (which already carries the official x0.1)
     mpr: float = 1.0
-    #: effective generator hinge-GAN weight (official: loss_weight 0.5 x disc_weight 0.8)
+    #: effective generator GAN weight (official: loss_weight 0.5 x disc_weight 0.8)
     gan: float = 0.4
+    #: adversarial loss: "hinge" (official) or "log" (the paper's non-saturating log loss)
+    gan_loss: str = "hinge"
     #: first iteration (1-based) at which the GAN terms are on (official: 2001)
     disc_start: int = 2001
     feat: float = 10.0
@@ -151,6 +166,10 @@ class DiscConfig:
     #: dinov2: run the backbone under no_grad as the official code does (the generator then gets no GAN
     #: gradient); default False lets the gradient flow through the frozen backbone
     official_no_grad: bool = False
+    #: the three heads (1, 2, 4 units): "linear" (official) or "mlp" (the paper's MLP heads)
+    heads: str = "linear"
+    #: hidden width of the MLP heads (None = the feature width)
+    head_hidden: int | None = None
     #: conv fallback: base width and number of stride-2 stages
     width: int = 32
     depth: int = 4
@@ -200,9 +219,9 @@ class TrainConfig:
     device: str = "auto"
     #: torch intra-op threads per process (0 = leave torch's default)
     threads: int = 0
-    #: DDP: tolerate parameters without gradient in a step. None = automatic: on for Stage I unless
-    #: model.mpr is "paper" (the quantiser's temporal attention only gets gradients through the MPR term),
-    #: off for Stage II and the discriminator
+    #: DDP: tolerate parameters without gradient in a step. None = automatic: on for Stage I when
+    #: model.mpr is "none" (the quantiser's temporal attention only gets gradients through the MPR term),
+    #: off otherwise and for Stage II and the discriminator
     ddp_find_unused: bool | None = None
     #: also write TensorBoard events when the `tensorboard` package is installed
     tensorboard: bool = True
@@ -237,6 +256,16 @@ class TrainConfig:
         if self.optim.scheduler not in ("constant", "cosine_restart", "multistep"):
             raise ConfigError(f"optim.scheduler must be constant, cosine_restart or multistep, "
                               f"not {self.optim.scheduler!r}.")
+        if self.model.mpr not in ("paper", "gaussian", "official", "none"):
+            raise ConfigError(f"model.mpr must be paper, gaussian, official or none, not {self.model.mpr!r}.")
+        if not self.model.mpr_temperature > 0:
+            raise ConfigError(f"model.mpr_temperature must be positive, got {self.model.mpr_temperature}.")
+        for name, value, allowed in (("loss.perceptual_net", self.loss.perceptual_net, ("lpips", "vgg19")),
+                                     ("loss.gan_loss", self.loss.gan_loss, ("hinge", "log")),
+                                     ("disc.heads", self.disc.heads, ("linear", "mlp")),
+                                     ("data.window", self.data.window, ("random", "first"))):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be {' or '.join(allowed)}, not {value!r}.")
         if self.disc.backbone not in ("dinov2", "conv"):
             raise ConfigError(f"disc.backbone must be 'dinov2' or 'conv', not {self.disc.backbone!r}.")
         if self.loss.perceptual_fallback not in ("ssim+grad", "none"):

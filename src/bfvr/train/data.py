@@ -165,16 +165,19 @@ def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
     backend = cfg.backend
     if backend not in ("auto", "bfvr", "builtin"):
         raise ConfigError("data.backend must be auto, bfvr or builtin.")
+    # data.window "first" (the STC paper's sampling): only the first clip_len frames of each video are read, so
+    # every window starts at frame 0; "random": a window anywhere in the first max_frames frames
+    max_frames = cfg.clip_len if cfg.window == "first" else cfg.max_frames
     if backend == "builtin":
         base: Dataset = BuiltinClipDataset(cfg.paths, clip_len=cfg.clip_len, size=cfg.size, recipe=cfg.recipe,
-                                           hflip=cfg.hflip, max_frames=cfg.max_frames, seed=seed,
+                                           hflip=cfg.hflip, max_frames=max_frames, seed=seed,
                                            progress=progress, face_crop=cfg.face_crop, exclude=cfg.exclude)
         log.info("data: built-in in-memory clip reader, recipe %s, %d videos", cfg.recipe, len(base))
     else:
         source = list(cfg.paths) if len(cfg.paths) != 1 else cfg.paths[0]
         base = ClipDataset(source, clip_len=cfg.clip_len, size=cfg.size,
                            recipe=None if cfg.recipe == "none" else cfg.recipe, seed=seed, crop=cfg.crop_mode,
-                           hflip=cfg.hflip, layout="CTHW", max_frames=cfg.max_frames)
+                           hflip=cfg.hflip, layout="CTHW", max_frames=max_frames)
         log.info("data: bfvr.data.ClipDataset, recipe %s, %d clips", cfg.recipe, len(base))
     return ProjectClipDataset(base, seed=seed, crop=cfg.crop)
 

@@ -127,7 +127,7 @@ class Trainer:
             dev_ids = [self.device.index] if self.device.type == "cuda" else None
             fu = cfg.ddp_find_unused
             if fu is None:
-                fu = cfg.task_name == "stc-stage1" and cfg.model.mpr != "paper"
+                fu = cfg.task_name == "stc-stage1" and cfg.model.mpr == "none"
             self.model_ddp = DDP(self.model, device_ids=dev_ids, find_unused_parameters=fu)
             if self.disc is not None:
                 self.disc_ddp = DDP(self.disc, device_ids=dev_ids,
@@ -443,7 +443,7 @@ class Trainer:
                     counts[k] = counts.get(k, 0) + 1
                 if self.step % c.log_every == 0 or self.step == total or self.step == self.start_step + 1:
                     # the mean of every value over the steps since the previous record
-                    logger.log(self.step, {k: window[k] / counts[k] for k in window})
+                    logger.log(self.step, {k: window[k] / counts[k] for k in window} | self._usage_window(logger))
                     window, counts = {}, {}
                 if bar is not None:
                     bar.update(1)
@@ -465,6 +465,31 @@ class Trainer:
                 bar.close()
             logger.close()
         return records
+
+    def _usage_window(self, logger: MetricLogger) -> dict[str, float]:
+        """Codebook usage since the previous record (tasks with `take_usage`, e.g. STC Stage I): the per-code
+        counts (summed over ranks) go to the histogram sinks; returns `usage_active_<k>` (codes used at least
+        once in the window) and `usage_perplexity_<k>` (exp of the entropy of the window's usage)."""
+        take = getattr(self.task, "take_usage", None)
+        if take is None:
+            return {}
+        usage = take()
+        out: dict[str, float] = {}
+        hists: dict[str, list[int]] = {}
+        for key in sorted(usage):
+            c = usage[key].to(torch.int64)
+            if self.info.enabled:
+                import torch.distributed as dist
+
+                c = c.to(self.device)
+                dist.all_reduce(c)
+                c = c.cpu()
+            p = c.double() / max(int(c.sum()), 1)
+            out[f"usage_active_{key}"] = float((c > 0).sum())
+            out[f"usage_perplexity_{key}"] = float(torch.exp(-(p * torch.log(p + 1e-12)).sum()))
+            hists[f"codebook_usage_{key}"] = c.tolist()
+        logger.histograms(self.step, hists)
+        return out
 
     def close(self) -> None:
         bdist.cleanup()
