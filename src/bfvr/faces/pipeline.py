@@ -219,7 +219,7 @@ class FacePipeline:
         self._mask = soft_mask(tuple(opt.canvas), "box" if opt.mask_shape == "parsing" else opt.mask_shape,
                                opt.erode, opt.feather)
         self._masker = None
-        if opt.mask_shape == "parsing" and not opt.has_aligned:
+        if opt.mask_shape == "parsing":
             from bfvr.faces.parsing_mask import ParsingMasker
 
             self._masker = ParsingMasker(self.parsing_net, self._mask) if self.parsing_net is not None else \
