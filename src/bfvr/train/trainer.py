@@ -294,7 +294,10 @@ class Trainer:
                             collate_fn=_collate, persistent_workers=c.data.num_workers > 0,
                             # workers start from a clean process: a forked copy of a parent that holds
                             # FFmpeg/OpenMP threads can hang or crash
-                            multiprocessing_context="forkserver" if c.data.num_workers > 0 else None)
+                            multiprocessing_context="forkserver" if c.data.num_workers > 0 else None,
+                            # its base seed from its own generator, not the global RNG: creating the
+                            # loader after a resume must not shift the RNG a model uses (code restarts)
+                            generator=torch.Generator().manual_seed(c.seed))
         for batch in loader:
             yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 

@@ -266,9 +266,10 @@ class VQEmbedding(nn.Embedding):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [..., D] -> (nearest codes' vectors [..., D], indices [...]); EMA update in training mode."""
         idx = self.nearest(x)
+        q = F.embedding(idx, self.weight)  # the codes before this batch's EMA update (as the official)
         if self.training:
             self.ema_update(x.detach(), idx)
-        return F.embedding(idx, self.weight), idx
+        return q, idx
 
 
 class ResidualQuantizer(nn.Module):
