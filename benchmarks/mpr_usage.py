@@ -39,8 +39,10 @@ VARIANTS = {
     "gaussian": (["model.mpr=gaussian", "model.mpr_temperature=1.0"], "gaussian, tau 1 (x0.1)"),
     # other settings of the Gaussian form (not drawn by default)
     "gaussian-t03": (["model.mpr=gaussian", "model.mpr_temperature=0.3"], "gaussian, tau 0.3 (x0.1)"),
-    "gaussian-t03-w1": (["model.mpr=gaussian", "model.mpr_temperature=0.3", "loss.mpr=10"],
-                        "gaussian, tau 0.3, weight 1"),
+    "gaussian-t03-w1": (
+        ["model.mpr=gaussian", "model.mpr_temperature=0.3", "loss.mpr=10"],
+        "gaussian, tau 0.3, weight 1",
+    ),
 }
 
 
@@ -82,7 +84,7 @@ def evaluate(rd: Path, videos: list[Path]) -> dict:
         fr = np.stack([cv2.resize(f, (cfg.data.size,) * 2, interpolation=cv2.INTER_AREA) for f in fr])
         x = torch.from_numpy(fr).permute(3, 0, 1, 2).float().div(255)
         L = cfg.data.clip_len
-        clips = torch.stack([x[:, i:i + L] for i in range(0, x.shape[1] - L + 1, L)])
+        clips = torch.stack([x[:, i : i + L] for i in range(0, x.shape[1] - L + 1, L)])
         out, _, _, stats = net(clips)
         for k in counts:
             counts[k] += torch.bincount(stats[f"min_encoding_indices_{k}"].reshape(-1), minlength=n)
@@ -124,17 +126,21 @@ def probe(rd: Path) -> None:
     z = net.encode(torch.stack([ds[p]["gt"] for p in range(16)]))
     q = net.quantize
     c = z.shape[1]
-    for key, feat, emb in (("spatial", z, q.embedding_s.weight),
-                           ("temporal", q.temporal_latent(z), q.embedding_t.weight)):
+    for key, feat, emb in (
+        ("spatial", z, q.embedding_s.weight),
+        ("temporal", q.temporal_latent(z), q.embedding_t.weight),
+    ):
         dist = _sq_distances(feat.permute(0, 2, 3, 4, 1).reshape(-1, c), emb)
         n = dist.shape[1]
         u = usage_stats(dist.argmin(1), n)
         srt = dist.sqrt().sort(1).values
         ppl = float(u["perplexity"])
-        print(f"{key}: {dist.shape[0]} tokens, {int(u['active'])} codes used, perplexity {ppl:.1f}, "
-              f"log(N/perplexity) {math.log(n / ppl):.3f}; token-code distance: nearest {srt[:, 0].mean():.3f}, "
-              f"2nd {srt[:, 1].mean():.3f}, median {srt[:, n // 2].mean():.3f}; code norm "
-              f"{emb.norm(dim=1).mean():.3f}")
+        print(
+            f"{key}: {dist.shape[0]} tokens, {int(u['active'])} codes used, perplexity {ppl:.1f}, "
+            f"log(N/perplexity) {math.log(n / ppl):.3f}; token-code distance: nearest {srt[:, 0].mean():.3f}, "
+            f"2nd {srt[:, 1].mean():.3f}, median {srt[:, n // 2].mean():.3f}; code norm "
+            f"{emb.norm(dim=1).mean():.3f}"
+        )
         print(f"  official form (unweighted): {float(mpr_term(dist, 'official')):.2e}")
         for tau in (1.0, 0.5, 0.2, 0.1, 0.05, 0.02):
             what = {1.0: " (the printed form)", 0.5: " (inverse squared distances)"}.get(tau, "")
@@ -153,8 +159,16 @@ def picture(results: dict[str, dict], path: Path) -> None:
     img = np.full((top + len(rows) * (ph + gap) + 10, left + 2 * pw + 40, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     for j, k in enumerate(("s", "t")):
-        cv2.putText(img, f"{'spatial' if k == 's' else 'temporal'} codebook: share of tokens per code "
-                    f"(0..{n - 1})", (left + j * (pw + 20), 18), font, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            img,
+            f"{'spatial' if k == 's' else 'temporal'} codebook: share of tokens per code (0..{n - 1})",
+            (left + j * (pw + 20), 18),
+            font,
+            0.42,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     for i, name in enumerate(rows):
         r = results[name]
         y0 = top + i * (ph + gap)
@@ -169,8 +183,13 @@ def picture(results: dict[str, dict], path: Path) -> None:
             for code, s in enumerate(share):
                 if s > 0:
                     h = max(1, round(s * scale))
-                    cv2.rectangle(img, (x0 + code * bw, y0 + ph - h), (x0 + code * bw + bw - 1, y0 + ph),
-                                  (170, 90, 30), -1)
+                    cv2.rectangle(
+                        img,
+                        (x0 + code * bw, y0 + ph - h),
+                        (x0 + code * bw + bw - 1, y0 + ph),
+                        (170, 90, 30),
+                        -1,
+                    )
             label = f"{r[f'active_{k}']} codes used, perplexity {r[f'perplexity_{k}']:.1f}, max share {share.max():.3f}"
             cv2.putText(img, label, (x0, y0 + ph + 16), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,14 +216,20 @@ def main() -> None:
     for name in a.variants.split(","):
         rd = train(name, Path(a.out), a.steps)
         results[name] = evaluate(rd, videos)
-    print(f"\n{len(videos)} videos, {results[next(iter(results))]['tokens']} tokens per codebook, "
-          f"{a.steps} training steps each")
-    print("| variant | spatial: codes used / perplexity | temporal: codes used / perplexity | PSNR (dB) | "
-          "MPR term at the end |")
+    print(
+        f"\n{len(videos)} videos, {results[next(iter(results))]['tokens']} tokens per codebook, "
+        f"{a.steps} training steps each"
+    )
+    print(
+        "| variant | spatial: codes used / perplexity | temporal: codes used / perplexity | PSNR (dB) | "
+        "MPR term at the end |"
+    )
     print("|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {VARIANTS[name][1]} | {r['active_s']} / {r['perplexity_s']:.1f} | {r['active_t']} / "
-              f"{r['perplexity_t']:.1f} | {r['psnr']:.2f} | {r['train_mpr']:.3g} |")
+        print(
+            f"| {VARIANTS[name][1]} | {r['active_s']} / {r['perplexity_s']:.1f} | {r['active_t']} / "
+            f"{r['perplexity_t']:.1f} | {r['psnr']:.2f} | {r['train_mpr']:.3g} |"
+        )
     n = len(results[name]["counts_s"])
     print(f"(uniform usage: {n} / {n}; log N = {math.log(n):.2f})")
     if a.picture:

@@ -21,18 +21,27 @@ def burn_caption(frame: np.ndarray, text: str = "BREAKING NEWS") -> np.ndarray:
     g = frame.copy()
     y0, y1 = int(h * 0.78), int(h * 0.89)
     cv2.rectangle(g, (int(w * 0.1), y0), (int(w * 0.9), y1), (0, 0, 0), -1)
-    cv2.putText(g, text, (int(w * 0.13), y1 - int(h * 0.035)), cv2.FONT_HERSHEY_DUPLEX, w / 400, (255, 255, 255),
-                max(2, round(w / 240)), cv2.LINE_AA)
+    cv2.putText(
+        g,
+        text,
+        (int(w * 0.13), y1 - int(h * 0.035)),
+        cv2.FONT_HERSHEY_DUPLEX,
+        w / 400,
+        (255, 255, 255),
+        max(2, round(w / 240)),
+        cv2.LINE_AA,
+    )
     return g
 
 
 def main() -> None:
     from bfvr.data.prepare import text_backend
-    from bfvr.io import list_videos
-    from bfvr.io import read_frames
+    from bfvr.io import list_videos, read_frames
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("folder", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/faces"))
+    ap.add_argument(
+        "folder", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/faces")
+    )
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--backend", default="rapidocr")
     a = ap.parse_args()
@@ -52,9 +61,11 @@ def main() -> None:
         clean.append(row[0])
         caption.append(row[1])
         print(f"{v.name:24s} no text: max score {row[0]:.3f}   caption: max score {row[1]:.3f}")
-    print(f"no text: max {max(clean):.3f} (dropped: {sum(s > 0.95 for s in clean)} of {len(clean)}); caption: "
-          f"min {min(caption):.3f} (dropped: {sum(s > 0.95 for s in caption)} of {len(caption)}); "
-          f"time per frame median {np.median(times):.2f} s, max {max(times):.2f} s")
+    print(
+        f"no text: max {max(clean):.3f} (dropped: {sum(s > 0.95 for s in clean)} of {len(clean)}); caption: "
+        f"min {min(caption):.3f} (dropped: {sum(s > 0.95 for s in caption)} of {len(caption)}); "
+        f"time per frame median {np.median(times):.2f} s, max {max(times):.2f} s"
+    )
 
 
 if __name__ == "__main__":

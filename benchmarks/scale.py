@@ -67,11 +67,20 @@ def main() -> None:
         t0 = time.perf_counter()
         res = r.restore_video(args.video, one, preset=args.preset, max_frames=args.max_frames)
         t_one = time.perf_counter() - t0
-        settings = RestoreSettings(model=args.model, precision="fp32", preset=args.preset,
-                                   max_frames=args.max_frames, threads=max(1, args.threads // args.workers))
+        settings = RestoreSettings(
+            model=args.model,
+            precision="fp32",
+            preset=args.preset,
+            max_frames=args.max_frames,
+            threads=max(1, args.threads // args.workers),
+        )
         t0 = time.perf_counter()
-        s = run_segmented(args.video, seg, settings, BatchOptions(segments=args.segments, workers=args.workers,
-                                                                  progress=False))
+        s = run_segmented(
+            args.video,
+            seg,
+            settings,
+            BatchOptions(segments=args.segments, workers=args.workers, progress=False),
+        )
         t_seg = time.perf_counter() - t0
         a, pa = decoded(one)
         b, pb = decoded(seg)
@@ -79,10 +88,17 @@ def main() -> None:
         diff = np.abs(a.astype(np.int16) - b.astype(np.int16)) if same else None
         mse = float((diff.astype(np.float64) ** 2).mean()) if same else float("nan")
         out = {
-            "video": args.video.name, "model": args.model, "frames": res.frames, "segments": s.videos[0].segments,
-            "workers": args.workers, "one_process_s": round(t_one, 1), "model_load_s": round(load, 1),
-            "segmented_s": round(t_seg, 1), "speedup": round(t_one / t_seg, 2),
-            "same_frame_count": same, "same_pts": pa == pb,
+            "video": args.video.name,
+            "model": args.model,
+            "frames": res.frames,
+            "segments": s.videos[0].segments,
+            "workers": args.workers,
+            "one_process_s": round(t_one, 1),
+            "model_load_s": round(load, 1),
+            "segmented_s": round(t_seg, 1),
+            "speedup": round(t_one / t_seg, 2),
+            "same_frame_count": same,
+            "same_pts": pa == pb,
             "same_audio": audio_packets(one) == audio_packets(seg),
             "audio_packets": len(audio_packets(seg)),
             "max_abs_diff": int(diff.max()) if same else None,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import run_cli
 
 VIDEO = "lp_driving_d18.mp4"  # 480x480 talking head; its face-proportion crop is about [70, 80, 430, 440]
@@ -24,8 +25,16 @@ def _burn_caption(frame: np.ndarray, text: str = "BREAKING NEWS") -> np.ndarray:
     g = frame.copy()
     y0, y1 = int(h * 0.78), int(h * 0.89)
     cv2.rectangle(g, (int(w * 0.1), y0), (int(w * 0.9), y1), (0, 0, 0), -1)
-    cv2.putText(g, text, (int(w * 0.13), y1 - int(h * 0.035)), cv2.FONT_HERSHEY_DUPLEX, w / 400, (255, 255, 255),
-                max(2, round(w / 240)), cv2.LINE_AA)
+    cv2.putText(
+        g,
+        text,
+        (int(w * 0.13), y1 - int(h * 0.035)),
+        cv2.FONT_HERSHEY_DUPLEX,
+        w / 400,
+        (255, 255, 255),
+        max(2, round(w / 240)),
+        cv2.LINE_AA,
+    )
     return g
 
 
@@ -47,8 +56,9 @@ def _manifest(out: Path) -> dict[str, dict]:
     return {r["name"]: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
 
 
-def test_rapidocr_drops_the_clip_with_burned_in_text_and_keeps_the_clean_one(clips: Path, tmp_path: Path,
-                                                                              monkeypatch) -> None:
+def test_rapidocr_drops_the_clip_with_burned_in_text_and_keeps_the_clean_one(
+    clips: Path, tmp_path: Path, monkeypatch
+) -> None:
     pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed (docs/data.md)")
 
     def no_network(*a, **k):  # the models ship in the wheel: nothing may be fetched
@@ -57,8 +67,12 @@ def test_rapidocr_drops_the_clip_with_burned_in_text_and_keeps_the_clean_one(cli
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     out = tmp_path / "prep"
-    assert run_cli("prepare", str(clips), str(out), "--size", "256", "--max-frames", "10", "--no-orientation",
-                   "-q") == 0
+    assert (
+        run_cli(
+            "prepare", str(clips), str(out), "--size", "256", "--max-frames", "10", "--no-orientation", "-q"
+        )
+        == 0
+    )
     recs = _manifest(out)
     clean, cap = recs["clean"], recs["caption"]
     assert clean["text_filter"] == cap["text_filter"] == "checked with rapidocr"  # auto picked rapidocr
@@ -75,25 +89,65 @@ def test_without_an_ocr_backend_text_is_not_checked(clips: Path, tmp_path: Path,
     """No backend installed (simulated: the import lookup finds none): the caption clip is kept, every record
     says "text: not checked" and the command says so once."""
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("rapidocr_onnxruntime", "paddleocr", "easyocr")
-                        else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("rapidocr_onnxruntime", "paddleocr", "easyocr") else real(name, *a),
+    )
     out = tmp_path / "prep"
-    assert run_cli("prepare", str(clips / "caption.mp4"), str(out), "--size", "128", "--max-frames", "4",
-                   "--no-orientation") == 0
+    assert (
+        run_cli(
+            "prepare",
+            str(clips / "caption.mp4"),
+            str(out),
+            "--size",
+            "128",
+            "--max-frames",
+            "4",
+            "--no-orientation",
+        )
+        == 0
+    )
     rec = _manifest(out)["caption"]
     assert rec["kept"] and rec["scores"]["text"] == "not checked"
     assert rec["text_filter"].startswith("not checked (no OCR backend installed")
     assert "text: not checked" in capsys.readouterr().err
     # naming a backend that is not installed is one sentence and a non-zero exit, with no output left
-    assert run_cli("prepare", str(clips / "caption.mp4"), str(tmp_path / "p2"), "--ocr", "rapidocr",
-                   "--no-orientation") != 0
+    assert (
+        run_cli(
+            "prepare",
+            str(clips / "caption.mp4"),
+            str(tmp_path / "p2"),
+            "--ocr",
+            "rapidocr",
+            "--no-orientation",
+        )
+        != 0
+    )
     assert "--no-deps rapidocr-onnxruntime" in capsys.readouterr().err
     assert not (tmp_path / "p2").exists()
 
 
 def test_ocr_none_says_so(clips: Path, tmp_path: Path) -> None:
-    assert run_cli("prepare", str(clips / "caption.mp4"), str(tmp_path / "p"), "--size", "128", "--max-frames", "4",
-                   "--no-orientation", "--ocr", "none", "-q") == 0
+    assert (
+        run_cli(
+            "prepare",
+            str(clips / "caption.mp4"),
+            str(tmp_path / "p"),
+            "--size",
+            "128",
+            "--max-frames",
+            "4",
+            "--no-orientation",
+            "--ocr",
+            "none",
+            "-q",
+        )
+        == 0
+    )
     rec = _manifest(tmp_path / "p")["caption"]
-    assert rec["kept"] and rec["scores"]["text"] == "not checked" and rec["text_filter"] == "not checked (--ocr none)"
+    assert (
+        rec["kept"]
+        and rec["scores"]["text"] == "not checked"
+        and rec["text_filter"] == "not checked (--ocr none)"
+    )

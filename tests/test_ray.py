@@ -22,7 +22,14 @@ from conftest import REPO  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a Ray cluster takes 10-30 s to start on this machine
 
-CLIPS = ["lp_driving_d0", "lp_driving_d11", "lp_driving_d18", "lp_driving_d20", "tpsmm_driving", "lp_driving_d14"]
+CLIPS = [
+    "lp_driving_d0",
+    "lp_driving_d11",
+    "lp_driving_d18",
+    "lp_driving_d20",
+    "tpsmm_driving",
+    "lp_driving_d14",
+]
 NODE = dict(node_ip_address="127.0.0.1", num_cpus=1, object_store_memory=100 * 1024**2)
 
 
@@ -63,9 +70,29 @@ def test_ray_batch_survives_a_killed_worker(cluster, faces_dir: Path, tmp_path: 
     (corpus / "sub" / "empty.mkv").write_bytes(b"")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    cmd = [sys.executable, "-m", "bfvr.cli", "restore", str(corpus), "-o", str(out), "--model", "identity",
-           "--has-aligned", "-q", "--preset", "ultrafast", "--max-frames", "60", "--ray", cluster.address,
-           "--workers", "2", "--retries", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bfvr.cli",
+        "restore",
+        str(corpus),
+        "-o",
+        str(out),
+        "--model",
+        "identity",
+        "--has-aligned",
+        "-q",
+        "--preset",
+        "ultrafast",
+        "--max-frames",
+        "60",
+        "--ray",
+        cluster.address,
+        "--workers",
+        "2",
+        "--retries",
+        "2",
+    ]
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
     try:
@@ -95,11 +122,11 @@ def test_ray_batch_survives_a_killed_worker(cluster, faces_dir: Path, tmp_path: 
 
 def test_ray_segments_equal_single_process(cluster, faces_dir: Path, tmp_path: Path) -> None:
     import torch
-    from test_scale import _audio_packets, _cut, _frames_and_pts, _lite_small
 
     from bfvr.api import Restorer
     from bfvr.scale import BatchOptions, RestoreSettings
     from bfvr.scale.batch import run_segmented
+    from test_scale import _audio_packets, _cut, _frames_and_pts, _lite_small
 
     torch.set_num_threads(1)
     src = _cut(faces_dir / "lp_driving_d9.mp4", tmp_path / "clip.mp4", frames=60, size=64, crop=(120, 200))
@@ -107,8 +134,12 @@ def test_ray_segments_equal_single_process(cluster, faces_dir: Path, tmp_path: P
     one = tmp_path / "one.mp4"
     Restorer(model, progress=False).restore_video(src, one, preset="ultrafast")
     seg = tmp_path / "seg.mp4"
-    res = run_segmented(src, seg, RestoreSettings(model=model, preset="ultrafast"),
-                        BatchOptions(segments=3, ray=cluster.address, workers=2, progress=False))
+    res = run_segmented(
+        src,
+        seg,
+        RestoreSettings(model=model, preset="ultrafast"),
+        BatchOptions(segments=3, ray=cluster.address, workers=2, progress=False),
+    )
     assert res.exit_code == 0 and res.videos[0].segments == 3
     a, pa = _frames_and_pts(one)
     b, pb = _frames_and_pts(seg)

@@ -13,9 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from conftest import REPO, run_cli
 
-CLIPS = ["lp_driving_d0", "lp_driving_d11", "lp_driving_d18", "lp_driving_d20", "tpsmm_driving", "lp_driving_d14"]
+CLIPS = [
+    "lp_driving_d0",
+    "lp_driving_d11",
+    "lp_driving_d18",
+    "lp_driving_d20",
+    "tpsmm_driving",
+    "lp_driving_d14",
+]
 
 
 def _cut(src: Path, dst: Path, frames: int, size: int = 96, crop: tuple[int, int] | None = None) -> Path:
@@ -27,14 +35,20 @@ def _cut(src: Path, dst: Path, frames: int, size: int = 96, crop: tuple[int, int
 
     with open_video(src) as r:
         info = r.info
-        with VideoWriter(dst, fps=info.fps, time_base=info.time_base, audio_from=src if info.has_audio else None,
-                         crf=16, preset="ultrafast") as w:
+        with VideoWriter(
+            dst,
+            fps=info.fps,
+            time_base=info.time_base,
+            audio_from=src if info.has_audio else None,
+            crf=16,
+            preset="ultrafast",
+        ) as w:
             for i, (f, p) in enumerate(r.frames()):
                 if i >= frames:
                     break
                 if crop is not None:
                     y, x = crop
-                    f = np.ascontiguousarray(f[y:y + size, x:x + size])
+                    f = np.ascontiguousarray(f[y : y + size, x : x + size])
                 else:
                     f = cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
                 w.write(f, [p])
@@ -90,8 +104,18 @@ def _check_outputs(corpus: Path, out: Path) -> None:
 
 def test_batch_folder_real_clips_and_corrupt_files(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = ["restore", str(corpus), "-o", str(out), "--model", "identity", "--has-aligned", "-q",
-            "--preset", "ultrafast"]
+    args = [
+        "restore",
+        str(corpus),
+        "-o",
+        str(out),
+        "--model",
+        "identity",
+        "--has-aligned",
+        "-q",
+        "--preset",
+        "ultrafast",
+    ]
     assert run_cli(*args) == 3  # some failed: the documented exit rule
     _check_outputs(corpus, out)
     s = json.loads((out / "bfvr-summary.json").read_text())
@@ -117,14 +141,21 @@ def test_batch_list_manifest_and_guards(corpus: Path, tmp_path: Path) -> None:
     from bfvr.scale.plan import collect_jobs
 
     lst = corpus.parent / "list.txt"
-    lst.write_text(f"# two of the clips\nin/{CLIPS[0]}.mp4\n\n{corpus / 'sub' / (CLIPS[4] + '.mp4')}\n"
-                   f"in/{CLIPS[0]}.mp4\n")
+    lst.write_text(
+        f"# two of the clips\nin/{CLIPS[0]}.mp4\n\n{corpus / 'sub' / (CLIPS[4] + '.mp4')}\n"
+        f"in/{CLIPS[0]}.mp4\n"
+    )
     jobs = collect_jobs(lst, tmp_path / "o")
     assert [j.key for j in jobs] == [f"in/{CLIPS[0]}.mp4", f"in/sub/{CLIPS[4]}.mp4"]  # mirrored, deduplicated
     man = corpus.parent / "m.jsonl"
-    man.write_text(json.dumps({"path": f"in/{CLIPS[1]}.mp4", "output": "x/y.mkv"}) + "\n"
-                   + json.dumps({"path": f"in/{CLIPS[2]}.mp4", "kept": False}) + "\n"
-                   + json.dumps({"input": f"in/{CLIPS[3]}.mp4", "output": "../escape.mp4"}) + "\n")
+    man.write_text(
+        json.dumps({"path": f"in/{CLIPS[1]}.mp4", "output": "x/y.mkv"})
+        + "\n"
+        + json.dumps({"path": f"in/{CLIPS[2]}.mp4", "kept": False})
+        + "\n"
+        + json.dumps({"input": f"in/{CLIPS[3]}.mp4", "output": "../escape.mp4"})
+        + "\n"
+    )
     jobs = collect_jobs(man, tmp_path / "o")
     assert [j.key for j in jobs] == ["x/y.mkv", "../escape.mp4"] and jobs[0].error is None
     assert "not a path inside" in jobs[1].error
@@ -158,8 +189,23 @@ def test_sigkill_mid_batch_then_rerun(faces_dir: Path, tmp_path: Path) -> None:
     (corpus / "empty.mov").write_bytes(b"")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    cmd = [sys.executable, "-m", "bfvr.cli", "restore", str(corpus), "-o", str(out), "--model", "identity",
-           "--has-aligned", "-q", "--preset", "ultrafast", "--max-frames", "60"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bfvr.cli",
+        "restore",
+        str(corpus),
+        "-o",
+        str(out),
+        "--model",
+        "identity",
+        "--has-aligned",
+        "-q",
+        "--preset",
+        "ultrafast",
+        "--max-frames",
+        "60",
+    ]
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def outputs() -> list[Path]:
@@ -195,6 +241,7 @@ def test_sigkill_mid_batch_then_rerun(faces_dir: Path, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ segments
 
+
 class _TemporalToy:
     """A deterministic clip model whose output depends on the whole clip (its mean over time) and on each
     frame's position in the clip: any wrong clip boundary or missing context changes the result."""
@@ -215,8 +262,19 @@ class _TemporalToy:
         return (0.5 * x + 0.3 * t * x.mean(0, keepdim=True) + 0.1 * x.roll(1, 0)).clamp(0, 1)
 
 
-@pytest.mark.parametrize("T,O,window", [(24, 4, None), (24, 8, None), (10, 7, None), (8, 0, None),
-                                        (None, 3, None), (5, 0, (5, 1)), (5, 0, (5, 3)), (3, 0, (3, 1))])
+@pytest.mark.parametrize(
+    "T,O,window",
+    [
+        (24, 4, None),
+        (24, 8, None),
+        (10, 7, None),
+        (8, 0, None),
+        (None, 3, None),
+        (5, 0, (5, 1)),
+        (5, 0, (5, 3)),
+        (3, 0, (3, 1)),
+    ],
+)
 def test_segment_grid_is_exact(T, O, window) -> None:
     """Restoring the planned segments (with their context) and keeping [start, stop) gives exactly the
     frames of one pass, for clip schedules (any overlap, also O > T - O) and window schedules."""
@@ -233,8 +291,14 @@ def test_segment_grid_is_exact(T, O, window) -> None:
             segs = plan_segments(n, k, grid)
             assert segs[0].start == 0 and segs[-1].stop == n
             assert all(a.stop == b.start for a, b in zip(segs, segs[1:]))
-            joined = np.concatenate([eng.restore_array(frames[g.read_start:g.read_stop])[
-                g.start - g.read_start:g.stop - g.read_start] for g in segs])
+            joined = np.concatenate(
+                [
+                    eng.restore_array(frames[g.read_start : g.read_stop])[
+                        g.start - g.read_start : g.stop - g.read_start
+                    ]
+                    for g in segs
+                ]
+            )
             assert np.array_equal(joined, whole), (n, k, segs)
             if n == 100:
                 assert len(segs) == k
@@ -272,7 +336,9 @@ def test_segments_equal_single_process(faces_dir: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*segments*"))  # the work folder is removed after the join
     from bfvr.errors import OutputError
 
-    with pytest.raises(OutputError, match="already exists"):  # one video: as `bfvr restore`, no silent replace
+    with pytest.raises(
+        OutputError, match="already exists"
+    ):  # one video: as `bfvr restore`, no silent replace
         run_segmented(src, seg, settings, BatchOptions(segments=3, workers=1, progress=False))
 
 
@@ -289,8 +355,12 @@ def test_segments_in_local_processes(faces_dir: Path, tmp_path: Path) -> None:
     one = tmp_path / "one.mp4"
     Restorer(model, progress=False).restore_video(src, one, preset="ultrafast")
     seg = tmp_path / "seg.mp4"
-    res = run_segmented(src, seg, RestoreSettings(model=model, preset="ultrafast"),
-                        BatchOptions(segments=3, workers=2, progress=False))
+    res = run_segmented(
+        src,
+        seg,
+        RestoreSettings(model=model, preset="ultrafast"),
+        BatchOptions(segments=3, workers=2, progress=False),
+    )
     assert res.exit_code == 0 and len(set(res.videos[0].hosts)) == 1
     a, pa = _frames_and_pts(one)
     b, pb = _frames_and_pts(seg)
@@ -319,10 +389,12 @@ def test_killed_segmented_run_reuses_finished_segments(faces_dir: Path, tmp_path
     def bar_that_interrupts(total, enabled, desc, unit, position):
         b = real_bar(total, False, desc, unit, position)
         if desc == "frames":
+
             def update(k=1):
                 b.n += k
                 if b.n > 25:  # in the second segment (the first has 20 frames)
                     raise KeyboardInterrupt
+
             b.update = update
         return b
 

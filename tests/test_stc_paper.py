@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 
 from bfvr.models.stc.quantizer import (
     VectorQuantizerST,
@@ -21,6 +20,7 @@ from bfvr.models.stc.quantizer import (
     usage_stats,
 )
 from bfvr.train.config import config_from_dict, load_config
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = "lp_driving_d18.mp4"  # 480x480 talking head, 216 frames
@@ -28,14 +28,32 @@ VIDEO = "lp_driving_d18.mp4"  # 480x480 talking head, 216 frames
 
 def tiny(faces_dir: Path, out: Path, **sections) -> dict:
     """A 2-level STC Stage I on 32x32 crops of a real clip, 4-frame clips (as tests/test_train.py)."""
-    d = {"stage": "stage1", "name": "t", "out_dir": str(out), "seed": 3, "max_steps": 3, "log_every": 1,
-         "ckpt_every": 100, "keep_ckpts": 0, "threads": 1, "device": "cpu", "tensorboard": False,
-         "model": {"nf": 32, "ch_mult": [1, 2], "res_blocks": 1, "codebook_size": 64, "emb_dim": 32},
-         "data": {"paths": [str(faces_dir / VIDEO)], "clip_len": 4, "size": 40, "crop": 32, "max_frames": 12,
-                  "batch_size": 2, "backend": "builtin"},
-         "loss": {"disc_start": 2, "gan": 0.4},
-         "disc": {"backbone": "conv", "width": 8, "depth": 2, "feat_dim": 16},
-         "optim": {"lr": 1e-3}}
+    d = {
+        "stage": "stage1",
+        "name": "t",
+        "out_dir": str(out),
+        "seed": 3,
+        "max_steps": 3,
+        "log_every": 1,
+        "ckpt_every": 100,
+        "keep_ckpts": 0,
+        "threads": 1,
+        "device": "cpu",
+        "tensorboard": False,
+        "model": {"nf": 32, "ch_mult": [1, 2], "res_blocks": 1, "codebook_size": 64, "emb_dim": 32},
+        "data": {
+            "paths": [str(faces_dir / VIDEO)],
+            "clip_len": 4,
+            "size": 40,
+            "crop": 32,
+            "max_frames": 12,
+            "batch_size": 2,
+            "backend": "builtin",
+        },
+        "loss": {"disc_start": 2, "gan": 0.4},
+        "disc": {"backbone": "conv", "width": 8, "depth": 2, "feat_dim": 16},
+        "optim": {"lr": 1e-3},
+    }
     for k, v in sections.items():
         if isinstance(v, dict):
             d.setdefault(k, {}).update(v)
@@ -86,7 +104,8 @@ def test_gaussian_mpr_is_scale_free_and_has_gradient() -> None:
     z, codes = _geometry(True)
     d = _sq_distances(z, codes)
     assert float(mpr_term(_sq_distances(10 * z, 10 * codes), "gaussian", 0.3)) == pytest.approx(
-        float(mpr_term(d, "gaussian", 0.3)), rel=1e-4)
+        float(mpr_term(d, "gaussian", 0.3)), rel=1e-4
+    )
     q = gaussian_assignment(d, 0.3)
     assert torch.allclose(q.sum(1), torch.ones(len(q)))
     grads = {}
@@ -106,7 +125,9 @@ def test_quantizer_forms_and_errors() -> None:
         torch.manual_seed(0)
         q.embedding_s.weight.data.uniform_(-1 / 64, 1 / 64)
         vals[form] = float(q(z)[2].detach())
-    assert vals["none"] == 0.0 and abs(vals["official"]) < 1e-6 and vals["gaussian"] > 100 * abs(vals["paper"])
+    assert (
+        vals["none"] == 0.0 and abs(vals["official"]) < 1e-6 and vals["gaussian"] > 100 * abs(vals["paper"])
+    )
     with pytest.raises(ValueError, match="gaussian"):
         VectorQuantizerST(64, 32, mpr="bogus")
     with pytest.raises(ValueError, match="positive"):
@@ -156,13 +177,23 @@ def test_gaussian_mpr_keeps_more_codes_than_no_mpr_on_the_same_run(faces_dir: Pa
 
     res = {}
     for form, w in (("none", 1.0), ("paper", 10.0), ("gaussian", 1.0)):
-        cfg = config_from_dict(tiny(faces_dir, tmp_path / form, max_steps=40, log_every=20,
-                                    model={"mpr": form}, loss={"gan": 0.0, "mpr": w},
-                                    data={"paths": [str(faces_dir)], "max_frames": 8}))
+        cfg = config_from_dict(
+            tiny(
+                faces_dir,
+                tmp_path / form,
+                max_steps=40,
+                log_every=20,
+                model={"mpr": form},
+                loss={"gan": 0.0, "mpr": w},
+                data={"paths": [str(faces_dir)], "max_frames": 8},
+            )
+        )
         Trainer(cfg, progress=False).run()
         last = json.loads((tmp_path / form / "metrics.jsonl").read_text().splitlines()[-1])
-        res[form] = {k: last[k] for k in ("usage_active_s", "usage_perplexity_s", "usage_active_t",
-                                          "usage_perplexity_t", "l1")}
+        res[form] = {
+            k: last[k]
+            for k in ("usage_active_s", "usage_perplexity_s", "usage_active_t", "usage_perplexity_t", "l1")
+        }
     none, paper, gauss = res["none"], res["paper"], res["gaussian"]
     for k in ("s", "t"):
         assert gauss[f"usage_active_{k}"] > none[f"usage_active_{k}"], res
@@ -197,6 +228,7 @@ def test_stc_paper_compresses_at_the_low_resolution_with_the_stc_draws(faces_dir
     pp = paper.draw(clip_rng(5, "c"), 256, 256)
     assert [o["op"] for o in ps["ops"]] == ["blur", "downscale", "noise", "upscale", "codec"]
     assert [o["op"] for o in pp["ops"]] == ["blur", "downscale", "noise", "codec", "upscale"]
+
     def by(p):
         return {o["op"]: o for o in p["ops"]}
 
@@ -206,8 +238,10 @@ def test_stc_paper_compresses_at_the_low_resolution_with_the_stc_draws(faces_dir
     crf = by(pp)["codec"]["crf"]
     w, h = by(pp)["downscale"]["size"]
     assert low.shape[1:3] == (h, w)
-    up = [cv2.resize(f.astype(np.float32), (256, 256), interpolation=cv2.INTER_LINEAR)
-          for f in x264_roundtrip(low, crf, fps=25)]
+    up = [
+        cv2.resize(f.astype(np.float32), (256, 256), interpolation=cv2.INTER_LINEAR)
+        for f in x264_roundtrip(low, crf, fps=25)
+    ]
     hand = np.clip(np.rint(np.stack(up)), 0, 255).astype(np.uint8)
     assert b.tobytes() == hand.tobytes()
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
@@ -224,7 +258,12 @@ def test_cli_degrade_stc_paper_is_seeded_and_records_the_order(faces_dir: Path, 
             w.write(f)
     outs = []
     for name in ("a", "b"):
-        assert run_cli("degrade", str(src), str(tmp_path / f"{name}.mp4"), "--recipe", "stc-paper", "--seed", "3") == 0
+        assert (
+            run_cli(
+                "degrade", str(src), str(tmp_path / f"{name}.mp4"), "--recipe", "stc-paper", "--seed", "3"
+            )
+            == 0
+        )
         outs.append(read_frames(tmp_path / f"{name}.mp4"))
     assert outs[0].tobytes() == outs[1].tobytes()
     side = json.loads((tmp_path / "a.json").read_text())
@@ -256,7 +295,9 @@ def test_vgg19_perceptual_loss_from_a_local_file(vgg19_file: Path, faces_dir: Pa
     from bfvr.train.losses import VGG19PerceptualLoss
 
     loss = VGG19PerceptualLoss(vgg19_file)
-    assert [k for k in loss.state_dict() if k.startswith("features.")][-1] == "features.34.bias"  # up to relu5_4
+    assert [k for k in loss.state_dict() if k.startswith("features.")][
+        -1
+    ] == "features.34.bias"  # up to relu5_4
     x = torch.from_numpy(_clip(faces_dir, 2, 64)).permute(3, 0, 1, 2)[None].float() / 255
     y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1).requires_grad_(True)
     assert loss(x, x).item() == pytest.approx(0.0, abs=1e-7)
@@ -320,8 +361,10 @@ def test_paper_discriminator_and_loss_train(faces_dir: Path, tmp_path: Path) -> 
     D loss is the log loss of the logits (2 log 2 ~ 1.386 for an undecided D)."""
     from bfvr.train.trainer import Trainer
 
-    rec = Trainer(config_from_dict(tiny(faces_dir, tmp_path / "p", loss={"gan_loss": "log"},
-                                        disc={"heads": "mlp"})), progress=False).run()
+    rec = Trainer(
+        config_from_dict(tiny(faces_dir, tmp_path / "p", loss={"gan_loss": "log"}, disc={"heads": "mlp"})),
+        progress=False,
+    ).run()
     assert all(np.isfinite(r["loss"]) for r in rec)
     assert "g_gan" in rec[1] and 0.5 < rec[1]["d_loss"] < 3.0
 
@@ -335,7 +378,13 @@ def test_first_frames_window(faces_dir: Path, backend: str) -> None:
     """window: first -> every sample of a video is its first clip_len frames; random -> other windows too."""
     from bfvr.train.data import build_dataset
 
-    base = {"paths": [str(faces_dir / VIDEO)], "clip_len": 4, "size": 32, "max_frames": 40, "backend": backend}
+    base = {
+        "paths": [str(faces_dir / VIDEO)],
+        "clip_len": 4,
+        "size": 32,
+        "max_frames": 40,
+        "backend": backend,
+    }
     first = build_dataset(config_from_dict({"data": {**base, "window": "first"}}).data, seed=0)
     rand = build_dataset(config_from_dict({"data": base}).data, seed=0)
     a = [first[p]["gt"] for p in range(4)]
@@ -360,22 +409,46 @@ def test_first_frames_window(faces_dir: Path, backend: str) -> None:
 def test_paper_configs_select_the_paper_choices() -> None:
     off = load_config(REPO / "configs/stc/stage1.yaml")
     pap = load_config(REPO / "configs/stc/paper_stage1.yaml")
-    assert (off.model.mpr, off.loss.mpr, off.loss.perceptual_net, off.loss.gan_loss, off.disc.heads,
-            off.data.window) == ("official", 1.0, "lpips", "hinge", "linear", "random")
-    assert (pap.model.mpr, pap.loss.mpr, pap.loss.perceptual_net, pap.loss.gan_loss, pap.disc.heads,
-            pap.data.window) == ("paper", 10.0, "vgg19", "log", "mlp", "first")
+    assert (
+        off.model.mpr,
+        off.loss.mpr,
+        off.loss.perceptual_net,
+        off.loss.gan_loss,
+        off.disc.heads,
+        off.data.window,
+    ) == ("official", 1.0, "lpips", "hinge", "linear", "random")
+    assert (
+        pap.model.mpr,
+        pap.loss.mpr,
+        pap.loss.perceptual_net,
+        pap.loss.gan_loss,
+        pap.disc.heads,
+        pap.data.window,
+    ) == ("paper", 10.0, "vgg19", "log", "mlp", "first")
     # apart from those, the paper config is the official one
     a, b = off.to_dict(), pap.to_dict()
-    for sec, key in (("model", "mpr"), ("loss", "mpr"), ("loss", "perceptual_net"), ("loss", "vgg19_weights"),
-                     ("loss", "gan_loss"), ("disc", "heads"), ("data", "window")):
+    for sec, key in (
+        ("model", "mpr"),
+        ("loss", "mpr"),
+        ("loss", "perceptual_net"),
+        ("loss", "vgg19_weights"),
+        ("loss", "gan_loss"),
+        ("disc", "heads"),
+        ("data", "window"),
+    ):
         a[sec].pop(key), b[sec].pop(key)
     for k in ("name", "out_dir"):
         a.pop(k), b.pop(k)
     assert a == b
     # defaults are the official choices
     d = config_from_dict({})
-    assert (d.model.mpr, d.loss.perceptual_net, d.loss.gan_loss, d.disc.heads, d.data.window) == \
-        ("official", "lpips", "hinge", "linear", "random")
+    assert (d.model.mpr, d.loss.perceptual_net, d.loss.gan_loss, d.disc.heads, d.data.window) == (
+        "official",
+        "lpips",
+        "hinge",
+        "linear",
+        "random",
+    )
 
 
 def test_tiny_paper_config_trains_on_cpu(faces_dir: Path, tmp_path: Path, vgg19_file: Path) -> None:
@@ -384,10 +457,40 @@ def test_tiny_paper_config_trains_on_cpu(faces_dir: Path, tmp_path: Path, vgg19_
     from bfvr.train.tracking import read_metrics
 
     cfg = str(REPO / "configs/stc/tiny_paper_stage1.yaml")
-    assert run_cli("train", "--config", cfg, "--out", str(tmp_path / "run"), "--max-steps", "3",
-                   "--set", "loss.disc_start=2", "--set", "log_every=1", "--quiet") == 0
+    assert (
+        run_cli(
+            "train",
+            "--config",
+            cfg,
+            "--out",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "3",
+            "--set",
+            "loss.disc_start=2",
+            "--set",
+            "log_every=1",
+            "--quiet",
+        )
+        == 0
+    )
     recs = read_metrics(tmp_path / "run")
     assert [r["step"] for r in recs] == [1, 2, 3] and "d_loss" in recs[-1] and "usage_active_s" in recs[-1]
-    assert run_cli("train", "--config", cfg, "--out", str(tmp_path / "vgg"), "--max-steps", "1",
-                   "--set", "loss.perceptual_net=vgg19", "--set", f"loss.vgg19_weights={vgg19_file}", "--quiet") == 0
+    assert (
+        run_cli(
+            "train",
+            "--config",
+            cfg,
+            "--out",
+            str(tmp_path / "vgg"),
+            "--max-steps",
+            "1",
+            "--set",
+            "loss.perceptual_net=vgg19",
+            "--set",
+            f"loss.vgg19_weights={vgg19_file}",
+            "--quiet",
+        )
+        == 0
+    )
     assert read_metrics(tmp_path / "vgg")[0]["perceptual"] > 0

@@ -73,8 +73,13 @@ def _init_process(settings: RestoreSettings) -> None:
 
 def _run_in_process(task: Task) -> dict[str, Any]:
     if _INIT_ERROR is not None:
-        return {"key": task.key, "kind": task.kind, "status": "failed", "segment": (task.segment or {}).get("index"),
-                "reason": f"the worker could not start ({_INIT_ERROR})"}
+        return {
+            "key": task.key,
+            "kind": task.kind,
+            "status": "failed",
+            "segment": (task.segment or {}).get("index"),
+            "reason": f"the worker could not start ({_INIT_ERROR})",
+        }
     return _WORKER.run(task)
 
 
@@ -97,8 +102,12 @@ class ProcessBackend:
         if settings.threads is None:  # share the cores instead of every process taking them all
             settings.threads = max(1, (os.cpu_count() or 1) // workers)
         self.workers = workers
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                        initializer=_init_process, initargs=(settings,))
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_init_process,
+            initargs=(settings,),
+        )
         self._running: dict[Any, Task] = {}
 
     def describe(self) -> dict[str, Any]:
@@ -126,8 +135,13 @@ class ProcessBackend:
             try:
                 yield fut.result()
             except Exception as e:  # the worker process died (BrokenProcessPool) or could not send
-                yield {"key": task.key, "kind": task.kind, "status": "failed", "segment": (task.segment or {}).get(
-                    "index"), "reason": f"the worker process died ({type(e).__name__}: {e})"}
+                yield {
+                    "key": task.key,
+                    "kind": task.kind,
+                    "status": "failed",
+                    "segment": (task.segment or {}).get("index"),
+                    "reason": f"the worker process died ({type(e).__name__}: {e})",
+                }
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -144,12 +158,15 @@ def _unwrap_pool(fut) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ Ray
 
+
 def import_ray():
     try:
         import ray
     except ImportError:
-        raise DependencyError("--ray needs Ray: pip install 'bfvr[cluster]' (or pip install ray) on this "
-                              "machine and every node of the cluster.") from None
+        raise DependencyError(
+            "--ray needs Ray: pip install 'bfvr[cluster]' (or pip install ray) on this "
+            "machine and every node of the cluster."
+        ) from None
     return ray
 
 
@@ -161,9 +178,17 @@ class RayBackend:
     passed as they are: the inputs and OUT_DIR must be at the same paths on every node (a shared
     filesystem)."""
 
-    def __init__(self, settings: RestoreSettings, address: str = "auto", *, workers: int | None = None,
-                 cpus_per_worker: float = 1, gpus_per_worker: float = 0, retries: int = 3,
-                 init_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: RestoreSettings,
+        address: str = "auto",
+        *,
+        workers: int | None = None,
+        cpus_per_worker: float = 1,
+        gpus_per_worker: float = 0,
+        retries: int = 3,
+        init_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         ray = import_ray()
         self.ray = ray
         self._owns = False
@@ -174,8 +199,10 @@ class RayBackend:
             try:
                 ray.init(address=None if address == "local" else address, **kw)
             except ConnectionError as e:
-                raise ConfigError(f"cannot reach a Ray cluster at '{address}' ({e}); start one with "
-                                  "`ray start --head` (docs/scale.md) or pass --ray local.") from None
+                raise ConfigError(
+                    f"cannot reach a Ray cluster at '{address}' ({e}); start one with "
+                    "`ray start --head` (docs/scale.md) or pass --ray local."
+                ) from None
             self._owns = True
         if settings.threads is None and cpus_per_worker >= 1:
             settings.threads = int(cpus_per_worker)
@@ -186,11 +213,13 @@ class RayBackend:
             else:
                 workers = int(res.get("CPU", 1) // max(cpus_per_worker, 1e-6))
         if workers < 1:
-            raise ConfigError(f"the Ray cluster has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs: "
-                              f"not enough for one worker of {cpus_per_worker:g} CPUs and {gpus_per_worker:g} GPUs.")
+            raise ConfigError(
+                f"the Ray cluster has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs: "
+                f"not enough for one worker of {cpus_per_worker:g} CPUs and {gpus_per_worker:g} GPUs."
+            )
         actor_cls = ray.remote(_RayWorker).options(
-            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=-1,
-            max_task_retries=retries)
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=-1, max_task_retries=retries
+        )
         self.actors = [actor_cls.remote(settings) for _ in range(workers)]
         self.workers = workers
         self.retries = retries
@@ -240,9 +269,13 @@ class RayBackend:
                 # longer loads): keep it only if it answers again
                 if self._alive(actor):
                     self._idle.append(actor)
-                res = {"key": task.key, "kind": task.kind, "status": "failed",
-                       "segment": (task.segment or {}).get("index"),
-                       "reason": f"the Ray worker died {self.retries + 1} times on it ({_ray_reason(e)})"}
+                res = {
+                    "key": task.key,
+                    "kind": task.kind,
+                    "status": "failed",
+                    "segment": (task.segment or {}).get("index"),
+                    "reason": f"the Ray worker died {self.retries + 1} times on it ({_ray_reason(e)})",
+                }
             yield res
 
     def _alive(self, actor) -> bool:

@@ -109,15 +109,22 @@ class BatchSummary:
         from bfvr import __version__
 
         end = self.finished or time.time()
-        return {"tool": "bfvr", "kind": "restore-batch", "version": __version__, "state": self.state,
-                "source": self.source, "output_dir": self.output_dir, "backend": self.backend,
-                "settings": self.settings,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-                "seconds": round(end - self.started, 3),
-                "counts": {s: self.count(s) for s in ("done", "skipped", "failed", "pending")} | {
-                    "total": len(self.videos)},
-                "exit_code": self.exit_code,
-                "videos": [{k: v for k, v in vars(r).items() if v not in (None, [])} for r in self.videos]}
+        return {
+            "tool": "bfvr",
+            "kind": "restore-batch",
+            "version": __version__,
+            "state": self.state,
+            "source": self.source,
+            "output_dir": self.output_dir,
+            "backend": self.backend,
+            "settings": self.settings,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            "seconds": round(end - self.started, 3),
+            "counts": {s: self.count(s) for s in ("done", "skipped", "failed", "pending")}
+            | {"total": len(self.videos)},
+            "exit_code": self.exit_code,
+            "videos": [{k: v for k, v in vars(r).items() if v not in (None, [])} for r in self.videos],
+        }
 
     def write(self) -> None:
         if self.path is None:
@@ -133,9 +140,12 @@ class BatchSummary:
     def lines(self) -> list[str]:
         """The printed summary: one line of counts, then one per failed or unfinished video."""
         secs = (self.finished or time.time()) - self.started
-        out = [f"{self.count('done')} done, {self.count('skipped')} skipped (complete already), "
-               f"{self.count('failed')} failed" + (f", {self.count('pending')} not done" if self.count("pending")
-                                                   else "") + f" of {len(self.videos)} videos in {secs:.1f} s"]
+        out = [
+            f"{self.count('done')} done, {self.count('skipped')} skipped (complete already), "
+            f"{self.count('failed')} failed"
+            + (f", {self.count('pending')} not done" if self.count("pending") else "")
+            + f" of {len(self.videos)} videos in {secs:.1f} s"
+        ]
         out += [f"failed: {v.key}: {v.reason}" for v in self.videos if v.status == "failed"]
         if self.path is not None:
             out.append(f"summary: {self.path}")
@@ -146,12 +156,18 @@ def check_summary_path(path: Path) -> None:
     """The summary may replace only an earlier bfvr summary (nothing else is overwritten)."""
     if path.exists() or path.is_symlink():
         try:
-            ok = json.loads(path.read_text()).get("tool") == "bfvr" and path.is_file() and not path.is_symlink()
+            ok = (
+                json.loads(path.read_text()).get("tool") == "bfvr"
+                and path.is_file()
+                and not path.is_symlink()
+            )
         except (OSError, ValueError, AttributeError):
             ok = False
         if not ok:
-            raise OutputError(f"'{path}' exists and is not a bfvr summary; move it away or pass --summary "
-                              "with another path.")
+            raise OutputError(
+                f"'{path}' exists and is not a bfvr summary; move it away or pass --summary "
+                "with another path."
+            )
 
 
 class _Lock:
@@ -168,8 +184,10 @@ class _Lock:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(self.fd)
-            raise OutputError(f"another bfvr batch is writing to '{folder}' (it holds {self.path}); wait for it "
-                              "or choose another output folder.") from None
+            raise OutputError(
+                f"another bfvr batch is writing to '{folder}' (it holds {self.path}); wait for it "
+                "or choose another output folder."
+            ) from None
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
 
@@ -183,23 +201,36 @@ class _Lock:
 
 # ---------------------------------------------------------------------------------------------- the run
 
-def run_batch(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], settings: RestoreSettings,
-              options: BatchOptions | None = None) -> BatchSummary:
+
+def run_batch(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    settings: RestoreSettings,
+    options: BatchOptions | None = None,
+) -> BatchSummary:
     """Restore every video `source` names (folder, list or manifest) into `out_dir`; see the module doc."""
     options = options or BatchOptions()
     out_root = Path(os.path.abspath(Path(out_dir).expanduser()))
     jobs = collect_jobs(source, out_root, options.container)
     if not jobs:
-        raise InputError(f"no videos found in '{source}' (files ending in "
-                         f"{', '.join(sorted(VIDEO_SUFFIXES)[:8])}, ...); give a folder of videos, a list or a "
-                         "manifest.")
+        raise InputError(
+            f"no videos found in '{source}' (files ending in "
+            f"{', '.join(sorted(VIDEO_SUFFIXES)[:8])}, ...); give a folder of videos, a list or a "
+            "manifest."
+        )
     summary_path = Path(options.summary).expanduser() if options.summary else out_root / SUMMARY_NAME
     check_summary_path(summary_path)
     return run_jobs(jobs, out_root, settings, options, source=str(source), summary_path=summary_path)
 
 
-def run_segmented(inp: str | os.PathLike[str], out: str | os.PathLike[str], settings: RestoreSettings,
-                  options: BatchOptions, *, fps: float | None = None) -> BatchSummary:
+def run_segmented(
+    inp: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    settings: RestoreSettings,
+    options: BatchOptions,
+    *,
+    fps: float | None = None,
+) -> BatchSummary:
     """Restore one video in segments (`options.segments` or `segment_seconds`) in parallel and join them."""
     from bfvr.io.writer import output_kind, prepare_output
 
@@ -210,19 +241,34 @@ def run_segmented(inp: str | os.PathLike[str], out: str | os.PathLike[str], sett
     summary_path = Path(options.summary).expanduser() if options.summary else None
     if summary_path is not None:
         check_summary_path(summary_path)
-    return run_jobs([job], out_path.parent, settings, options, source=str(inp), summary_path=summary_path,
-                    single=True)
+    return run_jobs(
+        [job], out_path.parent, settings, options, source=str(inp), summary_path=summary_path, single=True
+    )
 
 
-def run_jobs(jobs: list[Job], out_root: Path, settings: RestoreSettings, options: BatchOptions, *, source: str,
-             summary_path: Path | None, single: bool = False) -> BatchSummary:
+def run_jobs(
+    jobs: list[Job],
+    out_root: Path,
+    settings: RestoreSettings,
+    options: BatchOptions,
+    *,
+    source: str,
+    summary_path: Path | None,
+    single: bool = False,
+) -> BatchSummary:
     from bfvr.io import open_video
 
     if options.container not in CONTAINERS:
         raise ConfigError(f"--container {options.container!r} is not one of: {', '.join(CONTAINERS)}.")
     records = {j.key: VideoRecord(j.key, str(j.input), str(j.output)) for j in jobs}
-    summary = BatchSummary(source=source, output_dir=str(out_root), settings=settings.describe(),
-                           backend=_backend_name(options), videos=list(records.values()), path=summary_path)
+    summary = BatchSummary(
+        source=source,
+        output_dir=str(out_root),
+        settings=settings.describe(),
+        backend=_backend_name(options),
+        videos=list(records.values()),
+        path=summary_path,
+    )
     lock = _Lock(out_root)
     since = summary.started
     bars: list[Any] = []
@@ -251,8 +297,13 @@ def run_jobs(jobs: list[Job], out_root: Path, settings: RestoreSettings, options
                     rec.frames = expected_frames(info, settings.max_frames)
                     _finish(rec, "skipped", "complete (restored earlier)", vbar)
                     continue
-                _finish(rec, "failed", f"'{job.output}' exists but is not a complete restore of the input ({why}); "
-                        "pass --overwrite to redo it or move it away", vbar)
+                _finish(
+                    rec,
+                    "failed",
+                    f"'{job.output}' exists but is not a complete restore of the input ({why}); "
+                    "pass --overwrite to redo it or move it away",
+                    vbar,
+                )
                 continue
             remove_partials(job.output, older_than=since)
             todo.append((job, info))
@@ -270,9 +321,12 @@ def run_jobs(jobs: list[Job], out_root: Path, settings: RestoreSettings, options
             for r in summary.videos:
                 if r.status == "running":
                     r.status = "pending"
-            note = (f"{summary.count('done') + summary.count('skipped')} videos complete are kept, "
-                    f"{summary.count('pending')} not done" + (f"; summary: {summary.path}" if summary.path else "")
-                    + "; rerun the same command to finish")
+            note = (
+                f"{summary.count('done') + summary.count('skipped')} videos complete are kept, "
+                f"{summary.count('pending')} not done"
+                + (f"; summary: {summary.path}" if summary.path else "")
+                + "; rerun the same command to finish"
+            )
             try:
                 e.batch_note = note  # the CLI prints it instead of "no output was written"
             except AttributeError:
@@ -305,9 +359,15 @@ def _make_backend(settings: RestoreSettings, options: BatchOptions, fbar):
     from bfvr.scale.backends import InlineBackend, ProcessBackend, RayBackend
 
     if options.ray:
-        return RayBackend(settings, options.ray, workers=options.workers, cpus_per_worker=options.cpus_per_worker,
-                          gpus_per_worker=options.gpus_per_worker, retries=options.retries,
-                          init_kwargs=options.ray_init)
+        return RayBackend(
+            settings,
+            options.ray,
+            workers=options.workers,
+            cpus_per_worker=options.cpus_per_worker,
+            gpus_per_worker=options.gpus_per_worker,
+            retries=options.retries,
+            init_kwargs=options.ray_init,
+        )
     workers = options.workers
     if workers is None:
         workers = 1
@@ -318,8 +378,17 @@ def _make_backend(settings: RestoreSettings, options: BatchOptions, fbar):
     return ProcessBackend(settings, workers)
 
 
-def _dispatch(todo, backend, records, summary: BatchSummary, settings: RestoreSettings, options: BatchOptions,
-              since: float, vbar, fbar) -> None:
+def _dispatch(
+    todo,
+    backend,
+    records,
+    summary: BatchSummary,
+    settings: RestoreSettings,
+    options: BatchOptions,
+    since: float,
+    vbar,
+    fbar,
+) -> None:
     """Hand tasks to free workers until every job is finished (see the module doc)."""
     segmenting = bool(options.segments or options.segment_seconds)
     grid = Grid(**backend.describe()["grid"]) if segmenting else None
@@ -329,8 +398,14 @@ def _dispatch(todo, backend, records, summary: BatchSummary, settings: RestoreSe
     failures = 0
     for job, info in todo:
         n = segments_for(info, options.segments, options.segment_seconds) if segmenting else 1
-        base = dict(key=job.key, input=str(job.input), output=str(job.output), fps=job.fps,
-                    overwrite=options.overwrite, since=since)
+        base = dict(
+            key=job.key,
+            input=str(job.input),
+            output=str(job.output),
+            fps=job.fps,
+            overwrite=options.overwrite,
+            since=since,
+        )
         count = expected_frames(info, settings.max_frames)
         segs = plan_segments(count, n, grid) if n > 1 else []
         if len(segs) <= 1:
@@ -338,8 +413,14 @@ def _dispatch(todo, backend, records, summary: BatchSummary, settings: RestoreSe
             continue
         wd = work_dir_for(job.output)
         pts = frame_pts(job.input) if info.kind != "images" else list(range(info.frame_count))
-        plan = {"tool": "bfvr", "input": str(job.input), "size": _stat(job.input), "frames": count,
-                "settings": settings.describe(), "segments": [g.as_dict() for g in segs]}
+        plan = {
+            "tool": "bfvr",
+            "input": str(job.input),
+            "size": _stat(job.input),
+            "frames": count,
+            "settings": settings.describe(),
+            "segments": [g.as_dict() for g in segs],
+        }
         try:
             prepare_work_dir(wd, plan)
         except (BfvrError, OSError) as e:
@@ -349,8 +430,10 @@ def _dispatch(todo, backend, records, summary: BatchSummary, settings: RestoreSe
         for g in segs:
             seek = pts[g.read_start] if pts is not None and len(pts) > g.read_start else None
             queue.append(Task("segment", segment=g.as_dict(), seek_pts=seek, workdir=str(wd), **base))
-        parts[job.key] = {"left": len(segs), "join": Task("join", workdir=str(wd),
-                                                          segments=[g.as_dict() for g in segs], **base)}
+        parts[job.key] = {
+            "left": len(segs),
+            "join": Task("join", workdir=str(wd), segments=[g.as_dict() for g in segs], **base),
+        }
 
     last_write = 0.0
     while queue or backend.busy:
@@ -415,5 +498,13 @@ def _finish(rec: VideoRecord, status: str, reason: str | None, vbar, seconds: fl
 def _bar(total: int, enabled: bool, desc: str, unit: str, position: int):
     from tqdm import tqdm
 
-    return tqdm(total=total, disable=not enabled, desc=desc, unit=unit, position=position, dynamic_ncols=True,
-                smoothing=0.1, leave=True)
+    return tqdm(
+        total=total,
+        disable=not enabled,
+        desc=desc,
+        unit=unit,
+        position=position,
+        dynamic_ncols=True,
+        smoothing=0.1,
+        leave=True,
+    )

@@ -62,20 +62,40 @@ class RestoreSettings:
             import torch
 
             torch.set_num_threads(int(self.threads))
-        return Restorer(self.model, device=self.device, precision=self.precision, weights=self.weights,
-                        offline=self.offline, has_aligned=self.faces is None, faces=self.faces,
-                        clip_len=self.clip_len, overlap=self.overlap, keep=self.keep,
-                        model_options=dict(self.model_options), progress=False)
+        return Restorer(
+            self.model,
+            device=self.device,
+            precision=self.precision,
+            weights=self.weights,
+            offline=self.offline,
+            has_aligned=self.faces is None,
+            faces=self.faces,
+            clip_len=self.clip_len,
+            overlap=self.overlap,
+            keep=self.keep,
+            model_options=dict(self.model_options),
+            progress=False,
+        )
 
     def describe(self) -> dict[str, Any]:
         """The settings as JSON-able values (for the summary)."""
         faces = self.faces
-        return {"model": self.model if isinstance(self.model, str) else getattr(self.model, "name", "?"),
-                "device": self.device, "precision": self.precision, "weights": self.weights,
-                "clip_len": self.clip_len, "overlap": self.overlap, "keep": self.keep,
-                "faces": None if faces is None else {k: v for k, v in vars(faces).items()
-                                                     if isinstance(v, (str, int, float, bool, type(None)))},
-                "crf": self.crf, "preset": self.preset, "lossless": self.lossless, "max_frames": self.max_frames}
+        return {
+            "model": self.model if isinstance(self.model, str) else getattr(self.model, "name", "?"),
+            "device": self.device,
+            "precision": self.precision,
+            "weights": self.weights,
+            "clip_len": self.clip_len,
+            "overlap": self.overlap,
+            "keep": self.keep,
+            "faces": None
+            if faces is None
+            else {k: v for k, v in vars(faces).items() if isinstance(v, (str, int, float, bool, type(None)))},
+            "crf": self.crf,
+            "preset": self.preset,
+            "lossless": self.lossless,
+            "max_frames": self.max_frames,
+        }
 
 
 @dataclass
@@ -91,6 +111,7 @@ class Job:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
+
 
 def source_kind(source: Path) -> str:
     """'folder' (a folder holding videos), 'frames' (a folder of PNG/JPG frames: one video), 'manifest',
@@ -132,8 +153,10 @@ def _read_list(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read the list '{path}' ({getattr(e, 'strerror', None) or e}); "
-                         "give a readable UTF-8 text file.") from None
+        raise InputError(
+            f"cannot read the list '{path}' ({getattr(e, 'strerror', None) or e}); "
+            "give a readable UTF-8 text file."
+        ) from None
     manifest = path.suffix.lower() == ".jsonl"
     recs = []
     for n, line in enumerate(text.splitlines(), 1):
@@ -144,11 +167,15 @@ def _read_list(path: Path) -> list[dict[str, Any]]:
             try:
                 r = json.loads(s)
             except json.JSONDecodeError as e:
-                raise InputError(f"line {n} of '{path}' is not JSON ({e.msg}); write one object per line, "
-                                 'e.g. {"input": "clip.mp4"}.') from None
+                raise InputError(
+                    f"line {n} of '{path}' is not JSON ({e.msg}); write one object per line, "
+                    'e.g. {"input": "clip.mp4"}.'
+                ) from None
             if not isinstance(r, dict) or not isinstance(r.get("input", r.get("path")), str):
-                raise InputError(f"line {n} of '{path}' has no \"input\" path; write one object per line, "
-                                 'e.g. {"input": "clip.mp4", "output": "clip.mp4"}.')
+                raise InputError(
+                    f"line {n} of '{path}' has no \"input\" path; write one object per line, "
+                    'e.g. {"input": "clip.mp4", "output": "clip.mp4"}.'
+                )
             if r.get("kept", True) is False:
                 continue
             rec = {"input": r.get("input", r.get("path")), "output": r.get("output"), "fps": r.get("fps")}
@@ -169,7 +196,9 @@ def _common_root(paths: list[Path], preferred: Path) -> Path:
     return Path(os.path.commonpath([str(p.parent) for p in absolute])) if absolute else pref
 
 
-def collect_jobs(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], container: str = "mp4") -> list[Job]:
+def collect_jobs(
+    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], container: str = "mp4"
+) -> list[Job]:
     """The jobs of a folder, list or manifest (see the module doc), in order, one per distinct input.
 
     A job whose output path collides with an earlier job's (``a.mov`` and ``a.mp4`` both -> ``a.mp4``) or
@@ -187,8 +216,10 @@ def collect_jobs(source: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     if out_root.exists() and not out_root.is_dir():
         raise OutputError(f"the output '{out_dir}' is a file; give a folder for a batch (-o OUT_DIR).")
     if not out_root.exists() and out_root.suffix.lower() in VIDEO_SUFFIXES:
-        raise OutputError(f"'{source}' holds many videos, so -o must be a folder, not '{out_dir}'; give a folder "
-                          "for the batch (-o OUT_DIR).")
+        raise OutputError(
+            f"'{source}' holds many videos, so -o must be a folder, not '{out_dir}'; give a folder "
+            "for the batch (-o OUT_DIR)."
+        )
     kind = source_kind(src)
     if kind == "folder":
         check_separate([src], out_root, out_is_dir=True)
@@ -199,7 +230,9 @@ def collect_jobs(source: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         root = _common_root([r["input"] for r in recs], src.parent)
         check_separate([r["input"] for r in recs], out_root, out_is_dir=True)
     else:
-        raise ConfigError(f"'{src}' is one video; a batch takes a folder, a list (.txt) or a manifest (.jsonl).")
+        raise ConfigError(
+            f"'{src}' is one video; a batch takes a folder, a list (.txt) or a manifest (.jsonl)."
+        )
 
     jobs: list[Job] = []
     seen_inputs: set[str] = set()
@@ -218,17 +251,24 @@ def collect_jobs(source: str | os.PathLike[str], out_dir: str | os.PathLike[str]
                 error = f"its manifest output '{rel}' is not a path inside the output folder"
         else:
             rel = Path(os.path.relpath(os.path.abspath(inp), root_abs))
-            rel = rel.with_name(rel.name + suffix) if inp.is_dir() or not inp.suffix else rel.with_suffix(suffix)
+            rel = (
+                rel.with_name(rel.name + suffix)
+                if inp.is_dir() or not inp.suffix
+                else rel.with_suffix(suffix)
+            )
         key = rel.as_posix()
         if error is None and key in owners:
             error = f"its output '{key}' is also the output of '{owners[key]}'; rename one of them"
         owners.setdefault(key, str(inp))
         fps = r.get("fps")
-        jobs.append(Job(input=inp, output=out_root / rel, key=key, fps=float(fps) if fps else None, error=error))
+        jobs.append(
+            Job(input=inp, output=out_root / rel, key=key, fps=float(fps) if fps else None, error=error)
+        )
     return jobs
 
 
 # ---------------------------------------------------------------------------------------------- outputs
+
 
 def duration_tolerance(fps: float) -> float:
     """How far (s) an output's duration may be from the input's and still count as complete: mp4/mov give the
@@ -314,6 +354,7 @@ def remove_partials(output: Path, older_than: float | None = None) -> int:
 
 # ---------------------------------------------------------------------------------------------- segments
 
+
 @dataclass(frozen=True)
 class Grid:
     """Where a stream may be cut and how much context a cut needs, for one engine schedule.
@@ -345,7 +386,9 @@ class Grid:
     def for_faces(self, context: int) -> Grid:
         """The face pipeline: `context` frames of warm-up on each side, on the same grid; not exact."""
         left = max(self.left, math.ceil(context / self.step) * self.step)
-        return Grid(step=self.step, left=left, right=max(self.right, context), min_tail=self.min_tail, exact=False)
+        return Grid(
+            step=self.step, left=left, right=max(self.right, context), min_tail=self.min_tail, exact=False
+        )
 
 
 @dataclass(frozen=True)
@@ -359,8 +402,13 @@ class Segment:
     read_stop: int
 
     def as_dict(self) -> dict[str, int]:
-        return {"index": self.index, "start": self.start, "stop": self.stop, "read_start": self.read_start,
-                "read_stop": self.read_stop}
+        return {
+            "index": self.index,
+            "start": self.start,
+            "stop": self.stop,
+            "read_start": self.read_start,
+            "read_stop": self.read_stop,
+        }
 
 
 def plan_segments(n: int, segments: int, grid: Grid) -> list[Segment]:

@@ -103,8 +103,13 @@ class Worker:
             # the tracker's look-ahead (smoothing, gaps, confirmation) both ways, plus two model clips
             la = max(int(np.ceil(3 * faces.sigma)) if faces.smooth else 0, faces.max_gap, faces.min_hits - 1)
             grid = grid.for_faces(2 * la + 2 * self.restorer.engine().clip_len)
-        return {"grid": asdict(grid), "model": self.restorer.name, "device": str(self.restorer.device),
-                "host": socket.gethostname(), "pid": os.getpid()}
+        return {
+            "grid": asdict(grid),
+            "model": self.restorer.name,
+            "device": str(self.restorer.device),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
 
     # ------------------------------------------------------------------ the work
     def run(self, task: Task, on_frame: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -117,8 +122,13 @@ class Worker:
             res = {"status": "failed", "reason": one_line(e)}
         except Exception as e:  # a bug or a library error on this video: reported, the batch goes on
             res = {"status": "failed", "reason": f"internal error ({type(e).__name__}: {one_line(e)})"}
-        res.update(key=task.key, kind=task.kind, seconds=round(time.perf_counter() - t0, 3),
-                   host=socket.gethostname(), pid=os.getpid())
+        res.update(
+            key=task.key,
+            kind=task.kind,
+            seconds=round(time.perf_counter() - t0, 3),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
         if task.kind == "segment":
             res["segment"] = task.segment["index"]
         return res
@@ -138,14 +148,29 @@ class Worker:
         if not task.overwrite and (out.exists() or out.is_symlink()):
             why = incomplete_reason(out, info, s.max_frames, self._upscale())
             if why is None:
-                return {"status": "skipped", "reason": "complete (restored earlier)", "frames": info.frame_count}
-            raise OutputError(f"'{out}' exists but is not a complete restore of the input ({why}); pass "
-                              "--overwrite to redo it or move it away")
+                return {
+                    "status": "skipped",
+                    "reason": "complete (restored earlier)",
+                    "frames": info.frame_count,
+                }
+            raise OutputError(
+                f"'{out}' exists but is not a complete restore of the input ({why}); pass "
+                "--overwrite to redo it or move it away"
+            )
         remove_partials(out, older_than=task.since)
         cb = (lambda done, total: on_frame(1)) if on_frame is not None else None
-        res = self.restorer.restore_video(task.input, out, overwrite=task.overwrite, crf=s.crf, preset=s.preset,
-                                          progress=False, max_frames=s.max_frames, fps=task.fps,
-                                          lossless=s.lossless, on_frame=cb)
+        res = self.restorer.restore_video(
+            task.input,
+            out,
+            overwrite=task.overwrite,
+            crf=s.crf,
+            preset=s.preset,
+            progress=False,
+            max_frames=s.max_frames,
+            fps=task.fps,
+            lossless=s.lossless,
+            on_frame=cb,
+        )
         return self._verified(out, info, res.frames, {"audio": res.audio_mode, "faces": res.faces})
 
     def _verified(self, out: Path, info, frames: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -172,8 +197,10 @@ class Worker:
                     if p is not None and p < target:
                         continue  # decoded from the key frame before the segment
                     if p != target:
-                        raise InputError(f"seeking in '{task.input}' landed on pts {p}, not {target}; re-export "
-                                         "the video (mp4/mkv) or restore it without --segments")
+                        raise InputError(
+                            f"seeking in '{task.input}' landed on pts {p}, not {target}; re-export "
+                            "the video (mp4/mkv) or restore it without --segments"
+                        )
                 if skip:
                     skip -= 1
                     continue
@@ -182,8 +209,10 @@ class Worker:
                 if got == want:
                     break
             if got < want:
-                raise InputError(f"'{task.input}' ended after {seg.read_start + got} frames, before frame "
-                                 f"{seg.read_stop} of its segment; the file changed or is corrupt")
+                raise InputError(
+                    f"'{task.input}' ended after {seg.read_start + got} frames, before frame "
+                    f"{seg.read_stop} of its segment; the file changed or is corrupt"
+                )
             self._last_duration = r.last_duration
 
     def _segment(self, task: Task, on_frame) -> dict[str, Any]:
@@ -201,7 +230,11 @@ class Worker:
             except InputError:
                 ok = False
             if ok:
-                return {"status": "skipped", "reason": "segment restored earlier", "frames": seg.stop - seg.start}
+                return {
+                    "status": "skipped",
+                    "reason": "segment restored earlier",
+                    "frames": seg.stop - seg.start,
+                }
         remove_partials(mkv, older_than=task.since)
         info = self._probe(task)
         kept_pts: list[int | None] = []
@@ -215,9 +248,15 @@ class Worker:
                     if on_frame is not None:
                         on_frame(1)
         if len(kept_pts) != seg.stop - seg.start:
-            raise OutputError(f"segment {seg.index} gave {len(kept_pts)} frames, expected {seg.stop - seg.start}")
-        record = {"frames": len(kept_pts), "pts": kept_pts, "last_duration": self._last_duration,
-                  **seg.as_dict()}
+            raise OutputError(
+                f"segment {seg.index} gave {len(kept_pts)} frames, expected {seg.stop - seg.start}"
+            )
+        record = {
+            "frames": len(kept_pts),
+            "pts": kept_pts,
+            "last_duration": self._last_duration,
+            **seg.as_dict(),
+        }
         _write_json(side, record)
         return {"status": "done", "frames": len(kept_pts)}
 
@@ -238,8 +277,17 @@ class Worker:
         audio = info.has_audio and output_kind(out) == "video" and s.max_frames is None
         codec = lossless_codec(out, s.preset) if s.lossless else {}
         remove_partials(out, older_than=task.since)
-        with VideoWriter(out, fps=info.fps, time_base=info.time_base, audio_from=task.input if audio else None,
-                         crf=s.crf, preset=s.preset, overwrite=task.overwrite, inputs=[task.input], **codec) as w:
+        with VideoWriter(
+            out,
+            fps=info.fps,
+            time_base=info.time_base,
+            audio_from=task.input if audio else None,
+            crf=s.crf,
+            preset=s.preset,
+            overwrite=task.overwrite,
+            inputs=[task.input],
+            **codec,
+        ) as w:
             for g, rec in zip(segs, records):
                 with open_video(wd / f"seg-{g.index:04d}.mkv") as r:
                     k = 0
@@ -249,8 +297,10 @@ class Worker:
                         if on_frame is not None:
                             on_frame(1)
                 if k != rec["frames"]:
-                    raise OutputError(f"segment {g.index} of '{task.key}' holds {k} of {rec['frames']} frames; "
-                                      "rerun to restore it again")
+                    raise OutputError(
+                        f"segment {g.index} of '{task.key}' holds {k} of {rec['frames']} frames; "
+                        "rerun to restore it again"
+                    )
             if s.max_frames is None or n < s.max_frames:  # as Restorer.restore_video: the input's last frame
                 w.last_duration = records[-1].get("last_duration")
         res = self._verified(out, info, n, {"audio": w.audio_mode, "segments": len(segs)})

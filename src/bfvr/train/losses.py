@@ -191,7 +191,7 @@ class VGG19PerceptualLoss(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "VGG19PerceptualLoss":  # always frozen / eval
+    def train(self, mode: bool = True) -> VGG19PerceptualLoss:  # always frozen / eval
         return super().train(False)
 
     def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
