@@ -42,7 +42,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("folder", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/faces"))
+    ap.add_argument(
+        "folder", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/faces")
+    )
     ap.add_argument("--recipe", default="stc", help="a recipe, or several separated by commas")
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--size", type=int, default=512)
@@ -71,17 +73,19 @@ def main() -> None:
             if "blur" in ops:
                 extra = (f"sigma={ops['blur']['sigma_x']:.2f} scale={ops['downscale']['scale']:.2f} "
                          f"crf={ops['codec']['crf']}")
-            print(f"{v.name:24s} {name:18s} {gt.shape[2]}x{gt.shape[1]} x{len(gt)}  PSNR {p:6.2f} dB  {s}{extra}  "
-                  f"({time.time() - t:.1f}s)")
+            print(f"{v.name:24s} {name:18s} {gt.shape[2]}x{gt.shape[1]} x{len(gt)}  "
+                  f"PSNR {p:6.2f} dB  {s}{extra}  ({time.time() - t:.1f}s)")
     for name in names:
         q = np.percentile(vals[name], [0, 25, 50, 75, 100])
         s = f", SSIM mean {statistics.mean(ssims[name]):.4f}" if a.ssim else ""
-        print(f"{name} {'random' if a.random else 'mid'}: n={len(vals[name])} mean {statistics.mean(vals[name]):.2f} dB, "
+        print(f"{name} {'random' if a.random else 'mid'}: n={len(vals[name])} "
+              f"mean {statistics.mean(vals[name]):.2f} dB, "
               f"min/q1/median/q3/max = {' / '.join(f'{x:.2f}' for x in q)}{s}")
     if len(names) == 2:
         d = np.subtract(vals[names[1]], vals[names[0]])
         s = f"; SSIM {np.mean(np.subtract(ssims[names[1]], ssims[names[0]])):+.4f}" if a.ssim else ""
-        print(f"{names[1]} - {names[0]} per clip: PSNR mean {d.mean():+.2f} dB (min {d.min():+.2f}, max {d.max():+.2f}){s}")
+        print(f"{names[1]} - {names[0]} per clip: PSNR mean {d.mean():+.2f} dB "
+              f"(min {d.min():+.2f}, max {d.max():+.2f}){s}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """DicFace at 512x512 on this machine: speed and memory of the two window schedules, the bf16 deviation, and
 what the two sampling modes do to temporal stability. Prints tables (and JSON lines with --json).
 
-    python benchmarks/dicface_forward.py speed       # s per output frame + peak RSS: official (keep=1) and
-                                                     # fast (keep=5) schedules, fp32 and bf16 (a subprocess each)
-    python benchmarks/dicface_forward.py deviation   # bf16 vs fp32 on the golden input (both sampling modes)
-    python benchmarks/dicface_forward.py flicker     # sampling official vs mean on a real clip: flicker, warping
-                                                     # error, output difference (15 frames, keep=5, bf16)
+    python benchmarks/dicface_forward.py speed       # s per output frame + peak RSS: official (keep=1)
+                                                     # and fast (keep=5) schedules, fp32 and bf16 (a
+                                                     # subprocess each)
+    python benchmarks/dicface_forward.py deviation   # bf16 vs fp32 on the golden input (both sampling
+                                                     # modes)
+    python benchmarks/dicface_forward.py flicker     # sampling official vs mean on a real clip: flicker,
+                                                     # warping error, output difference (15 frames,
+                                                     # keep=5, bf16)
 
 Weights: the golden `dicface` manifest's SYNTHETIC deterministic weights (../shared/tools/golden_weights.py),
 in the official layout; no official weights exist offline. Speed and memory do not depend on the values;
@@ -42,7 +45,8 @@ def peak_rss_gb() -> float:
 
 
 def fixture_net(**kw):
-    """The official-layout DicFace with the golden manifest's synthetic weights (built on meta, then assigned)."""
+    """The official-layout DicFace with the golden manifest's synthetic weights (built on meta, then
+    assigned)."""
     import torch
 
     from bfvr.models.dicface import DicFace
@@ -141,8 +145,9 @@ def speed(a: argparse.Namespace) -> list[dict]:
     )
     for r in rows:
         print(
-            f"{r['schedule']:18} {r['precision']:5} {r['frames']:6d} {r['calls']:5d} {r['s_per_frame']:8.1f} "
-            f"{r['cpu_s_per_frame']:11.1f} {r['s_per_call']:7.1f} {r['peak_rss_gb']:7.2f}GB {r['load_avg']:5.1f}"
+            f"{r['schedule']:18} {r['precision']:5} {r['frames']:6d} {r['calls']:5d} "
+            f"{r['s_per_frame']:8.1f} {r['cpu_s_per_frame']:11.1f} {r['s_per_call']:7.1f} "
+            f"{r['peak_rss_gb']:7.2f}GB {r['load_avg']:5.1f}"
         )
     return rows
 
@@ -151,7 +156,8 @@ def speed(a: argparse.Namespace) -> list[dict]:
 
 
 def deviation(a: argparse.Namespace) -> dict:
-    """bf16 autocast (+ channels-last, the precision policy) vs fp32 on the golden input, both sampling modes."""
+    """bf16 autocast (+ channels-last, the precision policy) vs fp32 on the golden input, both sampling
+    modes."""
     import torch
 
     from bfvr.engine.device import autocast

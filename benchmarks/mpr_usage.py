@@ -137,7 +137,8 @@ def probe(rd: Path) -> None:
         ppl = float(u["perplexity"])
         print(
             f"{key}: {dist.shape[0]} tokens, {int(u['active'])} codes used, perplexity {ppl:.1f}, "
-            f"log(N/perplexity) {math.log(n / ppl):.3f}; token-code distance: nearest {srt[:, 0].mean():.3f}, "
+            f"log(N/perplexity) {math.log(n / ppl):.3f}; token-code distance: "
+            f"nearest {srt[:, 0].mean():.3f}, "
             f"2nd {srt[:, 1].mean():.3f}, median {srt[:, n // 2].mean():.3f}; code norm "
             f"{emb.norm(dim=1).mean():.3f}"
         )
@@ -190,7 +191,10 @@ def picture(results: dict[str, dict], path: Path) -> None:
                         (170, 90, 30),
                         -1,
                     )
-            label = f"{r[f'active_{k}']} codes used, perplexity {r[f'perplexity_{k}']:.1f}, max share {share.max():.3f}"
+            label = (
+                f"{r[f'active_{k}']} codes used, perplexity {r[f'perplexity_{k}']:.1f}, "
+                f"max share {share.max():.3f}"
+            )
             cv2.putText(img, label, (x0, y0 + ph + 16), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), img)

@@ -1,7 +1,7 @@
 """DicFace through the hub, the engine, the API and the CLI: the window schedules against direct network
-calls, sampling modes, the colour and inpainting tasks, masks, option and weight errors. Fast tests use a small
-DicFace saved with a config.json beside it (the Hugging Face route of `load_net`); the slow ones use the
-official layout with the golden manifest's deterministic weights at 512x512 (synthetic weights: outputs
+calls, sampling modes, the colour and inpainting tasks, masks, option and weight errors. Fast tests use a
+small DicFace saved with a config.json beside it (the Hugging Face route of `load_net`); the slow ones use
+the official layout with the golden manifest's deterministic weights at 512x512 (synthetic weights: outputs
 are not faces)."""
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def _clip(n: int = 12, size: int = 32, seed: int = 1) -> np.ndarray:
 
 
 def _direct(net: DicFace, frames: np.ndarray, task: str = "restore") -> np.ndarray:
-    """The network on one window, with the engine's value mapping (uint8 -> [-1,1] -> net -> clamp -> uint8)."""
+    """The network on one window, with the engine's value mapping (uint8 -> [-1,1] -> net -> clamp ->
+    uint8)."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255.0) * 2.0 - 1.0
     if task == "color":
         x = to_grey(x)
@@ -157,7 +158,8 @@ def test_official_schedule_outputs_equal_direct_calls_on_their_windows(small):
     out = eng.restore_array(frames)
     assert out.shape == frames.shape and eng.clips_run == 12
     net = _net(sd, sampling="mean")
-    # frame 0: window 0,0,0,1,2 (edge replicated), centre; frame 7: window 5..9, centre; frame 11: 9,10,11,11,11
+    # frame 0: window 0,0,0,1,2 (edge replicated), centre; frame 7: window 5..9, centre;
+    # frame 11: 9,10,11,11,11
     _close(out[0], _direct(net, frames[[0, 0, 0, 1, 2]])[2])
     _close(out[7], _direct(net, frames[5:10])[2])
     _close(out[11], _direct(net, frames[[9, 10, 11, 11, 11]])[2])
@@ -430,8 +432,8 @@ def _real_frames(n: int) -> np.ndarray:
 
 @pytest.mark.slow
 def test_fixture_weights_fast_schedule_and_tasks(fixture_weights, tmp_path):
-    """512x512, official layout: a 12-frame real clip through keep=5 gives 12 frames in 3 calls; the colour and
-    inpainting models run on a 5-frame window (grey / masked input). ~5 forwards: 3-12 min on 2 cores."""
+    """512x512, official layout: a 12-frame real clip through keep=5 gives 12 frames in 3 calls; the colour
+    and inpainting models run on a 5-frame window (grey / masked input). ~5 forwards: 3-12 min on 2 cores."""
     torch.set_num_threads(2)
     frames = _real_frames(12)
     eng = ClipEngine(load_model("dicface", weights=str(fixture_weights), offline=True, keep=5))

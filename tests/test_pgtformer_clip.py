@@ -1,6 +1,7 @@
 """PGTFormer as a model of bfvr: the hub entry (weights + config.json fetched over file:// URLs), the official
-3-frame window schedule and the fast one frame for frame against direct network calls, `bfvr restore` with
---has-aligned crops and through the face pipeline; (slow) the same with the golden-fixture weights at 512x512."""
+3-frame window schedule and the fast one frame for frame against direct network calls, `bfvr restore`
+with --has-aligned crops and through the face pipeline; (slow) the same with the golden-fixture weights at
+512x512."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def small_folder(tmp_path_factory) -> Path:
-    """A Hugging Face model folder (hub mixin layout) holding the small PGTFormer: config.json + model.safetensors."""
+    """A Hugging Face model folder (hub mixin layout) holding the small PGTFormer: config.json +
+    model.safetensors."""
     folder = tmp_path_factory.mktemp("pgt-hf")
     save_file(small_net(0).state_dict(), str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps({**SMALL, "type": "PGTFormer"}))

@@ -263,7 +263,7 @@ class _TemporalToy:
 
 
 @pytest.mark.parametrize(
-    "T,O,window",
+    "T,V,window",
     [
         (24, 4, None),
         (24, 8, None),
@@ -275,16 +275,16 @@ class _TemporalToy:
         (3, 0, (3, 1)),
     ],
 )
-def test_segment_grid_is_exact(T, O, window) -> None:
+def test_segment_grid_is_exact(T, V, window) -> None:
     """Restoring the planned segments (with their context) and keeping [start, stop) gives exactly the
-    frames of one pass, for clip schedules (any overlap, also O > T - O) and window schedules."""
+    frames of one pass, for clip schedules (any overlap V, also V > T - V) and window schedules."""
     from bfvr.engine.chunker import ClipEngine
     from bfvr.scale.plan import Grid, plan_segments
 
     rng = np.random.default_rng(0)
     for n in (29, 61, 100):
         frames = rng.integers(0, 256, (n, 6, 5, 3), dtype=np.uint8)
-        eng = ClipEngine(_TemporalToy(T, O, window), chunk=6)
+        eng = ClipEngine(_TemporalToy(T, V, window), chunk=6)
         whole = eng.restore_array(frames)
         grid = Grid.of_engine(eng)
         for k in (2, 3, 5):

@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         # standalone mode: typer itself reports bad flags (usage + exit 2) and --help; SystemExit passes
         app(args=argv, prog_name="bfvr")
     except Terminated as e:  # a batch (bfvr.scale) says what it kept instead
-        _fail(f"stopped by {signal.Signals(e.signum).name}; {getattr(e, 'batch_note', 'no output was written')}.",
+        _fail(f"stopped by {signal.Signals(e.signum).name}; "
+              f"{getattr(e, 'batch_note', 'no output was written')}.",
               128 + e.signum)
     except KeyboardInterrupt as e:
         _fail(f"interrupted; {getattr(e, 'batch_note', 'no output was written')}.", 130)

@@ -13,9 +13,9 @@ from bfvr.errors import ConfigError, InputError, OutputError
 
 def register(app: typer.Typer) -> None:
     @app.command("degrade", help="Degrade a video or a folder of videos with a paper's recipe (stc, "
-                 "stc-nonoise, stc-paper, stc-paper-nonoise, keep, flicker-brightness, flicker-pixel, inpaint, "
-                 "gray; join with '+'); writes LQ videos plus a JSON sidecar of the drawn parameters. "
-                 "Deterministic for a seed.")
+                 "stc-nonoise, stc-paper, stc-paper-nonoise, keep, flicker-brightness, flicker-pixel, "
+                 "inpaint, gray; join with '+'); writes LQ videos plus a JSON sidecar of the drawn "
+                 "parameters. Deterministic for a seed.")
     def _cmd(
         inp: Annotated[Path, typer.Argument(help="Input video, or a folder of videos.", show_default=False)],
         out: Annotated[Path, typer.Argument(help="Output video (.mp4) for one input, or an output folder.",

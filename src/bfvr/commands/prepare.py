@@ -12,9 +12,10 @@ from bfvr.errors import ConfigError, InputError
 
 def register(app: typer.Typer) -> None:
     @app.command("prepare", help="Prepare training clips: crop each video to its faces (union of Haar boxes "
-                 "x1.3, square, resized), drop clips whose 68-point eye/nose ratio leaves [0.4, 2.5] or whose "
-                 "nose leaves the eyes, drop clips with text on the first cropped frame (OCR score > 0.95) when "
-                 "an OCR backend is installed, score motion; writes the crops and OUT/manifest.jsonl.")
+                 "x1.3, square, resized), drop clips whose 68-point eye/nose ratio leaves [0.4, 2.5] or "
+                 "whose nose leaves the eyes, drop clips with text on the first cropped frame (OCR score > "
+                 "0.95) when an OCR backend is installed, score motion; writes the crops and "
+                 "OUT/manifest.jsonl.")
     def _cmd(
         inp: Annotated[Path, typer.Argument(help="A video file or a folder of videos.", show_default=False)],
         out: Annotated[Path, typer.Argument(help="Output folder (crops + manifest.jsonl).",
@@ -73,12 +74,12 @@ def register(app: typer.Typer) -> None:
         if not inputs:
             raise InputError(f"'{inp}' holds no video files; give a video file or a folder of videos.")
         opts = PrepareOptions(size=size, expand=expand, keep_aspect=not stretch, detect_every=detect_every,
-                              check_every=check_every, ratio_range=(ratio_min, ratio_max), min_motion=min_motion,
-                              motion_threshold=motion_threshold, text_backend=ocr, crf=crf, max_frames=max_frames,
-                              keep_dropped=keep_dropped)
+                              check_every=check_every, ratio_range=(ratio_min, ratio_max),
+                              min_motion=min_motion, motion_threshold=motion_threshold, text_backend=ocr,
+                              crf=crf, max_frames=max_frames, keep_dropped=keep_dropped)
         if ocr == "auto" and installed_ocr("auto") is None and not quiet:
-            typer.echo("text filter: no OCR backend is installed (rapidocr-onnxruntime, paddleocr or easyocr; see "
-                       "docs/data.md); every clip is recorded as 'text: not checked'.", err=True)
+            typer.echo("text filter: no OCR backend is installed (rapidocr-onnxruntime, paddleocr or "
+                       "easyocr; see docs/data.md); every clip is recorded as 'text: not checked'.", err=True)
         total = 0
         for v in inputs:
             n = probe(v).frame_count

@@ -16,12 +16,12 @@ def register(app: typer.Typer) -> None:
                  "timestamps and audio; streaming (any length, bounded memory). The "
                  "output is written to a temporary file and renamed when complete.")
     def _cmd(
-        inp: Annotated[Path, typer.Argument(help="Input video file, GIF, or folder of PNG/JPG frames; or a batch: "
-                                            "a folder of videos, a list (.txt, one path a line) or a manifest "
-                                            "(.jsonl).", show_default=False)],
-        out: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4/.mov/.mkv file, or a path without "
-                                          "suffix for a folder of PNG frames; for a batch, the output folder "
-                                          "(relative paths mirrored).", show_default=False)],
+        inp: Annotated[Path, typer.Argument(help="Input video file, GIF, or folder of PNG/JPG frames; or a "
+                                            "batch: a folder of videos, a list (.txt, one path a line) or a "
+                                            "manifest (.jsonl).", show_default=False)],
+        out: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4/.mov/.mkv file, or a path "
+                                          "without suffix for a folder of PNG frames; for a batch, the "
+                                          "output folder (relative paths mirrored).", show_default=False)],
         model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `bfvr models`); 'identity' "
                                            "passes frames through unchanged.")] = DEFAULT_MODEL,
         weights: Annotated[Path | None, typer.Option("--weights", help="Local weights file for the model "
@@ -80,53 +80,53 @@ def register(app: typer.Typer) -> None:
         no_smooth: Annotated[bool, typer.Option("--no-smooth", help="Do not smooth face boxes/landmarks over "
                                                 "time (the crop then follows every detector jitter).",
                                                 rich_help_panel="Faces")] = False,
-        paste_mask: Annotated[str, typer.Option("--paste-mask", help="Where the restored face replaces the frame: "
-                                                "box (feathered square), ellipse, or parsing (face and hair as "
-                                                "labelled by PGTFormer's face-parsing net; needs its weights).",
-                                                rich_help_panel="Faces")] = "box",
+        paste_mask: Annotated[str, typer.Option(
+            "--paste-mask", help="Where the restored face replaces the frame: box (feathered square), "
+            "ellipse, or parsing (face and hair as labelled by PGTFormer's face-parsing net; needs its "
+            "weights).",
+            rich_help_panel="Faces")] = "box",
         draw_box: Annotated[bool, typer.Option("--draw-box", help="Draw each restored face's crop outline "
                                                "(debugging).", rich_help_panel="Faces")] = False,
         upscale: Annotated[int, typer.Option("--upscale", help="Output N times larger: the background is "
                                              "resized (bicubic), faces are pasted at the new size.", min=1,
                                              rich_help_panel="Faces")] = 1,
-        container: Annotated[str, typer.Option("--container", help="Batch: output container, mp4, mov, mkv or png "
-                                               "(a folder of PNG frames per video).",
+        container: Annotated[str, typer.Option("--container", help="Batch: output container, mp4, mov, "
+                                               "mkv or png (a folder of PNG frames per video).",
                                                rich_help_panel="Batch and cluster")] = "mp4",
-        segments: Annotated[int | None, typer.Option("--segments", help="Cut each video into N segments on the "
-                                                     "model's clip grid, restore them in parallel and join them "
-                                                     "(the same frames as one process).", min=1,
-                                                     rich_help_panel="Batch and cluster")] = None,
-        segment_seconds: Annotated[float | None, typer.Option("--segment-seconds", help="Like --segments, with "
-                                                              "one segment per this many seconds of video.",
-                                                              min=0.001, rich_help_panel="Batch and cluster")
-                                   ] = None,
-        workers: Annotated[int | None, typer.Option("--workers", help="Parallel workers, each loading the model "
-                                                    "once: local processes (default 1; with --segments one per "
-                                                    "core), or Ray actors (default: as many as the cluster "
-                                                    "holds).", min=1, rich_help_panel="Batch and cluster")] = None,
-        ray: Annotated[str | None, typer.Option("--ray", help="Run on a Ray cluster: auto (the one `ray start` "
-                                                "made here, or RAY_ADDRESS), local (a private Ray on this "
-                                                "machine) or HOST:PORT. Needs Ray (the cluster extra).",
-                                                rich_help_panel="Batch and cluster")] = None,
-        cpus_per_worker: Annotated[float, typer.Option("--cpus-per-worker", help="Ray CPUs each worker reserves "
-                                                       "(and its torch threads).", min=0,
-                                                       rich_help_panel="Batch and cluster")] = 1,
-        gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="Ray GPUs each worker reserves "
-                                                       "(e.g. 1, or 0.5 to share a GPU).", min=0,
-                                                       rich_help_panel="Batch and cluster")] = 0,
-        retries: Annotated[int, typer.Option("--retries", help="Ray: times a video is retried after its worker "
-                                             "died (the worker is restarted and reloads the model).", min=0,
-                                             rich_help_panel="Batch and cluster")] = 3,
-        max_failures: Annotated[int | None, typer.Option("--max-failures", help="Batch: stop starting new videos "
-                                                         "after N failures (default: never).", min=1,
-                                                         rich_help_panel="Batch and cluster")] = None,
+        segments: Annotated[int | None, typer.Option(
+            "--segments", help="Cut each video into N segments on the model's clip grid, restore them in "
+            "parallel and join them (the same frames as one process).", min=1,
+            rich_help_panel="Batch and cluster")] = None,
+        segment_seconds: Annotated[float | None, typer.Option(
+            "--segment-seconds", help="Like --segments, with one segment per this many seconds of video.",
+            min=0.001, rich_help_panel="Batch and cluster")] = None,
+        workers: Annotated[int | None, typer.Option(
+            "--workers", help="Parallel workers, each loading the model once: local processes (default 1; "
+            "with --segments one per core), or Ray actors (default: as many as the cluster holds).", min=1,
+            rich_help_panel="Batch and cluster")] = None,
+        ray: Annotated[str | None, typer.Option(
+            "--ray", help="Run on a Ray cluster: auto (the one `ray start` made here, or RAY_ADDRESS), local "
+            "(a private Ray on this machine) or HOST:PORT. Needs Ray (the cluster extra).",
+            rich_help_panel="Batch and cluster")] = None,
+        cpus_per_worker: Annotated[float, typer.Option(
+            "--cpus-per-worker", help="Ray CPUs each worker reserves (and its torch threads).", min=0,
+            rich_help_panel="Batch and cluster")] = 1,
+        gpus_per_worker: Annotated[float, typer.Option(
+            "--gpus-per-worker", help="Ray GPUs each worker reserves (e.g. 1, or 0.5 to share a GPU).", min=0,
+            rich_help_panel="Batch and cluster")] = 0,
+        retries: Annotated[int, typer.Option(
+            "--retries", help="Ray: times a video is retried after its worker died (the worker is restarted "
+            "and reloads the model).", min=0, rich_help_panel="Batch and cluster")] = 3,
+        max_failures: Annotated[int | None, typer.Option(
+            "--max-failures", help="Batch: stop starting new videos after N failures (default: never).",
+            min=1, rich_help_panel="Batch and cluster")] = None,
         summary: Annotated[Path | None, typer.Option("--summary", help="Where the JSON summary goes (batch "
                                                      "default: OUT_DIR/bfvr-summary.json).",
                                                      rich_help_panel="Batch and cluster")] = None,
-        mask: Annotated[Path | None, typer.Option("--mask", help="dicface-inpaint: the missing pixels (white), "
-                                                  "one PNG for all frames or a mask video/folder (one per frame), "
-                                                  "the video's size.", show_default=False,
-                                                  rich_help_panel="Window models")] = None,
+        mask: Annotated[Path | None, typer.Option(
+            "--mask", help="dicface-inpaint: the missing pixels (white), one PNG for all frames or a mask "
+            "video/folder (one per frame), the video's size.", show_default=False,
+            rich_help_panel="Window models")] = None,
         sampling: Annotated[str | None, typer.Option("--sampling", help="DicFace code weights: mean (the "
                                                      "Dirichlet mean, deterministic; default) or official (a "
                                                      "Dirichlet draw, seeded).", show_default=False,
@@ -185,8 +185,8 @@ def register(app: typer.Typer) -> None:
         if scale:
             _run_scaled(inp, out, batch, quiet, fps, dict(
                 model=model, device=device, precision=precision, weights=str(weights) if weights else None,
-                offline=offline, clip_len=clip_len, overlap=overlap, keep=keep, faces=faces, model_options=options,
-                crf=crf,
+                offline=offline, clip_len=clip_len, overlap=overlap, keep=keep, faces=faces,
+                model_options=options, crf=crf,
                 preset=preset, lossless=lossless, max_frames=max_frames), dict(
                 container=container, overwrite=overwrite, segments=segments, segment_seconds=segment_seconds,
                 workers=workers, ray=ray, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,

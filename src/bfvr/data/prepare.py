@@ -223,9 +223,11 @@ def text_backend(name: str = "auto", threads: int = 1
 
             return n, run
     if name not in ("auto", "none"):
-        how = ('`pip install "bfvr[ocr]"` then `pip install --no-deps rapidocr-onnxruntime==1.4.4` (docs/data.md)'
+        how = ('`pip install "bfvr[ocr]"` then `pip install --no-deps rapidocr-onnxruntime==1.4.4` '
+               "(docs/data.md)"
                if name == "rapidocr" else f"`pip install {name}`")
-        raise DependencyError(f"OCR backend '{name}' is not installed; install it with {how} or use --ocr none.")
+        raise DependencyError(f"OCR backend '{name}' is not installed; install it with {how} "
+                              "or use --ocr none.")
     return None
 
 

@@ -1,8 +1,9 @@
 """Degradation synthesis: seeded, composable operators with one parameter draw per clip.
 
 ``recipe(name)`` gives a :class:`Degradation` (stc, stc-nonoise, stc-paper, stc-paper-nonoise, keep,
-flicker-brightness, flicker-pixel, inpaint, gray, or several joined with '+'); ``clip_rng(seed, name)`` the per-clip
-generator; ``degrade_path`` the file/folder level used by ``bfvr degrade``. See docs/degrade.md.
+flicker-brightness, flicker-pixel, inpaint, gray, or several joined with '+'); ``clip_rng(seed, name)``
+the per-clip generator; ``degrade_path`` the file/folder level used by ``bfvr degrade``. See
+docs/degrade.md.
 """
 
 from bfvr.degrade.ops import (

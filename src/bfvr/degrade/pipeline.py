@@ -46,14 +46,18 @@ class Degradation:
     >>> lq = deg.apply(frames, params)          # frames: uint8 [N,H,W,3] RGB -> same shape, uint8
     """
 
-    def __init__(self, ops: Sequence[Op], name: str = "custom", rng_slots: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, ops: Sequence[Op], name: str = "custom", rng_slots: Sequence[int] | None = None
+    ) -> None:
         self.ops = list(ops)
         self.name = name
         # operator i draws from child generator rng_slots[i] (default: i). A recipe that reorders another's
         # operators keeps their generators, so both draw the same parameters from the same seed.
         self.rng_slots = list(range(len(self.ops))) if rng_slots is None else list(rng_slots)
         if sorted(self.rng_slots) != list(range(len(self.ops))):
-            raise ValueError(f"rng_slots must be a permutation of 0..{len(self.ops) - 1}, got {self.rng_slots}")
+            raise ValueError(
+                f"rng_slots must be a permutation of 0..{len(self.ops) - 1}, got {self.rng_slots}"
+            )
 
     def __repr__(self) -> str:
         return f"Degradation({self.name!r}, {self.ops!r})"

@@ -38,7 +38,8 @@ def find_parsing_weights(path: str | Path | None = None) -> Path | None:
 
 
 def require_parsing_weights(path: str | Path | None = None) -> Path:
-    """The parsing weights (`find_parsing_weights`), or a `ConfigError` saying in one sentence that there are none."""
+    """The parsing weights (`find_parsing_weights`), or a `ConfigError` saying in one sentence that there
+    are none."""
     found = find_parsing_weights(path)
     if found is None or not found.is_file():
         where = (

@@ -86,8 +86,8 @@ class FaceOptions:
     min_hits: int = 3                # detections before a track is used
     iou_threshold: float = 0.3
     cut_threshold: float = 0.3       # shot cut: Bhattacharyya distance of colour histograms
-    mask_shape: str = "box"          # box | ellipse | parsing (face + hair of a face-parsing net, inside the box;
-    #                                  bfvr.faces.parsing_mask)
+    mask_shape: str = "box"          # box | ellipse | parsing (face + hair of a face-parsing net, inside
+    #                                  the box; bfvr.faces.parsing_mask)
     parsing_weights: str | None = None  # mask_shape parsing: weights of the parsing net (default: the model's
     #                                  own, else the cached PGTFormer weights)
     erode: float = 0.04              # mask: shrink by this x canvas size per side
@@ -112,7 +112,8 @@ class FaceOptions:
             raise ConfigError(f"unknown --crop-mode '{self.crop_mode}'; "
                               f"choose one of: {', '.join(CROP_MODES + ('auto',))}.")
         if self.mask_shape not in MASK_CHOICES:
-            raise ConfigError(f"unknown --paste-mask '{self.mask_shape}'; choose one of: {', '.join(MASK_CHOICES)}.")
+            raise ConfigError(f"unknown --paste-mask '{self.mask_shape}'; "
+                              f"choose one of: {', '.join(MASK_CHOICES)}.")
         if self.detect_every < 1:
             raise ConfigError("--detect-every must be 1 or more.")
         if self.upscale < 1:

@@ -240,8 +240,8 @@ class AVReader(VideoReader):
         info = self.info
         if (not self._seeked and info.frame_count_exact and "mp4" in info.container
                 and self._decoded < info.frame_count):
-            raise InputError(f"'{self.path}' ended after {self._decoded} of its {info.frame_count} frames; the file "
-                             "is truncated or corrupt (re-export or re-download it).")
+            raise InputError(f"'{self.path}' ended after {self._decoded} of its {info.frame_count} frames; "
+                             "the file is truncated or corrupt (re-export or re-download it).")
 
     _seeked = False
 
@@ -256,7 +256,9 @@ class AVReader(VideoReader):
         try:
             self._container.seek(int(pts), stream=self._stream, backward=True, any_frame=False)
         except av.FFmpegError as e:
-            raise InputError(f"cannot seek in '{self.path}' ({_why(e)}); re-export it as mp4 or mkv.") from None
+            raise InputError(
+                f"cannot seek in '{self.path}' ({_why(e)}); re-export it as mp4 or mkv."
+            ) from None
         self._peeked = []
         self._seeked = True
         self._frame_iter = self._decode()

@@ -265,8 +265,8 @@ class RayBackend:
                 res = ray.get(ref)
                 self._idle.append(actor)
             except ray.exceptions.RayError as e:
-                # retries used up; Ray restarts the actor (max_restarts=-1) unless it cannot (e.g. its model no
-                # longer loads): keep it only if it answers again
+                # retries used up; Ray restarts the actor (max_restarts=-1) unless it cannot (e.g. its
+                # model no longer loads): keep it only if it answers again
                 if self._alive(actor):
                     self._idle.append(actor)
                 res = {

@@ -378,10 +378,11 @@ class Grid:
         if sch.kind == "window":
             k, a, L = sch.keep, sch.first_kept, engine.clip_len
             return cls(step=k, left=math.ceil(a / k) * k, right=max(0, L - k - a))
-        T, O = engine.clip_len, engine.overlap
-        S = T - O
-        # the blend chain: frames of clip k depend on clips k-1 .. k-ceil(O/S) (only k-1 when O <= S)
-        return cls(step=S, left=math.ceil(O / S) * S if O else 0, right=O, min_tail=T if engine.fixed else 0)
+        T, V = engine.clip_len, engine.overlap
+        S = T - V
+        # the blend chain: frames of clip k depend on clips k-1 .. k-ceil(V/S) (only k-1 when V <= S),
+        # V the overlap
+        return cls(step=S, left=math.ceil(V / S) * S if V else 0, right=V, min_tail=T if engine.fixed else 0)
 
     def for_faces(self, context: int) -> Grid:
         """The face pipeline: `context` frames of warm-up on each side, on the same grid; not exact."""

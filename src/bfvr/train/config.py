@@ -31,9 +31,9 @@ class ModelConfig:
     codebook_size: int = 1024
     emb_dim: int = 256
     beta: float = 0.25
-    #: MPR form (bfvr.models.stc.quantizer): "official" (the released code's near-zero form, what trained the
-    #: released weights), "paper" (the printed KL(marginal || uniform) on inverse Euclidean distances; inert in
-    #: practice), "gaussian" (KL of the marginal of a Gaussian soft assignment with temperature
+    #: MPR form (bfvr.models.stc.quantizer): "official" (the released code's near-zero form, what trained
+    #: the released weights), "paper" (the printed KL(marginal || uniform) on inverse Euclidean distances;
+    #: inert in practice), "gaussian" (KL of the marginal of a Gaussian soft assignment with temperature
     #: `mpr_temperature`: the form that acts, docs/training.md) or "none"
     mpr: str = "official"
     #: temperature of the "gaussian" MPR, in units of the spread of the squared token-code distances
@@ -272,10 +272,12 @@ class TrainConfig:
             raise ConfigError("loss.perceptual_fallback must be 'ssim+grad' or 'none'.")
         pgt_later = ("pgtformer-stage2", "pgtformer-stage3", "pgtformer-stage4")
         if self.task_name in pgt_later and not self.model.stage1_weights:
-            raise ConfigError(f"{self.task_name} needs model.stage1_weights (the PGTFormer Stage-I run folder or "
-                              "weights file); set it in the config or with --set model.stage1_weights=PATH.")
+            raise ConfigError(f"{self.task_name} needs model.stage1_weights (the PGTFormer Stage-I run "
+                              "folder or weights file); set it in the config or with "
+                              "--set model.stage1_weights=PATH.")
         if len(self.loss.grad_levels) != 3:
-            raise ConfigError("loss.grad_levels takes 3 weights (pixel, spatial gradient, temporal difference).")
+            raise ConfigError("loss.grad_levels takes 3 weights "
+                              "(pixel, spatial gradient, temporal difference).")
         if self.task_name == "stc-stage2" and not self.model.stage1_weights:
             raise ConfigError("stage2 needs model.stage1_weights (the Stage-I run folder or weights file); "
                               "set it in the config or with --set model.stage1_weights=PATH.")

@@ -165,8 +165,8 @@ def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
     backend = cfg.backend
     if backend not in ("auto", "bfvr", "builtin"):
         raise ConfigError("data.backend must be auto, bfvr or builtin.")
-    # data.window "first" (the STC paper's sampling): only the first clip_len frames of each video are read, so
-    # every window starts at frame 0; "random": a window anywhere in the first max_frames frames
+    # data.window "first" (the STC paper's sampling): only the first clip_len frames of each video are
+    # read, so every window starts at frame 0; "random": a window anywhere in the first max_frames frames
     max_frames = cfg.clip_len if cfg.window == "first" else cfg.max_frames
     if backend == "builtin":
         base: Dataset = BuiltinClipDataset(cfg.paths, clip_len=cfg.clip_len, size=cfg.size, recipe=cfg.recipe,

@@ -178,7 +178,11 @@ class VGG19PerceptualLoss(nn.Module):
         self.layer_weights = tuple(layer_weights) if layer_weights is not None else (1.0,) * len(layers)
         self.features = vgg19_features(max(self.taps))
         own = self.features.state_dict()
-        sd = {k.removeprefix("features."): v for k, v in load_state(weights).items() if k.startswith("features.")}
+        sd = {
+            k.removeprefix("features."): v
+            for k, v in load_state(weights).items()
+            if k.startswith("features.")
+        }
         missing = [k for k in own if k not in sd]
         wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
         if missing or wrong:

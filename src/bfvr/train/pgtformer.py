@@ -69,8 +69,8 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -
 
 
 def gradient_l1_loss(y: torch.Tensor, x: torch.Tensor, levels: tuple[float, float, float]) -> torch.Tensor:
-    """GradL1 on BCTHW clips: levels[0] * |y - x| + levels[1] * |spatial gradients of y - of x| (horizontal and
-    vertical finite differences) + levels[2] * |temporal differences of y - of x|."""
+    """GradL1 on BCTHW clips: levels[0] * |y - x| + levels[1] * |spatial gradients of y - of x| (horizontal
+    and vertical finite differences) + levels[2] * |temporal differences of y - of x|."""
     a, b, c = levels
     loss = a * (y - x).abs().mean()
     for dim in (-1, -2):

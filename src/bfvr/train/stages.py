@@ -51,7 +51,8 @@ def build_discriminator(cfg: TrainConfig) -> nn.Module:
     d = cfg.disc
     if d.backbone == "dinov2":
         disc = DINOv2Discriminator.load(repo=d.dinov2_repo, weights=d.dinov2_weights,
-                                        official_no_grad=d.official_no_grad, heads=d.heads, head_hidden=d.head_hidden)
+                                        official_no_grad=d.official_no_grad, heads=d.heads,
+                                        head_hidden=d.head_hidden)
         log.info("discriminator: frozen DINOv2 ViT-S/14 + 3 %s heads (%s)", d.heads,
                  d.dinov2_weights)
         return disc

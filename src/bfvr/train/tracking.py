@@ -57,7 +57,9 @@ class MetricLogger:
         """Log count histograms ``{name: counts}`` (bucket i holds counts[i])."""
         if not self.enabled or not counts:
             return
-        rec = {"step": step, "time": round(time.time(), 3), **{k: [int(c) for c in v] for k, v in counts.items()}}
+        rec = {
+            "step": step, "time": round(time.time(), 3), **{k: [int(c) for c in v] for k, v in counts.items()}
+        }
         with open(self.hist_path, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
         if self.tb is not None:
@@ -71,7 +73,8 @@ class MetricLogger:
                 self.tb.add_histogram_raw(name, min=float(used[0]), max=float(used[-1]), num=total,
                                           sum=float(sum(i * x for i, x in zip(idx, c))),
                                           sum_squares=float(sum(i * i * x for i, x in zip(idx, c))),
-                                          bucket_limits=[i + 0.5 for i in idx], bucket_counts=c, global_step=step)
+                                          bucket_limits=[i + 0.5 for i in idx], bucket_counts=c,
+                                          global_step=step)
 
     def close(self) -> None:
         if not self.enabled:
@@ -85,7 +88,9 @@ def _truncate_after(path: Path, step: int) -> None:
     """Keep only the records of `path` (JSONL) logged at or before `step` (atomic rewrite)."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    keep = [
+        ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step
+    ]
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text("".join(k + "\n" for k in keep))
     os.replace(tmp, path)

@@ -446,7 +446,9 @@ class Trainer:
                     counts[k] = counts.get(k, 0) + 1
                 if self.step % c.log_every == 0 or self.step == total or self.step == self.start_step + 1:
                     # the mean of every value over the steps since the previous record
-                    logger.log(self.step, {k: window[k] / counts[k] for k in window} | self._usage_window(logger))
+                    logger.log(
+                        self.step, {k: window[k] / counts[k] for k in window} | self._usage_window(logger)
+                    )
                     window, counts = {}, {}
                 if bar is not None:
                     bar.update(1)

@@ -113,7 +113,8 @@ class DicFaceClipModel(NetClipModel):
     def prepare_frames(
         self, frames: Iterable[tuple[np.ndarray, int | None]]
     ) -> Iterator[tuple[np.ndarray, int | None]]:
-        """The video frames as the network expects them before any cropping (inpainting: holes painted white)."""
+        """The video frames as the network expects them before any cropping (inpainting: holes painted
+        white)."""
         if self.mask is None:
             yield from frames
             return

@@ -197,7 +197,8 @@ class DicFace(nn.Module):
         return lq_feat, feats
 
     def concentration(self, lq_feat: torch.Tensor) -> torch.Tensor:
-        """lq_feat [(B*T), C, s, s] -> Dirichlet concentration alpha [(B*T), s*s, K] (softplus + 0.01, fp32)."""
+        """lq_feat [(B*T), C, s, s] -> Dirichlet concentration alpha [(B*T), s*s, K] (softplus + 0.01,
+        fp32)."""
         t = self.frame_length
         tok = self.feat_emb(rearrange(lq_feat, "(b t) c h w -> b t (h w) c", t=t))
         b, _, d, e = tok.shape

@@ -121,5 +121,6 @@ class Codebook(nn.Module):
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code indices [...] -> code vectors [..., emb_dim] (nearest-code decoding, for training/inspection)."""
+        """Code indices [...] -> code vectors [..., emb_dim] (nearest-code decoding, for
+        training/inspection)."""
         return self.embedding(indices)

@@ -187,7 +187,8 @@ class PGTFormer(TSVQGAN):
         return t.reshape(bt // self.tf, self.tf, c, h * w).permute(0, 1, 3, 2).reshape(bt // self.tf, -1, c)
 
     def predict_logits(self, lq_feat: torch.Tensor, parsing_cond: torch.Tensor) -> torch.Tensor:
-        """lq_feat [(B*tf), C, h, w], parsing_cond [(B*tf), 57, h, w] -> logits [(B*tf), h, w, depth, n_embed]."""
+        """lq_feat [(B*tf), C, h, w], parsing_cond [(B*tf), 57, h, w] -> logits [(B*tf), h, w, depth,
+        n_embed]."""
         bt, _, h, w = lq_feat.shape
         pos = self.clip_tokens(self.convpos(parsing_cond))
         q = self.feat_emb(self.clip_tokens(lq_feat))
