@@ -309,7 +309,7 @@ def test_vgg19_perceptual_loss_from_a_local_file(vgg19_file: Path, faces_dir: Pa
     assert not loss.training
 
 
-def test_vgg19_missing_or_wrong_weights_is_one_sentence(tmp_path: Path, faces_dir: Path) -> None:
+def test_vgg19_missing_or_wrong_weights_is_one_sentence(tmp_path: Path, faces_dir: Path, capsys) -> None:
     from safetensors.torch import save_file
 
     from bfvr.errors import WeightsNotFoundError
@@ -323,12 +323,14 @@ def test_vgg19_missing_or_wrong_weights_is_one_sentence(tmp_path: Path, faces_di
     save_file(LPIPSBackbone("vgg").state_dict(), str(tmp_path / "vgg16.safetensors"))
     with pytest.raises(WeightsNotFoundError, match="not a torchvision VGG19"):
         VGG19PerceptualLoss(tmp_path / "vgg16.safetensors")
-    # through `bfvr train`: exit code 2-ish, no run folder left behind
+    # through `bfvr train`: one sentence on stderr, a non-zero exit, no run folder left behind
     cfg = tmp_path / "c.yaml"
     import yaml
 
     cfg.write_text(yaml.safe_dump(tiny(faces_dir, tmp_path / "run", loss={"perceptual_net": "vgg19"})))
     assert run_cli("train", "--config", str(cfg), "--quiet") != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "needs a local VGG19 weights file (loss.vgg19_weights" in err[-1] and "Traceback" not in "".join(err)
     assert not (tmp_path / "run").exists()
 
 
@@ -451,6 +453,7 @@ def test_paper_configs_select_the_paper_choices() -> None:
     )
 
 
+@pytest.mark.slow
 def test_tiny_paper_config_trains_on_cpu(faces_dir: Path, tmp_path: Path, vgg19_file: Path) -> None:
     """configs/stc/tiny_paper_stage1.yaml as shipped (shortened to 3 steps, GAN from step 2) through
     `bfvr train`, and with the VGG19 loss from a local file."""
