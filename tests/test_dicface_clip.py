@@ -321,19 +321,19 @@ def _real_frames(n: int) -> np.ndarray:
 
 @pytest.mark.slow
 def test_fixture_weights_fast_schedule_and_tasks(fixture_weights, tmp_path):
-    """512x512, official layout: a 12-frame real clip through keep=5 gives 12 frames in 3 calls; the colour and
-    inpainting models run on a 5-frame window (grey / masked input). ~5 forwards: 3-12 min on 2 cores."""
+    """512x512, official layout, bf16: a 12-frame real clip through keep=5 gives 12 frames in 3 calls; the colour
+    and inpainting models run on a 5-frame window (grey / masked input). 5 forwards: 2-9 min on 2 cores."""
     torch.set_num_threads(2)
     frames = _real_frames(12)
-    eng = ClipEngine(load_model("dicface", weights=str(fixture_weights), offline=True, keep=5))
+    eng = ClipEngine(load_model("dicface", weights=str(fixture_weights), offline=True, keep=5, precision="bf16"))
     out = eng.restore_array(frames)
     assert out.shape == frames.shape and eng.clips_run == 3
     hole = np.zeros((512, 512), np.uint8)
     hole[200:300, 100:400] = 255
     png = _write_png(tmp_path / "mask.png", hole)
-    inp = Restorer("dicface-inpaint", weights=fixture_weights, offline=True, keep=5, precision="fp32",
+    inp = Restorer("dicface-inpaint", weights=fixture_weights, offline=True, keep=5, precision="bf16",
                    model_options={"mask": png}, progress=False).restore_clip(frames[:5])
-    col = Restorer("dicface-color", weights=fixture_weights, offline=True, keep=5, precision="fp32",
+    col = Restorer("dicface-color", weights=fixture_weights, offline=True, keep=5, precision="bf16",
                    progress=False).restore_clip(frames[:5])
     assert inp.shape == col.shape == frames[:5].shape
     assert not np.array_equal(inp, out[:5]) and not np.array_equal(col, out[:5])
@@ -369,7 +369,7 @@ def test_cli_real_clip_with_audio_fixture_weights(fixture_weights, tmp_path):
             w.write(f[None], [p])
     out = tmp_path / "out.mp4"
     assert run_cli("restore", str(cut), "-o", str(out), "--model", "dicface", "--weights", str(fixture_weights),
-                   "--offline", "--keep", "5", "--device", "cpu", "--precision", "fp32", "-q") == 0
+                   "--offline", "--keep", "5", "--device", "cpu", "-q") == 0
     a, b = probe(cut), probe(out)
     assert (b.frame_count, b.fps, b.width, b.height) == (a.frame_count, a.fps, a.width, a.height)
     assert b.has_audio and abs(b.duration - a.duration) <= 1 / float(a.fps)
