@@ -132,6 +132,26 @@ def test_option_and_weight_errors(small, tmp_path):
         ClipEngine(m, clip_len=7).restore_array(_clip(8))
 
 
+def test_weights_come_from_the_dicface_mirror_and_are_checked(small, tmp_path, monkeypatch):
+    """BFVR_DICFACE_MIRROR (file:// here) replaces the Hugging Face folder; the downloaded file is cached and
+    checked against the official layout (a small DicFace is not it: the error names the mismatching keys)."""
+    from bfvr.models import weights as W
+
+    _, sd = small
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    torch.save({"params_ema": sd}, mirror / "bfr_100k.pth")  # official file layout, small network
+    monkeypatch.setenv("BFVR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BFVR_DICFACE_MIRROR", mirror.as_uri())
+    monkeypatch.delenv("BFVR_WEIGHTS_BASE_URL", raising=False)
+    for name, file in (("dicface", "bfr_100k.pth"), ("dicface-inpaint", "inpainting_100k.pth"),
+                       ("dicface-color", "color_100k.pth"), ("dicface-codeformer", "codeformer.pth")):
+        assert W.source_url(W.get_entry(name)) == f"{mirror.as_uri()}/{file}"
+    with pytest.raises(ModelError, match=r"position_emb"):
+        load_model("dicface", progress=False)
+    assert (tmp_path / "home" / "weights" / "bfr_100k.pth").is_file()
+
+
 # ------------------------------------------------------------------------------------- schedules
 
 def test_official_schedule_outputs_equal_direct_calls_on_their_windows(small):
