@@ -148,6 +148,26 @@ def test_option_and_weight_errors(small, tmp_path):
         ClipEngine(m, clip_len=7).restore_array(_clip(8))
 
 
+def test_weights_come_from_the_dicface_mirror_and_are_checked(small, tmp_path, monkeypatch):
+    """BFVR_DICFACE_MIRROR (file:// here) replaces the Hugging Face folder; the downloaded file is cached and
+    checked against the official layout (a small DicFace is not it: the error names the mismatching keys)."""
+    from bfvr.models import weights as W
+
+    _, sd = small
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    torch.save({"params_ema": sd}, mirror / "bfr_100k.pth")  # official file layout, small network
+    monkeypatch.setenv("BFVR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BFVR_DICFACE_MIRROR", mirror.as_uri())
+    monkeypatch.delenv("BFVR_WEIGHTS_BASE_URL", raising=False)
+    for name, file in (("dicface", "bfr_100k.pth"), ("dicface-inpaint", "inpainting_100k.pth"),
+                       ("dicface-color", "color_100k.pth"), ("dicface-codeformer", "codeformer.pth")):
+        assert W.source_url(W.get_entry(name)) == f"{mirror.as_uri()}/{file}"
+    with pytest.raises(ModelError, match=r"position_emb"):
+        load_model("dicface", progress=False)
+    assert (tmp_path / "home" / "weights" / "bfr_100k.pth").is_file()
+
+
 # ------------------------------------------------------------------------------------- schedules
 
 
@@ -432,28 +452,22 @@ def _real_frames(n: int) -> np.ndarray:
 
 @pytest.mark.slow
 def test_fixture_weights_fast_schedule_and_tasks(fixture_weights, tmp_path):
-    """512x512, official layout: a 12-frame real clip through keep=5 gives 12 frames in 3 calls; the colour
-    and inpainting models run on a 5-frame window (grey / masked input). ~5 forwards: 3-12 min on 2 cores."""
+    """512x512, official layout, bf16: a 12-frame real clip through keep=5 gives 12 frames in 3 calls; the
+    colour and inpainting models run on a 5-frame window (grey / masked input). 5 forwards: 2-9 min on 2
+    cores."""
     torch.set_num_threads(2)
     frames = _real_frames(12)
-    eng = ClipEngine(load_model("dicface", weights=str(fixture_weights), offline=True, keep=5))
+    eng = ClipEngine(load_model("dicface", weights=str(fixture_weights), offline=True, keep=5,
+                                precision="bf16"))
     out = eng.restore_array(frames)
     assert out.shape == frames.shape and eng.clips_run == 3
     hole = np.zeros((512, 512), np.uint8)
     hole[200:300, 100:400] = 255
     png = _write_png(tmp_path / "mask.png", hole)
-    inp = Restorer(
-        "dicface-inpaint",
-        weights=fixture_weights,
-        offline=True,
-        keep=5,
-        precision="fp32",
-        model_options={"mask": png},
-        progress=False,
-    ).restore_clip(frames[:5])
-    col = Restorer(
-        "dicface-color", weights=fixture_weights, offline=True, keep=5, precision="fp32", progress=False
-    ).restore_clip(frames[:5])
+    inp = Restorer("dicface-inpaint", weights=fixture_weights, offline=True, keep=5, precision="bf16",
+                   model_options={"mask": png}, progress=False).restore_clip(frames[:5])
+    col = Restorer("dicface-color", weights=fixture_weights, offline=True, keep=5, precision="bf16",
+                   progress=False).restore_clip(frames[:5])
     assert inp.shape == col.shape == frames[:5].shape
     assert not np.array_equal(inp, out[:5]) and not np.array_equal(col, out[:5])
 
@@ -489,27 +503,8 @@ def test_cli_real_clip_with_audio_fixture_weights(fixture_weights, tmp_path):
                 break
             w.write(f[None], [p])
     out = tmp_path / "out.mp4"
-    assert (
-        run_cli(
-            "restore",
-            str(cut),
-            "-o",
-            str(out),
-            "--model",
-            "dicface",
-            "--weights",
-            str(fixture_weights),
-            "--offline",
-            "--keep",
-            "5",
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-            "-q",
-        )
-        == 0
-    )
+    assert run_cli("restore", str(cut), "-o", str(out), "--model", "dicface", "--weights",
+                   str(fixture_weights), "--offline", "--keep", "5", "--device", "cpu", "-q") == 0
     a, b = probe(cut), probe(out)
     assert (b.frame_count, b.fps, b.width, b.height) == (a.frame_count, a.fps, a.width, a.height)
     assert b.has_audio and abs(b.duration - a.duration) <= 1 / float(a.fps)

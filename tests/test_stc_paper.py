@@ -330,7 +330,8 @@ def test_vgg19_missing_or_wrong_weights_is_one_sentence(tmp_path: Path, faces_di
     cfg.write_text(yaml.safe_dump(tiny(faces_dir, tmp_path / "run", loss={"perceptual_net": "vgg19"})))
     assert run_cli("train", "--config", str(cfg), "--quiet") != 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert err and "needs a local VGG19 weights file (loss.vgg19_weights" in err[-1] and "Traceback" not in "".join(err)
+    assert err and "needs a local VGG19 weights file (loss.vgg19_weights" in err[-1]
+    assert "Traceback" not in "".join(err)
     assert not (tmp_path / "run").exists()
 
 

@@ -55,5 +55,6 @@ def test_torchrun_two_ranks_stay_identical_and_match_one_process(faces_dir: Path
     from bfvr.train.tracking import read_histograms
 
     h2, h1 = read_histograms(tmp_path / "ddp")[0], read_histograms(tmp_path / "one")[0]
-    assert h2["codebook_usage_s"] == h1["codebook_usage_s"] and h2["codebook_usage_t"] == h1["codebook_usage_t"]
+    assert h2["codebook_usage_s"] == h1["codebook_usage_s"]
+    assert h2["codebook_usage_t"] == h1["codebook_usage_t"]
     assert rec2[0]["usage_active_s"] == read_metrics(tmp_path / "one")[0]["usage_active_s"]
