@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from bfvr.errors import BfvrError, InputError, OutputError
-from bfvr.scale.plan import Grid, RestoreSettings, Segment, incomplete_reason, remove_partials
+from bfvr.scale.plan import (
+    Grid,
+    RestoreSettings,
+    Segment,
+    expected_frames,
+    incomplete_reason,
+    remove_partials,
+)
 
 #: marks a segment work folder as bfvr's (its plan); only such folders are ever cleared
 WORK_PLAN = "plan.json"
@@ -266,6 +273,11 @@ class Worker:
 
         s, out, wd = self.settings, Path(task.output), Path(task.workdir)
         info = self._probe(task)
+        if (not task.overwrite and (out.exists() or out.is_symlink())  # a retried join, its output in place
+                and incomplete_reason(out, info, s.max_frames, self._upscale()) is None):
+            clear_work_dir(wd)
+            return {"status": "done", "reason": "joined by an earlier attempt",
+                    "frames": expected_frames(info, s.max_frames)}
         segs = sorted((Segment(**d) for d in task.segments), key=lambda g: g.index)
         records = []
         for g in segs:
