@@ -1,11 +1,14 @@
 """DicFace at 512x512 on this machine: speed and memory of the two window schedules, the bf16 deviation, and
 what the two sampling modes do to temporal stability. Prints tables (and JSON lines with --json).
 
-    python benchmarks/dicface_forward.py speed       # s per output frame + peak RSS: official (keep=1) and
-                                                     # fast (keep=5) schedules, fp32 and bf16 (a subprocess each)
-    python benchmarks/dicface_forward.py deviation   # bf16 vs fp32 on the golden input (both sampling modes)
-    python benchmarks/dicface_forward.py flicker     # sampling official vs mean on a real clip: flicker, warping
-                                                     # error, output difference (15 frames, keep=5, bf16)
+    python benchmarks/dicface_forward.py speed       # s per output frame + peak RSS: official (keep=1)
+                                                     # and fast (keep=5) schedules, fp32 and bf16 (a
+                                                     # subprocess each)
+    python benchmarks/dicface_forward.py deviation   # bf16 vs fp32 on the golden input (both sampling
+                                                     # modes)
+    python benchmarks/dicface_forward.py flicker     # sampling official vs mean on a real clip: flicker,
+                                                     # warping error, output difference (15 frames,
+                                                     # keep=5, bf16)
 
 Weights: the golden `dicface` manifest's SYNTHETIC deterministic weights (../shared/tools/golden_weights.py),
 in the official layout; no official weights exist offline. Speed and memory do not depend on the values;
@@ -42,7 +45,8 @@ def peak_rss_gb() -> float:
 
 
 def fixture_net(**kw):
-    """The official-layout DicFace with the golden manifest's synthetic weights (built on meta, then assigned)."""
+    """The official-layout DicFace with the golden manifest's synthetic weights (built on meta, then
+    assigned)."""
     import torch
 
     from bfvr.models.dicface import DicFace
@@ -53,8 +57,9 @@ def fixture_net(**kw):
     meta = json.loads((SHARED / "golden" / "dicface" / "meta.json").read_text())
     with torch.device("meta"):
         net = DicFace(**meta["constructor"]["kwargs"], **kw)
-    net.load_state_dict(make_state_dict(str(SHARED / "golden" / "dicface" / "manifest.json")), strict=True,
-                        assign=True)
+    net.load_state_dict(
+        make_state_dict(str(SHARED / "golden" / "dicface" / "manifest.json")), strict=True, assign=True
+    )
     return net.eval()
 
 
@@ -72,6 +77,7 @@ def real_frames(n: int):
 
 # ------------------------------------------------------------------------------------------------ speed
 
+
 def speed_child(a: argparse.Namespace) -> None:
     import torch
 
@@ -84,19 +90,44 @@ def speed_child(a: argparse.Namespace) -> None:
     out = eng.restore_array(frames)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert out.shape == frames.shape
-    print(json.dumps({"schedule": "official keep=1" if a.keep == 1 else f"fast keep={a.keep}",
-                      "precision": a.precision, "frames": len(frames), "calls": eng.clips_run,
-                      "s_per_frame": round(wall / len(frames), 1), "cpu_s_per_frame": round(cpu / len(frames), 1),
-                      "s_per_call": round(wall / eng.clips_run, 1), "peak_rss_gb": round(peak_rss_gb(), 2),
-                      "threads": a.threads, "load_avg": round(os.getloadavg()[0], 1)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "schedule": "official keep=1" if a.keep == 1 else f"fast keep={a.keep}",
+                "precision": a.precision,
+                "frames": len(frames),
+                "calls": eng.clips_run,
+                "s_per_frame": round(wall / len(frames), 1),
+                "cpu_s_per_frame": round(cpu / len(frames), 1),
+                "s_per_call": round(wall / eng.clips_run, 1),
+                "peak_rss_gb": round(peak_rss_gb(), 2),
+                "threads": a.threads,
+                "load_avg": round(os.getloadavg()[0], 1),
+            }
+        ),
+        flush=True,
+    )
 
 
 def speed(a: argparse.Namespace) -> list[dict]:
     rows = []
     for keep, frames in ((1, a.official_frames), (a.keep, a.fast_frames)):
         for precision in a.precision:
-            cmd = [sys.executable, __file__, "speed-child", "--keep", str(keep), "--frames", str(frames),
-                   "--precision", precision, "--threads", str(a.threads), "--sampling", a.sampling]
+            cmd = [
+                sys.executable,
+                __file__,
+                "speed-child",
+                "--keep",
+                str(keep),
+                "--frames",
+                str(frames),
+                "--precision",
+                precision,
+                "--threads",
+                str(a.threads),
+                "--sampling",
+                a.sampling,
+            ]
             res = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ})
             if res.returncode:
                 sys.exit(res.stderr)
@@ -104,20 +135,29 @@ def speed(a: argparse.Namespace) -> list[dict]:
             rows.append(row)
             if a.json:
                 print(json.dumps(row), flush=True)
-    print(f"\nDicFace 512x512, {a.threads} threads, synthetic fixture weights; official forward: "
-          f"{OFFICIAL_S_PER_CALL[0]}-{OFFICIAL_S_PER_CALL[1]} s per 5-frame call = s per output frame (fp32)")
-    print(f"{'schedule':18} {'prec':5} {'frames':>6} {'calls':>5} {'s/frame':>8} {'cpu_s/frame':>11} "
-          f"{'s/call':>7} {'peak RSS':>9} {'load':>5}")
+    print(
+        f"\nDicFace 512x512, {a.threads} threads, synthetic fixture weights; official forward: "
+        f"{OFFICIAL_S_PER_CALL[0]}-{OFFICIAL_S_PER_CALL[1]} s per 5-frame call = s per output frame (fp32)"
+    )
+    print(
+        f"{'schedule':18} {'prec':5} {'frames':>6} {'calls':>5} {'s/frame':>8} {'cpu_s/frame':>11} "
+        f"{'s/call':>7} {'peak RSS':>9} {'load':>5}"
+    )
     for r in rows:
-        print(f"{r['schedule']:18} {r['precision']:5} {r['frames']:6d} {r['calls']:5d} {r['s_per_frame']:8.1f} "
-              f"{r['cpu_s_per_frame']:11.1f} {r['s_per_call']:7.1f} {r['peak_rss_gb']:7.2f}GB {r['load_avg']:5.1f}")
+        print(
+            f"{r['schedule']:18} {r['precision']:5} {r['frames']:6d} {r['calls']:5d} "
+            f"{r['s_per_frame']:8.1f} {r['cpu_s_per_frame']:11.1f} {r['s_per_call']:7.1f} "
+            f"{r['peak_rss_gb']:7.2f}GB {r['load_avg']:5.1f}"
+        )
     return rows
 
 
 # -------------------------------------------------------------------------------------------- deviation
 
+
 def deviation(a: argparse.Namespace) -> dict:
-    """bf16 autocast (+ channels-last, the precision policy) vs fp32 on the golden input, both sampling modes."""
+    """bf16 autocast (+ channels-last, the precision policy) vs fp32 on the golden input, both sampling
+    modes."""
     import torch
 
     from bfvr.engine.device import autocast
@@ -159,6 +199,7 @@ def deviation(a: argparse.Namespace) -> dict:
 
 # ---------------------------------------------------------------------------------------------- flicker
 
+
 def flicker(a: argparse.Namespace) -> dict:
     """Temporal stability of the two sampling modes on the same network and input.
 
@@ -178,8 +219,10 @@ def flicker(a: argparse.Namespace) -> dict:
     def stats(v: np.ndarray) -> dict:
         d = np.abs(np.diff(v.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
         w = warp_errors(v, reference=frames)
-        out = {"flicker_mean_abs_dframe": round(float(d.mean()), 2),
-               "warp_error_input_flow": round(float(np.nanmean(w)), 2)}
+        out = {
+            "flicker_mean_abs_dframe": round(float(d.mean()), 2),
+            "warp_error_input_flow": round(float(np.nanmean(w)), 2),
+        }
         if a.keep > 1 and seam.any():
             out["flicker_inside_calls"] = round(float(d[~seam].mean()), 2)
             out["flicker_across_calls"] = round(float(d[seam].mean()), 2)
@@ -191,7 +234,10 @@ def flicker(a: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         eng = ClipEngine(clip_model(a.flicker_precision, a.keep, sampling, seed=seed))
         outs[sampling, seed] = eng.restore_array(frames)
-        res[f"{sampling}_seed{seed}"] = {**stats(outs[sampling, seed]), "seconds": round(time.perf_counter() - t0, 1)}
+        res[f"{sampling}_seed{seed}"] = {
+            **stats(outs[sampling, seed]),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
         print(json.dumps({f"{sampling}_seed{seed}": res[f"{sampling}_seed{seed}"]}), flush=True)
 
     def diff(p, q):
@@ -209,9 +255,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--keep", type=int, default=5, help="the fast schedule's K (flicker: the schedule's K)")
-    ap.add_argument("--frames", type=int, default=None, help="speed-child / flicker: frames of the real clip "
-                    "(default 5 / 15)")
-    ap.add_argument("--official-frames", type=int, default=3, help="speed: frames through keep=1 (1 call each)")
+    ap.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="speed-child / flicker: frames of the real clip (default 5 / 15)",
+    )
+    ap.add_argument(
+        "--official-frames", type=int, default=3, help="speed: frames through keep=1 (1 call each)"
+    )
     ap.add_argument("--fast-frames", type=int, default=10, help="speed: frames through the fast schedule")
     ap.add_argument("--sampling", default="mean", choices=["mean", "official"], help="speed: sampling mode")
     ap.add_argument("--flicker-precision", default="bf16", choices=["fp32", "bf16"])

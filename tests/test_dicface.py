@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
+from tests.conftest import shared_path
 
 from bfvr.models.dicface import DicFace
-from tests.conftest import shared_path
 
 #: a small DicFace (32x32 frames, 4x4 latent, 64 codes) that runs in well under a second
 SMALL = {"dim_embed": 32, "n_head": 2, "n_layers": 2, "codebook_size": 64, "latent_size": 16,

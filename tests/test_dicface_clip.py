@@ -1,7 +1,7 @@
 """DicFace through the hub, the engine, the API and the CLI: the window schedules against direct network
-calls, sampling modes, the colour and inpainting tasks, masks, option and weight errors. Fast tests use a small
-DicFace saved with a config.json beside it (the Hugging Face route of `load_net`); the slow ones use the
-official layout with the golden manifest's deterministic weights at 512x512 (synthetic weights: outputs
+calls, sampling modes, the colour and inpainting tasks, masks, option and weight errors. Fast tests use a
+small DicFace saved with a config.json beside it (the Hugging Face route of `load_net`); the slow ones use
+the official layout with the golden manifest's deterministic weights at 512x512 (synthetic weights: outputs
 are not faces)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from tests.conftest import run_cli, shared_path
 
 from bfvr.api import Restorer
 from bfvr.engine.base import Schedule, contract_of
@@ -22,11 +23,22 @@ from bfvr.errors import ConfigError, InputError, ModelError
 from bfvr.models.dicface import DicFace
 from bfvr.models.dicface.tasks import FrameMask, to_grey
 from bfvr.models.hub import load_model
-from tests.conftest import run_cli, shared_path
 
-SMALL = {"dim_embed": 32, "n_head": 2, "n_layers": 2, "codebook_size": 64, "latent_size": 16,
-         "connect_list": ["8", "16"], "frame_length": 5, "nf": 32, "ch_mult": [1, 1, 2, 2], "res_blocks": 1,
-         "img_size": 32, "attn_resolutions": [4], "emb_dim": 32}
+SMALL = {
+    "dim_embed": 32,
+    "n_head": 2,
+    "n_layers": 2,
+    "codebook_size": 64,
+    "latent_size": 16,
+    "connect_list": ["8", "16"],
+    "frame_length": 5,
+    "nf": 32,
+    "ch_mult": [1, 1, 2, 2],
+    "res_blocks": 1,
+    "img_size": 32,
+    "attn_resolutions": [4],
+    "emb_dim": 32,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +87,8 @@ def _clip(n: int = 12, size: int = 32, seed: int = 1) -> np.ndarray:
 
 
 def _direct(net: DicFace, frames: np.ndarray, task: str = "restore") -> np.ndarray:
-    """The network on one window, with the engine's value mapping (uint8 -> [-1,1] -> net -> clamp -> uint8)."""
+    """The network on one window, with the engine's value mapping (uint8 -> [-1,1] -> net -> clamp ->
+    uint8)."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255.0) * 2.0 - 1.0
     if task == "color":
         x = to_grey(x)
@@ -91,13 +104,16 @@ def _close(a: np.ndarray, b: np.ndarray) -> None:
 
 # ------------------------------------------------------------------------------------------ the hub
 
+
 def test_hub_loads_a_small_dicface_and_its_contract(small):
     path, sd = small
     m = load_model("dicface", weights=str(path), offline=True, sampling="mean")
     c = contract_of(m)
     assert c.schedule == Schedule.window(5, 1) and c.value_range == (-1.0, 1.0)
     assert c.face_crop_mode == "align" and c.canvas == (32, 32) and c.prepare_frames is not None
-    assert contract_of(load_model("dicface", weights=str(path), offline=True, keep=5)).schedule == Schedule.window(5, 5)
+    assert contract_of(
+        load_model("dicface", weights=str(path), offline=True, keep=5)
+    ).schedule == Schedule.window(5, 5)
     clip = torch.rand(5, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         ref = _net(sd)(clip, sampling="mean")[0].clamp(-1, 1)
@@ -154,6 +170,7 @@ def test_weights_come_from_the_dicface_mirror_and_are_checked(small, tmp_path, m
 
 # ------------------------------------------------------------------------------------- schedules
 
+
 def test_official_schedule_outputs_equal_direct_calls_on_their_windows(small):
     path, sd = small
     frames = _clip(12)
@@ -161,11 +178,14 @@ def test_official_schedule_outputs_equal_direct_calls_on_their_windows(small):
     out = eng.restore_array(frames)
     assert out.shape == frames.shape and eng.clips_run == 12
     net = _net(sd, sampling="mean")
-    # frame 0: window 0,0,0,1,2 (edge replicated), centre; frame 7: window 5..9, centre; frame 11: 9,10,11,11,11
+    # frame 0: window 0,0,0,1,2 (edge replicated), centre; frame 7: window 5..9, centre;
+    # frame 11: 9,10,11,11,11
     _close(out[0], _direct(net, frames[[0, 0, 0, 1, 2]])[2])
     _close(out[7], _direct(net, frames[5:10])[2])
     _close(out[11], _direct(net, frames[[9, 10, 11, 11, 11]])[2])
-    assert np.abs(out[7].astype(int) - _direct(net, frames[3:8])[2].astype(int)).max() > 2  # not another window
+    assert (
+        np.abs(out[7].astype(int) - _direct(net, frames[3:8])[2].astype(int)).max() > 2
+    )  # not another window
 
 
 def test_fast_schedule_keeps_k_frames_per_call(small):
@@ -178,8 +198,15 @@ def test_fast_schedule_keeps_k_frames_per_call(small):
     _close(out[5:10], _direct(net, frames[5:10]))
     _close(out[10:], _direct(net, frames[[10, 11, 11, 11, 11]])[:2])
     # the API's keep override gives the same
-    r = Restorer("dicface", weights=path, offline=True, keep=5, precision="fp32", model_options={"sampling": "mean"},
-                 progress=False)
+    r = Restorer(
+        "dicface",
+        weights=path,
+        offline=True,
+        keep=5,
+        precision="fp32",
+        model_options={"sampling": "mean"},
+        progress=False,
+    )
     assert np.array_equal(r.restore_clip(frames), out)
 
 
@@ -188,7 +215,9 @@ def test_sampling_modes_through_the_engine(small):
     frames = _clip(12)
 
     def run(**kw):
-        return ClipEngine(load_model("dicface", weights=str(path), offline=True, keep=5, **kw)).restore_array(frames)
+        return ClipEngine(load_model("dicface", weights=str(path), offline=True, keep=5, **kw)).restore_array(
+            frames
+        )
 
     mean1, mean2 = run(sampling="mean"), run(sampling="mean")
     off1, off2 = run(sampling="official", seed=0), run(sampling="official", seed=0)
@@ -200,15 +229,21 @@ def test_sampling_modes_through_the_engine(small):
 
 # ------------------------------------------------------------------------------------------ tasks
 
+
 def test_color_task_sees_grey_frames(small):
     path, sd = small
     frames = _clip(5)
-    grey = np.repeat((frames @ np.float32([0.299, 0.587, 0.114])).round().clip(0, 255).astype(np.uint8)[..., None],
-                     3, axis=-1)
+    grey = np.repeat(
+        (frames @ np.float32([0.299, 0.587, 0.114])).round().clip(0, 255).astype(np.uint8)[..., None],
+        3,
+        axis=-1,
+    )
     color = ClipEngine(load_model("dicface-color", weights=str(path), offline=True, keep=5, sampling="mean"))
     restore = ClipEngine(load_model("dicface", weights=str(path), offline=True, keep=5, sampling="mean"))
     a = color.restore_array(frames)
-    _close(a, _direct(_net(sd, sampling="mean"), frames, task="color"))  # the network saw the luma of the colour frames
+    _close(
+        a, _direct(_net(sd, sampling="mean"), frames, task="color")
+    )  # the network saw the luma of the colour frames
     _close(color.restore_array(grey), restore.restore_array(grey))  # grey input: nothing to convert
     assert np.abs(a.astype(int) - restore.restore_array(frames).astype(int)).max() > 2
 
@@ -226,16 +261,37 @@ def test_inpaint_task_paints_the_mask_white_before_restoring(small, tmp_path):
     hole = np.zeros((32, 32), np.uint8)
     hole[8:20, 4:28] = 255
     png = _write_png(tmp_path / "mask.png", hole)
-    r = Restorer("dicface-inpaint", weights=path, offline=True, keep=5, precision="fp32",
-                 model_options={"mask": png, "sampling": "mean"}, progress=False)
+    r = Restorer(
+        "dicface-inpaint",
+        weights=path,
+        offline=True,
+        keep=5,
+        precision="fp32",
+        model_options={"mask": png, "sampling": "mean"},
+        progress=False,
+    )
     out = r.restore_clip(frames)
     painted = frames.copy()
     painted[:, hole > 127] = 255
-    ref = Restorer("dicface", weights=path, offline=True, keep=5, precision="fp32",
-                   model_options={"sampling": "mean"}, progress=False).restore_clip(painted)
+    ref = Restorer(
+        "dicface",
+        weights=path,
+        offline=True,
+        keep=5,
+        precision="fp32",
+        model_options={"sampling": "mean"},
+        progress=False,
+    ).restore_clip(painted)
     assert np.array_equal(out, ref)
-    plain = Restorer("dicface", weights=path, offline=True, keep=5, precision="fp32",
-                     model_options={"sampling": "mean"}, progress=False).restore_clip(frames)
+    plain = Restorer(
+        "dicface",
+        weights=path,
+        offline=True,
+        keep=5,
+        precision="fp32",
+        model_options={"sampling": "mean"},
+        progress=False,
+    ).restore_clip(frames)
     assert not np.array_equal(out, plain)
 
 
@@ -255,14 +311,16 @@ def test_frame_masks(tmp_path):
     # a mask video: one mask per frame, counts must agree
     seq = np.zeros((4, 32, 48, 3), np.uint8)
     for i in range(4):
-        seq[i, :, 10 * i:10 * i + 10] = 255
+        seq[i, :, 10 * i : 10 * i + 10] = 255
     vid = FrameMask(write_video(tmp_path / "masks.mp4", seq, fps=25, crf=0))
     vid.check(48, 32, 4)
     with pytest.raises(InputError, match="has 4 frames but the video has 5"):
         vid.check(48, 32, 5)
     got = [f for f, _ in vid.apply((np.zeros((32, 48, 3), np.uint8), i) for i in range(4))]
-    assert all((g[:, 10 * i + 2:10 * i + 8] == 255).all() and (g[:, 40:] == 0).all() if i < 3 else True
-               for i, g in enumerate(got))
+    assert all(
+        (g[:, 10 * i + 2 : 10 * i + 8] == 255).all() and (g[:, 40:] == 0).all() if i < 3 else True
+        for i, g in enumerate(got)
+    )
     with pytest.raises(InputError, match="has only 4 frames"):
         list(vid.apply((np.zeros((32, 48, 3), np.uint8), i) for i in range(5)))
     with pytest.raises(InputError, match="does not exist"):
@@ -274,13 +332,34 @@ def test_frame_masks(tmp_path):
 
 # -------------------------------------------------------------------------------------------- CLI
 
+
 def test_cli_restore_keeps_frames_fps_duration_and_audio(small, synth_clip, tmp_path):
     from bfvr.io import probe
 
     path, _ = small
     out = tmp_path / "out.mp4"
-    assert run_cli("restore", str(synth_clip), "-o", str(out), "--model", "dicface", "--weights", str(path),
-                   "--offline", "--has-aligned", "--keep", "5", "--device", "cpu", "--precision", "fp32", "-q") == 0
+    assert (
+        run_cli(
+            "restore",
+            str(synth_clip),
+            "-o",
+            str(out),
+            "--model",
+            "dicface",
+            "--weights",
+            str(path),
+            "--offline",
+            "--has-aligned",
+            "--keep",
+            "5",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "-q",
+        )
+        == 0
+    )
     a, b = probe(synth_clip), probe(out)
     assert (b.frame_count, b.fps, b.width, b.height) == (a.frame_count, a.fps, a.width, a.height)
     assert abs(b.duration - a.duration) <= 1 / float(a.fps) and b.has_audio
@@ -297,9 +376,30 @@ def test_cli_inpaint_with_the_mask_bfvr_degrade_writes(small, make_clip, tmp_pat
     mask = tmp_path / "lq.mask.png"
     assert mask.is_file()
     out = tmp_path / "out.mp4"
-    assert run_cli("restore", str(lq), "-o", str(out), "--model", "dicface-inpaint", "--mask", str(mask),
-                   "--weights", str(path), "--offline", "--has-aligned", "--keep", "5", "--device", "cpu",
-                   "--precision", "fp32", "-q") == 0
+    assert (
+        run_cli(
+            "restore",
+            str(lq),
+            "-o",
+            str(out),
+            "--model",
+            "dicface-inpaint",
+            "--mask",
+            str(mask),
+            "--weights",
+            str(path),
+            "--offline",
+            "--has-aligned",
+            "--keep",
+            "5",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "-q",
+        )
+        == 0
+    )
     assert probe(out).frame_count == probe(lq).frame_count
     assert read_frames(out).std() > 1  # restored frames, not a blank video
 
@@ -307,7 +407,17 @@ def test_cli_inpaint_with_the_mask_bfvr_degrade_writes(small, make_clip, tmp_pat
 def test_cli_mask_errors(small, synth_clip, tmp_path, capsys):
     path, _ = small
     out = tmp_path / "out.mp4"
-    base = ["restore", str(synth_clip), "-o", str(out), "--weights", str(path), "--offline", "--has-aligned", "-q"]
+    base = [
+        "restore",
+        str(synth_clip),
+        "-o",
+        str(out),
+        "--weights",
+        str(path),
+        "--offline",
+        "--has-aligned",
+        "-q",
+    ]
     assert run_cli(*base, "--model", "dicface-inpaint") == 2
     assert "needs the mask" in capsys.readouterr().err
     small_mask = _write_png(tmp_path / "m.png", np.zeros((32, 32), np.uint8))
@@ -319,6 +429,7 @@ def test_cli_mask_errors(small, synth_clip, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ official layout, fixture weights
+
 
 @pytest.fixture(scope="module")
 def fixture_weights(tmp_path_factory) -> Path:
@@ -341,11 +452,13 @@ def _real_frames(n: int) -> np.ndarray:
 
 @pytest.mark.slow
 def test_fixture_weights_fast_schedule_and_tasks(fixture_weights, tmp_path):
-    """512x512, official layout, bf16: a 12-frame real clip through keep=5 gives 12 frames in 3 calls; the colour
-    and inpainting models run on a 5-frame window (grey / masked input). 5 forwards: 2-9 min on 2 cores."""
+    """512x512, official layout, bf16: a 12-frame real clip through keep=5 gives 12 frames in 3 calls; the
+    colour and inpainting models run on a 5-frame window (grey / masked input). 5 forwards: 2-9 min on 2
+    cores."""
     torch.set_num_threads(2)
     frames = _real_frames(12)
-    eng = ClipEngine(load_model("dicface", weights=str(fixture_weights), offline=True, keep=5, precision="bf16"))
+    eng = ClipEngine(load_model("dicface", weights=str(fixture_weights), offline=True, keep=5,
+                                precision="bf16"))
     out = eng.restore_array(frames)
     assert out.shape == frames.shape and eng.clips_run == 3
     hole = np.zeros((512, 512), np.uint8)
@@ -381,15 +494,17 @@ def test_cli_real_clip_with_audio_fixture_weights(fixture_weights, tmp_path):
 
     src = shared_path("data", "faces", "lp_source_s13.mp4")
     cut = tmp_path / "cut.mp4"
-    with open_video(src) as r, VideoWriter(cut, fps=r.info.fps, time_base=r.info.time_base, audio_from=src,
-                                           crf=12) as w:
+    with (
+        open_video(src) as r,
+        VideoWriter(cut, fps=r.info.fps, time_base=r.info.time_base, audio_from=src, crf=12) as w,
+    ):
         for i, (f, p) in enumerate(r.frames()):
             if i == 10:
                 break
             w.write(f[None], [p])
     out = tmp_path / "out.mp4"
-    assert run_cli("restore", str(cut), "-o", str(out), "--model", "dicface", "--weights", str(fixture_weights),
-                   "--offline", "--keep", "5", "--device", "cpu", "-q") == 0
+    assert run_cli("restore", str(cut), "-o", str(out), "--model", "dicface", "--weights",
+                   str(fixture_weights), "--offline", "--keep", "5", "--device", "cpu", "-q") == 0
     a, b = probe(cut), probe(out)
     assert (b.frame_count, b.fps, b.width, b.height) == (a.frame_count, a.fps, a.width, a.height)
     assert b.has_audio and abs(b.duration - a.duration) <= 1 / float(a.fps)

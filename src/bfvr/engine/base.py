@@ -55,11 +55,11 @@ class Schedule:
     keep: int = 1
 
     @classmethod
-    def clips(cls, length: int | None, overlap: int = 0) -> "Schedule":
+    def clips(cls, length: int | None, overlap: int = 0) -> Schedule:
         return cls("clips", length, overlap, 1).validated()
 
     @classmethod
-    def window(cls, length: int, keep: int = 1) -> "Schedule":
+    def window(cls, length: int, keep: int = 1) -> Schedule:
         return cls("window", length, 0, keep).validated()
 
     @property
@@ -67,7 +67,7 @@ class Schedule:
         """Window: output position of the first kept frame (L//2 for the official keep=1)."""
         return (self.length or 1) // 2 - self.keep // 2
 
-    def validated(self) -> "Schedule":
+    def validated(self) -> Schedule:
         if self.kind not in SCHEDULE_KINDS:
             raise ConfigError(f"unknown schedule {self.kind!r}; use one of: {', '.join(SCHEDULE_KINDS)}.")
         if self.kind == "window":
@@ -77,7 +77,8 @@ class Schedule:
                 raise ConfigError("overlap applies to clip schedules; a window model keeps centre frames "
                                   "(set keep) instead.")
             if not 1 <= self.keep <= self.length:
-                raise ConfigError(f"keep must be between 1 and the window length {self.length}, got {self.keep}.")
+                raise ConfigError("keep must be between 1 and the window "
+                                  f"length {self.length}, got {self.keep}.")
         else:
             if self.length is not None and self.length < 1:
                 raise ConfigError(f"clip length must be >= 1, got {self.length}.")
@@ -101,7 +102,7 @@ class ModelContract:
     prepare_frames: Callable[[Any], Any] | None = None
 
 
-def contract_of(model: "ClipModel") -> ModelContract:
+def contract_of(model: ClipModel) -> ModelContract:
     """The model's contract, with the documented defaults for the optional members (the one place that reads
     them by name)."""
     schedule = getattr(model, "schedule", None)
@@ -112,10 +113,11 @@ def contract_of(model: "ClipModel") -> ModelContract:
         raise ConfigError(f"model value_range must be (lo, hi) with hi > lo, got {(lo, hi)}.")
     crop = getattr(model, "face_crop_mode", None)
     if crop is not None and crop not in CROP_MODES:
-        raise ConfigError(f"model face_crop_mode must be one of {', '.join(CROP_MODES)} or None, got {crop!r}.")
+        raise ConfigError("model face_crop_mode must be one of "
+                          f"{', '.join(CROP_MODES)} or None, got {crop!r}.")
     canvas = getattr(model, "canvas", None)
-    return ModelContract(name=str(getattr(model, "name", type(model).__name__)), schedule=schedule.validated(),
-                         canvas=tuple(canvas) if canvas else None,
+    return ModelContract(name=str(getattr(model, "name", type(model).__name__)),
+                         schedule=schedule.validated(), canvas=tuple(canvas) if canvas else None,
                          device=torch.device(getattr(model, "device", "cpu")),
                          value_range=(float(lo), float(hi)), precision=getattr(model, "precision", None),
                          face_crop_mode=crop, prepare_frames=getattr(model, "prepare_frames", None))
@@ -135,7 +137,8 @@ class ClipModel(Protocol):
     device: torch.device
 
     def restore_clip(self, clip: torch.Tensor) -> torch.Tensor:
-        """Restore `clip` [T, 3, H, W] float32 in `value_range` (on any device); return the same shape and range.
+        """Restore `clip` [T, 3, H, W] float32 in `value_range` (on any device); return the same shape and
+        range.
 
         T equals the clip or window length when that is set (the engine pads short tails), and H, W equal
         `canvas` when that is set (the engine or the face pipeline resizes).

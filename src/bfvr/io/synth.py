@@ -37,8 +37,8 @@ def pattern_frame(i: int, width: int, height: int) -> np.ndarray:
 def synth_video(path: str | os.PathLike[str], *, frames: int = 48, width: int = 256, height: int = 256,
                 fps: float | Fraction = 25, audio: bool = True, audio_codec: str = "aac",
                 sample_rate: int = 48000, tone_hz: float = 440.0, codec: str = "libx264",
-                pix_fmt: str = "yuv420p", crf: int = 12, preset: str = "veryfast", rotation: int | None = None,
-                pts: list[int] | None = None, time_base: Fraction | None = None,
+                pix_fmt: str = "yuv420p", crf: int = 12, preset: str = "veryfast",
+                rotation: int | None = None, pts: list[int] | None = None, time_base: Fraction | None = None,
                 container_format: str | None = None, extra_options: dict[str, str] | None = None,
                 container_options: dict[str, str] | None = None) -> Path:
     """Encode a synthetic clip to `path` and return it.

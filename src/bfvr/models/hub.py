@@ -213,6 +213,41 @@ def _dicface_builder(name: str, task: str) -> Callable[..., ClipModel]:
 
 _DICFACE = {"dim_embed": 512, "n_head": 8, "n_layers": 9, "codebook_size": 1024,
             "connect_list": ("32", "64", "128", "256"), "frame_length": 5}
+
+# ------------------------------------------------------------------------------------------- PGTFormer
+
+def build_pgtformer_net(config: Mapping[str, Any], *, device: torch.device | str | None = None) -> torch.nn.Module:
+    """The PGTFormer network for `config` (``device="meta"`` for shapes only)."""
+    from bfvr.models.pgtformer import PGTFormer
+
+    with torch.device(device or "cpu"):
+        return PGTFormer(**config)
+
+
+def _pgtformer_hf_config(hf: Mapping[str, Any]) -> Mapping[str, Any]:
+    from bfvr.models.pgtformer import config_from_official
+
+    return config_from_official(hf)
+
+
+def _build_pgtformer(device: torch.device, weights: str | None = None, precision: str = "fp32",
+                     offline: bool = False, sha256: str | None = None, progress: bool = True, keep: int = 1,
+                     w: float = 1.0, **unknown: object) -> ClipModel:
+    from bfvr.models.pgtformer.clip import PGTFormerClipModel
+
+    if unknown:
+        raise ConfigError(f"model 'pgtformer' has no option {', '.join(sorted(unknown))}; it takes keep "
+                          "(1 = official 3-frame schedule, 3 = fast), w (fidelity weight, 0..1).")
+    net, _ = load_net("pgtformer", weights=weights, offline=offline, sha256=sha256, progress=progress)
+    return PGTFormerClipModel(net, keep=int(keep), w=float(w), device=device, precision=precision)
+
+
+def _pgtformer_config() -> Mapping[str, Any]:
+    from bfvr.models.pgtformer.net import OFFICIAL_CONFIG
+
+    return OFFICIAL_CONFIG
+
+
 _LITE = {"widths": (64, 96, 128), "enc_blocks": (1, 2, 4), "dec_blocks": (2, 2), "temporal": True}
 _STC_BFVR = {"n_head": 2, "n_layers": 9, "codebook_size": 1024, "dim_embd": 256}
 _STC_DEFLICKER = {"n_head": 4, "n_layers": 6, "codebook_size": 1024, "dim_embd": 256}
@@ -222,6 +257,9 @@ MODELS: dict[str, ModelSpec] = {
                            "CPU; the default (weights ship with bfvr)", _build_lite, weights="bfvr-lite",
                            config=_LITE, net=build_lite_net),
     "identity": ModelSpec("identity", "frames pass through unchanged (tests the pipeline)", _build_identity),
+    "pgtformer": ModelSpec("pgtformer", "PGTFormer (IJCAI 2024): parsing-guided 3-frame transformer for faces that "
+                           "are not aligned, official weights", _build_pgtformer, weights="pgtformer",
+                           config=_pgtformer_config(), net=build_pgtformer_net, hf_config=_pgtformer_hf_config),
     "stc": ModelSpec("stc", "BFVR-STC (CVPR 2025): general face video restoration, official weights",
                      _stc_builder("stc"), weights="stc", config=_STC_BFVR, net=build_stc_net),
     "stc-deflicker": ModelSpec("stc-deflicker", "BFVR-STC: brightness de-flickering, official weights",

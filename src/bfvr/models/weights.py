@@ -37,6 +37,8 @@ from bfvr.errors import ModelError, WeightsNotFoundError
 RELEASE_URL = "https://github.com/Dixin-Lab/BFVR-STC/releases/download/init"
 #: the DicFace authors' Hugging Face model repo (`fudan-generative-ai/DicFace_model`), folder `CodeFormer/`
 DICFACE_URL = "https://huggingface.co/fudan-generative-ai/DicFace_model/resolve/main/CodeFormer"
+#: the PGTFormer authors' Hugging Face model (a hub mixin folder: config.json + model.safetensors)
+PGTFORMER_HF = "https://huggingface.co/kepeng/pgtformer-base/resolve/main"
 #: the bundled BFVR-Lite weights, relative to the `bfvr.models.lite` package
 LITE_WEIGHTS = "weights/bfvr-lite.safetensors"
 REGISTRY_NAME = "registry.json"
@@ -75,6 +77,11 @@ WEIGHTS: dict[str, WeightsEntry] = {
     for e in (
         WeightsEntry("bfvr-lite", "bfvr-lite.safetensors", key=None, bundled=f"models/lite/{LITE_WEIGHTS}",
                      description="BFVR-Lite, trained by the bfvr project (configs/lite/train.yaml); ships with bfvr"),
+        # the hub mixin's flat state_dict; the authors' params_ema .pth (Google Drive / BaiduYun, no direct URL)
+        # loads the same way with --weights weights.pth
+        WeightsEntry("pgtformer", "pgtformer-base.safetensors", (f"{PGTFORMER_HF}/model.safetensors",),
+                     config_urls=(f"{PGTFORMER_HF}/config.json",), mirror_env="BFVR_PGTFORMER_MIRROR",
+                     description="PGTFormer, released stage-IV weights (kepeng/pgtformer-base)"),
         WeightsEntry("stc", "ckpt-bfvr.pth", (f"{RELEASE_URL}/ckpt-bfvr.pth",), mirror_env="BFVR_STC_MIRROR",
                      description="BFVR-STC stage II, general restoration (2 heads, 9 layers)"),
         # the release file name is misspelt ("defilcker"); keep it, it is the URL
@@ -184,7 +191,7 @@ def read_registry() -> dict[str, dict]:
 def _record(filename: str, sha: str, size: int, source: str) -> None:
     reg = read_registry()
     reg[filename] = {"sha256": sha, "size": size, "source": source,
-                     "recorded": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                     "recorded": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     p = _registry_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".registry-", suffix=".json")
@@ -240,7 +247,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, pr
     expected = normalize_sha256(sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (http(s)/file URLs only)
+        resp = urllib.request.urlopen(url, timeout=timeout)
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise WeightsNotFoundError(

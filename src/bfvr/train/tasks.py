@@ -19,6 +19,10 @@ TASKS: dict[str, str] = {
     "stc-stage1": "bfvr.train.stages:Stage1Task",
     "stc-stage2": "bfvr.train.stages:Stage2Task",
     "lite": "bfvr.train.lite:LiteTask",
+    "pgtformer-stage1": "bfvr.train.pgtformer:TSVQGANTask",
+    "pgtformer-stage2": "bfvr.train.pgtformer:PGTFormerStage2Task",
+    "pgtformer-stage3": "bfvr.train.pgtformer:PGTFormerStage3Task",
+    "pgtformer-stage4": "bfvr.train.pgtformer:PGTFormerStage4Task",
 }
 
 

@@ -9,4 +9,12 @@ face restoration. The network (`DicFace`) has the official parameter names.
 from bfvr.models.dicface.net import SAMPLING_MODES, DicFace, FuseSFTBlock2d, MultiScaleFuse
 from bfvr.models.dicface.vqgan import Codebook, Encoder2d, Generator2d
 
-__all__ = ["SAMPLING_MODES", "Codebook", "DicFace", "Encoder2d", "FuseSFTBlock2d", "Generator2d", "MultiScaleFuse"]
+__all__ = [
+    "SAMPLING_MODES",
+    "Codebook",
+    "DicFace",
+    "Encoder2d",
+    "FuseSFTBlock2d",
+    "Generator2d",
+    "MultiScaleFuse",
+]

@@ -34,10 +34,22 @@ DEFAULT_SAMPLING = "mean"
 class DicFaceClipModel(NetClipModel):
     """Restores windows of aligned face crops with a `DicFace` network (any task)."""
 
-    def __init__(self, net: DicFace, *, name: str = "dicface", task: str = "restore", window: int = 5,
-                 keep: int = 1, device: torch.device | str = "cpu", precision: str = "fp32", w: float = 1.0,
-                 adain: bool = False, sampling: str = DEFAULT_SAMPLING, seed: int | None = 0,
-                 mask: FrameMask | str | None = None) -> None:
+    def __init__(
+        self,
+        net: DicFace,
+        *,
+        name: str = "dicface",
+        task: str = "restore",
+        window: int = 5,
+        keep: int = 1,
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        w: float = 1.0,
+        adain: bool = False,
+        sampling: str = DEFAULT_SAMPLING,
+        seed: int | None = 0,
+        mask: FrameMask | str | None = None,
+    ) -> None:
         if task not in TASKS:
             raise ConfigError(f"unknown DicFace task '{task}'; choose one of: {', '.join(TASKS)}.")
         if sampling not in SAMPLING_MODES:
@@ -48,14 +60,26 @@ class DicFaceClipModel(NetClipModel):
         if not 0.0 <= float(w) <= 1.0:
             raise ConfigError(f"the fidelity weight w must be between 0 and 1, got {w}.")
         if task == "inpaint" and mask is None:
-            raise ConfigError(f"{name} needs the mask of the missing pixels: --mask mask.png (white = missing; "
-                              "or a mask video / folder with one mask per frame).")
+            raise ConfigError(
+                f"{name} needs the mask of the missing pixels: --mask mask.png (white = missing; "
+                "or a mask video / folder with one mask per frame)."
+            )
         if task != "inpaint" and mask is not None:
             raise ConfigError(f"{name} takes no mask; use --model dicface-inpaint for inpainting.")
         size = net.img_size
-        super().__init__(net, name=name, schedule=Schedule.window(window, keep), canvas=(size, size), device=device,
-                         precision=precision, value_range=(-1.0, 1.0), layout="NCHW", time_multiple=g,
-                         output_map="clamp", face_crop_mode="align")
+        super().__init__(
+            net,
+            name=name,
+            schedule=Schedule.window(window, keep),
+            canvas=(size, size),
+            device=device,
+            precision=precision,
+            value_range=(-1.0, 1.0),
+            layout="NCHW",
+            time_multiple=g,
+            output_map="clamp",
+            face_crop_mode="align",
+        )
         self.task, self.w, self.adain = task, float(w), bool(adain)
         self.net.sampling, self.net.seed = sampling, seed
         self.net.reset_rng()
@@ -66,23 +90,31 @@ class DicFaceClipModel(NetClipModel):
         return self.net.sampling
 
     def __repr__(self) -> str:
-        return (super().__repr__()[:-1] + f", task={self.task!r}, sampling={self.sampling!r}, seed={self.net.seed}, "
-                f"w={self.w})")
+        return (
+            super().__repr__()[:-1]
+            + f", task={self.task!r}, sampling={self.sampling!r}, seed={self.net.seed}, "
+            f"w={self.w})"
+        )
 
     def check_clip(self, clip: torch.Tensor) -> None:
         super().check_clip(clip)
         g = self.net.frame_length
         if clip.shape[0] % g:
-            raise ModelError(f"{self.name} restores windows of a multiple of {g} frames; got {clip.shape[0]} "
-                             f"(use a window length of 5, 10, ...).")
+            raise ModelError(
+                f"{self.name} restores windows of a multiple of {g} frames; got {clip.shape[0]} "
+                f"(use a window length of 5, 10, ...)."
+            )
 
     def run_net(self, x: torch.Tensor) -> torch.Tensor:
         if self.task == "color":
             x = to_grey(x)
         return self.net(x, w=self.w, adain=self.adain)[0]
 
-    def prepare_frames(self, frames: Iterable[tuple[np.ndarray, int | None]]) -> Iterator[tuple[np.ndarray, int | None]]:
-        """The video frames as the network expects them before any cropping (inpainting: holes painted white)."""
+    def prepare_frames(
+        self, frames: Iterable[tuple[np.ndarray, int | None]]
+    ) -> Iterator[tuple[np.ndarray, int | None]]:
+        """The video frames as the network expects them before any cropping (inpainting: holes painted
+        white)."""
         if self.mask is None:
             yield from frames
             return

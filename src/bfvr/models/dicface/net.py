@@ -49,10 +49,12 @@ class FuseSFTBlock2d(nn.Module):
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
         self.encode_enc = ResBlock2d(2 * in_ch, out_ch)
-        self.scale = nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.LeakyReLU(0.2),
-                                   nn.Conv2d(out_ch, out_ch, 3, padding=1))
-        self.shift = nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.LeakyReLU(0.2),
-                                   nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.scale = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        )
+        self.shift = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        )
 
     def forward(self, enc: torch.Tensor, dec: torch.Tensor, w: float = 1.0) -> torch.Tensor:
         h = self.encode_enc(torch.cat([enc, dec], dim=1))
@@ -97,17 +99,34 @@ class DicFace(nn.Module):
     draws are made on the CPU, so they are the same on every device. ``"mean"`` uses alpha / sum(alpha).
     """
 
-    def __init__(self, dim_embed: int = 512, n_head: int = 8, n_layers: int = 9, codebook_size: int = 1024,
-                 latent_size: int = 256, connect_list: Sequence[str] = ("32", "64", "128", "256"),
-                 frame_length: int = 5, *, nf: int = 64, ch_mult: Sequence[int] = (1, 2, 2, 4, 4, 8),
-                 res_blocks: int = 2, img_size: int = 512, attn_resolutions: Sequence[int] = (16,),
-                 emb_dim: int = 256, dim_mlp: int | None = None, dropout: float = 0.1,
-                 sampling: Sampling = "official", seed: int | None = None) -> None:
+    def __init__(
+        self,
+        dim_embed: int = 512,
+        n_head: int = 8,
+        n_layers: int = 9,
+        codebook_size: int = 1024,
+        latent_size: int = 256,
+        connect_list: Sequence[str] = ("32", "64", "128", "256"),
+        frame_length: int = 5,
+        *,
+        nf: int = 64,
+        ch_mult: Sequence[int] = (1, 2, 2, 4, 4, 8),
+        res_blocks: int = 2,
+        img_size: int = 512,
+        attn_resolutions: Sequence[int] = (16,),
+        emb_dim: int = 256,
+        dim_mlp: int | None = None,
+        dropout: float = 0.1,
+        sampling: Sampling = "official",
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         if sampling not in SAMPLING_MODES:
             raise ValueError(f"unknown sampling '{sampling}'; choose one of: {', '.join(SAMPLING_MODES)}")
         if len(ch_mult) < 3:
-            raise ValueError("DicFace needs at least 3 levels (the multi-scale fusion taps 4x and 2x the latent)")
+            raise ValueError(
+                "DicFace needs at least 3 levels (the multi-scale fusion taps 4x and 2x the latent)"
+            )
         self.frame_length = frame_length
         self.img_size = img_size
         self.codebook_size = codebook_size
@@ -121,13 +140,17 @@ class DicFace(nn.Module):
         self.generator = Generator2d(3, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions)
         s = self.encoder.latent_size
         if latent_size != s * s:
-            raise ValueError(f"latent_size {latent_size} must be the number of latent tokens {s}x{s} = {s * s} "
-                             f"for img_size {img_size} and {len(ch_mult)} levels")
+            raise ValueError(
+                f"latent_size {latent_size} must be the number of latent tokens {s}x{s} = {s * s} "
+                f"for img_size {img_size} and {len(ch_mult)} levels"
+            )
         self.latent_hw = s
         unknown = [c for c in self.connect_list if c not in self.generator.taps or c not in self.encoder.taps]
         if unknown:
-            raise ValueError(f"connect_list sizes {unknown} are not levels of this network "
-                             f"({', '.join(self.generator.taps)})")
+            raise ValueError(
+                f"connect_list sizes {unknown} are not levels of this network "
+                f"({', '.join(self.generator.taps)})"
+            )
         #: nominal sizes of the encoder features fused by `multiscale` (4x and 2x the latent)
         self.ms_sizes = (str(4 * s), str(2 * s))
 
@@ -137,13 +160,21 @@ class DicFace(nn.Module):
         ch = self.encoder.channels
         self.multiscale = MultiScaleFuse(ch[self.ms_sizes[0]], ch[self.ms_sizes[1]], emb_dim)
         dim_mlp = 2 * dim_embed if dim_mlp is None else dim_mlp
-        self.ft_layers = nn.ModuleList(TransformerSALayer(dim_embed, n_head, dim_mlp, dropout)
-                                       for _ in range(n_layers))
-        self.dir_dist_layers = nn.ModuleList(TransformerSALayer(dim_embed, n_head, dim_mlp, dropout)
-                                             for _ in range(n_layers))
-        self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embed), nn.Linear(dim_embed, codebook_size, bias=False))
-        self.fuse_convs_dict = nn.ModuleDict({k: FuseSFTBlock2d(self.generator.channels[k], self.generator.channels[k])
-                                              for k in self.connect_list})
+        self.ft_layers = nn.ModuleList(
+            TransformerSALayer(dim_embed, n_head, dim_mlp, dropout) for _ in range(n_layers)
+        )
+        self.dir_dist_layers = nn.ModuleList(
+            TransformerSALayer(dim_embed, n_head, dim_mlp, dropout) for _ in range(n_layers)
+        )
+        self.idx_pred_layer = nn.Sequential(
+            nn.LayerNorm(dim_embed), nn.Linear(dim_embed, codebook_size, bias=False)
+        )
+        self.fuse_convs_dict = nn.ModuleDict(
+            {
+                k: FuseSFTBlock2d(self.generator.channels[k], self.generator.channels[k])
+                for k in self.connect_list
+            }
+        )
         self._gen_fuse = {self.generator.taps[k]: k for k in self.connect_list}
 
     # -- pieces ---------------------------------------------------------------------------------------
@@ -151,8 +182,10 @@ class DicFace(nn.Module):
         """Raise ValueError unless x is [(B*frame_length), 3, img_size, img_size]."""
         n = x.shape[0] if x.dim() == 4 else 0
         if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (self.img_size, self.img_size):
-            raise ValueError(f"DicFace takes [(B*{self.frame_length}), 3, {self.img_size}, {self.img_size}] "
-                             f"frames; got {list(x.shape)}")
+            raise ValueError(
+                f"DicFace takes [(B*{self.frame_length}), 3, {self.img_size}, {self.img_size}] "
+                f"frames; got {list(x.shape)}"
+            )
         if n == 0 or n % self.frame_length:
             raise ValueError(f"DicFace restores whole groups of {self.frame_length} frames; got {n} frames")
 
@@ -164,7 +197,8 @@ class DicFace(nn.Module):
         return lq_feat, feats
 
     def concentration(self, lq_feat: torch.Tensor) -> torch.Tensor:
-        """lq_feat [(B*T), C, s, s] -> Dirichlet concentration alpha [(B*T), s*s, K] (softplus + 0.01, fp32)."""
+        """lq_feat [(B*T), C, s, s] -> Dirichlet concentration alpha [(B*T), s*s, K] (softplus + 0.01,
+        fp32)."""
         t = self.frame_length
         tok = self.feat_emb(rearrange(lq_feat, "(b t) c h w -> b t (h w) c", t=t))
         b, _, d, e = tok.shape
@@ -209,8 +243,9 @@ class DicFace(nn.Module):
             feat = weights.reshape(-1, self.codebook_size).float() @ self.quantize.embedding.weight.float()
         return rearrange(feat, "(n h w) c -> n c h w", n=n, h=s, w=s)
 
-    def decode(self, quant_feat: torch.Tensor, feats: dict[str, torch.Tensor] | None = None,
-               w: float = 1.0) -> torch.Tensor:
+    def decode(
+        self, quant_feat: torch.Tensor, feats: dict[str, torch.Tensor] | None = None, w: float = 1.0
+    ) -> torch.Tensor:
         """Generator with the fusion blocks (`w` > 0 needs the encoder features `feats`)."""
         x = quant_feat
         for i, block in enumerate(self.generator.blocks):
@@ -223,8 +258,9 @@ class DicFace(nn.Module):
         return x
 
     # -- forward --------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, w: float = 1.0, adain: bool = False,
-                sampling: Sampling | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, w: float = 1.0, adain: bool = False, sampling: Sampling | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lq_feat, feats = self.encode(x)
         alpha = self.concentration(lq_feat)
         quant_feat = self.code_mixture(self.code_weights(alpha, sampling))

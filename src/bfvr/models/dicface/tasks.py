@@ -69,8 +69,10 @@ class FrameMask:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser()
         if not self.path.exists():
-            raise InputError(f"the mask '{self.path}' does not exist; give a PNG (white = missing pixels), a mask "
-                             "video or a folder of mask images.")
+            raise InputError(
+                f"the mask '{self.path}' does not exist; give a PNG (white = missing pixels), a mask "
+                "video or a folder of mask images."
+            )
         self.still = self.path.is_file() and self.path.suffix.lower() in STILL_SUFFIXES
         self._still: np.ndarray | None = None
 
@@ -97,11 +99,15 @@ class FrameMask:
         has exactly `frames` masks, when given)."""
         mw, mh, n = self.size_and_count()
         if (mw, mh) != (width, height):
-            raise InputError(f"the mask '{self.path}' is {mw}x{mh} but the video frames are {width}x{height}; "
-                             "give a mask of the video's size (white = missing pixels).")
+            raise InputError(
+                f"the mask '{self.path}' is {mw}x{mh} but the video frames are {width}x{height}; "
+                "give a mask of the video's size (white = missing pixels)."
+            )
         if n is not None and frames is not None and n != frames:
-            raise InputError(f"the mask '{self.path}' has {n} frames but the video has {frames}; give one mask "
-                             "per frame, or a single PNG for all frames.")
+            raise InputError(
+                f"the mask '{self.path}' has {n} frames but the video has {frames}; give one mask "
+                "per frame, or a single PNG for all frames."
+            )
 
     def masks(self) -> Iterator[np.ndarray]:
         """bool [H, W] masks (True = missing), one per frame (endless for a still mask)."""
@@ -114,17 +120,23 @@ class FrameMask:
             for f, _ in r.frames():
                 yield _grey(f) > MASK_THRESHOLD
 
-    def apply(self, frames: Iterable[tuple[np.ndarray, int | None]]) -> Iterator[tuple[np.ndarray, int | None]]:
+    def apply(
+        self, frames: Iterable[tuple[np.ndarray, int | None]]
+    ) -> Iterator[tuple[np.ndarray, int | None]]:
         """Paint the missing pixels white: (frame uint8 [H, W, 3], pts) in, the same out, lazily."""
         masks = self.masks()
         for i, (frame, pts) in enumerate(frames):
             m = next(masks, None)
             if m is None:
-                raise InputError(f"the mask '{self.path}' has only {i} frames but the video has more; give one "
-                                 "mask per frame, or a single PNG for all frames.")
+                raise InputError(
+                    f"the mask '{self.path}' has only {i} frames but the video has more; give one "
+                    "mask per frame, or a single PNG for all frames."
+                )
             if m.shape != frame.shape[:2]:
-                raise InputError(f"the mask '{self.path}' is {m.shape[1]}x{m.shape[0]} but the video frames are "
-                                 f"{frame.shape[1]}x{frame.shape[0]}; give a mask of the video's size.")
+                raise InputError(
+                    f"the mask '{self.path}' is {m.shape[1]}x{m.shape[0]} but the video frames are "
+                    f"{frame.shape[1]}x{frame.shape[0]}; give a mask of the video's size."
+                )
             out = frame.copy()
             out[m] = 255
             yield out, pts

@@ -21,9 +21,16 @@ class Encoder2d(nn.Module):
     """Per-frame encoder. `taps[size]` is the index of the last ResBlock at the level of nominal spatial
     size `size` (official `fuse_encoder_block`, e.g. {'512': 2, ..., '32': 14, '16': 18} for DicFace)."""
 
-    def __init__(self, in_channels: int = 3, nf: int = 64, emb_dim: int = 256,
-                 ch_mult: Sequence[int] = (1, 2, 2, 4, 4, 8), res_blocks: int = 2, img_size: int = 512,
-                 attn_resolutions: Sequence[int] = (16,)) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        nf: int = 64,
+        emb_dim: int = 256,
+        ch_mult: Sequence[int] = (1, 2, 2, 4, 4, 8),
+        res_blocks: int = 2,
+        img_size: int = 512,
+        attn_resolutions: Sequence[int] = (16,),
+    ) -> None:
         super().__init__()
         blocks: list[nn.Module] = [nn.Conv2d(in_channels, nf, kernel_size=3, stride=1, padding=1)]
         self.taps: dict[str, int] = {}
@@ -46,7 +53,9 @@ class Encoder2d(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.latent_size = res
 
-    def forward(self, x: torch.Tensor, keep: Sequence[str] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, keep: Sequence[str] = ()
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x [N,3,H,W] -> (latent [N,emb_dim,H/2^L,W/2^L], {size: feature after its tap} for `keep`)."""
         want = {self.taps[s]: s for s in keep}
         feats: dict[str, torch.Tensor] = {}
@@ -62,14 +71,25 @@ class Generator2d(nn.Module):
     of that nominal size happens (official `fuse_generator_block`: the first ResBlock after each upsample,
     and the second ResBlock of the lowest level: {'16': 6, '32': 9, ..., '512': 21} for DicFace)."""
 
-    def __init__(self, out_channels: int = 3, nf: int = 64, emb_dim: int = 256,
-                 ch_mult: Sequence[int] = (1, 2, 2, 4, 4, 8), res_blocks: int = 2, img_size: int = 512,
-                 attn_resolutions: Sequence[int] = (16,)) -> None:
+    def __init__(
+        self,
+        out_channels: int = 3,
+        nf: int = 64,
+        emb_dim: int = 256,
+        ch_mult: Sequence[int] = (1, 2, 2, 4, 4, 8),
+        res_blocks: int = 2,
+        img_size: int = 512,
+        attn_resolutions: Sequence[int] = (16,),
+    ) -> None:
         super().__init__()
         ch = nf * ch_mult[-1]
         res = img_size // 2 ** (len(ch_mult) - 1)
-        blocks: list[nn.Module] = [nn.Conv2d(emb_dim, ch, kernel_size=3, stride=1, padding=1),
-                                   ResBlock2d(ch, ch), AttnBlock2d(ch), ResBlock2d(ch, ch)]
+        blocks: list[nn.Module] = [
+            nn.Conv2d(emb_dim, ch, kernel_size=3, stride=1, padding=1),
+            ResBlock2d(ch, ch),
+            AttnBlock2d(ch),
+            ResBlock2d(ch, ch),
+        ]
         self.taps: dict[str, int] = {}
         self.channels: dict[str, int] = {}
         lowest = True
@@ -101,5 +121,6 @@ class Codebook(nn.Module):
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code indices [...] -> code vectors [..., emb_dim] (nearest-code decoding, for training/inspection)."""
+        """Code indices [...] -> code vectors [..., emb_dim] (nearest-code decoding, for
+        training/inspection)."""
         return self.embedding(indices)
