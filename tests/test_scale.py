@@ -174,7 +174,6 @@ def test_batch_list_manifest_and_guards(corpus: Path, tmp_path: Path) -> None:
     assert (out / "bfvr-summary.json").read_text() == "my notes" and len(list(out.iterdir())) == 1
 
 
-@pytest.mark.slow
 def test_sigkill_mid_batch_then_rerun(faces_dir: Path, tmp_path: Path) -> None:
     """SIGKILL while a video is being written (the real clips, 60 frames each): every output present is
     complete; a rerun finishes the rest and removes the dead run's temporary file."""
@@ -367,7 +366,6 @@ def test_segments_in_local_processes(faces_dir: Path, tmp_path: Path) -> None:
     assert pa == pb and np.array_equal(a, b)
 
 
-@pytest.mark.slow
 def test_killed_segmented_run_reuses_finished_segments(faces_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """Interrupted after its first segment, a segmented restore keeps that segment (lossless, in the hidden
     work folder) and the rerun restores only the others; the joined output is still the one-process one."""
