@@ -1,6 +1,6 @@
 """Segments with the face pipeline: one process vs `--segments` segments (in this process), lossless outputs.
 
-    python benchmarks/scale_faces.py                  # lp_driving_d11 (225 frames, one face throughout), bfvr-lite
+    python benchmarks/scale_faces.py     # lp_driving_d11 (225 frames, one face throughout), bfvr-lite
     python benchmarks/scale_faces.py --segments 3 --video ../shared/data/faces/tpsmm_driving.mp4
 
 Prints the number of segments, the frame difference (max abs, frames differing, PSNR) and both wall times.
@@ -37,10 +37,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one, seg = Path(tmp) / "one.mkv", Path(tmp) / "seg.mkv"
         t0 = time.perf_counter()
-        Restorer(args.model, faces=FaceOptions(), progress=False).restore_video(args.video, one, lossless=True)
+        Restorer(args.model, has_aligned=False, faces=FaceOptions(), progress=False).restore_video(
+            args.video, one, lossless=True)
         t_one = time.perf_counter() - t0
         t0 = time.perf_counter()
-        s = run_segmented(args.video, seg, RestoreSettings(model=args.model, faces=FaceOptions(), lossless=True),
+        settings = RestoreSettings(model=args.model, faces=FaceOptions(), lossless=True)
+        s = run_segmented(args.video, seg, settings,
                           BatchOptions(segments=args.segments, workers=1, progress=False))
         t_seg = time.perf_counter() - t0
         a, b = read_frames(one).astype(np.int16), read_frames(seg).astype(np.int16)
