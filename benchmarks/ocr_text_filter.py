@@ -15,28 +15,10 @@ import cv2
 import numpy as np
 
 
-def burn_caption(frame: np.ndarray, text: str = "BREAKING NEWS") -> np.ndarray:
-    """White text on a black band across the lower part of the frame (as tests/test_prepare_ocr.py)."""
-    h, w = frame.shape[:2]
-    g = frame.copy()
-    y0, y1 = int(h * 0.78), int(h * 0.89)
-    cv2.rectangle(g, (int(w * 0.1), y0), (int(w * 0.9), y1), (0, 0, 0), -1)
-    cv2.putText(
-        g,
-        text,
-        (int(w * 0.13), y1 - int(h * 0.035)),
-        cv2.FONT_HERSHEY_DUPLEX,
-        w / 400,
-        (255, 255, 255),
-        max(2, round(w / 240)),
-        cv2.LINE_AA,
-    )
-    return g
-
-
 def main() -> None:
     from bfvr.data.prepare import text_backend
     from bfvr.io import list_videos, read_frames
+    from bfvr.io.synth import burn_caption
 
     ap = argparse.ArgumentParser()
     ap.add_argument(

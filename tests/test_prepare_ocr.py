@@ -12,30 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bfvr.io.synth import burn_caption
 from conftest import run_cli
 
 VIDEO = "lp_driving_d18.mp4"  # 480x480 talking head; its face-proportion crop is about [70, 80, 430, 440]
 
 
-def _burn_caption(frame: np.ndarray, text: str = "BREAKING NEWS") -> np.ndarray:
-    """A news-style caption (white on a black band) over the lower part of the face crop."""
-    import cv2
-
-    h, w = frame.shape[:2]
-    g = frame.copy()
-    y0, y1 = int(h * 0.78), int(h * 0.89)
-    cv2.rectangle(g, (int(w * 0.1), y0), (int(w * 0.9), y1), (0, 0, 0), -1)
-    cv2.putText(
-        g,
-        text,
-        (int(w * 0.13), y1 - int(h * 0.035)),
-        cv2.FONT_HERSHEY_DUPLEX,
-        w / 400,
-        (255, 255, 255),
-        max(2, round(w / 240)),
-        cv2.LINE_AA,
-    )
-    return g
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +27,7 @@ def clips(faces_dir: Path, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("ocr_in")
     frames = read_frames(faces_dir / VIDEO, max_frames=10)
-    for name, fr in (("clean", frames), ("caption", np.stack([_burn_caption(f) for f in frames]))):
+    for name, fr in (("clean", frames), ("caption", np.stack([burn_caption(f) for f in frames]))):
         with VideoWriter(root / f"{name}.mp4", fps=25, crf=12) as w:
             for f in fr:
                 w.write(f)
