@@ -62,7 +62,9 @@ def to_u8(x: torch.Tensor) -> np.ndarray:
 
 def direct(net, frames: np.ndarray, idx: list[int], w: float = 1.0) -> torch.Tensor:
     """The network called on frames[idx] as one window: [3, 3, H, W] restored, unclamped."""
-    x = torch.from_numpy(frames[idx]).permute(0, 3, 1, 2).float() / 255
+    # contiguous NCHW, as the adapter passes it (a channels-last view would take other conv kernels: 1e-6
+    # differences, enough to flip a nearly tied code of the random fixture weights)
+    x = (torch.from_numpy(frames[idx]).permute(0, 3, 1, 2).float() / 255).contiguous()
     with torch.no_grad():
         return net(x, w=w)[0]
 
@@ -250,11 +252,11 @@ def test_fixture_weights_official_schedule_equals_direct_window_calls(fixture_we
     assert model.canvas == (512, 512)
     out = run_engine(model, frames)  # 3 windows: (0,0,1), (0,1,2), (1,2,2)
     assert out.shape == frames.shape
-    x = torch.from_numpy(frames[[0, 0, 1, 1, 2, 2]]).permute(0, 3, 1, 2).float() / 255
-    with torch.no_grad():
-        ref = model.net(x, w=1.0)[0]  # the two edge windows as one batch
-    for i, j in ((0, 1), (2, 4)):
-        assert np.abs(out[i].astype(int) - to_u8(ref[j])).max() <= 1, i
+    # the edge windows called directly, one per call as the engine does (with random weights some code
+    # logits are nearly tied: a batched call could flip a code and differ locally)
+    for i, idx in ((0, [0, 0, 1]), (2, [1, 2, 2])):
+        ref = direct(model.net, frames, idx)[1]
+        assert np.abs(out[i].astype(int) - to_u8(ref)).max() <= 1, i
 
 
 @pytest.mark.slow
