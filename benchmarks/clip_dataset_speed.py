@@ -15,7 +15,8 @@ from bfvr.data import ClipDataset
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("source", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/faces"))
+    ap.add_argument("source", nargs="?",
+                    default=str(Path(__file__).resolve().parents[2] / "shared/data/faces"))
     ap.add_argument("--recipe", default="stc")
     ap.add_argument("--clip-len", type=int, default=24)
     ap.add_argument("--size", type=int, default=512)
@@ -28,8 +29,9 @@ def main() -> None:
         it = ds[i]
         times.append(time.perf_counter() - t)
         print(f"item {i} {it['name']:18s} start {it['start']:4d}  {times[-1]:.2f} s")
-    print(f"{a.recipe} T={a.clip_len} {a.size}px: median {statistics.median(times):.2f} s/item "
-          f"({a.clip_len / statistics.median(times):.1f} frames/s), min {min(times):.2f}, max {max(times):.2f}")
+    print(f"{a.recipe} T={a.clip_len} {a.size}px: median {statistics.median(times):.2f} "
+          f"s/item ({a.clip_len / statistics.median(times):.1f} frames/s), min "
+          f"{min(times):.2f}, max {max(times):.2f}")
 
 
 if __name__ == "__main__":

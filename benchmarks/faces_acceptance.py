@@ -62,7 +62,8 @@ def main() -> None:
 
 def section1(args) -> None:
     print("## 1. identity restore through the face pipeline: whole-frame PSNR vs input (dB)\n")
-    print("| clip | size | frames | frames with a face | pipeline (no encoder) | video CRF 0 | encoder only | ms/frame |")
+    print("| clip | size | frames | frames with a face | pipeline "
+          "(no encoder) | video CRF 0 | encoder only | ms/frame |")
     print("|---|---|---|---|---|---|---|---|")
     from bfvr.api import Restorer
 
@@ -77,10 +78,11 @@ def section1(args) -> None:
         p_vid = p_enc = float("nan")
         if not args.skip_video:
             with tempfile.TemporaryDirectory() as tmp:
-                r = Restorer(IdentityModel(), faces=FaceOptions(), progress=False, precision="fp32")
+                r = Restorer(IdentityModel(), has_aligned=False, faces=FaceOptions(), progress=False,
+                             precision="fp32")
                 r.restore_video(src, Path(tmp) / "f.mp4", crf=0, max_frames=args.frames)
                 p_vid = psnr(read_frames(Path(tmp) / "f.mp4"), frames)
-                r = Restorer(IdentityModel(), faces=None, progress=False, precision="fp32")
+                r = Restorer(IdentityModel(), has_aligned=True, progress=False, precision="fp32")
                 r.restore_video(src, Path(tmp) / "e.mp4", crf=0, max_frames=args.frames)
                 p_enc = psnr(read_frames(Path(tmp) / "e.mp4"), frames)
         h, w = frames.shape[1:3]
@@ -90,7 +92,8 @@ def section1(args) -> None:
 
 
 def section2(args, dets) -> None:
-    print("\n## 2. crop stability on a still head (musetalk_sun): mean |per-frame change| of the crop box (px)\n")
+    print("\n## 2. crop stability on a still head (musetalk_sun): "
+          "mean |per-frame change| of the crop box (px)\n")
     print("(proportion: the box coordinates; align: the 4 crop corners in the frame)\n")
     print("| detector | crop mode | frames | smoothed | unsmoothed (raw, gap-filled) |")
     print("|---|---|---|---|---|")

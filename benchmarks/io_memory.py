@@ -23,7 +23,8 @@ from pathlib import Path
 
 
 def synth(path: Path, seconds: float, size: int, fps: int) -> None:
-    """A synthetic clip in bounded memory: 50 precomputed pattern frames, cycled, each stamped with its index."""
+    """A synthetic clip in bounded memory: 50 precomputed pattern frames, cycled, each stamped with its
+    index."""
     import av
     import numpy as np
 
@@ -79,8 +80,8 @@ def restore_once(inp: str, out: str, preset: str, faces: bool) -> None:
             raise
     seconds = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"frames": probe(out).frame_count, "seconds": seconds, "cpu_seconds": ru.ru_utime + ru.ru_stime,
-                      "peak_rss_mb": ru.ru_maxrss / 1024}))
+    print(json.dumps({"frames": probe(out).frame_count, "seconds": seconds,
+                      "cpu_seconds": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024}))
 
 
 def main() -> None:
@@ -90,8 +91,8 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--preset", default="veryfast", help="x264 preset of the restore output")
     ap.add_argument("--faces", action="store_true",
-                    help="run the face pipeline too (detection on every frame: ~5x slower; the synthetic video "
-                         "has no face, so frames pass through); default: --has-aligned, whole frames")
+                    help="run the face pipeline too (detection on every frame: ~5x slower; the synthetic "
+                         "video has no face, so frames pass through); default: --has-aligned, whole frames")
     ap.add_argument("--child", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -104,14 +105,16 @@ def main() -> None:
             t0 = time.perf_counter()
             synth(inp, sec, args.size, args.fps)
             gen = time.perf_counter() - t0
-            r = subprocess.run([sys.executable, __file__, "--child", str(inp), str(out), "--preset", args.preset]
+            r = subprocess.run([sys.executable, __file__, "--child", str(inp), str(out), "--preset",
+                                args.preset]
                                + (["--faces"] if args.faces else []),
                                check=True, capture_output=True, text=True)
             row = json.loads(r.stdout.strip().splitlines()[-1])
             row.update(video_seconds=sec, synth_seconds=round(gen, 1))
             rows.append(row)
             print(f"{sec:>7g} s video: {row['frames']:>6} frames, restore {row['seconds']:.1f} s "
-                  f"({row['frames'] / row['seconds']:.1f} frames/s), peak RSS {row['peak_rss_mb']:.1f} MB", flush=True)
+                  f"({row['frames'] / row['seconds']:.1f} frames/s), peak RSS {row['peak_rss_mb']:.1f} MB",
+                  flush=True)
     if len(rows) >= 2:
         a, b = rows[0]["peak_rss_mb"], rows[-1]["peak_rss_mb"]
         print(f"peak RSS ratio longest/shortest: {b / a:.3f} ({(b / a - 1) * 100:+.1f} %)")

@@ -59,7 +59,8 @@ def main() -> None:
     k = 8  # moving average over 8 logged points (each already a mean over log_every steps)
     l1 = np.convolve([v for _, v in tr], np.ones(k) / k, mode="valid")
     plot([s for s, _ in val], [v for _, v in val], [s for s, _ in tr][k - 1:], l1, a.out,
-         "BFVR-Lite training (configs/lite/train.yaml)", "validation PSNR gain over the input, dB (EMA weights, left axis)",
+         "BFVR-Lite training (configs/lite/train.yaml)", "validation PSNR gain over the "
+                                                         "input, dB (EMA weights, left axis)",
          "training Charbonnier loss, moving mean (right axis)")
     print(a.out)
 

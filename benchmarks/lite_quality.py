@@ -50,7 +50,8 @@ def ids(pred: np.ndarray, gt: np.ndarray, faces, every: int = 4) -> float:
 def scores(pred: np.ndarray, gt: np.ndarray, faces) -> dict[str, float]:
     from bfvr.metrics import psnr, ssim_frames
 
-    out = {"psnr": psnr(pred, gt), "ssim": float(np.mean(ssim_frames(pred, gt))), "flicker": flicker(pred, gt)}
+    out = {"psnr": psnr(pred, gt), "ssim": float(np.mean(ssim_frames(pred, gt))),
+           "flicker": flicker(pred, gt)}
     if faces is not None:
         out["ids"] = ids(pred, gt, faces)
     return out
@@ -63,16 +64,18 @@ def main() -> None:
     ap.add_argument("--model", default="bfvr-lite")
     ap.add_argument("--weights", default=None)
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--clips", nargs="*", default=list(HELD_OUT), help="clip names in --data (default: held out)")
+    ap.add_argument("--clips", nargs="*", default=list(HELD_OUT), help="clip "
+                    "names in --data (default: held out)")
     ap.add_argument("--data", default=str(FACES))
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--recipe", default="bfvr-eval")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-ids", action="store_true", help="skip the dlib identity score")
-    ap.add_argument("--strip", default=None, help="save an LQ | restored | GT picture (PNG) of the first clip")
+    ap.add_argument("--strip", default=None,
+                    help="save an LQ | restored | GT picture (PNG) of the first clip")
     ap.add_argument("--crf", type=float, default=18,
-                    help="also score the output after an x264 yuv420p round trip at this CRF (what `bfvr restore` "
-                         "writes by default); 0 = skip")
+                    help="also score the output after an x264 yuv420p round trip at "
+                         "this CRF (what `bfvr restore` writes by default); 0 = skip")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -109,7 +112,8 @@ def main() -> None:
             i = len(gt) // 2
             strip = np.concatenate([lq[i], pred[i], gt[i]], axis=1)
     keys = rows[0]["out"].keys()
-    mean = {side: {k: float(np.nanmean([rw[side][k] for rw in rows])) for k in keys} for side in ("lq", "out")}
+    mean = {side: {k: float(np.nanmean([rw[side][k] for rw in rows])) for k in keys}
+            for side in ("lq", "out")}
     res = {"model": a.model, "precision": r.precision, "recipe": a.recipe, "seed": a.seed, "frames": a.frames,
            "clips": rows, "mean": mean,
            "gain": {"psnr_db": mean["out"]["psnr"] - mean["lq"]["psnr"],
@@ -139,7 +143,8 @@ def main() -> None:
         print(f"{'MEAN':18} crf{a.crf:<2g} {res[k]['psnr']:8.4f} {res[k]['ssim']:8.4f}   (output written as "
               f"yuv420p H.264 CRF {a.crf:g}: {res[k]['psnr'] - mean['out']['psnr']:+.2f} dB vs lossless)")
     g = res["gain"]
-    print(f"gain: PSNR {g['psnr_db']:+.2f} dB, SSIM {g['ssim']:+.4f}, flicker {g['flicker']:+.3f} (lower is better)")
+    print(f"gain: PSNR {g['psnr_db']:+.2f} dB, SSIM {g['ssim']:+.4f}, "
+          f"flicker {g['flicker']:+.3f} (lower is better)")
 
 
 if __name__ == "__main__":

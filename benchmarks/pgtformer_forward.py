@@ -98,13 +98,36 @@ def child(args: argparse.Namespace) -> None:
             cpus.append(time.process_time() - c0)
     if args.save:
         torch.save({"out": out.float().contiguous(), "codes": logits.argmax(-1)}, args.save)
-    print(json.dumps({"precision": args.precision, "batch": args.batch, "threads": args.threads, "times": times,
-                      "cpu": cpus, "peak_rss_gb": peak_rss_gb(), "weights": weights, "input": source}))
+    print(
+        json.dumps(
+            {
+                "precision": args.precision,
+                "batch": args.batch,
+                "threads": args.threads,
+                "times": times,
+                "cpu": cpus,
+                "peak_rss_gb": peak_rss_gb(),
+                "weights": weights,
+                "input": source,
+            }
+        )
+    )
 
 
 def run_child(precision: str, batch: int, args: argparse.Namespace, save: str | None) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--precision", precision, "--batch", str(batch), "--repeat",
-           str(args.repeat), "--threads", str(args.threads)] + (["--save", save] if save else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--precision",
+        precision,
+        "--batch",
+        str(batch),
+        "--repeat",
+        str(args.repeat),
+        "--threads",
+        str(args.threads),
+    ] + (["--save", save] if save else [])
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode:
@@ -141,10 +164,14 @@ def main() -> None:
                 if save:
                     saved[p] = torch.load(save)
                 print(f"  done: {p} batch {b}: {min(r['times']):.1f} s per call", file=sys.stderr, flush=True)
-        print(f"PGTFormer forward, 512x512, {args.threads} thread(s), weights: {rows[0]['weights']}, "
-              f"input: {rows[0]['input']}; official reference {OFFICIAL_S_PER_WINDOW} s per window (fp32)")
-        print(f"{'precision':9} {'windows/call':>12} {'wall s/call':>11} {'cpu_s/call':>10} "
-              f"{'s/frame keep=1':>14} {'s/frame keep=3':>14} {'vs official':>11} {'peak RSS GB':>11}")
+        print(
+            f"PGTFormer forward, 512x512, {args.threads} thread(s), weights: {rows[0]['weights']}, "
+            f"input: {rows[0]['input']}; official reference {OFFICIAL_S_PER_WINDOW} s per window (fp32)"
+        )
+        print(
+            f"{'precision':9} {'windows/call':>12} {'wall s/call':>11} {'cpu_s/call':>10} "
+            f"{'s/frame keep=1':>14} {'s/frame keep=3':>14} {'vs official':>11} {'peak RSS GB':>11}"
+        )
         for r in rows:
             i = min(range(len(r["times"])), key=r["times"].__getitem__)
             t, c, b = r["times"][i], r["cpu"][i], r["batch"]
@@ -164,9 +191,11 @@ def main() -> None:
                 d = (a - b).abs()
                 agree = (ref["codes"] == s["codes"]).float().mean().item()
                 mid = d[1]  # the middle frame, the one the official schedule keeps
-                print(f"{p} vs fp32 (output clamped to [0,1], one window): max |diff| {d.max():.4f}, mean "
-                      f"{d.mean():.5f}; middle frame max {mid.max():.4f} mean {mid.mean():.5f} "
-                      f"(= {mid.mean() * 255:.2f} / 255); codes equal {agree * 100:.1f} %")
+                print(
+                    f"{p} vs fp32 (output clamped to [0,1], one window): max |diff| {d.max():.4f}, mean "
+                    f"{d.mean():.5f}; middle frame max {mid.max():.4f} mean {mid.mean():.5f} "
+                    f"(= {mid.mean() * 255:.2f} / 255); codes equal {agree * 100:.1f} %"
+                )
 
 
 if __name__ == "__main__":

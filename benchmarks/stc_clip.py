@@ -100,7 +100,8 @@ def main() -> None:
                    "--frames", str(args.frames), "--video", str(args.video), "--threads", str(args.threads),
                    "--clip-len", str(args.clip_len), "--overlap", str(args.overlap),
                    "--save", str(save)]
-            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            line = subprocess.run(cmd, check=True, capture_output=True,
+                                  text=True).stdout.strip().splitlines()[-1]
             results.append(json.loads(line))
             outs.append(save)
             print(line, flush=True)
@@ -109,8 +110,8 @@ def main() -> None:
 
             a, b = (np.load(o).astype(np.int16) for o in outs[:2])
             d = np.abs(a - b)
-            print(json.dumps({"compare": f"{args.precisions[0]} vs {args.precisions[1]}", "max_abs_8bit": int(d.max()),
-                              "mean_abs_8bit": round(float(d.mean()), 3),
+            print(json.dumps({"compare": f"{args.precisions[0]} vs {args.precisions[1]}",
+                              "max_abs_8bit": int(d.max()), "mean_abs_8bit": round(float(d.mean()), 3),
                               "speedup_wall": round(results[1]["run_s"] / results[0]["run_s"], 2),
                               "speedup_cpu": round(results[1]["cpu_s"] / max(results[0]["cpu_s"], 1e-9), 2)}))
 

@@ -82,8 +82,8 @@ def child(args: argparse.Namespace) -> None:
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert out.shape == x.shape and torch.isfinite(out).all()
     print(json.dumps({"precision": args.precision, "frames": args.frames, "size": args.size,
-                      "threads": args.threads, "weights": weights, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
-                      "load_avg_1min": round(os.getloadavg()[0], 1),
+                      "threads": args.threads, "weights": weights, "seconds": round(seconds, 1),
+                      "cpu_seconds": round(cpu, 1), "load_avg_1min": round(os.getloadavg()[0], 1),
                       "rss_before_forward_gb": round(rss_before, 2), "peak_rss_gb": round(peak_rss_gb(), 2),
                       "torch": torch.__version__}))
 
@@ -183,7 +183,7 @@ def parity(args: argparse.Namespace) -> None:
                          idx_s=mism(ls.argmax(-1), io["idx_s"], io["fragile_s"]),
                          idx_t=mism(lt.argmax(-1), io["idx_t"], io["fragile_t"]))
                 if "lq_feat" in io:
-                    tok = net._tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
+                    tok = net.frame_tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
                     r.update(lq_feat=diff(lq, io["lq_feat"]),
                              t_tokens_in_first1024=diff(tok, io["t_tokens_in_first1024"]))
         r["seconds"] = round(time.perf_counter() - t0, 1)
@@ -201,7 +201,8 @@ def main() -> None:
     ap.add_argument("--golden", action="store_true", help="bf16 vs fp32 deviation on the golden input")
     ap.add_argument("--parity", action="store_true",
                     help="fp32 max abs diff from the official outputs for each golden fixture")
-    ap.add_argument("--fixtures", nargs="+", default=["stc_stage1_small", "stc_stage2", "stc_deflicker_stage2"],
+    ap.add_argument("--fixtures", nargs="+",
+                    default=["stc_stage1_small", "stc_stage2", "stc_deflicker_stage2"],
                     help="fixtures for --parity")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -64,7 +64,8 @@ def main() -> None:
         frames = t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
     model = TestWindowModel()
     ref = None
-    print(f"{a.clip.name}: {len(frames)} frames {a.size}x{a.size}, window 5, torch threads {torch.get_num_threads()}")
+    print(f"{a.clip.name}: {len(frames)} frames {a.size}x{a.size}, "
+          f"window 5, torch threads {torch.get_num_threads()}")
     for keep in a.keep:
         eng = ClipEngine(model, keep=keep)
         t0 = time.perf_counter()

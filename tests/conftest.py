@@ -3,8 +3,11 @@ skip with the reason when it is absent."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -31,6 +34,19 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+def golden_weights() -> ModuleType:
+    """The shared golden-weights tool (../shared/tools/golden_weights.py, not a package) as a module; skips
+    the calling test when ../shared is absent."""
+    mod = sys.modules.get("golden_weights")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("golden_weights",
+                                                      shared_path("tools", "golden_weights.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["golden_weights"] = mod
+        spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="session")
 def faces_dir() -> Path:
     return shared_path("data", "faces")
@@ -48,8 +64,8 @@ def synth_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stereo tone at 48 kHz lasting as long as the video (1.92 s). Read-only: copy it before modifying."""
     from bfvr.io.synth import synth_video
 
-    return synth_video(tmp_path_factory.mktemp("synth") / "clip.mp4", frames=48, width=256, height=256, fps=25,
-                       audio=True)
+    return synth_video(tmp_path_factory.mktemp("synth") / "clip.mp4", frames=48, width=256, height=256,
+                       fps=25, audio=True)
 
 
 @pytest.fixture(scope="session")

@@ -129,8 +129,9 @@ def small_model(monkeypatch, tmp_path):
     served.mkdir()
     entry = W.WeightsEntry("small", "small.pth", (f"file://{tmp_path}/missing/small.pth", f"file://{served}/small.pth"),
                            key="params_ema", mirror_env="BFVR_SMALL_MIRROR")
-    spec = hub.ModelSpec("small", "test model", lambda **kw: None, weights="small", config={"width": 4, "depth": 1},
-                         net=_small_net, hf_config=lambda c: {"width": c["hidden"], "depth": c["layers"]})
+    spec = hub.ModelSpec("small", "test model", lambda **kw: None, weights="small",
+                         config={"width": 4, "depth": 1}, net=_small_net,
+                         hf_config=lambda c: {"width": c["hidden"], "depth": c["layers"]})
     monkeypatch.setitem(W.WEIGHTS, "small", entry)
     monkeypatch.setitem(hub.MODELS, "small", spec)
     return served
@@ -194,8 +195,8 @@ def test_hugging_face_folder_with_config_json(small_model, tmp_path):
 def test_hf_config_is_fetched_beside_the_cached_weights(small_model, tmp_path, monkeypatch):
     save_file(_state(width=6, depth=2), str(small_model / "model.safetensors"))
     (small_model / "config.json").write_text(json.dumps({"hidden": 6, "layers": 2}))
-    entry = W.WeightsEntry("small", "small.safetensors", (f"file://{small_model}/model.safetensors",), key=None,
-                           config_urls=(f"file://{small_model}/config.json",))
+    entry = W.WeightsEntry("small", "small.safetensors", (f"file://{small_model}/model.safetensors",),
+                           key=None, config_urls=(f"file://{small_model}/config.json",))
     monkeypatch.setitem(W.WEIGHTS, "small", entry)
     net, path = hub.load_net("small", progress=False)
     assert path.name == "small.safetensors" and (path.parent / "small.config.json").is_file()

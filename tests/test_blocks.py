@@ -87,7 +87,8 @@ def test_multihead_self_attention_matches_torch_module_and_names():
     qk = x + pos
     with torch.no_grad():
         out = ours(qk, qk, x)
-        expected = ref(qk.transpose(0, 1), qk.transpose(0, 1), x.transpose(0, 1), need_weights=False)[0].transpose(0, 1)
+        expected = ref(qk.transpose(0, 1), qk.transpose(0, 1), x.transpose(0, 1),
+                       need_weights=False)[0].transpose(0, 1)
     assert (out - expected).abs().max() < 1e-5
 
 

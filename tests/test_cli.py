@@ -11,18 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bfvr.cli import main
 from bfvr.io import probe, read_frames
 from bfvr.io.synth import pattern_frame
+from conftest import run_cli
 from test_io import make_bad_input, psnr
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    code = run_cli(*argv)
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -47,8 +43,8 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         assert cmd in out
     code, out, _ = run(["restore", "--help"], capsys)
     assert code == 0
-    for opt in ("--output", "--model", "--weights", "--device", "--precision", "--crf", "--preset", "--overwrite",
-                "--quiet", "--offline"):
+    for opt in ("--output", "--model", "--weights", "--device", "--precision", "--crf", "--preset",
+                "--overwrite", "--quiet", "--offline"):
         assert opt in out
 
 
@@ -61,7 +57,8 @@ def test_info_prints_metadata(synth_clip: Path, capsys: pytest.CaptureFixture[st
     assert (d["width"], d["height"], d["fps"], d["frame_count"], d["has_audio"]) == (256, 256, "25", 48, True)
 
 
-def test_restore_identity_end_to_end(tmp_path: Path, synth_clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_restore_identity_end_to_end(tmp_path: Path, synth_clip: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "restored.mp4"
     code, stdout, err = run(["restore", str(synth_clip), "-o", str(out), "--model", "identity", "--crf", "10",
                              "--device", "cpu"], capsys)
@@ -77,7 +74,8 @@ def test_restore_identity_end_to_end(tmp_path: Path, synth_clip: Path, capsys: p
 
     # exists without --overwrite: refused, untouched; with --overwrite and --quiet: replaced, silent
     before = out.read_bytes()
-    code, _, err = run(["restore", str(synth_clip), "-o", str(out), "--model", "identity", "--has-aligned"], capsys)
+    code, _, err = run(["restore", str(synth_clip), "-o", str(out), "--model", "identity", "--has-aligned"],
+                       capsys)
     assert code != 0 and len(error_lines(err)) == 1 and "--overwrite" in err
     assert out.read_bytes() == before
     code, stdout, err = run(["restore", str(synth_clip), "-o", str(out), "--model", "identity", "--overwrite",
@@ -100,7 +98,8 @@ def test_bad_inputs_fail_cleanly(tmp_path: Path, synth_clip: Path, case: str,
                        capsys)
     assert_clean_failure(code, err, out_dir, "o.mp4")
     # an output in a folder that does not exist yet: the folder is not created for a failing run
-    code, _, err = run(["restore", str(bad), "-o", str(out_dir / "new" / "o.mp4"), "--model", "identity"], capsys)
+    code, _, err = run(["restore", str(bad), "-o", str(out_dir / "new" / "o.mp4"), "--model", "identity"],
+                       capsys)
     assert code != 0 and len(error_lines(err)) == 1
     assert list(out_dir.iterdir()) == []
     # `info` reads the metadata only; with --count it decodes everything and finds the truncation as well
@@ -108,17 +107,20 @@ def test_bad_inputs_fail_cleanly(tmp_path: Path, synth_clip: Path, case: str,
     assert code != 0 and len(error_lines(err)) == 1
 
 
-def test_bad_outputs_fail_cleanly(tmp_path: Path, synth_clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_outputs_fail_cleanly(tmp_path: Path, synth_clip: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     for target in (a_file / "o.mp4", tmp_path / "o.avi", Path("/proc/bfvr_test_out.mp4")):
-        code, _, err = run(["restore", str(synth_clip), "-o", str(target), "--model", "identity", "--quiet"], capsys)
+        code, _, err = run(["restore", str(synth_clip), "-o", str(target), "--model", "identity", "--quiet"],
+                           capsys)
         assert code != 0 and len(error_lines(err)) == 1 and "Traceback" not in err
         assert not target.exists()
     # the input itself as output
     copy = tmp_path / "in.mp4"
     copy.write_bytes(synth_clip.read_bytes())
-    code, _, err = run(["restore", str(copy), "-o", str(copy), "--model", "identity", "--overwrite", "--quiet"],
+    code, _, err = run(["restore", str(copy), "-o", str(copy), "--model", "identity", "--overwrite",
+                        "--quiet"],
                        capsys)
     assert code != 0 and len(error_lines(err)) == 1
     assert copy.read_bytes() == synth_clip.read_bytes()
@@ -169,7 +171,8 @@ def test_console_script_exit_code_and_one_line(tmp_path: Path) -> None:
 
 
 def test_bench_io_reports_real_numbers(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["bench", "io", "--size", "64", "--frames", "12", "--preset", "ultrafast", "--json"], capsys)
+    code, out, err = run(["bench", "io", "--size", "64", "--frames", "12", "--preset", "ultrafast", "--json"],
+                         capsys)
     assert code == 0, err
     d = json.loads(out)
     for key in ("decode_fps", "encode_fps", "restore_identity_fps", "peak_rss_mb"):
@@ -194,4 +197,5 @@ def test_process_wide_state_stays_in_the_cli_process(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(sys, "argv", ["bfvr", "--version"])
     cli.main()  # the console script (argv None): malloc tuned once
     assert tuned == [True] and len(seen) == 2 and warnings.formatwarning is before
-    assert cli.one_line_warning("no face\n  found", UserWarning, "f.py", 1) == "bfvr: warning: no face found\n"
+    assert cli.one_line_warning("no face\n  found", UserWarning, "f.py",
+                                1) == "bfvr: warning: no face found\n"

@@ -54,7 +54,8 @@ def test_deterministic_by_seed_epoch_index(clips_dir) -> None:
     assert a["params"] not in others
     ds.set_epoch(1)
     assert ds[4]["params"] != a["params"]
-    ds2 = ClipDataset(clips_dir, clip_len=8, size=32, recipe="keep", seed=2, crop="random", samples_per_clip=3)
+    ds2 = ClipDataset(clips_dir, clip_len=8, size=32, recipe="keep", seed=2, crop="random",
+                      samples_per_clip=3)
     assert ds2[4]["params"] != a["params"]
 
 
@@ -86,7 +87,8 @@ def test_manifest_source_uses_kept_clips_only(clips_dir, tmp_path) -> None:
     m = tmp_path / "manifest.jsonl"
     m.write_text("\n".join(json.dumps(r) for r in [
         {"name": "a", "path": str(clips_dir / "a.mp4"), "frames": 30, "kept": True},
-        {"name": "b", "path": str(clips_dir / "b.mp4"), "frames": 12, "kept": False, "reasons": ["x"]}]) + "\n")
+        {"name": "b", "path": str(clips_dir / "b.mp4"), "frames": 12, "kept": False,
+         "reasons": ["x"]}]) + "\n")
     ds = ClipDataset(m, clip_len=4, size=16, recipe=None)
     assert len(ds) == 1 and ds[0]["name"] == "a"
     with pytest.raises(ConfigError):

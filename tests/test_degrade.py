@@ -13,7 +13,8 @@ from bfvr.degrade.ops import Blur, BrightnessFlicker, BrushMask, Codec, Downscal
 from bfvr.errors import ConfigError
 from bfvr.io.synth import pattern_frame
 
-RANDOM_RECIPES = ["stc", "stc-nonoise", "keep", "flicker-brightness", "flicker-pixel", "inpaint"]
+RANDOM_RECIPES = ["stc", "stc-nonoise", "stc-paper", "stc-paper-nonoise", "keep", "flicker-brightness",
+                  "flicker-pixel", "inpaint"]
 
 
 def clip(n: int = 12, w: int = 96, h: int = 80) -> np.ndarray:

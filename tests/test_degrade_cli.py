@@ -8,16 +8,13 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
-from bfvr.cli import main
 from bfvr.io import probe, read_frames
+from conftest import run_cli
 
 
 def run(*args: str) -> None:
-    with pytest.raises(SystemExit) as e:
-        main(["degrade", *args, "--quiet"])
-    assert e.value.code in (0, None)
+    assert run_cli("degrade", *args, "--quiet") == 0
 
 
 def test_file_same_seed_same_decoded_frames_other_seed_differs(synth_clip, tmp_path) -> None:
@@ -46,9 +43,11 @@ def test_folder_mode_seeds_each_clip_by_name(synth_clip, make_clip, tmp_path) ->
     shutil.copy(make_clip("two.mp4", frames=20, width=128, height=96, audio=False), src / "two.mp4")
     run(str(src), str(tmp_path / "out"), "--recipe", "keep", "--seed", "1")
     run(str(src / "one.mp4"), str(tmp_path / "single" / "one.mp4"), "--recipe", "keep", "--seed", "1")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one.json", "one.mp4", "two.json", "two.mp4"]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["one.json", "one.mp4", "two.json", "two.mp4"]
     # a clip's degradation depends on (seed, clip name), not on the folder it was processed in
-    assert read_frames(tmp_path / "out" / "one.mp4").tobytes() == read_frames(tmp_path / "single" / "one.mp4").tobytes()
+    one = read_frames(tmp_path / "out" / "one.mp4")
+    assert one.tobytes() == read_frames(tmp_path / "single" / "one.mp4").tobytes()
     assert read_frames(tmp_path / "out" / "two.mp4").shape == (20, 96, 128, 3)
 
 
@@ -74,14 +73,15 @@ def test_pregenerated_flicker_folder_is_used(synth_clip, tmp_path) -> None:
 
 
 def test_errors_are_one_line(synth_clip, tmp_path) -> None:
-    for args, msg in [([str(synth_clip), str(tmp_path / "x.mp4"), "--recipe", "vhs"], "unknown degradation recipe"),
+    for args, msg in [([str(synth_clip), str(tmp_path / "x.mp4"), "--recipe", "vhs"], "unknown "
+                       "degradation recipe"),
                       ([str(tmp_path / "missing.mp4"), str(tmp_path / "x.mp4")], "does not exist")]:
-        p = subprocess.run([sys.executable, "-m", "bfvr.cli", "degrade", *args], capture_output=True, text=True)
+        p = subprocess.run([sys.executable, "-m", "bfvr.cli", "degrade", *args], capture_output=True,
+                           text=True)
         assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
     run(str(synth_clip), str(tmp_path / "x.mp4"), "--recipe", "gray")
-    with pytest.raises(SystemExit) as e:  # exists: refuses without --overwrite
-        main(["degrade", str(synth_clip), str(tmp_path / "x.mp4"), "--recipe", "gray", "--quiet"])
-    assert e.value.code == 2
+    # exists: refuses without --overwrite
+    assert run_cli("degrade", str(synth_clip), str(tmp_path / "x.mp4"), "--recipe", "gray", "--quiet") == 2
 
 
 def test_stc_mid_range_psnr_on_a_real_face_clip(faces_dir, tmp_path) -> None:

@@ -132,8 +132,10 @@ def test_window_goes_through_the_face_pipeline_runner(real_clip: np.ndarray) -> 
     out = [f for fr in frames for f in runner.push(fr)] + runner.flush()
     assert np.array_equal(np.stack(out), official_loop(frames, model))
     auto = FaceOptions(crop_mode="auto")
-    assert FacePipeline.for_model(model, auto).opt.crop_mode == "align"  # the model's preference, via its contract
-    engines = FacePipeline.for_model(lambda: ClipEngine(model), auto)  # a factory of engines (what Restorer gives)
+    # the model's preference, via its contract
+    assert FacePipeline.for_model(model, auto).opt.crop_mode == "align"
+    # a factory of engines (what Restorer gives)
+    engines = FacePipeline.for_model(lambda: ClipEngine(model), auto)
     assert engines.opt.crop_mode == "align"
 
 
@@ -173,3 +175,37 @@ def test_contract_defaults_and_errors() -> None:
         contract_of(bad)
     assert Schedule.window(5).first_kept == 2 and Schedule.window(5, 3).first_kept == 1
     assert Schedule.window(3, 3).first_kept == 0 and Schedule.window(4, 2).first_kept == 1
+
+
+@pytest.mark.parametrize("keep", [1, 2])
+def test_restore_keep_flag(real_clip: np.ndarray, tmp_path, monkeypatch: pytest.MonkeyPatch,
+                           keep: int) -> None:
+    """`bfvr restore --keep K` runs a window model with K centre frames per call (1 = the official loop)."""
+    import cv2
+
+    from bfvr.io import read_frames
+    from conftest import run_cli
+
+    frames = np.ascontiguousarray(real_clip[:23, ::8, ::8])
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(src / f"{i:04d}.png"), f[..., ::-1])
+    model = CentreWindow()
+    monkeypatch.setattr("bfvr.models.hub.load_model", lambda name, **kw: model)
+    out = tmp_path / "out"  # a PNG folder: lossless
+    assert run_cli("restore", str(src), "-o", str(out), "--model", "centre-window", "--has-aligned",
+                   "--keep", str(keep), "--precision", "fp32", "-q") == 0
+    want = official_loop(frames, CentreWindow()) if keep == 1 else fast_loop(frames, CentreWindow(), keep)
+    assert np.array_equal(read_frames(out), want)
+    assert model.calls == -(-23 // keep)
+
+
+def test_restore_keep_flag_refused_for_clip_models(synth_clip, tmp_path, capsys) -> None:
+    from conftest import run_cli
+
+    out = tmp_path / "o.mp4"
+    assert run_cli("restore", str(synth_clip), "-o", str(out), "--model", "identity", "--has-aligned",
+                   "--keep", "2", "-q") == 2
+    assert "keep applies to sliding-window models" in capsys.readouterr().err
+    assert not out.exists()

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from bfvr.cli import main
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,8 @@ def clips(faces_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     src = read_frames(faces_dir / "lp_driving_d0.mp4", max_frames=10)
     gt = np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in src])
-    lq = np.stack([cv2.resize(cv2.resize(cv2.GaussianBlur(f, (0, 0), 1.5), (32, 32), interpolation=cv2.INTER_AREA),
+    lq = np.stack([cv2.resize(cv2.resize(cv2.GaussianBlur(f, (0, 0), 1.5), (32, 32),
+                                         interpolation=cv2.INTER_AREA),
                               (128, 128), interpolation=cv2.INTER_CUBIC) for f in gt])
     for d, frames in (("gt", gt), ("lq", lq), ("same", gt)):
         (root / d).mkdir()
@@ -33,9 +34,7 @@ def clips(faces_dir, tmp_path_factory):
 
 
 def _run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code, capsys.readouterr()
+    return run_cli(*args), capsys.readouterr()
 
 
 def test_evaluate_report_values(clips, tmp_path, capsys):
@@ -60,8 +59,8 @@ def test_evaluate_report_values(clips, tmp_path, capsys):
     assert [r["video"] for r in rows] == ["a", "mean"]
     # identical videos: PSNR and MSRL are inf in every format
     out2 = tmp_path / "rep2"
-    _run(["evaluate", "--pred", str(clips / "same"), "--gt", str(clips / "gt"), "-m", "psnr,msrl", "-o", str(out2),
-          "-q"], capsys)
+    _run(["evaluate", "--pred", str(clips / "same"), "--gt", str(clips / "gt"), "-m", "psnr,msrl", "-o",
+          str(out2), "-q"], capsys)
     rep2 = json.loads((out2 / "metrics.json").read_text())
     assert rep2["rows"][0]["psnr"] == "inf" and rep2["rows"][0]["msrl"] == "inf"
 
@@ -71,8 +70,8 @@ def test_evaluate_mismatches_and_modes(clips, tmp_path, capsys):
     code, cap = _run(base + ["--pred", str(clips / "short"), "-o", str(tmp_path / "a")], capsys)
     assert code == 2 and "--length min" in cap.err and "7 frames" in cap.err
     (tmp_path / "rt.json").write_text('{"a": 1.5}')
-    code, _ = _run(base + ["--pred", str(clips / "short"), "--length", "min", "--runtime", str(tmp_path / "rt.json"),
-                           "-o", str(tmp_path / "b")], capsys)
+    code, _ = _run(base + ["--pred", str(clips / "short"), "--length", "min", "--runtime",
+                           str(tmp_path / "rt.json"), "-o", str(tmp_path / "b")], capsys)
     row = json.loads((tmp_path / "b" / "metrics.json").read_text())["rows"][0]
     assert row["frames"] == 7 and row["runtime_s"] == 1.5
     assert "runtime_s ↓" in (tmp_path / "b" / "metrics.md").read_text()
@@ -91,8 +90,8 @@ def test_evaluate_mismatches_and_modes(clips, tmp_path, capsys):
     row = json.loads((tmp_path / "g" / "metrics.json").read_text())["rows"][0]
     assert set(row) == {"video", "frames", "flow_score", "warp_error"}
     (tmp_path / "nogt").mkdir()  # a GT folder without matching names (the report goes outside it)
-    code, cap = _run(["evaluate", "--pred", str(clips / "lq"), "--gt", str(tmp_path / "nogt"), "-q", "-m", "psnr",
-                      "-o", str(tmp_path / "h")], capsys)
+    code, cap = _run(["evaluate", "--pred", str(clips / "lq"), "--gt", str(tmp_path / "nogt"), "-q", "-m",
+                      "psnr", "-o", str(tmp_path / "h")], capsys)
     assert code == 2 and "same file stem" in cap.err
 
 
@@ -134,8 +133,8 @@ def test_evaluate_face_metrics_and_fvd(clips, tmp_path, capsys):
     m = "ids,face_cons,akd,tlme,fvd"
     rep = {}
     for name in ("same", "lq"):
-        code, cap = _run(["evaluate", "--pred", str(clips / name), "--gt", str(clips / "gt"), "-m", m, "--i3d",
-                          str(i3d), "--max-frames", "6", "-o", str(tmp_path / name), "-q"], capsys)
+        code, cap = _run(["evaluate", "--pred", str(clips / name), "--gt", str(clips / "gt"), "-m", m,
+                          "--i3d", str(i3d), "--max-frames", "6", "-o", str(tmp_path / name), "-q"], capsys)
         assert code in (0, None), cap.err
         rep[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     same, lq = rep["same"]["rows"][0], rep["lq"]["rows"][0]

@@ -220,9 +220,9 @@ def test_cli_download_path_list(server, home, monkeypatch, capsys):
     assert sha in capsys.readouterr().out
     assert run_cli("models") == 0
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if l.startswith("stc "))
+    line = next(ln for ln in out.splitlines() if ln.startswith("stc "))
     assert " yes " in line and "MB" in line
-    assert next(l for l in out.splitlines() if l.startswith("stc-deflicker ")).split()[1] == "no"
+    assert next(ln for ln in out.splitlines() if ln.startswith("stc-deflicker ")).split()[1] == "no"
 
 
 # ---------------------------------------------------------------------------------------- loading

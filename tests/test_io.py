@@ -103,7 +103,8 @@ def test_pixel_formats_decode_to_rgb8(make_clip, pix_fmt: str, codec: str, name:
     assert frames.shape == (3, 64, 96, 3) and frames.dtype == np.uint8
     ref = patterns(3, 96, 64)
     if pix_fmt == "gray":
-        assert np.array_equal(frames[..., 0], frames[..., 1]) and np.array_equal(frames[..., 1], frames[..., 2])
+        assert np.array_equal(frames[..., 0], frames[..., 1])
+        assert np.array_equal(frames[..., 1], frames[..., 2])
         luma = cv2.cvtColor(ref[0], cv2.COLOR_RGB2GRAY)
         assert psnr(frames[0, ..., 0], luma) > 30
     else:
@@ -142,6 +143,22 @@ def test_image_folder_and_gif_inputs(tmp_path: Path) -> None:
     frames = read_frames(gif)
     assert frames.shape == (12, 48, 64, 3)
     assert psnr(frames, ref) > 20  # 8-bit palette
+
+
+def test_list_videos_one_suffix_set_for_every_command(tmp_path: Path) -> None:
+    """The folder listing that degrade, prepare, training data, evaluate and the ui samples share."""
+    from bfvr.io import list_videos
+    from bfvr.metrics.evaluate import match_videos
+
+    for name in ("b.MP4", "a.mkv", "c.mpg", "d.ts", ".hidden.mp4", "notes.txt", "e.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "f.mov").mkdir()  # a folder named like a video is not one
+    assert [p.name for p in list_videos(tmp_path)] == ["a.mkv", "b.MP4", "c.mpg", "d.ts"]
+    frames = tmp_path / "g"  # evaluate also takes folders of PNG frames
+    frames.mkdir()
+    (frames / "0.png").write_bytes(b"x")
+    pairs, _ = match_videos(tmp_path, None)
+    assert [k for k, _, _ in pairs] == ["a", "b", "c", "d", "g"]
 
 
 @pytest.mark.parametrize("case", ["missing", "empty_dir", "text", "png_as_mp4", "jpg_as_mp4", "truncated",
@@ -243,8 +260,8 @@ def test_uncopyable_audio_is_reencoded_to_aac(tmp_path: Path) -> None:
 
 def test_variable_frame_rate_survives(tmp_path: Path) -> None:
     pts = [0, 1, 2, 4, 7, 8, 12, 20, 21, 30]
-    src = synth_video(tmp_path / "vfr.mp4", frames=10, width=64, height=64, pts=pts, time_base=Fraction(1, 25),
-                      audio=False)
+    src = synth_video(tmp_path / "vfr.mp4", frames=10, width=64, height=64, pts=pts,
+                      time_base=Fraction(1, 25), audio=False)
     out = tmp_path / "vfr_out.mkv"
     with open_video(src) as r, VideoWriter(out, fps=r.info.fps, time_base=r.info.time_base) as w:
         for chunk in r.chunks(3):

@@ -93,7 +93,9 @@ def test_bundled_weights_carry_their_provenance() -> None:
     with safe_open(str(cached_path("bfvr-lite")), framework="pt") as f:
         meta = f.metadata()
     assert meta["model"] == "bfvr-lite" and meta["task"] == "lite"
-    assert meta["config"].endswith("configs/lite/train.yaml") and int(meta["step"]) > 0
+    # stage 2 (fine-tuning of the configs/lite/train.yaml weights), EMA at its last step
+    assert meta["config"].endswith("configs/lite/finetune.yaml") and int(meta["step"]) > 0
+    assert meta["weights"] in ("ema", "model") and "init_weights" in meta["resolved_config"]
 
 
 def test_bundled_model_beats_the_degraded_input_on_a_held_out_clip(lite, faces_dir) -> None:
@@ -118,7 +120,7 @@ def test_models_verify_accepts_the_bundled_file_and_refuses_another_models(tmp_p
     from safetensors.torch import save_file
 
     from bfvr.models.weights import cached_path
-    from tests.conftest import run_cli
+    from conftest import run_cli
 
     assert run_cli("models", "verify", str(cached_path("bfvr-lite")), "--model", "bfvr-lite") == 0
     wrong = tmp_path / "wrong.safetensors"
@@ -133,7 +135,8 @@ def test_onnx_export_matches_pytorch(lite, tmp_path) -> None:
 
     path = export_onnx(lite, tmp_path / "lite.onnx", frames=4, size=64)
     x = torch.rand(1, 6, 3, 96, 80)  # other T, H, W than the export example: the axes are dynamic
-    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"frames": x.numpy()})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"frames": x.numpy()})
     with torch.no_grad():
         ref = lite.net(x).numpy()
     assert np.abs(y - ref).max() <= 1e-3
@@ -150,7 +153,7 @@ def test_onnx_export_matches_pytorch(lite, tmp_path) -> None:
 
 # ---------------------------------------------------------------------------------------------- training
 
-def _tiny(faces_dir, out, **over) -> "object":
+def _tiny(faces_dir, out, **over) -> object:
     from pathlib import Path
 
     import yaml
@@ -220,7 +223,7 @@ def test_cli_export_onnx_then_restore_with_onnxruntime_losslessly(faces_dir, tmp
     lossless: same frames (within one 8-bit level), and they differ from the input (the model restores)."""
     pytest.importorskip("onnxruntime", reason="ONNX Runtime not installed (pip install 'bfvr[onnx]')")
     from bfvr.io import read_frames
-    from tests.conftest import run_cli
+    from conftest import run_cli
 
     onnx_file = tmp_path / "lite.onnx"
     assert run_cli("export", "--format", "onnx", "-o", str(onnx_file), "--frames", "4", "--size", "64") == 0
@@ -241,10 +244,11 @@ def test_export_never_writes_onto_its_source(tmp_path) -> None:
     import shutil
 
     from bfvr.models.weights import cached_path
-    from tests.conftest import run_cli
+    from conftest import run_cli
 
     src = tmp_path / "w.safetensors"
     shutil.copy(cached_path("bfvr-lite"), src)
     before = src.read_bytes()
-    assert run_cli("export", "--format", "safetensors", "--weights", str(src), "-o", str(src), "--overwrite") != 0
+    assert run_cli("export", "--format", "safetensors", "--weights", str(src), "-o", str(src),
+                   "--overwrite") != 0
     assert src.read_bytes() == before

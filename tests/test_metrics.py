@@ -1,4 +1,5 @@
-"""bfvr.metrics on arrays: PSNR/SSIM vs scikit-image, Fréchet vs scipy, LPIPS loading, flow metrics, profiles."""
+"""bfvr.metrics on arrays: PSNR/SSIM vs scikit-image, Fréchet vs scipy, LPIPS loading, flow metrics,
+profiles."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import pytest
 from bfvr.errors import WeightsNotFoundError
 from bfvr.metrics import fullref, fvd, temporal
 from bfvr.metrics.pictures import hstack_labeled, temporal_profile
-
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,8 @@ def test_psnr_ssim_match_skimage_real_frames_and_y(faces_dir, skm):
         assert abs(fullref.psnr(p, g) - skm.peak_signal_noise_ratio(g, p, data_range=255)) < 1e-6
         assert abs(fullref.ssim(p, g) - _sk_ssim(skm, g, p)) < 1e-4
         yg, yp = rgb2ycbcr(g)[..., 0], rgb2ycbcr(p)[..., 0]   # BT.601, 16..235
-        assert abs(fullref.psnr(p, g, y_channel=True) - skm.peak_signal_noise_ratio(yg, yp, data_range=255)) < 1e-6
+        assert abs(fullref.psnr(p, g, y_channel=True)
+                   - skm.peak_signal_noise_ratio(yg, yp, data_range=255)) < 1e-6
         assert abs(fullref.ssim(p, g, y_channel=True) - _sk_ssim(skm, yg, yp, channel_axis=None)) < 1e-4
     per = fullref.psnr_frames(pred, gt)
     assert per.shape == (2,) and np.allclose(per, [fullref.psnr(p, g) for p, g in zip(pred, gt)])
@@ -67,7 +68,8 @@ def test_msrl_identical_and_temporal_noise():
     rng = np.random.default_rng(0)
     gt = rng.integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
     assert np.all(np.isinf(fullref.msrl_transitions(gt, gt, 1)))
-    static = np.clip(gt.astype(float) + 3, 0, 255).astype(np.uint8)   # same offset every frame: small residual
+    # same offset every frame: small residual
+    static = np.clip(gt.astype(float) + 3, 0, 255).astype(np.uint8)
     noisy = np.clip(gt + rng.normal(0, 8, gt.shape), 0, 255).astype(np.uint8)  # independent per frame
     for s in fullref.MSRL_STRIDES:
         assert fullref.finite_mean(fullref.msrl_transitions(static, gt, s)) > \
@@ -108,7 +110,8 @@ def test_i3d_needs_a_path_and_runs_a_torchscript(tmp_path):
     with pytest.raises(WeightsNotFoundError, match="not found"):
         fvd.I3DFeatures(tmp_path / "missing.pt")
 
-    class Tiny(torch.nn.Module):  # a stand-in with I3D's call signature (the real one is not available offline)
+    # a stand-in with I3D's call signature (the real one is not available offline)
+    class Tiny(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = torch.nn.Conv3d(3, 8, 3, stride=2)
@@ -140,7 +143,8 @@ def test_lpips_unavailable_without_weights_and_loads_given_files(tmp_path):
         LPIPS("vgg", backbone=None)
     with pytest.raises(WeightsNotFoundError, match="alexnet"):
         LPIPS("alex", backbone=tmp_path / "nope.pth")
-    # files in the torchvision / lpips layouts (random values: this checks loading and the formula, not quality)
+    # files in the torchvision / lpips layouts (random values: this checks loading and the formula,
+    # not quality)
     torch.manual_seed(0)
     bb = {k: v for k, v in LPIPSBackbone("alex").state_dict().items()}
     bb["classifier.1.weight"] = torch.zeros(2, 2)  # torchvision files also hold the classifier: ignored
@@ -162,7 +166,8 @@ def test_lpips_unavailable_without_weights_and_loads_given_files(tmp_path):
 def test_warp_error_higher_for_brightness_flicker(faces_dir):
     gt, _ = _real_pair(faces_dir, n=10, size=192)
     rng = np.random.default_rng(0)
-    gains = 1 + rng.choice([-1, 1], len(gt)) * rng.uniform(0.08, 0.15, len(gt))  # brightness flicker per frame
+    # brightness flicker per frame
+    gains = 1 + rng.choice([-1, 1], len(gt)) * rng.uniform(0.08, 0.15, len(gt))
     flick = np.clip(gt.astype(np.float32) * gains[:, None, None, None], 0, 255).astype(np.uint8)
     clean_ref, flick_ref = temporal.warp_errors(gt, gt).mean(), temporal.warp_errors(flick, gt).mean()
     clean_nr, flick_nr = temporal.warp_errors(gt).mean(), temporal.warp_errors(flick).mean()
@@ -171,7 +176,8 @@ def test_warp_error_higher_for_brightness_flicker(faces_dir):
     fs = temporal.flow_magnitudes(gt)
     assert fs.shape == (9,) and np.all(fs >= 0)
     # chunked evaluation (first_end) counts each transition once
-    assert np.allclose(np.concatenate([temporal.warp_errors(gt[:5]), temporal.warp_errors(gt[1:], first_end=4)]),
+    assert np.allclose(np.concatenate([temporal.warp_errors(gt[:5]),
+                                       temporal.warp_errors(gt[1:], first_end=4)]),
                        temporal.warp_errors(gt))
 
 

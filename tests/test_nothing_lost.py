@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from conftest import run_cli
 
 
@@ -358,3 +359,44 @@ def test_vfr_mkv_keeps_its_length(tmp_path, faces_dir) -> None:
     assert run_cli("restore", str(clip), "-o", str(o), "--model", "identity", "--has-aligned", "-q") == 0
     with av.open(str(clip)) as a, av.open(str(o)) as b:
         assert b.duration == a.duration, (a.duration, b.duration)
+
+
+def _durations(path: Path) -> tuple[float, float]:
+    """(the container's duration, the end of the last frame: its pts + its duration), in seconds."""
+    import av
+
+    with av.open(str(path)) as c:
+        last = list(c.decode(video=0))[-1]
+        return c.duration / 1e6, float((last.pts + last.duration) * last.time_base)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_mp4_mov_outputs_keep_the_input_duration(tmp_path, faces_dir, suffix) -> None:
+    """The last frame of an mp4/mov output lasts as long as the input's (not 1/average fps), so a real
+    clip and variable-frame-rate mp4s keep their duration (issue 10)."""
+    from fractions import Fraction
+
+    from bfvr.io import probe
+    from bfvr.io.synth import synth_video
+
+    # a real clip (with AAC audio) whose frames are all of one rate
+    real = faces_dir / "lp_driving_d0.mp4"
+    o = tmp_path / f"real{suffix}"
+    assert run_cli("restore", str(real), "-o", str(o), "--model", "identity", "--has-aligned", "-q") == 0
+    assert _durations(o) == _durations(real)
+    # variable frame rates: a 1.023 s clip whose last frame lasts 83 ms at an average of 11.7 frames/s
+    pts = [0, 40, 80, 200, 240, 280, 500, 540, 580, 620, 900, 940]
+    clean = synth_video(tmp_path / "vfr.mp4", frames=len(pts), width=64, height=64, fps=12, pts=pts,
+                        time_base=Fraction(1, 1000), audio=False, extra_options={"bf": "0"})
+    assert probe(clean).vfr
+    o = tmp_path / f"vfr_out{suffix}"
+    assert run_cli("restore", str(clean), "-o", str(o), "--model", "identity", "--has-aligned", "-q") == 0
+    assert _durations(o) == _durations(clean) == (pytest.approx(1.0233, abs=1e-4),) * 2
+    # with B-frames the input's own mp4 track ends early (its decode times run behind); the output ends
+    # where the input's frames do
+    bframes = synth_video(tmp_path / "vfr_b.mp4", frames=len(pts), width=64, height=64, fps=12, pts=pts,
+                          time_base=Fraction(1, 1000), audio=False)
+    assert _durations(bframes)[0] < 0.8
+    o = tmp_path / f"vfr_b_out{suffix}"
+    assert run_cli("restore", str(bframes), "-o", str(o), "--model", "identity", "--has-aligned", "-q") == 0
+    assert _durations(o) == (pytest.approx(_durations(bframes)[1], abs=1e-6),) * 2  # (container: in us)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 from safetensors.torch import save_file
 
 from bfvr.errors import ConfigError
@@ -14,6 +13,7 @@ from bfvr.faces.parsing_mask import FACE_CLASSES, ParsingMasker, parsing_state_d
 from bfvr.faces.paste import soft_mask
 from bfvr.faces.pipeline import FacePipeline
 from bfvr.models.pgtformer.parsing import BiSeNet
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def bisenet() -> BiSeNet:
 def disc_labels(h: int, w: int, r: float, cls: int = 1) -> np.ndarray:
     yy, xx = np.mgrid[:h, :w]
     lab = np.zeros((h, w), np.int64)
-    lab[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < r ** 2] = cls
+    lab[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < r**2] = cls
     return lab
 
 
@@ -49,10 +49,16 @@ def test_without_weights_one_sentence(tmp_path, monkeypatch, synth_clip):
     with pytest.raises(ConfigError) as e:
         require_parsing_weights()
     msg = str(e.value)
-    assert "needs face-parsing weights" in msg and "bfvr models download pgtformer" in msg and msg.count(". ") == 0
+    assert (
+        "needs face-parsing weights" in msg
+        and "bfvr models download pgtformer" in msg
+        and msg.count(". ") == 0
+    )
     out = tmp_path / "out.mp4"
-    assert run_cli("restore", str(synth_clip), "-o", str(out), "-m", "identity", "--paste-mask", "parsing",
-                   "-q") != 0
+    assert (
+        run_cli("restore", str(synth_clip), "-o", str(out), "-m", "identity", "--paste-mask", "parsing", "-q")
+        != 0
+    )
     assert not out.exists()
     with pytest.raises(ConfigError, match="--paste-mask"):
         FaceOptions(mask_shape="hexagon").validate()

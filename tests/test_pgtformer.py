@@ -21,11 +21,32 @@ from bfvr.models.pgtformer import (
 
 #: a small PGTFormer (32x32 input, 8x8 latent, window attention at 16x16 and 8x8, 2 fusion levels)
 SMALL = {
-    "ddconfig": {"z_channels": 32, "resolution": 32, "in_channels": 3, "out_ch": 3, "ch": 32, "ch_mult": [1, 2, 2],
-                 "depths": [2, 2, 2], "num_heads": [2, 2, 2], "window_sizes": [[4, 4]] * 3, "num_frames": 3,
-                 "num_res_blocks": 1, "attn_resolutions": [8, 16], "dropout": 0.0},
-    "embed_dim": 64, "n_embed": 64, "latent_shape": [8, 8, 64], "code_shape": [8, 8, 1], "dim_embd": 64,
-    "n_head": 4, "n_layers": 2, "connect_list": ["8", "16"], "w": 1.0, "adain": True, "tf": 3,
+    "ddconfig": {
+        "z_channels": 32,
+        "resolution": 32,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 32,
+        "ch_mult": [1, 2, 2],
+        "depths": [2, 2, 2],
+        "num_heads": [2, 2, 2],
+        "window_sizes": [[4, 4]] * 3,
+        "num_frames": 3,
+        "num_res_blocks": 1,
+        "attn_resolutions": [8, 16],
+        "dropout": 0.0,
+    },
+    "embed_dim": 64,
+    "n_embed": 64,
+    "latent_shape": [8, 8, 64],
+    "code_shape": [8, 8, 1],
+    "dim_embd": 64,
+    "n_head": 4,
+    "n_layers": 2,
+    "connect_list": ["8", "16"],
+    "w": 1.0,
+    "adain": True,
+    "tf": 3,
 }
 
 
@@ -60,10 +81,11 @@ def frames(n_windows: int, size: int = 32, seed: int = 1) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------- layout and keys
 
+
 def official_keys(path) -> dict[str, tuple[int, ...]]:
     """key -> shape of the PGTFormer section of official_state_dicts.txt."""
     text = path.read_text()
-    section = text[text.index("## PGTFormer"):]
+    section = text[text.index("## PGTFormer") :]
     nxt = section.find("\n## ", 5)
     section = section if nxt < 0 else section[:nxt]
     out = {}
@@ -84,8 +106,15 @@ def test_official_state_dict_layout_loads_strict(golden_dir, meta_net):
     assert len(keys) == 961
     net = meta_net
     with torch.device("meta"):
-        sd = {k: torch.empty(s, dtype=torch.int64 if k.endswith(("num_batches_tracked", "relative_position_index"))
-                             else torch.float32) for k, s in keys.items()}
+        sd = {
+            k: torch.empty(
+                s,
+                dtype=torch.int64
+                if k.endswith(("num_batches_tracked", "relative_position_index"))
+                else torch.float32,
+            )
+            for k, s in keys.items()
+        }
     ours = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     assert ours == keys
     net.load_state_dict(sd, strict=True, assign=True)
@@ -109,17 +138,28 @@ def test_relative_position_index_equals_the_official_tables(golden_dir, meta_net
 
 
 def test_config_from_official_accepts_a_hub_config(meta_net):
-    hub = {**OFFICIAL_CONFIG, "type": "PGTFormer",
-           "ddconfig": {**OFFICIAL_CONFIG["ddconfig"], "double_z": False, "stages_atten": 4,
-                        "window_size": [5, 5, 5], "num_head": 8}}
+    hub = {
+        **OFFICIAL_CONFIG,
+        "type": "PGTFormer",
+        "ddconfig": {
+            **OFFICIAL_CONFIG["ddconfig"],
+            "double_z": False,
+            "stages_atten": 4,
+            "window_size": [5, 5, 5],
+            "num_head": 8,
+        },
+    }
     cfg = config_from_official(hub)
     assert "type" not in cfg and "double_z" not in cfg["ddconfig"]
     with torch.device("meta"):
         a = PGTFormer(**cfg)
-    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in meta_net.state_dict().items()}
+    assert {k: v.shape for k, v in a.state_dict().items()} == {
+        k: v.shape for k, v in meta_net.state_dict().items()
+    }
 
 
 # ------------------------------------------------------------------------------------- window attention
+
 
 def direct_swin_layer(layer: SwinLayer3D, x: torch.Tensor) -> torch.Tensor:
     """The window attention written directly (pad, roll, partition, softmax(qk^T/sqrt(d) + bias + mask) v,
@@ -137,12 +177,18 @@ def direct_swin_layer(layer: SwinLayer3D, x: torch.Tensor) -> torch.Tensor:
         hp, wp = h + pb, w + pr
         y = torch.roll(y, (-sh, -sw), (2, 3))
         b = y.shape[0]
-        win = y.view(b, d, hp // wh, wh, wp // ww, ww, c).permute(0, 2, 4, 1, 3, 5, 6).reshape(-1, d * wh * ww, c)
+        win = (
+            y.view(b, d, hp // wh, wh, wp // ww, ww, c)
+            .permute(0, 2, 4, 1, 3, 5, 6)
+            .reshape(-1, d * wh * ww, c)
+        )
         n, nh = win.shape[1], a.num_heads
         q = a.q(win).view(-1, n, nh, c // nh).transpose(1, 2)
         k, v = a.kv(win).view(-1, n, 2, nh, c // nh).permute(2, 0, 3, 1, 4)
         s = (q * (c // nh) ** -0.5) @ k.transpose(-1, -2)
-        s = s + a.relative_position_bias_table[a.relative_position_index.view(-1)].view(n, n, nh).permute(2, 0, 1)
+        s = s + a.relative_position_bias_table[a.relative_position_index.view(-1)].view(n, n, nh).permute(
+            2, 0, 1
+        )
         if sh or sw:
             lab = torch.zeros(hp, wp)
             cnt = 0
@@ -150,7 +196,12 @@ def direct_swin_layer(layer: SwinLayer3D, x: torch.Tensor) -> torch.Tensor:
                 for xs in (slice(0, -ww), slice(-ww, -sw), slice(-sw, None)):
                     lab[ys, xs] = cnt
                     cnt += 1
-            lw = lab.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3).reshape(-1, 1, wh * ww).expand(-1, d, -1)
+            lw = (
+                lab.view(hp // wh, wh, wp // ww, ww)
+                .permute(0, 2, 1, 3)
+                .reshape(-1, 1, wh * ww)
+                .expand(-1, d, -1)
+            )
             lw = lw.reshape(-1, n)
             m = torch.where(lw[:, None, :] != lw[:, :, None], -100.0, 0.0)  # nW N N
             s = (s.view(b, -1, nh, n, n) + m[None, :, None]).view(-1, nh, n, n)
@@ -198,6 +249,7 @@ def test_shifted_windows_attend_across_frames_only_within_a_region():
 
 # ------------------------------------------------------------------------------------- quantizer
 
+
 def test_vq_embedding_ema_moves_codes_to_their_cluster_means_and_skips_the_padding_code():
     torch.manual_seed(0)
     vq = VQEmbedding(4, 2, decay=0.5, restart_unused_codes=False)
@@ -234,6 +286,7 @@ def test_vq_embedding_restarts_unused_codes_from_the_batch():
 
 
 # ------------------------------------------------------------------------------------- whole network
+
 
 @pytest.fixture(scope="module")
 def small():
@@ -303,6 +356,7 @@ def test_train_returns_the_module_and_keeps_frozen_modules_in_eval():
 
 # ------------------------------------------------------------------------------------- golden parity
 
+
 def _golden(golden_dir):
     sys.path.insert(0, str(golden_dir.parent / "tools"))
     from golden_weights import load_safetensors, make_state_dict
@@ -331,12 +385,17 @@ def test_golden_parity_one_window(golden_dir):
             "lq_feat": (lq_cl - io["lq_feat"]).abs().max().item(),
             "logits_first16": (logits[:, 0, :16, 0, :] - io["logits_first16"]).abs().max().item(),
             "parsing_cond": (net.parsing_condition(x) - io["parsing_cond"]).abs().max().item(),
-            "quant_feat": (net.lookup(codes, lq_cl.permute(0, 3, 1, 2)) - io["quant_feat"]).abs().max().item(),
+            "quant_feat": (net.lookup(codes, lq_cl.permute(0, 3, 1, 2)) - io["quant_feat"])
+            .abs()
+            .max()
+            .item(),
         }
         if not torch.equal(codes, io["codes"]):  # a fragile code flipped: check the generator on its own
             _, feats = net.encode(x)
             diffs.pop("quant_feat")
-            diffs["output"] = (net.decode_fused(io["quant_feat"], feats, 1.0) - io["output"]).abs().max().item()
+            diffs["output"] = (
+                (net.decode_fused(io["quant_feat"], feats, 1.0) - io["output"]).abs().max().item()
+            )
     print("pgtformer golden max abs diffs:", diffs)
     for k, v in diffs.items():
         assert v <= (2e-4 if k == "output" else 1e-4), (k, v)
@@ -355,8 +414,10 @@ def test_golden_parity_as_one_window_of_a_batch(golden_dir):
     keep = torch.ones(codes.numel(), dtype=torch.bool)
     keep[io["fragile"]] = False
     assert torch.equal(codes.reshape(-1)[keep], io["codes"].reshape(-1)[keep])
-    diffs = {"lq_feat": (lq_cl[s] - io["lq_feat"]).abs().max().item(),
-             "logits_first16": (logits[s][:, 0, :16, 0, :] - io["logits_first16"]).abs().max().item()}
+    diffs = {
+        "lq_feat": (lq_cl[s] - io["lq_feat"]).abs().max().item(),
+        "logits_first16": (logits[s][:, 0, :16, 0, :] - io["logits_first16"]).abs().max().item(),
+    }
     if torch.equal(codes, io["codes"]):
         diffs["output"] = (out[s] - io["output"]).abs().max().item()
     print("pgtformer golden (window 2 of 2) max abs diffs:", diffs)

@@ -1,6 +1,7 @@
 """PGTFormer as a model of bfvr: the hub entry (weights + config.json fetched over file:// URLs), the official
-3-frame window schedule and the fast one frame for frame against direct network calls, `bfvr restore` with
---has-aligned crops and through the face pipeline; (slow) the same with the golden-fixture weights at 512x512."""
+3-frame window schedule and the fast one frame for frame against direct network calls, `bfvr restore`
+with --has-aligned crops and through the face pipeline; (slow) the same with the golden-fixture weights at
+512x512."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_cli
 from safetensors.torch import save_file
-from test_pgtformer import SMALL, small_net
 
 from bfvr.engine import ClipEngine
 from bfvr.errors import ModelError
@@ -22,6 +21,8 @@ from bfvr.io import probe, read_frames
 from bfvr.models import hub
 from bfvr.models import weights as W
 from bfvr.models.pgtformer.clip import PGTFormerClipModel
+from conftest import run_cli
+from test_pgtformer import SMALL, small_net
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,7 +36,8 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def small_folder(tmp_path_factory) -> Path:
-    """A Hugging Face model folder (hub mixin layout) holding the small PGTFormer: config.json + model.safetensors."""
+    """A Hugging Face model folder (hub mixin layout) holding the small PGTFormer: config.json +
+    model.safetensors."""
     folder = tmp_path_factory.mktemp("pgt-hf")
     save_file(small_net(0).state_dict(), str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps({**SMALL, "type": "PGTFormer"}))
@@ -45,7 +47,11 @@ def small_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def faces32(faces_dir) -> np.ndarray:
     """7 real face frames at the small network's 32x32 canvas."""
-    fr = torch.from_numpy(read_frames(faces_dir / "lp_driving_d0.mp4", max_frames=7)).permute(0, 3, 1, 2).float()
+    fr = (
+        torch.from_numpy(read_frames(faces_dir / "lp_driving_d0.mp4", max_frames=7))
+        .permute(0, 3, 1, 2)
+        .float()
+    )
     small = F.interpolate(fr, size=(32, 32), mode="area").round().clamp(0, 255).to(torch.uint8)
     return small.permute(0, 2, 3, 1).contiguous().numpy()
 
@@ -69,6 +75,7 @@ def run_engine(model, frames: np.ndarray, **kw) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- hub
+
 
 def test_weights_entry_points_at_the_authors_hugging_face_model():
     e = W.get_entry("pgtformer")
@@ -116,6 +123,7 @@ def test_a_params_ema_checkpoint_loads_too(tmp_path):
 
 # ------------------------------------------------------------------------------------------ schedules
 
+
 def test_official_schedule_frame_for_frame(faces32):
     """keep=1: output frame i = clamp(net(frames i-1, i, i+1)[1]), the first and last frames replicated."""
     net = small_net(0)
@@ -158,10 +166,27 @@ def test_window_length_is_fixed_and_w_reaches_the_network(faces32):
 
 # ------------------------------------------------------------------------------------------------ CLI
 
+
 def test_cli_has_aligned_crops(small_folder, synth_clip, tmp_path):
     out = tmp_path / "out.mp4"
-    code = run_cli("restore", str(synth_clip), "-o", str(out), "-m", "pgtformer", "--weights", str(small_folder),
-                   "--has-aligned", "--precision", "fp32", "--max-frames", "5", "--keep", "3", "-q")
+    code = run_cli(
+        "restore",
+        str(synth_clip),
+        "-o",
+        str(out),
+        "-m",
+        "pgtformer",
+        "--weights",
+        str(small_folder),
+        "--has-aligned",
+        "--precision",
+        "fp32",
+        "--max-frames",
+        "5",
+        "--keep",
+        "3",
+        "-q",
+    )
     assert code == 0
     info = probe(out)
     assert info.frame_count == 5 and (info.width, info.height) == (256, 256)
@@ -170,22 +195,40 @@ def test_cli_has_aligned_crops(small_folder, synth_clip, tmp_path):
 def test_cli_face_pipeline_on_a_clip_that_is_not_512(small_folder, faces_dir, tmp_path):
     src = faces_dir / "lp_driving_d18.mp4"  # 480x480
     out = tmp_path / "out.mp4"
-    code = run_cli("restore", str(src), "-o", str(out), "-m", "pgtformer", "--weights", str(small_folder),
-                   "--precision", "fp32", "--max-frames", "6", "-q")
+    code = run_cli(
+        "restore",
+        str(src),
+        "-o",
+        str(out),
+        "-m",
+        "pgtformer",
+        "--weights",
+        str(small_folder),
+        "--precision",
+        "fp32",
+        "--max-frames",
+        "6",
+        "-q",
+    )
     assert code == 0
     info = probe(out)
     assert info.frame_count == 6 and (info.width, info.height) == (480, 480)
     a, b = read_frames(src, max_frames=6).astype(int), read_frames(out).astype(int)
     assert np.abs(a - b).mean() > 1.0  # the face was replaced by the (random) network's output
-    assert np.abs(a[:, :20] - b[:, :20]).mean() < 3.0  # the border of the frame is left alone (codec noise only)
+    assert (
+        np.abs(a[:, :20] - b[:, :20]).mean() < 3.0
+    )  # the border of the frame is left alone (codec noise only)
 
 
 def test_cli_keep_rejected_for_clip_models(tmp_path, synth_clip):
-    code = run_cli("restore", str(synth_clip), "-o", str(tmp_path / "o.mp4"), "-m", "identity", "--keep", "2", "-q")
+    code = run_cli(
+        "restore", str(synth_clip), "-o", str(tmp_path / "o.mp4"), "-m", "identity", "--keep", "2", "-q"
+    )
     assert code != 0 and not (tmp_path / "o.mp4").exists()
 
 
 # ----------------------------------------------------------------------------------- fixture weights
+
 
 @pytest.fixture(scope="module")
 def fixture_weights(golden_dir, tmp_path_factory) -> dict[str, Path]:
@@ -220,9 +263,23 @@ def test_fixture_weights_official_schedule_equals_direct_window_calls(fixture_we
 def test_fixture_weights_cli_face_pipeline_ten_frames(fixture_weights, faces_dir, tmp_path):
     src = faces_dir / "lp_driving_d18.mp4"  # 480x480
     out = tmp_path / "out.mp4"
-    code = run_cli("restore", str(src), "-o", str(out), "-m", "pgtformer", "--weights",
-                   str(fixture_weights["safetensors"]), "--precision", "fp32", "--max-frames", "10", "--keep", "3",
-                   "-q")
+    code = run_cli(
+        "restore",
+        str(src),
+        "-o",
+        str(out),
+        "-m",
+        "pgtformer",
+        "--weights",
+        str(fixture_weights["safetensors"]),
+        "--precision",
+        "fp32",
+        "--max-frames",
+        "10",
+        "--keep",
+        "3",
+        "-q",
+    )
     assert code == 0
     info = probe(out)
     assert info.frame_count == 10 and (info.width, info.height) == (480, 480)

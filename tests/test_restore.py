@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from conftest import run_cli
 from bfvr.io import open_video, probe
+from conftest import run_cli
 
 
 def stream_psnr(a: Path, b: Path) -> tuple[int, float, float]:
@@ -55,14 +55,15 @@ def test_acceptance_short_real_clip(tmp_path: Path, faces_dir: Path) -> None:
     if not src.exists():
         pytest.skip(f"{src} not found")
     out = tmp_path / "d20.mp4"
-    restore(["restore", str(src), "-o", str(out), "--model", "identity", "--crf", "10", "--preset", "ultrafast",
-             "--has-aligned", "--quiet"])
+    restore(["restore", str(src), "-o", str(out), "--model", "identity", "--crf", "10", "--preset",
+             "ultrafast", "--has-aligned", "--quiet"])
     check_acceptance(src, out)
 
 
 @pytest.mark.slow
 def test_acceptance_d10_default_pipeline(tmp_path: Path, faces_dir: Path) -> None:
-    """The issue's command on lp_driving_d10 (512x512, 30 fps, 448 frames, AAC) with the default face pipeline."""
+    """The issue's command on lp_driving_d10 (512x512, 30 fps, 448 frames, AAC) with the default face
+    pipeline."""
     src = faces_dir / "lp_driving_d10.mp4"
     if not src.exists():
         pytest.skip(f"{src} not found")
@@ -73,6 +74,6 @@ def test_acceptance_d10_default_pipeline(tmp_path: Path, faces_dir: Path) -> Non
 
 def test_acceptance_synthetic_clip(tmp_path: Path, synth_clip: Path) -> None:
     out = tmp_path / "synth.mp4"
-    restore(["restore", str(synth_clip), "-o", str(out), "--model", "identity", "--crf", "10", "--has-aligned",
-             "--quiet"])
+    restore(["restore", str(synth_clip), "-o", str(out), "--model", "identity", "--crf", "10",
+             "--has-aligned", "--quiet"])
     check_acceptance(synth_clip, out)

@@ -1,4 +1,5 @@
-"""The clip engine (chunking, cross-fade, padding, canvas), the device/precision policy and the Restorer API."""
+"""The clip engine (chunking, cross-fade, padding, canvas), the device/precision policy and the Restorer
+API."""
 
 from __future__ import annotations
 
@@ -60,11 +61,11 @@ def test_pad_indices() -> None:
     assert pad_indices(5, 5) == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("T,O", [(8, 2), (8, 0), (24, 8), (5, 4), (None, 0), (3, 1), (1, 0)])
+@pytest.mark.parametrize("T,ov", [(8, 2), (8, 0), (24, 8), (5, 4), (None, 0), (3, 1), (1, 0)])
 @pytest.mark.parametrize("n", [0, 1, 2, 5, 7, 8, 9, 13, 24, 25, 31, 50])
-def test_every_frame_once_in_order_with_pts(T: int | None, O: int, n: int) -> None:
+def test_every_frame_once_in_order_with_pts(T: int | None, ov: int, n: int) -> None:
     frames = numbered(n)
-    m = Recorder(T, O)
+    m = Recorder(T, ov)
     out = list(ClipEngine(m).run((f, 1000 + 7 * i) for i, f in enumerate(frames)))
     assert len(out) == n
     assert [p for _, p in out] == [1000 + 7 * i for i in range(n)]
@@ -79,14 +80,15 @@ def test_every_frame_once_in_order_with_pts(T: int | None, O: int, n: int) -> No
 
 
 def test_cross_fade_values() -> None:
-    T, O = 8, 3
-    m = Recorder(T, O, constant=True)
+    T, ov = 8, 3
+    m = Recorder(T, ov, constant=True)
     eng = ClipEngine(m, blend="linear")
-    out = np.stack([f for f, _ in eng.run((f, i) for i, f in enumerate(numbered(20, 2, 2)))]).astype(float) / 255
+    out = np.stack([f for f, _ in eng.run((f,
+                                           i) for i, f in enumerate(numbered(20, 2, 2)))]).astype(float) / 255
     # clips start at 0, 5, 10 (full) and the tail clip at 12 (ends at frame 19)
     assert [c[0] for c in m.calls] == [0, 5, 10, 12]
     v = out[:, 0, 0, 0]
-    w = blend_weights(O, "linear")
+    w = blend_weights(ov, "linear")
     expect = np.zeros(20)
     expect[0:5] = 0.00
     expect[5:8] = (1 - w) * 0.00 + w * 0.01
@@ -100,7 +102,7 @@ def test_cross_fade_values() -> None:
 
 
 def test_engine_streams_with_bounded_lookahead() -> None:
-    T, O = 8, 2
+    T, ov = 8, 2
     read = 0
 
     def source():
@@ -110,7 +112,7 @@ def test_engine_streams_with_bounded_lookahead() -> None:
             yield f, i
 
     max_ahead = 0
-    for k, _ in enumerate(ClipEngine(Recorder(T, O)).run(source())):
+    for k, _ in enumerate(ClipEngine(Recorder(T, ov)).run(source())):
         max_ahead = max(max_ahead, read - k)
     assert max_ahead <= T + 1  # never more than one clip ahead of the output
 
@@ -204,29 +206,60 @@ def test_engine_applies_precision_only_for_models_without_their_own() -> None:
 
 
 # ----------------------------------------------------------------------------------------- Restorer
-def test_restorer_clip_and_face_hook(synth_clip: Path) -> None:
+class Invert:
+    """A model on a 64x64 canvas that changes every pixel (x -> 1 - x)."""
+
+    name = "invert"
+    clip_len, overlap, canvas = None, 0, (64, 64)
+    device = torch.device("cpu")
+
+    def restore_clip(self, clip: torch.Tensor) -> torch.Tensor:
+        return 1 - clip
+
+
+def test_restorer_has_aligned_is_the_engine_on_whole_frames(faces_dir: Path) -> None:
+    """One aligned path: whole frames through the clip engine (canvas resize and back), pts kept."""
     from bfvr import Restorer
     from bfvr.io import read_frames
 
-    frames = read_frames(synth_clip, max_frames=10)
-    r = Restorer("identity", device="cpu", precision="fp32")
-    assert np.array_equal(r.restore_clip(frames), frames)
-
-    def invert_faces(model, stream):
-        for f in stream:
-            yield 255 - f
-
-    r2 = Restorer("identity", device="cpu", faces=invert_faces)
-    out = list(r2.restore_frames((f, 40 * i) for i, f in enumerate(frames)))
-    assert np.array_equal(np.stack([f for f, _ in out]), 255 - frames)
+    frames = read_frames(faces_dir / "lp_driving_d0.mp4", max_frames=10)
+    r = Restorer(Invert(), device="cpu", precision="fp32")  # has_aligned=True is the library default
+    assert r.has_aligned and r.face_pipeline is None
+    out = list(r.restore_frames((f, 40 * i) for i, f in enumerate(frames)))
     assert [p for _, p in out] == [40 * i for i in range(10)]
+    restored = np.stack([f for f, _ in out])
+    assert np.array_equal(restored, ClipEngine(Invert()).restore_array(frames))
+    assert np.array_equal(r.restore_clip(frames), restored)
+    # the whole frame was inverted (through the 64x64 canvas): dark where the input is bright
+    assert abs(float(restored.mean()) - (255 - float(frames.mean()))) < 3
+    with pytest.raises(ConfigError, match="has_aligned=False"):
+        Restorer(Invert(), device="cpu", faces=object())
+
+
+def test_restorer_face_pipeline_restores_only_the_face(faces_dir: Path) -> None:
+    from bfvr import Restorer
+    from bfvr.faces import FaceOptions
+    from bfvr.io import read_frames
+
+    frames = read_frames(faces_dir / "lp_driving_d0.mp4", max_frames=6)
+    r = Restorer(Invert(), device="cpu", precision="fp32", has_aligned=False,
+                 faces=FaceOptions(detector="opencv", min_hits=1))
+    out = list(r.restore_frames((f, 40 * i) for i, f in enumerate(frames)))
+    assert [p for _, p in out] == [40 * i for i in range(6)]
+    restored = np.stack([f for f, _ in out])
+    stats = r.face_pipeline.stats
+    assert stats["detector"] == "opencv" and stats["tracks"] >= 1 and stats["frames_with_face"] == 6
+    changed = np.abs(restored.astype(int) - frames.astype(int)).max(axis=(0, 3)) > 0
+    assert changed.any() and not changed.all()  # a pasted face, not a whole inverted frame
+    assert not changed[0, 0] and not changed[-1, -1]  # the corners are background
 
 
 def test_restorer_restore_video(tmp_path: Path, synth_clip: Path) -> None:
     from bfvr import Restorer
     from bfvr.io import probe, read_frames
 
-    res = Restorer("identity", device="cpu").restore_video(synth_clip, tmp_path / "o.mp4", crf=10, progress=False)
+    res = Restorer("identity", device="cpu").restore_video(synth_clip, tmp_path / "o.mp4", crf=10,
+                                                           progress=False)
     a, b = probe(synth_clip), probe(res.output)
     assert res.frames == 48 and res.audio
     assert (b.frame_count, b.fps, b.audio_codec) == (a.frame_count, a.fps, "aac")

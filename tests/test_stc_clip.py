@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 from torch import nn
@@ -14,7 +12,7 @@ from bfvr.errors import ConfigError, ModelError
 from bfvr.models import hub
 from bfvr.models import weights as W
 from bfvr.models.stc.clip import STCClipModel, map_output, to_channels_last_3d
-from conftest import run_cli, shared_path
+from conftest import golden_weights, run_cli, shared_path
 
 
 class TinySTC(nn.Module):
@@ -124,11 +122,7 @@ def test_bad_settings_are_clear():
 # ---------------------------------------------------------- official-layout weights (golden manifests)
 
 def _golden_weights(tmp_path_factory, fixture: str):
-    shared_path("golden", fixture, "manifest.json")
-    sys.path.insert(0, str(shared_path("tools")))
-    from golden_weights import make_state_dict
-
-    sd = make_state_dict(str(shared_path("golden", fixture, "manifest.json")))
+    sd = golden_weights().make_state_dict(str(shared_path("golden", fixture, "manifest.json")))
     path = tmp_path_factory.mktemp(fixture) / "official-layout.pth"
     torch.save({"params_ema": sd}, path)  # the official checkpoint layout
     return path, sd
@@ -154,7 +148,8 @@ def _same_weights(model: STCClipModel, sd: dict) -> None:
     got = model.net.state_dict()
     assert list(got) == list(sd)
     for k in ("position_emb_s", "encoder.blocks.0.weight", "quantize.embedding_t.weight",
-              "s_ft_layers.0.self_attn.in_proj_weight", "generator.blocks.20.weight", "fuse_convs_dict.256.encode_enc.conv1.weight"):
+              "s_ft_layers.0.self_attn.in_proj_weight", "generator.blocks.20.weight",
+              "fuse_convs_dict.256.encode_enc.conv1.weight"):
         if k in sd:
             assert torch.equal(got[k], sd[k]), k
 
@@ -206,7 +201,10 @@ def test_cached_official_layout_loads_and_is_recorded(stc_weights, home):
     path, _ = stc_weights
     dest = W.cached_path("stc")
     dest.parent.mkdir(parents=True)
-    os.link(path, dest) if os.stat(path).st_dev == os.stat(dest.parent).st_dev else dest.write_bytes(path.read_bytes())
+    if os.stat(path).st_dev == os.stat(dest.parent).st_dev:
+        os.link(path, dest)
+    else:
+        dest.write_bytes(path.read_bytes())
     m = hub.load_model("stc", offline=True)
     assert m.name == "stc"
     assert W.read_registry()["ckpt-bfvr.pth"]["sha256"] == W.sha256_file(path)
@@ -295,7 +293,8 @@ def test_bfvr_restore_with_stc_weights(faces_dir, stc_weights, home, tmp_path):
 
 
 def test_residual_flag_follows_the_file(stc_weights, tmp_path, home):
-    """Official .pth -> official residual; our .safetensors -> corrected unless its metadata says otherwise."""
+    """Official .pth -> official residual; our .safetensors -> corrected unless its metadata says
+    otherwise."""
     from safetensors.torch import save_file
 
     _, sd = stc_weights
@@ -310,8 +309,8 @@ def test_residual_flag_follows_the_file(stc_weights, tmp_path, home):
 @pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["stc_stage2", "stc_deflicker_stage2"])
 def test_fp32_clip_model_path_matches_the_golden_output(tmp_path_factory, home, fixture):
-    """fp32 through `load_model(...).restore_clip` (what `bfvr restore --precision fp32` calls per clip) equals
-    the official output within golden/README.md's 1e-4 (30-60 s per fixture on 2 cores)."""
+    """fp32 through `load_model(...).restore_clip` (what `bfvr restore --precision fp32` calls per clip)
+    equals the official output within golden/README.md's 1e-4 (30-60 s per fixture on 2 cores)."""
     import json
 
     from safetensors.torch import load_file

@@ -5,34 +5,29 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import pytest
 import torch
 
 from bfvr.errors import ConfigError
 from bfvr.models.stc import (
-    STCStage2,
     STCVQGAN,
+    STCStage2,
     marginal_prior_kl,
     motion_residual,
     official_stage2_residual,
     soft_marginal,
 )
-from tests.conftest import shared_path
+from conftest import golden_weights, shared_path
 
 TOL = 1e-4
 
 
 def _golden(name: str):
     """(state_dict from the manifest, io tensors, meta) of fixture `name`; skips when ../shared is absent."""
-    tools = shared_path("tools", "golden_weights.py").parent
-    if str(tools) not in sys.path:
-        sys.path.insert(0, str(tools))
-    from golden_weights import load_safetensors, make_state_dict
-
+    gw = golden_weights()
     d = shared_path("golden", name)
-    return (make_state_dict(str(d / "manifest.json")), load_safetensors(str(d / "io.safetensors")),
+    return (gw.make_state_dict(str(d / "manifest.json")), gw.load_safetensors(str(d / "io.safetensors")),
             json.loads((d / "meta.json").read_text()))
 
 
@@ -103,10 +98,10 @@ def test_stage2_temporal_tokens_match_official_quirk_and_differ_from_corrected()
     net, io = _stage2("stc_stage2")
     lq = io["lq_feat"]
     with torch.no_grad():
-        tokens = net._tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
+        tokens = net.frame_tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
         assert _max_diff(tokens, io["t_tokens_in_first1024"]) <= TOL
         net.official_residual = False
-        corrected = net._tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
+        corrected = net.frame_tokens(net.temporal_latent(lq)).transpose(0, 1)[:1024]
     # the size of the quirk recorded by the fixture's diagnostics (max 6.92)
     assert _max_diff(corrected, io["t_tokens_in_first1024"]) > 1.0
 
@@ -118,10 +113,10 @@ def test_stage2_first_frame_logits_from_lq_feat():
     net, io = _stage2("stc_stage2")
     lq = io["lq_feat"]
     with torch.no_grad():
-        s_tok = net._tokens(lq)[:1]
-        t_tok = net._tokens(net.temporal_latent(lq))[:1]
-        logits_s = net._run(net.s_ft_layers, net.s_idx_pred_layer, s_tok, net.position_emb_s)
-        logits_t = net._run(net.t_ft_layers, net.t_idx_pred_layer, t_tok, net.position_emb_t)
+        s_tok = net.frame_tokens(lq)[:1]
+        t_tok = net.frame_tokens(net.temporal_latent(lq))[:1]
+        logits_s = net.run_layers(net.s_ft_layers, net.s_idx_pred_layer, s_tok, net.position_emb_s)
+        logits_t = net.run_layers(net.t_ft_layers, net.t_idx_pred_layer, t_tok, net.position_emb_t)
     assert _max_diff(logits_s[:, :16], io["logits_s_first16"][:1]) <= TOL
     assert _max_diff(logits_t[:, :16], io["logits_t_first16"][:1]) <= TOL
     n = logits_s.shape[1]
@@ -189,7 +184,8 @@ def test_official_state_dict_layout_loads_strict(name, n_head, n_layers, n_param
     net.load_state_dict(sd, strict=True, assign=True)
     assert net.position_emb_s.device.type == "cpu"
     with pytest.raises(RuntimeError, match="Missing key"):
-        net.load_state_dict({k: v for k, v in sd.items() if k != "fuse_convs_dict.32.scale.0.bias"}, strict=True)
+        net.load_state_dict({k: v for k, v in sd.items() if k != "fuse_convs_dict.32.scale.0.bias"},
+                            strict=True)
     bad = dict(sd, **{"t_idx_pred_layer.1.weight": torch.zeros(1000, 256)})
     with pytest.raises(RuntimeError, match="size mismatch"):
         net.load_state_dict(bad, strict=True)

@@ -53,10 +53,12 @@ def test_shipped_configs_load(path: Path) -> None:
 def test_official_recipe_values() -> None:
     s1 = load_config(REPO / "configs/stc/stage1.yaml")
     assert (s1.optim.lr, s1.optim.eta_min, s1.optim.periods, s1.max_steps) == (7e-5, 6e-5, [250000], 250000)
-    assert (s1.loss.disc_start, s1.loss.gan, s1.ema_decay, s1.data.size, s1.data.clip_len) == (2001, 0.4, 0.995, 256, 24)
+    assert ((s1.loss.disc_start, s1.loss.gan, s1.ema_decay, s1.data.size, s1.data.clip_len)
+            == (2001, 0.4, 0.995, 256, 24))
     s2a = load_config(REPO / "configs/stc/stage2_nonoise.yaml", ["model.stage1_weights=/x"])
     s2b = load_config(REPO / "configs/stc/stage2_all.yaml", ["model.stage1_weights=/x"])
-    assert (s2a.max_steps, s2a.data.recipe, s2a.optim.lr, s2a.optim.milestones) == (2000, "stc-nonoise", 2e-5, [20000, 35000])
+    assert ((s2a.max_steps, s2a.data.recipe, s2a.optim.lr, s2a.optim.milestones)
+            == (2000, "stc-nonoise", 2e-5, [20000, 35000]))
     assert (s2b.max_steps, s2b.data.recipe, s2b.loss.feat, s2b.loss.ce) == (50000, "stc", 10.0, 1.0)
     df = load_config(REPO / "configs/stc/deflicker.yaml", ["model.stage1_weights=/x"])
     assert (df.model.n_head, df.model.n_layers, df.optim.lr, df.loss.ce) == (4, 6, 5e-5, 0.5)
@@ -92,9 +94,13 @@ def test_lr_schedules() -> None:
 
 
 def test_ssim_matches_skimage() -> None:
+    """The SSIM of the offline perceptual substitute (the metrics' `ssim_map`, on [0, 1] tensors)."""
     from skimage.metrics import structural_similarity
 
-    from bfvr.train.losses import ssim
+    from bfvr.metrics.fullref import ssim_map
+
+    def ssim(x, y):
+        return ssim_map(x, y, 1.0).mean()
 
     rng = np.random.default_rng(0)
     a = rng.random((48, 48)).astype(np.float64)
@@ -292,7 +298,8 @@ def test_stage1_accumulation_equals_bigger_batch(faces_dir: Path, tmp_path: Path
     ra = Trainer(config_from_dict(tiny_dict(faces_dir, tmp_path / "a", max_steps=1, model={"mpr": "none"})),
                  progress=False).run()
     rb = Trainer(config_from_dict(tiny_dict(faces_dir, tmp_path / "b", max_steps=1, accum_steps=2,
-                                            model={"mpr": "none"}, data={"batch_size": 1})), progress=False).run()
+                                            model={"mpr": "none"}, data={"batch_size": 1})),
+                 progress=False).run()
     for k in ("loss", "l1", "codebook", "perceptual"):
         assert rb[0][k] == pytest.approx(ra[0][k], rel=1e-5), k
 
@@ -304,10 +311,12 @@ def test_stage2_trains_from_stage1_run(faces_dir: Path, tmp_path: Path) -> None:
     s1 = tmp_path / "s1"
     Trainer(config_from_dict(tiny_dict(faces_dir, s1, max_steps=1, ckpt_every=1)), progress=False).run()
     d = tiny_dict(faces_dir, tmp_path / "s2", stage="stage2", max_steps=2,
-                  model={"stage1_weights": str(s1), "n_head": 2, "n_layers": 1, "dim_mlp": 64, "connect_list": []},
+                  model={"stage1_weights": str(s1), "n_head": 2, "n_layers": 1, "dim_mlp": 64,
+                         "connect_list": []},
                   data={"recipe": "stc"}, optim={"lr": 1e-3})
     t = Trainer(config_from_dict(d), progress=False)
-    frozen = {n: p.detach().clone() for n, p in t.model.named_parameters() if n.startswith(("quantize.", "generator."))}
+    frozen = {n: p.detach().clone() for n, p in t.model.named_parameters()
+              if n.startswith(("quantize.", "generator."))}
     assert frozen and all(not p.requires_grad for n, p in t.model.named_parameters() if n in frozen)
     rec = t.run()
     assert {"ce_s", "ce_t", "feat", "acc_s", "acc_t"} <= set(rec[0])
@@ -318,13 +327,11 @@ def test_stage2_trains_from_stage1_run(faces_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_train_errors(tmp_path: Path) -> None:
-    from bfvr.cli import main
+    from conftest import run_cli
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: {lrr: 1}\n")
-    with pytest.raises(SystemExit) as e:
-        main(["train", "--config", str(bad)])
-    assert e.value.code == 2
+    assert run_cli("train", "--config", str(bad)) == 2
 
 
 def test_project_dataset_backend(faces_dir: Path, tmp_path: Path) -> None:
@@ -334,15 +341,16 @@ def test_project_dataset_backend(faces_dir: Path, tmp_path: Path) -> None:
     from bfvr.train.trainer import Trainer
 
     d = tiny_dict(faces_dir, tmp_path / "p", max_steps=1,
-                  data={"backend": "bfvr", "recipe": "stc-nonoise", "paths": [str(faces_dir / VIDEO),
-                                                                              str(faces_dir / "lp_driving_d20.mp4")]})
+                  data={"backend": "bfvr", "recipe": "stc-nonoise",
+                        "paths": [str(faces_dir / VIDEO), str(faces_dir / "lp_driving_d20.mp4")]})
     cfg = config_from_dict(d)
     ds, ds2 = build_dataset(cfg.data, seed=1), build_dataset(cfg.data, seed=1)
     a, b = ds[3], ds2[3]
     assert a["gt"].shape == a["lq"].shape == (3, 4, 32, 32)
     assert torch.equal(a["gt"], b["gt"]) and torch.equal(a["lq"], b["lq"])
     assert not torch.equal(a["lq"], a["gt"])
-    assert sorted(ds._index(p) for p in range(2)) == [0, 1] and sorted(ds._index(p) for p in range(2, 4)) == [0, 1]
+    assert sorted(ds._index(p) for p in range(2)) == [0, 1]
+    assert sorted(ds._index(p) for p in range(2, 4)) == [0, 1]
     rec = Trainer(cfg, progress=False).run()
     assert np.isfinite(rec[0]["loss"])
 
@@ -366,7 +374,8 @@ def test_tensorboard_events_when_installed(faces_dir: Path, tmp_path: Path) -> N
 def test_resume_with_other_model_settings_is_a_clear_error(faces_dir: Path, tmp_path: Path) -> None:
     from bfvr.train.trainer import Trainer
 
-    Trainer(config_from_dict(tiny_dict(faces_dir, tmp_path / "r", max_steps=1, ckpt_every=1)), progress=False).run()
+    Trainer(config_from_dict(tiny_dict(faces_dir, tmp_path / "r", max_steps=1, ckpt_every=1)),
+            progress=False).run()
     other = config_from_dict(tiny_dict(faces_dir, tmp_path / "r", model={"emb_dim": 16}))
     with pytest.raises(ConfigError, match="does not fit"):
         Trainer(other, resume=True, progress=False)

@@ -17,15 +17,13 @@ import pytest
 import yaml
 
 from bfvr.train.config import config_from_dict
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import tiny_dict  # noqa: E402
+from test_train import tiny_dict
 
 
 @pytest.mark.slow  # ~30 s: two fresh processes import torch and the package under torchrun
 def test_torchrun_two_ranks_stay_identical_and_match_one_process(faces_dir: Path, tmp_path: Path) -> None:
-    from bfvr.train.trainer import Trainer
     from bfvr.train.tracking import read_metrics
+    from bfvr.train.trainer import Trainer
 
     # MPR is a statistic of each process's batch (the official recipe too), so leave it out of the comparison
     common = dict(max_steps=3, ckpt_every=1, model={"mpr": "none"})
@@ -53,3 +51,10 @@ def test_torchrun_two_ranks_stay_identical_and_match_one_process(faces_dir: Path
     rec1 = Trainer(config_from_dict(d1), progress=False).run(max_steps=1)
     for k in ("loss", "l1", "codebook", "perceptual"):
         assert rec2[0][k] == pytest.approx(rec1[0][k], rel=1e-5, abs=1e-7), k
+    # the codebook usage of a window is summed over the ranks: the same counts as one process with both clips
+    from bfvr.train.tracking import read_histograms
+
+    h2, h1 = read_histograms(tmp_path / "ddp")[0], read_histograms(tmp_path / "one")[0]
+    assert h2["codebook_usage_s"] == h1["codebook_usage_s"]
+    assert h2["codebook_usage_t"] == h1["codebook_usage_t"]
+    assert rec2[0]["usage_active_s"] == read_metrics(tmp_path / "one")[0]["usage_active_s"]

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import tiny_dict  # noqa: E402
+from test_train import tiny_dict
 
 
 def _cmd(cfg: Path, *extra: str) -> list[str]:
@@ -29,7 +28,8 @@ def test_sigkill_then_resume_matches_uninterrupted(faces_dir: Path, tmp_path: Pa
     ref = tmp_path / "ref.yaml"
     ref.write_text(yaml.safe_dump(tiny_dict(faces_dir, tmp_path / "ref", max_steps=steps, ckpt_every=3)))
     killed = tmp_path / "killed.yaml"
-    killed.write_text(yaml.safe_dump(tiny_dict(faces_dir, tmp_path / "killed", max_steps=steps, ckpt_every=3)))
+    killed.write_text(yaml.safe_dump(tiny_dict(faces_dir, tmp_path / "killed", max_steps=steps,
+                                               ckpt_every=3)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     proc = subprocess.Popen(_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

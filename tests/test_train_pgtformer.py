@@ -19,9 +19,20 @@ VIDEO = "lp_driving_d18.mp4"
 
 
 def tiny(stage: int, faces_dir: Path, out: Path, steps: int, *extra: str):
-    return load_config(REPO / "configs" / "pgtformer" / f"tiny_stage{stage}.yaml", overrides=[
-        f"out_dir={out}", f"max_steps={steps}", f"data.paths=[{faces_dir / VIDEO}]", "log_every=1",
-        f"ckpt_every={max(1, steps // 2)}", "keep_ckpts=0", "tensorboard=false", "data.max_frames=24", *extra])
+    return load_config(
+        REPO / "configs" / "pgtformer" / f"tiny_stage{stage}.yaml",
+        overrides=[
+            f"out_dir={out}",
+            f"max_steps={steps}",
+            f"data.paths=[{faces_dir / VIDEO}]",
+            "log_every=1",
+            f"ckpt_every={max(1, steps // 2)}",
+            "keep_ckpts=0",
+            "tensorboard=false",
+            "data.max_frames=24",
+            *extra,
+        ],
+    )
 
 
 def run(cfg, **kw):
@@ -40,11 +51,14 @@ def resume_equals_straight(make, tmp: Path, steps: int) -> list[dict]:
     tb = run(make(tmp / "b", steps), resume=True)
     assert tb.step == steps // 2
     rec_b = tb.run()
-    for ra, rb in zip(rec_a[steps // 2:], rec_b):
+    for ra, rb in zip(rec_a[steps // 2 :], rec_b):
         assert {k: v for k, v in ra.items() if k != "time"} == {k: v for k, v in rb.items() if k != "time"}
     last = f"checkpoints/step_{steps:08d}"
     for name in ("model", "ema"):
-        wa, wb = load_file(str(tmp / "a" / last / f"{name}.safetensors")), load_file(str(tmp / "b" / last / f"{name}.safetensors"))
+        wa, wb = (
+            load_file(str(tmp / "a" / last / f"{name}.safetensors")),
+            load_file(str(tmp / "b" / last / f"{name}.safetensors")),
+        )
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
     return rec_a
 
@@ -73,8 +87,15 @@ def test_stage1_lowers_its_loss_and_resumes_exactly(faces_dir, tmp_path):
 @pytest.mark.parametrize("stage", [2, 3, 4])
 def test_later_stages_lower_their_loss_and_resume_exactly(stage, faces_dir, tmp_path, stage1_run):
     def make(out, steps):
-        return tiny(stage, faces_dir, out, steps, f"model.stage1_weights={stage1_run}", "model.init_weights=null",
-                    "loss.disc_start=4")
+        return tiny(
+            stage,
+            faces_dir,
+            out,
+            steps,
+            f"model.stage1_weights={stage1_run}",
+            "model.init_weights=null",
+            "loss.disc_start=4",
+        )
 
     rec = resume_equals_straight(make, tmp_path, 12)
     key = {2: "ce", 3: "ce", 4: "focal"}[stage]
@@ -88,10 +109,17 @@ def test_frozen_modules_stay_frozen_and_targets_come_from_stage1(faces_dir, tmp_
 
     from bfvr.train.checkpoint import find_checkpoint
 
-    t = run(tiny(3, faces_dir, tmp_path / "s3", 2, f"model.stage1_weights={stage1_run}", "model.init_weights=null"))
+    t = run(
+        tiny(
+            3, faces_dir, tmp_path / "s3", 2, f"model.stage1_weights={stage1_run}", "model.init_weights=null"
+        )
+    )
     s1 = load_file(str(find_checkpoint(stage1_run) / "ema.safetensors"))
-    frozen = {n: p.detach().clone() for n, p in t.model.named_parameters()
-              if n.startswith(("decoder.", "quantizer.", "conditionnet.", "post_quant_conv."))}
+    frozen = {
+        n: p.detach().clone()
+        for n, p in t.model.named_parameters()
+        if n.startswith(("decoder.", "quantizer.", "conditionnet.", "post_quant_conv."))
+    }
     assert frozen and not any(p.requires_grad for n, p in t.model.named_parameters() if n in frozen)
     assert torch.equal(t.model.quantizer.codebooks[0].weight, s1["quantizer.codebooks.0.weight"])
     rec = t.run()
@@ -112,10 +140,11 @@ def test_focal_and_gradient_l1_by_hand():
     target = torch.tensor([0, 2])
     p = torch.softmax(logits, -1)
     p0, p1 = p[0, 0].item(), p[1, 2].item()
-    hand = (-(1 - p0) ** 2 * np.log(p0) - (1 - p1) ** 2 * np.log(p1)) / 2
+    hand = (-((1 - p0) ** 2) * np.log(p0) - (1 - p1) ** 2 * np.log(p1)) / 2
     assert focal_loss(logits, target, 2.0).item() == pytest.approx(hand, rel=1e-6)
-    assert focal_loss(logits, target, 0.0).item() == pytest.approx(torch.nn.functional.cross_entropy(
-        logits, target).item(), rel=1e-6)
+    assert focal_loss(logits, target, 0.0).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, target).item(), rel=1e-6
+    )
     # one clip [1, 1, 2, 2, 2]: y differs from x by +1 at one pixel of frame 1
     x = torch.zeros(1, 1, 2, 2, 2)
     y = x.clone()

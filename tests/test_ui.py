@@ -49,7 +49,8 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.temp = temp
-        args = [sys.executable, "-m", "bfvr.cli", "ui", "--port", str(self.port), "--temp-dir", str(temp), *extra]
+        args = [sys.executable, "-m", "bfvr.cli", "ui", "--port", str(self.port), "--temp-dir", str(temp),
+                *extra]
         if samples is not None:
             args += ["--samples", str(samples)]
         self.log = temp.parent / f"ui-{self.port}.log"
@@ -159,7 +160,6 @@ def _upload(d, path: Path) -> None:
 def _choose(d, elem_id: str, option: str) -> None:
     """Pick `option` in a Gradio dropdown the way a user does: open it, type, click the option."""
     from selenium.webdriver.common.by import By
-
     from selenium.webdriver.common.keys import Keys
 
     box = d.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
@@ -167,9 +167,11 @@ def _choose(d, elem_id: str, option: str) -> None:
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(option)
     opt = _wait(lambda: [o for o in d.find_elements(By.CSS_SELECTOR, f"#{elem_id} li[role=option]")
-                         if (o.get_attribute("aria-label") or "").startswith(option + " ")], 10, f"option {option}")
+                         if (o.get_attribute("aria-label") or "").startswith(option + " ")], 10, "option "
+                f"{option}")
     opt[0].click()
-    _wait(lambda: d.find_element(By.CSS_SELECTOR, f"#{elem_id} input").get_attribute("value").startswith(option),
+    _wait(lambda: d.find_element(By.CSS_SELECTOR,
+                                 f"#{elem_id} input").get_attribute("value").startswith(option),
           10, f"{option} selected")
 
 
@@ -231,7 +233,8 @@ def test_restore_a_real_clip_plays_and_downloads(server, browser, downloads, fac
         assert "unavailable" in note.lower() and DEFAULT_MODEL in note and "bfvr models download" in note
     _screenshot(d, "ui_before.png")
     _upload(d, clip)
-    info = _wait(lambda: "216 frames" in _text(d, "input-info") and _text(d, "input-info"), 60, "the input info")
+    info = _wait(lambda: "216 frames" in _text(d, "input-info") and _text(d, "input-info"), 60, "the "
+                 "input info")
     assert "480×480" in info and "30 fps" in info and "7.20 s" in info and "audio aac" in info
     _wait(lambda: d.execute_script("const i = document.querySelector('#first-frame img');"
                                    "return i && i.complete && i.naturalWidth"), 30, "the first frame")
@@ -260,13 +263,14 @@ def test_restore_a_real_clip_plays_and_downloads(server, browser, downloads, fac
           "the result video to play")
     assert abs(d.execute_script(f"return {video}.duration") - 7.2) < 0.1
     # side-by-side video, before/after frames and the temporal profile are there
-    _wait(lambda: d.execute_script("const v = document.querySelector('#side-video video'); return v && v.src"), 30,
-          "the side-by-side video")
+    side_src = "const v = document.querySelector('#side-video video'); return v && v.src"
+    _wait(lambda: d.execute_script(side_src), 30, "the side-by-side video")
     _wait(lambda: d.execute_script("return [...document.querySelectorAll('#before-after img')]"
                                    ".filter(i => i.complete && i.naturalWidth > 0).length >= 2"), 30,
           "the before/after images")
     _wait(lambda: d.execute_script("const i = document.querySelector('#profile img');"
-                                   "return i && i.complete && i.naturalWidth > 400"), 30, "the temporal profile")
+                                   "return i && i.complete && i.naturalWidth > 400"), 30, "the "
+          "temporal profile")
     assert "timings" in _text(d, "run-info") or "restore s" in _text(d, "run-info")
     _screenshot(d, "ui_after.png")
     # download through the page's link, as a user does, and check what was saved
@@ -293,7 +297,7 @@ def test_bad_upload_shows_the_cli_sentence_and_page_keeps_working(server, browse
     for f in (bad, truncated):
         expected = _cli_message(f)
         _upload(d, f)
-        _wait(lambda: expected in _text(d, "input-info"), 60, f"the error for {f.name}")
+        _wait(lambda e=expected: e in _text(d, "input-info"), 60, f"the error for {f.name}")
         assert "Traceback" not in d.page_source
     d.find_element(By.ID, "restore-btn").click()  # restoring the bad upload: the same sentence, no run
     _wait(lambda: _cli_message(truncated) in _text(d, "status"), 60, "the error in the status line")
@@ -315,7 +319,8 @@ def test_bad_upload_shows_the_cli_sentence_and_page_keeps_working(server, browse
     _radio(d, "faces", "aligned")
     _set_number(d, "preview", 1)
     d.find_element(By.ID, "restore-btn").click()
-    status = _wait(lambda: _text(d, "status").startswith("Done:") and _text(d, "status"), 120, "the preview run")
+    status = _wait(lambda: _text(d, "status").startswith("Done:") and _text(d, "status"), 120, "the "
+                   "preview run")
     assert "30 frames" in status and "audio none" in status
 
 
@@ -377,7 +382,8 @@ def test_shutdown_removes_only_what_the_ui_made(tmp_path, faces_dir):
     keep.write_text("x")
     s = Server(temp, None)
     try:
-        Client(s.url, verbose=False).predict(handle_file(str(faces_dir / "lp_driving_d18.mp4")), api_name="/probe")
+        Client(s.url, verbose=False).predict(handle_file(str(faces_dir / "lp_driving_d18.mp4")),
+                                             api_name="/probe")
         assert any(p.is_file() for p in s.root.rglob("*")), "the upload should be in the UI's folder"
     finally:
         code = s.stop(signal.SIGINT)
@@ -393,7 +399,8 @@ def test_help_and_missing_gradio(capsys, monkeypatch):
                 "--queue-size", "--samples"):
         assert opt in text, opt
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name,
+                        *a: None if name == "gradio" else real(name, *a))
     assert run_cli("ui") == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and 'pip install "bfvr[ui]"' in err

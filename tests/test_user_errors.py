@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import REPO, run_cli
 
 
@@ -33,7 +34,8 @@ def clip(tmp_path, faces_dir) -> Path:
     return inp
 
 
-@pytest.mark.parametrize("extra", [["--clip-len", "4", "--overlap", "4"], ["--clip-len", "4", "--overlap", "9"],
+@pytest.mark.parametrize("extra",
+                         [["--clip-len", "4", "--overlap", "4"], ["--clip-len", "4", "--overlap", "9"],
                                    ["--upscale", "40"]])
 def test_restore_option_errors(tmp_path, clip, capsys, extra) -> None:
     before = _sha(clip)
@@ -134,7 +136,8 @@ def test_resume_falls_back_from_a_corrupt_or_malicious_checkpoint(tmp_path, face
         with caplog.at_level(logging.WARNING, logger="bfvr.train"):
             t = Trainer(config_from_dict(d), resume=True, progress=False)
         assert t.step == 1
-        assert any("step_00000002" in r.getMessage() and "step_00000001" in r.getMessage() for r in caplog.records)
+        assert any("step_00000002" in r.getMessage() and "step_00000001" in r.getMessage()
+                   for r in caplog.records)
     (ck / "step_00000001" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(BfvrError, match="no readable checkpoint"):
         Trainer(config_from_dict(d), resume=True, progress=False)
@@ -175,9 +178,11 @@ def test_bench_io_shows_progress(capsys) -> None:
     assert "bench io:" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("url", ["http://example.com/a.mp4", "https://example.com/a.mp4", "rtsp://cam.local/1"])
+@pytest.mark.parametrize("url",
+                         ["http://example.com/a.mp4", "https://example.com/a.mp4", "rtsp://cam.local/1"])
 def test_url_inputs_say_urls_are_not_supported(tmp_path, capsys, url) -> None:
-    for argv in (["info", url], ["degrade", url, str(tmp_path / "o.mp4")], ["prepare", url, str(tmp_path / "p")]):
+    for argv in (["info", url], ["degrade", url, str(tmp_path / "o.mp4")],
+                 ["prepare", url, str(tmp_path / "p")]):
         assert run_cli(*argv) == 2
         line = _sentence(capsys)
         assert "URL" in line and url in line, line

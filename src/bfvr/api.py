@@ -7,11 +7,12 @@ r.restore_video("in.mp4", "out.mp4", crf=18)   # streaming: any length, same fps
 restored = r.restore_clip(frames_uint8_NHWC)   # a clip already in memory
 ```
 
-Faces: with `faces=None` (the library default: the input is already a face crop) whole frames go
-through the clip engine (resized to the model's canvas and back when it has one, like the official STC
-script). `bfvr restore` turns the face pipeline on unless `--has-aligned` is given.
-`faces` may be a stream transformer `f(model, frames) -> frames` (frames uint8 [H, W, 3], one out per
-one in, in order), or `True` / a `bfvr.faces.FaceOptions` to use `bfvr.faces.restore_faces_stream`.
+Faces: one flag, `has_aligned`, as in `bfvr restore --has-aligned`. With `has_aligned=True` (the library
+default: the input is already a face crop) whole frames go through the clip engine, resized to the model's
+canvas and back when it has one, like the official STC script. With `has_aligned=False` the face pipeline
+(`bfvr.faces.FacePipeline`: detection, tracking, crops through the clip engine, paste-back) runs, set up by
+`faces` (a `bfvr.faces.FaceOptions`; None = its defaults). `bfvr restore` runs the face pipeline unless
+`--has-aligned` is given.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bfvr.errors import DependencyError
 from bfvr.io import VideoInfo, VideoWriter, open_video
 from bfvr.io.paths import check_not_url
 from bfvr.io.writer import h264_size_ok, lossless_codec, output_kind, prepare_output
 
-FaceHook = Callable[[Any, Iterable[np.ndarray]], Iterable[np.ndarray]]
+if TYPE_CHECKING:
+    from bfvr.faces import FaceOptions
 
 
 @dataclass
@@ -62,14 +63,15 @@ class Restorer:
     `model` is a name from `bfvr.models.hub` (`bfvr models` lists them) or a ready `ClipModel`.
     `device`: auto | cpu | cuda | cuda:N | mps. `precision`: auto | fp32 | bf16 | fp16 (see
     `bfvr.engine.device`). `weights`: a local weights file (else the model's cache/download);
-    `offline=True` never touches the network. `clip_len`/`overlap`/`blend` tune the clip engine (`keep`: centre
-    frames kept per call by a sliding-window model, 1 = its official schedule);
-    `model_options` go to the model builder; `faces` is the face-pipeline hook (module doc).
+    `offline=True` never touches the network. `clip_len`/`overlap`/`blend` tune the clip engine (`keep`:
+    centre frames kept per call by a sliding-window model, 1 = its official schedule);
+    `model_options` go to the model builder. `has_aligned`: the frames are face crops already (whole frames
+    restored) or not (the face pipeline, with the `faces` options), see the module doc.
     """
 
     def __init__(self, model: str | Any = "identity", *, device: str = "auto", precision: str = "auto",
                  weights: str | os.PathLike[str] | None = None, offline: bool = False,
-                 faces: FaceHook | bool | Any | None = None, clip_len: int | None = None,
+                 has_aligned: bool = True, faces: FaceOptions | None = None, clip_len: int | None = None,
                  overlap: int | None = None, keep: int | None = None, blend: str = "cosine", chunk: int = 8,
                  model_options: dict[str, Any] | None = None, progress: bool = True) -> None:
         from bfvr.engine.device import resolve_device, resolve_precision
@@ -83,7 +85,11 @@ class Restorer:
                                     precision=self.precision, offline=offline, **(model_options or {}))
         else:
             self.model = model
-        self.faces = faces
+        if has_aligned and faces is not None:
+            from bfvr.errors import ConfigError
+
+            raise ConfigError("face options apply to the face pipeline; pass has_aligned=False with them.")
+        self.has_aligned, self.faces = bool(has_aligned), faces
         self.clip_len, self.overlap, self.keep, self.blend, self.chunk = clip_len, overlap, keep, blend, chunk
         self.progress = progress
         try:  # schedule (clip length / overlap / keep) and blend checked now, not in the middle of a video
@@ -92,7 +98,7 @@ class Restorer:
             from bfvr.errors import ConfigError
 
             raise ConfigError(f"{e}.") from None
-        self.face_pipeline: Any = None  # the face pipeline of the last stream (see `_face_hook`)
+        self.face_pipeline: Any = None  # the face pipeline of the last stream (has_aligned=False)
 
     @property
     def name(self) -> str:
@@ -106,33 +112,23 @@ class Restorer:
                           blend=self.blend, precision=self.precision, chunk=self.chunk)
 
     # ------------------------------------------------------------------ streams
-    def _face_hook(self) -> FaceHook | None:
-        f = self.faces
-        if f is None or f is False or (isinstance(f, str) and f.lower() in ("off", "none", "no")):
-            return None
-        if callable(f) and not isinstance(f, type):
-            return f
-        try:
-            from bfvr.faces import FaceOptions, FacePipeline
-        except ImportError as e:  # pragma: no cover - depends on the faces package being present
-            raise DependencyError(f"the face pipeline is not available ({e}); run without faces.") from None
-        options = f if isinstance(f, FaceOptions) else None
-
-        def hook(model: Any, frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
-            # one ClipEngine per face track, so the engine's clip length, overlap, blend and precision apply
-            pipe = FacePipeline.for_model(self.engine if model is self.model else model,
-                                          dataclasses.replace(options) if options is not None else None)
-            self.face_pipeline = pipe  # its `stats` tell afterwards what was detected and restored
-            return pipe.process(frames)
-
-        return hook
-
-    def restore_frames(self, frames: Iterable[tuple[np.ndarray, int | None]]) -> Iterator[tuple[np.ndarray, int | None]]:
+    def restore_frames(self, frames: Iterable[tuple[np.ndarray, int | None]]
+                       ) -> Iterator[tuple[np.ndarray, int | None]]:
         """Restore a stream of (frame uint8 [H, W, 3], pts); yields (frame, pts) in order, lazily."""
-        hook = self._face_hook()
-        if hook is None:
+        from bfvr.engine.base import contract_of
+
+        prepare = contract_of(self.model).prepare_frames
+        if prepare is not None:  # the model's own input preparation of whole frames (e.g. an inpainting mask)
+            frames = prepare(frames)
+        if self.has_aligned:
             yield from self.engine().run(frames)
             return
+        from bfvr.faces import FacePipeline
+
+        # one ClipEngine per face track, so the engine's clip length, overlap, keep, blend and precision
+        # apply; the pipeline's `stats` tell afterwards what was detected and restored
+        options = dataclasses.replace(self.faces) if self.faces is not None else None
+        pipe = self.face_pipeline = FacePipeline.for_model(self.engine, options)
         pts_q: deque[int | None] = deque()
 
         def only_frames() -> Iterator[np.ndarray]:
@@ -140,7 +136,7 @@ class Restorer:
                 pts_q.append(p)
                 yield f
 
-        for out in hook(self.model, only_frames()):
+        for out in pipe.process(only_frames()):
             yield np.asarray(out), pts_q.popleft()
 
     def restore_clip(self, frames: np.ndarray) -> np.ndarray:
@@ -152,7 +148,8 @@ class Restorer:
         return np.stack(out) if out else frames[:0].copy()
 
     # ------------------------------------------------------------------ files
-    def restore_video(self, inp: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False,
+    def restore_video(self, inp: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                      overwrite: bool = False,
                       crf: float = 18, preset: str = "medium", progress: bool | None = None,
                       max_frames: int | None = None, fps: float | None = None,
                       lossless: bool = False,
@@ -161,7 +158,8 @@ class Restorer:
         when it has no suffix), streaming, with the input's timestamps and its audio (copied).
 
         `max_frames` stops early (a preview); `fps` is the frame rate of an image-folder input.
-        `lossless` stores the restored RGB frames exactly (FFV1 in .mkv, RGB H.264 in .mp4/.mov; `crf` unused).
+        `lossless` stores the restored RGB frames exactly (FFV1 in .mkv, RGB H.264 in .mp4/.mov; `crf`
+        unused).
         `on_frame(done, total)` is called after each written frame (a front end's progress bar); an
         exception it raises stops the run (a cancel button) and propagates.
         The output appears only when complete; on any error (or cancel) nothing is left behind.
@@ -176,18 +174,18 @@ class Restorer:
         t0 = time.perf_counter()
         with open_video(in_path, fps=fps) as reader:
             info = reader.info
-            up = getattr(self.faces, "upscale", 1) or 1
+            up = 1 if self.has_aligned or self.faces is None else self.faces.upscale
             if output_kind(out_path) == "video" and not h264_size_ok(info.width * up, info.height * up):
                 from bfvr.errors import ConfigError
 
-                raise ConfigError(f"--upscale {up} makes {info.width * up}x{info.height * up} frames, larger than "
-                                  "the H.264 encoder takes (about 16000x16000); use a smaller --upscale or a PNG "
-                                  "folder output.")
+                raise ConfigError(f"--upscale {up} makes {info.width * up}x{info.height * up} "
+                                  "frames, larger than the H.264 encoder takes (about "
+                                  "16000x16000); use a smaller --upscale or a PNG folder output.")
             total = info.frame_count if max_frames is None else min(max_frames, info.frame_count)
             audio = info.has_audio and output_kind(out_path) == "video" and max_frames is None
             n = 0
             codec = lossless_codec(out_path, preset) if lossless else {}
-            with VideoWriter(out_path, fps=info.fps, time_base=info.time_base,
+            with VideoWriter(out_path, fps=info.fps, time_base=info.time_base, vfr=info.vfr,
                              audio_from=in_path if audio else None, crf=crf, preset=preset,
                              overwrite=overwrite, inputs=[in_path], **codec) as writer:
                 bar = _progress(total, show, f"restore ({self.name})")
@@ -208,7 +206,8 @@ class Restorer:
                              audio_mode=writer.audio_mode)
 
 
-def _limit(it: Iterable[tuple[np.ndarray, int | None]], n: int | None) -> Iterator[tuple[np.ndarray, int | None]]:
+def _limit(it: Iterable[tuple[np.ndarray, int | None]],
+           n: int | None) -> Iterator[tuple[np.ndarray, int | None]]:
     if n is None:
         yield from it
         return

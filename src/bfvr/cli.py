@@ -13,8 +13,20 @@ import warnings
 
 import typer
 
-from bfvr.commands import (bench, compare, degrade, evaluate, export, info, models, prepare, profile, restore, train,
-                           ui)
+from bfvr.commands import (
+    bench,
+    compare,
+    degrade,
+    evaluate,
+    export,
+    info,
+    models,
+    prepare,
+    profile,
+    restore,
+    train,
+    ui,
+)
 from bfvr.errors import BfvrError
 
 app = typer.Typer(
@@ -26,7 +38,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for _module in (restore, info, degrade, prepare, train, evaluate, profile, compare, bench, models, export, ui):
+for _module in (restore, info, degrade, prepare, train, evaluate, profile, compare, bench, models, export,
+                ui):
     _module.register(app)
 
 
@@ -112,10 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # standalone mode: typer itself reports bad flags (usage + exit 2) and --help; SystemExit passes
         app(args=argv, prog_name="bfvr")
-    except Terminated as e:
-        _fail(f"stopped by {signal.Signals(e.signum).name}; no output was written.", 128 + e.signum)
-    except KeyboardInterrupt:
-        _fail("interrupted; no output was written.", 130)
+    except Terminated as e:  # a batch (bfvr.scale) says what it kept instead
+        _fail(f"stopped by {signal.Signals(e.signum).name}; "
+              f"{getattr(e, 'batch_note', 'no output was written')}.",
+              128 + e.signum)
+    except KeyboardInterrupt as e:
+        _fail(f"interrupted; {getattr(e, 'batch_note', 'no output was written')}.", 130)
     except BfvrError as e:
         if debug:
             raise

@@ -13,14 +13,16 @@ def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
 
 
-@bench_app.command("io", help="Decode, encode and identity-restore a synthetic H.264 clip (with AAC audio) and "
-                   "print frames/s and the process's peak RSS.")
+@bench_app.command("io", help="Decode, encode and identity-restore a synthetic H.264 "
+                   "clip (with AAC audio) and print frames/s and the process's peak RSS.")
 def _io(
     size: Annotated[int, typer.Option("--size", help="Frame width and height in pixels.", min=16)] = 512,
-    frames: Annotated[int, typer.Option("--frames", help="Number of frames of the synthetic clip.", min=1)] = 250,
+    frames: Annotated[int, typer.Option("--frames", help="Number of frames of the synthetic clip.",
+                                        min=1)] = 250,
     fps: Annotated[int, typer.Option("--fps", help="Frame rate of the synthetic clip.", min=1)] = 25,
     crf: Annotated[float, typer.Option("--crf", help="x264 CRF of the encode and restore steps.")] = 18,
-    preset: Annotated[str, typer.Option("--preset", help="x264 preset of the encode and restore steps.")] = "medium",
+    preset: Annotated[str, typer.Option("--preset",
+                                        help="x264 preset of the encode and restore steps.")] = "medium",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -56,7 +58,8 @@ def _io(
                 b.update(1)
         res["decode_fps"] = n / (time.perf_counter() - t0)
         with open_video(src) as r:
-            decoded = [f for f, _ in r.frames()][: min(n, 50)]  # encode from memory: measures the encoder only
+            # encode from memory: measures the encoder only
+            decoded = [f for f, _ in r.frames()][: min(n, 50)]
         t0 = time.perf_counter()
         with VideoWriter(Path(tmp) / "enc.mp4", fps=fps, crf=crf, preset=preset) as w, bar("encode", n) as b:
             for i in range(n):
@@ -106,16 +109,20 @@ def _model_run(model: str, weights: str | None, backend: str, precision: str, fr
             "out": out.numpy() if backend != "torch" or m.precision == "fp32" else None}
 
 
-@bench_app.command("model", help="Model throughput at SIZE x SIZE: frames/s of one clip call for each backend and "
-                   "precision (PyTorch fp32 / bf16, ONNX Runtime on an export made on the fly), each in its own "
-                   "process with its peak RSS, and the largest ONNX-vs-PyTorch-fp32 output difference.")
+@bench_app.command("model", help="Model throughput at SIZE x SIZE: frames/s of one clip "
+                   "call for each backend and precision (PyTorch fp32 / bf16, ONNX "
+                   "Runtime on an export made on the fly), each in its own process with "
+                   "its peak RSS, and the largest ONNX-vs-PyTorch-fp32 output difference.")
 def _model(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `bfvr models`).")] = "bfvr-lite",
-    weights: Annotated[str | None, typer.Option("--weights", help="Weights file (default: bundled/cached).")] = None,
+    model: Annotated[str, typer.Option("--model", "-m",
+                                       help="Model name (see `bfvr models`).")] = "bfvr-lite",
+    weights: Annotated[str | None,
+                       typer.Option("--weights", help="Weights file (default: bundled/cached).")] = None,
     size: Annotated[int, typer.Option("--size", help="Frame side in pixels.", min=16)] = 512,
     frames: Annotated[int, typer.Option("--frames", help="Frames per call for models without a clip length.",
                                         min=1)] = 24,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per backend (median reported).", min=1)] = 3,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per backend (median reported).",
+                                         min=1)] = 3,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads.", min=1)] = 2,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also time ONNX Runtime (needs bfvr[onnx]).")
                     ] = True,
@@ -167,8 +174,10 @@ def _model(
         print(json.dumps({"model": model, "size": size, "threads": threads, "runs": rows}))
         return
     print(f"{model} at {size}x{size}, {threads} threads, median of {repeats} calls")
-    print(f"{'backend':12} {'precision':9} {'clip':>4} {'frames/s':>9} {'s/frame':>8} {'peak RSS':>9}  parity")
+    print(f"{'backend':12} {'precision':9} {'clip':>4} {'frames/s':>9} {'s/frame':>8} {'peak RSS':>9}  "
+          "parity")
     for r in rows:
         par = r.get("max_abs_diff_vs_torch_fp32")
-        print(f"{r['backend']:12} {r['precision']:9} {r['clip']:>4} {r['fps']:>9.2f} {r['s_per_frame']:>8.3f} "
-              f"{r['peak_rss_mb']:>7.0f}MB  " + (f"max |ORT - torch fp32| = {par:.2e}" if par is not None else ""))
+        parity = f"max |ORT - torch fp32| = {par:.2e}" if par is not None else ""
+        print(f"{r['backend']:12} {r['precision']:9} {r['clip']:>4} {r['fps']:>9.2f} "
+              f"{r['s_per_frame']:>8.3f} {r['peak_rss_mb']:>7.0f}MB  {parity}")

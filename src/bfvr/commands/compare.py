@@ -9,13 +9,15 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("compare", help="Write a side-by-side video of the input, the output and (optionally) the GT, "
-                 "each labelled, resized to the output's height; stops at the shortest video.")
+    @app.command("compare", help="Write a side-by-side video of the input, the output and (optionally) "
+                 "the GT, each labelled, resized to the output's height; stops at the shortest video.")
     def _cmd(
         inp: Annotated[Path, typer.Argument(help="Input (LQ) video.", show_default=False)],
         output: Annotated[Path, typer.Argument(help="Restored video.", show_default=False)],
-        gt: Annotated[Path | None, typer.Argument(help="Ground-truth video (optional).", show_default=False)] = None,
-        out: Annotated[Path, typer.Option("--out", "-o", help="Side-by-side video (.mp4).")] = Path("side_by_side.mp4"),
+        gt: Annotated[Path | None,
+                      typer.Argument(help="Ground-truth video (optional).", show_default=False)] = None,
+        out: Annotated[Path, typer.Option("--out", "-o",
+                                          help="Side-by-side video (.mp4).")] = Path("side_by_side.mp4"),
         labels: Annotated[str | None, typer.Option("--labels", help="Comma-separated labels (default: input, "
                                                    "output, GT).", show_default=False)] = None,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames.",

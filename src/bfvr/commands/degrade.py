@@ -1,4 +1,5 @@
-"""`bfvr degrade`: synthesise low-quality videos (the papers' degradations) with per-clip seeded parameters."""
+"""`bfvr degrade`: synthesise low-quality videos (the papers' degradations) with per-clip seeded
+parameters."""
 
 from __future__ import annotations
 
@@ -11,24 +12,28 @@ from bfvr.errors import ConfigError, InputError, OutputError
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("degrade", help="Degrade a video or a folder of videos with a paper's recipe (stc, stc-nonoise, "
-                 "keep, flicker-brightness, flicker-pixel, inpaint, gray; join with '+'); writes LQ videos plus a "
-                 "JSON sidecar of the drawn parameters. Deterministic for a seed.")
+    @app.command("degrade", help="Degrade a video or a folder of videos with a paper's recipe (stc, "
+                 "stc-nonoise, stc-paper, stc-paper-nonoise, keep, flicker-brightness, flicker-pixel, "
+                 "inpaint, gray; join with '+'); writes LQ videos plus a JSON sidecar of the drawn "
+                 "parameters. Deterministic for a seed.")
     def _cmd(
         inp: Annotated[Path, typer.Argument(help="Input video, or a folder of videos.", show_default=False)],
         out: Annotated[Path, typer.Argument(help="Output video (.mp4) for one input, or an output folder.",
                                             show_default=False)],
-        recipe: Annotated[str, typer.Option("--recipe", "-r", help="Degradation recipe; several can be chained "
-                                            "with '+', e.g. 'stc+flicker-brightness'.")] = "stc",
-        seed: Annotated[int, typer.Option("--seed", "-s", help="Run seed; each clip is seeded from (seed, clip "
-                                          "file name).")] = 0,
+        recipe: Annotated[str, typer.Option("--recipe", "-r", help="Degradation recipe; several can "
+                                            "be chained with '+', e.g. 'stc+flicker-brightness'.")] = "stc",
+        seed: Annotated[int, typer.Option("--seed", "-s", help="Run seed; each clip "
+                                          "is seeded from (seed, clip file name).")] = 0,
         mid: Annotated[bool, typer.Option("--mid", help="Use the middle of every parameter range instead of "
-                                          "random draws (e.g. STC: blur 3.5, scale 3, noise 2.5, CRF 21).")] = False,
-        flicker_dir: Annotated[Path | None, typer.Option("--flicker-dir", help="For flicker-pixel: a folder of "
-                                                         "pre-generated flickering videos with the same file "
-                                                         "names, used instead of our synthetic pixel flicker.")
+                                          "random draws (e.g. STC: blur 3.5, scale 3, noise 2.5, CRF "
+                                          "21).")] = False,
+        flicker_dir: Annotated[Path | None, typer.Option("--flicker-dir", help="For flicker-pixel: "
+                                                         "a folder of pre-generated flickering "
+                                                         "videos with the same file names, used "
+                                                         "instead of our synthetic pixel flicker.")
                                ] = None,
-        out_crf: Annotated[float, typer.Option("--out-crf", help="x264 CRF of the written LQ file (0 = lossless; "
+        out_crf: Annotated[float, typer.Option("--out-crf", help="x264 CRF of the written LQ file (0 = "
+                                               "lossless; "
                                                "the recipe's own compression already happened).")] = 0,
         no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not copy the input's audio.")] = False,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
@@ -36,14 +41,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from tqdm import tqdm
 
-        from bfvr.degrade.files import degrade_video, list_videos
+        from bfvr.degrade.files import degrade_video
         from bfvr.degrade.pipeline import recipe as get_recipe
+        from bfvr.io import list_videos
+        from bfvr.io.writer import CONTAINERS
 
         deg = get_recipe(recipe)
         if flicker_dir is not None and recipe != "flicker-pixel":
-            raise ConfigError("--flicker-dir replaces the flicker-pixel recipe; use it with --recipe flicker-pixel.")
+            raise ConfigError("--flicker-dir replaces the flicker-pixel "
+                              "recipe; use it with --recipe flicker-pixel.")
         if flicker_dir is not None and not flicker_dir.is_dir():
-            raise InputError(f"--flicker-dir '{flicker_dir}' is not a folder; give the folder of pre-generated videos.")
+            raise InputError(f"--flicker-dir '{flicker_dir}' is not a folder; "
+                             "give the folder of pre-generated videos.")
         from bfvr.io.paths import check_not_url, check_separate
 
         check_not_url(inp)
@@ -52,7 +61,8 @@ def register(app: typer.Typer) -> None:
         videos = list_videos(inp) if inp.is_dir() else []
         if inp.is_dir() and videos:
             if out.suffix:
-                raise OutputError(f"the input is a folder, so the output '{out}' must be a folder (no suffix).")
+                raise OutputError("the input is a folder, so the output "
+                                  f"'{out}' must be a folder (no suffix).")
             check_separate([inp], out, out_is_dir=True)
             jobs = [(v, out / (v.stem + ".mp4")) for v in videos]
         else:  # a file, or a folder of image frames (one clip)
@@ -60,11 +70,12 @@ def register(app: typer.Typer) -> None:
                 out = out / ((inp.stem if inp.is_file() else inp.name) + ".mp4")
             jobs = [(inp, out)]
         for v, o in jobs:
-            if o.suffix.lower() not in {".mp4", ".mov", ".m4v", ".mkv"}:
+            if o.suffix.lower() not in CONTAINERS:
                 raise OutputError(f"cannot write '{o.name}': give a .mp4/.mov/.mkv output file or a folder.")
             check_separate([v, inp, flicker_dir], o, out_is_dir=False)
             if (o.exists() or o.with_suffix(".json").exists()) and not overwrite:
-                raise OutputError(f"'{o}' already exists; pass --overwrite to replace it or choose another output.")
+                raise OutputError(f"'{o}' already exists; pass --overwrite "
+                                  "to replace it or choose another output.")
         from bfvr.io import probe
 
         total = 0

@@ -62,7 +62,7 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
         else:
             print(f"warning: {run} has no config.yaml; the exported file will not say how it was trained.")
     cast = torch.float16 if dtype == "fp16" else torch.float32
-    tensors = {k: v.to(cast).contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
+    tensors = {k: (v.to(cast) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial{os.getpid()}")
     try:
@@ -75,26 +75,33 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("export", help="Export a model: --format onnx writes the network as an ONNX graph (run it with "
-                 "`bfvr restore --backend onnxruntime --weights FILE`); --format safetensors writes the EMA "
-                 "weights of a `bfvr train` run as a shippable weights file with its provenance in the metadata.")
+    @app.command("export", help="Export a model: --format onnx writes the network as an "
+                 "ONNX graph (run it with `bfvr restore --backend onnxruntime --weights "
+                 "FILE`); --format safetensors writes the EMA weights of a `bfvr train` "
+                 "run as a shippable weights file with its provenance in the metadata.")
     def _cmd(
         out: Annotated[Path, typer.Option("--output", "-o", help="Output file (.onnx or .safetensors).",
                                           show_default=False)],
-        model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `bfvr models`).")] = DEFAULT_MODEL,
+        model: Annotated[str, typer.Option("--model", "-m",
+                                           help="Model name (see `bfvr models`).")] = DEFAULT_MODEL,
         fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or safetensors.")] = "onnx",
-        weights: Annotated[Path | None, typer.Option("--weights", help="onnx: the model's weights file (default: "
-                                                     "its bundled/cached weights); safetensors: a bfvr train run "
-                                                     "folder, checkpoint folder or weights file (required).")] = None,
-        frames: Annotated[int | None, typer.Option("--frames", help="onnx: frames of the example input (default: "
-                                                   "the model's clip length; BFVR-Lite keeps T dynamic, STC is "
-                                                   "fixed to it).", min=1)] = None,
-        size: Annotated[int | None, typer.Option("--size", help="onnx: side of the example input (default: the "
-                                                 "model canvas; BFVR-Lite keeps H, W dynamic).", min=16)] = None,
-        dtype: Annotated[str, typer.Option("--dtype", help="safetensors: fp16 (half the size) or fp32.")] = "fp16",
-        ema: Annotated[bool, typer.Option("--ema/--no-ema", help="safetensors from a run: its EMA weights (default) "
-                                          "or the raw trained weights.")] = True,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
+        weights: Annotated[Path | None, typer.Option("--weights", help="onnx: the model's weights "
+                                                     "file (default: its bundled/cached weights); "
+                                                     "safetensors: a bfvr train run folder, "
+                                                     "checkpoint folder or weights file (required).")] = None,
+        frames: Annotated[int | None, typer.Option("--frames", help="onnx: frames of the example input "
+                                                   "(default: the model's clip length; BFVR-Lite keeps "
+                                                   "T dynamic, STC is fixed to it).", min=1)] = None,
+        size: Annotated[int | None, typer.Option("--size", help="onnx: side of the example input (default: "
+                                                 "the model canvas; BFVR-Lite keeps H, W dynamic).",
+                                                 min=16)] = None,
+        dtype: Annotated[str, typer.Option("--dtype",
+                                           help="safetensors: fp16 (half the size) or fp32.")] = "fp16",
+        ema: Annotated[bool, typer.Option("--ema/--no-ema", help="safetensors from a run: its "
+                                          "EMA weights (default) or the raw trained weights.")] = True,
+        overwrite: Annotated[bool,
+                             typer.Option("--overwrite",
+                                          help="Replace the output file if it exists.")] = False,
     ) -> None:
         from bfvr.errors import ConfigError, ModelError, OutputError
         from bfvr.models.hub import get_spec

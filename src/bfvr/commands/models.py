@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -20,8 +20,8 @@ def _size(n: int) -> str:
 
 #: one line of measured numbers per model, shown by `bfvr models` (from docs/models.md)
 MEASURED: dict[str, str] = {
-    "bfvr-lite": "held-out clips, blur 4 + x4 down + noise 4 + CRF 25: PSNR +1.57 dB, SSIM +0.011, flicker "
-                 "1.439 -> 1.427; 5.9 frames/s bf16 at 512^2 on 2 CPU cores",
+    "bfvr-lite": "held-out clips, blur 4 + x4 down + noise 4 + CRF 25: PSNR +1.63 dB, SSIM +0.012, flicker "
+                 "1.439 -> 1.419; 14.5 frames/s bf16 at 512^2 on 2 CPU cores (AVX512-BF16)",
 }
 
 
@@ -41,7 +41,8 @@ def list_models() -> None:
         rows.append((spec.name, state, _size(path.stat().st_size) if cached else "-", spec.description))
         if spec.name in MEASURED:
             rows.append(("", "", "", f"  measured: {MEASURED[spec.name]}"))
-        rows.append(("", "", "", f"  {path}" + ("" if cached or entry.bundled else f"  <- {W.source_url(entry)}")))
+        rows.append(("", "", "", f"  {path}" + ("" if cached or entry.bundled else "  "
+                                                f"<- {W.source_url(entry)}")))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
@@ -70,11 +71,13 @@ def register(app: typer.Typer) -> None:
                                    "temp file + rename; the sha256 is recorded on first download and "
                                    "checked on later loads).")
     def _download(
-        name: str = typer.Argument(..., help="model name, e.g. stc, stc-deflicker, stc-deflicker-sd"),
-        sha256: Optional[str] = typer.Option(None, "--sha256", help="expected sha256 (hex) of the file; "
-                                             "the download is rejected if it differs"),
-        force: bool = typer.Option(False, "--force", help="download again even if the file is cached"),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+        name: Annotated[str, typer.Argument(help="model name, e.g. stc, stc-deflicker, stc-deflicker-sd",
+                                            show_default=False)],
+        sha256: Annotated[str | None, typer.Option("--sha256", help="expected sha256 (hex) of the file; the "
+                                                   "download is rejected if it differs")] = None,
+        force: Annotated[bool,
+                         typer.Option("--force", help="download again even if the file is cached")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     ) -> None:
         from bfvr.models import weights as W
         from bfvr.models.hub import get_spec
@@ -83,7 +86,8 @@ def register(app: typer.Typer) -> None:
         if spec.weights is None:
             raise ModelError(f"model '{name}' needs no weights; nothing to download.")
         if W.get_entry(spec.weights).bundled:
-            typer.echo(f"{name}: its weights ship with bfvr ({W.cached_path(spec.weights)}); nothing to download.")
+            typer.echo(f"{name}: its weights ship with bfvr "
+                       f"({W.cached_path(spec.weights)}); nothing to download.")
             return
         path = W.fetch(spec.weights, sha256=sha256, force=force, progress=not quiet)
         rec = W.read_registry().get(path.name, {})
@@ -91,7 +95,7 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("path", help="Print where the cache keeps the weights of NAME (whether or not they are "
                               "downloaded; put a manually fetched file there).")
-    def _path(name: str = typer.Argument(..., help="model name, e.g. stc")) -> None:
+    def _path(name: Annotated[str, typer.Argument(help="model name, e.g. stc", show_default=False)]) -> None:
         from bfvr.models import weights as W
         from bfvr.models.hub import get_spec
 
@@ -104,15 +108,19 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"(not downloaded yet: 'bfvr models download {name}' or fetch "
                        f"{W.source_url(W.get_entry(spec.weights))})", err=True)
 
-    @sub.command("verify", help="Check that a weights file fits model NAME: exact state_dict keys and shapes, "
-                                "loaded safely (`bfvr models verify NAME FILE`, or FILE --model NAME); print "
-                                "its sha256 (and compare it with --sha256).")
+    @sub.command("verify", help="Check that a weights file fits model NAME: exact state_dict keys "
+                                "and shapes, loaded safely (`bfvr models verify NAME FILE`, or FILE "
+                                "--model NAME); print its sha256 (and compare it with --sha256).")
     def _verify(
-        first: str = typer.Argument(..., metavar="NAME FILE", help="model name then weights file (.pth/.pt, "
-                                    ".safetensors or a Hugging Face model folder); or just the file with --model"),
-        second: Optional[Path] = typer.Argument(None, show_default=False, hidden=True),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="model name the file is for, e.g. stc"),
-        sha256: Optional[str] = typer.Option(None, "--sha256", help="expected sha256 (hex) of the file"),
+        first: Annotated[str, typer.Argument(metavar="NAME FILE", help="model name then weights "
+                                             "file (.pth/.pt, .safetensors or a Hugging Face model "
+                                             "folder); or just the file with --model", show_default=False)],
+        second: Annotated[Path | None, typer.Argument(show_default=False, hidden=True)] = None,
+        model: Annotated[str | None,
+                         typer.Option("--model", "-m", help="model name the file is for, e.g. stc")
+                         ] = None,
+        sha256: Annotated[str | None,
+                          typer.Option("--sha256", help="expected sha256 (hex) of the file")] = None,
     ) -> None:
         from bfvr.errors import ConfigError
         from bfvr.models import weights as W

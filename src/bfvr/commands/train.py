@@ -7,7 +7,7 @@ Multi-process (DDP) training: launch the same command under torchrun, e.g.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -16,16 +16,26 @@ def register(app: typer.Typer) -> None:
     @app.command("train", help="Train STC Stage I (3D-VQGAN) or Stage II (lookup transformers) from a YAML "
                                "config; resumable (--resume), multi-process with torchrun.")
     def _cmd(
-        config: Path = typer.Option(..., "--config", "-c", help="YAML training config (e.g. configs/stc/tiny_stage1.yaml)."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: out_dir of the config)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue the run in the run folder from its newest checkpoint."),
-        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override max_steps of the config."),
-        data: Optional[list[str]] = typer.Option(None, "--data", help="Training videos/folders/manifest (repeatable; replaces data.paths)."),
-        set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config value, e.g. --set optim.lr=1e-4 (repeatable)."),
-        bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bf16 autocast for forward passes (default: the config's)."),
-        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the config's)."),
-        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and only warnings in the log."),
+        config: Annotated[Path, typer.Option("--config", "-c", help="YAML training config (e.g. "
+                                             "configs/stc/tiny_stage1.yaml).", show_default=False)],
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: out_dir of the "
+                                                 "config).")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the run folder from its "
+                                             "newest checkpoint.")] = False,
+        max_steps: Annotated[int | None, typer.Option("--max-steps", help="Override max_steps of the config.")
+                             ] = None,
+        data: Annotated[list[str] | None, typer.Option("--data", help="Training videos/folders/manifest "
+                                                       "(repeatable; replaces data.paths).")] = None,
+        set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value, e.g. --set "
+                                                       "optim.lr=1e-4 (repeatable).")] = None,
+        bf16: Annotated[bool | None, typer.Option("--bf16/--fp32", help="bf16 autocast for forward passes "
+                                                  "(default: the config's).")] = None,
+        device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N (default: the "
+                                                   "config's).")] = None,
+        print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and "
+                                                   "exit.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and only warnings in the "
+                                            "log.")] = False,
     ) -> None:
         import logging
         import sys

@@ -38,9 +38,10 @@ CROPS = ("center", "random", "stretch")
 os.register_at_fork(before=gc.collect)
 
 
-def _clip_list(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], kept_only: bool) -> list[dict]:
+def _clip_list(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+               kept_only: bool) -> list[dict]:
     from bfvr.data.prepare import read_manifest
-    from bfvr.degrade.files import list_videos
+    from bfvr.io import list_videos
 
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
@@ -79,12 +80,13 @@ class ClipDataset(Dataset):
         reverse_prob: play the window backwards with this probability (DicFace/KEEP use 0.5).
     """
 
-    def __init__(self, source: Any, clip_len: int = 24, size: int = 512, recipe: Any = "stc", seed: int = 0, *,
-                 crop: str = "center", crop_scale: tuple[float, float] = (0.8, 1.0), hflip: bool = True,
+    def __init__(self, source: Any, clip_len: int = 24, size: int = 512, recipe: Any = "stc", seed: int = 0,
+                 *, crop: str = "center", crop_scale: tuple[float, float] = (0.8, 1.0), hflip: bool = True,
                  layout: str = "TCHW", samples_per_clip: int = 1, max_frames: int | None = 240,
-                 flicker_dir: str | os.PathLike[str] | None = None, mid: bool = False, reverse_prob: float = 0.0,
-                 kept_only: bool = True) -> None:
-        from bfvr.degrade import Degradation, recipe as get_recipe
+                 flicker_dir: str | os.PathLike[str] | None = None, mid: bool = False,
+                 reverse_prob: float = 0.0, kept_only: bool = True) -> None:
+        from bfvr.degrade import Degradation
+        from bfvr.degrade import recipe as get_recipe
 
         if crop not in CROPS:
             raise ConfigError(f"unknown crop '{crop}'; choose {', '.join(CROPS)}.")
@@ -94,7 +96,8 @@ class ClipDataset(Dataset):
             raise ConfigError("clip_len must be >= 1 and size >= 8.")
         self.clips = _clip_list(source, kept_only)
         if not self.clips:
-            raise InputError(f"no clips in '{source}'; give a manifest with kept clips, a folder of videos or videos.")
+            raise InputError(f"no clips in '{source}'; give a manifest with "
+                             "kept clips, a folder of videos or videos.")
         self.clip_len, self.size, self.seed = int(clip_len), int(size), int(seed)
         self.degradation = None if recipe is None else (recipe if isinstance(recipe, Degradation)
                                                         else get_recipe(recipe))
@@ -122,6 +125,10 @@ class ClipDataset(Dataset):
             n = int(clip.get("frames") or info.frame_count)
             self._meta[key] = (n, info.fps)
         return self._meta[key]
+
+    def _window(self, clip: dict, start: int, length: int) -> np.ndarray:
+        """Frames start .. start+length-1 of a clip (fewer at its end), uint8 [N, H, W, 3]."""
+        return self._read_window(clip["path"], start, length)
 
     @staticmethod
     def _read_window(path: str, start: int, length: int) -> np.ndarray:
@@ -156,7 +163,7 @@ class ClipDataset(Dataset):
         n, fps = self._info(clip)
         limit = min(n, self.max_frames) if self.max_frames else n
         start = int(rng.integers(0, max(1, limit - self.clip_len + 1)))
-        gt = self._read_window(clip["path"], start, self.clip_len)
+        gt = self._window(clip, start, self.clip_len)
         idx = np.arange(self.clip_len)
         if len(gt) < self.clip_len:  # short clip: ping-pong (0 1 2 1 0 1 ...) to the wanted length
             period = max(1, 2 * len(gt) - 2)

@@ -25,7 +25,8 @@ class PrepareOptions:
 
     size: int = 512                  # output frames are size x size
     expand: float = 1.3              # each Haar box is scaled by this around its centre
-    keep_aspect: bool = True         # square crop (padded with black where it leaves the frame); False = stretch
+    # square crop (padded with black where it leaves the frame); False = stretch
+    keep_aspect: bool = True
     detect_every: int = 5            # Haar detection on every k-th frame for the union box
     check_every: int = 5             # 68-point orientation check on every k-th cropped frame
     ratio_range: tuple[float, float] = (0.4, 2.5)
@@ -33,7 +34,7 @@ class PrepareOptions:
     motion_threshold: float = 15.0   # |gray difference| above this (0..255) counts as a moving pixel
     motion_size: int = 128           # frames are resized to this before differencing
     min_motion: float = 0.0          # drop clips whose mean moving fraction is below this (0 = keep all)
-    text_backend: str = "auto"       # auto | none | paddleocr | easyocr
+    text_backend: str = "auto"       # auto | none | rapidocr | paddleocr | easyocr
     text_score: float = 0.95         # drop when any text box on the first frame scores above this
     crf: float = 15                  # x264 CRF of the written crops
     max_frames: int | None = None    # use only the first N frames of each clip
@@ -118,8 +119,9 @@ class Landmarks68:
 
         mdir = dlib_model_dir()
         if mdir is None or not (mdir / "shape_predictor_68_face_landmarks.dat").exists():
-            raise DependencyError("dlib's 68-point model is missing; `pip install face-recognition-models` (or "
-                                  "set BFVR_DLIB_MODELS) for the orientation filter, or pass --no-orientation.")
+            raise DependencyError("dlib's 68-point model is missing; `pip install "
+                                  "face-recognition-models` (or set BFVR_DLIB_MODELS) "
+                                  "for the orientation filter, or pass --no-orientation.")
         self._det = dlib.get_frontal_face_detector()
         self._sp = dlib.shape_predictor(str(mdir / "shape_predictor_68_face_landmarks.dat"))
         self._dlib = dlib
@@ -139,7 +141,8 @@ class Landmarks68:
         if len(rects) == 0:
             return None
         r = max(rects, key=lambda r: r.width() * r.height())
-        r = self._dlib.rectangle(round(r.left() / s), round(r.top() / s), round(r.right() / s), round(r.bottom() / s))
+        r = self._dlib.rectangle(round(r.left() / s), round(r.top() / s), round(r.right() / s),
+                                 round(r.bottom() / s))
         shape = self._sp(rgb, r)
         return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
 
@@ -150,7 +153,8 @@ def orientation(points: np.ndarray) -> tuple[float, bool]:
     ratio = (nose_x - x36) / (x45 - nose_x): the horizontal distance from the outer corner of the eye on
     the image left (36) to the nose tip (30), over the nose tip to the outer corner of the other eye
     (45). A frontal face gives ~1; turning the head moves it towards 0 or infinity."""
-    x36, x45, xn = float(points[LEFT_EYE_OUTER, 0]), float(points[RIGHT_EYE_OUTER, 0]), float(points[NOSE_TIP, 0])
+    x36, x45, xn = (float(points[LEFT_EYE_OUTER, 0]), float(points[RIGHT_EYE_OUTER, 0]),
+                    float(points[NOSE_TIP, 0]))
     inside = min(x36, x45) < xn < max(x36, x45)
     den = x45 - xn
     ratio = (xn - x36) / den if abs(den) > 1e-6 else float("inf")
@@ -158,17 +162,47 @@ def orientation(points: np.ndarray) -> tuple[float, bool]:
 
 
 # ------------------------------------------------------------------------------------------ (C) text
-def text_backend(name: str = "auto") -> tuple[str, Callable[[np.ndarray], list[tuple[str, float]]]] | None:
-    """An OCR backend ``(name, fn(rgb) -> [(text, score), ...])``, or None when none is installed.
+#: backends tried by ``text_backend("auto")``, in order (Python module of each)
+OCR_BACKENDS = {"rapidocr": "rapidocr_onnxruntime", "paddleocr": "paddleocr", "easyocr": "easyocr"}
 
-    Tried in order for "auto": paddleocr, easyocr. Neither ships in our environment and both download
-    their models at first use, so offline the text filter is "not checked"."""
+
+def installed_ocr(name: str = "auto") -> str | None:
+    """The backend `text_backend(name)` would load (without loading it), or None when none is installed."""
     import importlib.util
 
-    names = ["paddleocr", "easyocr"] if name == "auto" else [name]
+    for n in (list(OCR_BACKENDS) if name == "auto" else [name]):
+        if n in OCR_BACKENDS and importlib.util.find_spec(OCR_BACKENDS[n]) is not None:
+            return n
+    return None
+
+
+def text_backend(name: str = "auto", threads: int = 1
+                 ) -> tuple[str, Callable[[np.ndarray], list[tuple[str, float]]]] | None:
+    """An OCR backend ``(name, fn(rgb) -> [(text, score), ...])``, or None when none is installed.
+
+    Tried in order for "auto": rapidocr (``rapidocr-onnxruntime``: PaddleOCR's PP-OCRv4 detection and
+    recognition models as ONNX inside its wheel, so nothing is downloaded), paddleocr, easyocr (both
+    download their models at first use). The scores are the recognition confidences of every detected
+    text line."""
+    import importlib.util
+
+    if name not in ("auto", "none", *OCR_BACKENDS):
+        raise DependencyError(f"unknown OCR backend '{name}'; choose auto, none, {', '.join(OCR_BACKENDS)}.")
+    names = list(OCR_BACKENDS) if name == "auto" else [name]
     for n in names:
-        if n == "none" or importlib.util.find_spec(n) is None:
+        if n == "none" or importlib.util.find_spec(OCR_BACKENDS[n]) is None:
             continue
+        if n == "rapidocr":
+            from rapidocr_onnxruntime import RapidOCR  # type: ignore
+
+            # text_score 0: report every recognised line with its score (the threshold is ours)
+            engine = RapidOCR(text_score=0.0, intra_op_num_threads=threads, inter_op_num_threads=1)
+
+            def run(rgb, engine=engine):
+                res, _ = engine(np.ascontiguousarray(rgb[..., ::-1]))  # ndarray input is read as BGR
+                return [(str(t[1]), float(t[2])) for t in res or []]
+
+            return n, run
         if n == "paddleocr":
             from paddleocr import PaddleOCR  # type: ignore
 
@@ -189,7 +223,11 @@ def text_backend(name: str = "auto") -> tuple[str, Callable[[np.ndarray], list[t
 
             return n, run
     if name not in ("auto", "none"):
-        raise DependencyError(f"OCR backend '{name}' is not installed; `pip install {name}` or use --ocr none.")
+        how = ('`pip install "bfvr[ocr]"` then `pip install --no-deps rapidocr-onnxruntime==1.4.4` '
+               "(docs/data.md)"
+               if name == "rapidocr" else f"`pip install {name}`")
+        raise DependencyError(f"OCR backend '{name}' is not installed; install it with {how} "
+                              "or use --ocr none.")
     return None
 
 
@@ -232,10 +270,14 @@ class Preparer:
 
     @property
     def text_status(self) -> str:
-        return f"checked with {self.ocr[0]}" if self.ocr else \
-            "not checked (no OCR backend installed: pip install paddleocr or easyocr)"
+        if self.ocr:
+            return f"checked with {self.ocr[0]}"
+        if self.opts.text_backend == "none":
+            return "not checked (--ocr none)"
+        return "not checked (no OCR backend installed: see docs/data.md, e.g. rapidocr-onnxruntime)"
 
-    def face_boxes(self, src: Path, progress: Callable[[int], Any] | None = None) -> tuple[list[np.ndarray], int]:
+    def face_boxes(self, src: Path,
+                   progress: Callable[[int], Any] | None = None) -> tuple[list[np.ndarray], int]:
         from bfvr.io import open_video
 
         o = self.opts
@@ -259,12 +301,13 @@ class Preparer:
         and the detection counts recorded in the manifest."""
         boxes, n_det = self.face_boxes(src, progress)
         good = drop_outliers(boxes)
-        stats = {"frames_checked": n_det, "frames_with_face": len(boxes), "outlier_boxes": len(boxes) - len(good)}
+        stats = {"frames_checked": n_det, "frames_with_face": len(boxes),
+                 "outlier_boxes": len(boxes) - len(good)}
         box = union_box(good, self.opts.expand)
         return (None if box is None else crop_box(box, width, height, self.opts.keep_aspect)), stats
 
-    def prepare(self, src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False,
-                progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
+    def prepare(self, src: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                overwrite: bool = False, progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
         """Crop, check and write one clip; return its manifest record."""
         from bfvr.io import VideoWriter, open_video, probe
 
@@ -278,7 +321,8 @@ class Preparer:
         rect, rec["scores"]["faces"] = self.face_rect(src, info.width, info.height,
                                                       lambda k: seen.__setitem__(0, seen[0] + k))
         if rect is None:
-            rec["reasons"].append(f"no face found in {rec['scores']['faces']['frames_checked']} checked frames")
+            rec["reasons"].append("no face found in "
+                                  f"{rec['scores']['faces']['frames_checked']} checked frames")
             if progress:
                 progress(seen[0])
             return rec
@@ -319,12 +363,13 @@ class Preparer:
             fin = [x for x in ratios if np.isfinite(x)]
             rec["scores"]["orientation"] = {
                 "frames_checked": checked, "frames_without_face": len(no_face),
-                "ratio_min": round(min(fin), 4) if fin else None, "ratio_max": round(max(fin), 4) if fin else None,
+                "ratio_min": round(min(fin), 4) if fin else None,
+                "ratio_max": round(max(fin), 4) if fin else None,
                 "frames_out_of_range": bad_frames[:50], "n_out_of_range": len(bad_frames)}
             if bad_frames:
-                rec["reasons"].append(f"orientation: {len(bad_frames)} of {checked} checked frames have the eye/nose "
-                                      f"ratio outside [{o.ratio_range[0]}, {o.ratio_range[1]}] or the nose outside "
-                                      f"the eyes (first: frame {bad_frames[0]})")
+                rec["reasons"].append(f"orientation: {len(bad_frames)} of {checked} checked frames have the "
+                                      f"eye/nose ratio outside [{o.ratio_range[0]}, {o.ratio_range[1]}] or "
+                                      f"the nose outside the eyes (first: frame {bad_frames[0]})")
             if checked and len(no_face) / checked > o.max_no_face:
                 rec["reasons"].append(f"no landmarks in {len(no_face)} of {checked} checked frames")
         else:
@@ -334,8 +379,10 @@ class Preparer:
         else:
             found = self.ocr[1](first)
             rec["scores"]["text"] = {"backend": self.ocr[0], "boxes": [[t, round(s, 4)] for t, s in found]}
-            if any(s > o.text_score for _, s in found):
-                rec["reasons"].append(f"text on the first frame (score > {o.text_score})")
+            hits = [(t, s) for t, s in found if s > o.text_score]
+            if hits:
+                t, sc = max(hits, key=lambda h: h[1])
+                rec["reasons"].append(f"text: {t!r} (score {sc:.3f} > {o.text_score}) on the first frame")
         rec["scores"]["motion"] = round(motion.score, 5)
         if motion.score < o.min_motion:
             rec["reasons"].append(f"motion {motion.score:.4f} < {o.min_motion}")
@@ -370,7 +417,8 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
     check_separate(inputs, out_dir, out_is_dir=True)
     manifest = out_dir / "manifest.jsonl"
     if manifest.exists() and not overwrite:
-        raise OutputError(f"'{manifest}' already exists; pass --overwrite to replace it or choose another folder.")
+        raise OutputError(f"'{manifest}' already exists; pass --overwrite "
+                          "to replace it or choose another folder.")
     prep = Preparer(opts, orientation_check=orientation_check)
     created = [d for d in (out_dir.absolute(), *out_dir.absolute().parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -137,15 +137,3 @@ def x264_roundtrip(frames: np.ndarray, crf: int, *, fps: Fraction | int = 25, pr
     rt = X264Roundtrip(frames.shape[2], frames.shape[1], crf, fps=fps, preset=preset, threads=threads)
     parts = [rt.push(frames), rt.flush()]
     return np.concatenate(parts)
-
-
-def x264_stream(chunks: Iterable[np.ndarray], width: int, height: int, crf: int, **kw) -> Iterator[np.ndarray]:
-    """Streaming version of :func:`x264_roundtrip` over chunks of frames."""
-    rt = X264Roundtrip(width, height, crf, **kw)
-    for c in chunks:
-        out = rt.push(c)
-        if len(out):
-            yield out
-    tail = rt.flush()
-    if len(tail):
-        yield tail

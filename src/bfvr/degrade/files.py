@@ -14,14 +14,8 @@ import numpy as np
 
 from bfvr.degrade.pipeline import Degradation, clip_rng, recipe
 from bfvr.errors import InputError, OutputError
-
-VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".gif", ".mpg", ".mpeg", ".flv", ".wmv"}
-
-
-def list_videos(folder: Path) -> list[Path]:
-    """Video files directly inside ``folder`` (sorted by name)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
-                  and not p.name.startswith("."))
+from bfvr.io.reader import list_videos
+from bfvr.io.writer import CONTAINERS
 
 
 def sidecar_path(out: Path) -> Path:
@@ -43,7 +37,8 @@ def find_pregenerated(folder: Path, name: str) -> Path:
 
 def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg: Degradation | str, seed: int,
                   *, mid: bool = False, name: str | None = None, out_crf: float = 0, chunk: int = 16,
-                  overwrite: bool = False, keep_audio: bool = True, flicker_dir: str | os.PathLike[str] | None = None,
+                  overwrite: bool = False, keep_audio: bool = True,
+                  flicker_dir: str | os.PathLike[str] | None = None,
                   progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
     """Degrade one video file (streaming, bounded memory) and write ``dst`` + ``dst.json``.
 
@@ -57,23 +52,25 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
     src, dst = Path(src), Path(dst)
     deg = recipe(deg) if isinstance(deg, str) else deg
     name = name or src.stem
-    if dst.suffix.lower() not in {".mp4", ".mov", ".m4v", ".mkv"}:
+    if dst.suffix.lower() not in CONTAINERS:
         raise OutputError(f"cannot write '{dst.name}': give a .mp4/.mov/.mkv output file or a folder.")
     side, mpath = sidecar_path(dst), mask_path(dst)
     for p in (side,):
         if p.exists() and not overwrite:
-            raise OutputError(f"'{p}' already exists; pass --overwrite to replace it or choose another output.")
+            raise OutputError(f"'{p}' already exists; pass --overwrite "
+                              "to replace it or choose another output.")
 
     with open_video(src) as reader:
         info = reader.info
         if flicker_dir is not None:
             params = {"version": 1, "recipe": deg.name, "source": "pre-generated",
-                      "path": str(find_pregenerated(Path(flicker_dir), name)), "size": [info.width, info.height],
-                      "fps": str(info.fps), "ops": []}
+                      "path": str(find_pregenerated(Path(flicker_dir), name)),
+                      "size": [info.width, info.height], "fps": str(info.fps), "ops": []}
             lq_reader = open_video(params["path"])
             if lq_reader.info.size != info.size:
-                raise InputError(f"pre-generated '{params['path']}' is {lq_reader.info.width}x{lq_reader.info.height} "
-                                 f"but '{src}' is {info.width}x{info.height}; they must match frame for frame.")
+                raise InputError(f"pre-generated '{params['path']}' is "
+                                 f"{lq_reader.info.width}x{lq_reader.info.height} but '{src}' is "
+                                 f"{info.width}x{info.height}; they must match frame for frame.")
         else:
             params = deg.draw(clip_rng(seed, name), info.width, info.height, fps=info.fps, mid=mid)
             lq_reader = None
@@ -93,7 +90,8 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
         from bfvr.degrade.codec import deterministic_heap
 
         n = 0
-        with VideoWriter(dst, fps=info.fps, time_base=info.time_base, crf=out_crf, overwrite=overwrite,
+        with VideoWriter(dst, fps=info.fps, time_base=info.time_base, vfr=info.vfr, crf=out_crf,
+                         overwrite=overwrite,
                          audio_from=src if keep_audio and info.has_audio else None,
                          inputs=[src, params.get("path")]) as w:
             for frames in out_chunks:
@@ -130,7 +128,7 @@ def _zip_pregenerated(gt_chunks: Iterator[np.ndarray], lq_reader: Any, chunk: in
         for _ in range(len(gt)):
             f = next(lq_frames, None)
             if f is None:
-                raise InputError(f"the pre-generated video '{lq_reader.path}' has fewer frames than its input; "
-                                 "regenerate it with all frames.")
+                raise InputError(f"the pre-generated video '{lq_reader.path}' has fewer "
+                                 "frames than its input; regenerate it with all frames.")
             out.append(f)
         yield np.stack(out)

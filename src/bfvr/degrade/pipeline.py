@@ -9,8 +9,19 @@ from typing import Any
 
 import numpy as np
 
-from bfvr.degrade.ops import (BrightnessFlicker, Blur, BrushMask, Codec, Downscale, Grayscale, Noise, Op,
-                              PixelFlicker, Upscale, _u8)
+from bfvr.degrade.ops import (
+    Blur,
+    BrightnessFlicker,
+    BrushMask,
+    Codec,
+    Downscale,
+    Grayscale,
+    Noise,
+    Op,
+    PixelFlicker,
+    Upscale,
+    _u8,
+)
 from bfvr.errors import ConfigError
 
 SIDECAR_VERSION = 1
@@ -35,9 +46,18 @@ class Degradation:
     >>> lq = deg.apply(frames, params)          # frames: uint8 [N,H,W,3] RGB -> same shape, uint8
     """
 
-    def __init__(self, ops: Sequence[Op], name: str = "custom") -> None:
+    def __init__(
+        self, ops: Sequence[Op], name: str = "custom", rng_slots: Sequence[int] | None = None
+    ) -> None:
         self.ops = list(ops)
         self.name = name
+        # operator i draws from child generator rng_slots[i] (default: i). A recipe that reorders another's
+        # operators keeps their generators, so both draw the same parameters from the same seed.
+        self.rng_slots = list(range(len(self.ops))) if rng_slots is None else list(rng_slots)
+        if sorted(self.rng_slots) != list(range(len(self.ops))):
+            raise ValueError(
+                f"rng_slots must be a permutation of 0..{len(self.ops) - 1}, got {self.rng_slots}"
+            )
 
     def __repr__(self) -> str:
         return f"Degradation({self.name!r}, {self.ops!r})"
@@ -55,8 +75,8 @@ class Degradation:
         ctx: dict[str, Any] = {"size": (int(width), int(height)), "orig_size": (int(width), int(height)),
                                "fps": fps}
         ops = []
-        for op, r in zip(self.ops, children):
-            p = op.draw(r, ctx, mid=mid)
+        for op, slot in zip(self.ops, self.rng_slots):
+            p = op.draw(children[slot], ctx, mid=mid)
             ops.append({"op": op.name, **p})
         return {"version": SIDECAR_VERSION, "recipe": self.name, "mid": bool(mid),
                 "size": [int(width), int(height)], "fps": str(fps), "ops": ops}
@@ -107,11 +127,13 @@ class Degradation:
         return None
 
 
-def _stc(noise: bool) -> list[Op]:
+def _stc(noise: bool, paper: bool = False) -> list[Op]:
     ops: list[Op] = [Blur(kernels=("iso",), size=11, sigma=(2.0, 5.0)),
                      Downscale(scale=(2.0, 4.0), interps=("linear",))]
     if noise:
         ops.append(Noise(sigma=(0.0, 5.0)))
+    if paper:  # the paper's Eq. 9: compress at the low resolution, then upsample
+        return ops + [Codec(crf=(18, 25)), Upscale(interp="linear")]
     return ops + [Upscale(interp="linear"), Codec(crf=(18, 25))]
 
 
@@ -138,31 +160,46 @@ def _bfvr_eval() -> list[Op]:
 
 
 RECIPES: dict[str, tuple[str, Any]] = {
-    "bfvr": ("BFVR-Lite training: iso/aniso blur k25 s~U[0.5,6] -> down x U[2,4] (area/linear/cubic) -> noise "
-             "s~U[0,8] (gray p=0.3) -> x264 CRF 18-35 at the low size -> up (linear) -> brightness flicker "
-             "(p=0.15 per frame, alpha~U[0.8,1.2])", _bfvr),
-    "bfvr-eval": ("fixed evaluation recipe (no random parameter): iso blur s=4 -> down x4 (area) -> noise s=4 "
-                  "-> x264 CRF 25 at the low size -> up (linear)", _bfvr_eval),
+    "bfvr": ("BFVR-Lite training: iso/aniso blur k25 s~U[0.5,6] -> down x U[2,4] "
+             "(area/linear/cubic) -> noise s~U[0,8] (gray p=0.3) -> x264 CRF 18-35 at the low "
+             "size -> up (linear) -> brightness flicker (p=0.15 per frame, alpha~U[0.8,1.2])", _bfvr),
+    "bfvr-eval": ("fixed evaluation recipe (no random parameter): iso blur s=4 -> down "
+                  "x4 (area) -> noise s=4 -> x264 CRF 25 at the low size -> up (linear)", _bfvr_eval),
     "stc": ("BFVR-STC/VFHQ: iso blur k11 s~U[2,5] -> down x U[2,4] -> noise s~U[0,5] -> up -> x264 CRF 18-24",
             lambda: _stc(True)),
     "stc-nonoise": ("STC without the noise step (its first, incremental training step)", lambda: _stc(False)),
+    "stc-paper": ("BFVR-STC as the paper's Eq. 9 writes it: iso blur k11 s~U[2,5] -> down x U[2,4] -> noise "
+                  "s~U[0,5] -> x264 CRF 18-24 at the low size -> up (linear); same draws as stc for a seed",
+                  lambda: _stc(True, paper=True)),
+    "stc-paper-nonoise": ("stc-paper without the noise step; same draws as stc-nonoise for a seed",
+                          lambda: _stc(False, paper=True)),
     "keep": ("KEEP/DicFace: iso/aniso blur k21 s~U[0.1,10] -> down x4 (area/linear/cubic) -> noise s~U[0,10] "
              "(gray p=0.5) -> x264 CRF 18-24 -> up", _keep),
-    "flicker-brightness": ("each frame with p=0.3: convertScaleAbs(alpha~U[0.5,1.5])", lambda: [BrightnessFlicker()]),
+    "flicker-brightness": ("each frame with p=0.3: convertScaleAbs(alpha~U[0.5,1.5])",
+                           lambda: [BrightnessFlicker()]),
     "flicker-pixel": ("per-frame independent texture/detail perturbation (see docs/degrade.md)",
                       lambda: [PixelFlicker()]),
-    "inpaint": ("1-3 brush strokes (8-28 vertices, 30-70 px), same mask on all frames", lambda: [BrushMask()]),
+    "inpaint": ("1-3 brush strokes (8-28 vertices, 30-70 px), same mask on all frames",
+                lambda: [BrushMask()]),
     "gray": ("grayscale input for colourisation", lambda: [Grayscale()]),
 }
+
+
+#: recipes whose operators are another recipe's in a different order: operator i of the recipe draws from
+#: the generator of that recipe's operator RNG_SLOTS[name][i] (the codec keeps the generator it has in `stc`)
+RNG_SLOTS: dict[str, tuple[int, ...]] = {"stc-paper": (0, 1, 2, 4, 3), "stc-paper-nonoise": (0, 1, 3, 2)}
 
 
 def recipe(name: str) -> Degradation:
     """The named recipe; several can be chained with '+', e.g. ``"stc+flicker-brightness"``."""
     ops: list[Op] = []
+    slots: list[int] = []
     for part in name.split("+"):
         part = part.strip()
         if part not in RECIPES:
             raise ConfigError(f"unknown degradation recipe {part!r}; choose from {', '.join(RECIPES)} "
                               "(or chain them with '+').")
-        ops += RECIPES[part][1]()
-    return Degradation(ops, name=name)
+        new = RECIPES[part][1]()
+        slots += [len(ops) + i for i in RNG_SLOTS.get(part, range(len(new)))]
+        ops += new
+    return Degradation(ops, name=name, rng_slots=slots)

@@ -5,6 +5,7 @@ from bfvr.engine.chunker import ClipEngine, ClipStream, WindowStream, blend_weig
 from bfvr.engine.device import autocast, cpu_has_native_bf16, resolve_device, resolve_precision
 
 __all__ = [
-    "ClipEngine", "ClipModel", "ClipStream", "IdentityModel", "ModelContract", "Schedule", "WindowStream", "autocast",
-    "blend_weights", "contract_of", "cpu_has_native_bf16", "pad_indices", "resolve_device", "resolve_precision",
+    "ClipEngine", "ClipModel", "ClipStream", "IdentityModel", "ModelContract", "Schedule", "WindowStream",
+    "autocast", "blend_weights", "contract_of", "cpu_has_native_bf16", "pad_indices", "resolve_device",
+    "resolve_precision",
 ]

@@ -13,15 +13,19 @@ with the default used when a model does not set them:
 * `precision` (str | None): set when the model applies its precision itself (autocast, memory layout);
   None = the engine wraps the call in autocast for the precision the caller asked for;
 * `face_crop_mode` ("proportion" | "align" | None): the crop the model was trained on; None = no
-  preference (the face pipeline then uses the proportion crop).
+  preference (the face pipeline then uses the proportion crop);
+* `prepare_frames` (callable): ``f(iter of (frame uint8 [H, W, 3], pts)) -> the same`` applied to the whole
+  video frames before the face pipeline and the engine (e.g. DicFace inpainting paints the mask's holes
+  white); None = frames unchanged.
 
 Callers read all of it through `contract_of(model)`, never by attribute name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -51,11 +55,11 @@ class Schedule:
     keep: int = 1
 
     @classmethod
-    def clips(cls, length: int | None, overlap: int = 0) -> "Schedule":
+    def clips(cls, length: int | None, overlap: int = 0) -> Schedule:
         return cls("clips", length, overlap, 1).validated()
 
     @classmethod
-    def window(cls, length: int, keep: int = 1) -> "Schedule":
+    def window(cls, length: int, keep: int = 1) -> Schedule:
         return cls("window", length, 0, keep).validated()
 
     @property
@@ -63,7 +67,7 @@ class Schedule:
         """Window: output position of the first kept frame (L//2 for the official keep=1)."""
         return (self.length or 1) // 2 - self.keep // 2
 
-    def validated(self) -> "Schedule":
+    def validated(self) -> Schedule:
         if self.kind not in SCHEDULE_KINDS:
             raise ConfigError(f"unknown schedule {self.kind!r}; use one of: {', '.join(SCHEDULE_KINDS)}.")
         if self.kind == "window":
@@ -73,7 +77,8 @@ class Schedule:
                 raise ConfigError("overlap applies to clip schedules; a window model keeps centre frames "
                                   "(set keep) instead.")
             if not 1 <= self.keep <= self.length:
-                raise ConfigError(f"keep must be between 1 and the window length {self.length}, got {self.keep}.")
+                raise ConfigError("keep must be between 1 and the window "
+                                  f"length {self.length}, got {self.keep}.")
         else:
             if self.length is not None and self.length < 1:
                 raise ConfigError(f"clip length must be >= 1, got {self.length}.")
@@ -94,9 +99,10 @@ class ModelContract:
     value_range: tuple[float, float] = (0.0, 1.0)
     precision: str | None = None
     face_crop_mode: str | None = None
+    prepare_frames: Callable[[Any], Any] | None = None
 
 
-def contract_of(model: "ClipModel") -> ModelContract:
+def contract_of(model: ClipModel) -> ModelContract:
     """The model's contract, with the documented defaults for the optional members (the one place that reads
     them by name)."""
     schedule = getattr(model, "schedule", None)
@@ -107,13 +113,14 @@ def contract_of(model: "ClipModel") -> ModelContract:
         raise ConfigError(f"model value_range must be (lo, hi) with hi > lo, got {(lo, hi)}.")
     crop = getattr(model, "face_crop_mode", None)
     if crop is not None and crop not in CROP_MODES:
-        raise ConfigError(f"model face_crop_mode must be one of {', '.join(CROP_MODES)} or None, got {crop!r}.")
+        raise ConfigError("model face_crop_mode must be one of "
+                          f"{', '.join(CROP_MODES)} or None, got {crop!r}.")
     canvas = getattr(model, "canvas", None)
-    return ModelContract(name=str(getattr(model, "name", type(model).__name__)), schedule=schedule.validated(),
-                         canvas=tuple(canvas) if canvas else None,
+    return ModelContract(name=str(getattr(model, "name", type(model).__name__)),
+                         schedule=schedule.validated(), canvas=tuple(canvas) if canvas else None,
                          device=torch.device(getattr(model, "device", "cpu")),
                          value_range=(float(lo), float(hi)), precision=getattr(model, "precision", None),
-                         face_crop_mode=crop)
+                         face_crop_mode=crop, prepare_frames=getattr(model, "prepare_frames", None))
 
 
 @runtime_checkable
@@ -130,7 +137,8 @@ class ClipModel(Protocol):
     device: torch.device
 
     def restore_clip(self, clip: torch.Tensor) -> torch.Tensor:
-        """Restore `clip` [T, 3, H, W] float32 in `value_range` (on any device); return the same shape and range.
+        """Restore `clip` [T, 3, H, W] float32 in `value_range` (on any device); return the same shape and
+        range.
 
         T equals the clip or window length when that is set (the engine pads short tails), and H, W equal
         `canvas` when that is set (the engine or the face pipeline resizes).

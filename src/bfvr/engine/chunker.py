@@ -5,9 +5,9 @@ stitches the results. Two schedules:
 * ``window`` (`WindowStream`): a sliding window of L frames keeping `keep` centre outputs per call and
   moving by `keep` (keep=1: the official DicFace/PGTFormer schedule, edges replicated), see `Schedule`.
 
-The clips schedule: clip k covers frames [k*S, k*S + T) with T = clip_len and S = T - overlap. The `overlap` frames shared
-by consecutive clips are cross-faded: output = (1 - w_j) * previous + w_j * next, with w rising over the
-overlap (linear: j/(O+1); "cosine": raised cosine 0.5 - 0.5 cos(pi j/(O+1)), j = 1..O). Frames are
+The clips schedule: clip k covers frames [k*S, k*S + T) with T = clip_len and S = T - overlap. The `overlap`
+frames shared by consecutive clips are cross-faded: output = (1 - w_j) * previous + w_j * next, with w rising
+over the overlap (linear: j/(O+1); "cosine": raised cosine 0.5 - 0.5 cos(pi j/(O+1)), j = 1..O). Frames are
 yielded in order, with their pts, as soon as no later clip can change them.
 
 Ends and short videos, never dropping or inventing output frames:
@@ -75,7 +75,8 @@ def pad_indices(n: int, length: int, mode: str = "reflect") -> list[int]:
 
 
 class ClipEngine:
-    """Run a `ClipModel` over a frame stream of any length: `run(iter of (frame, pts)) -> iter of (frame, pts)`.
+    """Run a `ClipModel` over a frame stream of any length: `run(iter of (frame, pts)) -> iter of (frame,
+    pts)`.
 
     Frames are uint8 [H, W, 3] RGB, all of one size within a stream. The model's contract
     (`contract_of(model)`) gives the schedule, canvas, value range and precision handling; keyword arguments
@@ -148,7 +149,8 @@ class ClipEngine:
     def clip_to_uint8(a: torch.Tensor) -> np.ndarray:
         """float [N, 3, H, W] in [0, 1] -> uint8 [N, H, W, 3] (rounded), in one pass."""
         with torch.no_grad():
-            return a.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+            u8 = a.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+            return u8.permute(0, 2, 3, 1).contiguous().numpy()
 
     # ------------------------------------------------------------------ the stream
     def stream(self) -> ClipStream | WindowStream:
@@ -230,8 +232,8 @@ class ClipStream:
 
     def push(self, frame: np.ndarray, tag: object = None) -> list[tuple[np.ndarray, object]]:
         e = self.engine
-        T, O = e.clip_len, e.overlap
-        S = T - O
+        T, ov = e.clip_len, e.overlap
+        S = T - ov
         self._buf.append(frame)
         self._tags.append(tag)
         self._n += 1
@@ -241,7 +243,7 @@ class ClipStream:
         out = e.forward_clip(self._buf[i0:i0 + T])
         self._blend(out, self._next)
         done = self._emit(out, self._next, self._next, self._next + S)
-        self._pending = out[S:].clone() if O else None
+        self._pending = out[S:].clone() if ov else None
         self._next += S
         # keep the last T input frames (the tail clip may reach back that far) and >= the next clip's start
         keep_from = min(self._next, self._n - T)

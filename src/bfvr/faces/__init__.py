@@ -9,8 +9,14 @@
 
 from bfvr.faces.align import CROP_MODES, FFHQ_TEMPLATE_512
 from bfvr.faces.detect import DETECTOR_CHOICES, Face, available_detectors, make_detector
-from bfvr.faces.pipeline import (SELECT_CHOICES, ClipRunner, FaceOptions, FacePipeline, NoFaceWarning,
-                                 restore_faces_stream)
+from bfvr.faces.pipeline import (
+    SELECT_CHOICES,
+    ClipRunner,
+    FaceOptions,
+    FacePipeline,
+    NoFaceWarning,
+    restore_faces_stream,
+)
 from bfvr.faces.track import FaceTracker, ShotCutDetector
 
 __all__ = [

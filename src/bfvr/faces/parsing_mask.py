@@ -38,26 +38,39 @@ def find_parsing_weights(path: str | Path | None = None) -> Path | None:
 
 
 def require_parsing_weights(path: str | Path | None = None) -> Path:
-    """The parsing weights (`find_parsing_weights`), or a `ConfigError` saying in one sentence that there are none."""
+    """The parsing weights (`find_parsing_weights`), or a `ConfigError` saying in one sentence that there
+    are none."""
     found = find_parsing_weights(path)
     if found is None or not found.is_file():
-        where = f"{found} does not exist" if found is not None else "the PGTFormer weights are not in the cache"
-        raise ConfigError(f"--paste-mask parsing needs face-parsing weights and {where}; run `bfvr models "
-                          "download pgtformer` (or restore with -m pgtformer), or use --paste-mask box.")
+        where = (
+            f"{found} does not exist" if found is not None else "the PGTFormer weights are not in the cache"
+        )
+        raise ConfigError(
+            f"--paste-mask parsing needs face-parsing weights and {where}; run `bfvr models "
+            "download pgtformer` (or restore with -m pgtformer), or use --paste-mask box."
+        )
     return found
 
 
 def parsing_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The BiSeNet tensors of a PGTFormer state_dict (prefix stripped) or of a plain BiSeNet one."""
-    inner = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+    inner = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
     return inner or dict(state)
 
 
 class ParsingMasker:
     """`masker(face uint8 [h, w, 3]) -> float32 [h, w]` in [0, 1] (see the module doc)."""
 
-    def __init__(self, net: torch.nn.Module, envelope: np.ndarray, *, classes: Sequence[int] = FACE_CLASSES,
-                 erode: float = 0.01, feather: float = 0.01, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        envelope: np.ndarray,
+        *,
+        classes: Sequence[int] = FACE_CLASSES,
+        erode: float = 0.01,
+        feather: float = 0.01,
+        device: torch.device | str | None = None,
+    ) -> None:
         # a model's own network stays where the model keeps it (device None)
         self.net = (net if device is None else net.to(device)).eval().requires_grad_(False)
         self.device = next(self.net.parameters()).device if device is None else torch.device(device)
@@ -76,8 +89,10 @@ class ParsingMasker:
         state = parsing_state_dict(load_state_dict(path, key="params_ema"))
         missing, unexpected = net.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ConfigError(f"{path} holds no face-parsing BiSeNet ({len(missing)} of its tensors are missing); "
-                              "pass PGTFormer weights or a face-parsing BiSeNet state_dict.")
+            raise ConfigError(
+                f"{path} holds no face-parsing BiSeNet ({len(missing)} of its tensors are missing); "
+                "pass PGTFormer weights or a face-parsing BiSeNet state_dict."
+            )
         return cls(net, envelope, **kw)
 
     @torch.no_grad()

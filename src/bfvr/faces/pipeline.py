@@ -21,8 +21,9 @@ import dataclasses
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -85,8 +86,8 @@ class FaceOptions:
     min_hits: int = 3                # detections before a track is used
     iou_threshold: float = 0.3
     cut_threshold: float = 0.3       # shot cut: Bhattacharyya distance of colour histograms
-    mask_shape: str = "box"          # box | ellipse | parsing (face + hair of a face-parsing net, inside the box;
-    #                                  bfvr.faces.parsing_mask)
+    mask_shape: str = "box"          # box | ellipse | parsing (face + hair of a face-parsing net, inside
+    #                                  the box; bfvr.faces.parsing_mask)
     parsing_weights: str | None = None  # mask_shape parsing: weights of the parsing net (default: the model's
     #                                  own, else the cached PGTFormer weights)
     erode: float = 0.04              # mask: shrink by this x canvas size per side
@@ -94,7 +95,6 @@ class FaceOptions:
     color_match: bool = False        # match the restored face's colour statistics to the input crop
     border: str = "reflect"          # crop outside the frame: reflect | replicate | constant
     draw_box: bool = False           # draw each pasted crop's outline (debugging)
-    has_aligned: bool = False        # input frames are face crops already: no detection, whole frame restored
     upscale: int = 1                 # output size factor; the background is resized by `background`
     # hook for a background upsampler: (frame, upscale) -> frame `upscale` times larger (default: bicubic)
     background: Callable[[np.ndarray, int], np.ndarray] | None = None
@@ -112,7 +112,8 @@ class FaceOptions:
             raise ConfigError(f"unknown --crop-mode '{self.crop_mode}'; "
                               f"choose one of: {', '.join(CROP_MODES + ('auto',))}.")
         if self.mask_shape not in MASK_CHOICES:
-            raise ConfigError(f"unknown --paste-mask '{self.mask_shape}'; choose one of: {', '.join(MASK_CHOICES)}.")
+            raise ConfigError(f"unknown --paste-mask '{self.mask_shape}'; "
+                              f"choose one of: {', '.join(MASK_CHOICES)}.")
         if self.detect_every < 1:
             raise ConfigError("--detect-every must be 1 or more.")
         if self.upscale < 1:
@@ -173,7 +174,7 @@ class FacePipeline:
         self.parsing_net = None
 
     @classmethod
-    def for_model(cls, model, options: FaceOptions | None = None, **kw) -> "FacePipeline":
+    def for_model(cls, model, options: FaceOptions | None = None, **kw) -> FacePipeline:
         """A pipeline around a `ClipModel` (or a factory of `ClipEngine`s, e.g. `Restorer.engine`)."""
         opt = dataclasses.replace(options) if options is not None else FaceOptions()
         from bfvr.engine.base import contract_of
@@ -219,7 +220,7 @@ class FacePipeline:
         self._mask = soft_mask(tuple(opt.canvas), "box" if opt.mask_shape == "parsing" else opt.mask_shape,
                                opt.erode, opt.feather)
         self._masker = None
-        if opt.mask_shape == "parsing" and not opt.has_aligned:
+        if opt.mask_shape == "parsing":
             from bfvr.faces.parsing_mask import ParsingMasker
 
             self._masker = ParsingMasker(self.parsing_net, self._mask) if self.parsing_net is not None else \
@@ -227,9 +228,6 @@ class FacePipeline:
         self.stats = {"frames": 0, "frames_with_face": 0, "crops": 0, "tracks": set(), "cuts": [],
                       "detect_seconds": 0.0, "max_buffered_frames": 0, "boxes": {}, "detector": None,
                       "detector_runs": 0, "frames_detected": 0}
-        if opt.has_aligned:
-            yield from self._process_aligned(frames)
-            return
         # with sparse detection a face is "missed" between detector runs: the gap must span them
         tracker = FaceTracker(iou_threshold=opt.iou_threshold, max_gap=max(opt.max_gap, 2 * opt.detect_every),
                               min_hits=opt.min_hits, sigma=opt.sigma, smooth=opt.smooth,
@@ -264,32 +262,14 @@ class FacePipeline:
         assert not self._slots, "face pipeline lost frames"
         self._finish()
 
-    def _process_aligned(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """--has-aligned: each whole frame is the face; stretch to the canvas, restore, stretch back."""
-        h, w = self.opt.canvas
-        for i, frame in enumerate(frames):
-            frame = np.ascontiguousarray(frame)
-            slot = _Slot(i, frame)
-            self._slots.append(slot)
-            self._by_index[i] = slot
-            H, W = frame.shape[:2]
-            sx, sy = w / W, h / H
-            m = np.array([[sx, 0, (sx - 1) / 2], [0, sy, (sy - 1) / 2]], np.float64)
-            self._add_crop(slot, 0, m, full=True)
-            self.stats["max_buffered_frames"] = max(self.stats["max_buffered_frames"], len(self._slots))
-            yield from self._drain()
-        for tid in list(self._runners):
-            self._flush_runner(tid)
-        yield from self._drain()
-        self._finish()
-
     def _finish(self) -> None:
         self.stats["tracks"] = len(self.stats["tracks"])
         if self.stats["frames"] and not self.stats["crops"] and self.stats["frames_detected"]:
             warnings.warn(NoFaceWarning(
                 f"faces were detected in {self.stats['frames_detected']} of the "
-                f"{self.stats['detector_runs']} frames the detector ran on, but none often enough to be a "
-                f"face track (needs {self.opt.min_hits}), so the frames passed through unchanged (try --detect-every 1)."),
+                f"{self.stats['detector_runs']} frames the detector ran on, but "
+                f"none often enough to be a face track (needs {self.opt.min_hits}), "
+                "so the frames passed through unchanged (try --detect-every 1)."),
                 stacklevel=3)
         elif self.stats["frames"] and not self.stats["crops"]:
             warnings.warn(NoFaceWarning(
@@ -341,14 +321,14 @@ class FacePipeline:
         if chosen:
             self.stats["frames_with_face"] += 1
 
-    def _add_crop(self, slot: _Slot, tid: int, m: np.ndarray, full: bool = False) -> None:
+    def _add_crop(self, slot: _Slot, tid: int, m: np.ndarray) -> None:
         crop = warp_crop(slot.frame, m, tuple(self.opt.canvas), border=self.opt.border)
         if tid not in self._runners:
             self._runners[tid] = self.runner_factory()
             self._pending[tid] = deque()
         slot.pending += 1
         slot.scheduled = True
-        self._pending[tid].append((slot, m, crop if self.opt.color_match else None, full))
+        self._pending[tid].append((slot, m, crop if self.opt.color_match else None))
         self.stats["crops"] += 1
         self._paste(tid, self._runners[tid].push(crop))
 
@@ -358,27 +338,20 @@ class FacePipeline:
         del self._runners[tid], self._pending[tid]
 
     def _paste(self, tid: int, restored: list[np.ndarray]) -> None:
-        import cv2
-
         for face in restored:
-            slot, m, crop, full = self._pending[tid].popleft()
+            slot, m, crop = self._pending[tid].popleft()
             if slot.out is None:
                 slot.out = self._background(slot.frame)
             s = self.opt.upscale
             if s > 1:  # the matrix maps original frame pixels; compose with the upscale
                 up_inv = np.array([[1 / s, 0, (1 / s - 1) / 2], [0, 1 / s, (1 / s - 1) / 2], [0, 0, 1]])
                 m = (np.vstack([m, [0, 0, 1]]) @ up_inv)[:2]
-            if full:
-                H, W = slot.out.shape[:2]
-                interp = cv2.INTER_CUBIC if face.shape[0] < H else cv2.INTER_AREA
-                slot.out = cv2.resize(face, (W, H), interpolation=interp)
-            else:
-                mask = self._mask if self._masker is None else self._masker(face)
-                if crop is not None:
-                    face = match_color(face, crop, mask)
-                paste_back(slot.out, face, m, mask, out=slot.out)
-                if self.opt.draw_box:
-                    slot.boxes.append((m, tid))
+            mask = self._mask if self._masker is None else self._masker(face)
+            if crop is not None:
+                face = match_color(face, crop, mask)
+            paste_back(slot.out, face, m, mask, out=slot.out)
+            if self.opt.draw_box:
+                slot.boxes.append((m, tid))
             slot.pending -= 1
 
     def _background(self, frame: np.ndarray) -> np.ndarray:

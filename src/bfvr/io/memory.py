@@ -33,8 +33,3 @@ def tune_malloc_for_streaming(arenas: int = 2, mmap_threshold: int = 4 << 20) ->
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and ok
     except (OSError, AttributeError):
         return False
-
-
-def limit_malloc_arenas(n: int = 2) -> bool:
-    """Backward-compatible name: `tune_malloc_for_streaming(arenas=n)`."""
-    return tune_malloc_for_streaming(arenas=n)

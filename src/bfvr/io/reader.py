@@ -19,14 +19,26 @@ from bfvr.errors import InputError
 from bfvr.io.types import Chunk, VideoInfo
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: the suffixes of the video files bfvr picks from a folder (a file named directly may be anything FFmpeg
+#: decodes)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
+                  ".gif")
 #: FFmpeg demuxers that mean "one still image", not a video (an image renamed .mp4 lands here)
 _STILL_FORMATS = re.compile(r"(_pipe$|^image2$|^png$|^mjpeg$|^jpeg|^webp$|^bmp$|^tiff$)")
 #: container metadata key bfvr writes when it padded an odd size to even: "WxH" of the real frames
 SIZE_TAG = "bfvr_size"
 
 
-def _natural_key(p: Path) -> list[object]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+def natural_key(name: str) -> list[object]:
+    """Sort key for file names with numbers in their natural order (frame2 before frame10)."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def list_videos(folder: str | os.PathLike[str]) -> list[Path]:
+    """The video files directly inside `folder` (by `VIDEO_SUFFIXES`; hidden files skipped), sorted by
+    name."""
+    return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+                   and not p.name.startswith(".")), key=lambda p: p.name)
 
 
 def _check_path(path: Path) -> None:
@@ -114,7 +126,8 @@ class AVReader(VideoReader):
         try:
             first = next(self._frame_iter)
         except StopIteration:
-            raise InputError(f"'{path}' has no decodable video frames; the file is empty or corrupt.") from None
+            raise InputError(f"'{path}' has no decodable video frames; the file is empty or "
+                             "corrupt.") from None
         self._peeked = [first]
         if _STILL_FORMATS.search(fmt):  # an image demuxer: a video only if a second frame follows
             second = next(self._frame_iter, None)
@@ -153,10 +166,15 @@ class AVReader(VideoReader):
         else:
             duration = 0.0
         count, exact = int(vs.frames or 0), True
+        # indexed containers (mp4/mov): FFmpeg's base rate (the rate that represents every timestamp) is
+        # the frame rate of a constant-rate stream, and higher than the average for a variable one
+        base = Fraction(vs.base_rate) if vs.base_rate else None
+        vfr = bool(count > 1 and base and abs(float(base) - float(fps)) > 0.005 * float(fps))
         if count <= 0:  # the container does not index its frames (mkv, webm, avi, ...): count the packets
             counted = _count_packets(path, vs.index)
             if counted is not None:
                 count, span, step = counted
+                vfr = count > 2 and step is None
                 if count > 1 and span > 0:
                     measured = Fraction(count - 1) / (span * tb)  # average rate from the timestamps
                     # VFR (or a stream rate that is only the time base, e.g. "1000 fps"): the measured average
@@ -186,7 +204,7 @@ class AVReader(VideoReader):
             audio_duration=adur, container=c.format.name or "",
             kind="gif" if (c.format.name or "") == "gif" else "video",
             frame_count_exact=exact, bit_depth=depth,
-            coded_size=(coded_w, coded_h) if crop else None,
+            coded_size=(coded_w, coded_h) if crop else None, vfr=vfr,
         )
 
     def _decode(self) -> Iterator[object]:
@@ -194,10 +212,10 @@ class AVReader(VideoReader):
 
         try:
             for packet in self._container.demux(self._stream):
-                for frame in packet.decode():
-                    yield frame
+                yield from packet.decode()
         except av.FFmpegError as e:
-            raise InputError(f"'{self.path}' is corrupt or truncated ({_why(e)}); re-export or re-download it.") \
+            raise InputError(f"'{self.path}' is corrupt or truncated "
+                             f"({_why(e)}); re-export or re-download it.") \
                 from None
 
     def _to_rgb(self, frame: object) -> np.ndarray:
@@ -220,13 +238,30 @@ class AVReader(VideoReader):
             yield self._to_rgb(f), f.pts
         # mp4/mov index every sample: decoding fewer frames than indexed means the data was cut off
         info = self.info
-        if info.frame_count_exact and "mp4" in info.container and self._decoded < info.frame_count:
-            raise InputError(f"'{self.path}' ended after {self._decoded} of its {info.frame_count} frames; the file "
-                             "is truncated or corrupt (re-export or re-download it).")
+        if (not self._seeked and info.frame_count_exact and "mp4" in info.container
+                and self._decoded < info.frame_count):
+            raise InputError(f"'{self.path}' ended after {self._decoded} of its {info.frame_count} frames; "
+                             "the file is truncated or corrupt (re-export or re-download it).")
 
-    def audio_stream(self):
-        """The input's first audio stream (a PyAV stream) or None."""
-        return self._container.streams.audio[0] if self._container.streams.audio else None
+    _seeked = False
+
+    def seek(self, pts: int) -> None:
+        """Move to the key frame at or before `pts` (in `info.time_base`): `frames()` then yields from there,
+        so a caller that wants frame `pts` skips the frames before it (`bfvr.scale` reads segments so)."""
+        import av
+
+        close_iter = getattr(self._frame_iter, "close", None)
+        if close_iter is not None:
+            close_iter()
+        try:
+            self._container.seek(int(pts), stream=self._stream, backward=True, any_frame=False)
+        except av.FFmpegError as e:
+            raise InputError(
+                f"cannot seek in '{self.path}' ({_why(e)}); re-export it as mp4 or mkv."
+            ) from None
+        self._peeked = []
+        self._seeked = True
+        self._frame_iter = self._decode()
 
     def close(self) -> None:
         self._peeked = []
@@ -274,12 +309,19 @@ class ImageFolderReader(VideoReader):
             a = cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
         return a
 
+    _start = 0
+
+    def seek(self, pts: int) -> None:
+        """Start `frames()` at frame `pts` (an image folder's pts is the frame index)."""
+        self._start = max(0, int(pts))
+
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
-        for i, p in enumerate(self._files):
+        for i, p in enumerate(self._files[self._start:], self._start):
             a = self._load(p)
             if (a.shape[1], a.shape[0]) != self._size:
-                raise InputError(f"frame '{p.name}' is {a.shape[1]}x{a.shape[0]} but the first frame is "
-                                 f"{self._size[0]}x{self._size[1]}; all frames in a folder must have one size.")
+                raise InputError(f"frame '{p.name}' is {a.shape[1]}x{a.shape[0]} but "
+                                 f"the first frame is {self._size[0]}x{self._size[1]}; "
+                                 "all frames in a folder must have one size.")
             yield a, i
 
 
@@ -293,9 +335,10 @@ def open_video(path: str | os.PathLike[str], *, fps: float | Fraction | None = N
     _check_path(p)
     if p.is_dir():
         files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                        and not f.name.startswith(".")), key=_natural_key)
+                        and not f.name.startswith(".")), key=lambda f: natural_key(f.name))
         if not files:
-            raise InputError(f"'{p}' is a folder without PNG/JPG frames; give a video file or a folder of images.")
+            raise InputError(f"'{p}' is a folder without PNG/JPG frames; "
+                             "give a video file or a folder of images.")
         rate = Fraction(fps).limit_denominator(1001 * 1000) if fps else Fraction(25)
         return ImageFolderReader(p, files, rate)
     if not p.is_file():

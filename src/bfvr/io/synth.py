@@ -37,8 +37,8 @@ def pattern_frame(i: int, width: int, height: int) -> np.ndarray:
 def synth_video(path: str | os.PathLike[str], *, frames: int = 48, width: int = 256, height: int = 256,
                 fps: float | Fraction = 25, audio: bool = True, audio_codec: str = "aac",
                 sample_rate: int = 48000, tone_hz: float = 440.0, codec: str = "libx264",
-                pix_fmt: str = "yuv420p", crf: int = 12, preset: str = "veryfast", rotation: int | None = None,
-                pts: list[int] | None = None, time_base: Fraction | None = None,
+                pix_fmt: str = "yuv420p", crf: int = 12, preset: str = "veryfast",
+                rotation: int | None = None, pts: list[int] | None = None, time_base: Fraction | None = None,
                 container_format: str | None = None, extra_options: dict[str, str] | None = None,
                 container_options: dict[str, str] | None = None) -> Path:
     """Encode a synthetic clip to `path` and return it.
@@ -115,3 +115,17 @@ def synth_video(path: str | os.PathLike[str], *, frames: int = 48, width: int = 
             c.mux(p)
     c.close()
     return path
+
+
+def burn_caption(frame: np.ndarray, text: str = "BREAKING NEWS") -> np.ndarray:
+    """A copy of `frame` (uint8 RGB) with a news-style caption, white text on a black band across its lower
+    part: the burned-in text the `bfvr prepare` text filter must catch (its tests and benchmark)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    g = frame.copy()
+    y0, y1 = int(h * 0.78), int(h * 0.89)
+    cv2.rectangle(g, (int(w * 0.1), y0), (int(w * 0.9), y1), (0, 0, 0), -1)
+    cv2.putText(g, text, (int(w * 0.13), y1 - int(h * 0.035)), cv2.FONT_HERSHEY_DUPLEX, w / 400,
+                (255, 255, 255), max(2, round(w / 240)), cv2.LINE_AA)
+    return g

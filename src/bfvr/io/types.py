@@ -43,6 +43,8 @@ class VideoInfo:
     bit_depth: int = 8
     #: the coded size when bfvr padded an odd-sized output to even (the reader crops it back)
     coded_size: tuple[int, int] | None = None
+    #: the frames are not evenly spaced in time (a variable frame rate; `fps` is then the average)
+    vfr: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
@@ -52,7 +54,8 @@ class VideoInfo:
     def as_dict(self) -> dict[str, object]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["path"] = str(self.path)
-        d["fps"] = f"{self.fps.numerator}/{self.fps.denominator}" if self.fps.denominator != 1 else str(self.fps)
+        fps = self.fps
+        d["fps"] = f"{fps.numerator}/{fps.denominator}" if fps.denominator != 1 else str(fps)
         d["time_base"] = f"{self.time_base.numerator}/{self.time_base.denominator}"
         return d
 

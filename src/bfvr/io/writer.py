@@ -28,12 +28,19 @@ from pathlib import Path
 import numpy as np
 
 from bfvr.errors import InputError, OutputError
-from bfvr.io.paths import FRAMES_MARKER, check_replaceable, check_separate, remove_own_frames_dir, set_default_mode
+from bfvr.io.paths import (
+    FRAMES_MARKER,
+    check_replaceable,
+    check_separate,
+    remove_own_frames_dir,
+    set_default_mode,
+)
 from bfvr.io.reader import SIZE_TAG, audio_codec_name
 
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-            "placebo")
-VIDEO_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                "veryslow", "placebo")
+#: the video outputs bfvr writes: file suffix -> FFmpeg muxer
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 #: audio codecs each container takes as a stream copy; anything else is re-encoded to AAC
 COPYABLE_AUDIO = {
     "mp4": {"aac", "mp3", "opus", "alac", "flac", "ac3", "eac3"},
@@ -52,7 +59,7 @@ def h264_size_ok(width: int, height: int) -> bool:
 def output_kind(out: Path) -> str:
     """'video' or 'images' for an output path, or raise OutputError for an unsupported suffix."""
     suffix = out.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
+    if suffix in CONTAINERS:
         return "video"
     if suffix == "":
         return "images"
@@ -70,7 +77,8 @@ def prepare_output(out: str | os.PathLike[str], overwrite: bool = False, *, crea
     check_separate(inputs, out, out_is_dir=kind == "images")
     if out.exists() or out.is_symlink():
         if not overwrite:
-            raise OutputError(f"'{out}' already exists; pass --overwrite to replace it or choose another path.")
+            raise OutputError(f"'{out}' already exists; pass --overwrite "
+                              "to replace it or choose another path.")
         check_replaceable(out, kind)
     parent = out.parent
     if not create:
@@ -105,16 +113,20 @@ class VideoWriter:
     """Write RGB uint8 frames to an H.264 file (with optional audio) or to a PNG folder.
 
     >>> with VideoWriter("out.mp4", fps=reader.info.fps, time_base=reader.info.time_base,
-    ...                  audio_from="in.mp4") as w:
+    ...                  audio_from="in.mp4", vfr=reader.info.vfr) as w:
     ...     for chunk in reader.chunks(16):
     ...         w.write(chunk.frames, chunk.pts)
+
+    `vfr`: the timestamps are unevenly spaced. An mp4/mov track ends where the sum of its samples' decode
+    durations ends, and B-frames give uneven timestamps decode times that run behind the presentation
+    (measured: a 1.02 s clip stored as 0.79 s), so mp4/mov outputs of a variable frame rate get no B-frames.
     """
 
     def __init__(self, out: str | os.PathLike[str], fps: float | Fraction = 25, *,
                  time_base: Fraction | None = None, audio_from: str | os.PathLike[str] | None = None,
                  crf: float = 18, preset: str = "medium", overwrite: bool = False,
                  size: tuple[int, int] | None = None, codec: str = "libx264", pix_fmt: str = "yuv420p",
-                 codec_options: dict[str, str] | None = None,
+                 codec_options: dict[str, str] | None = None, vfr: bool = False,
                  inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
         missing = [d for d in Path(out).expanduser().absolute().parents if not d.exists()]
         self.path = prepare_output(out, overwrite, inputs=[*inputs, audio_from])
@@ -128,7 +140,8 @@ class VideoWriter:
         if not (0 <= float(crf) <= 51):
             raise OutputError(f"--crf must be between 0 and 51, got {crf}.")
         if codec in ("libx264", "libx264rgb") and preset not in X264_PRESETS:
-            raise OutputError(f"preset {preset!r} is not an x264 preset; use one of: {', '.join(X264_PRESETS)}.")
+            raise OutputError(f"preset {preset!r} is not an x264 preset; "
+                              f"use one of: {', '.join(X264_PRESETS)}.")
         self.crf, self.preset, self.codec, self.pix_fmt = crf, preset, codec, pix_fmt
         self.codec_options = dict(codec_options or {})
         self.overwrite = overwrite
@@ -137,8 +150,10 @@ class VideoWriter:
         #: "copied" / "re-encoded" once the audio stream is set up, None without audio
         self.audio_mode: str | None = None
         #: how long the last frame lasts, in `time_base` ticks (e.g. the input's last frame, so a variable
-        #: frame rate video keeps its length); None = 1/fps. Honoured for .mkv; mp4/mov keep 1/fps
+        #: frame rate video keeps its length); None = the encoder's default (1/fps)
         self.last_duration: int | None = None
+        self.vfr = vfr
+        self._held: list = []  # the newest packets, muxed late so `close` can still set their durations
         self._last_pts: int | None = None
         self._container = None
         self._vstream = None
@@ -158,7 +173,8 @@ class VideoWriter:
                 os.close(fd)
                 self._tmp = Path(tmp)
         except OSError as e:
-            raise OutputError(f"cannot write in '{parent}' ({e.strerror}); choose a writable location.") from None
+            raise OutputError(f"cannot write in '{parent}' ({e.strerror}); choose a writable "
+                              "location.") from None
 
     # ------------------------------------------------------------------ writing
     def write(self, frames: np.ndarray, pts: Iterable[int | None] | None = None) -> None:
@@ -212,7 +228,7 @@ class VideoWriter:
         w, h = self.size
         pw, ph = w + (w & 1), h + (h & 1)
         self._pad = (pw - w, ph - h)
-        fmt = VIDEO_SUFFIXES[self.path.suffix.lower()]
+        fmt = CONTAINERS[self.path.suffix.lower()]
         options = {"movflags": "+use_metadata_tags"} if fmt in ("mp4", "mov") else {}
         self._container = c = av.open(str(self._tmp), mode="w", format=fmt, options=options)
         if self._pad != (0, 0):
@@ -222,6 +238,8 @@ class VideoWriter:
         vs.time_base = self.time_base
         vs.codec_context.time_base = self.time_base
         opts = {"crf": f"{self.crf:g}", "preset": self.preset} if self.codec == "libx264" else {}
+        if self.vfr and fmt in ("mp4", "mov") and self.codec in ("libx264", "libx264rgb"):
+            opts["bf"] = "0"  # see the class doc
         opts.update(self.codec_options)
         vs.options = opts
         # the RGB->YUV conversion uses BT.601 limited range; say so, so players decode it the same way
@@ -261,29 +279,27 @@ class VideoWriter:
             self._mux_video(self._vstream.encode(vf))
             self.frames_written += 1
 
-    def _end_at_last_duration(self, packets: list) -> list:
-        """Give the stream's final packet the duration that makes the video end `last_duration` after the
-        last frame (the muxers take the end of a track from its last packet's duration)."""
-        d = self.last_duration
-        if not d or d <= 0 or not packets or self._last_pts is None:
-            return packets
-        end = self._last_pts + int(d)
-        fmt = VIDEO_SUFFIXES[self.path.suffix.lower()]
-        if fmt != "matroska":
-            # mp4/mov: the mov muxer derives sample durations from dts steps and its edit list from the
-            # B-frame shift; measured, setting packet durations moved the end the wrong way, so mp4/mov
-            # keep the default (1/fps) last frame for now
-            return packets
-        try:
-            shown_last = max((p for p in packets if p.pts is not None), key=lambda p: p.pts, default=None)
-            if shown_last is not None and shown_last.pts == self._last_pts:
-                shown_last.duration = end - shown_last.pts  # the block duration of the frame shown last
-        except (AttributeError, TypeError, ValueError):
-            pass
-        return packets
+    def _end_at_last_duration(self) -> None:
+        """Make the video end `last_duration` after its last frame: the packet shown last gets that duration
+        (matroska and the mov edit list end a track at the largest pts + duration), and in mp4/mov also the
+        packet decoded last (the sum of the decode durations is the mov track length; without uneven
+        timestamps under B-frames, see the class doc, it then ends at the same time)."""
+        d, held = self.last_duration, self._held
+        if not d or d <= 0 or not held or self._last_pts is None:
+            return
+        shown = max((p for p in held if p.pts is not None), key=lambda p: p.pts, default=None)
+        if shown is None or shown.pts * shown.time_base != self._last_pts * self.time_base:
+            return  # the last frame's packet was muxed already (never with a held window this long)
+        dur = int(round(d * self.time_base / shown.time_base))
+        shown.duration = dur
+        if CONTAINERS[self.path.suffix.lower()] in ("mp4", "mov"):
+            decoded = max((p for p in held if p.dts is not None), key=lambda p: p.dts, default=shown)
+            decoded.duration = dur
 
-    def _mux_video(self, packets: Iterable[object]) -> None:
-        for pkt in packets:
+    def _mux_video(self, packets: Iterable[object], hold: int = 32) -> None:
+        self._held.extend(packets)
+        while len(self._held) > hold:
+            pkt = self._held.pop(0)
             if self._audio is not None and pkt.dts is not None:
                 self._audio.pump(float(pkt.dts * pkt.time_base))
             self._container.mux(pkt)
@@ -297,7 +313,9 @@ class VideoWriter:
             if self.frames_written == 0:
                 raise OutputError(f"no frames were written to '{self.path}'; nothing to save.")
             if self.kind == "video":
-                self._mux_video(self._end_at_last_duration(list(self._vstream.encode())))
+                self._held.extend(self._vstream.encode())
+                self._end_at_last_duration()
+                self._mux_video([], hold=0)
                 if self._audio is not None:
                     self._audio.pump(None)
                     self._audio.close()
@@ -373,7 +391,8 @@ class _AudioMux:
             self._ost = out.add_stream_from_template(ist)
         else:
             cc = ist.codec_context
-            rate = cc.sample_rate if cc.sample_rate in (8000, 16000, 22050, 24000, 32000, 44100, 48000) else 48000
+            rate = cc.sample_rate if cc.sample_rate in (8000, 16000, 22050, 24000, 32000, 44100,
+                                                        48000) else 48000
             self._ost = out.add_stream("aac", rate=rate)
             self._ost.layout = "stereo" if (cc.channels or 2) >= 2 else "mono"
             self._ost.bit_rate = 192_000
@@ -388,7 +407,8 @@ class _AudioMux:
         try:
             inp = av.open(str(path), mode="r")
         except (av.FFmpegError, OSError) as e:
-            raise InputError(f"cannot read audio from '{path}' ({e}); pass a readable file or no audio.") from None
+            raise InputError(f"cannot read audio from '{path}' ({e}); pass a readable file or no "
+                             "audio.") from None
         if not inp.streams.audio:
             inp.close()
             return None
@@ -451,7 +471,8 @@ class _AudioMux:
             pass
 
 
-def write_video(out: str | os.PathLike[str], frames: Iterable[np.ndarray] | np.ndarray, fps: float | Fraction = 25,
+def write_video(out: str | os.PathLike[str], frames: Iterable[np.ndarray] | np.ndarray,
+                fps: float | Fraction = 25,
                 audio_from: str | os.PathLike[str] | None = None, crf: float = 18, overwrite: bool = False, *,
                 pts: Iterable[int | None] | None = None, time_base: Fraction | None = None,
                 preset: str = "medium") -> Path:

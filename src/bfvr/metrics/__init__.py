@@ -14,6 +14,7 @@ See docs/metrics.md for the definitions.
 """
 
 from bfvr.metrics.fullref import psnr, psnr_frames, ssim, ssim_frames
-from bfvr.metrics.fvd import fvd_from_features, fvd_per_pair, frechet_distance
+from bfvr.metrics.fvd import frechet_distance, fvd_from_features, fvd_per_pair
 
-__all__ = ["psnr", "psnr_frames", "ssim", "ssim_frames", "frechet_distance", "fvd_from_features", "fvd_per_pair"]
+__all__ = ["psnr", "psnr_frames", "ssim", "ssim_frames", "frechet_distance", "fvd_from_features",
+           "fvd_per_pair"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bfvr.errors import ConfigError, InputError
+from bfvr.io.reader import VIDEO_SUFFIXES, list_videos
 
 __all__ = ["FULL_REFERENCE", "NO_REFERENCE", "ALL_METRICS", "EvalOptions", "evaluate_pair",
            "evaluate_dirs", "match_videos", "write_report"]
@@ -29,7 +30,6 @@ _NEED_GT = {"psnr", "ssim", "lpips", "msrl", "ids", "akd", "tlme", "fvd"}
 HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "msrl": True, "ids": True, "face_cons": True,
                  "akd": False, "tlme": False, "flow_score": False, "warp_error": False, "fvd": False,
                  "fvd_per_pair": False, "runtime_s": False}
-VIDEO_EXT = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".m4v"}
 
 
 @dataclass
@@ -51,20 +51,19 @@ class EvalOptions:
     extra: dict = field(default_factory=dict)
 
 
-def match_videos(pred_dir: Path, gt_dir: Path | None) -> tuple[list[tuple[str, Path, Path | None]], list[str]]:
+def match_videos(pred_dir: Path,
+                 gt_dir: Path | None) -> tuple[list[tuple[str, Path, Path | None]], list[str]]:
     """Pair files by stem. Returns (pairs, warnings about unmatched files)."""
     def listing(d: Path) -> dict[str, Path]:
         if not d.is_dir():
             raise InputError(f"'{d}' is not a folder; give a folder of videos.")
-        out = {}
-        for p in sorted(d.iterdir()):
-            if p.suffix.lower() in VIDEO_EXT or (p.is_dir() and any(p.glob("*.png"))):
-                out[p.stem] = p
-        return out
+        frame_dirs = [p for p in d.iterdir() if p.is_dir() and any(p.glob("*.png"))]
+        return {p.stem: p for p in sorted([*list_videos(d), *frame_dirs])}
 
     pred = listing(pred_dir)
     if not pred:
-        raise InputError(f"no videos found in '{pred_dir}' (looked for {', '.join(sorted(VIDEO_EXT))}).")
+        raise InputError(f"no videos found in '{pred_dir}' (looked for {', '.join(VIDEO_SUFFIXES)} and "
+                         "folders of PNG frames).")
     if gt_dir is None:
         return [(k, v, None) for k, v in pred.items()], []
     gt = listing(gt_dir)
@@ -97,8 +96,8 @@ class _Needs:
 
             self.faces = DlibFaces(need_identity=bool(self.m & {"ids", "face_cons"}))
             if self.m & {"ids", "face_cons"}:
-                self.embedder = self.faces if opts.identity_model == "dlib" else ArcFaceEmbedder(opts.identity_model,
-                                                                                                  self.faces)
+                self.embedder = (self.faces if opts.identity_model == "dlib"
+                                 else ArcFaceEmbedder(opts.identity_model, self.faces))
         if "lpips" in self.m:
             from bfvr.metrics.lpips import LPIPS
 
@@ -113,12 +112,13 @@ def _resize_to(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
     w, h = size
-    return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA if f.shape[1] > w else cv2.INTER_CUBIC)
+    return np.stack([cv2.resize(f, (w, h),
+                                interpolation=cv2.INTER_AREA if f.shape[1] > w else cv2.INTER_CUBIC)
                      for f in frames])
 
 
-def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOptions, needs: _Needs | None = None,
-                  progress=None) -> tuple[dict, dict]:
+def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOptions,
+                  needs: _Needs | None = None, progress=None) -> tuple[dict, dict]:
     """Metrics of one video (pair). Returns (row, extras) where extras holds FVD features."""
     from bfvr.io import open_video
     from bfvr.metrics import fullref, temporal
@@ -133,14 +133,17 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
         if gr is not None:
             gi = gr.info
             if (pi.width, pi.height) != (gi.width, gi.height) and opts.resize != "pred-to-gt":
-                raise InputError(f"{name}: prediction is {pi.width}x{pi.height} but GT is {gi.width}x{gi.height}; "
-                                 "pass --resize pred-to-gt to resize the prediction to the GT size.")
+                raise InputError(f"{name}: prediction is {pi.width}x{pi.height} but "
+                                 f"GT is {gi.width}x{gi.height}; pass --resize "
+                                 "pred-to-gt to resize the prediction to the GT size.")
             need = opts.max_frames or 10**12
-            if pi.frame_count != gi.frame_count and opts.length != "min" and min(pi.frame_count, gi.frame_count) < need:
-                raise InputError(f"{name}: prediction has {pi.frame_count} frames but GT has {gi.frame_count}; "
-                                 "pass --length min to compare the common first frames (or --max-frames N).")
-        acc: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "lpips", "ids", "face_cons", "akd", "tlme",
-                                                        "flow_score", "warp_error")}
+            short = min(pi.frame_count, gi.frame_count) < need
+            if pi.frame_count != gi.frame_count and opts.length != "min" and short:
+                raise InputError(f"{name}: prediction has {pi.frame_count} frames but "
+                                 f"GT has {gi.frame_count}; pass --length min to "
+                                 "compare the common first frames (or --max-frames N).")
+        acc: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "lpips", "ids", "face_cons", "akd",
+                                                       "tlme", "flow_score", "warp_error")}
         msrl = {s: [] for s in fullref.MSRL_STRIDES}
         tail_p = tail_g = None
         first_emb = None
@@ -185,7 +188,8 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
             gg = None if g is None else (g if tail_g is None else np.concatenate([tail_g, g]))
             if "msrl" in m:
                 for s in fullref.MSRL_STRIDES:
-                    msrl[s] += list(fullref.msrl_transitions(pp, gg, s, first_end=k_tail, y_channel=opts.y_channel))
+                    msrl[s] += list(fullref.msrl_transitions(pp, gg, s, first_end=k_tail,
+                                                             y_channel=opts.y_channel))
             if "flow_score" in m:
                 acc["flow_score"] += list(temporal.flow_magnitudes(pp, first_end=max(1, k_tail)))
             if "warp_error" in m:
@@ -262,9 +266,10 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
     return row, extras
 
 
-def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path | None, opts: EvalOptions, runtime: dict | None = None,
-                  quiet: bool = False) -> dict:
-    """Evaluate every matched video. Returns {"rows": [...], "mean": {...}, "warnings": [...], "options": {...}}."""
+def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path | None, opts: EvalOptions,
+                  runtime: dict | None = None, quiet: bool = False) -> dict:
+    """Evaluate every matched video. Returns {"rows": [...], "mean": {...}, "warnings": [...], "options":
+    {...}}."""
     from tqdm import tqdm
 
     from bfvr.io import probe
@@ -298,7 +303,8 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path | None, opts: EvalOpt
                                         np.concatenate([f["fvd_gt"] for f in feats]))
     return {"rows": rows, "mean": mean, "warnings": warns, "seconds": time.perf_counter() - t0,
             "options": {"metrics": list(opts.metrics), "no_reference": opts.no_reference,
-                        "crop_border": opts.crop_border, "y_channel": opts.y_channel, "max_frames": opts.max_frames,
+                        "crop_border": opts.crop_border, "y_channel": opts.y_channel,
+                        "max_frames": opts.max_frames,
                         "length": opts.length, "resize": opts.resize, "face_every": opts.face_every,
                         "identity_model": opts.identity_model, "pred": str(pred_dir),
                         "gt": None if gt_dir is None else str(gt_dir)}}
@@ -342,8 +348,9 @@ def write_report(result: dict, out_dir: str | Path) -> list[Path]:
         md.append("| " + " | ".join(cells) + " |")
     notes = [""]
     if "fvd" in result["mean"]:
-        notes.append("FVD (mean row) is the Fréchet distance between the I3D feature sets of all predictions and all GTs; "
-                     "fvd_per_pair is the papers' per-video-pair variant (no covariance term).")
+        notes.append("FVD (mean row) is the Fréchet distance between the I3D "
+                     "feature sets of all predictions and all GTs; fvd_per_pair "
+                     "is the papers' per-video-pair variant (no covariance term).")
     notes += [f"- warning: {w}" for w in result["warnings"]]
     paths = [out / "metrics.md", out / "metrics.csv", out / "metrics.json"]
     tmps = [p.with_name(f".{p.name}.partial") for p in paths]  # renamed into place only when all are written

@@ -111,8 +111,8 @@ class ArcFaceEmbedder:
     def __init__(self, path: str | Path, faces: DlibFaces):
         p = Path(path)
         if not p.is_file():
-            raise WeightsNotFoundError(f"ArcFace file {p} not found; give an existing .onnx or TorchScript .pt path "
-                                       "or use --identity-model dlib.")
+            raise WeightsNotFoundError(f"ArcFace file {p} not found; give an existing .onnx "
+                                       "or TorchScript .pt path or use --identity-model dlib.")
         self.faces = faces
         if p.suffix.lower() == ".onnx":
             try:

@@ -7,7 +7,8 @@ All functions take uint8 or float arrays in the 0..255 range, RGB, shaped [H,W,3
 * SSIM: Wang et al. with an 11x11 Gaussian window (sigma 1.5), C1=(0.01*255)^2, C2=(0.03*255)^2,
   computed per channel on the "valid" area (5 pixels cut at each side) and averaged over channels
   -- BasicSR's ``calculate_ssim`` and scikit-image's ``structural_similarity(gaussian_weights=True,
-  sigma=1.5, use_sample_covariance=False, data_range=255)``.
+  sigma=1.5, use_sample_covariance=False, data_range=255)``. ``ssim_map`` is the same formula on torch
+  tensors (differentiable; the training loss uses it), its window ``bfvr.degrade.ops.gaussian_window``.
 * ``y_channel=True``: the BT.601 luma in the studio range 16..235 (BasicSR's ``to_y_channel``,
   not rounded), instead of the three RGB channels.
 * ``crop_border``: pixels removed at each side before measuring.
@@ -22,8 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-__all__ = ["to_y", "prepare", "psnr", "ssim", "psnr_frames", "ssim_frames", "msrl_transitions",
+from bfvr.degrade.ops import gaussian_window
+
+__all__ = ["to_y", "prepare", "psnr", "ssim", "psnr_frames", "ssim_frames", "ssim_map", "msrl_transitions",
            "MSRL_STRIDES"]
 
 MSRL_STRIDES: tuple[int, ...] = (1, 2, 4)
@@ -61,7 +66,8 @@ def psnr(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
 
 
-def psnr_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> np.ndarray:
+def psnr_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0,
+                y_channel: bool = False) -> np.ndarray:
     """PSNR of each frame of [N,H,W,3] stacks -> [N]."""
     _check(np.asarray(pred), np.asarray(gt))
     a, b = prepare(pred, crop_border, y_channel), prepare(gt, crop_border, y_channel)
@@ -70,28 +76,26 @@ def psnr_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channe
         return np.where(mse == 0, np.inf, 10.0 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-300)))
 
 
-def _gauss_window() -> np.ndarray:
-    import cv2
+def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float, *, window: int = 11,
+             sigma: float = 1.5) -> torch.Tensor:
+    """SSIM at every "valid" position of two NCHW batches (per channel): [N, C, H-window+1, W-window+1].
 
-    k = cv2.getGaussianKernel(11, 1.5).astype(np.float64)
-    return k @ k.T
+    Wang et al. with a Gaussian window and C1 = (0.01 L)^2, C2 = (0.03 L)^2 for `data_range` L; the
+    means and (co)variances are the window's weighted sums. Differentiable; computed in x's dtype.
+    """
+    c = x.shape[1]
+    g = torch.from_numpy(gaussian_window(window, sigma)).to(device=x.device, dtype=x.dtype)
+    gh, gv = g.view(1, 1, 1, -1).expand(c, 1, 1, window), g.view(1, 1, -1, 1).expand(c, 1, window, 1)
 
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(z, gh, groups=c), gv, groups=c)
 
-def _ssim_plane(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> float:
-    import cv2
-
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-
-    def f(x: np.ndarray) -> np.ndarray:
-        return cv2.filter2D(x, -1, window)[5:-5, 5:-5]
-
-    mu1, mu2 = f(a), f(b)
-    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
-    s1 = f(a * a) - mu1_sq
-    s2 = f(b * b) - mu2_sq
-    s12 = f(a * b) - mu12
-    m = ((2 * mu12 + c1) * (2 * s12 + c2)) / ((mu1_sq + mu2_sq + c1) * (s1 + s2 + c2))
-    return float(m.mean())
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
 
 
 def ssim(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:
@@ -100,11 +104,13 @@ def ssim(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool
     a, b = prepare(pred, crop_border, y_channel), prepare(gt, crop_border, y_channel)
     if min(a.shape[0], a.shape[1]) < 11:
         raise ValueError(f"SSIM needs frames of at least 11x11 pixels after cropping, got {a.shape[:2]}")
-    w = _gauss_window()
-    return float(np.mean([_ssim_plane(a[..., c], b[..., c], w) for c in range(a.shape[-1])]))
+    x, y = (torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None] for v in (a, b))
+    # channels have one size, so the mean over all positions is the mean of the per-channel SSIMs
+    return float(ssim_map(x, y, 255.0).mean())
 
 
-def ssim_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> np.ndarray:
+def ssim_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0,
+                y_channel: bool = False) -> np.ndarray:
     """SSIM of each frame of [N,H,W,3] stacks -> [N]."""
     _check(np.asarray(pred), np.asarray(gt))
     return np.array([ssim(p, g, crop_border, y_channel) for p, g in zip(pred, gt)], dtype=np.float64)

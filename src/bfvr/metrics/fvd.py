@@ -86,7 +86,8 @@ class I3DFeatures:
         try:
             self.model = torch.jit.load(str(p), map_location=device).eval()
         except Exception as e:  # not a TorchScript archive
-            raise WeightsNotFoundError(f"{p} is not a TorchScript module ({type(e).__name__}); {I3D_HINT}.") from e
+            raise WeightsNotFoundError(f"{p} is not a TorchScript module ({type(e).__name__}); "
+                                       f"{I3D_HINT}.") from e
         self.clip_len, self.device, self.size = clip_len, device, size
 
     def _prep(self, clip: np.ndarray):

@@ -109,18 +109,21 @@ class LPIPS(nn.Module):
             raise ValueError(f"net must be 'vgg' or 'alex', got {net!r}")
         if backbone is None or not Path(backbone).is_file():
             where = "no --lpips-backbone given" if backbone is None else f"{backbone} not found"
-            raise WeightsNotFoundError(f"LPIPS unavailable: needs weights {BACKBONE_FILES[net]} ({where}); "
-                                       "download it yourself and pass --lpips-backbone PATH, or leave lpips out of --metrics.")
+            raise WeightsNotFoundError(f"LPIPS unavailable: needs weights {BACKBONE_FILES[net]} "
+                                       f"({where}); download it yourself and pass "
+                                       "--lpips-backbone PATH, or leave lpips out of --metrics.")
         heads = Path(heads) if heads is not None else lpips_heads_path(net)
         if heads is None or not heads.is_file():
-            raise WeightsNotFoundError(f"LPIPS unavailable: needs weights lpips v0.1 {net}.pth (the linear heads "
-                                       "from the lpips package); pass --lpips-heads PATH or pip install lpips.")
+            raise WeightsNotFoundError("LPIPS unavailable: needs weights lpips v0.1 "
+                                       f"{net}.pth (the linear heads from the lpips package); "
+                                       "pass --lpips-heads PATH or pip install lpips.")
         self.net = LPIPSBackbone(net)
         sd = {k: v for k, v in load_state(backbone).items() if k.startswith("features.")}
         try:
             self.net.load_state_dict(sd, strict=True)
         except RuntimeError as e:
-            raise WeightsNotFoundError(f"{backbone} is not a torchvision {net} state_dict ({str(e).splitlines()[0]}).") from e
+            raise WeightsNotFoundError(f"{backbone} is not a torchvision {net} "
+                                       f"state_dict ({str(e).splitlines()[0]}).") from e
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in CHANNELS[net])
         hd = load_state(heads)
         try:

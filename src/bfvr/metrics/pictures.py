@@ -29,7 +29,10 @@ def temporal_profile(frames_iter, column: float | None = None, row: float | None
                 raise ValueError(f"row {row} is outside the frame height {h}")
             lines += list(c[:, r])            # [W,3] each
         else:
-            x = w // 2 if column is None else (int(round(column * (w - 1))) if 0 < column < 1 else int(column))
+            if column is None:
+                x = w // 2
+            else:
+                x = int(round(column * (w - 1))) if 0 < column < 1 else int(column)
             if not 0 <= x < w:
                 raise ValueError(f"column {column} is outside the frame width {w}")
             lines += list(c[:, :, x])         # [H,3] each
@@ -49,7 +52,8 @@ def label_strip(text: str, width: int, height: int = 28) -> np.ndarray:
     while tw > width - 8 and scale > 0.25:
         scale *= 0.85
         (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    cv2.putText(strip, text, (4, int(height * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(strip, text, (4, int(height * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
     return strip
 
 
@@ -72,7 +76,8 @@ def hstack_labeled(images: Sequence[np.ndarray], labels: Sequence[str] | None, h
     return np.concatenate(tiles, axis=1)
 
 
-def profile_image(videos: Sequence[str | os.PathLike[str]], *, column: float | None = None, row: float | None = None,
+def profile_image(videos: Sequence[str | os.PathLike[str]], *, column: float | None = None,
+                  row: float | None = None,
                   max_frames: int | None = None, labels: Sequence[str] | None = None, scale: int = 1,
                   on_video: Callable[[int], None] | None = None) -> np.ndarray:
     """The temporal profiles of several videos side by side with their labels (what `bfvr profile` writes).
@@ -109,7 +114,9 @@ def profile_image(videos: Sequence[str | os.PathLike[str]], *, column: float | N
             if row is not None:
                 rw = row if 0 < row < 1 else min(h - 1, int(round(row * h / first_h)))
             else:
-                c = column if column is None or 0 < column < 1 else min(w - 1, int(round(column * w / first_w)))
+                c = column
+                if column is not None and not 0 < column < 1:
+                    c = min(w - 1, int(round(column * w / first_w)))
 
             def chunks(r=r):
                 n = 0

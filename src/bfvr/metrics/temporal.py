@@ -72,7 +72,8 @@ def _valid_mask(flow_back: np.ndarray, flow_fwd: np.ndarray) -> np.ndarray:
 
 def warp_errors(frames: np.ndarray, reference: np.ndarray | None = None, first_end: int = 1,
                 flow_fn: FlowFn = dis_flow) -> np.ndarray:
-    """Warping error of each transition (t-1 -> t), t >= ``first_end``; flow from ``reference`` or ``frames``."""
+    """Warping error of each transition (t-1 -> t), t >= ``first_end``; flow from ``reference`` or
+    ``frames``."""
     ref = frames if reference is None else reference
     if len(ref) != len(frames) or ref.shape[1:3] != frames.shape[1:3]:
         raise ValueError(f"reference shape {ref.shape} does not match the video {frames.shape}")

@@ -47,7 +47,8 @@ def map_output(x: torch.Tensor, mode: str, value_range: tuple[float, float] = (0
 
 
 def to_channels_last(module: nn.Module) -> nn.Module:
-    """Store the 4-D weights of `module` channels_last and the 5-D ones channels_last_3d (values unchanged)."""
+    """Store the 4-D weights of `module` channels_last and the 5-D ones channels_last_3d (values
+    unchanged)."""
     for t in list(module.parameters()) + list(module.buffers()):
         if t.dim() == 4:
             t.data = t.data.contiguous(memory_format=torch.channels_last)
@@ -62,17 +63,20 @@ class NetClipModel:
 
     def __init__(self, net: nn.Module, *, name: str, schedule: Schedule, canvas: tuple[int, int] | None,
                  device: torch.device | str = "cpu", precision: str = "fp32",
-                 value_range: tuple[float, float] = (0.0, 1.0), layout: str = "BCTHW", spatial_multiple: int = 1,
-                 time_multiple: int = 1, output_map: str = "clamp", face_crop_mode: str | None = None,
+                 value_range: tuple[float, float] = (0.0, 1.0), layout: str = "BCTHW",
+                 spatial_multiple: int = 1, time_multiple: int = 1, output_map: str = "clamp",
+                 face_crop_mode: str | None = None,
                  channels_last: bool | None = None, canvas_required: bool = True) -> None:
         schedule = schedule.validated()
         self.device = check_clip_options(precision, schedule.length, schedule.overlap, device)
         if layout not in LAYOUTS:
             raise ConfigError(f"unknown network layout '{layout}'; use one of: {', '.join(LAYOUTS)}.")
         if output_map not in OUTPUT_MAPS:
-            raise ConfigError(f"unknown output mapping '{output_map}'; choose one of: {', '.join(OUTPUT_MAPS)}.")
+            raise ConfigError(f"unknown output mapping '{output_map}'; "
+                              f"choose one of: {', '.join(OUTPUT_MAPS)}.")
         if face_crop_mode is not None and face_crop_mode not in CROP_MODES:
-            raise ConfigError(f"face_crop_mode must be one of {', '.join(CROP_MODES)} or None, got {face_crop_mode!r}.")
+            raise ConfigError(f"face_crop_mode must be one of {', '.join(CROP_MODES)} or None, "
+                              f"got {face_crop_mode!r}.")
         if spatial_multiple < 1 or time_multiple < 1:
             raise ConfigError("spatial_multiple and time_multiple must be >= 1.")
         self.name, self.schedule, self.precision, self.layout = name, schedule, precision, layout
@@ -97,7 +101,10 @@ class NetClipModel:
 
     def __repr__(self) -> str:
         s = self.schedule
-        sched = f"window({s.length}, keep={s.keep})" if s.kind == "window" else f"clips({s.length}, overlap={s.overlap})"
+        if s.kind == "window":
+            sched = f"window({s.length}, keep={s.keep})"
+        else:
+            sched = f"clips({s.length}, overlap={s.overlap})"
         return (f"{type(self).__name__}(name={self.name!r}, schedule={sched}, canvas={self.canvas}, "
                 f"device={self.device}, precision={self.precision!r}, output_map={self.output_map!r})")
 
@@ -117,10 +124,14 @@ class NetClipModel:
         """``[T, 3, H, W]`` -> the network layout (one clip)."""
         if self.layout == "BCTHW":
             x = frames.permute(1, 0, 2, 3).unsqueeze(0)
-            return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x.contiguous()
+            if self.channels_last:
+                return x.contiguous(memory_format=torch.channels_last_3d)
+            return x.contiguous()
         if self.layout == "BTCHW":
             return frames.unsqueeze(0).contiguous()
-        return frames.contiguous(memory_format=torch.channels_last) if self.channels_last else frames.contiguous()
+        if self.channels_last:
+            return frames.contiguous(memory_format=torch.channels_last)
+        return frames.contiguous()
 
     def from_layout(self, out: torch.Tensor) -> torch.Tensor:
         """The network layout -> ``[T, 3, H, W]``."""
@@ -141,7 +152,8 @@ class NetClipModel:
 
     @torch.no_grad()
     def restore_clip(self, clip: torch.Tensor) -> torch.Tensor:
-        """Restore `clip` [T, 3, H, W] (float, in `value_range`); return [T, 3, H, W] float32 on `self.device`."""
+        """Restore `clip` [T, 3, H, W] (float, in `value_range`); return [T, 3, H, W] float32 on
+        `self.device`."""
         self.check_clip(clip)
         t, _, h, w = clip.shape
         x = clip.to(self.device, torch.float32)

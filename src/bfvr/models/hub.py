@@ -7,9 +7,10 @@ cache, checksums, safe loading) are handled by `bfvr.models.weights`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -28,7 +29,8 @@ class ModelSpec:
     config: Mapping[str, Any] = field(default_factory=dict)
     #: builds the bare network: ``net(config, device=None, **net_options)`` (``device="meta"``: shapes only)
     net: Callable[..., torch.nn.Module] | None = None
-    #: maps a Hugging Face ``config.json`` that comes with the weights to `config` (None: such files are ignored)
+    #: maps a Hugging Face ``config.json`` that comes with the weights to `config`
+    #: (None: such files are ignored)
     hf_config: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
 
@@ -71,18 +73,19 @@ def net_config(name: str, path: str | Path | None = None) -> Mapping[str, Any]:
             try:
                 return dict(spec.hf_config(hf))
             except (KeyError, TypeError, ValueError) as e:
-                raise ModelError(f"the config.json beside {path} does not describe a '{name}' network ({e}).") from None
+                raise ModelError(f"the config.json beside {path} does not describe a '{name}' "
+                                 f"network ({e}).") from None
     return spec.config
 
 
 def load_net(name: str, *, weights: str | os.PathLike | None = None, offline: bool = False,
              sha256: str | None = None, progress: bool = True, path: str | os.PathLike | None = None,
              **net_options: Any) -> tuple[torch.nn.Module, Path]:
-    """The one weights path of every model: find the file (`path` as found, else `weights` = --weights, else the
-    bundled file or the cache, downloading from the entry's URLs unless `offline`) -> safe load (safetensors,
-    or torch.load(weights_only=True)) -> the state_dict under the entry's key (``params_ema`` / ``params`` /
-    flat) -> exact key and shape check against the network built on the meta device, naming the mismatches ->
-    strict assign. Returns (the fp32 network in eval mode on the CPU, the weights file)."""
+    """The one weights path of every model: find the file (`path` as found, else `weights` = --weights,
+    else the bundled file or the cache, downloading from the entry's URLs unless `offline`) -> safe load
+    (safetensors, or torch.load(weights_only=True)) -> the state_dict under the entry's key (``params_ema``
+    / ``params`` / flat) -> exact key and shape check against the network built on the meta device, naming
+    the mismatches -> strict assign. Returns (the fp32 network in eval mode on the CPU, the weights file)."""
     from bfvr.models import weights as W
 
     spec = get_spec(name)
@@ -97,13 +100,16 @@ def load_net(name: str, *, weights: str | os.PathLike | None = None, offline: bo
     net = spec.net(config, device="meta", **net_options)  # shapes only: no random init of big networks
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     cfg = ", ".join(f"{k}={v}" for k, v in config.items())
-    W.check_state_dict(state, expected, what=f"the weights in {path}", model=f"'{name}' ({cfg})" if cfg else f"'{name}'")
+    W.check_state_dict(state, expected, what=f"the weights in {path}",
+                       model=f"'{name}' ({cfg})" if cfg else f"'{name}'")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     net.load_state_dict(state, strict=True, assign=True)
     del state
     missing = [k for k, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
-    if missing:  # a tensor that is not in the state_dict (a non-persistent buffer the network must build itself)
-        raise ModelError(f"internal error: '{name}' has tensors the weights do not set: {', '.join(missing[:4])}.")
+    # a tensor that is not in the state_dict (a non-persistent buffer the network must build itself)
+    if missing:
+        raise ModelError(f"internal error: '{name}' has tensors the weights do not set: "
+                         f"{', '.join(missing[:4])}.")
     return net.eval(), path
 
 
@@ -154,9 +160,9 @@ def build_lite_net(config: Mapping[str, Any], *, device: torch.device | str | No
         return LiteNet(**config)
 
 
-def _build_lite(device: torch.device, weights: str | None = None, precision: str = "fp32", offline: bool = False,
-                sha256: str | None = None, progress: bool = True, clip_len: int = 24, overlap: int = 4,
-                **unknown: object) -> ClipModel:
+def _build_lite(device: torch.device, weights: str | None = None, precision: str = "fp32",
+                offline: bool = False, sha256: str | None = None, progress: bool = True, clip_len: int = 24,
+                overlap: int = 4, **unknown: object) -> ClipModel:
     from bfvr.models.lite.clip import LiteClipModel
 
     if unknown:
@@ -166,9 +172,60 @@ def _build_lite(device: torch.device, weights: str | None = None, precision: str
     return LiteClipModel(net, clip_len=clip_len, overlap=overlap, device=device, precision=precision)
 
 
+# -------------------------------------------------------------------------------------------- DicFace
+
+def build_dicface_net(config: Mapping[str, Any], *, device: torch.device | str | None = None,
+                      sampling: str = "official", seed: int | None = None) -> torch.nn.Module:
+    """The DicFace network for `config` (``device="meta"`` for shapes only)."""
+    from bfvr.models.dicface import DicFace
+
+    with torch.device(device or "cpu"):
+        return DicFace(**config, sampling=sampling, seed=seed)
+
+
+def _dicface_hf_config(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A ``config.json`` beside DicFace weights: the `DicFace` constructor arguments it names."""
+    import inspect
+
+    from bfvr.models.dicface import DicFace
+
+    known = set(inspect.signature(DicFace).parameters) - {"sampling", "seed"}
+    out = {k: v for k, v in cfg.items() if k in known}
+    if not out:
+        raise ValueError("it names no DicFace constructor argument")
+    return {**_DICFACE, **out}
+
+
+def _dicface_builder(name: str, task: str) -> Callable[..., ClipModel]:
+    def build(device: torch.device, weights: str | None = None, precision: str = "fp32",
+              offline: bool = False, sha256: str | None = None, progress: bool = True, keep: int = 1,
+              window: int = 5,
+              sampling: str | None = None, seed: int | None = 0, w: float = 1.0, adain: bool = False,
+              mask: Any = None, **unknown: object) -> ClipModel:
+        from bfvr.models.dicface.clip import DEFAULT_SAMPLING, DicFaceClipModel
+
+        if unknown:
+            raise ConfigError(f"model '{name}' has no option {', '.join(sorted(unknown))}; "
+                              "it takes keep, window, sampling, seed, w, "
+                              f"adain{', mask' if task == 'inpaint' else ''}.")
+        if task == "inpaint" and mask is None:  # before loading 465 MB of weights
+            raise ConfigError(f"{name} needs the mask of the missing pixels: --mask mask.png "
+                              "(white = missing; or a mask video / folder with one mask per frame).")
+        net, _ = load_net(name, weights=weights, offline=offline, sha256=sha256, progress=progress)
+        return DicFaceClipModel(net, name=name, task=task, window=window, keep=keep, device=device,
+                                precision=precision, w=w, adain=adain, sampling=sampling or DEFAULT_SAMPLING,
+                                seed=seed, mask=mask)
+
+    return build
+
+
+_DICFACE = {"dim_embed": 512, "n_head": 8, "n_layers": 9, "codebook_size": 1024,
+            "connect_list": ("32", "64", "128", "256"), "frame_length": 5}
+
 # ------------------------------------------------------------------------------------------- PGTFormer
 
-def build_pgtformer_net(config: Mapping[str, Any], *, device: torch.device | str | None = None) -> torch.nn.Module:
+def build_pgtformer_net(config: Mapping[str, Any], *,
+                        device: torch.device | str | None = None) -> torch.nn.Module:
     """The PGTFormer network for `config` (``device="meta"`` for shapes only)."""
     from bfvr.models.pgtformer import PGTFormer
 
@@ -205,13 +262,15 @@ _STC_BFVR = {"n_head": 2, "n_layers": 9, "codebook_size": 1024, "dim_embd": 256}
 _STC_DEFLICKER = {"n_head": 4, "n_layers": 6, "codebook_size": 1024, "dim_embd": 256}
 
 MODELS: dict[str, ModelSpec] = {
-    "bfvr-lite": ModelSpec("bfvr-lite", "BFVR-Lite: compact temporal U-Net trained by this project, fast on a "
-                           "CPU; the default (weights ship with bfvr)", _build_lite, weights="bfvr-lite",
-                           config=_LITE, net=build_lite_net),
-    "identity": ModelSpec("identity", "frames pass through unchanged (tests the pipeline)", _build_identity),
-    "pgtformer": ModelSpec("pgtformer", "PGTFormer (IJCAI 2024): parsing-guided 3-frame transformer for faces that "
-                           "are not aligned, official weights", _build_pgtformer, weights="pgtformer",
-                           config=_pgtformer_config(), net=build_pgtformer_net, hf_config=_pgtformer_hf_config),
+    "bfvr-lite": ModelSpec("bfvr-lite", "BFVR-Lite: compact temporal U-Net trained by this project, "
+                           "fast on a CPU; the default (weights ship with bfvr)", _build_lite,
+                           weights="bfvr-lite", config=_LITE, net=build_lite_net),
+    "identity": ModelSpec("identity", "frames pass through unchanged (tests the pipeline)",
+                          _build_identity),
+    "pgtformer": ModelSpec("pgtformer", "PGTFormer (IJCAI 2024): parsing-guided 3-frame transformer for "
+                           "faces that are not aligned, official weights", _build_pgtformer,
+                           weights="pgtformer", config=_pgtformer_config(), net=build_pgtformer_net,
+                           hf_config=_pgtformer_hf_config),
     "stc": ModelSpec("stc", "BFVR-STC (CVPR 2025): general face video restoration, official weights",
                      _stc_builder("stc"), weights="stc", config=_STC_BFVR, net=build_stc_net),
     "stc-deflicker": ModelSpec("stc-deflicker", "BFVR-STC: brightness de-flickering, official weights",
@@ -220,6 +279,18 @@ MODELS: dict[str, ModelSpec] = {
     "stc-deflicker-sd": ModelSpec("stc-deflicker-sd", "BFVR-STC: pixel de-flickering, official weights",
                                   _stc_builder("stc-deflicker-sd"), weights="stc-deflicker-sd",
                                   config=_STC_DEFLICKER, net=build_stc_net),
+    "dicface": ModelSpec("dicface", "DicFace (ICCV 2025): face video restoration, Dirichlet code mixtures, "
+                         "official weights", _dicface_builder("dicface", "restore"), weights="dicface",
+                         config=_DICFACE, net=build_dicface_net, hf_config=_dicface_hf_config),
+    "dicface-inpaint": ModelSpec("dicface-inpaint", "DicFace: face video inpainting "
+                                 "(--mask, white = missing), official weights",
+                                 _dicface_builder("dicface-inpaint", "inpaint"),
+                                 weights="dicface-inpaint", config=_DICFACE, net=build_dicface_net,
+                                 hf_config=_dicface_hf_config),
+    "dicface-color": ModelSpec("dicface-color", "DicFace: face video colourisation (input made grey first), "
+                               "official weights", _dicface_builder("dicface-color", "color"),
+                               weights="dicface-color", config=_DICFACE, net=build_dicface_net,
+                               hf_config=_dicface_hf_config),
 }
 
 

@@ -24,8 +24,8 @@ from bfvr.errors import DependencyError, ModelError
 LAYOUTS = ("BTCHW", "BCTHW")
 
 
-def export_onnx(model: Any, path: str | os.PathLike[str], *, frames: int | None = None, size: int | None = None,
-                opset: int = 18) -> Path:
+def export_onnx(model: Any, path: str | os.PathLike[str], *, frames: int | None = None,
+                size: int | None = None, opset: int = 18) -> Path:
     """Export clip model `model` (its ``onnx_module()``: network, layout, axes that may vary) to `path`.
 
     `frames`/`size` shape the example input (default: the model's clip length and canvas). Axes that the
@@ -69,21 +69,24 @@ class OnnxClipModel:
     precision = "fp32"
     backend = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike[str] | None, *, expect: str | None = None, clip_len: int | None = None,
-                 overlap: int | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None, *, expect: str | None = None,
+                 clip_len: int | None = None, overlap: int | None = None, threads: int | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise DependencyError("the onnxruntime backend needs ONNX Runtime: pip install 'bfvr[onnx]'.") from None
+            raise DependencyError("the onnxruntime backend needs ONNX Runtime: pip install "
+                                  "'bfvr[onnx]'.") from None
         if path is None or not Path(path).is_file():
-            raise ModelError(f"the ONNX file {path} does not exist; make one with `bfvr export --format onnx -o "
-                             "model.onnx` and pass it with --weights.")
+            raise ModelError(f"the ONNX file {path} does not exist; make one with `bfvr "
+                             "export --format onnx -o model.onnx` and pass it with --weights.")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for bad files
-            raise ModelError(f"{path} is not a loadable ONNX model ({' '.join(str(e).split())[:200]}).") from None
+            why = " ".join(str(e).split())[:200]
+            raise ModelError(f"{path} is not a loadable ONNX model ({why}).") from None
         raw = self.session.get_modelmeta().custom_metadata_map.get("bfvr")
         if raw is None:
             raise ModelError(f"{path} was not written by `bfvr export` (no bfvr metadata); export the model "
@@ -96,8 +99,8 @@ class OnnxClipModel:
         self.layout = meta["layout"]
         fixed = meta.get("clip_len")
         if fixed is not None and clip_len not in (None, fixed):
-            raise ModelError(f"{path} was exported for clips of {fixed} frames; drop --clip-len or export again "
-                             f"with --frames {clip_len}.")
+            raise ModelError(f"{path} was exported for clips of {fixed} frames; drop "
+                             f"--clip-len or export again with --frames {clip_len}.")
         self.clip_len = fixed or clip_len or meta.get("default_clip_len")
         self.overlap = meta["overlap"] if overlap is None else overlap
         if self.clip_len is not None and not 0 <= self.overlap < self.clip_len:
@@ -119,8 +122,8 @@ class OnnxClipModel:
             raise ModelError(f"{self.name} restores clips shaped [T, 3, H, W]; got {list(clip.shape)}.")
         t, _, h, w = clip.shape
         if "T" not in self.dynamic and self.clip_len is not None and t != self.clip_len:
-            raise ModelError(f"{self.name}'s ONNX graph takes clips of exactly {self.clip_len} frames, got {t}; "
-                             "drop --clip-len or export again with --frames.")
+            raise ModelError(f"{self.name}'s ONNX graph takes clips of exactly {self.clip_len} "
+                             f"frames, got {t}; drop --clip-len or export again with --frames.")
         if self.canvas is not None and "H" not in self.dynamic and (h, w) != self.canvas:
             raise ModelError(f"{self.name} needs {self.canvas[0]}x{self.canvas[1]} frames; got {h}x{w}.")
         x = clip.detach().cpu().float()

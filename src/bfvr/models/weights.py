@@ -28,13 +28,16 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from bfvr.errors import ModelError, WeightsNotFoundError
 
 RELEASE_URL = "https://github.com/Dixin-Lab/BFVR-STC/releases/download/init"
+#: the DicFace authors' Hugging Face model repo (`fudan-generative-ai/DicFace_model`), folder `CodeFormer/`
+DICFACE_URL = "https://huggingface.co/fudan-generative-ai/DicFace_model/resolve/main/CodeFormer"
 #: the PGTFormer authors' Hugging Face model (a hub mixin folder: config.json + model.safetensors)
 PGTFORMER_HF = "https://huggingface.co/kepeng/pgtformer-base/resolve/main"
 #: the bundled BFVR-Lite weights, relative to the `bfvr.models.lite` package
@@ -61,7 +64,8 @@ class WeightsEntry:
     bundled: str | None = None
     #: environment variable naming a mirror for this file only (a folder URL; the file name is appended)
     mirror_env: str | None = None
-    #: a Hugging Face ``config.json`` that goes with the weights (fetched beside them as ``<stem>.config.json``)
+    #: a Hugging Face ``config.json`` that goes with the weights
+    #: (fetched beside them as ``<stem>.config.json``)
     config_urls: tuple[str, ...] = ()
 
     @property
@@ -73,10 +77,12 @@ class WeightsEntry:
 WEIGHTS: dict[str, WeightsEntry] = {
     e.name: e
     for e in (
-        WeightsEntry("bfvr-lite", "bfvr-lite.safetensors", key=None, bundled=f"models/lite/{LITE_WEIGHTS}",
-                     description="BFVR-Lite, trained by the bfvr project (configs/lite/train.yaml); ships with bfvr"),
-        # the hub mixin's flat state_dict; the authors' params_ema .pth (Google Drive / BaiduYun, no direct URL)
-        # loads the same way with --weights weights.pth
+        WeightsEntry("bfvr-lite", "bfvr-lite.safetensors", key=None,
+                     bundled=f"models/lite/{LITE_WEIGHTS}",
+                     description="BFVR-Lite, trained by the bfvr project (configs/lite/train.yaml); "
+                                 "ships with bfvr"),
+        # the hub mixin's flat state_dict; the authors' params_ema .pth (Google Drive / BaiduYun,
+        # no direct URL) loads the same way with --weights weights.pth
         WeightsEntry("pgtformer", "pgtformer-base.safetensors", (f"{PGTFORMER_HF}/model.safetensors",),
                      config_urls=(f"{PGTFORMER_HF}/config.json",), mirror_env="BFVR_PGTFORMER_MIRROR",
                      description="PGTFormer, released stage-IV weights (kepeng/pgtformer-base)"),
@@ -89,6 +95,21 @@ WEIGHTS: dict[str, WeightsEntry] = {
         WeightsEntry("stc-deflicker-sd", "ckpt-deflickersd.pth", (f"{RELEASE_URL}/ckpt-deflickersd.pth",),
                      mirror_env="BFVR_STC_MIRROR",
                      description="BFVR-STC stage II, pixel de-flickering (4 heads, 6 layers)"),
+        # DicFace: 930 MB each (params + params_ema); the network loads params_ema
+        WeightsEntry("dicface", "bfr_100k.pth", (f"{DICFACE_URL}/bfr_100k.pth",),
+                     mirror_env="BFVR_DICFACE_MIRROR",
+                     description="DicFace, blind face video restoration (100k iterations)"),
+        WeightsEntry("dicface-inpaint", "inpainting_100k.pth", (f"{DICFACE_URL}/inpainting_100k.pth",),
+                     mirror_env="BFVR_DICFACE_MIRROR",
+                     description="DicFace, face video inpainting (100k iterations)"),
+        WeightsEntry("dicface-color", "color_100k.pth", (f"{DICFACE_URL}/color_100k.pth",),
+                     mirror_env="BFVR_DICFACE_MIRROR",
+                     description="DicFace, face video colourisation (100k iterations)"),
+        # what DicFace training starts from (loaded non-strictly: CodeFormer's own layout), 377 MB
+        WeightsEntry("dicface-codeformer", "codeformer.pth", (f"{DICFACE_URL}/codeformer.pth",),
+                     mirror_env="BFVR_DICFACE_MIRROR",
+                     description="CodeFormer weights, the initialisation of DicFace training "
+                                 "(not a video model)"),
     )
 }
 
@@ -298,7 +319,8 @@ def fetch(name: str, *, sha256: str | None = None, force: bool = False, progress
     if entry.config_urls:  # the Hugging Face config.json first: small, and the weights are useless without it
         _download_first(source_urls(entry, entry.config_urls, "config.json"), hf_config_path(path),
                         progress=progress, desc=f"{name}: config.json")
-    actual, url = _download_first(urls, path, sha256=expected, progress=progress, desc=f"{name}: {entry.filename}")
+    actual, url = _download_first(urls, path, sha256=expected, progress=progress,
+                                  desc=f"{name}: {entry.filename}")
     _record(entry.filename, actual, path.stat().st_size, url)
     return path
 
@@ -313,7 +335,8 @@ def _download_first(urls: Sequence[str], dest: Path, **kw: Any) -> tuple[str, st
             errors.append(str(e))
     if len(errors) == 1:
         raise WeightsNotFoundError(errors[0])
-    raise WeightsNotFoundError(f"none of the {len(urls)} addresses of {dest.name} answered: " + " | ".join(errors))
+    raise WeightsNotFoundError(f"none of the {len(urls)} addresses of {dest.name} answered: "
+                               + " | ".join(errors))
 
 
 def hf_config_path(weights: str | os.PathLike) -> Path:
@@ -350,8 +373,8 @@ def resolve(name: str, *, weights: str | os.PathLike | None = None, offline: boo
         if path.is_dir():  # a Hugging Face model folder (config.json + weights)
             found = [path / n for n in HF_WEIGHT_NAMES if (path / n).is_file()]
             if not found:
-                raise WeightsNotFoundError(f"the folder {path} holds none of {', '.join(HF_WEIGHT_NAMES)}; pass a "
-                                           "weights file or a Hugging Face model folder.")
+                raise WeightsNotFoundError(f"the folder {path} holds none of {', '.join(HF_WEIGHT_NAMES)}; "
+                                           "pass a weights file or a Hugging Face model folder.")
             path = found[0]
         if not path.is_file():
             raise WeightsNotFoundError(f"the weights file {path} does not exist; pass the path of a "

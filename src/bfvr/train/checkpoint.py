@@ -112,7 +112,8 @@ def find_checkpoint(path: str | Path) -> Path:
         steps = sorted(q for q in ck.glob("step_*") if (q / "state.pt").is_file()) if ck.is_dir() else []
         if steps:
             return steps[-1]
-    raise ConfigError(f"no checkpoint found in {p}; give a run folder or checkpoint folder written by bfvr train.")
+    raise ConfigError(f"no checkpoint found in {p}; give a run folder "
+                      "or checkpoint folder written by bfvr train.")
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:
@@ -153,7 +154,8 @@ def load_weights(path: str | Path, prefer: tuple[str, ...] = ("ema", "model")) -
                 return sd[key]
         return sd
     if not p.exists():
-        raise WeightsNotFoundError(f"weights not found: {p}; give a .safetensors file or a bfvr train run folder.")
+        raise WeightsNotFoundError(f"weights not found: {p}; give a .safetensors "
+                                   "file or a bfvr train run folder.")
     ck = find_checkpoint(p)
     for name in prefer:
         f = ck / f"{name}.safetensors"

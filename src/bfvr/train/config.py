@@ -31,20 +31,27 @@ class ModelConfig:
     codebook_size: int = 1024
     emb_dim: int = 256
     beta: float = 0.25
-    #: "paper" (KL(marginal || uniform), the default for training) or "official" (the released code's form)
-    mpr: str = "paper"
+    #: MPR form (bfvr.models.stc.quantizer): "official" (the released code's near-zero form, what trained
+    #: the released weights), "paper" (the printed KL(marginal || uniform) on inverse Euclidean distances;
+    #: inert in practice), "gaussian" (KL of the marginal of a Gaussian soft assignment with temperature
+    #: `mpr_temperature`: the form that acts, docs/training.md) or "none"
+    mpr: str = "official"
+    #: temperature of the "gaussian" MPR, in units of the spread of the squared token-code distances
+    mpr_temperature: float = 1.0
     #: Stage II: lookup transformers
     n_head: int = 2
     n_layers: int = 9
     dim_mlp: int = 512
-    #: Stage II: True reproduces the official axis-order quirk of the temporal residual (only for official weights)
+    #: Stage II: True reproduces the official axis-order quirk of the temporal residual (only for official
+    #: weights)
     official_residual: bool = False
     #: Stage II: decoder levels of the official (unused) fusion blocks; [] leaves them out (keys only matter
     #: for loading official checkpoints)
     connect_list: list[str] = field(default_factory=lambda: ["32", "64", "128", "256"])
     #: extra keyword arguments passed as-is to the network constructor (e.g. norm groups, latent size)
     extra: dict[str, Any] = field(default_factory=dict)
-    #: Stage II: Stage-I weights (a run folder, a checkpoint folder or a .safetensors file); EMA weights preferred
+    #: Stage II: Stage-I weights (a run folder, a checkpoint folder or a .safetensors file); EMA weights
+    #: preferred
     stage1_weights: str | None = None
     #: optional initial weights of the trained network itself (e.g. Stage II "all degradations" starts from
     #: the "no noise" run); same accepted forms as `stage1_weights`
@@ -65,17 +72,21 @@ class DataConfig:
     #: ... then a random crop of crop x crop is taken (None = no crop)
     crop: int | None = None
     #: how bfvr.data.ClipDataset makes the square frame before resizing: "stretch" (the whole frame, as the
-    #: official STC loader), "center" or "random" (the built-in reader always stretches)
+    #: official STC loader), "center" or "random" (the built-in in-memory reader always stretches)
     crop_mode: str = "stretch"
     #: degradation recipe for the LQ input: "none" (Stage I), "stc-nonoise", "stc", "flicker-brightness", ...
     recipe: str = "none"
     hflip: bool = False
     #: frames read per video (the official loader reads the first 240)
     max_frames: int = 240
+    #: which clip_len frames of a video make a sample: "random" (a random window within the first
+    #: max_frames, official) or "first" (the first clip_len frames of each video, as the paper says)
+    window: str = "random"
     #: clips per process per micro-step
     batch_size: int = 1
     num_workers: int = 0
-    #: "auto" (bfvr.data.ClipDataset when available, else the built-in reader), "bfvr" or "builtin"
+    #: "auto" or "bfvr" (bfvr.data.ClipDataset, reading each window from its file) or "builtin" (the same
+    #: dataset over videos decoded once into memory)
     backend: str = "auto"
     #: built-in reader: crop every video to its face first (the face-proportion square of `bfvr prepare`,
     #: found once per video), so raw videos train like the face pipeline's crops
@@ -111,15 +122,23 @@ class LossConfig:
     perceptual: float = 1.0
     #: torchvision-layout VGG16 weights (.pth/.safetensors) for LPIPS-VGG; None = offline substitute
     vgg_weights: str | None = None
-    #: LPIPS linear-head weights (lpips package `weights/v0.1/vgg.pth`); optional, plain VGG feature L1 without
+    #: LPIPS linear-head weights (lpips package `weights/v0.1/vgg.pth`); optional, plain VGG feature L1
+    #: without
     lpips_weights: str | None = None
     #: what replaces the perceptual loss when no VGG weights are given: "ssim+grad" or "none"
     perceptual_fallback: str = "ssim+grad"
+    #: perceptual network: "lpips" (LPIPS-VGG16 from vgg_weights/lpips_weights, official) or "vgg19" (the
+    #: paper's VGG19 feature loss from vgg19_weights; a missing file stops the run)
+    perceptual_net: str = "lpips"
+    #: torchvision-layout VGG19 weights (vgg19-dcbb9e9d.pth or .safetensors) for perceptual_net: vgg19
+    vgg19_weights: str | None = None
     codebook: float = 1.0
     #: multiplies the model's MPR term (which already carries the official x0.1)
     mpr: float = 1.0
-    #: effective generator hinge-GAN weight (official: loss_weight 0.5 x disc_weight 0.8)
+    #: effective generator GAN weight (official: loss_weight 0.5 x disc_weight 0.8)
     gan: float = 0.4
+    #: adversarial loss: "hinge" (official) or "log" (the paper's non-saturating log loss)
+    gan_loss: str = "hinge"
     #: first iteration (1-based) at which the GAN terms are on (official: 2001)
     disc_start: int = 2001
     feat: float = 10.0
@@ -147,6 +166,10 @@ class DiscConfig:
     #: dinov2: run the backbone under no_grad as the official code does (the generator then gets no GAN
     #: gradient); default False lets the gradient flow through the frozen backbone
     official_no_grad: bool = False
+    #: the three heads (1, 2, 4 units): "linear" (official) or "mlp" (the paper's MLP heads)
+    heads: str = "linear"
+    #: hidden width of the MLP heads (None = the feature width)
+    head_hidden: int | None = None
     #: conv fallback: base width and number of stride-2 stages
     width: int = 32
     depth: int = 4
@@ -196,9 +219,9 @@ class TrainConfig:
     device: str = "auto"
     #: torch intra-op threads per process (0 = leave torch's default)
     threads: int = 0
-    #: DDP: tolerate parameters without gradient in a step. None = automatic: on for Stage I unless
-    #: model.mpr is "paper" (the quantiser's temporal attention only gets gradients through the MPR term),
-    #: off for Stage II and the discriminator
+    #: DDP: tolerate parameters without gradient in a step. None = automatic: on for Stage I when
+    #: model.mpr is "none" (the quantiser's temporal attention only gets gradients through the MPR term),
+    #: off otherwise and for Stage II and the discriminator
     ddp_find_unused: bool | None = None
     #: also write TensorBoard events when the `tensorboard` package is installed
     tensorboard: bool = True
@@ -233,21 +256,34 @@ class TrainConfig:
         if self.optim.scheduler not in ("constant", "cosine_restart", "multistep"):
             raise ConfigError(f"optim.scheduler must be constant, cosine_restart or multistep, "
                               f"not {self.optim.scheduler!r}.")
+        if self.model.mpr not in ("paper", "gaussian", "official", "none"):
+            raise ConfigError(f"model.mpr must be paper, gaussian, official or none, not {self.model.mpr!r}.")
+        if not self.model.mpr_temperature > 0:
+            raise ConfigError(f"model.mpr_temperature must be positive, got {self.model.mpr_temperature}.")
+        for name, value, allowed in (("loss.perceptual_net", self.loss.perceptual_net, ("lpips", "vgg19")),
+                                     ("loss.gan_loss", self.loss.gan_loss, ("hinge", "log")),
+                                     ("disc.heads", self.disc.heads, ("linear", "mlp")),
+                                     ("data.window", self.data.window, ("random", "first"))):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be {' or '.join(allowed)}, not {value!r}.")
         if self.disc.backbone not in ("dinov2", "conv"):
             raise ConfigError(f"disc.backbone must be 'dinov2' or 'conv', not {self.disc.backbone!r}.")
         if self.loss.perceptual_fallback not in ("ssim+grad", "none"):
             raise ConfigError("loss.perceptual_fallback must be 'ssim+grad' or 'none'.")
         pgt_later = ("pgtformer-stage2", "pgtformer-stage3", "pgtformer-stage4")
         if self.task_name in pgt_later and not self.model.stage1_weights:
-            raise ConfigError(f"{self.task_name} needs model.stage1_weights (the PGTFormer Stage-I run folder or "
-                              "weights file); set it in the config or with --set model.stage1_weights=PATH.")
+            raise ConfigError(f"{self.task_name} needs model.stage1_weights (the PGTFormer Stage-I run "
+                              "folder or weights file); set it in the config or with "
+                              "--set model.stage1_weights=PATH.")
         if len(self.loss.grad_levels) != 3:
-            raise ConfigError("loss.grad_levels takes 3 weights (pixel, spatial gradient, temporal difference).")
+            raise ConfigError("loss.grad_levels takes 3 weights "
+                              "(pixel, spatial gradient, temporal difference).")
         if self.task_name == "stc-stage2" and not self.model.stage1_weights:
             raise ConfigError("stage2 needs model.stage1_weights (the Stage-I run folder or weights file); "
                               "set it in the config or with --set model.stage1_weights=PATH.")
         if self.task_name == "lite":
-            for name, v in (("data.crop", self.data.crop), ("data.size", self.data.size), ("val.size", self.val.size)):
+            for name, v in (("data.crop", self.data.crop), ("data.size", self.data.size),
+                            ("val.size", self.val.size)):
                 if v is not None and v % 16:
                     raise ConfigError(f"{name} must be a multiple of 16 for BFVR-Lite, not {v}.")
             if self.val.every:
@@ -255,23 +291,25 @@ class TrainConfig:
                     raise ConfigError("val.every is set but val.paths is empty; name the held-out videos.")
                 leak = sorted(set(self.val.names) - set(self.data.exclude)) if self.val.names else None
                 if leak is None or leak:
-                    raise ConfigError("every validation clip must be held out of training: list val.names and "
-                                      f"put them in data.exclude ({'missing there: ' + ', '.join(leak) if leak else 'val.names is empty'}).")
+                    why = "missing there: " + ", ".join(leak) if leak else "val.names is empty"
+                    raise ConfigError("every validation clip must be held out of training: list val.names "
+                                      f"and put them in data.exclude ({why}).")
         if (self.data.face_crop or self.data.exclude) and self.data.backend != "builtin":
             raise ConfigError("data.face_crop and data.exclude work with data.backend: builtin only.")
         if self.data.crop is not None and self.data.crop > self.data.size:
             raise ConfigError("data.crop must not exceed data.size.")
         d = self.data
-        for key, value, low in (("clip_len", d.clip_len, 1), ("size", d.size, 8), ("max_frames", d.max_frames, 1),
-                                ("num_workers", d.num_workers, 0)):
+        for key, value, low in (("clip_len", d.clip_len, 1), ("size", d.size, 8),
+                                ("max_frames", d.max_frames, 1), ("num_workers", d.num_workers, 0)):
             if value < low:
-                raise ConfigError(f"data.{key} must be at least {low}, got {value}; fix it in the config or with "
-                                  f"--set data.{key}=N.")
+                raise ConfigError(f"data.{key} must be at least {low}, got {value}; "
+                                  f"fix it in the config or with --set data.{key}=N.")
         if d.crop is not None and d.crop < 8:
             raise ConfigError(f"data.crop must be at least 8 (or null for no crop), got {d.crop}.")
         if d.max_frames < d.clip_len:
-            raise ConfigError(f"data.max_frames ({d.max_frames}) must be at least data.clip_len ({d.clip_len}): "
-                              "a clip is taken from the first max_frames frames of each video.")
+            raise ConfigError(f"data.max_frames ({d.max_frames}) must be at least "
+                              f"data.clip_len ({d.clip_len}): a clip is taken "
+                              "from the first max_frames frames of each video.")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -317,7 +355,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         except ValueError:
             raise ConfigError(f"{where} must be a number, not {value!r}.") from None
     if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole:
             raise ConfigError(f"{where} must be an integer, not {value!r}.")
         return int(value)
     if tp is bool:

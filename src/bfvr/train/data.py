@@ -8,28 +8,28 @@ position p is a pure function of (seed, p), so
 * a 2-process run with batch B and a 1-process run with batch 2B see the same clips in each step;
 * DataLoader workers need no shared RNG state.
 
-Datasets: `bfvr.data.ClipDataset` (the project's dataset with the papers' degradation recipes) when it is
-importable, else `BuiltinClipDataset` below (a small in-memory reader with a minimal STC-like degradation);
-which one is used is logged. Items are dicts {"gt", "lq"} of float32 [3, T, H, W] in [0, 1].
+Datasets: `bfvr.data.ClipDataset` (the project's dataset with the papers' degradation recipes), reading
+each window from its file, or `BuiltinClipDataset` below (the same dataset over videos decoded once into
+memory); which one is used is logged. Items are dicts {"gt", "lq"} of float32 [3, T, H, W] in [0, 1].
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from bfvr.data.dataset import ClipDataset
 from bfvr.errors import ConfigError, InputError
+from bfvr.io.reader import list_videos, read_frames
 
 log = logging.getLogger("bfvr.train")
-
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v"}
-
 
 def expand_paths(paths: Sequence[str]) -> list[Path]:
     """Video files from files, folders (non-recursive) and `bfvr prepare` manifests (the "path" of each kept
@@ -38,7 +38,7 @@ def expand_paths(paths: Sequence[str]) -> list[Path]:
     for item in paths:
         p = Path(item).expanduser()
         if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES)
+            out += list_videos(p)
         elif p.suffix == ".jsonl" and p.is_file():
             from bfvr.data.prepare import read_manifest
 
@@ -46,11 +46,12 @@ def expand_paths(paths: Sequence[str]) -> list[Path]:
         elif p.is_file():
             out.append(p)
         else:
-            raise InputError(f"training data not found: {p} (relative data.paths in a config file are read from "
-                             "the config's folder, --data/--set paths from the current one); fix data.paths or "
-                             "pass --data PATH.")
+            raise InputError(f"training data not found: {p} (relative data.paths in a config "
+                             "file are read from the config's folder, --data/--set paths "
+                             "from the current one); fix data.paths or pass --data PATH.")
     if not out:
-        raise InputError(f"no videos found in {list(paths)}; data.paths needs video files or folders of videos.")
+        raise InputError(f"no videos found in {list(paths)}; data.paths "
+                         "needs video files or folders of videos.")
     return out
 
 
@@ -59,7 +60,7 @@ def load_clip(path: Path, max_frames: int, size: int, face_crop: bool = False) -
     (`face_crop`) cut to the face-proportion square of `bfvr prepare` first (InputError: no face)."""
     import cv2
 
-    arr = _read_video(path, max_frames)
+    arr = read_frames(path, max_frames=max_frames)
     if not len(arr):
         raise InputError(f"{path} has no decodable video frames.")
     if face_crop:
@@ -74,49 +75,21 @@ def load_clip(path: Path, max_frames: int, size: int, face_crop: bool = False) -
     return np.stack([cv2.resize(fr, (size, size), interpolation=cv2.INTER_AREA) for fr in arr])
 
 
-def _read_video(path: Path, max_frames: int) -> np.ndarray:
-    """[N,H,W,3] uint8 RGB, first `max_frames` frames (bfvr.io when present)."""
-    try:
-        from bfvr.io import read_frames  # type: ignore[attr-defined]
-    except ImportError:
-        read_frames = None
-    if read_frames is not None:
-        return np.asarray(read_frames(str(path), max_frames=max_frames))
-    import av
-
-    frames = []
-    with av.open(str(path)) as c:
-        for fr in c.decode(video=0):
-            frames.append(fr.to_ndarray(format="rgb24"))
-            if len(frames) >= max_frames:
-                break
-    if not frames:
-        raise InputError(f"{path} has no decodable video frames.")
-    return np.stack(frames)
-
-
-class BuiltinClipDataset(Dataset):
-    """Videos decoded once into memory (first `max_frames` frames, stretched to size x size), from which
-    position p draws a video, a `clip_len` window, a crop, a flip and the degradation parameters with
-    `np.random.default_rng([seed, p])`.
-
-    recipe: "none" (LQ = GT, Stage I) or any `bfvr.degrade` recipe ("stc-nonoise", "stc",
-    "flicker-brightness", ... or chains like "stc+flicker-brightness"), one parameter draw per clip.
+class BuiltinClipDataset(ClipDataset):
+    """`bfvr.data.ClipDataset` over videos decoded once into memory: the first `max_frames` frames of each,
+    stretched to size x size (or, `face_crop`, cut to their face square first), with the same windows,
+    flips and `bfvr.degrade` recipes ("none" = LQ is GT, Stage I) and no decoding per item. Videos named
+    in `exclude` are never read; videos shorter than `clip_len` or without a face are skipped with a
+    warning. Items are CTHW; `build_dataset` puts it behind the position interface (`ProjectClipDataset`).
     """
 
-    def __init__(self, paths: Sequence[str], *, clip_len: int = 24, size: int = 256, crop: int | None = None,
-                 recipe: str = "none", hflip: bool = False, max_frames: int = 240, seed: int = 0,
-                 progress: bool = False, face_crop: bool = False, exclude: Sequence[str] = ()) -> None:
-        self.degradation = None
-        if recipe != "none":
-            from bfvr.degrade import recipe as make_recipe
+    def __init__(self, paths: Sequence[str], *, clip_len: int = 24, size: int = 256, recipe: str = "none",
+                 hflip: bool = False, max_frames: int = 240, seed: int = 0, progress: bool = False,
+                 face_crop: bool = False, exclude: Sequence[str] = ()) -> None:
+        from bfvr.degrade import recipe as make_recipe
+        from bfvr.io import probe
 
-            self.degradation = make_recipe(recipe)  # ConfigError for unknown names
-
-        self.clip_len, self.size, self.crop = clip_len, size, crop
-        self.recipe, self.hflip, self.seed = recipe, hflip, seed
-        self.videos: list[np.ndarray] = []
-        self.names: list[str] = []
+        deg = None if recipe == "none" else make_recipe(recipe)  # ConfigError for unknown names, first
         files = [f for f in expand_paths(paths) if f.stem not in set(exclude)]
         if not files:
             raise InputError(f"every video in {list(paths)} is excluded (data.exclude); nothing to train on.")
@@ -125,7 +98,12 @@ class BuiltinClipDataset(Dataset):
             from tqdm import tqdm
 
             it = tqdm(files, desc="loading clips", unit="video", leave=False)
+        self.videos: dict[str, np.ndarray] = {}
+        self.names: list[str] = []
+        self._fps: dict[str, Fraction] = {}
         for f in it:
+            if str(f) in self.videos:
+                continue
             try:
                 arr = load_clip(f, max_frames, size, face_crop)
             except InputError as e:  # a video without a face (face_crop) or without frames
@@ -134,33 +112,19 @@ class BuiltinClipDataset(Dataset):
             if len(arr) < clip_len:
                 log.warning("skipping %s: %d frames < clip_len %d", f, len(arr), clip_len)
                 continue
-            self.videos.append(arr)
+            self.videos[str(f)], self._fps[str(f)] = arr, probe(f).fps
             self.names.append(f.name)
         if not self.videos:
-            raise InputError(f"no video in {list(paths)} has at least {clip_len} frames; lower data.clip_len.")
+            raise InputError(f"no video in {list(paths)} has at least {clip_len} frames; lower "
+                             "data.clip_len.")
+        super().__init__(list(self.videos), clip_len=clip_len, size=size, recipe=deg, seed=seed,
+                         crop="stretch", hflip=hflip, layout="CTHW", max_frames=max_frames)
 
-    def __len__(self) -> int:
-        return len(self.videos)
+    def _info(self, clip: dict) -> tuple[int, Fraction]:
+        return len(self.videos[clip["path"]]), self._fps[clip["path"]]
 
-    def __getitem__(self, pos: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, int(pos)])
-        v = self.videos[int(rng.integers(len(self.videos)))]
-        t0 = int(rng.integers(len(v) - self.clip_len + 1))
-        clip = v[t0:t0 + self.clip_len]
-        if self.crop is not None and self.crop < self.size:
-            y0 = int(rng.integers(self.size - self.crop + 1))
-            x0 = int(rng.integers(self.size - self.crop + 1))
-            clip = clip[:, y0:y0 + self.crop, x0:x0 + self.crop]
-        if self.hflip and rng.random() < 0.5:
-            clip = clip[:, :, ::-1]
-        clip = np.ascontiguousarray(clip)
-        gt = clip.astype(np.float32) / 255.0
-        if self.degradation is None:
-            lq = gt
-        else:
-            lq = self.degradation(clip, rng)[0].astype(np.float32) / 255.0
-        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(3, 0, 1, 2).contiguous()  # noqa: E731
-        return {"gt": to_t(gt), "lq": to_t(lq)}
+    def _window(self, clip: dict, start: int, length: int) -> np.ndarray:
+        return self.videos[clip["path"]][start:start + length]
 
 
 class ProjectClipDataset(Dataset):
@@ -168,7 +132,7 @@ class ProjectClipDataset(Dataset):
     perm_e[p mod len] (a per-epoch permutation from (seed, e)), then an optional random `crop` of the
     LQ/GT pair drawn from (seed, p). Returns {"gt", "lq"} float32 [3,T,H,W]."""
 
-    def __init__(self, base: Dataset, *, seed: int = 0, crop: int | None = None) -> None:
+    def __init__(self, base: ClipDataset, *, seed: int = 0, crop: int | None = None) -> None:
         self.base, self.seed, self.crop = base, seed, crop
         self._perm: tuple[int, np.ndarray] | None = None
 
@@ -180,8 +144,7 @@ class ProjectClipDataset(Dataset):
         epoch = pos // n
         if self._perm is None or self._perm[0] != epoch:
             self._perm = (epoch, np.random.default_rng([self.seed, epoch, 7]).permutation(n))
-            if hasattr(self.base, "set_epoch"):
-                self.base.set_epoch(epoch)
+            self.base.set_epoch(epoch)
         return int(self._perm[1][pos % n])
 
     def __getitem__(self, pos: int) -> dict[str, torch.Tensor]:
@@ -197,33 +160,25 @@ class ProjectClipDataset(Dataset):
 
 
 def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
-    """The training dataset for `cfg` (a DataConfig): bfvr.data.ClipDataset or the built-in one (logged)."""
+    """The training dataset for `cfg` (a DataConfig), addressed by position: bfvr.data.ClipDataset reading
+    the videos per item ("auto", "bfvr") or the in-memory `BuiltinClipDataset` ("builtin"); logged."""
     backend = cfg.backend
     if backend not in ("auto", "bfvr", "builtin"):
         raise ConfigError("data.backend must be auto, bfvr or builtin.")
-    if backend in ("auto", "bfvr"):
-        try:
-            from bfvr.data import ClipDataset  # type: ignore[attr-defined]
-        except ImportError:
-            if backend == "bfvr":
-                raise ConfigError("data.backend is 'bfvr' but bfvr.data.ClipDataset is not available.") from None
-            ClipDataset = None
-        if ClipDataset is not None:
-            ds = _make_project_dataset(ClipDataset, cfg, seed)
-            log.info("data: bfvr.data.ClipDataset, recipe %s, %d clips", cfg.recipe, len(ds))
-            return ds
-    ds = BuiltinClipDataset(cfg.paths, clip_len=cfg.clip_len, size=cfg.size, crop=cfg.crop, recipe=cfg.recipe,
-                            hflip=cfg.hflip, max_frames=cfg.max_frames, seed=seed, progress=progress,
-                            face_crop=cfg.face_crop, exclude=cfg.exclude)
-    log.info("data: built-in clip reader, recipe %s, %d videos", cfg.recipe, len(ds))
-    return ds
-
-
-def _make_project_dataset(cls, cfg, seed: int):
-    """bfvr.data.ClipDataset with our settings (CTHW items; recipe "none" = no degradation)."""
-    source = list(cfg.paths) if len(cfg.paths) != 1 else cfg.paths[0]
-    base = cls(source, clip_len=cfg.clip_len, size=cfg.size, recipe=None if cfg.recipe == "none" else cfg.recipe,
-               seed=seed, crop=cfg.crop_mode, hflip=cfg.hflip, layout="CTHW", max_frames=cfg.max_frames)
+    # data.window "first" (the STC paper's sampling): only the first clip_len frames of each video are
+    # read, so every window starts at frame 0; "random": a window anywhere in the first max_frames frames
+    max_frames = cfg.clip_len if cfg.window == "first" else cfg.max_frames
+    if backend == "builtin":
+        base: Dataset = BuiltinClipDataset(cfg.paths, clip_len=cfg.clip_len, size=cfg.size, recipe=cfg.recipe,
+                                           hflip=cfg.hflip, max_frames=max_frames, seed=seed,
+                                           progress=progress, face_crop=cfg.face_crop, exclude=cfg.exclude)
+        log.info("data: built-in in-memory clip reader, recipe %s, %d videos", cfg.recipe, len(base))
+    else:
+        source = list(cfg.paths) if len(cfg.paths) != 1 else cfg.paths[0]
+        base = ClipDataset(source, clip_len=cfg.clip_len, size=cfg.size,
+                           recipe=None if cfg.recipe == "none" else cfg.recipe, seed=seed, crop=cfg.crop_mode,
+                           hflip=cfg.hflip, layout="CTHW", max_frames=max_frames)
+        log.info("data: bfvr.data.ClipDataset, recipe %s, %d clips", cfg.recipe, len(base))
     return ProjectClipDataset(base, seed=seed, crop=cfg.crop)
 
 
@@ -246,8 +201,9 @@ class PositionSampler(Sampler[list[int]]):
 
 def data_fingerprint(ds: Dataset) -> str:
     """Short hash of what a dataset holds (video names), saved with checkpoints to warn on resume mismatch."""
-    names = getattr(ds, "names", None)
+    base = getattr(ds, "base", ds)
+    names = getattr(base, "names", None)
     if names is None:
-        clips = getattr(getattr(ds, "base", None), "clips", None) or []
+        clips = getattr(base, "clips", None) or []
         names = [str(c.get("path", c)) if isinstance(c, dict) else str(c) for c in clips]
     return hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]

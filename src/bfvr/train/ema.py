@@ -21,7 +21,7 @@ class EMA(nn.Module):
         self.module = copy.deepcopy(model).eval()
         self.module.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "EMA":
+    def train(self, mode: bool = True) -> EMA:
         return super().train(False)
 
     @torch.no_grad()

@@ -3,8 +3,8 @@ degraded face clips directly (no codebook):
 
     L = l1 * Charbonnier(pred, gt) + temporal * Charbonnier(pred[t+1] - pred[t], gt[t+1] - gt[t])
 
-Validation (every ``val.every`` steps, on the EMA and on the raw weights): PSNR of the restored held-out clips against
-the clean ones, next to the degraded input's PSNR (the gain is what the shipped model is judged by).
+Validation (every ``val.every`` steps, on the EMA and on the raw weights): PSNR of the restored held-out clips
+against the clean ones, next to the degraded input's PSNR (the gain is what the shipped model is judged by).
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ class LiteTask:
             files = [f for f in expand_paths(v.paths) if f.stem in set(v.names)]
             missing = sorted(set(v.names) - {f.stem for f in files})
             if missing:
-                raise InputError(f"validation clips not found in {v.paths}: {', '.join(missing)}; fix val.names.")
+                raise InputError(f"validation clips not found in {v.paths}: "
+                                 f"{', '.join(missing)}; fix val.names.")
             deg = recipe(v.recipe)
             self._val = []
             for f in files:

@@ -1,5 +1,6 @@
-"""Training losses: hinge GAN, the perceptual loss (LPIPS-VGG when weights are given) and its explicit
-offline substitute (SSIM + image-gradient L1).
+"""Training losses: hinge GAN (official STC) and the non-saturating log GAN loss (the STC paper), the
+perceptual loss (LPIPS-VGG when weights are given, official) and its explicit offline substitute
+(SSIM + image-gradient L1), and the paper's VGG19 feature loss from a local weights file.
 
 All image losses take clips as BCTHW tensors in [0, 1] and work frame by frame.
 """
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bfvr.errors import WeightsNotFoundError
+from bfvr.metrics.fullref import ssim_map
 from bfvr.metrics.lpips import CHANNELS, LPIPSBackbone, load_state
 
 log = logging.getLogger("bfvr.train")
@@ -39,36 +41,22 @@ def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
 
 
+def log_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator log loss on logits l (D = sigmoid(l)): -mean(log D(real)) - mean(log(1 - D(fake)))."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def log_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: -mean(log D(fake)) = mean(softplus(-l))."""
+    return F.softplus(-fake_logits).mean()
+
+
+#: GAN loss name -> (discriminator loss, generator loss)
+GAN_LOSSES = {"hinge": (hinge_d_loss, hinge_g_loss), "log": (log_d_loss, log_g_loss)}
+
+
 # ----------------------------------------------------------------------------------------------------
 # offline substitute: SSIM + gradient
-
-
-def _gaussian_window(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    ax = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(ax**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return g
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1.5,
-         data_range: float = 1.0) -> torch.Tensor:
-    """Mean SSIM of two NCHW batches (Gaussian window, Wang et al. constants, 'valid' borders)."""
-    c = x.shape[1]
-    win = min(window, x.shape[-1], x.shape[-2])
-    g = _gaussian_window(win, sigma, x.device, x.dtype)
-    gh = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
-    gv = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-
-    def blur(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(z, gh, groups=c), gv, groups=c)
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.mean()
 
 
 def gradient_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -85,7 +73,9 @@ class SSIMGradientLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         p, t = frames(pred.float()), frames(target.float())
-        return (1.0 - ssim(p, t)) + gradient_l1(p, t)
+        # the SSIM of the metrics (bfvr.metrics.fullref), 11-tap window (smaller for tiny frames)
+        s = ssim_map(p, t, 1.0, window=min(11, p.shape[-2], p.shape[-1])).mean()
+        return (1.0 - s) + gradient_l1(p, t)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -115,8 +105,8 @@ class LPIPSVGG(nn.Module):
             for i, head in enumerate(self.heads):
                 w = lsd.get(f"lin{i}.model.1.weight")
                 if w is None:
-                    raise WeightsNotFoundError(f"{lpips_weights} has no lin{i}.model.1.weight; give the lpips "
-                                               "package's weights/v0.1/vgg.pth.")
+                    raise WeightsNotFoundError(f"{lpips_weights} has no lin{i}.model.1.weight; "
+                                               "give the lpips package's weights/v0.1/vgg.pth.")
                 head.weight.data.copy_(w)
         else:
             for head in self.heads:
@@ -126,7 +116,7 @@ class LPIPSVGG(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "LPIPSVGG":  # always frozen / eval
+    def train(self, mode: bool = True) -> LPIPSVGG:  # always frozen / eval
         return super().train(False)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -137,6 +127,91 @@ class LPIPSVGG(nn.Module):
             fp = fp / (fp.norm(dim=1, keepdim=True) + 1e-10)
             ft = ft / (ft.norm(dim=1, keepdim=True) + 1e-10)
             total = total + head((fp - ft) ** 2).mean()
+        return total
+
+
+# ----------------------------------------------------------------------------------------------------
+# VGG19 feature loss (the STC paper's perceptual loss) from local weights
+
+# torchvision vgg19 `features`: conv output channels, "M" = max-pool; ReLU after every conv
+_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
+#: name -> index in `features` of the ReLU after that conv (torchvision numbering)
+VGG19_LAYERS = {"relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13,
+                "relu3_3": 15, "relu3_4": 17, "relu4_1": 20, "relu4_2": 22, "relu4_3": 24, "relu4_4": 26,
+                "relu5_1": 29, "relu5_2": 31, "relu5_3": 33, "relu5_4": 35}
+
+
+def vgg19_features(upto: int = 35) -> nn.Sequential:
+    """torchvision's VGG19 `features` (parameter names features.N.weight/bias) up to index `upto`."""
+    layers: list[nn.Module] = []
+    cin = 3
+    for v in _VGG19:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.ReLU(inplace=False)]
+            cin = int(v)
+    return nn.Sequential(*layers[: upto + 1])
+
+
+class VGG19PerceptualLoss(nn.Module):
+    """Perceptual loss on VGG19 features: sum over `layers` of weight * mean |phi(x_hat) - phi(x)| on
+    ImageNet-normalised frames (inputs in [0, 1]). The weights come from a local torchvision-layout
+    VGG19 state_dict (`vgg19-dcbb9e9d.pth` or a .safetensors copy); nothing is downloaded."""
+
+    name = "vgg19"
+
+    def __init__(self, weights: str | Path | None,
+                 layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"),
+                 layer_weights: tuple[float, ...] | None = None) -> None:
+        super().__init__()
+        if not weights:
+            raise WeightsNotFoundError("the VGG19 perceptual loss needs a local VGG19 weights file "
+                                       "(loss.vgg19_weights, torchvision layout such as vgg19-dcbb9e9d.pth); "
+                                       "nothing is downloaded.")
+        if not Path(weights).is_file():
+            raise WeightsNotFoundError(f"VGG19 weights not found: {weights}; fix loss.vgg19_weights.")
+        bad = [n for n in layers if n not in VGG19_LAYERS]
+        if bad:
+            raise ValueError(f"unknown VGG19 layers {bad}; use names like relu3_4")
+        self.taps = [VGG19_LAYERS[n] for n in layers]
+        self.layer_weights = tuple(layer_weights) if layer_weights is not None else (1.0,) * len(layers)
+        self.features = vgg19_features(max(self.taps))
+        own = self.features.state_dict()
+        sd = {
+            k.removeprefix("features."): v
+            for k, v in load_state(weights).items()
+            if k.startswith("features.")
+        }
+        missing = [k for k in own if k not in sd]
+        wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+        if missing or wrong:
+            raise WeightsNotFoundError(f"{weights} is not a torchvision VGG19 state_dict (missing "
+                                       f"{['features.' + k for k in missing[:2]]}, wrong shape "
+                                       f"{['features.' + k for k in wrong[:2]]}); give vgg19 weights.")
+        self.features.load_state_dict({k: sd[k] for k in own})
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> VGG19PerceptualLoss:  # always frozen / eval
+        return super().train(False)
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.taps:
+                out.append(x)
+        return out
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        p = (frames(pred.float()) - self.mean) / self.std
+        t = (frames(target.float()) - self.mean) / self.std
+        total = p.new_zeros(())
+        for w, fp, ft in zip(self.layer_weights, self._taps(p), self._taps(t)):
+            total = total + w * (fp - ft).abs().mean()
         return total
 
 

@@ -36,8 +36,18 @@ from bfvr.train.losses import build_perceptual, hinge_d_loss, hinge_g_loss
 log = logging.getLogger("bfvr.train")
 
 #: model.extra keys that only PGTFormer (not the Stage-I TS-VQGAN) takes
-PGT_ONLY = ("dim_embd", "n_head", "n_layers", "connect_list", "fix_modules", "w", "detach_16", "adain", "droprate",
-            "parsing_classes")
+PGT_ONLY = (
+    "dim_embd",
+    "n_head",
+    "n_layers",
+    "connect_list",
+    "fix_modules",
+    "w",
+    "detach_16",
+    "adain",
+    "droprate",
+    "parsing_classes",
+)
 
 
 def to_frames(x: torch.Tensor) -> torch.Tensor:
@@ -59,8 +69,8 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -
 
 
 def gradient_l1_loss(y: torch.Tensor, x: torch.Tensor, levels: tuple[float, float, float]) -> torch.Tensor:
-    """GradL1 on BCTHW clips: levels[0] * |y - x| + levels[1] * |spatial gradients of y - of x| (horizontal and
-    vertical finite differences) + levels[2] * |temporal differences of y - of x|."""
+    """GradL1 on BCTHW clips: levels[0] * |y - x| + levels[1] * |spatial gradients of y - of x| (horizontal
+    and vertical finite differences) + levels[2] * |temporal differences of y - of x|."""
     a, b, c = levels
     loss = a * (y - x).abs().mean()
     for dim in (-1, -2):
@@ -75,8 +85,10 @@ def _net_kwargs(cfg: TrainConfig, *, pgt: bool) -> dict[str, Any]:
     if not pgt:
         kw = {k: v for k, v in kw.items() if k not in PGT_ONLY}
     if cfg.data.clip_len != kw.get("tf", 3):
-        raise ConfigError(f"PGTFormer trains on windows of {kw.get('tf', 3)} frames; set data.clip_len to it "
-                          f"(got {cfg.data.clip_len}).")
+        raise ConfigError(
+            f"PGTFormer trains on windows of {kw.get('tf', 3)} frames; set data.clip_len to it "
+            f"(got {cfg.data.clip_len})."
+        )
     return kw
 
 
@@ -98,18 +110,21 @@ def build_pgtformer(cfg: TrainConfig) -> nn.Module:
         raise ConfigError(f"model.extra does not fit PGTFormer: {e}.") from None
 
 
-def _load_part(module: nn.Module, sd: dict[str, torch.Tensor], prefixes: tuple[str, ...], what: str,
-               strip: str = "") -> None:
+def _load_part(
+    module: nn.Module, sd: dict[str, torch.Tensor], prefixes: tuple[str, ...], what: str, strip: str = ""
+) -> None:
     """Copy the entries of `sd` (with `strip` removed from their names) under `prefixes` into `module`."""
     if strip:
-        sd = {k[len(strip):]: v for k, v in sd.items() if k.startswith(strip)} or sd
+        sd = {k[len(strip) :]: v for k, v in sd.items() if k.startswith(strip)} or sd
     own = module.state_dict()
     want = [k for k in own if k.startswith(prefixes)]
     missing = [k for k in want if k not in sd]
     bad = [k for k in want if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or bad:
-        raise ModelError(f"{what} does not match the model (missing {missing[:3]}, shape mismatch {bad[:3]}); "
-                         "use weights trained with the same model settings.")
+        raise ModelError(
+            f"{what} does not match the model (missing {missing[:3]}, shape mismatch {bad[:3]}); "
+            "use weights trained with the same model settings."
+        )
     module.load_state_dict({k: sd[k].to(own[k].dtype) for k in want}, strict=False)
 
 
@@ -125,8 +140,9 @@ class _GanMixin:
         self.has_disc = self.disc is not None
         self.perceptual = None
         if cfg.loss.perceptual > 0:
-            self.perceptual = build_perceptual(cfg.loss.vgg_weights, cfg.loss.lpips_weights,
-                                               cfg.loss.perceptual_fallback)
+            self.perceptual = build_perceptual(
+                cfg.loss.vgg_weights, cfg.loss.lpips_weights, cfg.loss.perceptual_fallback
+            )
             if self.perceptual is not None:
                 self.perceptual.to(device)
 
@@ -166,7 +182,9 @@ class TSVQGANTask(_GanMixin):
 
             _load_part(self.model, load_weights(cfg.model.init_weights), ("",), cfg.model.init_weights)
         self._setup_gan(cfg, device)
-        log.info("PGTFormer stage I: TS-VQGAN, %d parameters", sum(p.numel() for p in self.model.parameters()))
+        log.info(
+            "PGTFormer stage I: TS-VQGAN, %d parameters", sum(p.numel() for p in self.model.parameters())
+        )
 
     def generator_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, disc_fn):
         gt = batch["gt"]
@@ -192,8 +210,10 @@ class PGTFormerTask(_GanMixin):
         self.cfg = cfg
         m = cfg.model
         if not m.stage1_weights:
-            raise ConfigError(f"PGTFormer stage {self.stage} needs model.stage1_weights (the Stage-I run folder or "
-                              "weights file).")
+            raise ConfigError(
+                f"PGTFormer stage {self.stage} needs model.stage1_weights (the Stage-I run folder or "
+                "weights file)."
+            )
         s1 = load_weights(m.stage1_weights)
         self.teacher = build_tsvqgan(cfg)
         _load_part(self.teacher, s1, ("",), f"Stage-I weights {m.stage1_weights}")
@@ -202,11 +222,18 @@ class PGTFormerTask(_GanMixin):
         vq = ("encoder.", "decoder.", "quantizer.", "quant_conv.", "post_quant_conv.")
         _load_part(self.model, s1, vq, f"Stage-I weights {m.stage1_weights}")
         if m.parsing_weights:
-            _load_part(self.model.conditionnet, load_weights(m.parsing_weights), ("",), m.parsing_weights,
-                       strip="conditionnet.")
+            _load_part(
+                self.model.conditionnet,
+                load_weights(m.parsing_weights),
+                ("",),
+                m.parsing_weights,
+                strip="conditionnet.",
+            )
         else:
-            log.warning("PGTFormer: no model.parsing_weights; the face-parsing net keeps its random weights "
-                        "(frozen), so the position code carries no parsing information")
+            log.warning(
+                "PGTFormer: no model.parsing_weights; the face-parsing net keeps its random weights "
+                "(frozen), so the position code carries no parsing information"
+            )
         if m.init_weights:
             _load_part(self.model, load_weights(m.init_weights), ("",), m.init_weights)
         if self.stage == 2:  # the fidelity blocks are not used by the code prediction
@@ -217,8 +244,12 @@ class PGTFormerTask(_GanMixin):
         else:
             self.disc, self.has_disc, self.perceptual = None, False, None
         n = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        log.info("PGTFormer stage %d: %d trainable parameters (frozen: %s)", self.stage, n,
-                 ", ".join(self.model.fix_modules))
+        log.info(
+            "PGTFormer stage %d: %d trainable parameters (frozen: %s)",
+            self.stage,
+            n,
+            ", ".join(self.model.fix_modules),
+        )
 
     @torch.no_grad()
     def targets(self, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,9 @@
 Stage I (`Stage1Task`): the 3D-VQGAN with spatial + temporal codebooks learns to reconstruct GT clips:
     L_G = l1 * |x_hat - x| + perceptual * P(x_hat, x) + codebook * L_code + mpr * L_MPR
           + [step >= disc_start] * gan * (-mean D(x_hat))
-    L_D = [step >= disc_start] * (mean relu(1 - D(x)) + mean relu(1 + D(sg(x_hat))))   (hinge)
+    L_D = [step >= disc_start] * (mean relu(1 - D(x)) + mean relu(1 + D(sg(x_hat))))   (hinge, official)
+  with `loss.gan_loss: log` (the paper) the GAN terms are the non-saturating log loss on logits l:
+    G: mean softplus(-l(x_hat)),  D: mean softplus(-l(x)) + mean softplus(l(sg(x_hat))).
 
 Stage II (`Stage2Task`): codebooks and generator frozen (from Stage I); the LQ encoder and the two lookup
 transformers learn to predict the codes that the frozen Stage-I encoder assigns to the GT clip:
@@ -22,7 +24,7 @@ from torch import nn
 from bfvr.errors import ConfigError, ModelError
 from bfvr.train.checkpoint import load_weights
 from bfvr.train.config import TrainConfig
-from bfvr.train.losses import build_perceptual, hinge_d_loss, hinge_g_loss
+from bfvr.train.losses import GAN_LOSSES, VGG19PerceptualLoss, build_perceptual
 
 log = logging.getLogger("bfvr.train")
 
@@ -30,7 +32,8 @@ log = logging.getLogger("bfvr.train")
 def _vqgan_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     m = cfg.model
     return dict(nf=m.nf, ch_mult=tuple(m.ch_mult), res_blocks=m.res_blocks, codebook_size=m.codebook_size,
-                emb_dim=m.emb_dim, beta=m.beta, mpr=m.mpr, **m.extra)
+                emb_dim=m.emb_dim, beta=m.beta, mpr=m.mpr,
+                mpr_temperature=m.mpr_temperature, **m.extra)
 
 
 def build_stage1_model(cfg: TrainConfig) -> nn.Module:
@@ -48,13 +51,15 @@ def build_discriminator(cfg: TrainConfig) -> nn.Module:
     d = cfg.disc
     if d.backbone == "dinov2":
         disc = DINOv2Discriminator.load(repo=d.dinov2_repo, weights=d.dinov2_weights,
-                                        official_no_grad=d.official_no_grad)
-        log.info("discriminator: frozen DINOv2 ViT-S/14 + 3 linear heads (%s)",
+                                        official_no_grad=d.official_no_grad, heads=d.heads,
+                                        head_hidden=d.head_hidden)
+        log.info("discriminator: frozen DINOv2 ViT-S/14 + 3 %s heads (%s)", d.heads,
                  d.dinov2_weights)
         return disc
-    log.warning("discriminator: weight-free fallback (trainable conv stack + 3 linear heads), "
-                "not the official frozen-DINOv2 one (disc.backbone: conv)")
-    return ConvDiscriminator(width=d.width, depth=d.depth, feat_dim=d.feat_dim)
+    log.warning("discriminator: weight-free fallback (trainable conv stack + 3 %s heads), "
+                "not the official frozen-DINOv2 one (disc.backbone: conv)", d.heads)
+    return ConvDiscriminator(width=d.width, depth=d.depth, feat_dim=d.feat_dim, heads=d.heads,
+                             head_hidden=d.head_hidden)
 
 
 def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], prefixes: tuple[str, ...], what: str) -> None:
@@ -64,13 +69,13 @@ def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], prefixes: tuple[s
     missing = [k for k in want if k not in sd]
     bad = [k for k in want if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or bad:
-        raise ModelError(f"{what} does not match the model (missing {missing[:3]}, shape mismatch {bad[:3]}); "
-                         "use the Stage-I run trained with the same model settings.")
+        raise ModelError(f"{what} does not match the model (missing {missing[:3]}, shape mismatch "
+                         f"{bad[:3]}); use the Stage-I run trained with the same model settings.")
     module.load_state_dict({k: sd[k] for k in want}, strict=False)
 
 
 class Stage1Task:
-    """Stage I: reconstruction + codebook + MPR + hinge GAN."""
+    """Stage I: reconstruction + codebook + MPR + GAN (hinge, or the paper's log loss)."""
 
     has_disc = True
 
@@ -82,8 +87,13 @@ class Stage1Task:
         self.disc = build_discriminator(cfg).to(device) if cfg.loss.gan > 0 else None
         if self.disc is None:
             log.info("GAN loss: off (loss.gan = 0)")
+        self._usage: dict[str, torch.Tensor] = {}
         self.perceptual = None
-        if cfg.loss.perceptual > 0:
+        self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[cfg.loss.gan_loss]
+        if cfg.loss.perceptual > 0 and cfg.loss.perceptual_net == "vgg19":
+            self.perceptual = VGG19PerceptualLoss(cfg.loss.vgg19_weights)
+            log.info("perceptual loss: VGG19 features from %s", cfg.loss.vgg19_weights)
+        elif cfg.loss.perceptual > 0:
             self.perceptual = build_perceptual(cfg.loss.vgg_weights, cfg.loss.lpips_weights,
                                                cfg.loss.perceptual_fallback)
             if self.perceptual is not None:
@@ -91,6 +101,26 @@ class Stage1Task:
 
     def gan_on(self, step: int) -> bool:
         return self.disc is not None and step >= self.cfg.loss.disc_start
+
+    @torch.no_grad()
+    def _count_usage(self, stats: dict, logs: dict[str, torch.Tensor]) -> None:
+        """Codebook usage of this micro-batch: `codes_active_s/t` (distinct codes) into the logs, and the
+        per-code counts added to the window that `take_usage` hands to the logger."""
+        from bfvr.models.stc.quantizer import usage_stats
+
+        n = self.cfg.model.codebook_size
+        for key in ("s", "t"):
+            idx = stats.get(f"min_encoding_indices_{key}")
+            if idx is None:
+                continue
+            u = usage_stats(idx, n)
+            logs[f"codes_active_{key}"] = u["active"].float()
+            self._usage[key] = self._usage.get(key, 0) + u["counts"].cpu()
+
+    def take_usage(self) -> dict[str, torch.Tensor]:
+        """Per-code counts of both codebooks since the previous call ({"s": [N], "t": [N]}), then reset."""
+        out, self._usage = self._usage, {}
+        return out
 
     def generator_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int,
                        disc_fn) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
@@ -107,18 +137,19 @@ class Stage1Task:
             total = total + lw.perceptual * p
             logs["perceptual"] = p
         if self.gan_on(step):
-            g = hinge_g_loss(disc_fn(out))
+            g = self.g_loss_fn(disc_fn(out))
             total = total + lw.gan * g
             logs["g_gan"] = g
         logs["perplexity_s"] = stats.get("perplexity_s", torch.zeros(()))
         logs["perplexity_t"] = stats.get("perplexity_t", torch.zeros(()))
+        self._count_usage(stats, logs)
         logs["loss"] = total
         return total, logs, out.detach()
 
     def disc_loss(self, disc: nn.Module, gt: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
         real_logits = disc(gt)
         fake_logits = disc(fake)
-        d = hinge_d_loss(real_logits, fake_logits)
+        d = self.d_loss_fn(real_logits, fake_logits)
         return d, {"d_loss": d, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
 
 
@@ -144,8 +175,10 @@ class Stage2Task:
         side = cfg.data.crop or cfg.data.size
         down = 2 ** (len(m.ch_mult) - 1)
         kwargs: dict[str, Any] = dict(n_head=m.n_head, n_layers=m.n_layers, codebook_size=m.codebook_size,
-                                      dim_embd=m.emb_dim, official_residual=m.official_residual, dim_mlp=m.dim_mlp,
-                                      latent_hw=(side // down, side // down), nf=m.nf, ch_mult=tuple(m.ch_mult),
+                                      dim_embd=m.emb_dim, official_residual=m.official_residual,
+                                      dim_mlp=m.dim_mlp,
+                                      latent_hw=(side // down, side // down), nf=m.nf,
+                                      ch_mult=tuple(m.ch_mult),
                                       res_blocks=m.res_blocks, beta=m.beta, mpr=m.mpr,
                                       connect_list=tuple(m.connect_list))
         kwargs.update(m.extra)
@@ -154,7 +187,8 @@ class Stage2Task:
         except TypeError as e:
             raise ConfigError(f"model settings do not fit STCStage2: {e}; fix the model section.") from None
         # encoder, codebooks and generator start from Stage I (the official vqgan_path)
-        _load_into(self.model, stage1_sd, ("encoder.", "quantize.", "generator."), f"Stage-I weights {m.stage1_weights}")
+        _load_into(self.model, stage1_sd, ("encoder.", "quantize.", "generator."), "Stage-I "
+                   f"weights {m.stage1_weights}")
         if m.init_weights:
             _load_into(self.model, load_weights(m.init_weights), ("",), m.init_weights)
         for name, p in self.model.named_parameters():
@@ -162,7 +196,8 @@ class Stage2Task:
                 p.requires_grad_(False)
         self.model.to(device)
         n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        log.info("stage II: %d trainable parameters (frozen: quantize, generator, unused fuse/feat_emb)", n_train)
+        log.info("stage II: %d trainable parameters (frozen: quantize, generator, unused fuse/feat_emb)",
+                 n_train)
 
     def gan_on(self, step: int) -> bool:
         return False

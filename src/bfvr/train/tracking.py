@@ -1,7 +1,11 @@
 """Metric tracking: always a JSONL file (`metrics.jsonl`, one object per logged step holding the mean of
 each value over the steps since the previous record), plus TensorBoard
 event files when the optional `tensorboard` package is installed (`pip install bfvr[train]`).
-Which sinks are active is logged at start."""
+Which sinks are active is logged at start.
+
+Count histograms (e.g. how often each codebook entry was used since the previous record) go to
+`histograms.jsonl` (one object per logged step: ``{"step", "time", name: [counts...]}``) and to
+TensorBoard histograms (bucket i = entry i)."""
 
 from __future__ import annotations
 
@@ -22,13 +26,11 @@ class MetricLogger:
         self.tb = None
         if not enabled:
             return
-        if resume_step is not None and self.path.is_file():
+        self.hist_path = Path(run_dir) / "histograms.jsonl"
+        if resume_step is not None:
             # drop lines logged after the checkpoint we resume from (the killed run's tail)
-            keep = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-            tmp.write_text("".join(k + "\n" for k in keep))
-            os.replace(tmp, self.path)
+            for p in (self.path, self.hist_path):
+                _truncate_after(p, resume_step)
         self._fh = open(self.path, "a")
         sinks = [str(self.path)]
         if tensorboard:
@@ -51,12 +53,53 @@ class MetricLogger:
             for k, v in values.items():
                 self.tb.add_scalar(k, v, step)
 
+    def histograms(self, step: int, counts: dict[str, list[int]]) -> None:
+        """Log count histograms ``{name: counts}`` (bucket i holds counts[i])."""
+        if not self.enabled or not counts:
+            return
+        rec = {
+            "step": step, "time": round(time.time(), 3), **{k: [int(c) for c in v] for k, v in counts.items()}
+        }
+        with open(self.hist_path, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for name, c in counts.items():
+                c = [int(x) for x in c]
+                total = sum(c)
+                if total == 0:
+                    continue
+                idx = range(len(c))
+                used = [i for i in idx if c[i]]
+                self.tb.add_histogram_raw(name, min=float(used[0]), max=float(used[-1]), num=total,
+                                          sum=float(sum(i * x for i, x in zip(idx, c))),
+                                          sum_squares=float(sum(i * i * x for i, x in zip(idx, c))),
+                                          bucket_limits=[i + 0.5 for i in idx], bucket_counts=c,
+                                          global_step=step)
+
     def close(self) -> None:
         if not self.enabled:
             return
         self._fh.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    """Keep only the records of `path` (JSONL) logged at or before `step` (atomic rewrite)."""
+    if not path.is_file():
+        return
+    keep = [
+        ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step
+    ]
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("".join(k + "\n" for k in keep))
+    os.replace(tmp, path)
+
+
+def read_histograms(run_dir: str | Path) -> list[dict]:
+    """The logged count histograms of a run (`histograms.jsonl`), in logging order."""
+    p = Path(run_dir) / "histograms.jsonl"
+    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()] if p.is_file() else []
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

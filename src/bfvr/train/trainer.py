@@ -19,8 +19,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -114,9 +115,9 @@ class Trainer:
         self.start_step = 0
         self._skipped = 0
         if cfg.bf16 and self.device.type == "cpu":
-            log.warning("bf16 autocast on CPU: torch 2.13's oneDNN Conv3d weight gradient in bf16 sporadically "
-                        "returns NaN (measured: most steps of the tiny STC model); such steps are skipped, and "
-                        "the run stops after 10 in a row. Prefer fp32 for training on CPU.")
+            log.warning("bf16 autocast on CPU: torch 2.13's oneDNN Conv3d weight gradient in bf16 "
+                        "sporadically returns NaN (measured: most steps of the tiny STC model); such steps "
+                        "are skipped, and the run stops after 10 in a row. Prefer fp32 for training on CPU.")
         if resume:
             self._load_latest()
 
@@ -126,10 +127,11 @@ class Trainer:
             dev_ids = [self.device.index] if self.device.type == "cuda" else None
             fu = cfg.ddp_find_unused
             if fu is None:
-                fu = cfg.task_name == "stc-stage1" and cfg.model.mpr != "paper"
+                fu = cfg.task_name == "stc-stage1" and cfg.model.mpr == "none"
             self.model_ddp = DDP(self.model, device_ids=dev_ids, find_unused_parameters=fu)
             if self.disc is not None:
-                self.disc_ddp = DDP(self.disc, device_ids=dev_ids, find_unused_parameters=bool(cfg.ddp_find_unused))
+                self.disc_ddp = DDP(self.disc, device_ids=dev_ids,
+                                    find_unused_parameters=bool(cfg.ddp_find_unused))
 
     # ------------------------------------------------------------------------------------------------
     # run folder, checkpoints
@@ -198,8 +200,8 @@ class Trainer:
         import hashlib
 
         h = hashlib.sha1()
-        for name, t in list(self.model.state_dict().items()) + [
-                (f"disc.{k}", v) for k, v in (self.disc.state_dict().items() if self.disc is not None else [])]:
+        disc = self.disc.state_dict().items() if self.disc is not None else []
+        for name, t in list(self.model.state_dict().items()) + [(f"disc.{k}", v) for k, v in disc]:
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         mine = h.hexdigest()
@@ -227,11 +229,12 @@ class Trainer:
             "batch_size": self.cfg.data.batch_size,
             "accum_steps": self.cfg.accum_steps,
         }
-        meta = {"stage": self.cfg.stage, "task": self.cfg.task_name, "name": self.cfg.name, "world_size": self.info.world_size,
-                "rank_weight_sha1": digests,
+        meta = {"stage": self.cfg.stage, "task": self.cfg.task_name, "name": self.cfg.name,
+                "world_size": self.info.world_size, "rank_weight_sha1": digests,
                 "data_fingerprint": self._fingerprint, "lr": lr_at(max(self.step, 1), self.cfg.optim.lr,
                                                                      self.cfg.optim)}
-        return ckpt.save_checkpoint(self.run_dir, self.step, self._weights(), state, meta, keep=self.cfg.keep_ckpts)
+        return ckpt.save_checkpoint(self.run_dir, self.step, self._weights(), state, meta,
+                                    keep=self.cfg.keep_ckpts)
 
     def _load_latest(self) -> None:
         from bfvr.errors import ModelError
@@ -240,7 +243,8 @@ class Trainer:
         older = sorted((q for q in newest.parent.glob("step_*") if q != newest and q.name < newest.name
                         and (q / "state.pt").is_file()), reverse=True)
         bad: list[tuple[Path, str]] = []
-        for path in [newest, *older]:  # newest first; a corrupt (or tampered) checkpoint falls back to the previous
+        # newest first; a corrupt (or tampered) checkpoint falls back to the previous
+        for path in [newest, *older]:
             try:
                 state = ckpt.load_state(path)
                 model_sd = ckpt.load_safetensors(path / "model.safetensors")
@@ -251,8 +255,9 @@ class Trainer:
                 continue
             break
         else:
-            raise ConfigError(f"no readable checkpoint in {newest.parent} ({bad[0][1].rstrip('.')}); start the "
-                              "run again without --resume (in a new folder) or restore the checkpoint files.")
+            raise ConfigError(f"no readable checkpoint in {newest.parent} "
+                              f"({bad[0][1].rstrip('.')}); start the run again without "
+                              "--resume (in a new folder) or restore the checkpoint files.")
         for p, why in bad:
             log.warning("checkpoint %s is unreadable (%s); resuming from the previous valid one, %s",
                         p.name, why.rstrip("."), path.name)
@@ -272,8 +277,8 @@ class Trainer:
                     self.opt_d.load_state_dict(state["opt_d"])
         except (RuntimeError, ValueError, KeyError, FileNotFoundError, TypeError) as e:
             raise ConfigError(f"{path} does not fit the current model/discriminator settings "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); resume with the run's own "
-                              "config (its config.yaml).") from None
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); resume "
+                              "with the run's own config (its config.yaml).") from None
         ckpt.set_rng_state(state["rng"])
         self.step = self.start_step = int(state["step"])
         log.info("resumed from %s (step %d)", path, self.step)
@@ -356,8 +361,9 @@ class Trainer:
             sums["skipped"] = 1.0
             if self._skipped >= 10:
                 raise FloatingPointError(
-                    f"10 consecutive steps had non-finite gradients under bf16 (step {step}); train in fp32 "
-                    "(--fp32). On CPUs, torch 2.13's oneDNN bf16 Conv3d weight gradient sporadically returns NaN.")
+                    "10 consecutive steps had non-finite gradients under bf16 "
+                    f"(step {step}); train in fp32 (--fp32). On CPUs, torch 2.13's "
+                    "oneDNN bf16 Conv3d weight gradient sporadically returns NaN.")
             self.opt_g.zero_grad(set_to_none=True)
         else:
             self._skipped = 0
@@ -416,8 +422,9 @@ class Trainer:
         logger = MetricLogger(self.run_dir, enabled=self.info.is_main, tensorboard=c.tensorboard,
                               resume_step=self.start_step if self.resume else None)
         if self.info.is_main:
-            log.info("training %s: steps %d -> %d, world size %d, batch %d x accum %d x %d processes, bf16 %s, "
-                     "device %s", c.task_name, self.start_step, total, self.info.world_size, c.data.batch_size,
+            log.info("training %s: steps %d -> %d, world size %d, batch "
+                     "%d x accum %d x %d processes, bf16 %s, device %s", c.task_name, self.start_step, total,
+                     self.info.world_size, c.data.batch_size,
                      c.accum_steps, self.info.world_size, c.bf16, self.device)
         records: list[dict[str, float]] = []
         bar = None
@@ -439,7 +446,9 @@ class Trainer:
                     counts[k] = counts.get(k, 0) + 1
                 if self.step % c.log_every == 0 or self.step == total or self.step == self.start_step + 1:
                     # the mean of every value over the steps since the previous record
-                    logger.log(self.step, {k: window[k] / counts[k] for k in window})
+                    logger.log(
+                        self.step, {k: window[k] / counts[k] for k in window} | self._usage_window(logger)
+                    )
                     window, counts = {}, {}
                 if bar is not None:
                     bar.update(1)
@@ -447,8 +456,8 @@ class Trainer:
                 if self.step % c.ckpt_every == 0 or self.step == total:
                     self.save()
                     bdist.barrier(self.info)
-                if c.val.every and (self.step % c.val.every == 0 or self.step == total) and self.info.is_main \
-                        and hasattr(self.task, "validate"):
+                if (c.val.every and (self.step % c.val.every == 0 or self.step == total) and self.info.is_main
+                        and hasattr(self.task, "validate")):
                     scores = self.task.validate(self.ema.module)
                     # the raw weights too: early in a run (or after an LR restart) the EMA lags behind them
                     raw = self.task.validate(self.model)
@@ -461,6 +470,31 @@ class Trainer:
                 bar.close()
             logger.close()
         return records
+
+    def _usage_window(self, logger: MetricLogger) -> dict[str, float]:
+        """Codebook usage since the previous record (tasks with `take_usage`, e.g. STC Stage I): the per-code
+        counts (summed over ranks) go to the histogram sinks; returns `usage_active_<k>` (codes used at least
+        once in the window) and `usage_perplexity_<k>` (exp of the entropy of the window's usage)."""
+        take = getattr(self.task, "take_usage", None)
+        if take is None:
+            return {}
+        usage = take()
+        out: dict[str, float] = {}
+        hists: dict[str, list[int]] = {}
+        for key in sorted(usage):
+            c = usage[key].to(torch.int64)
+            if self.info.enabled:
+                import torch.distributed as dist
+
+                c = c.to(self.device)
+                dist.all_reduce(c)
+                c = c.cpu()
+            p = c.double() / max(int(c.sum()), 1)
+            out[f"usage_active_{key}"] = float((c > 0).sum())
+            out[f"usage_perplexity_{key}"] = float(torch.exp(-(p * torch.log(p + 1e-12)).sum()))
+            hists[f"codebook_usage_{key}"] = c.tolist()
+        logger.histograms(self.step, hists)
+        return out
 
     def close(self) -> None:
         bdist.cleanup()

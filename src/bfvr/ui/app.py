@@ -93,8 +93,8 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
     models_md = (f"Unavailable here (no weights on this machine): {', '.join(unavailable)}; "
                  "`bfvr models download NAME` fetches them." if unavailable else "")
     if choice_default != DEFAULT_MODEL:
-        models_md = f"The default model **{DEFAULT_MODEL}** cannot run here, so **{choice_default}** is selected. " \
-            + models_md
+        models_md = (f"The default model **{DEFAULT_MODEL}** cannot run here, so **{choice_default}** is "
+                     "selected. " + models_md)
 
     # ------------------------------------------------------------------ handlers
     def _source(file: str | None, sample: str | None, frames_fps: float | None, sid: str, work_kind: str):
@@ -120,8 +120,8 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
             return f"⚠ {one_line(e)}", None
         text = f"**{src.name}**: {describe(src.info)}"
         if src.info.duration > limits.max_seconds:
-            text += (f"  \n⚠ longer than this page's limit of {limits.max_seconds:g} s: set a preview of at most "
-                     f"{limits.max_seconds:g} s.")
+            text += (f"  \n⚠ longer than this page's limit of {limits.max_seconds:g} "
+                     f"s: set a preview of at most {limits.max_seconds:g} s.")
         return text, first
 
     def on_upload(file, frames_fps, request: gr.Request):
@@ -237,7 +237,8 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
                 gr.Markdown("### 1. Input")
                 upload = gr.File(label=f"Upload a video, GIF or zip of PNG/JPG frames (up to "
                                        f"{limits.max_upload_mb:g} MB, {limits.max_seconds:g} s)",
-                                 file_types=list(UPLOAD_SUFFIXES), type="filepath", elem_id="upload", height=170)
+                                 file_types=list(UPLOAD_SUFFIXES), type="filepath", elem_id="upload",
+                                 height=170)
                 sample = gr.Dropdown(choices=list(samples), value=None, label="…or pick a sample clip",
                                      info=f"files in {cfg.samples}" if samples else
                                      "none: start bfvr ui with --samples DIR", interactive=bool(samples),
@@ -246,8 +247,8 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
                                        info="only for a zip of images; videos and GIFs keep their own",
                                        elem_id="frames-fps")
                 input_info = gr.Markdown("", elem_id="input-info")
-                first_frame = gr.Image(label="First frame", interactive=False, height=240, elem_id="first-frame",
-                                       buttons=[])
+                first_frame = gr.Image(label="First frame", interactive=False, height=240,
+                                       elem_id="first-frame", buttons=[])
             with gr.Column(scale=1, min_width=320):
                 gr.Markdown("### 2. Choices")
                 model = gr.Dropdown(choices=[(model_label(*m), m[0]) for m in models], value=choice_default,
@@ -259,7 +260,8 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
                 crf = gr.Slider(0, 51, value=18, step=1, label="Quality (x264 CRF)",
                                 info="lower = better and larger file; 10–18 keeps detail", elem_id="crf")
                 preview = gr.Number(value=0, minimum=0, label="Preview: restore only the first N seconds",
-                                    info="0 = the whole video; a preview leaves the audio out", elem_id="preview")
+                                    info="0 = the whole video; a preview leaves the audio out",
+                                    elem_id="preview")
                 # (inpainting: DicFace's mask drawn on the first frame goes here once bfvr has DicFace)
                 with gr.Row():
                     run_btn = gr.Button("Restore", variant="primary", elem_id="restore-btn")
@@ -268,8 +270,8 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
         gr.Markdown("### 3. Result")
         with gr.Row(equal_height=False):
             with gr.Column():
-                result_video = gr.Video(label="Restored video (with its audio)", interactive=False, height=380,
-                                        elem_id="result-video", buttons=["download"])
+                result_video = gr.Video(label="Restored video (with its audio)", interactive=False,
+                                        height=380, elem_id="result-video", buttons=["download"])
                 download = gr.File(label="Download the restored video", interactive=False, elem_id="download",
                                    height=110)
             with gr.Column():
@@ -279,27 +281,29 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
             with gr.Column():
                 slider = gr.ImageSlider(label="Before / after (drag the handle)", interactive=False,
                                         elem_id="before-after", type="numpy", max_height=420)
-                frame_idx = gr.Slider(0, 1, value=0, step=1, label="Frame shown before / after", interactive=False,
-                                      elem_id="frame-index")
+                frame_idx = gr.Slider(0, 1, value=0, step=1, label="Frame shown before / after",
+                                      interactive=False, elem_id="frame-index")
             with gr.Column():
                 profile = gr.Image(label="Temporal profile (middle pixel column over time): input | restored",
                                    interactive=False, elem_id="profile", type="filepath", height=420)
         run_info = gr.JSON(label="Settings and timings of the run", elem_id="run-info")
         run_state = gr.State(None)
 
-        upload.upload(on_upload, [upload, frames_fps], [input_info, first_frame, sample], api_visibility="private",
-                      concurrency_limit=None)
+        upload.upload(on_upload, [upload, frames_fps], [input_info, first_frame, sample],
+                      api_visibility="private", concurrency_limit=None)
         upload.clear(lambda: ("", None), None, [input_info, first_frame], api_visibility="private",
                      concurrency_limit=None)
-        sample.input(on_sample, [sample, frames_fps], [input_info, first_frame, upload], api_visibility="private",
-                     concurrency_limit=None)
+        sample.input(on_sample, [sample, frames_fps], [input_info, first_frame, upload],
+                     api_visibility="private", concurrency_limit=None)
         model.change(lambda m: model_note(m) or models_md, model, model_md, api_visibility="private",
                      concurrency_limit=None)
         run_btn.click(restore, [upload, sample, model, faces, crf, preview, frames_fps],
-                      [status, result_video, download, side_video, slider, frame_idx, profile, run_info, run_state],
+                      [status, result_video, download, side_video, slider, frame_idx, profile, run_info,
+                       run_state],
                       api_name="restore", concurrency_limit=cfg.concurrency, concurrency_id="restore",
                       show_progress_on=[result_video])
-        cancel_btn.click(cancel, None, status, api_name="cancel", concurrency_limit=None, show_progress="hidden")
+        cancel_btn.click(cancel, None, status, api_name="cancel", concurrency_limit=None,
+                         show_progress="hidden")
         frame_idx.release(show_frame, [frame_idx, run_state], slider, api_visibility="private",
                           concurrency_limit=None)
         # the client API: what the reader sees of a file (the page itself calls on_upload)
@@ -331,17 +335,20 @@ def serve(cfg: UIConfig) -> None:
 
         demo, sessions = build_app(cfg, ws)
         demo.queue(max_size=cfg.queue_size)
-        theme = gr.themes.Default(font=["system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"],
+        theme = gr.themes.Default(font=["system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial",
+                                        "sans-serif"],
                                   font_mono=["ui-monospace", "Consolas", "monospace"])
         try:
             demo.launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=True, quiet=True,
                         inbrowser=cfg.open_browser, show_error=False, ssr_mode=False,
-                        max_file_size=int(cfg.limits.max_upload_mb * 2**20), theme=theme, footer_links=["api"])
+                        max_file_size=int(cfg.limits.max_upload_mb * 2**20), theme=theme,
+                        footer_links=["api"])
         except OSError as e:
-            raise ConfigError(f"cannot serve on {cfg.host}:{cfg.port} ({' '.join(str(e).split())[:160]}); pass "
-                              "another --port.") from None
+            raise ConfigError(f"cannot serve on {cfg.host}:{cfg.port} "
+                              f"({' '.join(str(e).split())[:160]}); pass another --port.") from None
         url = f"http://{cfg.host}:{cfg.port}/"
-        print(f"bfvr ui: open {url} (temporary files in {ws.root}; Ctrl+C stops and removes them)", flush=True)
+        print(f"bfvr ui: open {url} (temporary files in {ws.root}; Ctrl+C stops and removes them)",
+              flush=True)
         while True:
             time.sleep(0.5)
     except KeyboardInterrupt:

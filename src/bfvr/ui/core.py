@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from bfvr.errors import BfvrError, InputError, ModelError
+from bfvr.io.reader import VIDEO_SUFFIXES, list_videos, natural_key
 
-#: what the upload box accepts (anything FFmpeg decodes works; these are the usual suffixes)
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".gif")
+#: what the upload box accepts: the usual video suffixes (anything FFmpeg decodes works) and zips of frames
 UPLOAD_SUFFIXES = (*VIDEO_SUFFIXES, ".zip")
 FACE_CHOICES = ("largest", "all", "aligned")
 
@@ -106,13 +106,7 @@ def find_samples(folder: str | Path | None) -> list[Path]:
     """The video files in `folder` (sample clips the page offers), sorted by name."""
     if folder is None:
         return []
-    p = Path(folder).expanduser()
-    return sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES
-                   and not f.name.startswith(".")), key=lambda f: f.name.lower())
-
-
-def _natural_key(s: str) -> list[object]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+    return list_videos(Path(folder).expanduser())
 
 
 def extract_frames_zip(path: Path, dest: Path, limits: Limits, name: str) -> Path:
@@ -128,15 +122,18 @@ def extract_frames_zip(path: Path, dest: Path, limits: Limits, name: str) -> Pat
     with zf:
         members = [m for m in zf.infolist() if not m.is_dir()
                    and PurePosixPath(m.filename).suffix.lower() in IMAGE_SUFFIXES
-                   and not any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(m.filename).parts)]
+                   and not any(part.startswith((".",
+                                                "__MACOSX")) for part in PurePosixPath(m.filename).parts)]
         if not members:
-            raise InputError(f"'{name}' has no PNG/JPG frames; zip the frames of one video (one image per frame).")
+            raise InputError(f"'{name}' has no PNG/JPG frames; zip the "
+                             "frames of one video (one image per frame).")
         total = sum(m.file_size for m in members)
         max_bytes = 4 * limits.max_upload_mb * 2**20
         if total > max_bytes:
-            raise InputError(f"the frames in '{name}' unpack to {total / 2**20:.0f} MB; this page takes up to "
-                             f"{max_bytes / 2**20:.0f} MB of frames (start bfvr ui with a larger --max-upload-mb).")
-        members.sort(key=lambda m: _natural_key(m.filename))
+            raise InputError(f"the frames in '{name}' unpack to {total / 2**20:.0f} "
+                             f"MB; this page takes up to {max_bytes / 2**20:.0f} MB of "
+                             "frames (start bfvr ui with a larger --max-upload-mb).")
+        members.sort(key=lambda m: natural_key(m.filename))
         dest.mkdir(parents=True, exist_ok=True)
         for i, m in enumerate(members):
             target = dest / f"{i:06d}{PurePosixPath(m.filename).suffix.lower()}"
@@ -198,8 +195,8 @@ def describe(info: Any) -> str:
     audio = (f"audio {info.audio_codec} {info.audio_sample_rate} Hz, {info.audio_channels} ch"
              if info.has_audio else "no audio")
     count = f"{info.frame_count}" + ("" if info.frame_count_exact else " (estimated)")
-    return (f"{info.width}×{info.height} · {fps:.3g} fps · {count} frames · {info.duration:.2f} s · {audio} · "
-            f"{info.kind}{' ' + info.codec if info.codec else ''}")
+    return (f"{info.width}×{info.height} · {fps:.3g} fps · {count} frames · {info.duration:.2f} "
+            f"s · {audio} · {info.kind}{' ' + info.codec if info.codec else ''}")
 
 
 def read_frame(path: Path, index: int, fps: float | None = None) -> np.ndarray:
@@ -283,8 +280,8 @@ class RestorerCache:
             if r is None:
                 # offline: the page never downloads weights by itself (`bfvr models download NAME` does)
                 r = self._restorers[name] = Restorer(name, device=self.device, offline=True, progress=False)
-        r = copy.copy(r)  # same loaded model, this run's face settings
-        r.faces = faces
+        r = copy.copy(r)  # same loaded model, this run's face settings (None: whole frames)
+        r.has_aligned, r.faces = faces is None, faces
         return r
 
 
@@ -404,9 +401,9 @@ class RestoreJob:
         n = info.frame_count if max_frames is None else max_frames
         seconds = n / float(info.fps)
         if seconds > self.limits.max_seconds + 1e-6:
-            raise InputError(f"'{src.name}' lasts {info.duration:.1f} s; this page restores up to "
-                             f"{self.limits.max_seconds:g} s: set a preview of at most that many seconds (or start "
-                             "bfvr ui with a larger --max-seconds).")
+            raise InputError(f"'{src.name}' lasts {info.duration:.1f} s; this page restores up "
+                             f"to {self.limits.max_seconds:g} s: set a preview of at most that "
+                             "many seconds (or start bfvr ui with a larger --max-seconds).")
         faces = s.face_options()
         self.stage = "loading"
         self._check()
@@ -446,7 +443,8 @@ class RestoreJob:
         self._check()
         t2 = time.perf_counter()
         scale = max(1, min(4, 256 // max(res.frames, 1)))
-        img = profile_image([src.path, restored], max_frames=res.frames, labels=["input", "restored"], scale=scale)
+        img = profile_image([src.path, restored], max_frames=res.frames, labels=["input", "restored"],
+                            scale=scale)
         import cv2
 
         profile = self.out_dir / f"{stem}_profile.png"
@@ -456,7 +454,8 @@ class RestoreJob:
         settings = {
             "input": src.name, "input video": describe(info), "model": restorer.name,
             "device": str(restorer.device), "precision": restorer.precision, "faces": s.faces,
-            "crf": s.crf, "preview": f"first {res.frames} frames (audio left out)" if max_frames else "whole video",
+            "crf": s.crf,
+            "preview": f"first {res.frames} frames (audio left out)" if max_frames else "whole video",
             "frames restored": res.frames, "audio": "copied" if res.audio else "none",
         }
         if src.fps:

@@ -21,6 +21,6 @@ from bfvr.models.blocks.conv3d import (
 
 __all__ = [
     "AttnBlock", "Downsample", "Downsample2D", "GroupNorm", "MultiheadSelfAttention", "ResBlock",
-    "TemporalAttention", "TransformerSALayer", "Upsample", "Upsample2D", "chunked_attention", "memory_format_of",
-    "normalize", "swish",
+    "TemporalAttention", "TransformerSALayer", "Upsample", "Upsample2D", "chunked_attention",
+    "memory_format_of", "normalize", "swish",
 ]

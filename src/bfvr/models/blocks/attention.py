@@ -14,7 +14,6 @@ from torch import nn
 
 from bfvr.models.blocks.conv3d import _inplace_ok, memory_format_of, normalize
 
-
 #: largest number of attention scores held at once by the chunked low-precision path (2 Mi = 4 MB bf16).
 #: Small on purpose: the score block must stay in cache (2 MB L2/core, 32 MB L3 here). With 64 Mi scores
 #: (the old bound) every block went through DRAM and the softmax alone cost ~1.2 ns/score on 2 cores;
@@ -69,7 +68,7 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 # m (running max) stays in the input dtype: the max of bf16 scores is exact in bf16, and
                 # a same-dtype sub_ needs no activation-sized fp32 temporary
                 o, pv = obuf[:r], pvbuf[:r]
-                m = l = None
+                m = den = None
                 for j in range(0, n_k, kb):
                     c = min(kb, n_k - j)
                     sc = torch.mm(qi, kt[:, j:j + c], out=sbuf[:r * c].view(r, c))
@@ -77,16 +76,16 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     if m is None:
                         m = mb
                         sc.sub_(m).exp_()
-                        l = sc.sum(dim=-1, keepdim=True).float()
+                        den = sc.sum(dim=-1, keepdim=True).float()
                         o.copy_(torch.mm(sc, vb[j:j + c], out=pv))
                     else:
                         m_new = torch.maximum(m, mb)
                         alpha = (m.float() - m_new.float()).exp_()
                         m = m_new
                         sc.sub_(m).exp_()
-                        l.mul_(alpha).add_(sc.sum(dim=-1, keepdim=True))
+                        den.mul_(alpha).add_(sc.sum(dim=-1, keepdim=True))
                         o.mul_(alpha).add_(torch.mm(sc, vb[j:j + c], out=pv))
-                dst.copy_(o.div_(l))
+                dst.copy_(o.div_(den))
     return out
 
 

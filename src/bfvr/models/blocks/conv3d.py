@@ -17,8 +17,9 @@ def _inplace_ok(t: torch.Tensor) -> bool:
 
 
 def to_channels_last_3d(module: nn.Module) -> nn.Module:
-    """Store every 5-D parameter/buffer of `module` channels_last_3d (Conv3d weights); values unchanged, others
-    untouched. (``module.to(memory_format=torch.channels_last_3d)`` fails on modules that also hold 4-D weights.)
+    """Store every 5-D parameter/buffer of `module` channels_last_3d (Conv3d weights); values unchanged,
+    others untouched. (``module.to(memory_format=torch.channels_last_3d)`` fails on modules that also hold 4-D
+    weights.)
 
     The precision policy (`bfvr.engine.device`): used with bf16/fp16, or when asked explicitly; fp32 keeps the
     official (contiguous) layout, whose numerics match the official code.
@@ -68,7 +69,8 @@ def normalize(channels: int, groups: int = 32, eps: float = 1e-6) -> GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """norm -> swish -> Conv3d 3x3x3 -> norm -> swish -> Conv3d 3x3x3, plus a 1x1x1 skip when channels change."""
+    """norm -> swish -> Conv3d 3x3x3 -> norm -> swish -> Conv3d 3x3x3, plus a 1x1x1 skip when channels
+    change."""
 
     def __init__(self, in_channels: int, out_channels: int | None = None, *, groups: int = 32,
                  eps: float = 1e-6) -> None:
@@ -132,6 +134,7 @@ class Upsample(nn.Module):
 
 
 class Upsample2D(Upsample):
-    """Spatial-only x2 (nearest in H, W), then Conv3d 3x3x3 (a full 3x3x3 kernel, as in the official layout)."""
+    """Spatial-only x2 (nearest in H, W), then Conv3d 3x3x3 (a full 3x3x3 kernel, as in the official
+    layout)."""
 
     scale = (1, 2, 2)

@@ -24,12 +24,13 @@ from bfvr.models.adapter import NetClipModel
 class LiteClipModel(NetClipModel):
     """Restores clips with a `LiteNet`."""
 
-    def __init__(self, net: nn.Module, *, name: str = "bfvr-lite", clip_len: int | None = 24, overlap: int = 4,
-                 canvas: tuple[int, int] | None = (512, 512), device: torch.device | str = "cpu",
+    def __init__(self, net: nn.Module, *, name: str = "bfvr-lite", clip_len: int | None = 24,
+                 overlap: int = 4, canvas: tuple[int, int] | None = (512, 512),
+                 device: torch.device | str = "cpu",
                  precision: str = "fp32", multiple: int = 16) -> None:
         # no face_crop_mode: trained on the proportion crop, which is the pipeline's default
-        super().__init__(net, name=name, schedule=Schedule.clips(clip_len, overlap), canvas=canvas, device=device,
-                         precision=precision, layout="BTCHW", spatial_multiple=multiple,
+        super().__init__(net, name=name, schedule=Schedule.clips(clip_len, overlap), canvas=canvas,
+                         device=device, precision=precision, layout="BTCHW", spatial_multiple=multiple,
                          canvas_required=False)
         self.multiple = multiple
 

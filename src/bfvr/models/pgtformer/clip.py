@@ -27,20 +27,38 @@ from bfvr.models.adapter import NetClipModel
 class PGTFormerClipModel(NetClipModel):
     """Restores 3-frame windows with a `bfvr.models.pgtformer.PGTFormer` network."""
 
-    def __init__(self, net: nn.Module, *, name: str = "pgtformer", keep: int = 1, w: float = 1.0,
-                 canvas: tuple[int, int] | None = None, device: torch.device | str = "cpu",
-                 precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        name: str = "pgtformer",
+        keep: int = 1,
+        w: float = 1.0,
+        canvas: tuple[int, int] | None = None,
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+    ) -> None:
         frames = int(getattr(net, "tf", 3))
         if canvas is None:  # the size the network was built for (512 for the released weights)
             res = int(getattr(net, "ddconfig", {}).get("resolution", 512))
             canvas = (res, res)
         if keep not in range(1, frames + 1):
-            raise ConfigError(f"keep must be between 1 (the official schedule) and the window length {frames}, "
-                              f"got {keep}.")
+            raise ConfigError(
+                f"keep must be between 1 (the official schedule) and the window length {frames}, got {keep}."
+            )
         if not 0.0 <= float(w) <= 1.0:
             raise ConfigError(f"the fidelity weight w must be between 0 and 1, got {w}.")
-        super().__init__(net, name=name, schedule=Schedule.window(frames, keep), canvas=canvas, device=device,
-                         precision=precision, layout="NCHW", output_map="clamp", face_crop_mode="proportion")
+        super().__init__(
+            net,
+            name=name,
+            schedule=Schedule.window(frames, keep),
+            canvas=canvas,
+            device=device,
+            precision=precision,
+            layout="NCHW",
+            output_map="clamp",
+            face_crop_mode="proportion",
+        )
         self.w = float(w)
 
     def __repr__(self) -> str:
@@ -55,8 +73,10 @@ class PGTFormerClipModel(NetClipModel):
         super().check_clip(clip)
         n = self.schedule.length
         if clip.shape[0] != n:
-            raise ModelError(f"{self.name} restores windows of {n} frames (got {clip.shape[0]}); --clip-len does "
-                             "not apply to it (use --keep for the faster schedule).")
+            raise ModelError(
+                f"{self.name} restores windows of {n} frames (got {clip.shape[0]}); --clip-len does "
+                "not apply to it (use --keep for the faster schedule)."
+            )
 
     def run_net(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x, w=self.w)[0]

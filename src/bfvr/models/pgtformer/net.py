@@ -43,9 +43,20 @@ from bfvr.models.stc.stage2 import adaptive_instance_normalization
 #: constructor arguments of the released model (release_test_stage_IIII_dont_need_align_version.yml,
 #: network_g minus `type`); `PGTFormer(**OFFICIAL_CONFIG)` loads kepeng/pgtformer-base
 OFFICIAL_CONFIG: dict[str, Any] = {
-    "w": 1, "adain": True, "checkpointing": False, "bottleneck_type": "rq", "embed_dim": 512, "n_embed": 1024,
-    "latent_shape": [32, 32, 512], "code_shape": [32, 32, 1], "shared_codebook": True, "decay": 0.99,
-    "restart_unused_codes": True, "loss_type": "mse", "latent_loss_weight": 0.25, "tf": 3,
+    "w": 1,
+    "adain": True,
+    "checkpointing": False,
+    "bottleneck_type": "rq",
+    "embed_dim": 512,
+    "n_embed": 1024,
+    "latent_shape": [32, 32, 512],
+    "code_shape": [32, 32, 1],
+    "shared_codebook": True,
+    "decay": 0.99,
+    "restart_unused_codes": True,
+    "loss_type": "mse",
+    "latent_loss_weight": 0.25,
+    "tf": 3,
     "ddconfig": dict(OFFICIAL_DDCONFIG),
 }
 #: temporal channels per frame in the fidelity blocks (official `tcc`)
@@ -66,10 +77,16 @@ class TemporalFuseBlock(nn.Module):
         out_ch = in_ch if out_ch is None else out_ch
         self.t = t
         self.encode_enc = ResnetBlock2d(2 * in_ch + TCC, out_ch, skip_name="conv_out")
-        self.scale = nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.LeakyReLU(0.2, True),
-                                   nn.Conv2d(out_ch, out_ch, 3, padding=1))
-        self.shift = nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.LeakyReLU(0.2, True),
-                                   nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.scale = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1),
+        )
+        self.shift = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1),
+        )
         self.tconvenc = nn.Conv2d(in_ch, TCC, 1)
         self.tconvdec = nn.Conv2d(in_ch, TCC, 1)
         self.tfusion0 = nn.Conv2d(2 * t * TCC, t * TCC, 1)
@@ -91,11 +108,23 @@ class PGTFormer(TSVQGAN):
     (out [(B*3), 3, H, W], logits [(B*3), h, w, depth, n_embed], lq_feat [(B*3), h, w, embed_dim])
     or, with `code_only`, (logits, lq_feat) — the official return values."""
 
-    def __init__(self, ddconfig: Mapping[str, Any] | None = None, *, dim_embd: int = 512, n_head: int = 8,
-                 n_layers: int = 9, connect_list: Sequence[str] = ("32", "64", "128", "256"),
-                 fix_modules: Sequence[str] | None = ("quantizer", "decoder", "conditionnet"), w: float = 0.0,
-                 detach_16: bool = True, adain: bool = False, tf: int = 3, droprate: float = 0.0,
-                 parsing_classes: int = 19, **vq_kwargs: Any) -> None:
+    def __init__(
+        self,
+        ddconfig: Mapping[str, Any] | None = None,
+        *,
+        dim_embd: int = 512,
+        n_head: int = 8,
+        n_layers: int = 9,
+        connect_list: Sequence[str] = ("32", "64", "128", "256"),
+        fix_modules: Sequence[str] | None = ("quantizer", "decoder", "conditionnet"),
+        w: float = 0.0,
+        detach_16: bool = True,
+        adain: bool = False,
+        tf: int = 3,
+        droprate: float = 0.0,
+        parsing_classes: int = 19,
+        **vq_kwargs: Any,
+    ) -> None:
         super().__init__(ddconfig, tf=tf, **vq_kwargs)
         self.w, self.detach_16, self.adain = w, detach_16, adain
         self.fix_modules = tuple(fix_modules or ())
@@ -104,11 +133,13 @@ class PGTFormer(TSVQGAN):
         self.conditionnet = BiSeNet(parsing_classes)
         self.convpos = nn.Conv2d(3 * parsing_classes, dim_embd, 1)
         self.feat_emb = nn.Linear(embed_dim, dim_embd)
-        self.ft_layers = nn.Sequential(*[TransformerSALayer(dim_embd, n_head, 2 * dim_embd, droprate)
-                                         for _ in range(n_layers)])
-        self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd),
-                                            nn.Linear(dim_embd, self.quantizer.depth * self.quantizer.n_embed,
-                                                      bias=False))
+        self.ft_layers = nn.Sequential(
+            *[TransformerSALayer(dim_embd, n_head, 2 * dim_embd, droprate) for _ in range(n_layers)]
+        )
+        self.idx_pred_layer = nn.Sequential(
+            nn.LayerNorm(dim_embd),
+            nn.Linear(dim_embd, self.quantizer.depth * self.quantizer.n_embed, bias=False),
+        )
         cfg = self.ddconfig
         self.fuse_levels: dict[str, int] = {}
         self.fuse_convs_dict = nn.ModuleDict()
@@ -156,7 +187,8 @@ class PGTFormer(TSVQGAN):
         return t.reshape(bt // self.tf, self.tf, c, h * w).permute(0, 1, 3, 2).reshape(bt // self.tf, -1, c)
 
     def predict_logits(self, lq_feat: torch.Tensor, parsing_cond: torch.Tensor) -> torch.Tensor:
-        """lq_feat [(B*tf), C, h, w], parsing_cond [(B*tf), 57, h, w] -> logits [(B*tf), h, w, depth, n_embed]."""
+        """lq_feat [(B*tf), C, h, w], parsing_cond [(B*tf), 57, h, w] -> logits [(B*tf), h, w, depth,
+        n_embed]."""
         bt, _, h, w = lq_feat.shape
         pos = self.clip_tokens(self.convpos(parsing_cond))
         q = self.feat_emb(self.clip_tokens(lq_feat))
@@ -172,7 +204,9 @@ class PGTFormer(TSVQGAN):
             feat = adaptive_instance_normalization(feat, lq_feat)
         return feat
 
-    def decode_fused(self, quant_feat: torch.Tensor, enc_feats: Sequence[torch.Tensor], w: float) -> torch.Tensor:
+    def decode_fused(
+        self, quant_feat: torch.Tensor, enc_feats: Sequence[torch.Tensor], w: float
+    ) -> torch.Tensor:
         """The decoder with the fidelity blocks (w > 0) applied to the encoder features of their level."""
         by_level = {lvl: self.fuse_convs_dict[s] for s, lvl in self.fuse_levels.items()}
 
@@ -185,8 +219,14 @@ class PGTFormer(TSVQGAN):
         return self.decode(quant_feat, hook)
 
     # -- forward ------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, w: float | None = None, code_only: bool = False,
-                adain: bool | None = None, detach_16: bool | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        w: float | None = None,
+        code_only: bool = False,
+        adain: bool | None = None,
+        detach_16: bool | None = None,
+    ):
         w = self.w if w is None else w
         adain = self.adain if adain is None else adain
         detach_16 = self.detach_16 if detach_16 is None else detach_16
@@ -214,7 +254,9 @@ def config_from_official(config: Mapping[str, Any]) -> dict[str, Any]:
     yml's `network_g`): the keys PGTFormer takes; `type` and unknown keys are dropped."""
     import inspect
 
-    known = set(inspect.signature(PGTFormer.__init__).parameters) | set(inspect.signature(TSVQGAN.__init__).parameters)
+    known = set(inspect.signature(PGTFormer.__init__).parameters) | set(
+        inspect.signature(TSVQGAN.__init__).parameters
+    )
     known -= {"self", "vq_kwargs"}
     out = {k: v for k, v in config.items() if k in known}
     if "ddconfig" in out:

@@ -26,8 +26,9 @@ from torch import nn
 SHIFT_MASK_VALUE = -100.0
 
 
-def relative_position_index(frames: int, window: Sequence[int],
-                            table_window: Sequence[int] | None = None) -> torch.Tensor:
+def relative_position_index(
+    frames: int, window: Sequence[int], table_window: Sequence[int] | None = None
+) -> torch.Tensor:
     """[N, N] int64 table (N = frames * wh * ww, tokens ordered frame, row, column): the row of the bias
     table for the offset (dt, dy, dx) between token i and token j, dt in [-(frames-1), frames-1] etc.,
     flattened as ((dt + frames-1) * (2Wh-1) + dy + Wh-1) * (2Ww-1) + dx + Ww-1, where (Wh, Ww) is the
@@ -42,8 +43,9 @@ def relative_position_index(frames: int, window: Sequence[int],
     return ((d[0] + frames - 1) * (2 * th - 1) + d[1] + th - 1) * (2 * tw - 1) + d[2] + tw - 1
 
 
-def effective_window(h: int, w: int, window: Sequence[int], shift: Sequence[int]) -> tuple[tuple[int, int],
-                                                                                          tuple[int, int]]:
+def effective_window(
+    h: int, w: int, window: Sequence[int], shift: Sequence[int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """Window and shift actually used on an h x w map: a side not larger than the window becomes one
     window of that size, without shift (as in Swin)."""
     win, sh = [int(window[0]), int(window[1])], [int(shift[0]), int(shift[1])]
@@ -60,8 +62,9 @@ def to_windows(x: torch.Tensor, win: tuple[int, int]) -> torch.Tensor:
     return x.permute(0, 2, 4, 1, 3, 5, 6).reshape(b, (h // win[0]) * (w // win[1]), d * win[0] * win[1], c)
 
 
-def shift_mask(h: int, w: int, d: int, win: tuple[int, int], shift: tuple[int, int],
-               device: torch.device | None = None) -> torch.Tensor:
+def shift_mask(
+    h: int, w: int, d: int, win: tuple[int, int], shift: tuple[int, int], device: torch.device | None = None
+) -> torch.Tensor:
     """[nW, N, N] additive mask for the cyclically shifted windows of a (padded) h x w map: 0 between
     tokens of the same region before the shift, `SHIFT_MASK_VALUE` otherwise."""
     label = torch.zeros(h, w, device=device)
@@ -79,15 +82,18 @@ class WindowAttention3D(nn.Module):
     """Multi-head self-attention inside each window with a relative position bias (official names:
     `relative_position_bias_table`, `relative_position_index`, `q`, `kv`, `proj`)."""
 
-    def __init__(self, dim: int, num_heads: int, frames: int = 3, window: Sequence[int] = (4, 4),
-                 qkv_bias: bool = True) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, frames: int = 3, window: Sequence[int] = (4, 4), qkv_bias: bool = True
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.dim, self.num_heads, self.frames, self.window = dim, num_heads, frames, tuple(window)
         n_rel = (2 * frames - 1) * (2 * self.window[0] - 1) * (2 * self.window[1] - 1)
         self.relative_position_bias_table = nn.Parameter(torch.zeros(n_rel, num_heads))
-        if not self.relative_position_bias_table.is_meta:  # (on meta it would import torch's decompositions: ~3 s)
+        if (
+            not self.relative_position_bias_table.is_meta
+        ):  # (on meta it would import torch's decompositions: ~3 s)
             nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.register_buffer("relative_position_index", relative_position_index(frames, self.window))
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
@@ -100,7 +106,9 @@ class WindowAttention3D(nn.Module):
         if win == self.window:
             idx = self.relative_position_index
         else:
-            idx = relative_position_index(self.frames, win, self.window).to(self.relative_position_index.device)
+            idx = relative_position_index(self.frames, win, self.window).to(
+                self.relative_position_index.device
+            )
         n = idx.shape[0]
         return self.relative_position_bias_table[idx.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
 
@@ -135,8 +143,9 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
-def window_order(d: int, h: int, w: int, win: tuple[int, int], shift: tuple[int, int],
-                 device: torch.device | None = None) -> torch.Tensor:
+def window_order(
+    d: int, h: int, w: int, win: tuple[int, int], shift: tuple[int, int], device: torch.device | None = None
+) -> torch.Tensor:
     """Token gather index: ``tokens[:, order]`` turns the [B, D*h*w, C] tokens of an h x w map (frame, row,
     column order) into its windows [B, nW*N, C] after a cyclic shift by -`shift` (windows row-major, tokens
     frame, row, column within a window): one gather instead of roll + partition."""
@@ -156,8 +165,15 @@ class SwinBlock3D(nn.Module):
     (`window_order`) and put back with its inverse, which equals the official pad -> roll -> partition ->
     attention -> merge -> roll back -> crop."""
 
-    def __init__(self, dim: int, num_heads: int, frames: int = 3, window: Sequence[int] = (4, 4),
-                 shift: Sequence[int] = (0, 0), mlp_ratio: float = 1.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        frames: int = 3,
+        window: Sequence[int] = (4, 4),
+        shift: Sequence[int] = (0, 0),
+        mlp_ratio: float = 1.0,
+    ) -> None:
         super().__init__()
         self.window, self.shift, self.frames = tuple(window), tuple(shift), frames
         if not all(0 <= s < w for s, w in zip(self.shift, self.window)):
@@ -168,8 +184,9 @@ class SwinBlock3D(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self._orders: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _order(self, hp: int, wp: int, win: tuple[int, int], shift: tuple[int, int],
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _order(
+        self, hp: int, wp: int, win: tuple[int, int], shift: tuple[int, int], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         key = (hp, wp, win, shift, str(device))
         if key not in self._orders:
             order = window_order(self.frames, hp, wp, win, shift, device)
@@ -203,22 +220,33 @@ class SwinLayer3D(nn.Module):
     `EncoderLayer`; parameters under `blocks.i`). forward(x [(B*D), C, H, W]) -> same shape, attention within
     each group of D = `frames` consecutive frames."""
 
-    def __init__(self, dim: int, depth: int = 2, num_heads: int = 8, frames: int = 3,
-                 window: Sequence[int] = (4, 4), mlp_ratio: float = 1.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        depth: int = 2,
+        num_heads: int = 8,
+        frames: int = 3,
+        window: Sequence[int] = (4, 4),
+        mlp_ratio: float = 1.0,
+    ) -> None:
         super().__init__()
         self.frames = frames
         half = tuple(int(s) // 2 for s in window)
         self.blocks = nn.ModuleList(
             SwinBlock3D(dim, num_heads, frames, window, (0, 0) if i % 2 == 0 else half, mlp_ratio)
-            for i in range(depth))
+            for i in range(depth)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bd, c, h, w = x.shape
         d = self.frames
         if bd % d:
             raise ValueError(f"expected a multiple of {d} frames stacked in the batch, got {bd}")
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        fmt = (
+            torch.channels_last
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
             else torch.contiguous_format
+        )
         # [(B*D), C, H, W] -> tokens [B, D*H*W, C]; free when x is channels-last
         t = x.permute(0, 2, 3, 1).reshape(bd // d, d * h * w, c)
         for blk in self.blocks:

@@ -32,12 +32,29 @@ from bfvr.models.pgtformer.swin import SwinLayer3D
 
 #: the official `ddconfig` of release_test_stage_IIII_dont_need_align_version.yml (ignored keys dropped)
 OFFICIAL_DDCONFIG: dict[str, Any] = {
-    "z_channels": 256, "resolution": 512, "in_channels": 3, "out_ch": 3, "ch": 64, "ch_mult": [1, 2, 4, 4, 8],
-    "depths": [2, 2, 2, 2, 2], "num_heads": [8, 8, 8, 8, 8], "window_sizes": [[4, 4]] * 5, "num_frames": 3,
-    "num_res_blocks": 1, "attn_resolutions": [32, 64, 128], "dropout": 0.0,
+    "z_channels": 256,
+    "resolution": 512,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 64,
+    "ch_mult": [1, 2, 4, 4, 8],
+    "depths": [2, 2, 2, 2, 2],
+    "num_heads": [8, 8, 8, 8, 8],
+    "window_sizes": [[4, 4]] * 5,
+    "num_frames": 3,
+    "num_res_blocks": 1,
+    "attn_resolutions": [32, 64, 128],
+    "dropout": 0.0,
 }
 #: `ddconfig` keys the official classes accept but never use
-IGNORED_DDCONFIG_KEYS = ("double_z", "stages_atten", "window_size", "num_head", "give_pre_end", "resamp_with_conv")
+IGNORED_DDCONFIG_KEYS = (
+    "double_z",
+    "stages_atten",
+    "window_size",
+    "num_head",
+    "give_pre_end",
+    "resamp_with_conv",
+)
 
 
 class ResnetBlock2d(nn.Module):
@@ -45,8 +62,14 @@ class ResnetBlock2d(nn.Module):
     change (named `nin_shortcut`, official `TDResnetBlock`, or `conv_out`, official `ResBlock` of the
     fusion blocks). Acts on each frame of ``[(B*D), C, H, W]``."""
 
-    def __init__(self, in_channels: int, out_channels: int | None = None, *, skip_name: str = "nin_shortcut",
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        *,
+        skip_name: str = "nin_shortcut",
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         self.in_channels, self.out_channels, self.skip_name = in_channels, out_channels, skip_name
@@ -91,8 +114,14 @@ class Upsample(nn.Module):
 
 
 def _swin(dim: int, level: int, cfg: Mapping[str, Any]) -> SwinLayer3D:
-    return SwinLayer3D(dim, depth=cfg["depths"][level], num_heads=cfg["num_heads"][level],
-                       frames=cfg["num_frames"], window=tuple(cfg["window_sizes"][level]), mlp_ratio=1.0)
+    return SwinLayer3D(
+        dim,
+        depth=cfg["depths"][level],
+        num_heads=cfg["num_heads"][level],
+        frames=cfg["num_frames"],
+        window=tuple(cfg["window_sizes"][level]),
+        mlp_ratio=1.0,
+    )
 
 
 def _check_ddconfig(ddconfig: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,14 +246,26 @@ class VQEmbedding(nn.Embedding):
     assigned to them (decay `decay`, Laplace smoothing `eps`), and codes used less than once on average are
     restarted from random vectors of the batch (official `VQEmbedding`)."""
 
-    def __init__(self, n_embed: int, embed_dim: int, *, decay: float = 0.99, eps: float = 1e-5,
-                 restart_unused_codes: bool = True) -> None:
+    def __init__(
+        self,
+        n_embed: int,
+        embed_dim: int,
+        *,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        restart_unused_codes: bool = True,
+    ) -> None:
         weight = torch.empty(n_embed + 1, embed_dim)
         if not weight.is_meta:  # nn.Embedding's init (normal, zero padding row); skipped on meta, where
             nn.init.normal_(weight)  # normal_ would import torch's decompositions (~3 s)
             weight.data[n_embed] = 0
         super().__init__(n_embed + 1, embed_dim, padding_idx=n_embed, _weight=weight)
-        self.n_embed, self.decay, self.eps, self.restart_unused_codes = n_embed, decay, eps, restart_unused_codes
+        self.n_embed, self.decay, self.eps, self.restart_unused_codes = (
+            n_embed,
+            decay,
+            eps,
+            restart_unused_codes,
+        )
         self.weight.requires_grad_(False)
         self.register_buffer("cluster_size_ema", torch.zeros(n_embed))
         self.register_buffer("embed_ema", self.weight[:-1].detach().clone())
@@ -276,13 +317,23 @@ class ResidualQuantizer(nn.Module):
     """The official `RQBottleneck` at spatial code shape = latent shape: `depth` residual quantisation
     steps (depth 1 = plain VQ), codebooks shared or not. Channels-last latents [N, h, w, D]."""
 
-    def __init__(self, n_embed: int = 1024, embed_dim: int = 512, depth: int = 1, *, shared_codebook: bool = True,
-                 decay: float = 0.99, restart_unused_codes: bool = True) -> None:
+    def __init__(
+        self,
+        n_embed: int = 1024,
+        embed_dim: int = 512,
+        depth: int = 1,
+        *,
+        shared_codebook: bool = True,
+        decay: float = 0.99,
+        restart_unused_codes: bool = True,
+    ) -> None:
         super().__init__()
         self.n_embed, self.depth, self.shared_codebook = n_embed, depth, shared_codebook
         n_books = 1 if shared_codebook else depth
-        books = [VQEmbedding(n_embed, embed_dim, decay=decay, restart_unused_codes=restart_unused_codes)
-                 for _ in range(n_books)]
+        books = [
+            VQEmbedding(n_embed, embed_dim, decay=decay, restart_unused_codes=restart_unused_codes)
+            for _ in range(n_books)
+        ]
         self.codebooks = nn.ModuleList(books * depth if shared_codebook else books)
 
     def book(self, i: int) -> VQEmbedding:
@@ -312,19 +363,33 @@ class TSVQGAN(nn.Module):
     post_quant_conv -> decoder. forward(x [(B*tf), 3, H, W] in [0, 1]) -> (reconstruction, commitment
     loss, codes [(B*tf), h, w, depth])."""
 
-    def __init__(self, ddconfig: Mapping[str, Any] | None = None, *, embed_dim: int = 512, n_embed: int = 1024,
-                 latent_shape: Sequence[int] = (32, 32, 512), code_shape: Sequence[int] = (32, 32, 1),
-                 shared_codebook: bool = True, decay: float = 0.99, restart_unused_codes: bool = True,
-                 tf: int = 3, bottleneck_type: str = "rq", loss_type: str = "mse", latent_loss_weight: float = 0.25,
-                 checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        ddconfig: Mapping[str, Any] | None = None,
+        *,
+        embed_dim: int = 512,
+        n_embed: int = 1024,
+        latent_shape: Sequence[int] = (32, 32, 512),
+        code_shape: Sequence[int] = (32, 32, 1),
+        shared_codebook: bool = True,
+        decay: float = 0.99,
+        restart_unused_codes: bool = True,
+        tf: int = 3,
+        bottleneck_type: str = "rq",
+        loss_type: str = "mse",
+        latent_loss_weight: float = 0.25,
+        checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         ddconfig = dict(OFFICIAL_DDCONFIG if ddconfig is None else ddconfig)
         if bottleneck_type != "rq":
             raise ValueError(f"bottleneck_type must be 'rq', got {bottleneck_type!r}")
         if tuple(code_shape[:2]) != tuple(latent_shape[:2]) or latent_shape[2] != embed_dim:
-            raise ValueError("only code_shape[:2] == latent_shape[:2] and latent_shape[2] == embed_dim are "
-                             f"supported (the official setting); got {list(latent_shape)}, {list(code_shape)}, "
-                             f"embed_dim {embed_dim}")
+            raise ValueError(
+                "only code_shape[:2] == latent_shape[:2] and latent_shape[2] == embed_dim are "
+                f"supported (the official setting); got {list(latent_shape)}, {list(code_shape)}, "
+                f"embed_dim {embed_dim}"
+            )
         frames = int(ddconfig.get("num_frames", OFFICIAL_DDCONFIG["num_frames"]))
         if frames != tf:
             raise ValueError(f"ddconfig num_frames ({frames}) must equal tf ({tf})")
@@ -333,8 +398,14 @@ class TSVQGAN(nn.Module):
         self.ddconfig = _check_ddconfig(ddconfig)
         self.encoder = Encoder(**ddconfig)
         self.decoder = Decoder(**ddconfig)
-        self.quantizer = ResidualQuantizer(n_embed, embed_dim, int(code_shape[-1]), shared_codebook=shared_codebook,
-                                           decay=decay, restart_unused_codes=restart_unused_codes)
+        self.quantizer = ResidualQuantizer(
+            n_embed,
+            embed_dim,
+            int(code_shape[-1]),
+            shared_codebook=shared_codebook,
+            decay=decay,
+            restart_unused_codes=restart_unused_codes,
+        )
         z = self.ddconfig["z_channels"]
         self.quant_conv = nn.Conv2d(z, embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, z, 1)
@@ -346,8 +417,10 @@ class TSVQGAN(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[0] % self.tf:
-            raise ValueError(f"expected [(B*{self.tf}), C, H, W] (clips of {self.tf} frames stacked in the batch), "
-                             f"got {list(x.shape)}")
+            raise ValueError(
+                f"expected [(B*{self.tf}), C, H, W] (clips of {self.tf} frames stacked in the batch), "
+                f"got {list(x.shape)}"
+            )
         m = self.downscale
         if x.shape[-2] % m or x.shape[-1] % m:
             raise ValueError(f"H and W must be multiples of {m}, got {x.shape[-2]}x{x.shape[-1]}")

@@ -14,7 +14,7 @@ from bfvr.models.stc.quantizer import (
     soft_marginal,
 )
 from bfvr.models.stc.stage2 import FuseSFTBlock, STCStage2, adaptive_instance_normalization
-from bfvr.models.stc.vqgan3d import Encoder3D, Generator3D, STCVQGAN
+from bfvr.models.stc.vqgan3d import STCVQGAN, Encoder3D, Generator3D
 
 __all__ = [
     "Encoder3D", "FuseSFTBlock", "Generator3D", "STCStage2", "STCVQGAN", "VectorQuantizerST",

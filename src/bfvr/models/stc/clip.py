@@ -36,8 +36,9 @@ class STCClipModel(NetClipModel):
     def __init__(self, net: nn.Module, *, name: str = "stc", clip_len: int | None = 24, overlap: int = 8,
                  canvas: tuple[int, int] | None = (512, 512), device: torch.device | str = "cpu",
                  precision: str = "fp32", output_map: str = "clamp") -> None:
-        super().__init__(net, name=name, schedule=Schedule.clips(clip_len, overlap), canvas=canvas, device=device,
-                         precision=precision, layout="BCTHW", time_multiple=2, output_map=output_map,
+        super().__init__(net, name=name, schedule=Schedule.clips(clip_len, overlap), canvas=canvas,
+                         device=device, precision=precision, layout="BCTHW", time_multiple=2,
+                         output_map=output_map,
                          face_crop_mode="proportion")  # the crop the official STC data used (see bfvr.faces)
 
     def net_to_channels_last(self) -> None:
@@ -48,8 +49,9 @@ class STCClipModel(NetClipModel):
         return out[0] if isinstance(out, (tuple, list)) else out
 
     def onnx_module(self) -> tuple[nn.Module, str, str]:
-        """(network, input layout, axes that may vary) for `bfvr.models.onnx.export_onnx`: the restored clip of
-        ``net(x, w=0)`` for a fixed clip length (the official residual depends on T) on the 512x512 canvas."""
+        """(network, input layout, axes that may vary) for `bfvr.models.onnx.export_onnx`: the restored
+        clip of ``net(x, w=0)`` for a fixed clip length (the official residual depends on T) on the
+        512x512 canvas."""
         return _FirstOutput(self.net), "BCTHW", ""
 
 

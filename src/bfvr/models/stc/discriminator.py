@@ -1,8 +1,11 @@
 """Stage-I discriminators of BFVR-STC.
 
-Both score every frame of a BCTHW clip with three linear heads of 1, 2 and 4 units (each head's units
-averaged to one value per frame) on top of a per-frame feature vector, and return the concatenation
-`cat([head1, head2, head4])` of shape (3*B*T,), like the official discriminator.
+Both score every frame of a BCTHW clip with three heads of 1, 2 and 4 units (each head's units averaged
+to one value per frame) on top of a per-frame feature vector, and return the concatenation
+`cat([head1, head2, head4])` of shape (3*B*T,), like the official discriminator. The heads are linear
+layers as in the released code (``heads="linear"``, keys ``disc1/2/4.weight``) or small MLPs as the
+paper describes its "multi-scale discriminator heads" (``heads="mlp"``: Linear(feat, hidden), LeakyReLU 0.2,
+Linear(hidden, k); keys ``disc1/2/4.{0,2}.*``).
 
 * `DINOv2Discriminator`: the official design. A frozen DINOv2 ViT-S/14 (CLS feature, 384-d) on frames
   resized to 224x224 (nearest, no normalisation). Its code comes from a local clone of the dinov2
@@ -31,14 +34,27 @@ def _frames(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b * t, c, h, w)
 
 
-class _ThreeHeads(nn.Module):
-    """disc1/disc2/disc4: Linear(feat_dim, 1|2|4), each averaged over its units."""
+HEADS = ("linear", "mlp")
 
-    def __init__(self, feat_dim: int) -> None:
+
+def _head(feat_dim: int, units: int, kind: str, hidden: int | None) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(feat_dim, units)
+    if kind == "mlp":
+        h = hidden or feat_dim
+        return nn.Sequential(nn.Linear(feat_dim, h), nn.LeakyReLU(0.2), nn.Linear(h, units))
+    raise ValueError(f"unknown discriminator heads {kind!r}; use one of {', '.join(HEADS)}")
+
+
+class _ThreeHeads(nn.Module):
+    """disc1/disc2/disc4: heads of 1, 2 and 4 units (linear, or MLPs with `head_hidden` units), each
+    averaged over its units."""
+
+    def __init__(self, feat_dim: int, heads: str = "linear", head_hidden: int | None = None) -> None:
         super().__init__()
-        self.disc1 = nn.Linear(feat_dim, 1)
-        self.disc2 = nn.Linear(feat_dim, 2)
-        self.disc4 = nn.Linear(feat_dim, 4)
+        self.disc1 = _head(feat_dim, 1, heads, head_hidden)
+        self.disc2 = _head(feat_dim, 2, heads, head_hidden)
+        self.disc4 = _head(feat_dim, 4, heads, head_hidden)
 
     def heads(self, feat: torch.Tensor) -> torch.Tensor:
         feat = feat.float()
@@ -56,8 +72,9 @@ class DINOv2Discriminator(_ThreeHeads):
     """
 
     def __init__(self, backbone: nn.Module, *, feat_dim: int = 384, input_size: int = 224,
-                 resize_mode: str = "nearest", official_no_grad: bool = False) -> None:
-        super().__init__(feat_dim)
+                 resize_mode: str = "nearest", official_no_grad: bool = False, heads: str = "linear",
+                 head_hidden: int | None = None) -> None:
+        super().__init__(feat_dim, heads, head_hidden)
         self.backbone = backbone
         self.backbone.requires_grad_(False)
         self.backbone.eval()
@@ -65,13 +82,13 @@ class DINOv2Discriminator(_ThreeHeads):
         self.resize_mode = resize_mode
         self.official_no_grad = official_no_grad
 
-    def train(self, mode: bool = True) -> "DINOv2Discriminator":
+    def train(self, mode: bool = True) -> DINOv2Discriminator:
         super().train(mode)
         self.backbone.eval()  # frozen: keep its norms/dropout in inference mode
         return self
 
     @classmethod
-    def load(cls, repo: str | None = None, weights: str | None = None, **kwargs) -> "DINOv2Discriminator":
+    def load(cls, repo: str | None = None, weights: str | None = None, **kwargs) -> DINOv2Discriminator:
         """Build the ViT-S/14 from local code and a local weights file; never from the network.
 
         The code comes from `repo` (a local clone of facebookresearch/dinov2, read through
@@ -79,8 +96,9 @@ class DINOv2Discriminator(_ThreeHeads):
         the file `weights` (``dinov2_vits14_pretrain.pth``, loaded weights-only and strictly).
         """
         if weights is None:
-            raise WeightsNotFoundError("the DINOv2 discriminator needs a local ViT-S/14 weights file "
-                                       "(disc.dinov2_weights); nothing is downloaded, or use disc.backbone: conv.")
+            raise WeightsNotFoundError("the DINOv2 discriminator needs a local ViT-S/14 "
+                                       "weights file (disc.dinov2_weights); nothing is "
+                                       "downloaded, or use disc.backbone: conv.")
         if not Path(weights).is_file():
             raise WeightsNotFoundError(f"DINOv2 weights not found: {weights}; fix disc.dinov2_weights.")
         net = _dinov2_vits14(repo)
@@ -114,9 +132,9 @@ def _dinov2_vits14(repo: str | None) -> nn.Module:
     try:
         from dinov2.hub.backbones import dinov2_vits14
     except ImportError:
-        raise DependencyError("the DINOv2 discriminator needs the DINOv2 code: give a local clone of "
-                              "facebookresearch/dinov2 as disc.dinov2_repo, install it as the dinov2 package, "
-                              "or use disc.backbone: conv.") from None
+        raise DependencyError("the DINOv2 discriminator needs the DINOv2 code: give a local "
+                              "clone of facebookresearch/dinov2 as disc.dinov2_repo, "
+                              "install it as the dinov2 package, or use disc.backbone: conv.") from None
     return dinov2_vits14(pretrained=False)
 
 
@@ -125,8 +143,8 @@ class ConvDiscriminator(_ThreeHeads):
     a linear projection to `feat_dim`, then the three heads. Everything is trained from scratch."""
 
     def __init__(self, *, in_ch: int = 3, width: int = 32, depth: int = 4, feat_dim: int = 384,
-                 max_width: int = 256) -> None:
-        super().__init__(feat_dim)
+                 max_width: int = 256, heads: str = "linear", head_hidden: int | None = None) -> None:
+        super().__init__(feat_dim, heads, head_hidden)
         layers: list[nn.Module] = []
         cin = in_ch
         for i in range(depth):

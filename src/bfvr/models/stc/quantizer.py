@@ -4,11 +4,22 @@
 * temporal branch: nearest code in `embedding_t` of z_T = SA(z) + motion residual(z), where SA is
   attention along T per spatial position (no residual) and the motion residual is z_t - z_{t-1} (0 at t=0);
 * z_q = e_s + e_t with a straight-through gradient; code loss ||sg(z_q) - z||^2 + beta ||z_q - sg(z)||^2;
-* marginal prior regularisation (MPR): the inverse-distance soft assignment of every token, averaged to a
-  marginal code usage P, pushed towards the uniform prior. ``mpr="paper"`` is the paper's equation
-  KL(P || U) = sum_n P_n log(N P_n) (log N for a collapsed codebook, 0 for uniform usage);
-  ``mpr="official"`` reproduces the released code (KLDivLoss(log_softmax(P), softmax(U)), about 1e-10
-  whatever the usage, i.e. effectively no regulariser). Both are scaled by `mpr_weight` (0.1).
+* marginal prior regularisation (MPR): a soft assignment q of every token to the codes, averaged to a
+  marginal code usage P, pushed towards the uniform prior U with KL(P || U) = sum_n P_n log(N P_n)
+  (log N for a collapsed codebook, 0 for uniform usage). The forms (``mpr=``):
+
+  - ``"paper"``: as printed, q_n proportional to 1/D_n with D_n = ||z - e_n|| (Euclidean). Inert in
+    practice: with the codes near the origin every token is almost equally far from every code, so q
+    and P stay uniform (KL ~1e-7) even when a handful of codes take all the tokens;
+  - ``"gaussian"``: q = softmax_n(-D_n^2 / s), a temperature on the similarity -D^2 (the posterior of an
+    isotropic Gaussian mixture on the codes) with s = ``mpr_temperature`` x the spread of D^2 over the
+    codes (no gradient through s), so it does not depend on the scale of the latents; as the
+    temperature goes to 0, KL(P || U) goes to log(N / perplexity) of the hard usage. The form that acts;
+  - ``"official"``: the released code, ``KLDivLoss()(log_softmax(P), softmax(U))`` with q proportional to
+    1/D^2; about 1e-10 whatever the usage, i.e. no regulariser;
+  - ``"none"``: 0.
+
+  All are scaled by `mpr_weight` (official 0.1; the paper's total loss weighs the term 1).
 
 Index maps are laid out [(B*T'), H'*W'] with the batch outermost, which equals the official layout for
 batch 1 and stays correct for any batch.
@@ -16,7 +27,6 @@ batch 1 and stays correct for any batch.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -25,7 +35,8 @@ from torch import nn
 
 from bfvr.models.blocks import TemporalAttention
 
-MPRForm = Literal["paper", "official", "none"]
+MPRForm = Literal["paper", "gaussian", "official", "none"]
+MPR_FORMS = ("paper", "gaussian", "official", "none")
 
 
 def motion_residual(z: torch.Tensor) -> torch.Tensor:
@@ -47,8 +58,30 @@ def official_stage2_residual(z: torch.Tensor) -> torch.Tensor:
     return diff.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
 
 
-def soft_marginal(d: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Marginal code usage from squared distances d [tokens, N]: mean over tokens of (1/d) / sum(1/d)."""
+def soft_assignment(d: torch.Tensor, temperature: float = 1.0, eps: float = 1e-12) -> torch.Tensor:
+    """Inverse-distance soft assignment q [tokens, N] from squared distances d [tokens, N]: q_n proportional
+    to D_n^(-1/temperature), D the Euclidean distance (temperature 1 = the paper's printed 1/D_E, 1/2 =
+    inverse squared distances, as the released code)."""
+    return torch.softmax(torch.log(d.float().clamp_min(eps)) * (-0.5 / temperature), dim=1)
+
+
+def soft_marginal(d: torch.Tensor, temperature: float = 1.0, eps: float = 1e-12) -> torch.Tensor:
+    """Marginal code usage P [N]: the mean over tokens of `soft_assignment(d, temperature)`."""
+    return soft_assignment(d, temperature, eps).mean(dim=0)
+
+
+def gaussian_assignment(d: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Gaussian soft assignment q [tokens, N] = softmax_n(-d_n / s) from squared distances d, i.e. the
+    posterior of an isotropic Gaussian mixture centred on the codes. The width s is `temperature` times
+    the spread of the squared distances (the mean over tokens of their standard deviation over the codes,
+    without gradient), so the sharpness does not depend on the scale of the latents."""
+    d = d.float()
+    spread = d.detach().std(dim=1).mean().clamp_min(1e-12)
+    return torch.softmax((d.amin(dim=1, keepdim=True).detach() - d) / (temperature * spread), dim=1)
+
+
+def official_soft_marginal(d: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """The released code's marginal: mean over tokens of (1/d) / sum(1/d) on squared distances d."""
     inv = 1.0 / d.clamp_min(eps)
     return (inv / inv.sum(dim=1, keepdim=True)).mean(dim=0)
 
@@ -56,11 +89,11 @@ def soft_marginal(d: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 def marginal_prior_kl(p: torch.Tensor, form: MPRForm = "paper") -> torch.Tensor:
     """Divergence of a marginal code distribution p [N] from the uniform prior.
 
-    ``paper``: KL(p || U) = sum_n p_n log(N p_n) (0 log 0 = 0). ``official``: the released code's
-    ``KLDivLoss()(log_softmax(p), softmax(U))`` with mean reduction (close to 0 for any p).
+    ``paper`` / ``gaussian``: KL(p || U) = sum_n p_n log(N p_n) (0 log 0 = 0). ``official``: the released
+    code's ``KLDivLoss()(log_softmax(p), softmax(U))`` with mean reduction (close to 0 for any p).
     """
     n = p.shape[-1]
-    if form == "paper":
+    if form in ("paper", "gaussian"):
         return torch.where(p > 0, p * torch.log(p.clamp_min(1e-30) * n), torch.zeros_like(p)).sum(-1)
     if form == "official":
         target = F.softmax(torch.full_like(p, 1.0 / n), dim=-1)
@@ -68,7 +101,28 @@ def marginal_prior_kl(p: torch.Tensor, form: MPRForm = "paper") -> torch.Tensor:
         return torch.mean(target * (torch.log(target) - F.log_softmax(p, dim=-1)))
     if form == "none":
         return p.new_zeros(())
-    raise ValueError(f"unknown MPR form {form!r}; use 'paper', 'official' or 'none'")
+    raise ValueError(f"unknown MPR form {form!r}; use one of {', '.join(MPR_FORMS)}")
+
+
+def mpr_term(d: torch.Tensor, form: MPRForm, temperature: float = 1.0) -> torch.Tensor:
+    """The (unweighted) MPR of one codebook from the squared distances d [tokens, N] of its tokens."""
+    if form == "official":
+        return marginal_prior_kl(official_soft_marginal(d), "official")
+    if form == "paper":
+        return marginal_prior_kl(soft_marginal(d, 1.0), "paper")
+    if form == "gaussian":
+        return marginal_prior_kl(gaussian_assignment(d, temperature).mean(dim=0), "paper")
+    if form == "none":
+        return d.new_zeros(())
+    raise ValueError(f"unknown MPR form {form!r}; use one of {', '.join(MPR_FORMS)}")
+
+
+def usage_stats(idx: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
+    """Hard code usage of index tensor `idx`: counts [n], active codes, perplexity exp(entropy)."""
+    counts = torch.bincount(idx.reshape(-1), minlength=n)
+    p = counts.to(torch.float32) / max(idx.numel(), 1)
+    return {"counts": counts, "active": (counts > 0).sum(),
+            "perplexity": torch.exp(-torch.sum(p * torch.log(p + 1e-10)))}
 
 
 def _sq_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -86,13 +140,15 @@ class VectorQuantizerST(nn.Module):
     """Spatial + temporal codebooks (`embedding_s`, `embedding_t`) and the temporal attention `SA`."""
 
     def __init__(self, codebook_size: int = 1024, emb_dim: int = 256, beta: float = 0.25, *,
-                 mpr: MPRForm = "paper", mpr_weight: float = 0.1, sa_groups: int = 16,
-                 sa_eps: float = 1e-6) -> None:
+                 mpr: MPRForm = "paper", mpr_weight: float = 0.1, mpr_temperature: float = 1.0,
+                 sa_groups: int = 16, sa_eps: float = 1e-6) -> None:
         super().__init__()
-        if mpr not in ("paper", "official", "none"):
-            raise ValueError(f"unknown MPR form {mpr!r}; use 'paper', 'official' or 'none'")
+        if mpr not in MPR_FORMS:
+            raise ValueError(f"unknown MPR form {mpr!r}; use one of {', '.join(MPR_FORMS)}")
+        if not mpr_temperature > 0:
+            raise ValueError(f"mpr_temperature must be positive, got {mpr_temperature}")
         self.codebook_size, self.emb_dim, self.beta = codebook_size, emb_dim, beta
-        self.mpr, self.mpr_weight = mpr, mpr_weight
+        self.mpr, self.mpr_weight, self.mpr_temperature = mpr, mpr_weight, mpr_temperature
         self.embedding_s = nn.Embedding(codebook_size, emb_dim)
         self.embedding_t = nn.Embedding(codebook_size, emb_dim)
         nn.init.uniform_(self.embedding_s.weight, -1.0 / codebook_size, 1.0 / codebook_size)
@@ -118,8 +174,8 @@ class VectorQuantizerST(nn.Module):
         if self.mpr == "none":
             mpr = z.new_zeros(())
         else:
-            mpr = self.mpr_weight * (marginal_prior_kl(soft_marginal(d_s), self.mpr)
-                                     + marginal_prior_kl(soft_marginal(d_t), self.mpr))
+            mpr = self.mpr_weight * (mpr_term(d_s, self.mpr, self.mpr_temperature)
+                                     + mpr_term(d_t, self.mpr, self.mpr_temperature))
         zq = z_bthwc + (zq - z_bthwc).detach()  # straight-through
         stats = {
             "perplexity_s": _perplexity(idx_s, self.codebook_size),

@@ -47,7 +47,8 @@ class FuseSFTBlock(nn.Module):
         raise NotImplementedError("the official STC fusion blocks are unused in its forward pass")
 
 
-def adaptive_instance_normalization(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def adaptive_instance_normalization(content: torch.Tensor, style: torch.Tensor,
+                                    eps: float = 1e-5) -> torch.Tensor:
     """Give `content` the per-(sample, channel) mean/std of `style` (statistics over T, H, W)."""
     b, c = content.shape[:2]
     cs = content.reshape(b, c, -1)
@@ -65,7 +66,8 @@ class STCStage2(STCVQGAN):
     """
 
     def __init__(self, n_head: int = 2, n_layers: int = 9, codebook_size: int = 1024, dim_embd: int = 256,
-                 official_residual: bool = False, *, dim_mlp: int | None = None, latent_hw: tuple[int, int] = (64, 64),
+                 official_residual: bool = False, *, dim_mlp: int | None = None,
+                 latent_hw: tuple[int, int] = (64, 64),
                  connect_list: Sequence[str] = ("32", "64", "128", "256"), nf: int = 32,
                  ch_mult: Sequence[int] = (1, 2, 4, 8), res_blocks: int = 2, dropout: float = 0.0,
                  **vqgan_kwargs: object) -> None:
@@ -82,11 +84,16 @@ class STCStage2(STCVQGAN):
         self.position_emb_t = nn.Parameter(torch.zeros(n_tok, dim_embd))
         self.s_feat_emb = nn.Linear(dim_embd, dim_embd)  # unused by the official forward
         self.t_feat_emb = nn.Linear(dim_embd, dim_embd)  # unused by the official forward
-        self.s_ft_layers = nn.ModuleList(TransformerSALayer(dim_embd, n_head, dim_mlp, dropout) for _ in range(n_layers))
-        self.t_ft_layers = nn.ModuleList(TransformerSALayer(dim_embd, n_head, dim_mlp, dropout) for _ in range(n_layers))
-        self.s_idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, codebook_size, bias=False))
-        self.t_idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, codebook_size, bias=False))
-        self.fuse_convs_dict = nn.ModuleDict({k: FuseSFTBlock(FUSE_CHANNELS[k], FUSE_CHANNELS[k]) for k in connect_list})
+        self.s_ft_layers = nn.ModuleList(TransformerSALayer(dim_embd, n_head, dim_mlp,
+                                                            dropout) for _ in range(n_layers))
+        self.t_ft_layers = nn.ModuleList(TransformerSALayer(dim_embd, n_head, dim_mlp,
+                                                            dropout) for _ in range(n_layers))
+        self.s_idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd),
+                                              nn.Linear(dim_embd, codebook_size, bias=False))
+        self.t_idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd),
+                                              nn.Linear(dim_embd, codebook_size, bias=False))
+        self.fuse_convs_dict = nn.ModuleDict({k: FuseSFTBlock(FUSE_CHANNELS[k], FUSE_CHANNELS[k])
+                                              for k in connect_list})
 
     # -- pieces -------------------------------------------------------------------------------------
     def temporal_latent(self, lq_feat: torch.Tensor) -> torch.Tensor:
@@ -95,13 +102,15 @@ class STCStage2(STCVQGAN):
         return self.quantize.SA(lq_feat) + res
 
     @staticmethod
-    def _tokens(x: torch.Tensor) -> torch.Tensor:
+    def frame_tokens(x: torch.Tensor) -> torch.Tensor:
         """B C T H W -> (B T) (H W) C, batch-first tokens of each latent frame."""
         b, c, t, h, w = x.shape
         return x.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)
 
     @staticmethod
-    def _run(layers: nn.ModuleList, head: nn.Module, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def run_layers(layers: nn.ModuleList, head: nn.Module, tokens: torch.Tensor,
+                   pos: torch.Tensor) -> torch.Tensor:
+        """Transformer `layers` (with position embedding `pos`) then the prediction `head`."""
         for layer in layers:
             tokens = layer(tokens, pos)
         return head(tokens)
@@ -112,9 +121,10 @@ class STCStage2(STCVQGAN):
         if (h, w) != self.latent_hw:
             raise ValueError(f"STC stage II needs a {self.latent_hw[0] * 8}x{self.latent_hw[1] * 8} input "
                              f"(latent {self.latent_hw}); got latent {(h, w)}")
-        logits_s = self._run(self.s_ft_layers, self.s_idx_pred_layer, self._tokens(lq_feat), self.position_emb_s)
-        t_tokens = self._tokens(self.temporal_latent(lq_feat))
-        logits_t = self._run(self.t_ft_layers, self.t_idx_pred_layer, t_tokens, self.position_emb_t)
+        logits_s = self.run_layers(self.s_ft_layers, self.s_idx_pred_layer, self.frame_tokens(lq_feat),
+                             self.position_emb_s)
+        t_tokens = self.frame_tokens(self.temporal_latent(lq_feat))
+        logits_t = self.run_layers(self.t_ft_layers, self.t_idx_pred_layer, t_tokens, self.position_emb_t)
         return logits_s, logits_t
 
     def decode_indices(self, idx_s: torch.Tensor, idx_t: torch.Tensor, shape: Sequence[int],
@@ -145,14 +155,15 @@ class STCStage2(STCVQGAN):
         return out, logits_s, logits_t, lq_feat
 
     @torch.no_grad()
-    def infer(self, x: torch.Tensor, precision: str = "fp32", channels_last: bool | None = None) -> torch.Tensor:
+    def infer(self, x: torch.Tensor, precision: str = "fp32",
+              channels_last: bool | None = None) -> torch.Tensor:
         """Inference helper: restored clip [B,3,T,512,512] float32 in (0,1).
 
         ``precision`` (`bfvr.engine.device`): "fp32" is the official numerics (the parity path), "bf16"
         (autocast; on CPUs with AMX about 4x faster convolutions) or "fp16" (autocast, CUDA). GroupNorm
-        statistics stay fp32. ``channels_last``: store activations and 5-D weights as channels_last_3d; default
-        (None) = on for bf16/fp16 only (`uses_channels_last`). True in fp32 is faster on CPU (~2x Conv3d) but
-        not the official numerics: near-tied code tokens may flip. Call `.eval()` first.
+        statistics stay fp32. ``channels_last``: store activations and 5-D weights as channels_last_3d;
+        default (None) = on for bf16/fp16 only (`uses_channels_last`). True in fp32 is faster on CPU (~2x
+        Conv3d) but not the official numerics: near-tied code tokens may flip. Call `.eval()` first.
         """
         from bfvr.engine.device import autocast, uses_channels_last
 

@@ -93,14 +93,17 @@ class STCVQGAN(nn.Module):
     forward(x [B,3,T,H,W] in [0,1]) -> (out in (0,1), codebook_loss, mpr_loss, stats) where stats holds
     perplexity_s/t and min_encoding_indices_s/t ([(B*T'), H'*W']).
 
-    ``mpr="paper"`` (default) is the paper's MPR, ``"official"`` the released code's (see `quantizer`).
+    ``mpr="paper"`` (default) is the paper's printed MPR, ``"gaussian"`` a Gaussian soft assignment with
+    the temperature `mpr_temperature` (the form that acts), ``"official"`` the released code's (see
+    `quantizer`).
     `resolution` is the nominal size the levels are laid out for (official: 256, whatever the input);
     `temporal_scale_levels` are the levels whose down/upsampling also halves/doubles T.
     """
 
     def __init__(self, nf: int = 32, ch_mult: Sequence[int] = (1, 2, 4, 8), res_blocks: int = 2,
                  codebook_size: int = 1024, emb_dim: int = 256, beta: float = 0.25, *,
-                 mpr: MPRForm = "paper", mpr_weight: float = 0.1, attn_resolutions: Sequence[int] = (32,),
+                 mpr: MPRForm = "paper", mpr_weight: float = 0.1, mpr_temperature: float = 1.0,
+                 attn_resolutions: Sequence[int] = (32,),
                  resolution: int = 256, in_channels: int = 3, temporal_scale_levels: Sequence[int] = (0,),
                  img_size: int | None = None) -> None:
         super().__init__()
@@ -108,7 +111,8 @@ class STCVQGAN(nn.Module):
         self.img_size = img_size  # stored like the official `img_size`; the layout never depends on it
         self.encoder = Encoder3D(in_channels, nf, emb_dim, ch_mult, res_blocks, resolution,
                                  attn_resolutions, temporal_scale_levels)
-        self.quantize = VectorQuantizerST(codebook_size, emb_dim, beta, mpr=mpr, mpr_weight=mpr_weight)
+        self.quantize = VectorQuantizerST(codebook_size, emb_dim, beta, mpr=mpr, mpr_weight=mpr_weight,
+                                          mpr_temperature=mpr_temperature)
         self.generator = Generator3D(in_channels, nf, emb_dim, ch_mult, res_blocks, resolution,
                                      attn_resolutions, temporal_scale_levels)
 
@@ -124,7 +128,7 @@ class STCVQGAN(nn.Module):
         net.load_state_dict(state_dict, strict=strict, assign=True)
         return net
 
-    def to_channels_last_3d(self) -> "STCVQGAN":
+    def to_channels_last_3d(self) -> STCVQGAN:
         """Store every 5-D weight as channels_last_3d (values unchanged; faster bf16 Conv3d on CPU)."""
         to_channels_last_3d(self)
         return self
@@ -132,10 +136,6 @@ class STCVQGAN(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[B,3,T,H,W] -> latent z [B,emb_dim,T',H',W']."""
         return self.encoder(x)
-
-    def quantize_latent(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        """z -> (z_q, codebook_loss, mpr_loss, stats) (see `VectorQuantizerST.forward`)."""
-        return self.quantize(z)
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
         """Quantised latent -> clip in (0,1) (generator + sigmoid)."""

@@ -1,0 +1,316 @@
+"""Where `Worker`s run: in this process, in local processes, or as Ray actors.
+
+Every backend has the same shape: `describe()` (the first worker's `Worker.describe`), `submit(task)`,
+`results()` (yields result dicts as tasks finish, in any order), `idle` (how many more tasks it takes
+now) and `close()`. The batch driver (`bfvr.scale.batch`) hands out tasks as workers become free.
+
+* `InlineBackend`: one `Worker` in this process (the model loaded once); per-frame progress.
+* `ProcessBackend`: N spawned processes, each with one `Worker` (`concurrent.futures`); a process that
+  dies takes its task with it (reported as failed; rerun to redo it).
+* `RayBackend`: N Ray actors, each with one `Worker`, placed by Ray's scheduler with ``num_cpus`` /
+  ``num_gpus`` per actor. A worker that dies (killed process, lost node) is restarted by Ray
+  (``max_restarts``), reloading its model, and its task is retried there (``max_task_retries``);
+  a task whose retries run out is reported as failed with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bfvr.errors import ConfigError, DependencyError
+from bfvr.scale.plan import RestoreSettings
+from bfvr.scale.worker import Task, Worker
+
+
+class InlineBackend:
+    """One worker in this process."""
+
+    def __init__(self, settings: RestoreSettings, on_frame: Callable[[int], None] | None = None) -> None:
+        self.worker = Worker(settings)
+        self.on_frame = on_frame
+        self._queue: deque[Task] = deque()
+        self.workers = 1
+
+    def describe(self) -> dict[str, Any]:
+        return self.worker.describe()
+
+    @property
+    def idle(self) -> int:
+        return 0 if self._queue else 1
+
+    def submit(self, task: Task) -> None:
+        self._queue.append(task)
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        while self._queue:
+            task = self._queue.popleft()
+            yield self.worker.run(task, self.on_frame if task.kind != "join" else None)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue)
+
+    def close(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+_WORKER: Worker | None = None
+_INIT_ERROR: BaseException | None = None
+
+
+def _init_process(settings: RestoreSettings) -> None:
+    global _WORKER, _INIT_ERROR
+    try:
+        _WORKER = Worker(settings)
+    except Exception as e:  # e.g. the model cannot load: said by the first call, with its reason
+        _INIT_ERROR = e
+
+
+def _run_in_process(task: Task) -> dict[str, Any]:
+    if _INIT_ERROR is not None:
+        return {
+            "key": task.key,
+            "kind": task.kind,
+            "status": "failed",
+            "segment": (task.segment or {}).get("index"),
+            "reason": f"the worker could not start ({_INIT_ERROR})",
+        }
+    return _WORKER.run(task)
+
+
+def _describe_in_process() -> dict[str, Any]:
+    if _INIT_ERROR is not None:
+        raise _INIT_ERROR
+    return _WORKER.describe()
+
+
+class ProcessBackend:
+    """`workers` local processes (spawned, so nothing of the driver's threads or open files is inherited),
+    each loading the model once."""
+
+    def __init__(self, settings: RestoreSettings, workers: int) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {workers}.")
+        if settings.threads is None:  # share the cores instead of every process taking them all
+            settings.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_init_process,
+            initargs=(settings,),
+        )
+        self._running: dict[Any, Task] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return _unwrap_pool(self.pool.submit(_describe_in_process))
+
+    @property
+    def idle(self) -> int:
+        return max(0, self.workers - len(self._running))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
+
+    def submit(self, task: Task) -> None:
+        self._running[self.pool.submit(_run_in_process, task)] = task
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        if not self._running:
+            return
+        done, _ = wait(list(self._running), return_when=FIRST_COMPLETED)
+        for fut in done:
+            task = self._running.pop(fut)
+            try:
+                yield fut.result()
+            except Exception as e:  # the worker process died (BrokenProcessPool) or could not send
+                yield {
+                    "key": task.key,
+                    "kind": task.kind,
+                    "status": "failed",
+                    "segment": (task.segment or {}).get("index"),
+                    "reason": f"the worker process died ({type(e).__name__}: {e})",
+                }
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _unwrap_pool(fut) -> dict[str, Any]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return fut.result()
+    except BrokenProcessPool as e:
+        raise DependencyError(f"the worker processes could not start ({e}).") from None
+
+
+# ------------------------------------------------------------------------------------------------ Ray
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise DependencyError(
+            "--ray needs Ray: pip install 'bfvr[cluster]' (or pip install ray) on this "
+            "machine and every node of the cluster."
+        ) from None
+    return ray
+
+
+class RayBackend:
+    """`workers` Ray actors (None: as many as the cluster's CPUs / GPUs hold), each a `Worker`.
+
+    `address`: "auto" (the cluster `ray start` made on this machine, or RAY_ADDRESS), "local" (a private
+    one-machine Ray started here and stopped at the end) or a cluster address "host:port". Paths are
+    passed as they are: the inputs and OUT_DIR must be at the same paths on every node (a shared
+    filesystem)."""
+
+    def __init__(
+        self,
+        settings: RestoreSettings,
+        address: str = "auto",
+        *,
+        workers: int | None = None,
+        cpus_per_worker: float = 1,
+        gpus_per_worker: float = 0,
+        retries: int = 3,
+        init_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        ray = import_ray()
+        self.ray = ray
+        self._owns = False
+        if not ray.is_initialized():
+            kw = dict(init_kwargs or {})
+            kw.setdefault("log_to_driver", False)
+            kw.setdefault("include_dashboard", False)
+            try:
+                ray.init(address=None if address == "local" else address, **kw)
+            except ConnectionError as e:
+                raise ConfigError(
+                    f"cannot reach a Ray cluster at '{address}' ({e}); start one with "
+                    "`ray start --head` (docs/scale.md) or pass --ray local."
+                ) from None
+            self._owns = True
+        if settings.threads is None and cpus_per_worker >= 1:
+            settings.threads = int(cpus_per_worker)
+        res = ray.cluster_resources()
+        if workers is None:
+            if gpus_per_worker:
+                workers = int(res.get("GPU", 0) // gpus_per_worker)
+            else:
+                workers = int(res.get("CPU", 1) // max(cpus_per_worker, 1e-6))
+        if workers < 1:
+            raise ConfigError(
+                f"the Ray cluster has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs: "
+                f"not enough for one worker of {cpus_per_worker:g} CPUs and {gpus_per_worker:g} GPUs."
+            )
+        actor_cls = ray.remote(_RayWorker).options(
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=-1, max_task_retries=retries
+        )
+        self.actors = [actor_cls.remote(settings) for _ in range(workers)]
+        self.workers = workers
+        self.retries = retries
+        # the first answer of each actor: its model loaded (or the reason it could not load)
+        info = []
+        for a, ref in [(a, a.describe.remote()) for a in self.actors]:
+            try:
+                info.append((a, ray.get(ref)))
+            except ray.exceptions.RayError as e:
+                info.append((a, e))
+        ready = [(a, d) for a, d in info if isinstance(d, dict)]
+        if not ready:
+            self.close()
+            raise ConfigError(f"no Ray worker could load the model ({_ray_reason(info[0][1])}).")
+        self._describe = ready[0][1]
+        self._idle = [a for a, _ in ready]
+        self.actors = self._idle[:]
+        self._running: dict[Any, tuple[Task, Any]] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return self._describe
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
+
+    def submit(self, task: Task) -> None:
+        actor = self._idle.pop()
+        self._running[actor.run.remote(task)] = (task, actor)
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        ray = self.ray
+        if not self._running:
+            return
+        done, _ = ray.wait(list(self._running), num_returns=1)
+        for ref in done:
+            task, actor = self._running.pop(ref)
+            try:
+                res = ray.get(ref)
+                self._idle.append(actor)
+            except ray.exceptions.RayError as e:
+                # retries used up; Ray restarts the actor (max_restarts=-1) unless it cannot (e.g. its
+                # model no longer loads): keep it only if it answers again
+                if self._alive(actor):
+                    self._idle.append(actor)
+                res = {
+                    "key": task.key,
+                    "kind": task.kind,
+                    "status": "failed",
+                    "segment": (task.segment or {}).get("index"),
+                    "reason": f"the Ray worker died {self.retries + 1} times on it ({_ray_reason(e)})",
+                }
+            yield res
+
+    def _alive(self, actor) -> bool:
+        try:
+            self.ray.get(actor.pid.remote(), timeout=900)
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        for a in getattr(self, "actors", []):
+            try:
+                self.ray.kill(a)
+            except Exception:
+                pass
+        if self._owns:
+            self.ray.shutdown()
+
+
+def _ray_reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+class _RayWorker:
+    """The actor: one `Worker` per actor process (Ray calls `run` one task at a time)."""
+
+    def __init__(self, settings: RestoreSettings) -> None:
+        self.worker = Worker(settings)
+
+    def describe(self) -> dict[str, Any]:
+        return self.worker.describe()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, task: Task) -> dict[str, Any]:
+        return self.worker.run(task)

@@ -1,0 +1,510 @@
+"""`run_batch`: restore every video of a folder / list / manifest (or one long video in segments).
+
+The run:
+
+1. plan (`bfvr.scale.plan.collect_jobs`): the jobs, each input opened (a corrupt one fails here with its
+   reason), outputs already complete skipped (opened and compared: frame count, size, duration); no model
+   is loaded when nothing is left to do;
+2. start the workers (`bfvr.scale.backends`: this process, local processes or Ray actors; one model load
+   each) and cut videos into segments on the model's clip grid where asked;
+3. hand tasks to free workers until all are done; a video's segments are joined as soon as all of them
+   are restored; a failure is recorded with its one-line reason and the others go on;
+4. the summary (`BatchSummary`): printed, and written as JSON (after every finished video, so a killed run
+   leaves one too) to OUT_DIR/bfvr-summary.json.
+
+Exit rule (`BatchSummary.exit_code`): 0 when every video is done or was complete already; 3 when some
+failed (the others are done); a batch that cannot start at all exits 2 like every bfvr error; an
+interrupted batch exits 128 + the signal (130 for Ctrl-C) and a rerun of the same command finishes it.
+Only one batch may write to an OUT_DIR at a time (a lock file, ``.bfvr-batch.lock``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bfvr.errors import BfvrError, ConfigError, InputError, OutputError
+from bfvr.scale.plan import (
+    CONTAINERS,
+    VIDEO_SUFFIXES,
+    Grid,
+    Job,
+    RestoreSettings,
+    collect_jobs,
+    expected_frames,
+    incomplete_reason,
+    plan_segments,
+    remove_partials,
+    segments_for,
+)
+from bfvr.scale.worker import Task, frame_pts, one_line, prepare_work_dir, work_dir_for
+
+SUMMARY_NAME = "bfvr-summary.json"
+LOCK_NAME = ".bfvr-batch.lock"
+#: exit status of a batch in which some videos failed (the others are done)
+EXIT_SOME_FAILED = 3
+
+
+@dataclass
+class BatchOptions:
+    """How a batch runs (the restore settings themselves are a `RestoreSettings`)."""
+
+    container: str = "mp4"  # mp4 | mov | mkv | png (a folder of PNG frames per video)
+    overwrite: bool = False  # redo (replace) outputs bfvr wrote, even complete ones
+    segments: int | None = None  # cut each video into this many segments ...
+    segment_seconds: float | None = None  # ... or into pieces of about this many seconds
+    workers: int | None = None  # local processes (1 = this process) or Ray actors (None = what fits)
+    ray: str | None = None  # None: no Ray; "auto" | "local" | "host:port"
+    cpus_per_worker: float = 1
+    gpus_per_worker: float = 0
+    retries: int = 3  # Ray: times a task is retried after its worker died
+    max_failures: int | None = None  # stop handing out work after this many failed videos
+    summary: Path | None = None  # where the JSON summary goes (default OUT_DIR/bfvr-summary.json)
+    progress: bool = True
+    ray_init: dict[str, Any] | None = None  # extra ray.init() arguments
+
+
+@dataclass
+class VideoRecord:
+    key: str
+    input: str
+    output: str
+    status: str = "pending"  # pending | running | done | skipped | failed
+    reason: str | None = None
+    frames: int | None = None
+    seconds: float | None = None
+    segments: int | None = None
+    audio: str | None = None
+    hosts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did; `as_dict()` is the JSON written to the summary file."""
+
+    source: str
+    output_dir: str
+    settings: dict[str, Any]
+    backend: str
+    videos: list[VideoRecord]
+    state: str = "running"  # running | finished | interrupted | stopped (max failures)
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    path: Path | None = None  # where the JSON is written
+
+    def count(self, status: str) -> int:
+        return sum(v.status == status for v in self.videos)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SOME_FAILED if self.count("failed") or self.count("pending") else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        from bfvr import __version__
+
+        end = self.finished or time.time()
+        return {
+            "tool": "bfvr",
+            "kind": "restore-batch",
+            "version": __version__,
+            "state": self.state,
+            "source": self.source,
+            "output_dir": self.output_dir,
+            "backend": self.backend,
+            "settings": self.settings,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            "seconds": round(end - self.started, 3),
+            "counts": {s: self.count(s) for s in ("done", "skipped", "failed", "pending")}
+            | {"total": len(self.videos)},
+            "exit_code": self.exit_code,
+            "videos": [{k: v for k, v in vars(r).items() if v not in (None, [])} for r in self.videos],
+        }
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        from bfvr.io.paths import set_default_mode
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        tmp.write_text(json.dumps(self.as_dict(), indent=1) + "\n")
+        set_default_mode(tmp)
+        os.replace(tmp, self.path)
+
+    def lines(self) -> list[str]:
+        """The printed summary: one line of counts, then one per failed or unfinished video."""
+        secs = (self.finished or time.time()) - self.started
+        out = [
+            f"{self.count('done')} done, {self.count('skipped')} skipped (complete already), "
+            f"{self.count('failed')} failed"
+            + (f", {self.count('pending')} not done" if self.count("pending") else "")
+            + f" of {len(self.videos)} videos in {secs:.1f} s"
+        ]
+        out += [f"failed: {v.key}: {v.reason}" for v in self.videos if v.status == "failed"]
+        if self.path is not None:
+            out.append(f"summary: {self.path}")
+        return out
+
+
+def check_summary_path(path: Path) -> None:
+    """The summary may replace only an earlier bfvr summary (nothing else is overwritten)."""
+    if path.exists() or path.is_symlink():
+        try:
+            ok = (
+                json.loads(path.read_text()).get("tool") == "bfvr"
+                and path.is_file()
+                and not path.is_symlink()
+            )
+        except (OSError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise OutputError(
+                f"'{path}' exists and is not a bfvr summary; move it away or pass --summary "
+                "with another path."
+            )
+
+
+class _Lock:
+    """An exclusive lock on OUT_DIR for the run (flock on a hidden file): a second batch into the same
+    folder is refused instead of racing on the same outputs and temp files."""
+
+    def __init__(self, folder: Path) -> None:
+        import fcntl
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / LOCK_NAME
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            raise OutputError(
+                f"another bfvr batch is writing to '{folder}' (it holds {self.path}); wait for it "
+                "or choose another output folder."
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def run_batch(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    settings: RestoreSettings,
+    options: BatchOptions | None = None,
+) -> BatchSummary:
+    """Restore every video `source` names (folder, list or manifest) into `out_dir`; see the module doc."""
+    options = options or BatchOptions()
+    out_root = Path(os.path.abspath(Path(out_dir).expanduser()))
+    jobs = collect_jobs(source, out_root, options.container)
+    if not jobs:
+        raise InputError(
+            f"no videos found in '{source}' (files ending in "
+            f"{', '.join(sorted(VIDEO_SUFFIXES)[:8])}, ...); give a folder of videos, a list or a "
+            "manifest."
+        )
+    summary_path = Path(options.summary).expanduser() if options.summary else out_root / SUMMARY_NAME
+    check_summary_path(summary_path)
+    return run_jobs(jobs, out_root, settings, options, source=str(source), summary_path=summary_path)
+
+
+def run_segmented(
+    inp: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    settings: RestoreSettings,
+    options: BatchOptions,
+    *,
+    fps: float | None = None,
+) -> BatchSummary:
+    """Restore one video in segments (`options.segments` or `segment_seconds`) in parallel and join them."""
+    from bfvr.io.writer import output_kind, prepare_output
+
+    out_path = Path(os.path.abspath(Path(out).expanduser()))
+    output_kind(out_path)
+    prepare_output(out_path, options.overwrite, create=False, inputs=[inp])
+    job = Job(input=Path(inp), output=out_path, key=out_path.name, fps=fps)
+    summary_path = Path(options.summary).expanduser() if options.summary else None
+    if summary_path is not None:
+        check_summary_path(summary_path)
+    return run_jobs(
+        [job], out_path.parent, settings, options, source=str(inp), summary_path=summary_path, single=True
+    )
+
+
+def run_jobs(
+    jobs: list[Job],
+    out_root: Path,
+    settings: RestoreSettings,
+    options: BatchOptions,
+    *,
+    source: str,
+    summary_path: Path | None,
+    single: bool = False,
+) -> BatchSummary:
+    from bfvr.io import open_video
+
+    if options.container not in CONTAINERS:
+        raise ConfigError(f"--container {options.container!r} is not one of: {', '.join(CONTAINERS)}.")
+    records = {j.key: VideoRecord(j.key, str(j.input), str(j.output)) for j in jobs}
+    summary = BatchSummary(
+        source=source,
+        output_dir=str(out_root),
+        settings=settings.describe(),
+        backend=_backend_name(options),
+        videos=list(records.values()),
+        path=summary_path,
+    )
+    lock = _Lock(out_root)
+    since = summary.started
+    bars: list[Any] = []
+    backend = None
+    try:
+        summary.write()
+        # 1. plan: open every input, skip complete outputs (no model needed for that)
+        todo: list[tuple[Job, Any]] = []
+        upscale = int(getattr(settings.faces, "upscale", 1) or 1)
+        vbar = _bar(len(jobs), options.progress, "videos", "video", 0)
+        bars.append(vbar)
+        for job in jobs:
+            rec = records[job.key]
+            if job.error:
+                _finish(rec, "failed", job.error, vbar)
+                continue
+            try:
+                with open_video(job.input, fps=job.fps) as r:
+                    info = r.info
+            except BfvrError as e:
+                _finish(rec, "failed", one_line(e), vbar)
+                continue
+            if not options.overwrite and (job.output.exists() or job.output.is_symlink()):
+                why = incomplete_reason(job.output, info, settings.max_frames, upscale)
+                if why is None:
+                    rec.frames = expected_frames(info, settings.max_frames)
+                    _finish(rec, "skipped", "complete (restored earlier)", vbar)
+                    continue
+                _finish(
+                    rec,
+                    "failed",
+                    f"'{job.output}' exists but is not a complete restore of the input ({why}); "
+                    "pass --overwrite to redo it or move it away",
+                    vbar,
+                )
+                continue
+            remove_partials(job.output, older_than=since)
+            todo.append((job, info))
+        summary.write()
+        if todo:
+            total = sum(expected_frames(i, settings.max_frames) for _, i in todo)
+            fbar = _bar(total, options.progress, "frames", "frame", 1)
+            bars.append(fbar)
+            backend = _make_backend(settings, options, fbar)
+            _dispatch(todo, backend, records, summary, settings, options, since, vbar, fbar)
+        summary.state = "finished" if summary.state == "running" else summary.state
+    except BaseException as e:
+        if isinstance(e, (KeyboardInterrupt, SystemExit)) or type(e).__name__ == "Terminated":
+            summary.state = "interrupted"
+            for r in summary.videos:
+                if r.status == "running":
+                    r.status = "pending"
+            note = (
+                f"{summary.count('done') + summary.count('skipped')} videos complete are kept, "
+                f"{summary.count('pending')} not done"
+                + (f"; summary: {summary.path}" if summary.path else "")
+                + "; rerun the same command to finish"
+            )
+            try:
+                e.batch_note = note  # the CLI prints it instead of "no output was written"
+            except AttributeError:
+                pass
+        else:
+            summary.state = f"error: {one_line(e)}"
+        raise
+    finally:
+        for b in reversed(bars):
+            b.close()
+        if backend is not None:
+            backend.close()
+            for job in jobs:  # temp files of workers that died in this run (all workers are stopped now)
+                remove_partials(job.output)
+        summary.finished = time.time()
+        try:
+            summary.write()
+        finally:
+            lock.release()
+    return summary
+
+
+def _backend_name(options: BatchOptions) -> str:
+    if options.ray:
+        return f"ray ({options.ray})"
+    return "inline" if not options.workers or options.workers == 1 else f"{options.workers} processes"
+
+
+def _make_backend(settings: RestoreSettings, options: BatchOptions, fbar):
+    from bfvr.scale.backends import InlineBackend, ProcessBackend, RayBackend
+
+    if options.ray:
+        return RayBackend(
+            settings,
+            options.ray,
+            workers=options.workers,
+            cpus_per_worker=options.cpus_per_worker,
+            gpus_per_worker=options.gpus_per_worker,
+            retries=options.retries,
+            init_kwargs=options.ray_init,
+        )
+    workers = options.workers
+    if workers is None:
+        workers = 1
+        if options.segments or options.segment_seconds:  # segments are for parallel work: one per core
+            workers = max(1, min(os.cpu_count() or 1, options.segments or os.cpu_count() or 1))
+    if workers == 1:
+        return InlineBackend(settings, on_frame=fbar.update)
+    return ProcessBackend(settings, workers)
+
+
+def _dispatch(
+    todo,
+    backend,
+    records,
+    summary: BatchSummary,
+    settings: RestoreSettings,
+    options: BatchOptions,
+    since: float,
+    vbar,
+    fbar,
+) -> None:
+    """Hand tasks to free workers until every job is finished (see the module doc)."""
+    segmenting = bool(options.segments or options.segment_seconds)
+    grid = Grid(**backend.describe()["grid"]) if segmenting else None
+    live = hasattr(backend, "on_frame")  # the inline backend advances the frame bar itself
+    queue: deque[Task] = deque()
+    parts: dict[str, dict[str, Any]] = {}  # key -> {"left": segments to go, "join": Task}
+    failures = 0
+    for job, info in todo:
+        n = segments_for(info, options.segments, options.segment_seconds) if segmenting else 1
+        base = dict(
+            key=job.key,
+            input=str(job.input),
+            output=str(job.output),
+            fps=job.fps,
+            overwrite=options.overwrite,
+            since=since,
+        )
+        count = expected_frames(info, settings.max_frames)
+        segs = plan_segments(count, n, grid) if n > 1 else []
+        if len(segs) <= 1:
+            queue.append(Task("video", **base))
+            continue
+        wd = work_dir_for(job.output)
+        pts = frame_pts(job.input) if info.kind != "images" else list(range(info.frame_count))
+        plan = {
+            "tool": "bfvr",
+            "input": str(job.input),
+            "size": _stat(job.input),
+            "frames": count,
+            "settings": settings.describe(),
+            "segments": [g.as_dict() for g in segs],
+        }
+        try:
+            prepare_work_dir(wd, plan)
+        except (BfvrError, OSError) as e:
+            _finish(records[job.key], "failed", one_line(e), vbar)
+            continue
+        records[job.key].segments = len(segs)
+        for g in segs:
+            seek = pts[g.read_start] if pts is not None and len(pts) > g.read_start else None
+            queue.append(Task("segment", segment=g.as_dict(), seek_pts=seek, workdir=str(wd), **base))
+        parts[job.key] = {
+            "left": len(segs),
+            "join": Task("join", workdir=str(wd), segments=[g.as_dict() for g in segs], **base),
+        }
+
+    last_write = 0.0
+    while queue or backend.busy:
+        while queue and backend.idle and summary.state == "running":
+            task = queue.popleft()
+            records[task.key].status = "running"
+            backend.submit(task)
+        if not backend.busy:
+            for task in queue:  # no worker is left to take them (Ray workers that can no longer start)
+                if records[task.key].status not in ("failed", "done"):
+                    _finish(records[task.key], "failed", "no worker left to restore it", vbar)
+            break
+        for res in backend.results():
+            rec = records[res["key"]]
+            if res.get("host") and res["host"] not in rec.hosts:
+                rec.hosts.append(res["host"])
+            if not live and res.get("status") == "done" and res["kind"] != "join":
+                fbar.update(res.get("frames") or 0)
+            if res["kind"] == "segment":
+                p = parts[res["key"]]
+                if res["status"] == "failed":
+                    if rec.status != "failed":
+                        failures += 1
+                        reason = f"segment {res.get('segment')}: {res.get('reason')}"
+                        _finish(rec, "failed", reason, vbar)
+                        for t in [t for t in queue if t.key == res["key"]]:
+                            queue.remove(t)
+                    continue
+                p["left"] -= 1
+                if p["left"] == 0 and rec.status != "failed":
+                    queue.appendleft(p["join"])  # the join first: outputs complete as early as possible
+                continue
+            if res["status"] == "failed":
+                failures += 1
+            rec.frames, rec.audio = res.get("frames"), res.get("audio")
+            _finish(rec, res["status"], res.get("reason"), vbar, res.get("seconds"))
+            if options.max_failures is not None and failures >= options.max_failures:
+                summary.state = "stopped"
+                queue.clear()
+        if time.time() - last_write > 2.0:
+            summary.write()
+            last_write = time.time()
+
+
+def _stat(p: Path) -> list[int] | None:
+    try:
+        st = p.stat()
+        return [st.st_size, int(st.st_mtime)]
+    except OSError:
+        return None
+
+
+def _finish(rec: VideoRecord, status: str, reason: str | None, vbar, seconds: float | None = None) -> None:
+    rec.status, rec.reason = status, reason
+    if seconds is not None:
+        rec.seconds = seconds
+    vbar.update(1)
+    if status == "failed" and not vbar.disable:
+        vbar.write(f"bfvr: failed: {rec.key}: {reason}", file=sys.stderr)
+
+
+def _bar(total: int, enabled: bool, desc: str, unit: str, position: int):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        disable=not enabled,
+        desc=desc,
+        unit=unit,
+        position=position,
+        dynamic_ncols=True,
+        smoothing=0.1,
+        leave=True,
+    )

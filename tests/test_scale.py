@@ -1,0 +1,420 @@
+"""Batch restore (bfvr.scale): folders with real clips and corrupt files, resume, SIGKILL, exact segments."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+
+CLIPS = [
+    "lp_driving_d0",
+    "lp_driving_d11",
+    "lp_driving_d18",
+    "lp_driving_d20",
+    "tpsmm_driving",
+    "lp_driving_d14",
+]
+
+
+def _cut(src: Path, dst: Path, frames: int, size: int = 96, crop: tuple[int, int] | None = None) -> Path:
+    """The first `frames` frames of a real clip, resized to size x size (or a crop), with its timestamps and
+    (when it has one) its audio."""
+    import cv2
+
+    from bfvr.io import VideoWriter, open_video
+
+    with open_video(src) as r:
+        info = r.info
+        with VideoWriter(
+            dst,
+            fps=info.fps,
+            time_base=info.time_base,
+            audio_from=src if info.has_audio else None,
+            crf=16,
+            preset="ultrafast",
+        ) as w:
+            for i, (f, p) in enumerate(r.frames()):
+                if i >= frames:
+                    break
+                if crop is not None:
+                    y, x = crop
+                    f = np.ascontiguousarray(f[y : y + size, x : x + size])
+                else:
+                    f = cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
+                w.write(f, [p])
+    return dst
+
+
+@pytest.fixture(scope="module")
+def corpus(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 short real clips (two in a subfolder) and 2 corrupt files."""
+    root = tmp_path_factory.mktemp("corpus") / "in"
+    (root / "sub").mkdir(parents=True)
+    for i, name in enumerate(CLIPS):
+        _cut(faces_dir / f"{name}.mp4", root / ("sub" if i >= 4 else ".") / f"{name}.mp4", frames=10 + 2 * i)
+    (root / "notes.mp4").write_text("this is not a video\n")
+    data = (faces_dir / "lp_driving_d18.mp4").read_bytes()
+    (root / "sub" / "cut_short.mp4").write_bytes(data[: len(data) // 3])  # a download cut off
+    (root / "readme.txt").write_text("not a video suffix: ignored by the folder walk\n")
+    return root
+
+
+def _frames_and_pts(path: Path) -> tuple[np.ndarray, list]:
+    from bfvr.io import open_video
+
+    with open_video(path) as r:
+        fr = list(r.frames())
+    return np.stack([f for f, _ in fr]), [p for _, p in fr]
+
+
+def _audio_packets(path: Path) -> list[tuple]:
+    import av
+
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return []
+        return [(p.pts, bytes(p)) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def _check_outputs(corpus: Path, out: Path) -> None:
+    from bfvr.io import probe
+    from bfvr.scale.plan import incomplete_reason
+
+    for src in sorted(corpus.rglob("*.mp4")):
+        rel = src.relative_to(corpus)
+        if src.name in ("notes.mp4", "cut_short.mp4"):
+            assert not (out / rel).exists()
+            continue
+        info = probe(src)
+        assert incomplete_reason(out / rel, info) is None, rel
+        o = probe(out / rel)
+        assert o.frame_count == info.frame_count and o.has_audio == info.has_audio
+    assert not [p for p in out.rglob(".*partial*")], "temporary files left behind"
+
+
+def test_batch_folder_real_clips_and_corrupt_files(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = [
+        "restore",
+        str(corpus),
+        "-o",
+        str(out),
+        "--model",
+        "identity",
+        "--has-aligned",
+        "-q",
+        "--preset",
+        "ultrafast",
+    ]
+    assert run_cli(*args) == 3  # some failed: the documented exit rule
+    _check_outputs(corpus, out)
+    s = json.loads((out / "bfvr-summary.json").read_text())
+    assert s["tool"] == "bfvr" and s["state"] == "finished" and s["exit_code"] == 3
+    assert s["counts"] == {"done": 6, "skipped": 0, "failed": 2, "pending": 0, "total": 8}
+    failed = {v["key"]: v["reason"] for v in s["videos"] if v["status"] == "failed"}
+    assert set(failed) == {"notes.mp4", "sub/cut_short.mp4"}
+    assert "not a readable video" in failed["notes.mp4"]
+    assert all("\n" not in r for r in failed.values())
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")}
+
+    # a rerun does no work: every output is opened, found complete and skipped; nothing is rewritten
+    t0 = time.perf_counter()
+    assert run_cli(*args) == 3
+    s2 = json.loads((out / "bfvr-summary.json").read_text())
+    assert s2["counts"] == {"done": 0, "skipped": 6, "failed": 2, "pending": 0, "total": 8}
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")} == stamps
+    assert time.perf_counter() - t0 < 30
+
+
+def test_batch_list_manifest_and_guards(corpus: Path, tmp_path: Path) -> None:
+    from bfvr.errors import OutputError
+    from bfvr.scale.plan import collect_jobs
+
+    lst = corpus.parent / "list.txt"
+    lst.write_text(
+        f"# two of the clips\nin/{CLIPS[0]}.mp4\n\n{corpus / 'sub' / (CLIPS[4] + '.mp4')}\n"
+        f"in/{CLIPS[0]}.mp4\n"
+    )
+    jobs = collect_jobs(lst, tmp_path / "o")
+    assert [j.key for j in jobs] == [f"in/{CLIPS[0]}.mp4", f"in/sub/{CLIPS[4]}.mp4"]  # mirrored, deduplicated
+    man = corpus.parent / "m.jsonl"
+    man.write_text(
+        json.dumps({"path": f"in/{CLIPS[1]}.mp4", "output": "x/y.mkv"})
+        + "\n"
+        + json.dumps({"path": f"in/{CLIPS[2]}.mp4", "kept": False})
+        + "\n"
+        + json.dumps({"input": f"in/{CLIPS[3]}.mp4", "output": "../escape.mp4"})
+        + "\n"
+    )
+    jobs = collect_jobs(man, tmp_path / "o")
+    assert [j.key for j in jobs] == ["x/y.mkv", "../escape.mp4"] and jobs[0].error is None
+    assert "not a path inside" in jobs[1].error
+    for bad in (corpus, corpus / "sub"):  # the output folder may not be, or lie inside, the input folder
+        with pytest.raises(OutputError):
+            collect_jobs(corpus, bad)
+    with pytest.raises(OutputError):  # nor contain it
+        collect_jobs(corpus, corpus.parent)
+    with pytest.raises(OutputError, match="must be a folder"):  # a batch writes into a folder
+        collect_jobs(corpus, tmp_path / "restored.mp4")
+    # a file in the summary's place that bfvr did not write is refused before anything runs
+    out = tmp_path / "o2"
+    out.mkdir()
+    (out / "bfvr-summary.json").write_text("my notes")
+    assert run_cli("restore", str(corpus), "-o", str(out), "--model", "identity", "--has-aligned", "-q") == 2
+    assert (out / "bfvr-summary.json").read_text() == "my notes" and len(list(out.iterdir())) == 1
+
+
+def test_sigkill_mid_batch_then_rerun(faces_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL while a video is being written (the real clips, 60 frames each): every output present is
+    complete; a rerun finishes the rest and removes the dead run's temporary file."""
+    from bfvr.io import probe
+    from bfvr.scale.plan import incomplete_reason
+
+    corpus = tmp_path / "in"
+    (corpus / "sub").mkdir(parents=True)
+    for i, name in enumerate(CLIPS):
+        (corpus / ("sub" if i >= 4 else ".") / f"{name}.mp4").symlink_to(faces_dir / f"{name}.mp4")
+    (corpus / "notes.mp4").write_text("this is not a video\n")
+    (corpus / "empty.mov").write_bytes(b"")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "bfvr.cli",
+        "restore",
+        str(corpus),
+        "-o",
+        str(out),
+        "--model",
+        "identity",
+        "--has-aligned",
+        "-q",
+        "--preset",
+        "ultrafast",
+        "--max-frames",
+        "60",
+    ]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def outputs() -> list[Path]:
+        return [o for o in out.rglob("*.mp4") if not o.name.startswith(".")]
+
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and p.poll() is None:
+            if outputs() and list(out.rglob(".*.partial.mp4")):
+                break  # one output done and the next one being written
+            time.sleep(0.02)
+        assert p.poll() is None, "the batch finished before it could be killed"
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert list(out.rglob(".*.partial.mp4"))  # the killed run left its temporary file, not a truncated output
+    done = outputs()
+    assert 1 <= len(done) < 6
+    for o in done:
+        assert incomplete_reason(o, probe(corpus / o.relative_to(out)), max_frames=60) is None
+    assert json.loads((out / "bfvr-summary.json").read_text())["state"] == "running"  # written as it went
+    assert run_cli(*cmd[3:]) == 3
+    s = json.loads((out / "bfvr-summary.json").read_text())
+    assert s["counts"] == {"done": 6 - len(done), "skipped": len(done), "failed": 2, "pending": 0, "total": 8}
+    for src in corpus.rglob("lp_*.mp4"):
+        assert incomplete_reason(out / src.relative_to(corpus), probe(src), max_frames=60) is None
+    for src in corpus.rglob("tpsmm*.mp4"):
+        assert incomplete_reason(out / src.relative_to(corpus), probe(src), max_frames=60) is None
+    assert not list(out.rglob(".*partial*")), "the dead run's temporary file was not removed"
+
+
+# ------------------------------------------------------------------------------------------ segments
+
+
+class _TemporalToy:
+    """A deterministic clip model whose output depends on the whole clip (its mean over time) and on each
+    frame's position in the clip: any wrong clip boundary or missing context changes the result."""
+
+    name = "toy"
+    canvas = None
+    device = torch.device("cpu")
+
+    def __init__(self, clip_len: int | None, overlap: int, window: tuple[int, int] | None = None) -> None:
+        from bfvr.engine.base import Schedule
+
+        self.clip_len, self.overlap = clip_len, overlap
+        if window:
+            self.schedule = Schedule.window(window[0], window[1])
+
+    def restore_clip(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.linspace(0.2, 0.8, x.shape[0]).view(-1, 1, 1, 1)
+        return (0.5 * x + 0.3 * t * x.mean(0, keepdim=True) + 0.1 * x.roll(1, 0)).clamp(0, 1)
+
+
+@pytest.mark.parametrize(
+    "T,V,window",
+    [
+        (24, 4, None),
+        (24, 8, None),
+        (10, 7, None),
+        (8, 0, None),
+        (None, 3, None),
+        (5, 0, (5, 1)),
+        (5, 0, (5, 3)),
+        (3, 0, (3, 1)),
+    ],
+)
+def test_segment_grid_is_exact(T, V, window) -> None:
+    """Restoring the planned segments (with their context) and keeping [start, stop) gives exactly the
+    frames of one pass, for clip schedules (any overlap V, also V > T - V) and window schedules."""
+    from bfvr.engine.chunker import ClipEngine
+    from bfvr.scale.plan import Grid, plan_segments
+
+    rng = np.random.default_rng(0)
+    for n in (29, 61, 100):
+        frames = rng.integers(0, 256, (n, 6, 5, 3), dtype=np.uint8)
+        eng = ClipEngine(_TemporalToy(T, V, window), chunk=6)
+        whole = eng.restore_array(frames)
+        grid = Grid.of_engine(eng)
+        for k in (2, 3, 5):
+            segs = plan_segments(n, k, grid)
+            assert segs[0].start == 0 and segs[-1].stop == n
+            assert all(a.stop == b.start for a, b in zip(segs, segs[1:]))
+            joined = np.concatenate(
+                [
+                    eng.restore_array(frames[g.read_start : g.read_stop])[
+                        g.start - g.read_start : g.stop - g.read_start
+                    ]
+                    for g in segs
+                ]
+            )
+            assert np.array_equal(joined, whole), (n, k, segs)
+            if n == 100:
+                assert len(segs) == k
+
+
+def _lite_small():
+    from bfvr.models.hub import load_model
+
+    m = load_model("bfvr-lite", precision="fp32")
+    m.canvas = None  # run at the clip's own size (a small real crop keeps the test fast)
+    return m
+
+
+def test_segments_equal_single_process(faces_dir: Path, tmp_path: Path) -> None:
+    """--segments on a real clip with audio (BFVR-Lite, a temporal model): the joined output has the same
+    frames, timestamps and audio as the one-process restore."""
+    from bfvr.api import Restorer
+    from bfvr.scale import BatchOptions, RestoreSettings
+    from bfvr.scale.batch import run_segmented
+
+    torch.set_num_threads(1)
+    src = _cut(faces_dir / "lp_driving_d9.mp4", tmp_path / "clip.mp4", frames=50, size=64, crop=(120, 200))
+    model = _lite_small()
+    one = tmp_path / "one.mp4"
+    Restorer(model, progress=False).restore_video(src, one, preset="ultrafast")
+    seg = tmp_path / "seg.mp4"
+    settings = RestoreSettings(model=model, preset="ultrafast", threads=1)
+    res = run_segmented(src, seg, settings, BatchOptions(segments=3, workers=1, progress=False))
+    assert res.exit_code == 0 and res.videos[0].segments == 3
+    a, pa = _frames_and_pts(one)
+    b, pb = _frames_and_pts(seg)
+    assert a.shape == b.shape and pa == pb
+    assert np.array_equal(a, b)
+    assert _audio_packets(one) == _audio_packets(src) == _audio_packets(seg) != []
+    assert not list(tmp_path.glob(".*segments*"))  # the work folder is removed after the join
+    from bfvr.errors import OutputError
+
+    with pytest.raises(
+        OutputError, match="already exists"
+    ):  # one video: as `bfvr restore`, no silent replace
+        run_segmented(src, seg, settings, BatchOptions(segments=3, workers=1, progress=False))
+
+
+@pytest.mark.slow
+def test_segments_in_local_processes(faces_dir: Path, tmp_path: Path) -> None:
+    """The same in 2 spawned worker processes (each loads the model once)."""
+    from bfvr.api import Restorer
+    from bfvr.scale import BatchOptions, RestoreSettings
+    from bfvr.scale.batch import run_segmented
+
+    src = _cut(faces_dir / "lp_driving_d9.mp4", tmp_path / "clip.mp4", frames=50, size=64, crop=(120, 200))
+    model = _lite_small()
+    torch.set_num_threads(1)
+    one = tmp_path / "one.mp4"
+    Restorer(model, progress=False).restore_video(src, one, preset="ultrafast")
+    seg = tmp_path / "seg.mp4"
+    res = run_segmented(
+        src,
+        seg,
+        RestoreSettings(model=model, preset="ultrafast"),
+        BatchOptions(segments=3, workers=2, progress=False),
+    )
+    assert res.exit_code == 0 and len(set(res.videos[0].hosts)) == 1
+    a, pa = _frames_and_pts(one)
+    b, pb = _frames_and_pts(seg)
+    assert pa == pb and np.array_equal(a, b)
+
+
+def test_killed_segmented_run_reuses_finished_segments(faces_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Interrupted after its first segment, a segmented restore keeps that segment (lossless, in the hidden
+    work folder) and the rerun restores only the others; the joined output is still the one-process one."""
+    from bfvr.api import Restorer
+    from bfvr.scale import BatchOptions, RestoreSettings
+    from bfvr.scale import batch as B
+    from bfvr.scale.batch import run_segmented
+    from bfvr.scale.worker import Worker
+
+    torch.set_num_threads(1)
+    src = _cut(faces_dir / "lp_driving_d11.mp4", tmp_path / "clip.mp4", frames=50, size=64, crop=(150, 200))
+    model = _lite_small()
+    one = tmp_path / "one.mp4"
+    Restorer(model, progress=False).restore_video(src, one, preset="ultrafast")
+    seg = tmp_path / "seg.mp4"
+    settings = RestoreSettings(model=model, preset="ultrafast", threads=1)
+    real_bar = B._bar
+
+    def bar_that_interrupts(total, enabled, desc, unit, position):
+        b = real_bar(total, False, desc, unit, position)
+        if desc == "frames":
+
+            def update(k=1):
+                b.n += k
+                if b.n > 25:  # in the second segment (the first has 20 frames)
+                    raise KeyboardInterrupt
+
+            b.update = update
+        return b
+
+    monkeypatch.setattr(B, "_bar", bar_that_interrupts)
+    with pytest.raises(KeyboardInterrupt) as exc:
+        run_segmented(src, seg, settings, BatchOptions(segments=3, workers=1, progress=False))
+    assert "rerun the same command" in exc.value.batch_note
+    assert not seg.exists() and len(list(tmp_path.glob(".seg.mp4.bfvr-segments/seg-*.mkv"))) == 1
+    monkeypatch.setattr(B, "_bar", real_bar)
+    statuses = []
+    real_run = Worker.run
+
+    def spy(self, task, on_frame=None):
+        res = real_run(self, task, on_frame)
+        statuses.append((task.kind, res["status"]))
+        return res
+
+    monkeypatch.setattr(Worker, "run", spy)
+    res = run_segmented(src, seg, settings, BatchOptions(segments=3, workers=1, progress=False))
+    assert res.exit_code == 0
+    assert statuses == [("segment", "skipped"), ("segment", "done"), ("segment", "done"), ("join", "done")]
+    a, pa = _frames_and_pts(one)
+    b, pb = _frames_and_pts(seg)
+    assert pa == pb and np.array_equal(a, b)
+    assert not list(tmp_path.glob(".*"))
