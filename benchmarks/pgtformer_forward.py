@@ -176,12 +176,14 @@ def main() -> None:
             i = min(range(len(r["times"])), key=r["times"].__getitem__)
             t, c, b = r["times"][i], r["cpu"][i], r["batch"]
             per_window = t / b
-            print(f"{r['precision']:9} {b:>12} {t:>11.1f} {c:>10.1f} {per_window:>14.1f} {per_window / 3:>14.1f} "
-                  f"{OFFICIAL_S_PER_WINDOW / per_window:>10.2f}x {r['peak_rss_gb']:>11.2f}")
-        print("s/frame = wall seconds per window (the best of --repeat calls): keep=1 runs one window per output "
-              "frame (the official schedule), keep=3 a third of that. 'vs official' = "
-              f"{OFFICIAL_S_PER_WINDOW} s (the official fp32 forward of one window, wall, this machine) / ours "
-              f"(keep=1). cpu_s near {args.threads} x wall means the machine was free; far below, it was busy.")
+            speedup = OFFICIAL_S_PER_WINDOW / per_window
+            print(f"{r['precision']:9} {b:>12} {t:>11.1f} {c:>10.1f} {per_window:>14.1f} "
+                  f"{per_window / 3:>14.1f} {speedup:>10.2f}x {r['peak_rss_gb']:>11.2f}")
+        print("s/frame = wall seconds per window (the best of --repeat calls): keep=1 runs one window per "
+              "output frame (the official schedule), keep=3 a third of that. 'vs official' = "
+              f"{OFFICIAL_S_PER_WINDOW} s (the official fp32 forward of one window, wall, this machine) / "
+              f"ours (keep=1). cpu_s near {args.threads} x wall means the machine was free; far below, it "
+              "was busy.")
         if "fp32" in saved:
             ref = saved["fp32"]
             for p, s in saved.items():

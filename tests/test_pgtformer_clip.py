@@ -297,7 +297,8 @@ def test_bf16_runs_channels_last_and_stays_close(faces32):
     assert 0 < d.mean() < 0.02, d.mean()
 
 
-def test_cli_parsing_paste_mask_uses_the_models_own_parsing_net(small_folder, faces_dir, tmp_path, monkeypatch):
+def test_cli_parsing_paste_mask_uses_the_models_own_parsing_net(small_folder, faces_dir, tmp_path,
+                                                                 monkeypatch):
     monkeypatch.setenv("BFVR_HOME", str(tmp_path / "home"))  # no cached weights: the model's net must be used
     src = faces_dir / "lp_driving_d18.mp4"
     out = tmp_path / "out.mp4"
