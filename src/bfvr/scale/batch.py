@@ -305,7 +305,6 @@ def run_jobs(
                     vbar,
                 )
                 continue
-            remove_partials(job.output, older_than=since)
             todo.append((job, info))
         summary.write()
         if todo:
@@ -340,7 +339,7 @@ def run_jobs(
         if backend is not None:
             backend.close()
             for job in jobs:  # temp files of workers that died in this run (all workers are stopped now)
-                remove_partials(job.output)
+                remove_partials(job.output, created_since=since)
         summary.finished = time.time()
         try:
             summary.write()

@@ -328,9 +328,11 @@ def partial_files(output: Path) -> list[Path]:
         return []
 
 
-def remove_partials(output: Path, older_than: float | None = None) -> int:
-    """Delete bfvr's own temporary files of `output` (see `partial_files`) last modified before `older_than`
-    (epoch s; None = any); a PNG folder only while it holds nothing but bfvr's frames. Returns how many."""
+def remove_partials(output: Path, created_since: float) -> int:
+    """Delete bfvr's own temporary files of `output` (see `partial_files`) that this run made: those last
+    modified at or after `created_since` (epoch s, the run's start); a PNG folder only while it holds nothing
+    but bfvr's frames. Files of earlier runs are left alone (bfvr never deletes what it did not create in
+    the run). Returns how many."""
     import shutil
 
     from bfvr.io.paths import is_own_frames_dir
@@ -338,7 +340,7 @@ def remove_partials(output: Path, older_than: float | None = None) -> int:
     n = 0
     for p in partial_files(output):
         try:
-            if older_than is not None and p.lstat().st_mtime >= older_than:
+            if p.lstat().st_mtime < created_since:
                 continue
             if p.is_dir() and not p.is_symlink():
                 if is_own_frames_dir(p):

@@ -36,7 +36,6 @@ from bfvr.scale.plan import (
     Segment,
     expected_frames,
     incomplete_reason,
-    remove_partials,
 )
 
 #: marks a segment work folder as bfvr's (its plan); only such folders are ever cleared
@@ -164,7 +163,6 @@ class Worker:
                 f"'{out}' exists but is not a complete restore of the input ({why}); pass "
                 "--overwrite to redo it or move it away"
             )
-        remove_partials(out, older_than=task.since)
         cb = (lambda done, total: on_frame(1)) if on_frame is not None else None
         res = self.restorer.restore_video(
             task.input,
@@ -242,7 +240,6 @@ class Worker:
                     "reason": "segment restored earlier",
                     "frames": seg.stop - seg.start,
                 }
-        remove_partials(mkv, older_than=task.since)
         info = self._probe(task)
         kept_pts: list[int | None] = []
         self._last_duration = None
@@ -288,7 +285,6 @@ class Worker:
         n = sum(r["frames"] for r in records)
         audio = info.has_audio and output_kind(out) == "video" and s.max_frames is None
         codec = lossless_codec(out, s.preset) if s.lossless else {}
-        remove_partials(out, older_than=task.since)
         with VideoWriter(
             out,
             fps=info.fps,
