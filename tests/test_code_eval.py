@@ -31,6 +31,25 @@ def test_topk_accuracy_hand_computed() -> None:
         topk_accuracy(logits, targets[:3])
 
 
+def test_evaluate_codes_input_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """No checkpoint, a missing video, an unknown recipe: one sentence each, exit 2, no report."""
+    from conftest import run_cli
+
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    out = tmp_path / "rep"
+    cases = [(["--run", str(empty), "--videos", str(clip)], "no checkpoint found"),
+             (["--run", str(empty), "--videos", str(tmp_path / "nope.mp4")], "video not found"),
+             (["--run", str(empty), "--videos", str(clip), "--recipe", "stcc"], "unknown degradation recipe")]
+    for args, msg in cases:
+        assert run_cli("evaluate-codes", *args, "--out", str(out)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and msg in err, err
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def runs(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A real Stage-I run (2 steps) and a Stage-II run on it (3 steps, logged every step) on one shared

@@ -152,7 +152,17 @@ def evaluate_codes(source: str | Path, videos: Sequence[str | Path], *, recipe: 
 
     if max_frames < 1:
         raise ConfigError(f"--max-frames must be at least 1, got {max_frames}.")
-    files = expand_paths([str(v) for v in videos])
+    missing = [str(v) for v in videos if not Path(v).expanduser().exists()]
+    if missing or not videos:
+        what = f"video not found: {missing[0]}" if missing else "no video given"
+        raise InputError(f"{what}; give video files, folders of videos or a `bfvr prepare` manifest.")
+    try:
+        files = expand_paths([str(v) for v in videos])
+    except InputError:
+        raise InputError(f"no videos found in {', '.join(str(v) for v in videos)}; give video files, folders "
+                         "of videos or a `bfvr prepare` manifest.") from None
+    if recipe not in (None, "none"):
+        make_recipe(recipe)  # an unknown name is a ConfigError before any model is built
     dev = resolve_device(device)
     old_threads = torch.get_num_threads()
     if threads:
