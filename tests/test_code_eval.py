@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -138,3 +139,30 @@ def test_evaluate_codes_report(runs: dict[str, Path], faces_dir: Path, capsys: p
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "stc-stage1 checkpoint, not an STC Stage-II one" in err
     assert not (runs["root"] / "r1").exists()
+
+
+def test_clip_frames_follow_the_runs_framing(make_clip) -> None:
+    """The scored frames are made like the run's training frames: stretched (official, built-in reader),
+    or the centre square (ClipDataset crop_mode center/random), then centre-cut to data.crop."""
+    from types import SimpleNamespace
+
+    import cv2
+
+    from bfvr.io.reader import read_frames
+    from bfvr.train.code_eval import _clip_frames
+
+    clip = make_clip("wide.mp4", frames=6, width=320, height=256, fps=25)
+    raw = read_frames(clip, max_frames=4)
+
+    def cfg(**kw):
+        d = dict(backend="builtin", crop_mode="stretch", size=64, crop=None, face_crop=False) | kw
+        return SimpleNamespace(data=SimpleNamespace(**d))
+
+    stretched, fps = _clip_frames(clip, cfg(), 4)
+    assert stretched.shape == (4, 64, 64, 3) and fps == 25
+    assert np.array_equal(stretched[0], cv2.resize(raw[0], (64, 64), interpolation=cv2.INTER_AREA))
+    centre, _ = _clip_frames(clip, cfg(backend="bfvr", crop_mode="center"), 4)
+    assert np.array_equal(centre[1], cv2.resize(raw[1][:, 32:288], (64, 64), interpolation=cv2.INTER_AREA))
+    assert not np.array_equal(centre, stretched)
+    cut, _ = _clip_frames(clip, cfg(crop=48), 4)
+    assert np.array_equal(cut, stretched[:, 8:56, 8:56])

@@ -117,11 +117,27 @@ def load_stage2_run(source: str | Path, *, stage1: str | Path | None = None, raw
 
 def _clip_frames(path: Path, cfg: Any, max_frames: int) -> tuple[np.ndarray, Any]:
     """The first `max_frames` frames of `path` as the run trained on them: uint8 [N, S, S, 3] at
-    data.size (stretched, or face-cropped with data.face_crop), centre-cut to data.crop when set."""
+    data.size (stretched, face-cropped with data.face_crop, or, for data.crop_mode center/random with
+    bfvr.data.ClipDataset, the centre square), centre-cut to data.crop when set."""
     from bfvr.io import probe
     from bfvr.train.data import load_clip
 
-    frames = load_clip(path, max_frames, cfg.data.size, cfg.data.face_crop)
+    if cfg.data.backend != "builtin" and cfg.data.crop_mode in ("center", "random"):
+        import cv2
+
+        from bfvr.io.reader import read_frames
+
+        arr = read_frames(path, max_frames=max_frames)
+        if not len(arr):
+            raise InputError(f"{path} has no decodable video frames.")
+        h, w = arr.shape[1:3]
+        side = min(h, w)
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        interp = cv2.INTER_AREA if side > cfg.data.size else cv2.INTER_CUBIC
+        frames = np.stack([cv2.resize(f[y0:y0 + side, x0:x0 + side], (cfg.data.size, cfg.data.size),
+                                      interpolation=interp) for f in arr])
+    else:
+        frames = load_clip(path, max_frames, cfg.data.size, cfg.data.face_crop)
     crop = cfg.data.crop
     if crop is not None and crop < frames.shape[1]:
         y0 = (frames.shape[1] - crop) // 2
