@@ -18,6 +18,7 @@ from bfvr.commands import (
     compare,
     degrade,
     evaluate,
+    evaluate_codes,
     export,
     info,
     models,
@@ -39,7 +40,7 @@ app = typer.Typer(
 )
 
 for _module in (restore, info, degrade, prepare, train, evaluate, profile, compare, bench, models, export,
-                ui):
+                ui, evaluate_codes):
     _module.register(app)
 
 

@@ -10,6 +10,7 @@ Stage I (`Stage1Task`): the 3D-VQGAN with spatial + temporal codebooks learns to
 Stage II (`Stage2Task`): codebooks and generator frozen (from Stage I); the LQ encoder and the two lookup
 transformers learn to predict the codes that the frozen Stage-I encoder assigns to the GT clip:
     L = feat * mean((z_q_gt - lq_feat)^2) + ce * (CE(logits_s, idx_s) + CE(logits_t, idx_t))
+  logged with the top-1 (acc_s, acc_t) and top-5 (acc5_s, acc5_t) code prediction accuracies.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 
 from bfvr.errors import ConfigError, ModelError
 from bfvr.train.checkpoint import load_weights
+from bfvr.train.code_eval import topk_accuracy
 from bfvr.train.config import TrainConfig
 from bfvr.train.losses import GAN_LOSSES, VGG19PerceptualLoss, build_perceptual
 
@@ -218,10 +220,10 @@ class Stage2Task:
         ce_s = F.cross_entropy(logits_s.float().reshape(-1, n), idx_s.reshape(-1))
         ce_t = F.cross_entropy(logits_t.float().reshape(-1, n), idx_t.reshape(-1))
         total = lw.feat * feat + lw.ce * (ce_s + ce_t)
-        with torch.no_grad():
-            acc_s = (logits_s.reshape(-1, n).argmax(-1) == idx_s.reshape(-1)).float().mean()
-            acc_t = (logits_t.reshape(-1, n).argmax(-1) == idx_t.reshape(-1)).float().mean()
-        logs = {"loss": total, "feat": feat, "ce_s": ce_s, "ce_t": ce_t, "ce": ce_s + ce_t,
-                "acc_s": acc_s, "acc_t": acc_t}
+        logs = {"loss": total, "feat": feat, "ce_s": ce_s, "ce_t": ce_t, "ce": ce_s + ce_t}
+        # code prediction accuracy: acc_<k> top-1, acc5_<k> top-5 (see bfvr.train.code_eval)
+        for key, logits, idx in (("s", logits_s, idx_s), ("t", logits_t, idx_t)):
+            acc = topk_accuracy(logits, idx, (1, 5))
+            logs[f"acc_{key}"], logs[f"acc5_{key}"] = torch.tensor(acc[1]), torch.tensor(acc[5])
         return total, logs, None
 

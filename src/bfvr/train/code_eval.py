@@ -1,0 +1,245 @@
+"""Stage-II diagnostics for STC: how often the lookup transformers predict the code the frozen Stage-I
+encoder assigns to the GT clip, per codebook (spatial and temporal), as top-1 and top-5 accuracy.
+
+`topk_accuracy` is used by the Stage-II training task (logged as `acc_s`/`acc_t` = top-1 and
+`acc5_s`/`acc5_t` = top-5) and by `evaluate_codes`, the held-out report behind `bfvr evaluate-codes`:
+for each clip, the first `max_frames` frames at the run's training size are degraded once with a seeded
+`bfvr.degrade` recipe (per-clip generator `clip_rng(seed, clip stem)`), cut into consecutive
+`clip_len` windows, the frozen Stage-I network gives the target codes of the GT window and the Stage-II
+network the logits of the LQ window. See docs/training.md ("Stage-II code accuracy").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bfvr.errors import ConfigError, InputError, ModelError, WeightsNotFoundError
+
+log = logging.getLogger("bfvr.train")
+
+#: the accuracies reported by `evaluate_codes`, in table order
+CODE_METRICS = ("top1_s", "top5_s", "top1_t", "top5_t", "ce_s", "ce_t")
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor,
+                  ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """Fraction of positions whose target index is among the k highest logits, for each k in `ks`.
+
+    logits [..., N], targets [...] (integer indices in [0, N)); a k larger than N counts every position
+    as a hit. Ties between equal logits are broken the way `torch.topk` breaks them.
+    """
+    n = logits.shape[-1]
+    flat = logits.detach().reshape(-1, n)
+    tgt = targets.detach().reshape(-1).to(flat.device)
+    if flat.shape[0] != tgt.shape[0]:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} do not match")
+    if not ks:
+        return {}
+    kmax = min(max(ks), n)
+    top = flat.topk(kmax, dim=-1).indices  # [P, kmax], best first
+    hit = top == tgt[:, None]
+    # hit at rank r (0-based) or earlier: cumulative over ranks
+    cum = hit.cumsum(dim=-1).clamp_(max=1).float().mean(dim=0)  # [kmax]
+    return {int(k): float(cum[min(k, n) - 1]) if tgt.numel() else float("nan") for k in ks}
+
+
+def _training_stems(cfg: Any) -> set[str]:
+    """Stems of the videos the run trained on (data.paths minus data.exclude); empty when unreadable."""
+    from bfvr.train.data import expand_paths
+
+    try:
+        files = expand_paths(cfg.data.paths)
+    except (InputError, OSError):
+        return set()
+    return {f.stem for f in files} - set(cfg.data.exclude)
+
+
+def load_stage2_run(source: str | Path, *, stage1: str | Path | None = None, raw: bool = False,
+                    device: torch.device | str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
+    """The Stage-II task of a `bfvr train` run (its frozen Stage-I teacher and the Stage-II network with
+    the checkpoint's EMA weights, or the raw ones with `raw`), its config and the checkpoint's meta.json.
+
+    `source`: a run folder or one of its checkpoint folders. `stage1` replaces the run's
+    model.stage1_weights (e.g. when the Stage-I run has moved)."""
+    from bfvr.train.checkpoint import find_checkpoint, load_safetensors
+    from bfvr.train.config import load_config
+    from bfvr.train.stages import Stage2Task
+
+    ck = find_checkpoint(source)
+    run = ck.parent.parent
+    try:
+        meta = json.loads((ck / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    task = meta.get("task") or (f"stc-{meta['stage']}" if meta.get("stage") else None)
+    cfg_file = run / "config.yaml"
+    if not cfg_file.is_file():
+        raise ConfigError(f"{run} has no config.yaml; give the folder of a `bfvr train` run "
+                          "(or one of its checkpoint folders).")
+    cfg = load_config(cfg_file)
+    task = task or cfg.task_name
+    if task != "stc-stage2":
+        raise ModelError(f"{ck} is a {task} checkpoint, not an STC Stage-II one; code accuracy needs a run "
+                         "trained with an STC Stage-II config (task stc-stage2, e.g. "
+                         "configs/stc/tiny_stage2.yaml).")
+    if stage1 is not None:
+        cfg.model.stage1_weights = str(stage1)
+    if not Path(cfg.model.stage1_weights).expanduser().exists():
+        raise WeightsNotFoundError(f"the run's Stage-I weights {cfg.model.stage1_weights} are not there "
+                                   "(model.stage1_weights, relative to the folder training ran in); pass "
+                                   "--stage1 PATH with the Stage-I run folder or weights file.")
+    # the Stage-I init_weights of a later run are not needed: the checkpoint replaces all weights
+    cfg.model.init_weights = None
+    dev = torch.device(device)
+    t = Stage2Task(cfg, dev)
+    name = "model" if raw else "ema"
+    f = ck / f"{name}.safetensors"
+    if not f.is_file():
+        raise WeightsNotFoundError(f"{ck} holds no {f.name}; give a complete checkpoint folder.")
+    try:
+        t.model.load_state_dict(load_safetensors(f), strict=True)
+    except RuntimeError as e:
+        raise ModelError(f"{f} does not fit the run's model settings ({str(e).splitlines()[0][:200]}); give "
+                         "an intact run folder.") from None
+    t.model.eval()
+    meta.setdefault("step", int(ck.name.split("_")[-1]) if ck.name.startswith("step_") else None)
+    meta["checkpoint"], meta["weights"] = str(ck), name
+    return t, cfg, meta
+
+
+def _clip_frames(path: Path, cfg: Any, max_frames: int) -> tuple[np.ndarray, Any]:
+    """The first `max_frames` frames of `path` as the run trained on them: uint8 [N, S, S, 3] at
+    data.size (stretched, face-cropped with data.face_crop, or, for data.crop_mode center/random with
+    bfvr.data.ClipDataset, the centre square), centre-cut to data.crop when set."""
+    from bfvr.io import probe
+    from bfvr.train.data import load_clip
+
+    if cfg.data.backend != "builtin" and cfg.data.crop_mode in ("center", "random"):
+        import cv2
+
+        from bfvr.io.reader import read_frames
+
+        arr = read_frames(path, max_frames=max_frames)
+        if not len(arr):
+            raise InputError(f"{path} has no decodable video frames.")
+        h, w = arr.shape[1:3]
+        side = min(h, w)
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        interp = cv2.INTER_AREA if side > cfg.data.size else cv2.INTER_CUBIC
+        frames = np.stack([cv2.resize(f[y0:y0 + side, x0:x0 + side], (cfg.data.size, cfg.data.size),
+                                      interpolation=interp) for f in arr])
+    else:
+        frames = load_clip(path, max_frames, cfg.data.size, cfg.data.face_crop)
+    crop = cfg.data.crop
+    if crop is not None and crop < frames.shape[1]:
+        y0 = (frames.shape[1] - crop) // 2
+        x0 = (frames.shape[2] - crop) // 2
+        frames = np.ascontiguousarray(frames[:, y0:y0 + crop, x0:x0 + crop])
+    return frames, probe(path).fps
+
+
+def _to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float32 [1, 3, T, H, W] in [0, 1]."""
+    return torch.from_numpy(frames).to(device).permute(3, 0, 1, 2).unsqueeze(0).float().div_(255.0)
+
+
+@torch.no_grad()
+def evaluate_codes(source: str | Path, videos: Sequence[str | Path], *, recipe: str | None = None,
+                   seed: int = 0, max_frames: int = 24, stage1: str | Path | None = None, raw: bool = False,
+                   device: str = "cpu", threads: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Top-1/top-5 code accuracy (and cross-entropy) of a Stage-II run on held-out videos.
+
+    Returns {"rows": [{"video", "frames", "tokens", top1_s, top5_s, top1_t, top5_t, ce_s, ce_t}],
+    "mean": (the same, mean over videos), "warnings": [...], "options": {...}} — the layout of
+    `bfvr.metrics.evaluate.write_report`. `recipe` defaults to the run's data.recipe; each video is
+    degraded with `clip_rng(seed, stem)`, so a report is reproducible."""
+    from bfvr.degrade import clip_rng
+    from bfvr.degrade import recipe as make_recipe
+    from bfvr.engine.device import resolve_device
+    from bfvr.train.data import expand_paths
+
+    if max_frames < 1:
+        raise ConfigError(f"--max-frames must be at least 1, got {max_frames}.")
+    missing = [str(v) for v in videos if not Path(v).expanduser().exists()]
+    if missing or not videos:
+        what = f"video not found: {missing[0]}" if missing else "no video given"
+        raise InputError(f"{what}; give video files, folders of videos or a `bfvr prepare` manifest.")
+    try:
+        files = expand_paths([str(v) for v in videos])
+    except InputError:
+        raise InputError(f"no videos found in {', '.join(str(v) for v in videos)}; give video files, folders "
+                         "of videos or a `bfvr prepare` manifest.") from None
+    if recipe not in (None, "none"):
+        make_recipe(recipe)  # an unknown name is a ConfigError before any model is built
+    dev = resolve_device(device)
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        task, cfg, meta = load_stage2_run(source, stage1=stage1, raw=raw, device=dev)
+        recipe = recipe or cfg.data.recipe
+        deg = None if recipe == "none" else make_recipe(recipe)
+        clip_len = cfg.data.clip_len
+        if max_frames < clip_len:
+            raise ConfigError(f"--max-frames {max_frames} is shorter than the run's clip length "
+                              f"{clip_len}; give at least {clip_len}.")
+        seen = _training_stems(cfg)
+        warns: list[str] = []
+        rows: list[dict[str, Any]] = []
+        it = files
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(files, desc="code accuracy", unit="video", leave=False)
+        for f in it:
+            if f.stem in seen:
+                warns.append(f"{f.name} is in the run's training data (data.paths, not in data.exclude): "
+                             "its scores are not held-out ones.")
+            try:
+                gt_all, fps = _clip_frames(f, cfg, max_frames)
+            except InputError as e:
+                warns.append(f"{f.name} skipped: {' '.join(str(e).split())}")
+                continue
+            n_win = len(gt_all) // clip_len
+            if n_win == 0:
+                warns.append(f"{f.name} skipped: {len(gt_all)} frames < clip length {clip_len}.")
+                continue
+            gt_all = gt_all[:n_win * clip_len]
+            lq_all = gt_all if deg is None else deg(gt_all, clip_rng(seed, f.stem), fps=fps)[0]
+            hits = dict.fromkeys(CODE_METRICS, 0.0)
+            tokens = 0
+            for w in range(n_win):
+                sl = slice(w * clip_len, (w + 1) * clip_len)
+                _, idx_s, idx_t = task.targets(_to_tensor(gt_all[sl], dev))
+                logits_s, logits_t, _ = task.model(_to_tensor(lq_all[sl], dev), w=0, code_only=True)
+                n_tok = idx_s.numel()
+                for key, logits, idx in (("s", logits_s, idx_s), ("t", logits_t, idx_t)):
+                    acc = topk_accuracy(logits.float(), idx, (1, 5))
+                    hits[f"top1_{key}"] += acc[1] * n_tok
+                    hits[f"top5_{key}"] += acc[5] * n_tok
+                    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), idx.reshape(-1),
+                                         reduction="sum")
+                    hits[f"ce_{key}"] += float(ce)
+                tokens += n_tok
+            rows.append({"video": f.name, "frames": n_win * clip_len, "tokens": tokens,
+                         **{k: v / tokens for k, v in hits.items()}})
+    finally:
+        torch.set_num_threads(old_threads)
+    if not rows:
+        raise InputError(f"no video could be scored ({'; '.join(warns) or 'none given'}).")
+    mean: dict[str, Any] = {"video": "mean", "frames": sum(r["frames"] for r in rows),
+                            "tokens": sum(r["tokens"] for r in rows)}
+    mean.update({k: float(np.mean([r[k] for r in rows])) for k in CODE_METRICS})
+    options = {"checkpoint": meta["checkpoint"], "step": meta.get("step"), "weights": meta["weights"],
+               "recipe": recipe, "seed": seed, "max_frames": max_frames, "clip_len": clip_len,
+               "size": cfg.data.crop or cfg.data.size, "stage1_weights": cfg.model.stage1_weights,
+               "codebook_size": cfg.model.codebook_size}
+    return {"rows": rows, "mean": mean, "warnings": warns, "options": options}
