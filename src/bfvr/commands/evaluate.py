@@ -12,8 +12,8 @@ from bfvr.errors import ConfigError, InputError, OutputError
 
 def register(app: typer.Typer) -> None:
     @app.command("evaluate", help="Score restored videos against ground truth matched by file name: PSNR, "
-                 "SSIM, LPIPS, MSRL, IDS, Face-Cons, AKD/LMD, TLME, Flow-Score, warping error, FVD. Writes "
-                 "metrics.md, metrics.csv and metrics.json (per video and mean). See docs/metrics.md.")
+                 "SSIM, LPIPS, MSRL, IDS, Deg, Face-Cons, AKD/LMD, TLME, Flow-Score, warping error, FVD. "
+                 "Writes metrics.md, metrics.csv and metrics.json (per video and mean). See docs/metrics.md.")
     def _cmd(
         pred: Annotated[Path, typer.Option("--pred", help="Folder of restored (or LQ) videos.",
                                            show_default=False)],
@@ -21,15 +21,16 @@ def register(app: typer.Typer) -> None:
                                                 "the same file names (stems).", show_default=False)] = None,
         metrics: Annotated[str | None, typer.Option(
             "--metrics", "-m", help="Comma-separated metrics. Default: "
-            "psnr,ssim,msrl,ids,face_cons,akd,tlme,flow_score,warp_error (+lpips/fvd when their weights are "
-            "given); with --no-reference: face_cons,flow_score,warp_error.", show_default=False)] = None,
+            "psnr,ssim,msrl,ids,deg,face_cons,akd,tlme,flow_score,warp_error (+lpips/fvd when their weights "
+            "are given); with --no-reference: face_cons,flow_score,warp_error. Also: lmd (= akd under "
+            "PGTFormer's name), tdiff_psnr.", show_default=False)] = None,
         no_reference: Annotated[bool, typer.Option("--no-reference", help="No GT (real LQ inputs): only "
                                                    "flicker/flow/identity-consistency metrics.")] = False,
         out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("eval_report"),
         crop_border: Annotated[int, typer.Option("--crop-border", help="Pixels "
                                                  "cut at each side for PSNR/SSIM.")] = 0,
-        y_channel: Annotated[bool, typer.Option("--y", help="PSNR/SSIM/MSRL on the BT.601 Y channel (16-235) "
-                                                "instead of RGB.")] = False,
+        y_channel: Annotated[bool, typer.Option("--y", help="PSNR/SSIM/MSRL/tdiff_psnr on the BT.601 Y "
+                                                "channel (16-235) instead of RGB.")] = False,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="Use only the first N "
                                                        "frames of each video (the papers use 24).",
                                                        show_default=False)] = None,
@@ -38,8 +39,8 @@ def register(app: typer.Typer) -> None:
         resize: Annotated[str, typer.Option("--resize", help="When sizes differ: 'error' or 'pred-to-gt' "
                                             "(resize "
                                             "the prediction to the GT size, area/bicubic).")] = "error",
-        face_every: Annotated[int, typer.Option("--face-every", help="Identity embeddings (IDS/Face-Cons) "
-                                                "on every "
+        face_every: Annotated[int, typer.Option("--face-every", help="Identity embeddings "
+                                                "(IDS/Deg/Face-Cons) on every "
                                                 "k-th frame (dlib's descriptor costs ~0.2 s/frame).")] = 1,
         identity_model: Annotated[str, typer.Option("--identity-model", help="'dlib' (128-D "
                                                     "ResNet, offline) or the path of an "
@@ -79,7 +80,6 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--lpips-net must be 'vgg' or 'alex', got {lpips_net!r}.")
         if metrics:
             names = [m.strip().lower().replace("-", "_") for m in metrics.split(",") if m.strip()]
-            names = ["akd" if m == "lmd" else m for m in names]
         else:
             names = list(NO_REFERENCE if no_reference else FULL_REFERENCE)
             if not no_reference:

@@ -2,9 +2,9 @@
 
 Modules (numpy in, floats out; heavy dependencies load inside them):
 
-* :mod:`bfvr.metrics.fullref` -- PSNR, SSIM (BasicSR definitions, RGB or Y, crop border), MSRL
+* :mod:`bfvr.metrics.fullref` -- PSNR, SSIM (BasicSR definitions, RGB or Y, crop border), MSRL, tdiff_psnr
 * :mod:`bfvr.metrics.lpips` -- LPIPS from a backbone file you give (never a random backbone)
-* :mod:`bfvr.metrics.faces` -- dlib/ArcFace identity (IDS, Face-Cons), 68-point AKD/LMD and TLME
+* :mod:`bfvr.metrics.faces` -- dlib/ArcFace identity (IDS, Deg, Face-Cons), 68-point AKD/LMD and TLME
 * :mod:`bfvr.metrics.temporal` -- Flow-Score and flow-warping error (OpenCV DIS)
 * :mod:`bfvr.metrics.fvd` -- Fréchet distance, FVD over feature sets, the papers' per-pair variant
 * :mod:`bfvr.metrics.evaluate` -- match folders, stream videos, per-video + mean tables (md/csv/json)

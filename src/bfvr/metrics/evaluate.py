@@ -22,14 +22,18 @@ from bfvr.io.reader import VIDEO_SUFFIXES, list_videos
 __all__ = ["FULL_REFERENCE", "NO_REFERENCE", "ALL_METRICS", "EvalOptions", "evaluate_pair",
            "evaluate_dirs", "match_videos", "write_report"]
 
-ALL_METRICS = ("psnr", "ssim", "lpips", "msrl", "ids", "face_cons", "akd", "tlme", "flow_score",
-               "warp_error", "fvd")
-FULL_REFERENCE = ("psnr", "ssim", "msrl", "ids", "face_cons", "akd", "tlme", "flow_score", "warp_error")
+ALL_METRICS = ("psnr", "ssim", "lpips", "msrl", "tdiff_psnr", "ids", "deg", "face_cons", "akd", "lmd", "tlme",
+               "flow_score", "warp_error", "fvd")
+FULL_REFERENCE = ("psnr", "ssim", "msrl", "ids", "deg", "face_cons", "akd", "tlme", "flow_score",
+                  "warp_error")
 NO_REFERENCE = ("face_cons", "flow_score", "warp_error")
-_NEED_GT = {"psnr", "ssim", "lpips", "msrl", "ids", "akd", "tlme", "fvd"}
-HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "msrl": True, "ids": True, "face_cons": True,
-                 "akd": False, "tlme": False, "flow_score": False, "warp_error": False, "fvd": False,
-                 "fvd_per_pair": False, "runtime_s": False}
+_NEED_GT = {"psnr", "ssim", "lpips", "msrl", "tdiff_psnr", "ids", "deg", "akd", "lmd", "tlme", "fvd"}
+_IDENTITY = {"ids", "deg", "face_cons"}
+_FACES = _IDENTITY | {"akd", "lmd", "tlme"}
+HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "msrl": True, "tdiff_psnr": True, "ids": True,
+                 "deg": False, "face_cons": True, "akd": False, "lmd": False, "tlme": False,
+                 "flow_score": False, "warp_error": False, "fvd": False, "fvd_per_pair": False,
+                 "runtime_s": False}
 
 
 @dataclass
@@ -91,11 +95,11 @@ class _Needs:
         self.embedder = None
         self.lpips = None
         self.i3d = None
-        if self.m & {"ids", "face_cons", "akd", "tlme"}:
+        if self.m & _FACES:
             from bfvr.metrics.faces import ArcFaceEmbedder, DlibFaces
 
-            self.faces = DlibFaces(need_identity=bool(self.m & {"ids", "face_cons"}))
-            if self.m & {"ids", "face_cons"}:
+            self.faces = DlibFaces(need_identity=bool(self.m & _IDENTITY))
+            if self.m & _IDENTITY:
                 self.embedder = (self.faces if opts.identity_model == "dlib"
                                  else ArcFaceEmbedder(opts.identity_model, self.faces))
         if "lpips" in self.m:
@@ -122,7 +126,7 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
     """Metrics of one video (pair). Returns (row, extras) where extras holds FVD features."""
     from bfvr.io import open_video
     from bfvr.metrics import fullref, temporal
-    from bfvr.metrics.faces import cosine, landmark_distance
+    from bfvr.metrics.faces import cosine, identity_angle, landmark_distance
 
     needs = needs or _Needs(opts)
     m = needs.m
@@ -142,9 +146,10 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
                 raise InputError(f"{name}: prediction has {pi.frame_count} frames but "
                                  f"GT has {gi.frame_count}; pass --length min to "
                                  "compare the common first frames (or --max-frames N).")
-        acc: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "lpips", "ids", "face_cons", "akd",
-                                                       "tlme", "flow_score", "warp_error")}
-        msrl = {s: [] for s in fullref.MSRL_STRIDES}
+        acc: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "lpips", "msrl", "ids", "deg",
+                                                       "face_cons", "akd", "lmd", "tlme", "flow_score",
+                                                       "warp_error")}
+        tdiff = {s: [] for s in fullref.TDIFF_STRIDES}
         tail_p = tail_g = None
         first_emb = None
         prev_lm: tuple[np.ndarray, np.ndarray] | None = None
@@ -187,9 +192,12 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
             pp = p if tail_p is None else np.concatenate([tail_p, p])
             gg = None if g is None else (g if tail_g is None else np.concatenate([tail_g, g]))
             if "msrl" in m:
-                for s in fullref.MSRL_STRIDES:
-                    msrl[s] += list(fullref.msrl_transitions(pp, gg, s, first_end=k_tail,
+                acc["msrl"] += list(fullref.msrl_transitions(pp, gg, first_end=max(1, k_tail),
                                                              y_channel=opts.y_channel))
+            if "tdiff_psnr" in m:
+                for s in fullref.TDIFF_STRIDES:
+                    tdiff[s] += list(fullref.tdiff_psnr_transitions(pp, gg, s, first_end=k_tail,
+                                                                    y_channel=opts.y_channel))
             if "flow_score" in m:
                 acc["flow_score"] += list(temporal.flow_magnitudes(pp, first_end=max(1, k_tail)))
             if "warp_error" in m:
@@ -206,9 +214,10 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
                         prev_lm = None
                         continue
                     last_rect = rect
-                    if m & {"akd", "tlme"}:
+                    if m & {"akd", "lmd", "tlme"}:
                         lp, lg = needs.faces.landmarks(p[i], rect), needs.faces.landmarks(g[i], rect)
                         acc["akd"].append(landmark_distance(lp, lg))
+                        acc["lmd"].append(acc["akd"][-1])  # the same measure under PGTFormer's name
                         if prev_lm is not None:
                             d = (lp - prev_lm[0]) - (lg - prev_lm[1])
                             acc["tlme"].append(float(np.linalg.norm(d, axis=-1).mean()))
@@ -220,8 +229,10 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
                             first_emb = ep
                         elif "face_cons" in m:
                             acc["face_cons"].append(cosine(first_emb, ep))
-                        if "ids" in m:
-                            acc["ids"].append(cosine(ep, needs.embedder.embed(g[i], rect)))
+                        if m & {"ids", "deg"}:
+                            eg = needs.embedder.embed(g[i], rect)
+                            acc["ids"].append(cosine(ep, eg))
+                            acc["deg"].append(identity_angle(ep, eg))
             # -- FVD clips
             if needs.i3d is not None:
                 for i in range(len(p)):
@@ -231,7 +242,7 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
                         fvd_p.append(needs.i3d.clip_features(np.stack(clip_p)))
                         fvd_g.append(needs.i3d.clip_features(np.stack(clip_g)))
                         clip_p, clip_g = [], []
-            kt = max(fullref.MSRL_STRIDES)
+            kt = max(fullref.TDIFF_STRIDES)
             tail_p = pp[-kt:]
             tail_g = None if gg is None else gg[-kt:]
             if progress is not None:
@@ -252,9 +263,9 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
     for k, v in acc.items():
         if k in m:
             row[k] = fullref.finite_mean(v)
-    if "msrl" in m:
-        per = [fullref.finite_mean(msrl[s]) for s in fullref.MSRL_STRIDES if msrl[s]]
-        row["msrl"] = fullref.finite_mean(per)
+    if "tdiff_psnr" in m:
+        per = [fullref.finite_mean(tdiff[s]) for s in fullref.TDIFF_STRIDES if tdiff[s]]
+        row["tdiff_psnr"] = fullref.finite_mean(per)
     if needs.faces is not None:
         row["faces_missing"] = faces_missing
     extras = {}

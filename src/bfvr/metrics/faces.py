@@ -1,4 +1,4 @@
-"""Face metrics: identity (IDS, Face-Cons) and landmarks (AKD/LMD, TLME).
+"""Face metrics: identity (IDS, Deg, Face-Cons) and landmarks (AKD/LMD, TLME).
 
 Offline backend: dlib -- HOG face detector, 68-point and 5-point shape predictors and the 128-D
 ResNet face descriptor from the ``face-recognition-models`` package (located by path, because
@@ -9,6 +9,8 @@ Definitions (per video; the report averages over videos):
 
 * IDS: cosine similarity between the identity embeddings of the prediction and the GT, averaged
   over **all** frames where a face is found (the official script counted only frame 23).
+* Deg (PGTFormer): the angle in degrees between the same two embeddings, ``arccos(cos)`` per frame,
+  averaged like IDS. Lower is better; 0 for the same face.
 * Face-Cons: cosine similarity of the embedding of the first frame with that of every later
   frame of the same video, averaged (no reference needed).
 * AKD / LMD: mean Euclidean distance in pixels between the 68 landmarks of the prediction and of
@@ -32,8 +34,8 @@ import numpy as np
 
 from bfvr.errors import DependencyError, WeightsNotFoundError
 
-__all__ = ["dlib_model_dir", "DlibFaces", "ArcFaceEmbedder", "cosine", "tlme_from_landmarks",
-           "landmark_distance"]
+__all__ = ["dlib_model_dir", "DlibFaces", "ArcFaceEmbedder", "cosine", "identity_angle",
+           "tlme_from_landmarks", "landmark_distance"]
 
 _INSTALL = ('install the face extras: pip install "bfvr[faces]" face-recognition-models '
             "(or set BFVR_DLIB_MODELS to a folder with the dlib .dat files)")
@@ -52,6 +54,17 @@ def dlib_model_dir() -> Path:
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def identity_angle(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle in degrees between two embeddings (``arccos`` of their cosine), in [0, 180].
+
+    Computed as ``2 atan2(|a' - b'|, |a' + b'|)`` of the unit vectors a', b': the same angle, but exact
+    near 0 where ``arccos`` of a rounded cosine is not (``arccos(1 - 1e-16)`` is already ~1e-6 degrees).
+    """
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    a, b = a / (np.linalg.norm(a) + 1e-300), b / (np.linalg.norm(b) + 1e-300)
+    return float(np.degrees(2.0 * np.arctan2(np.linalg.norm(a - b), np.linalg.norm(a + b))))
 
 
 class DlibFaces:

@@ -1,4 +1,4 @@
-"""Full-reference frame metrics: PSNR and SSIM (BasicSR definitions) and MSRL.
+"""Full-reference frame metrics: PSNR and SSIM (BasicSR definitions), MSRL and temporal-difference PSNR.
 
 All functions take uint8 or float arrays in the 0..255 range, RGB, shaped [H,W,3] (one frame) or
 [N,H,W,3] (a stack of frames), and return float64 values.
@@ -12,10 +12,14 @@ All functions take uint8 or float arrays in the 0..255 range, RGB, shaped [H,W,3
 * ``y_channel=True``: the BT.601 luma in the studio range 16..235 (BasicSR's ``to_y_channel``,
   not rounded), instead of the three RGB channels.
 * ``crop_border``: pixels removed at each side before measuring.
-* MSRL (PGTFormer's multi-scale temporal-difference consistency; the paper releases no script):
-  for each temporal stride s in ``strides`` the temporal differences ``x[t+s]-x[t]`` of the
-  prediction and of the ground truth are compared as a PSNR (peak 255); per stride the value is
-  averaged over t, then over strides. Higher is better; ``inf`` when the differences agree exactly.
+* MSRL (PGTFormer's Eq. 7; the paper releases no script): for each transition (t-1 -> t) the
+  frame-to-frame differences ``pred[t]-pred[t-1]`` and ``gt[t]-gt[t-1]`` are compared as a PSNR
+  (peak 255) at three spatial scales -- full size and the differences averaged over 2x2 and 4x4 pixel
+  blocks (``MSRL_SCALES``) -- and the three values are averaged; the video's MSRL is the mean over
+  transitions. Higher is better; ``inf`` when the differences agree exactly.
+* Temporal-difference PSNR (``tdiff_psnr``; bfvr's earlier reading of MSRL, kept under its own
+  name): for each temporal stride s in ``TDIFF_STRIDES`` the differences ``x[t+s]-x[t]`` of the
+  prediction and of the GT are compared as a PSNR at full size; averaged over t, then over strides.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ import torch.nn.functional as F
 from bfvr.degrade.ops import gaussian_window
 
 __all__ = ["to_y", "prepare", "psnr", "ssim", "psnr_frames", "ssim_frames", "ssim_map", "msrl_transitions",
-           "MSRL_STRIDES"]
+           "msrl", "block_mean", "MSRL_SCALES", "tdiff_psnr_transitions", "TDIFF_STRIDES"]
 
-MSRL_STRIDES: tuple[int, ...] = (1, 2, 4)
+MSRL_SCALES: tuple[int, ...] = (1, 2, 4)    # spatial: full size, 2x2 and 4x4 block means
+TDIFF_STRIDES: tuple[int, ...] = (1, 2, 4)  # temporal strides of tdiff_psnr
 
 # BT.601 studio-range luma from RGB in [0,1] (times 255 back to 16..235)
 _Y_COEF = np.array([65.481, 128.553, 24.966], dtype=np.float64)
@@ -116,9 +121,48 @@ def ssim_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0,
     return np.array([ssim(p, g, crop_border, y_channel) for p, g in zip(pred, gt)], dtype=np.float64)
 
 
-def msrl_transitions(pred: np.ndarray, gt: np.ndarray, stride: int, first_end: int = 0,
-                     y_channel: bool = False) -> np.ndarray:
-    """PSNR between the stride-``stride`` temporal differences of two [N,H,W,3] stacks.
+def _psnr_of(d: np.ndarray) -> float:
+    mse = float(np.mean(d * d))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
+
+
+def block_mean(x: np.ndarray, s: int) -> np.ndarray:
+    """Mean over non-overlapping s x s pixel blocks of [..., H, W, C] (the last H % s rows and W % s
+    columns are dropped): the area downscale by an integer factor. ``s = 1`` returns ``x``."""
+    if s == 1:
+        return x
+    h, w = x.shape[-3] // s * s, x.shape[-2] // s * s
+    if h == 0 or w == 0:
+        raise ValueError(f"frames of {x.shape[-3]}x{x.shape[-2]} pixels are too small for {s}x{s} blocks")
+    x = x[..., :h, :w, :]
+    return x.reshape(*x.shape[:-3], h // s, s, w // s, s, x.shape[-1]).mean(axis=(-4, -2))
+
+
+def msrl_transitions(pred: np.ndarray, gt: np.ndarray, first_end: int = 1, y_channel: bool = False,
+                     scales: Sequence[int] = MSRL_SCALES) -> np.ndarray:
+    """PGTFormer's MSRL of each transition (t-1 -> t) of two [N,H,W,3] stacks, t >= ``first_end``.
+
+    Per transition: ``mean over s in scales of PSNR(B_s(pred[t]-pred[t-1]), B_s(gt[t]-gt[t-1]))`` with
+    ``B_s`` the s x s block mean (``block_mean``) and PSNR peak 255. ``first_end`` lets a streaming
+    caller that prepends the previous chunk's last frame count each transition once.
+    """
+    _check(np.asarray(pred), np.asarray(gt))
+    a, b = prepare(pred, 0, y_channel), prepare(gt, 0, y_channel)
+    out = []
+    for t in range(max(1, first_end), a.shape[0]):
+        d = (a[t] - a[t - 1]) - (b[t] - b[t - 1])  # block_mean is linear: B(dp) - B(dg) = B(dp - dg)
+        out.append(float(np.mean([_psnr_of(block_mean(d, s)) for s in scales])))
+    return np.asarray(out, dtype=np.float64)
+
+
+def msrl(pred: np.ndarray, gt: np.ndarray, y_channel: bool = False) -> float:
+    """MSRL of a whole clip: the mean of ``msrl_transitions`` (``nan`` for a single frame)."""
+    return finite_mean(msrl_transitions(pred, gt, y_channel=y_channel))
+
+
+def tdiff_psnr_transitions(pred: np.ndarray, gt: np.ndarray, stride: int, first_end: int = 0,
+                           y_channel: bool = False) -> np.ndarray:
+    """PSNR between the stride-``stride`` temporal differences of two [N,H,W,3] stacks (full size).
 
     Returns one value per transition (t, t+stride) whose end index t+stride >= ``first_end`` (so a
     streaming caller that prepends the last frames of the previous chunk counts each transition once).
@@ -127,9 +171,7 @@ def msrl_transitions(pred: np.ndarray, gt: np.ndarray, stride: int, first_end: i
     a, b = prepare(pred, 0, y_channel), prepare(gt, 0, y_channel)
     out = []
     for end in range(max(stride, first_end), a.shape[0]):
-        d = (a[end] - a[end - stride]) - (b[end] - b[end - stride])
-        mse = float(np.mean(d * d))
-        out.append(float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse))
+        out.append(_psnr_of((a[end] - a[end - stride]) - (b[end] - b[end - stride])))
     return np.asarray(out, dtype=np.float64)
 
 

@@ -1,0 +1,223 @@
+"""PGTFormer's own metrics in `bfvr evaluate`: MSRL (Eq. 7), Deg, LMD and TLME, each against values
+computed by hand, and end to end on two real clips."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bfvr.metrics import fullref
+from bfvr.metrics.faces import identity_angle, landmark_distance, tlme_from_landmarks
+from conftest import run_cli
+
+
+def _rgb(gray: np.ndarray) -> np.ndarray:
+    """[..., H, W] -> [..., H, W, 3] with the same value in the three channels."""
+    return np.repeat(np.asarray(gray, np.float64)[..., None], 3, axis=-1)
+
+
+# -- MSRL ---------------------------------------------------------------------------------------------
+
+P = np.array([[4, 0, 0, 0],
+              [0, 0, 0, 0],
+              [0, 0, 8, 8],
+              [0, 0, 8, 8]], dtype=np.float64)
+
+
+def test_block_mean_by_hand():
+    assert np.array_equal(fullref.block_mean(_rgb(P), 1), _rgb(P))
+    assert np.array_equal(fullref.block_mean(_rgb(P), 2)[..., 0], [[1, 0], [0, 8]])  # (4+0+0+0)/4 = 1
+    assert np.array_equal(fullref.block_mean(_rgb(P), 4)[..., 0], [[2.25]])           # 36/16
+    odd = np.arange(25, dtype=np.float64).reshape(5, 5)  # the last row and column are dropped
+    assert np.array_equal(fullref.block_mean(_rgb(odd), 2)[..., 0], [[3, 5], [13, 15]])
+    with pytest.raises(ValueError, match="too small"):
+        fullref.block_mean(_rgb(np.zeros((3, 3))), 4)
+
+
+def test_msrl_hand_computed():
+    # GT static at 100; the prediction is 100, then 100 + P: the frame-to-frame differences differ by P.
+    gt = _rgb(np.full((2, 4, 4), 100.0))
+    pred = gt.copy()
+    pred[1] += _rgb(P)
+    # mean squared difference, by hand: full size (16 + 4*64)/16 = 17; 2x2 block means [[1,0],[0,8]]
+    # -> (1 + 64)/4 = 16.25; 4x4 block mean 36/16 = 2.25 -> 2.25^2 = 5.0625
+    expect = (10 * math.log10(255**2 / 17) + 10 * math.log10(255**2 / 16.25)
+              + 10 * math.log10(255**2 / 5.0625)) / 3
+    assert fullref.msrl(pred, gt) == pytest.approx(expect, abs=1e-12)
+    assert expect == pytest.approx(37.645, abs=1e-3)  # (35.826 + 36.022 + 41.087) / 3
+    # the earlier temporal-stride reading (tdiff_psnr) sees only the full size: 10 log10(255^2/17)
+    assert fullref.tdiff_psnr_transitions(pred, gt, 1)[0] == pytest.approx(10 * math.log10(255**2 / 17))
+    # a brightness step of 10 between two frames: the differences differ by 10 everywhere, at every scale
+    flick = gt.copy()
+    flick[1] += 10
+    assert fullref.msrl(flick, gt) == pytest.approx(10 * math.log10(255**2 / 100), abs=1e-12)  # 28.13 dB
+    # an offset that stays the same in every frame does not change any difference: inf
+    assert fullref.msrl(gt + 7, gt) == float("inf")
+
+
+def test_msrl_transitions_and_streaming():
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 256, (6, 8, 12, 3)).astype(np.float64)
+    pred = gt + rng.normal(0, 4, gt.shape)
+    per = fullref.msrl_transitions(pred, gt)
+    assert per.shape == (5,)
+    t = 3  # one transition written out: the three PSNRs of the residual difference, averaged
+    d = (pred[t] - pred[t - 1]) - (gt[t] - gt[t - 1])
+    one = [10 * np.log10(255**2 / np.mean(d**2)),
+           10 * np.log10(255**2 / np.mean(d.reshape(4, 2, 6, 2, 3).mean((1, 3)) ** 2)),
+           10 * np.log10(255**2 / np.mean(d.reshape(2, 4, 3, 4, 3).mean((1, 3)) ** 2))]
+    assert per[t - 1] == pytest.approx(np.mean(one), abs=1e-9)
+    # a streaming caller that prepends the previous chunk's last frame gets the remaining transitions
+    assert np.allclose(fullref.msrl_transitions(pred[2:], gt[2:], first_end=1), per[2:])
+    assert np.allclose(fullref.msrl_transitions(pred, gt, first_end=4), per[3:])
+    # temporal noise scores lower than a calmer prediction
+    calm = gt + rng.normal(0, 1, gt.shape)
+    assert fullref.msrl(calm, gt) > fullref.msrl(pred, gt) + 5
+    assert math.isnan(fullref.msrl(pred[:1], gt[:1]))
+
+
+def test_evaluate_msrl_across_chunks(tmp_path):
+    """`evaluate_pair` streams in chunks; MSRL over chunk boundaries equals the whole-clip value."""
+    from bfvr.io import read_frames, write_video
+    from bfvr.metrics.evaluate import EvalOptions, evaluate_pair
+
+    rng = np.random.default_rng(1)
+    base = rng.integers(40, 200, (1, 32, 48, 3)).astype(np.float64)
+    gt = np.clip(base + np.arange(9)[:, None, None, None] * 3, 0, 255).astype(np.uint8)
+    pred = np.clip(gt + rng.normal(0, 6, gt.shape), 0, 255).astype(np.uint8)
+    write_video(tmp_path / "gt.mp4", gt, 25, crf=0)
+    write_video(tmp_path / "pred.mp4", pred, 25, crf=0)
+    p, g = read_frames(tmp_path / "pred.mp4"), read_frames(tmp_path / "gt.mp4")
+    for chunk in (2, 4, 16):
+        row, _ = evaluate_pair("a", tmp_path / "pred.mp4", tmp_path / "gt.mp4",
+                               EvalOptions(metrics=("msrl", "tdiff_psnr"), chunk=chunk))
+        assert row["msrl"] == pytest.approx(fullref.msrl(p, g), abs=1e-9)
+        per = [fullref.tdiff_psnr_transitions(p, g, s).mean() for s in fullref.TDIFF_STRIDES]
+        assert row["tdiff_psnr"] == pytest.approx(np.mean(per), abs=1e-9)
+
+
+# -- Deg, LMD, TLME -----------------------------------------------------------------------------------
+
+def test_deg_from_known_embeddings():
+    assert identity_angle([1.0, 0.0], [0.0, 1.0]) == pytest.approx(90.0)
+    assert identity_angle([1.0, 0.0], [1.0, 1.0]) == pytest.approx(45.0)
+    assert identity_angle([1.0, 0.0], [-2.0, 0.0]) == pytest.approx(180.0)
+    # cos = 24/25 -> arccos(0.96) = 16.2602 degrees
+    assert identity_angle([3.0, 4.0, 0.0], [4.0, 3.0, 0.0]) == pytest.approx(16.260204708, abs=1e-8)
+    a = np.array([0.3, -1.2, 0.5, 2.0])
+    assert identity_angle(a, a) == 0.0  # exact for the same embedding (arccos of the cosine gives ~1e-6)
+    assert identity_angle(a, 5 * a) == pytest.approx(0.0, abs=1e-12)  # scale-free
+    assert identity_angle(a, -a) == pytest.approx(180.0)
+
+
+def test_lmd_and_tlme_from_known_landmarks():
+    # two points over three frames; GT still, the prediction moves one point
+    lg = np.array([[[0, 0], [10, 0]],
+                   [[0, 0], [10, 0]],
+                   [[0, 0], [10, 0]]], dtype=np.float64)
+    lp = np.array([[[3, 4], [10, 0]],     # distances 5, 0 -> LMD 2.5
+                   [[3, 4], [10, 0]],     # 2.5
+                   [[0, 0], [10, 6]]], dtype=np.float64)  # 0, 6 -> 3
+    assert [landmark_distance(a, b) for a, b in zip(lp, lg)] == [2.5, 2.5, 3.0]
+    # TLME per transition: mean over points of |motion_pred - motion_gt|
+    # t=1: motions (0,0),(0,0) -> 0; t=2: (-3,-4) -> 5 and (0,6) -> 6 -> 5.5
+    assert np.allclose(tlme_from_landmarks(lp, lg), [0.0, 5.5])
+    # moving together with the GT costs nothing
+    moved = lg + np.array([[[1, 2]], [[3, 5]], [[0, 0]]])
+    assert np.allclose(tlme_from_landmarks(moved, moved), 0)
+
+
+def test_paper_metric_names_and_directions():
+    from bfvr.metrics.evaluate import ALL_METRICS, FULL_REFERENCE, HIGHER_BETTER
+
+    for name, higher in (("deg", False), ("lmd", False), ("tlme", False), ("msrl", True),
+                         ("tdiff_psnr", True)):
+        assert name in ALL_METRICS and HIGHER_BETTER[name] is higher
+    assert {"deg", "msrl", "tlme"} <= set(FULL_REFERENCE)
+
+
+# -- end to end on two real clips ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_clips(faces_dir, tmp_path_factory):
+    """pred/ and gt/ with a, b = two real clips (3 frames, 160x160) degraded (blur, 48 px and back) against
+    their GT, and c = a's first two GT frames against themselves."""
+    import cv2
+
+    from bfvr.io import read_frames, write_video
+
+    root = tmp_path_factory.mktemp("pgt_eval")
+    for d in ("gt", "pred"):
+        (root / d).mkdir()
+    for name, src in (("a", "lp_driving_d0"), ("b", "lp_driving_d18")):
+        frames = read_frames(faces_dir / f"{src}.mp4", max_frames=3)
+        gt = np.stack([cv2.resize(f, (160, 160), interpolation=cv2.INTER_AREA) for f in frames])
+        lq = np.stack([cv2.resize(cv2.resize(cv2.GaussianBlur(f, (0, 0), 1.2), (48, 48),
+                                             interpolation=cv2.INTER_AREA),
+                                  (160, 160), interpolation=cv2.INTER_CUBIC) for f in gt])
+        write_video(root / "gt" / f"{name}.mp4", gt, 25, crf=0)
+        write_video(root / "pred" / f"{name}.mp4", lq, 25, crf=0)
+        if name == "a":
+            write_video(root / "gt" / "c.mp4", gt[:2], 25, crf=0)
+            write_video(root / "pred" / "c.mp4", gt[:2], 25, crf=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def faces():
+    pytest.importorskip("dlib")
+    from bfvr.errors import DependencyError
+    from bfvr.metrics.faces import DlibFaces
+
+    try:
+        return DlibFaces()
+    except DependencyError as e:
+        pytest.skip(str(e))
+
+
+def test_evaluate_reports_paper_metrics_on_real_clips(two_clips, faces, tmp_path, capsys, monkeypatch):
+    from bfvr.io import read_frames
+
+    # the command gets the dlib models already loaded here (loading them takes seconds)
+    monkeypatch.setattr("bfvr.metrics.faces.DlibFaces", lambda *a, **k: faces)
+    out = tmp_path / "rep"
+    code = run_cli("evaluate", "--pred", str(two_clips / "pred"), "--gt", str(two_clips / "gt"), "-m",
+                   "deg,lmd,tlme,msrl,ids,akd", "--face-every", "2", "-o", str(out), "-q")
+    assert code == 0, capsys.readouterr().err
+    rep = json.loads((out / "metrics.json").read_text())
+    md = (out / "metrics.md").read_text()
+    for col in ("deg ↓", "lmd ↓", "tlme ↓", "msrl ↑"):
+        assert col in md
+    rows = {r["video"]: r for r in rep["rows"]}
+    assert set(rows) == {"a", "b", "c"}
+    same = rows.pop("c")  # a video against itself
+    assert same["deg"] == 0 and same["lmd"] == 0 and same["tlme"] == 0 and same["msrl"] == "inf"
+    for name, row in rows.items():
+        p = read_frames(two_clips / "pred" / f"{name}.mp4")
+        g = read_frames(two_clips / "gt" / f"{name}.mp4")
+        assert row["faces_missing"] == 0 and row["frames"] == 3
+        assert row["msrl"] == pytest.approx(fullref.msrl(p, g), abs=1e-9)
+        assert 20 < row["msrl"] < 60
+        # Deg, LMD, TLME recomputed here from dlib directly (GT box for landmarks; each video's own box
+        # for identity, as docs/metrics.md says; identity on frames 0 and 2 with --face-every 2)
+        degs, lmds, tracks_p, tracks_g = [], [], [], []
+        for i, (fp, fg) in enumerate(zip(p, g)):
+            rg = faces.detect(fg)
+            if i % 2 == 0:
+                rp = faces.detect(fp) or rg
+                degs.append(identity_angle(faces.embed(fp, rp), faces.embed(fg, rg)))
+            tracks_p.append(faces.landmarks(fp, rg))
+            tracks_g.append(faces.landmarks(fg, rg))
+            lmds.append(landmark_distance(tracks_p[-1], tracks_g[-1]))
+        assert row["deg"] == pytest.approx(np.mean(degs), abs=1e-9)
+        assert row["lmd"] == pytest.approx(np.mean(lmds), abs=1e-9) and row["lmd"] == row["akd"]
+        tlme = tlme_from_landmarks(np.stack(tracks_p), np.stack(tracks_g)).mean()
+        assert row["tlme"] == pytest.approx(tlme, abs=1e-9)
+        assert 0 < row["deg"] < 60 and row["lmd"] > 0 and row["tlme"] > 0
+        # Deg is the angle of the same embeddings IDS takes the cosine of: arccos(mean cos) bounds the
+        # mean angle from above (arccos is concave on [0, 1])
+        assert row["deg"] <= math.degrees(math.acos(row["ids"])) + 1e-9
+    assert rep["mean"]["deg"] == pytest.approx(np.mean([r["deg"] for r in rep["rows"]]))
