@@ -310,6 +310,8 @@ class TrainConfig:
             if value < low:
                 raise ConfigError(f"data.{key} must be at least {low}, got {value}; "
                                   f"fix it in the config or with --set data.{key}=N.")
+        if not 0.0 <= d.reverse_prob <= 1.0:
+            raise ConfigError(f"data.reverse_prob must be between 0 and 1, got {d.reverse_prob}.")
         if d.crop is not None and d.crop < 8:
             raise ConfigError(f"data.crop must be at least 8 (or null for no crop), got {d.crop}.")
         if d.max_frames < d.clip_len:
