@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bfvr.errors import ModelError
+from bfvr.errors import ModelError, WeightsNotFoundError
 from bfvr.train.config import load_config
 from bfvr.train.dicface import DICFACE_ONLY, dirichlet_kl, is_codeformer_key
 from conftest import run_cli
@@ -150,6 +150,9 @@ def test_initialisation_from_a_codeformer_file(faces_dir, tmp_path):
     assert all(not p.requires_grad for n, p in more.model.named_parameters() if n.startswith("encoder."))
     assert any(p.requires_grad for n, p in more.model.named_parameters() if n.startswith("generator."))
 
+    with pytest.raises(WeightsNotFoundError, match="neither a file"):
+        DicFaceTask(tiny(faces_dir, tmp_path / "r4", 2, f"model.init_weights={tmp_path / 'nope.pth'}"),
+                    torch.device("cpu"))
     bad, _ = _codeformer_file(faces_dir, tmp_path, quantize__embedding__weight=(1024, 256))
     with pytest.raises(ModelError, match=r"quantize\.embedding\.weight has shape \[1024, 256\]"):
         DicFaceTask(tiny(faces_dir, tmp_path / "r3", 2, f"model.init_weights={bad}"), torch.device("cpu"))
