@@ -77,6 +77,8 @@ class DataConfig:
     #: degradation recipe for the LQ input: "none" (Stage I), "stc-nonoise", "stc", "flicker-brightness", ...
     recipe: str = "none"
     hflip: bool = False
+    #: play a clip backwards with this probability (DicFace/KEEP: 0.5)
+    reverse_prob: float = 0.0
     #: frames read per video (the official loader reads the first 240)
     max_frames: int = 240
     #: which clip_len frames of a video make a sample: "random" (a random window within the first
@@ -151,6 +153,10 @@ class LossConfig:
     grad: float = 0.0
     grad_levels: list[float] = field(default_factory=lambda: [0.2, 0.05, 0.05])
     tgrad: float = 0.8
+    #: DicFace: weight of KL(Dir(alpha) || Dir(kl_prior * 1)) (per pixel value, see bfvr.train.dicface) and
+    #: the prior concentration (official recipe 0.1; the paper's ablation finds 1.0 best)
+    kl: float = 1.0
+    kl_prior: float = 0.1
 
 
 @dataclass
@@ -304,6 +310,8 @@ class TrainConfig:
             if value < low:
                 raise ConfigError(f"data.{key} must be at least {low}, got {value}; "
                                   f"fix it in the config or with --set data.{key}=N.")
+        if not 0.0 <= d.reverse_prob <= 1.0:
+            raise ConfigError(f"data.reverse_prob must be between 0 and 1, got {d.reverse_prob}.")
         if d.crop is not None and d.crop < 8:
             raise ConfigError(f"data.crop must be at least 8 (or null for no crop), got {d.crop}.")
         if d.max_frames < d.clip_len:

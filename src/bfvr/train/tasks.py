@@ -23,6 +23,7 @@ TASKS: dict[str, str] = {
     "pgtformer-stage2": "bfvr.train.pgtformer:PGTFormerStage2Task",
     "pgtformer-stage3": "bfvr.train.pgtformer:PGTFormerStage3Task",
     "pgtformer-stage4": "bfvr.train.pgtformer:PGTFormerStage4Task",
+    "dicface": "bfvr.train.dicface:DicFaceTask",
 }
 
 
