@@ -15,7 +15,8 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("train", help="Train a model from a YAML config; its `task:` picks what: STC Stage I "
                                "(3D-VQGAN) or II (lookup transformers), BFVR-Lite, PGTFormer stages I-IV, "
-                               "DicFace. Resumable (--resume), multi-process with torchrun. See docs/training.md.")
+                               "DicFace. Resumable (--resume), multi-process with torchrun. See "
+                               "docs/training.md.")
     def _cmd(
         config: Annotated[Path, typer.Option("--config", "-c", help="YAML training config (e.g. "
                                              "configs/stc/tiny_stage1.yaml).", show_default=False)],
