@@ -55,6 +55,24 @@ def _clip_list(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     return [{"path": str(s), "name": Path(s).stem} for s in source]
 
 
+def center_square(height: int, width: int) -> tuple[int, int, int]:
+    """The central square of a height x width frame as (x, y, side)."""
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side
+
+
+def cut_and_resize(frames: np.ndarray, box: tuple[int, int, int] | None, size: int) -> np.ndarray:
+    """uint8 [N, H, W, 3] cut to the square ``box`` (x, y, side; None = the whole frame, stretched) and
+    resized to size x size (INTER_AREA when shrinking, INTER_CUBIC when enlarging)."""
+    import cv2
+
+    if box is not None:
+        x, y, s = box
+        frames = frames[:, y:y + s, x:x + s]
+    interp = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
+
+
 class ClipDataset(Dataset):
     """Random ``clip_len``-frame windows of videos, degraded on the fly: paired (LQ, GT) clips.
 
@@ -146,13 +164,7 @@ class ClipDataset(Dataset):
         return np.stack(out)
 
     def _spatial(self, frames: np.ndarray, box: tuple[int, int, int] | None, flip: bool) -> np.ndarray:
-        import cv2
-
-        if box is not None:
-            x, y, s = box
-            frames = frames[:, y:y + s, x:x + s]
-        interp = cv2.INTER_AREA if frames.shape[1] > self.size else cv2.INTER_CUBIC
-        out = np.stack([cv2.resize(f, (self.size, self.size), interpolation=interp) for f in frames])
+        out = cut_and_resize(frames, box, self.size)
         return out[:, :, ::-1].copy() if flip else out
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -171,13 +183,11 @@ class ClipDataset(Dataset):
         h, w = gt.shape[1:3]
         if self.crop == "stretch":
             box = None
+        elif self.crop == "random":
+            side = max(1, int(round(min(h, w) * rng.uniform(*self.crop_scale))))
+            box = (int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1)), side)
         else:
-            side = min(h, w)
-            if self.crop == "random":
-                side = max(1, int(round(side * rng.uniform(*self.crop_scale))))
-                box = (int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1)), side)
-            else:
-                box = ((w - side) // 2, (h - side) // 2, side)
+            box = center_square(h, w)
         flip = bool(self.hflip and rng.random() < 0.5)
         reverse = bool(rng.random() < self.reverse_prob)
         if reverse:

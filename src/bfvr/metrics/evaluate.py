@@ -33,7 +33,9 @@ _FACES = _IDENTITY | {"akd", "lmd", "tlme"}
 HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "msrl": True, "tdiff_psnr": True, "ids": True,
                  "deg": False, "face_cons": True, "akd": False, "lmd": False, "tlme": False,
                  "flow_score": False, "warp_error": False, "fvd": False, "fvd_per_pair": False,
-                 "runtime_s": False}
+                 "runtime_s": False,
+                 # `bfvr evaluate-codes` (bfvr.train.code_eval): code accuracy and cross-entropy
+                 "top1_s": True, "top5_s": True, "top1_t": True, "top5_t": True, "ce_s": False, "ce_t": False}
 
 
 @dataclass

@@ -3,10 +3,11 @@ encoder assigns to the GT clip, per codebook (spatial and temporal), as top-1 an
 
 `topk_accuracy` is used by the Stage-II training task (logged as `acc_s`/`acc_t` = top-1 and
 `acc5_s`/`acc5_t` = top-5) and by `evaluate_codes`, the held-out report behind `bfvr evaluate-codes`:
-for each clip, the first `max_frames` frames at the run's training size are degraded once with a seeded
-`bfvr.degrade` recipe (per-clip generator `clip_rng(seed, clip stem)`), cut into consecutive
-`clip_len` windows, the frozen Stage-I network gives the target codes of the GT window and the Stage-II
-network the logits of the LQ window. See docs/training.md ("Stage-II code accuracy").
+for each clip, the first `max_frames` frames are framed at the run's data.size as in training and cut into
+consecutive `clip_len` windows; like a training item, each window is degraded with its own seeded draw of
+a `bfvr.degrade` recipe (window w of a clip: child w of `clip_rng(seed, clip stem)`) at data.size and
+then centre-cut to data.crop; the frozen Stage-I network gives the target codes of the GT window and the
+Stage-II network the logits of the LQ window. See docs/training.md ("Stage-II code accuracy").
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor,
     """Fraction of positions whose target index is among the k highest logits, for each k in `ks`.
 
     logits [..., N], targets [...] (integer indices in [0, N)); a k larger than N counts every position
-    as a hit. Ties between equal logits are broken the way `torch.topk` breaks them.
+    as a hit, a k below 1 is a ValueError. Ties between equal logits are broken the way `torch.topk` breaks
+    them.
     """
+    if any(k < 1 for k in ks):
+        raise ValueError(f"top-k accuracy needs every k >= 1, got {tuple(ks)}")
     n = logits.shape[-1]
     flat = logits.detach().reshape(-1, n)
     tgt = targets.detach().reshape(-1).to(flat.device)
@@ -51,13 +55,17 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor,
     return {int(k): float(cum[min(k, n) - 1]) if tgt.numel() else float("nan") for k in ks}
 
 
-def _training_stems(cfg: Any) -> set[str]:
-    """Stems of the videos the run trained on (data.paths minus data.exclude); empty when unreadable."""
+def _training_stems(cfg: Any, warns: list[str]) -> set[str]:
+    """Stems of the videos the run trained on (data.paths minus data.exclude); when data.paths cannot be
+    read, a warning in `warns` and an empty set."""
     from bfvr.train.data import expand_paths
 
     try:
         files = expand_paths(cfg.data.paths)
-    except (InputError, OSError):
+    except (InputError, OSError) as e:
+        why = " ".join(str(e).split())
+        warns.append(f"could not read the run's data.paths ({why}); cannot check whether the clips are "
+                     "held out.")
         return set()
     return {f.stem for f in files} - set(cfg.data.exclude)
 
@@ -69,9 +77,15 @@ def load_stage2_run(source: str | Path, *, stage1: str | Path | None = None, raw
 
     `source`: a run folder or one of its checkpoint folders. `stage1` replaces the run's
     model.stage1_weights (e.g. when the Stage-I run has moved)."""
-    from bfvr.train.checkpoint import find_checkpoint, load_safetensors
+    cfg, meta = stage2_run_config(source, stage1=stage1)
+    return _build_stage2(cfg, meta, raw=raw, device=device), cfg, meta
+
+
+def stage2_run_config(source: str | Path, *, stage1: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
+    """The config of the Stage-II run behind `source` (checked: an STC Stage-II run whose Stage-I weights
+    exist) and its checkpoint's meta.json (+ "checkpoint", "step"), without building a network."""
+    from bfvr.train.checkpoint import find_checkpoint
     from bfvr.train.config import load_config
-    from bfvr.train.stages import Stage2Task
 
     ck = find_checkpoint(source)
     run = ck.parent.parent
@@ -98,52 +112,57 @@ def load_stage2_run(source: str | Path, *, stage1: str | Path | None = None, raw
                                    "--stage1 PATH with the Stage-I run folder or weights file.")
     # the Stage-I init_weights of a later run are not needed: the checkpoint replaces all weights
     cfg.model.init_weights = None
-    dev = torch.device(device)
-    t = Stage2Task(cfg, dev)
-    name = "model" if raw else "ema"
-    f = ck / f"{name}.safetensors"
-    if not f.is_file():
-        raise WeightsNotFoundError(f"{ck} holds no {f.name}; give a complete checkpoint folder.")
-    try:
-        t.model.load_state_dict(load_safetensors(f), strict=True)
-    except RuntimeError as e:
-        raise ModelError(f"{f} does not fit the run's model settings ({str(e).splitlines()[0][:200]}); give "
-                         "an intact run folder.") from None
-    t.model.eval()
     meta.setdefault("step", int(ck.name.split("_")[-1]) if ck.name.startswith("step_") else None)
-    meta["checkpoint"], meta["weights"] = str(ck), name
-    return t, cfg, meta
+    meta["checkpoint"] = str(ck)
+    return cfg, meta
+
+
+def _build_stage2(cfg: Any, meta: dict[str, Any], *, raw: bool, device: torch.device | str) -> Any:
+    """The Stage2Task of `cfg` with the EMA (or `raw`) weights of the checkpoint in meta["checkpoint"], in
+    eval mode; records the weights used in meta["weights"]."""
+    from bfvr.train.checkpoint import load_weights
+    from bfvr.train.stages import Stage2Task
+
+    t = Stage2Task(cfg, torch.device(device))
+    name = "model" if raw else "ema"
+    sd = load_weights(meta["checkpoint"], prefer=(name,))
+    try:
+        t.model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise ModelError(f"{meta['checkpoint']}/{name}.safetensors does not fit the run's model settings "
+                         f"({str(e).splitlines()[0][:200]}); give an intact run folder.") from None
+    t.model.eval()
+    meta["weights"] = name
+    return t
 
 
 def _clip_frames(path: Path, cfg: Any, max_frames: int) -> tuple[np.ndarray, Any]:
-    """The first `max_frames` frames of `path` as the run trained on them: uint8 [N, S, S, 3] at
-    data.size (stretched, face-cropped with data.face_crop, or, for data.crop_mode center/random with
-    bfvr.data.ClipDataset, the centre square), centre-cut to data.crop when set."""
+    """The first `max_frames` frames of `path` framed as the run trained on them: uint8 [N, S, S, 3] at
+    S = data.size (stretched, face-cropped with data.face_crop, or, for data.crop_mode center/random with
+    bfvr.data.ClipDataset, the centre square), and the video's frame rate."""
+    from bfvr.data.dataset import center_square, cut_and_resize
     from bfvr.io import probe
     from bfvr.train.data import load_clip
 
     if cfg.data.backend != "builtin" and cfg.data.crop_mode in ("center", "random"):
-        import cv2
-
         from bfvr.io.reader import read_frames
 
         arr = read_frames(path, max_frames=max_frames)
         if not len(arr):
             raise InputError(f"{path} has no decodable video frames.")
-        h, w = arr.shape[1:3]
-        side = min(h, w)
-        y0, x0 = (h - side) // 2, (w - side) // 2
-        interp = cv2.INTER_AREA if side > cfg.data.size else cv2.INTER_CUBIC
-        frames = np.stack([cv2.resize(f[y0:y0 + side, x0:x0 + side], (cfg.data.size, cfg.data.size),
-                                      interpolation=interp) for f in arr])
+        frames = cut_and_resize(arr, center_square(*arr.shape[1:3]), cfg.data.size)
     else:
         frames = load_clip(path, max_frames, cfg.data.size, cfg.data.face_crop)
-    crop = cfg.data.crop
-    if crop is not None and crop < frames.shape[1]:
-        y0 = (frames.shape[1] - crop) // 2
-        x0 = (frames.shape[2] - crop) // 2
-        frames = np.ascontiguousarray(frames[:, y0:y0 + crop, x0:x0 + crop])
     return frames, probe(path).fps
+
+
+def _center_cut(frames: np.ndarray, crop: int | None) -> np.ndarray:
+    """The central crop x crop square of uint8 [N, H, W, 3] frames (all of them when crop is None or not
+    smaller): the held-out counterpart of data.crop's random square in training."""
+    if crop is None or crop >= min(frames.shape[1:3]):
+        return frames
+    y0, x0 = (frames.shape[1] - crop) // 2, (frames.shape[2] - crop) // 2
+    return np.ascontiguousarray(frames[:, y0:y0 + crop, x0:x0 + crop])
 
 
 def _to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -159,8 +178,8 @@ def evaluate_codes(source: str | Path, videos: Sequence[str | Path], *, recipe: 
 
     Returns {"rows": [{"video", "frames", "tokens", top1_s, top5_s, top1_t, top5_t, ce_s, ce_t}],
     "mean": (the same, mean over videos), "warnings": [...], "options": {...}} — the layout of
-    `bfvr.metrics.evaluate.write_report`. `recipe` defaults to the run's data.recipe; each video is
-    degraded with `clip_rng(seed, stem)`, so a report is reproducible."""
+    `bfvr.metrics.evaluate.write_report`. `recipe` defaults to the run's data.recipe; window w of a video
+    is degraded with child w of `clip_rng(seed, stem)`, so a report is reproducible."""
     from bfvr.degrade import clip_rng
     from bfvr.degrade import recipe as make_recipe
     from bfvr.engine.device import resolve_device
@@ -168,6 +187,8 @@ def evaluate_codes(source: str | Path, videos: Sequence[str | Path], *, recipe: 
 
     if max_frames < 1:
         raise ConfigError(f"--max-frames must be at least 1, got {max_frames}.")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}.")
     missing = [str(v) for v in videos if not Path(v).expanduser().exists()]
     if missing or not videos:
         what = f"video not found: {missing[0]}" if missing else "no video given"
@@ -180,19 +201,20 @@ def evaluate_codes(source: str | Path, videos: Sequence[str | Path], *, recipe: 
     if recipe not in (None, "none"):
         make_recipe(recipe)  # an unknown name is a ConfigError before any model is built
     dev = resolve_device(device)
+    cfg, meta = stage2_run_config(source, stage1=stage1)
+    clip_len = cfg.data.clip_len
+    if max_frames < clip_len:
+        raise ConfigError(f"--max-frames {max_frames} is shorter than the run's clip length "
+                          f"{clip_len}; give at least {clip_len}.")
+    recipe = recipe or cfg.data.recipe
+    deg = None if recipe == "none" else make_recipe(recipe)
+    warns: list[str] = []
+    seen = _training_stems(cfg, warns)
     old_threads = torch.get_num_threads()
-    if threads:
+    if threads is not None:
         torch.set_num_threads(threads)
     try:
-        task, cfg, meta = load_stage2_run(source, stage1=stage1, raw=raw, device=dev)
-        recipe = recipe or cfg.data.recipe
-        deg = None if recipe == "none" else make_recipe(recipe)
-        clip_len = cfg.data.clip_len
-        if max_frames < clip_len:
-            raise ConfigError(f"--max-frames {max_frames} is shorter than the run's clip length "
-                              f"{clip_len}; give at least {clip_len}.")
-        seen = _training_stems(cfg)
-        warns: list[str] = []
+        task = _build_stage2(cfg, meta, raw=raw, device=dev)
         rows: list[dict[str, Any]] = []
         it = files
         if progress:
@@ -212,14 +234,16 @@ def evaluate_codes(source: str | Path, videos: Sequence[str | Path], *, recipe: 
             if n_win == 0:
                 warns.append(f"{f.name} skipped: {len(gt_all)} frames < clip length {clip_len}.")
                 continue
-            gt_all = gt_all[:n_win * clip_len]
-            lq_all = gt_all if deg is None else deg(gt_all, clip_rng(seed, f.stem), fps=fps)[0]
+            # like a training item: each window degraded with its own draw at data.size, then cut
+            rngs = clip_rng(seed, f.stem).spawn(n_win)
             hits = dict.fromkeys(CODE_METRICS, 0.0)
             tokens = 0
             for w in range(n_win):
-                sl = slice(w * clip_len, (w + 1) * clip_len)
-                _, idx_s, idx_t = task.targets(_to_tensor(gt_all[sl], dev))
-                logits_s, logits_t, _ = task.model(_to_tensor(lq_all[sl], dev), w=0, code_only=True)
+                gt = gt_all[w * clip_len:(w + 1) * clip_len]
+                lq = gt if deg is None else deg(gt, rngs[w], fps=fps)[0]
+                gt, lq = _center_cut(gt, cfg.data.crop), _center_cut(lq, cfg.data.crop)
+                _, idx_s, idx_t = task.targets(_to_tensor(gt, dev))
+                logits_s, logits_t, _ = task.model(_to_tensor(lq, dev), w=0, code_only=True)
                 n_tok = idx_s.numel()
                 for key, logits, idx in (("s", logits_s, idx_s), ("t", logits_t, idx_t)):
                     acc = topk_accuracy(logits.float(), idx, (1, 5))
@@ -240,6 +264,6 @@ def evaluate_codes(source: str | Path, videos: Sequence[str | Path], *, recipe: 
     mean.update({k: float(np.mean([r[k] for r in rows])) for k in CODE_METRICS})
     options = {"checkpoint": meta["checkpoint"], "step": meta.get("step"), "weights": meta["weights"],
                "recipe": recipe, "seed": seed, "max_frames": max_frames, "clip_len": clip_len,
-               "size": cfg.data.crop or cfg.data.size, "stage1_weights": cfg.model.stage1_weights,
-               "codebook_size": cfg.model.codebook_size}
+               "size": min(cfg.data.crop or cfg.data.size, cfg.data.size),
+               "stage1_weights": cfg.model.stage1_weights, "codebook_size": cfg.model.codebook_size}
     return {"rows": rows, "mean": mean, "warnings": warns, "options": options}

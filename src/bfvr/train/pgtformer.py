@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bfvr.errors import ConfigError, ModelError
+from bfvr.train.code_eval import topk_accuracy
 from bfvr.train.config import TrainConfig
 from bfvr.train.losses import build_perceptual, hinge_d_loss, hinge_g_loss
 
@@ -285,8 +286,7 @@ class PGTFormerTask(_GanMixin):
             total = lw.ce * code + lw.feat * feat
             logs["ce"] = code
         logs["feat"] = feat
-        with torch.no_grad():
-            logs["acc"] = (flat_logits.argmax(-1) == flat_codes).float().mean()
+        logs["acc"] = torch.tensor(topk_accuracy(flat_logits, flat_codes, (1,))[1])
         if y is not None and self.stage == 3:
             total = total + self._image_terms(y, gt_clip, step, disc_fn, logs)
         elif y is not None:
