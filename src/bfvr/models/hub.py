@@ -6,6 +6,7 @@ cache, checksums, safe loading) are handled by `bfvr.models.weights`.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,11 +63,21 @@ def expected_shapes(name: str, config: Mapping[str, Any] | None = None,
 
 
 def net_config(name: str, path: str | Path | None = None) -> Mapping[str, Any]:
-    """The constructor arguments of model `name`'s network: the spec's, or those of the Hugging Face
-    ``config.json`` that comes with the weights file `path` (when the model reads such files)."""
+    """The constructor arguments of model `name`'s network: those stored as ``net_config`` in the metadata of
+    the .safetensors file `path` (`bfvr export` of a network trained at other sizes), those of the Hugging
+    Face ``config.json`` beside `path` (when the model reads such files), else the spec's."""
     from bfvr.models import weights as W
 
     spec = get_spec(name)
+    stored = _safetensors_meta(Path(path), "net_config") if path is not None else None
+    if stored is not None:  # our own export of a network trained at other sizes (`bfvr export`)
+        try:
+            config = json.loads(stored)
+            spec.net(config, device="meta")
+            return config
+        except (ValueError, TypeError) as e:
+            raise ModelError(f"the net_config stored in {path} does not describe a '{name}' network "
+                             f"({e}).") from None
     if path is not None and spec.hf_config is not None:
         hf = W.read_hf_config(path)
         if hf is not None:
@@ -113,16 +124,21 @@ def load_net(name: str, *, weights: str | os.PathLike | None = None, offline: bo
     return net.eval(), path
 
 
-def _safetensors_flag(path: Path, key: str) -> bool | None:
-    """A boolean stored in a .safetensors file's metadata (our own checkpoints), else None."""
-    if path.suffix != ".safetensors":
+def _safetensors_meta(path: Path, key: str) -> str | None:
+    """A value stored in a .safetensors file's metadata (our own checkpoints), else None."""
+    if path.suffix != ".safetensors" or not path.is_file():
         return None
     from safetensors import safe_open
     try:
         with safe_open(str(path), framework="pt") as f:
-            value = (f.metadata() or {}).get(key)
+            return (f.metadata() or {}).get(key)
     except Exception:  # unreadable: load_state_dict reports it properly
         return None
+
+
+def _safetensors_flag(path: Path, key: str) -> bool | None:
+    """A boolean stored in a .safetensors file's metadata (our own checkpoints), else None."""
+    value = _safetensors_meta(path, key)
     return None if value is None else value.strip().lower() in ("1", "true", "yes")
 
 
