@@ -45,6 +45,26 @@ def test_without_temporal_fusion_frames_are_independent() -> None:
         assert torch.equal(net(x)[0, 0], a)
 
 
+def test_a_grown_net_starts_as_the_smaller_one() -> None:
+    small = _random_net(widths=(16, 16, 16), enc_blocks=(1, 2, 4), dec_blocks=(2, 2))
+    torch.manual_seed(1)
+    big = LiteNet(widths=(16, 16, 16, 24), enc_blocks=(1, 3, 6, 2), dec_blocks=(3, 2), mid_fuse=(0, 2)).eval()
+    sd = small.state_dict()
+    new = set(big.state_dict()) - set(sd)
+    big.load_state_dict(sd, strict=False)
+    x = torch.rand(1, 5, 3, 64, 64)
+    with torch.no_grad():
+        assert not torch.equal(big(x), small(x))  # new blocks at their random init change the output
+        zeroed = big.start_as_identity(new)
+        assert {"up2", "enc1.blocks.2.conv2", "mid.blocks.4.conv2", "deep.fusions.0.conv"} <= set(zeroed)
+        assert torch.equal(big(x), small(x))
+    assert big.multiple == 32
+    with pytest.raises(ValueError, match="divisible by 32"):
+        big(torch.rand(1, 2, 3, 48, 48))
+    with pytest.raises(TypeError, match="3 or 4 widths"):
+        LiteNet(widths=(16, 16), enc_blocks=(1, 1))
+
+
 def test_clip_model_pads_odd_sizes_and_matches_the_net() -> None:
     net = _random_net(widths=(16, 16, 16))
     m = LiteClipModel(net, clip_len=4, overlap=1, canvas=None, precision="fp32")
@@ -203,6 +223,28 @@ def test_lite_task_learns_and_resumes_exactly(faces_dir, tmp_path) -> None:
     wa = load_file(str(tmp_path / "a/checkpoints/step_00000040/ema.safetensors"))
     wb = load_file(str(tmp_path / "b/checkpoints/step_00000040/ema.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_lite_task_grows_from_smaller_weights(faces_dir, tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from bfvr.errors import ModelError
+    from bfvr.train.lite import LiteTask
+
+    small = _random_net(widths=(16, 16, 16), enc_blocks=(1, 1, 2), dec_blocks=(1, 1))
+    path = tmp_path / "small.safetensors"
+    save_file({k: v.contiguous() for k, v in small.state_dict().items()}, str(path))
+    grown = {"widths": [16, 16, 16, 16], "enc_blocks": [1, 2, 2, 1], "dec_blocks": [1, 1], "temporal": True}
+    cfg = _tiny(faces_dir, tmp_path / "g", val={"every": 0},
+                model={"extra": grown, "init_weights": str(path), "init_grow": True})
+    task = LiteTask(cfg, torch.device("cpu"))
+    x = torch.rand(1, 3, 3, 64, 64)
+    with torch.no_grad():  # (the task keeps its net channels-last: other conv kernels, float-level differences)
+        torch.testing.assert_close(task.model.eval()(x), small(x), atol=1e-5, rtol=0)
+    # without init_grow the missing blocks are a mismatch named in one sentence
+    cfg = _tiny(faces_dir, tmp_path / "h", val={"every": 0}, model={"extra": grown, "init_weights": str(path)})
+    with pytest.raises(ModelError, match="missing enc1.blocks.1"):
+        LiteTask(cfg, torch.device("cpu"))
 
 
 def test_held_out_clips_are_never_read_for_training(faces_dir) -> None:

@@ -185,7 +185,8 @@ def _build_lite(device: torch.device, weights: str | None = None, precision: str
         raise ConfigError(f"model 'bfvr-lite' has no option {', '.join(sorted(unknown))}; it takes clip_len, "
                           "overlap.")
     net, _ = load_net("bfvr-lite", weights=weights, offline=offline, sha256=sha256, progress=progress)
-    return LiteClipModel(net, clip_len=clip_len, overlap=overlap, device=device, precision=precision)
+    return LiteClipModel(net, clip_len=clip_len, overlap=overlap, device=device, precision=precision,
+                         multiple=net.multiple)
 
 
 # -------------------------------------------------------------------------------------------- DicFace

@@ -56,6 +56,9 @@ class ModelConfig:
     #: optional initial weights of the trained network itself (e.g. Stage II "all degradations" starts from
     #: the "no noise" run); same accepted forms as `stage1_weights`
     init_weights: str | None = None
+    #: BFVR-Lite: `init_weights` comes from a smaller network (fewer res blocks / fusions, no fourth level);
+    #: the parts it lacks start as the identity, so training starts from exactly what that network computed
+    init_grow: bool = False
     #: PGTFormer stages II-IV: the face-parsing BiSeNet (a PGTFormer checkpoint or a face-parsing state_dict)
     parsing_weights: str | None = None
 

@@ -35,7 +35,7 @@ def _lite_net(cfg: TrainConfig) -> nn.Module:
         return build_lite_net(cfg.model.extra)
     except TypeError as e:
         raise ConfigError(f"model.extra does not fit LiteNet: {e}; it takes widths, enc_blocks, dec_blocks, "
-                          "temporal.") from None
+                          "temporal, mid_fuse.") from None
 
 
 class LiteTask:
@@ -54,10 +54,17 @@ class LiteTask:
 
             sd = load_weights(cfg.model.init_weights)
             expected = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-            check_state_dict(sd, expected, what=f"model.init_weights {cfg.model.init_weights}",
+            new_keys = set(expected) - set(sd) if cfg.model.init_grow else set()
+            check_state_dict(sd, {k: s for k, s in expected.items() if k not in new_keys},
+                             what=f"model.init_weights {cfg.model.init_weights}",
                              model=f"BFVR-Lite ({cfg.model.extra or 'default widths'})")
-            self.model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
-            log.info("BFVR-Lite: started from %s", cfg.model.init_weights)
+            self.model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=not new_keys)
+            if new_keys:
+                zeroed = self.model.start_as_identity(new_keys)
+                log.info("BFVR-Lite: grown from %s; %d new tensors, starting as the identity: %s",
+                         cfg.model.init_weights, len(new_keys), ", ".join(zeroed))
+            else:
+                log.info("BFVR-Lite: started from %s", cfg.model.init_weights)
         n = sum(p.numel() for p in self.model.parameters())
         log.info("BFVR-Lite: %d parameters (%s)", n, cfg.model.extra or "default widths")
         self._val: list[tuple[str, np.ndarray, np.ndarray]] | None = None
