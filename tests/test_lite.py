@@ -239,10 +239,12 @@ def test_lite_task_grows_from_smaller_weights(faces_dir, tmp_path) -> None:
                 model={"extra": grown, "init_weights": str(path), "init_grow": True})
     task = LiteTask(cfg, torch.device("cpu"))
     x = torch.rand(1, 3, 3, 64, 64)
-    with torch.no_grad():  # (the task keeps its net channels-last: other conv kernels, float-level differences)
+    # (the task keeps its net channels-last: other conv kernels, float-level differences)
+    with torch.no_grad():
         torch.testing.assert_close(task.model.eval()(x), small(x), atol=1e-5, rtol=0)
     # without init_grow the missing blocks are a mismatch named in one sentence
-    cfg = _tiny(faces_dir, tmp_path / "h", val={"every": 0}, model={"extra": grown, "init_weights": str(path)})
+    cfg = _tiny(faces_dir, tmp_path / "h", val={"every": 0},
+                model={"extra": grown, "init_weights": str(path)})
     with pytest.raises(ModelError, match="missing enc1.blocks.1"):
         LiteTask(cfg, torch.device("cpu"))
 

@@ -97,8 +97,9 @@ class LiteNet(nn.Module):
         and the middle one)."""
         super().__init__()
         if len(widths) not in (3, 4) or len(enc_blocks) != len(widths) or len(dec_blocks) != 2:
-            raise TypeError(f"LiteNet takes 3 or 4 widths with one enc_blocks entry each and 2 dec_blocks; got "
-                            f"widths={list(widths)}, enc_blocks={list(enc_blocks)}, dec_blocks={list(dec_blocks)}")
+            raise TypeError(f"LiteNet takes 3 or 4 widths with one enc_blocks entry each and 2 dec_blocks; "
+                            f"got widths={list(widths)}, enc_blocks={list(enc_blocks)}, "
+                            f"dec_blocks={list(dec_blocks)}")
         c0, c1, c2 = widths[:3]
         self.widths, self.temporal = tuple(widths), temporal
         self.head = nn.Conv2d(48, c0, 3, padding=1)
@@ -108,7 +109,8 @@ class LiteNet(nn.Module):
         self.down0 = nn.Conv2d(c0, c1, 3, stride=2, padding=1)
         self.enc1 = Level(c1, enc_blocks[1], fuse(0))
         self.down1 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
-        self.mid = Level(c2, enc_blocks[2], fuse(*(mid_fuse if mid_fuse is not None else (0, enc_blocks[2] // 2))))
+        self.mid = Level(c2, enc_blocks[2], fuse(*(mid_fuse if mid_fuse is not None
+                                                   else (0, enc_blocks[2] // 2))))
         if len(widths) == 4:
             self.down2 = nn.Conv2d(c2, widths[3], 3, stride=2, padding=1)
             self.deep = Level(widths[3], enc_blocks[3], fuse(0))
