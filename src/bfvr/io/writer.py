@@ -399,6 +399,11 @@ class _AudioMux:
         self._packets: Iterator[object] = inp.demux(ist)
         self._pending = None
         self._done = False
+        # re-encoding: the frames are numbered from 0 in samples (PyAV's encoder needs continuous pts from 0,
+        # and only with pts does the AAC encoder mark its priming samples, which mp4/mov and mkv then skip),
+        # and the packets are moved to where the input's first decoded sample is presented
+        self._samples = 0
+        self._start: Fraction | None = None
 
     @classmethod
     def open(cls, path: Path, out: object, fmt: str) -> _AudioMux | None:
@@ -455,14 +460,25 @@ class _AudioMux:
             self._out.mux(pkt)
             return
         for frame in pkt.decode():
-            frame.pts = None
-            for p in self._ost.encode(frame):
-                self._out.mux(p)
+            if self._start is None:
+                self._start = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else \
+                    Fraction(0)
+            frame.pts, frame.time_base = self._samples, Fraction(1, frame.sample_rate)
+            self._samples += frame.samples
+            self._encode(frame)
+
+    def _encode(self, frame: object | None) -> None:
+        for p in self._ost.encode(frame):
+            if self._start and p.pts is not None:
+                shift = round(self._start / p.time_base)
+                p.pts += shift
+                if p.dts is not None:
+                    p.dts += shift
+            self._out.mux(p)
 
     def _flush(self) -> None:
         if not self.copy:
-            for p in self._ost.encode(None):
-                self._out.mux(p)
+            self._encode(None)
 
     def close(self) -> None:
         try:
