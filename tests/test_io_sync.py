@@ -64,7 +64,8 @@ def _make_input(src: Path, dst: Path, *, audio: str, delay: float = 0.0) -> Path
 
 
 def _sound(path: Path) -> tuple[float, int, np.ndarray]:
-    """(time of the first decoded audio sample in s, sample rate, channel 0 as float) as FFmpeg presents it."""
+    """(time of the first decoded audio sample in s, sample rate, the sound as mono float) as FFmpeg
+    presents it."""
     with av.open(str(path)) as c:
         frames = list(c.decode(audio=0))
     to_float = av.AudioResampler(format="flt", layout="mono")

@@ -13,7 +13,9 @@
 * Audio (`audio_from=path`): the first audio stream of that file is copied packet by packet (no
   re-encoding) when the container accepts its codec (mp4/mov: AAC, MP3, Opus, ALAC, FLAC, AC-3, E-AC-3;
   mkv: nearly anything), else re-encoded to AAC. Audio packets are interleaved with the video by
-  timestamp as frames are written, so memory stays bounded whatever the length.
+  timestamp as frames are written, so memory stays bounded whatever the length. The sound keeps its place
+  relative to the first frame: copied packets keep their timestamps, re-encoded ones are moved to the
+  input's first sample (docs/io.md, "Audio-video sync", says what mkv does with AAC priming).
 """
 
 from __future__ import annotations
