@@ -159,8 +159,10 @@ class AVReader(VideoReader):
         tag_duration = _parse_hms((vs.metadata or {}).get("DURATION") or (vs.metadata or {}).get("duration"))
         if vs.duration:
             duration = float(vs.duration * tb)
-        elif tag_duration:  # matroska writes the stream's own duration as a tag
-            duration = tag_duration
+        elif tag_duration:  # matroska writes the stream's own duration as a tag: where its last frame ends
+            # (a track can start after 0: FFmpeg moves all tracks later by the AAC priming an mp4 skips)
+            start = float(vs.start_time * tb) if vs.start_time and vs.start_time > 0 else 0.0
+            duration = tag_duration - start if tag_duration > start else tag_duration
         elif c.duration:
             duration = c.duration / 1_000_000
         else:

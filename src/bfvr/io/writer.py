@@ -13,7 +13,9 @@
 * Audio (`audio_from=path`): the first audio stream of that file is copied packet by packet (no
   re-encoding) when the container accepts its codec (mp4/mov: AAC, MP3, Opus, ALAC, FLAC, AC-3, E-AC-3;
   mkv: nearly anything), else re-encoded to AAC. Audio packets are interleaved with the video by
-  timestamp as frames are written, so memory stays bounded whatever the length.
+  timestamp as frames are written, so memory stays bounded whatever the length. The sound keeps its place
+  relative to the first frame: copied packets keep their timestamps, re-encoded ones are moved to the
+  input's first sample (docs/io.md, "Audio-video sync", says what mkv does with AAC priming).
 """
 
 from __future__ import annotations
@@ -229,7 +231,11 @@ class VideoWriter:
         pw, ph = w + (w & 1), h + (h & 1)
         self._pad = (pw - w, ph - h)
         fmt = CONTAINERS[self.path.suffix.lower()]
-        options = {"movflags": "+use_metadata_tags"} if fmt in ("mp4", "mov") else {}
+        # movie_timescale: the edit lists (an audio track starting later, the skipped AAC priming) are
+        # written in the movie time scale; FFmpeg's default 1000 rounds a start to the millisecond (0.8 ms
+        # measured), 90000 keeps it to the sample
+        options = ({"movflags": "+use_metadata_tags", "movie_timescale": "90000"} if fmt in ("mp4", "mov")
+                   else {})
         self._container = c = av.open(str(self._tmp), mode="w", format=fmt, options=options)
         if self._pad != (0, 0):
             c.metadata[SIZE_TAG] = f"{w}x{h}"
@@ -399,6 +405,12 @@ class _AudioMux:
         self._packets: Iterator[object] = inp.demux(ist)
         self._pending = None
         self._done = False
+        # re-encoding: the frames are numbered from 0 in samples (PyAV's encoder needs continuous pts from 0,
+        # and only with pts does the AAC encoder mark its priming samples for the mp4/mov edit list and mkv's
+        # CodecDelay),
+        # and the packets are moved to where the input's first decoded sample is presented
+        self._samples = 0
+        self._start: Fraction | None = None
 
     @classmethod
     def open(cls, path: Path, out: object, fmt: str) -> _AudioMux | None:
@@ -455,14 +467,25 @@ class _AudioMux:
             self._out.mux(pkt)
             return
         for frame in pkt.decode():
-            frame.pts = None
-            for p in self._ost.encode(frame):
-                self._out.mux(p)
+            if self._start is None:
+                self._start = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else \
+                    Fraction(0)
+            frame.pts, frame.time_base = self._samples, Fraction(1, frame.sample_rate)
+            self._samples += frame.samples
+            self._encode(frame)
+
+    def _encode(self, frame: object | None) -> None:
+        for p in self._ost.encode(frame):
+            if self._start and p.pts is not None:
+                shift = round(self._start / p.time_base)
+                p.pts += shift
+                if p.dts is not None:
+                    p.dts += shift
+            self._out.mux(p)
 
     def _flush(self) -> None:
         if not self.copy:
-            for p in self._ost.encode(None):
-                self._out.mux(p)
+            self._encode(None)
 
     def close(self) -> None:
         try:
