@@ -81,7 +81,8 @@ def test_msrl_held_frame_and_exact_scale_by_hand():
     assert fullref.tdiff_psnr(pred, gt) == pytest.approx(expect_t, abs=1e-12)
     assert expect_t == pytest.approx(37.332, abs=1e-3)  # (38.837 + 35.826) / 2
     # every transition held in both: the differences agree exactly -> inf
-    assert fullref.msrl(pred[:2], gt[:2]) == float("inf") and fullref.tdiff_psnr(pred[:2], gt[:2]) == float("inf")
+    assert fullref.msrl(pred[:2], gt[:2]) == float("inf")
+    assert fullref.tdiff_psnr(pred[:2], gt[:2]) == float("inf")
     # a +-1 checkerboard residual: full size mean square 1, but every 2x2 and 4x4 block mean is 0;
     # those two scales are left out, so MSRL = 10 log10(255^2 / 1) = 48.13 dB (not inf)
     cb = np.where(np.add.outer(np.arange(4), np.arange(4)) % 2 == 0, 1.0, -1.0)
