@@ -95,6 +95,29 @@ def test_evaluate_mismatches_and_modes(clips, tmp_path, capsys):
     assert code == 2 and "same file stem" in cap.err
 
 
+def test_evaluate_mean_row_skips_videos_without_a_value(clips, tmp_path, capsys):
+    """A 1-frame video has no MSRL (nan); the mean row averages the videos that have one and says which
+    were left out, instead of turning n/a itself."""
+    from bfvr.io import read_frames, write_video
+
+    g = read_frames(clips / "gt" / "a.mp4")
+    for d in ("pred", "gt"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "a.mp4").symlink_to(clips / ("lq" if d == "pred" else "gt") / "a.mp4")
+        write_video(tmp_path / d / "b.mp4", g[:1], 25, crf=0)  # b: one frame, identical
+    code, _ = _run(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "-m",
+                    "ssim,msrl,tdiff_psnr", "-o", str(tmp_path / "rep"), "-q"], capsys)
+    assert code in (0, None)
+    rep = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    rows = {r["video"]: r for r in rep["rows"]}
+    assert rows["b"]["msrl"] is None and rows["b"]["tdiff_psnr"] is None  # nan is null in JSON
+    assert rep["mean"]["msrl"] == rows["a"]["msrl"] and rep["mean"]["tdiff_psnr"] == rows["a"]["tdiff_psnr"]
+    assert rep["mean"]["ssim"] == pytest.approx((rows["a"]["ssim"] + rows["b"]["ssim"]) / 2)
+    line = "the mean row leaves out videos without a value: msrl (b); tdiff_psnr (b)"
+    assert rep["warnings"] == [line]
+    assert f"- warning: {line}" in (tmp_path / "rep" / "metrics.md").read_text()
+
+
 def test_profile_and_compare(clips, tmp_path, capsys):
     import cv2
 

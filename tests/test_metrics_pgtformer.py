@@ -49,7 +49,9 @@ def test_msrl_hand_computed():
     assert fullref.msrl(pred, gt) == pytest.approx(expect, abs=1e-12)
     assert expect == pytest.approx(37.645, abs=1e-3)  # (35.826 + 36.022 + 41.087) / 3
     # the earlier temporal-stride reading (tdiff_psnr) sees only the full size: 10 log10(255^2/17)
-    assert fullref.tdiff_psnr_transitions(pred, gt, 1)[0] == pytest.approx(10 * math.log10(255**2 / 17))
+    # (2 frames: only stride 1 has a transition)
+    assert fullref.tdiff_mse(pred, gt, 1) == pytest.approx([17.0])
+    assert fullref.tdiff_psnr(pred, gt) == pytest.approx(10 * math.log10(255**2 / 17), abs=1e-12)
     # a brightness step of 10 between two frames: the differences differ by 10 everywhere, at every scale
     flick = gt.copy()
     flick[1] += 10
@@ -58,25 +60,74 @@ def test_msrl_hand_computed():
     assert fullref.msrl(gt + 7, gt) == float("inf")
 
 
-def test_msrl_transitions_and_streaming():
+def test_msrl_held_frame_and_exact_scale_by_hand():
+    """A transition where prediction and GT both hold a frame adds zero error instead of making the video
+    inf; a scale whose residual is exactly zero is left out of the mean over scales."""
+    # GT: 100, 100 (held), 110. Prediction: 100+P, 100+P (held), 110.
+    # transition 1: both repeat -> D = 0; transition 2: (110-(100+P)) - (110-100) = -P
+    gt = _rgb(np.stack([np.full((4, 4), 100.0), np.full((4, 4), 100.0), np.full((4, 4), 110.0)]))
+    pred = gt.copy()
+    pred[0] += _rgb(P)
+    pred[1] += _rgb(P)
+    assert fullref.msrl_mse(pred, gt) == pytest.approx(np.array([[0, 0, 0], [17, 16.25, 5.0625]]))
+    # per scale the squared residuals averaged over the 2 transitions: 8.5, 8.125, 2.53125
+    expect = (10 * math.log10(255**2 / 8.5) + 10 * math.log10(255**2 / 8.125)
+              + 10 * math.log10(255**2 / 2.53125)) / 3
+    assert fullref.msrl(pred, gt) == pytest.approx(expect, abs=1e-12)
+    assert expect == pytest.approx(40.656, abs=1e-3)  # (38.837 + 39.033 + 44.098) / 3
+    # tdiff_psnr: stride 1 residuals 0 and 17 -> 8.5; stride 2 (frame 0 -> 2) residual -P -> 17;
+    # stride 4 has no transition in 3 frames
+    expect_t = (10 * math.log10(255**2 / 8.5) + 10 * math.log10(255**2 / 17)) / 2
+    assert fullref.tdiff_psnr(pred, gt) == pytest.approx(expect_t, abs=1e-12)
+    assert expect_t == pytest.approx(37.332, abs=1e-3)  # (38.837 + 35.826) / 2
+    # every transition held in both: the differences agree exactly -> inf
+    assert fullref.msrl(pred[:2], gt[:2]) == float("inf")
+    assert fullref.tdiff_psnr(pred[:2], gt[:2]) == float("inf")
+    # a +-1 checkerboard residual: full size mean square 1, but every 2x2 and 4x4 block mean is 0;
+    # those two scales are left out, so MSRL = 10 log10(255^2 / 1) = 48.13 dB (not inf)
+    cb = np.where(np.add.outer(np.arange(4), np.arange(4)) % 2 == 0, 1.0, -1.0)
+    flick = gt[:2].copy()
+    flick[1] += _rgb(cb)
+    assert fullref.msrl_mse(flick, gt[:2]) == pytest.approx(np.array([[1.0, 0.0, 0.0]]))
+    assert fullref.msrl(flick, gt[:2]) == pytest.approx(10 * math.log10(255**2), abs=1e-12)
+    assert math.isnan(fullref.msrl(pred[:1], gt[:1])) and math.isnan(fullref.tdiff_psnr(pred[:1], gt[:1]))
+
+
+def test_msrl_per_transition_and_streaming():
     rng = np.random.default_rng(0)
     gt = rng.integers(0, 256, (6, 8, 12, 3)).astype(np.float64)
     pred = gt + rng.normal(0, 4, gt.shape)
-    per = fullref.msrl_transitions(pred, gt)
-    assert per.shape == (5,)
-    t = 3  # one transition written out: the three PSNRs of the residual difference, averaged
-    d = (pred[t] - pred[t - 1]) - (gt[t] - gt[t - 1])
-    one = [10 * np.log10(255**2 / np.mean(d**2)),
-           10 * np.log10(255**2 / np.mean(d.reshape(4, 2, 6, 2, 3).mean((1, 3)) ** 2)),
-           10 * np.log10(255**2 / np.mean(d.reshape(2, 4, 3, 4, 3).mean((1, 3)) ** 2))]
-    assert per[t - 1] == pytest.approx(np.mean(one), abs=1e-9)
+    per = fullref.msrl_mse(pred, gt)
+    assert per.shape == (5, 3)
+    # every transition written out: mean squared residual at full size, 2x2 and 4x4 block means
+    by_hand = []
+    for t in range(1, 6):
+        d = (pred[t] - pred[t - 1]) - (gt[t] - gt[t - 1])
+        by_hand.append([np.mean(d**2), np.mean(d.reshape(4, 2, 6, 2, 3).mean((1, 3)) ** 2),
+                        np.mean(d.reshape(2, 4, 3, 4, 3).mean((1, 3)) ** 2)])
+    by_hand = np.array(by_hand)
+    assert np.allclose(per, by_hand, rtol=1e-12)
+    # the video: per scale the mean over the 5 transitions in dB, then the mean over the 3 scales
+    expect = np.mean([10 * np.log10(255**2 / by_hand[:, k].mean()) for k in range(3)])
+    assert fullref.msrl(pred, gt) == pytest.approx(expect, abs=1e-9)
     # a streaming caller that prepends the previous chunk's last frame gets the remaining transitions
-    assert np.allclose(fullref.msrl_transitions(pred[2:], gt[2:], first_end=1), per[2:])
-    assert np.allclose(fullref.msrl_transitions(pred, gt, first_end=4), per[3:])
+    assert np.allclose(fullref.msrl_mse(pred[2:], gt[2:], first_end=1), per[2:])
+    assert np.allclose(fullref.msrl_mse(pred, gt, first_end=4), per[3:])
     # temporal noise scores lower than a calmer prediction
     calm = gt + rng.normal(0, 1, gt.shape)
     assert fullref.msrl(calm, gt) > fullref.msrl(pred, gt) + 5
     assert math.isnan(fullref.msrl(pred[:1], gt[:1]))
+
+
+def _tdiff_by_hand(p: np.ndarray, g: np.ndarray) -> float:
+    """tdiff_psnr written out: per stride the mean squared residual over all transitions, in dB, then the
+    mean over the strides (1, 2, 4)."""
+    p, g = p.astype(np.float64), g.astype(np.float64)
+    dbs = []
+    for s in (1, 2, 4):
+        mse = np.mean([np.mean(((p[t] - p[t - s]) - (g[t] - g[t - s])) ** 2) for t in range(s, len(p))])
+        dbs.append(10 * np.log10(255**2 / mse))
+    return float(np.mean(dbs))
 
 
 def test_evaluate_msrl_across_chunks(tmp_path):
@@ -95,8 +146,53 @@ def test_evaluate_msrl_across_chunks(tmp_path):
         row, _ = evaluate_pair("a", tmp_path / "pred.mp4", tmp_path / "gt.mp4",
                                EvalOptions(metrics=("msrl", "tdiff_psnr"), chunk=chunk))
         assert row["msrl"] == pytest.approx(fullref.msrl(p, g), abs=1e-9)
-        per = [fullref.tdiff_psnr_transitions(p, g, s).mean() for s in fullref.TDIFF_STRIDES]
-        assert row["tdiff_psnr"] == pytest.approx(np.mean(per), abs=1e-9)
+        assert row["tdiff_psnr"] == pytest.approx(_tdiff_by_hand(p, g), abs=1e-9)
+
+
+def test_evaluate_held_frame_on_real_clip(faces_dir, tmp_path):
+    """A real clip whose 4th frame repeats the 3rd in both prediction and GT (a held frame): MSRL and
+    tdiff_psnr stay finite and equal the values written out here, across chunk boundaries."""
+    import cv2
+
+    from bfvr.io import read_frames, write_video
+    from bfvr.metrics.evaluate import EvalOptions, evaluate_pair
+
+    src = read_frames(faces_dir / "lp_driving_d0.mp4", max_frames=6)
+    gt = np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in src])
+    gt = np.concatenate([gt[:3], gt[2:3], gt[3:]])  # frame 3 = frame 2: 7 frames
+    pred = np.stack([cv2.GaussianBlur(f, (0, 0), 1.0) for f in gt])
+    write_video(tmp_path / "gt.mp4", gt, 25, crf=0)
+    write_video(tmp_path / "pred.mp4", pred, 25, crf=0)
+    p, g = (read_frames(tmp_path / f"{n}.mp4").astype(np.float64) for n in ("pred", "gt"))
+    assert np.array_equal(p[2], p[3]) and np.array_equal(g[2], g[3])  # still held after decoding
+    # MSRL by hand: per transition the residual at full size and 2x2 / 4x4 block means (64 = 32*2 = 16*4)
+    mse = []
+    for t in range(1, 7):
+        d = (p[t] - p[t - 1]) - (g[t] - g[t - 1])
+        mse.append([np.mean(d**2), np.mean(d.reshape(32, 2, 32, 2, 3).mean((1, 3)) ** 2),
+                    np.mean(d.reshape(16, 4, 16, 4, 3).mean((1, 3)) ** 2)])
+    mse = np.array(mse)
+    assert np.all(mse[2] == 0) and np.all(mse[[0, 1, 3, 4, 5]] > 0)  # the held transition is exact
+    expect = np.mean([10 * np.log10(255**2 / mse[:, k].mean()) for k in range(3)])
+    for chunk in (3, 16):  # chunk 3: the held transition (2 -> 3) crosses the chunk boundary
+        row, _ = evaluate_pair("a", tmp_path / "pred.mp4", tmp_path / "gt.mp4",
+                               EvalOptions(metrics=("msrl", "tdiff_psnr"), chunk=chunk))
+        assert math.isfinite(row["msrl"]) and row["msrl"] == pytest.approx(expect, abs=1e-9)
+        assert math.isfinite(row["tdiff_psnr"]) and row["tdiff_psnr"] == pytest.approx(_tdiff_by_hand(p, g),
+                                                                                        abs=1e-9)
+
+
+def test_msrl_on_frames_too_small_is_one_error(tmp_path, capsys):
+    from bfvr.io import write_video
+
+    for d in ("gt", "pred"):
+        (tmp_path / d).mkdir()
+        write_video(tmp_path / d / "a.mp4", np.full((3, 2, 2, 3), 90, np.uint8), 25, crf=0)
+    code = run_cli("evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "-m", "msrl",
+                   "-o", str(tmp_path / "rep"), "-q")
+    err = capsys.readouterr().err
+    assert code == 2 and "at least 4x4 pixels" in err and "Traceback" not in err
+    assert not (tmp_path / "rep" / "metrics.json").exists()
 
 
 # -- Deg, LMD, TLME -----------------------------------------------------------------------------------
@@ -125,9 +221,15 @@ def test_lmd_and_tlme_from_known_landmarks():
     # TLME per transition: mean over points of |motion_pred - motion_gt|
     # t=1: motions (0,0),(0,0) -> 0; t=2: (-3,-4) -> 5 and (0,6) -> 6 -> 5.5
     assert np.allclose(tlme_from_landmarks(lp, lg), [0.0, 5.5])
-    # moving together with the GT costs nothing
-    moved = lg + np.array([[[1, 2]], [[3, 5]], [[0, 0]]])
-    assert np.allclose(tlme_from_landmarks(moved, moved), 0)
+    # GT moving (both points by (1,2), (3,5), (0,0)); a prediction that follows the same motion with a
+    # constant offset costs nothing
+    motion = lg + np.array([[[1, 2]], [[3, 5]], [[0, 0]]], dtype=np.float64)
+    assert np.array_equal(tlme_from_landmarks(motion + np.array([[[7, -2]]]), motion), [0.0, 0.0])
+    # a different motion: point 0 of the prediction is off by (3,4) in frame 1 only
+    # t=1: point 0 moves (3,4) more than the GT -> 5, point 1 -> 0: 2.5; t=2: it moves back (-3,-4): 2.5
+    other = motion.copy()
+    other[1, 0] += [3, 4]
+    assert np.allclose(tlme_from_landmarks(other, motion), [2.5, 2.5])
 
 
 def test_paper_metric_names_and_directions():

@@ -148,9 +148,15 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
                 raise InputError(f"{name}: prediction has {pi.frame_count} frames but "
                                  f"GT has {gi.frame_count}; pass --length min to "
                                  "compare the common first frames (or --max-frames N).")
-        acc: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "lpips", "msrl", "ids", "deg",
+        if "msrl" in m and gr is not None and min(gi.width, gi.height) < max(fullref.MSRL_SCALES):
+            s = max(fullref.MSRL_SCALES)
+            raise InputError(f"{name}: MSRL needs frames of at least {s}x{s} pixels (its coarsest scale "
+                             f"averages {s}x{s} blocks) but the GT is {gi.width}x{gi.height}; leave msrl "
+                             "out of --metrics.")
+        acc: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "lpips", "ids", "deg",
                                                        "face_cons", "akd", "lmd", "tlme", "flow_score",
                                                        "warp_error")}
+        msrl_mse: list[np.ndarray] = []  # [T, scales] per chunk; pooled over the video at the end
         tdiff = {s: [] for s in fullref.TDIFF_STRIDES}
         tail_p = tail_g = None
         first_emb = None
@@ -194,12 +200,10 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
             pp = p if tail_p is None else np.concatenate([tail_p, p])
             gg = None if g is None else (g if tail_g is None else np.concatenate([tail_g, g]))
             if "msrl" in m:
-                acc["msrl"] += list(fullref.msrl_transitions(pp, gg, first_end=max(1, k_tail),
-                                                             y_channel=opts.y_channel))
+                msrl_mse.append(fullref.msrl_mse(pp, gg, first_end=max(1, k_tail), y_channel=opts.y_channel))
             if "tdiff_psnr" in m:
                 for s in fullref.TDIFF_STRIDES:
-                    tdiff[s] += list(fullref.tdiff_psnr_transitions(pp, gg, s, first_end=k_tail,
-                                                                    y_channel=opts.y_channel))
+                    tdiff[s] += list(fullref.tdiff_mse(pp, gg, s, first_end=k_tail, y_channel=opts.y_channel))
             if "flow_score" in m:
                 acc["flow_score"] += list(temporal.flow_magnitudes(pp, first_end=max(1, k_tail)))
             if "warp_error" in m:
@@ -264,10 +268,11 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
     row: dict[str, object] = {"video": name, "frames": n_frames}
     for k, v in acc.items():
         if k in m:
-            row[k] = fullref.finite_mean(v)
+            row[k] = float(np.mean(v)) if v else float("nan")
+    if "msrl" in m:  # per scale: squared residuals pooled over all transitions, then dB
+        row["msrl"] = fullref.msrl_from_mse(np.concatenate(msrl_mse) if msrl_mse else np.zeros((0, 1)))
     if "tdiff_psnr" in m:
-        per = [fullref.finite_mean(tdiff[s]) for s in fullref.TDIFF_STRIDES if tdiff[s]]
-        row["tdiff_psnr"] = fullref.finite_mean(per)
+        row["tdiff_psnr"] = fullref.tdiff_psnr_from_mse(tdiff)
     if needs.faces is not None:
         row["faces_missing"] = faces_missing
     extras = {}
@@ -306,9 +311,19 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path | None, opts: EvalOpt
                 feats.append(extras)
     mean: dict[str, object] = {"video": "mean", "frames": int(sum(r["frames"] for r in rows))}
     keys = [k for k in rows[0] if k not in ("video", "frames")]
+    left_out = []
     for k in keys:
-        vals = [r[k] for r in rows if k in r]
-        mean[k] = float(np.mean(vals)) if k != "faces_missing" else int(sum(vals))
+        if k == "faces_missing":
+            mean[k] = int(sum(r[k] for r in rows if k in r))
+            continue
+        vals = [(r["video"], float(r[k])) for r in rows if k in r]
+        have = [v for _, v in vals if not math.isnan(v)]
+        mean[k] = float(np.mean(have)) if have else float("nan")
+        missing = [name for name, v in vals if math.isnan(v)]
+        if missing:
+            left_out.append(f"{k} ({', '.join(missing)})")
+    if left_out:  # e.g. deg/lmd when no face was found, msrl of a 1-frame video
+        warns = [*warns, "the mean row leaves out videos without a value: " + "; ".join(left_out)]
     if feats:
         from bfvr.metrics.fvd import fvd_from_features
 

@@ -12,14 +12,18 @@ All functions take uint8 or float arrays in the 0..255 range, RGB, shaped [H,W,3
 * ``y_channel=True``: the BT.601 luma in the studio range 16..235 (BasicSR's ``to_y_channel``,
   not rounded), instead of the three RGB channels.
 * ``crop_border``: pixels removed at each side before measuring.
-* MSRL (PGTFormer's Eq. 7; the paper releases no script): for each transition (t-1 -> t) the
-  frame-to-frame differences ``pred[t]-pred[t-1]`` and ``gt[t]-gt[t-1]`` are compared as a PSNR
-  (peak 255) at three spatial scales -- full size and the differences averaged over 2x2 and 4x4 pixel
-  blocks (``MSRL_SCALES``) -- and the three values are averaged; the video's MSRL is the mean over
-  transitions. Higher is better; ``inf`` when the differences agree exactly.
+* MSRL (our reading of PGTFormer's Eq. 7; the paper releases no script): for each transition
+  (t-1 -> t) the residual ``D_t = (pred[t]-pred[t-1]) - (gt[t]-gt[t-1])`` of the frame-to-frame
+  differences is taken at three spatial scales -- full size and averaged over 2x2 and 4x4 pixel blocks
+  (``MSRL_SCALES``). Per scale the mean squared residual is averaged over all transitions of the video
+  and turned into a PSNR (peak 255); the video's MSRL is the mean of those per-scale PSNRs (scales
+  whose residual is exactly zero over the whole video are left out of that mean). Higher is better;
+  ``inf`` only when the differences agree exactly over the whole video, and a transition where both
+  videos hold a frame simply adds zero error.
 * Temporal-difference PSNR (``tdiff_psnr``; bfvr's earlier reading of MSRL, kept under its own
-  name): for each temporal stride s in ``TDIFF_STRIDES`` the differences ``x[t+s]-x[t]`` of the
-  prediction and of the GT are compared as a PSNR at full size; averaged over t, then over strides.
+  name): for each temporal stride s in ``TDIFF_STRIDES`` the mean squared residual of the differences
+  ``x[t+s]-x[t]`` (prediction minus GT, full size) is averaged over t and turned into a PSNR; the
+  value is the mean over strides (exactly matching strides left out as for MSRL).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ import torch.nn.functional as F
 
 from bfvr.degrade.ops import gaussian_window
 
-__all__ = ["to_y", "prepare", "psnr", "ssim", "psnr_frames", "ssim_frames", "ssim_map", "msrl_transitions",
-           "msrl", "block_mean", "MSRL_SCALES", "tdiff_psnr_transitions", "TDIFF_STRIDES"]
+__all__ = ["to_y", "prepare", "psnr", "ssim", "psnr_frames", "ssim_frames", "ssim_map", "msrl_mse",
+           "msrl_from_mse", "msrl", "block_mean", "MSRL_SCALES", "tdiff_mse", "tdiff_psnr_from_mse",
+           "tdiff_psnr", "TDIFF_STRIDES", "finite_mean", "mse_to_db"]
 
 MSRL_SCALES: tuple[int, ...] = (1, 2, 4)    # spatial: full size, 2x2 and 4x4 block means
 TDIFF_STRIDES: tuple[int, ...] = (1, 2, 4)  # temporal strides of tdiff_psnr
@@ -121,8 +126,8 @@ def ssim_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0,
     return np.array([ssim(p, g, crop_border, y_channel) for p, g in zip(pred, gt)], dtype=np.float64)
 
 
-def _psnr_of(d: np.ndarray) -> float:
-    mse = float(np.mean(d * d))
+def mse_to_db(mse: float) -> float:
+    """PSNR in dB (peak 255) of a mean squared error; ``inf`` for 0."""
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
 
 
@@ -138,46 +143,72 @@ def block_mean(x: np.ndarray, s: int) -> np.ndarray:
     return x.reshape(*x.shape[:-3], h // s, s, w // s, s, x.shape[-1]).mean(axis=(-4, -2))
 
 
-def msrl_transitions(pred: np.ndarray, gt: np.ndarray, first_end: int = 1, y_channel: bool = False,
-                     scales: Sequence[int] = MSRL_SCALES) -> np.ndarray:
-    """PGTFormer's MSRL of each transition (t-1 -> t) of two [N,H,W,3] stacks, t >= ``first_end``.
+def msrl_mse(pred: np.ndarray, gt: np.ndarray, first_end: int = 1, y_channel: bool = False,
+             scales: Sequence[int] = MSRL_SCALES) -> np.ndarray:
+    """Mean squared MSRL residual of each transition (t-1 -> t), t >= ``first_end``, at each scale.
 
-    Per transition: ``mean over s in scales of PSNR(B_s(pred[t]-pred[t-1]), B_s(gt[t]-gt[t-1]))`` with
-    ``B_s`` the s x s block mean (``block_mean``) and PSNR peak 255. ``first_end`` lets a streaming
-    caller that prepends the previous chunk's last frame count each transition once.
+    Returns [T, len(scales)]: ``mean(B_s(D_t)^2)`` with ``D_t = (pred[t]-pred[t-1]) - (gt[t]-gt[t-1])``
+    and ``B_s`` the s x s block mean (``block_mean``). ``first_end`` lets a streaming caller that
+    prepends the previous chunk's last frame count each transition once; ``msrl_from_mse`` of the
+    concatenated rows gives the video's MSRL.
     """
     _check(np.asarray(pred), np.asarray(gt))
     a, b = prepare(pred, 0, y_channel), prepare(gt, 0, y_channel)
     out = []
     for t in range(max(1, first_end), a.shape[0]):
         d = (a[t] - a[t - 1]) - (b[t] - b[t - 1])  # block_mean is linear: B(dp) - B(dg) = B(dp - dg)
-        out.append(float(np.mean([_psnr_of(block_mean(d, s)) for s in scales])))
-    return np.asarray(out, dtype=np.float64)
+        out.append([float(np.mean(block_mean(d, s) ** 2)) for s in scales])
+    return np.asarray(out, dtype=np.float64).reshape(len(out), len(scales))
+
+
+def msrl_from_mse(mse: np.ndarray) -> float:
+    """MSRL of a video from its ``msrl_mse`` rows [T, S]: per scale the mean over transitions turned
+    into dB, then the mean over scales (``finite_mean``). ``nan`` without transitions."""
+    mse = np.asarray(mse, dtype=np.float64)
+    if mse.size == 0:
+        return float("nan")
+    return finite_mean([mse_to_db(m) for m in mse.mean(axis=0)])
 
 
 def msrl(pred: np.ndarray, gt: np.ndarray, y_channel: bool = False) -> float:
-    """MSRL of a whole clip: the mean of ``msrl_transitions`` (``nan`` for a single frame)."""
-    return finite_mean(msrl_transitions(pred, gt, y_channel=y_channel))
+    """MSRL of a whole clip (``nan`` for a single frame)."""
+    return msrl_from_mse(msrl_mse(pred, gt, y_channel=y_channel))
 
 
-def tdiff_psnr_transitions(pred: np.ndarray, gt: np.ndarray, stride: int, first_end: int = 0,
-                           y_channel: bool = False) -> np.ndarray:
-    """PSNR between the stride-``stride`` temporal differences of two [N,H,W,3] stacks (full size).
-
-    Returns one value per transition (t, t+stride) whose end index t+stride >= ``first_end`` (so a
-    streaming caller that prepends the last frames of the previous chunk counts each transition once).
-    """
+def tdiff_mse(pred: np.ndarray, gt: np.ndarray, stride: int, first_end: int = 0,
+              y_channel: bool = False) -> np.ndarray:
+    """Mean squared difference between the stride-``stride`` temporal differences of two [N,H,W,3]
+    stacks (full size), one value per transition (t, t+stride) whose end index t+stride >=
+    ``first_end`` (so a streaming caller that prepends the last frames of the previous chunk counts
+    each transition once)."""
     _check(np.asarray(pred), np.asarray(gt))
     a, b = prepare(pred, 0, y_channel), prepare(gt, 0, y_channel)
     out = []
     for end in range(max(stride, first_end), a.shape[0]):
-        out.append(_psnr_of((a[end] - a[end - stride]) - (b[end] - b[end - stride])))
+        d = (a[end] - a[end - stride]) - (b[end] - b[end - stride])
+        out.append(float(np.mean(d * d)))
     return np.asarray(out, dtype=np.float64)
 
 
+def tdiff_psnr_from_mse(per_stride: dict[int, Sequence[float]]) -> float:
+    """tdiff_psnr from ``{stride: tdiff_mse values}``: per stride the mean over transitions in dB, then
+    the mean over the strides that have transitions (``finite_mean``); ``nan`` when none has."""
+    return finite_mean([mse_to_db(float(np.mean(v))) for v in per_stride.values() if len(v)])
+
+
+def tdiff_psnr(pred: np.ndarray, gt: np.ndarray, y_channel: bool = False,
+               strides: Sequence[int] = TDIFF_STRIDES) -> float:
+    """tdiff_psnr of a whole clip (``nan`` for a single frame)."""
+    return tdiff_psnr_from_mse({s: tdiff_mse(pred, gt, s, y_channel=y_channel) for s in strides})
+
+
 def finite_mean(values: Sequence[float] | np.ndarray) -> float:
-    """Mean that keeps ``inf`` when every value is ``inf`` (identical inputs) and ``nan`` when empty."""
+    """Mean of the finite values; ``inf`` only when every value is ``inf`` (e.g. every scale of a video
+    that matches exactly), ``nan`` when there is no value."""
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return float("nan")
-    return float(np.mean(v))
+    fin = v[np.isfinite(v)]
+    if fin.size:
+        return float(np.mean(fin))
+    return float("inf") if np.all(v == np.inf) else float("nan")
