@@ -43,7 +43,6 @@ from torch import nn
 
 from bfvr.errors import ConfigError
 from bfvr.train.config import TrainConfig
-from bfvr.train.losses import hinge_g_loss
 from bfvr.train.pgtformer import _GanMixin, to_clips, to_frames
 
 log = logging.getLogger("bfvr.train")
@@ -187,13 +186,6 @@ class DicFaceTask(_GanMixin):
             logs["kl_token"] = kl_tok.mean()
             logs["alpha_sum"] = alpha.float().sum(-1).mean()
         y = to_clips(out, t) * 0.5 + 0.5  # [0, 1] clips for the perceptual loss and the discriminator
-        if self.perceptual is not None:
-            p = self.perceptual(y, gt)
-            total = total + lw.perceptual * p
-            logs["perceptual"] = p
-        if self.gan_on(step):
-            g = hinge_g_loss(disc_fn(y))
-            total = total + lw.gan * g
-            logs["g_gan"] = g
+        total = self._add_perceptual_gan(total, y, gt, step, disc_fn, logs)
         logs["loss"] = total
         return total, logs, y.detach()

@@ -157,10 +157,15 @@ class _GanMixin:
 
     def _image_terms(self, y: torch.Tensor, gt: torch.Tensor, step: int, disc_fn, logs: dict) -> torch.Tensor:
         """l1 + perceptual + GAN on BCTHW clips."""
-        lw = self.cfg.loss
         l1 = (y - gt).abs().mean()
-        total = lw.l1 * l1
         logs["l1"] = l1
+        return self._add_perceptual_gan(self.cfg.loss.l1 * l1, y, gt, step, disc_fn, logs)
+
+    def _add_perceptual_gan(self, total: torch.Tensor, y: torch.Tensor, gt: torch.Tensor, step: int, disc_fn,
+                            logs: dict) -> torch.Tensor:
+        """`total` + weighted perceptual (when on) + generator hinge GAN (when on at `step`), on BCTHW clips
+        in [0, 1]."""
+        lw = self.cfg.loss
         if self.perceptual is not None:
             p = self.perceptual(y, gt)
             total = total + lw.perceptual * p
