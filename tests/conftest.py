@@ -80,3 +80,17 @@ def make_clip(tmp_path_factory: pytest.TempPathFactory):
         return synth_video(root / name, **kwargs)
 
     return _make
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """dlib's detector, landmarks and identity models (skips with the reason when dlib or its model files
+    are absent)."""
+    pytest.importorskip("dlib")
+    from bfvr.errors import DependencyError
+    from bfvr.metrics.faces import DlibFaces
+
+    try:
+        return DlibFaces()
+    except DependencyError as e:
+        pytest.skip(str(e))

@@ -17,18 +17,6 @@ def test_cosine_values() -> None:
     assert cosine(np.ones((2, 2)), np.ones(4)) == pytest.approx(1.0)  # compared flattened
 
 
-@pytest.fixture(scope="module")
-def faces():
-    pytest.importorskip("dlib")
-    from bfvr.errors import DependencyError
-    from bfvr.metrics.faces import DlibFaces
-
-    try:
-        return DlibFaces()
-    except DependencyError as e:
-        pytest.skip(str(e))
-
-
 def _frames(faces_dir, name, n):
     from bfvr.io import read_frames
 

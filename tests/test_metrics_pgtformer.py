@@ -93,19 +93,25 @@ def test_msrl_held_frame_and_exact_scale_by_hand():
     assert math.isnan(fullref.msrl(pred[:1], gt[:1])) and math.isnan(fullref.tdiff_psnr(pred[:1], gt[:1]))
 
 
+def _msrl_mse_by_hand(p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Every transition written out: the mean squared residual (Δp − Δg) at full size and over 2x2 and 4x4
+    block means (reshapes; H and W multiples of 4), one row [full, 2x2, 4x4] per transition."""
+    n, h, w, c = p.shape
+    rows = []
+    for t in range(1, n):
+        d = (p[t] - p[t - 1]) - (g[t] - g[t - 1])
+        rows.append([np.mean(d**2), np.mean(d.reshape(h // 2, 2, w // 2, 2, c).mean((1, 3)) ** 2),
+                     np.mean(d.reshape(h // 4, 4, w // 4, 4, c).mean((1, 3)) ** 2)])
+    return np.array(rows)
+
+
 def test_msrl_per_transition_and_streaming():
     rng = np.random.default_rng(0)
     gt = rng.integers(0, 256, (6, 8, 12, 3)).astype(np.float64)
     pred = gt + rng.normal(0, 4, gt.shape)
     per = fullref.msrl_mse(pred, gt)
     assert per.shape == (5, 3)
-    # every transition written out: mean squared residual at full size, 2x2 and 4x4 block means
-    by_hand = []
-    for t in range(1, 6):
-        d = (pred[t] - pred[t - 1]) - (gt[t] - gt[t - 1])
-        by_hand.append([np.mean(d**2), np.mean(d.reshape(4, 2, 6, 2, 3).mean((1, 3)) ** 2),
-                        np.mean(d.reshape(2, 4, 3, 4, 3).mean((1, 3)) ** 2)])
-    by_hand = np.array(by_hand)
+    by_hand = _msrl_mse_by_hand(pred, gt)
     assert np.allclose(per, by_hand, rtol=1e-12)
     # the video: per scale the mean over the 5 transitions in dB, then the mean over the 3 scales
     expect = np.mean([10 * np.log10(255**2 / by_hand[:, k].mean()) for k in range(3)])
@@ -165,13 +171,7 @@ def test_evaluate_held_frame_on_real_clip(faces_dir, tmp_path):
     write_video(tmp_path / "pred.mp4", pred, 25, crf=0)
     p, g = (read_frames(tmp_path / f"{n}.mp4").astype(np.float64) for n in ("pred", "gt"))
     assert np.array_equal(p[2], p[3]) and np.array_equal(g[2], g[3])  # still held after decoding
-    # MSRL by hand: per transition the residual at full size and 2x2 / 4x4 block means (64 = 32*2 = 16*4)
-    mse = []
-    for t in range(1, 7):
-        d = (p[t] - p[t - 1]) - (g[t] - g[t - 1])
-        mse.append([np.mean(d**2), np.mean(d.reshape(32, 2, 32, 2, 3).mean((1, 3)) ** 2),
-                    np.mean(d.reshape(16, 4, 16, 4, 3).mean((1, 3)) ** 2)])
-    mse = np.array(mse)
+    mse = _msrl_mse_by_hand(p, g)  # 64x64: 2x2 and 4x4 blocks tile it exactly
     assert np.all(mse[2] == 0) and np.all(mse[[0, 1, 3, 4, 5]] > 0)  # the held transition is exact
     expect = np.mean([10 * np.log10(255**2 / mse[:, k].mean()) for k in range(3)])
     for chunk in (3, 16):  # chunk 3: the held transition (2 -> 3) crosses the chunk boundary
@@ -266,18 +266,6 @@ def two_clips(faces_dir, tmp_path_factory):
             write_video(root / "gt" / "c.mp4", gt[:2], 25, crf=0)
             write_video(root / "pred" / "c.mp4", gt[:2], 25, crf=0)
     return root
-
-
-@pytest.fixture(scope="module")
-def faces():
-    pytest.importorskip("dlib")
-    from bfvr.errors import DependencyError
-    from bfvr.metrics.faces import DlibFaces
-
-    try:
-        return DlibFaces()
-    except DependencyError as e:
-        pytest.skip(str(e))
 
 
 def test_evaluate_reports_paper_metrics_on_real_clips(two_clips, faces, tmp_path, capsys, monkeypatch):
