@@ -10,22 +10,20 @@ import typer
 from bfvr.models import DEFAULT_MODEL
 
 
-def _run_net_config(model: str, source: Path) -> dict | None:
-    """BFVR-Lite runs may train a network of other sizes (`model.extra` of their config): its constructor
-    arguments when they differ from the model's default, else None."""
+def _run_net_config(model: str, resolved: str | None, where: Path) -> dict | None:
+    """BFVR-Lite runs may train a network of other sizes (`model.extra` of their config text `resolved`):
+    its constructor arguments when they differ from the model's default, else None."""
     import yaml
 
     from bfvr.errors import ConfigError
     from bfvr.models.hub import get_spec
-    from bfvr.train.checkpoint import find_checkpoint
 
-    if model != "bfvr-lite" or not source.is_dir():
+    if model != "bfvr-lite" or resolved is None:
         return None
-    run = find_checkpoint(source).parent.parent
     try:
-        raw = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{run / 'config.yaml'} is unreadable ({e}).") from None
+        raw = yaml.safe_load(resolved)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where} is unreadable ({e}).") from None
     extra = ((raw or {}).get("model") or {}).get("extra") or {}
     default = {k: list(v) if isinstance(v, tuple) else v for k, v in get_spec(model).config.items()}
     merged = {**default, **{k: list(v) if isinstance(v, tuple) else v for k, v in extra.items()}}
@@ -58,12 +56,8 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
 
     check_separate([source], out, out_is_dir=False)  # never onto the weights (or into the run) it reads
     state = load_weights(source, prefer=("ema", "model") if ema else ("model",))
-    config = _run_net_config(model, source)
-    W.check_state_dict(state, expected_shapes(model, config), what=f"the weights in {source}",
-                       model=f"'{model}'" + (f" ({config})" if config else ""))
     meta = {"model": model, "source": str(source), "dtype": dtype}
-    if config is not None:  # a network of other sizes than the model's default: the loader reads this
-        meta["net_config"] = json.dumps(config, sort_keys=True)
+    resolved = None
     if source.is_dir():
         ck = find_checkpoint(source)
         meta["weights"] = "ema" if ema and (ck / "ema.safetensors").is_file() else "model"
@@ -87,6 +81,11 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
             meta["resolved_config"] = resolved
         else:
             print(f"warning: {run} has no config.yaml; the exported file will not say how it was trained.")
+    config = _run_net_config(model, resolved, source)
+    W.check_state_dict(state, expected_shapes(model, config), what=f"the weights in {source}",
+                       model=f"'{model}'" + (f" ({config})" if config else ""))
+    if config is not None:  # a network of other sizes than the model's default: the loader reads this
+        meta["net_config"] = json.dumps(config, sort_keys=True)
     cast = torch.float16 if dtype == "fp16" else torch.float32
     tensors = {k: (v.to(cast) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -407,8 +407,7 @@ class _AudioMux:
         self._done = False
         # re-encoding: the frames are numbered from 0 in samples (PyAV's encoder needs continuous pts from 0,
         # and only with pts does the AAC encoder mark its priming samples for the mp4/mov edit list and mkv's
-        # CodecDelay),
-        # and the packets are moved to where the input's first decoded sample is presented
+        # CodecDelay), and the packets are moved to where the input's first decoded sample is presented
         self._samples = 0
         self._start: Fraction | None = None
 

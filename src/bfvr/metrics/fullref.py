@@ -72,8 +72,7 @@ def psnr(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool
     """PSNR in dB of one frame [H,W,3] (or of all pixels of a stack taken together)."""
     _check(np.asarray(pred), np.asarray(gt))
     a, b = prepare(pred, crop_border, y_channel), prepare(gt, crop_border, y_channel)
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
+    return mse_to_db(float(np.mean((a - b) ** 2)))
 
 
 def psnr_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0,
