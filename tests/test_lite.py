@@ -296,3 +296,44 @@ def test_export_never_writes_onto_its_source(tmp_path) -> None:
     assert run_cli("export", "--format", "safetensors", "--weights", str(src), "-o", str(src),
                    "--overwrite") != 0
     assert src.read_bytes() == before
+
+
+def test_a_run_at_other_sizes_exports_and_loads_with_its_sizes(faces_dir, tmp_path) -> None:
+    """`bfvr export` of a BFVR-Lite run trained at other sizes stores them (net_config); --weights and
+    `bfvr models verify` build that network from the file, and a file without them is refused by shape."""
+    import json
+
+    from safetensors import safe_open
+
+    from bfvr.commands.export import export_weights
+    from bfvr.errors import ModelError
+    from bfvr.models.hub import load_net
+    from bfvr.train.trainer import Trainer
+    from conftest import run_cli
+
+    sizes = {"widths": [16, 16, 16, 16], "enc_blocks": [1, 1, 1, 1], "dec_blocks": [1, 1], "temporal": True}
+    cfg = _tiny(faces_dir, tmp_path / "run", max_steps=2, log_every=1, ckpt_every=2, val={"every": 0},
+                model={"extra": sizes})
+    trainer = Trainer(cfg, progress=False)
+    trainer.run()
+    out = export_weights("bfvr-lite", tmp_path / "run", tmp_path / "grown.safetensors", dtype="fp32")
+    with safe_open(str(out), "pt") as f:
+        stored = json.loads(f.metadata()["net_config"])
+    assert stored["widths"] == [16, 16, 16, 16] and stored["enc_blocks"] == [1, 1, 1, 1]
+    net, _ = load_net("bfvr-lite", weights=str(out))
+    assert net.widths == (16, 16, 16, 16) and net.multiple == 32
+    x = torch.rand(1, 3, 3, 64, 64)
+    ref = LiteNet(**sizes).eval()
+    with safe_open(str(out), "pt") as f:
+        ref.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+    with torch.no_grad():
+        assert torch.equal(net(x), ref(x))
+    assert run_cli("models", "verify", str(out), "--model", "bfvr-lite") == 0
+    # the same tensors without the stored sizes do not fit the default network: named, not loaded
+    from safetensors.torch import save_file
+
+    with safe_open(str(out), "pt") as f:
+        bare = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(bare, str(tmp_path / "bare.safetensors"))
+    with pytest.raises(ModelError, match="mismatching keys"):
+        load_net("bfvr-lite", weights=str(tmp_path / "bare.safetensors"))
