@@ -3,6 +3,8 @@ ONNX export parity and the training task on real clips."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -337,3 +339,43 @@ def test_a_run_at_other_sizes_exports_and_loads_with_its_sizes(faces_dir, tmp_pa
     save_file(bare, str(tmp_path / "bare.safetensors"))
     with pytest.raises(ModelError, match="mismatching keys"):
         load_net("bfvr-lite", weights=str(tmp_path / "bare.safetensors"))
+
+
+def test_frame_step_and_color_jitter_change_the_clean_window_before_degrading(faces_dir) -> None:
+    """data.frame_step takes every k-th frame of the video; data.color_jitter recolours the clean window (the
+    GT) and the degraded input is made from the recoloured frames; off, windows are consecutive frames."""
+    from bfvr.data.dataset import jitter_colors
+    from bfvr.train.data import BuiltinClipDataset
+
+    path = [str(faces_dir / "lp_driving_d18.mp4")]
+    kw = dict(clip_len=3, size=64, max_frames=40, recipe="none")
+    plain = BuiltinClipDataset(path, **kw)
+    video = plain.videos[path[0]]
+    stepped = BuiltinClipDataset(path, frame_step=4, **kw)
+    steps = set()
+    for epoch in range(12):
+        stepped.set_epoch(epoch)
+        item = stepped[0]
+        p = json.loads(item["params"])
+        steps.add(p["frame_step"])
+        want = video[p["start"]:p["start"] + 2 * p["frame_step"] + 1:p["frame_step"]]
+        gt = (item["gt"].permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8)
+        assert np.array_equal(gt, want)
+    assert len(steps) > 1 and steps <= {1, 2, 3, 4}
+
+    deg = dict(kw, recipe="bfvr-eval")
+    colored = BuiltinClipDataset(path, color_jitter=0.4, **deg)[0]
+    base = BuiltinClipDataset(path, **deg)[0]
+    assert json.loads(base["params"])["colors"] is None and json.loads(base["params"])["frame_step"] == 1
+    p = json.loads(colored["params"])
+    start = p["start"]
+    expect = jitter_colors(video[start:start + 3], p["colors"])
+    gt = (colored["gt"].permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8)
+    assert np.array_equal(gt, expect) and np.abs(gt.astype(int) - video[start:start + 3]).mean() > 2
+    # the input is degraded from the recoloured GT: closer to it than to the original colours
+    lq = colored["lq"].permute(1, 2, 3, 0).numpy() * 255
+    assert np.abs(lq - gt).mean() < np.abs(lq - video[start:start + 3]).mean()
+    plain.set_epoch(5)
+    p0 = json.loads(plain[0]["params"])
+    assert np.array_equal((plain[0]["gt"].permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8),
+                          video[p0["start"]:p0["start"] + 3])
