@@ -14,7 +14,7 @@ from bfvr.errors import ConfigError
 from bfvr.io.synth import pattern_frame
 
 RANDOM_RECIPES = ["stc", "stc-nonoise", "stc-paper", "stc-paper-nonoise", "keep", "flicker-brightness",
-                  "flicker-pixel", "inpaint"]
+                  "flicker-pixel", "inpaint", "bfvr", "bfvr-hard"]
 
 
 def clip(n: int = 12, w: int = 96, h: int = 80) -> np.ndarray:
