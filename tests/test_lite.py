@@ -379,3 +379,51 @@ def test_frame_step_and_color_jitter_change_the_clean_window_before_degrading(fa
     p0 = json.loads(plain[0]["params"])
     assert np.array_equal((plain[0]["gt"].permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8),
                           video[p0["start"]:p0["start"] + 3])
+
+
+def test_color_jitter_maths_and_frame_steps_of_a_short_video(faces_dir) -> None:
+    from bfvr.data.dataset import jitter_colors, jitter_params
+    from bfvr.train.data import BuiltinClipDataset
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    same = {"gamma": 1.0, "saturation": 1.0, "gains": [1.0, 1.0, 1.0], "contrast": 1.0}
+    assert np.array_equal(jitter_colors(frames, same), frames)
+    grey = jitter_colors(frames, {**same, "saturation": 0.0}).astype(int)
+    assert np.abs(grey[..., 0] - grey[..., 1]).max() <= 1 and np.abs(grey[..., 1] - grey[..., 2]).max() <= 1
+    red = jitter_colors(frames, {**same, "gains": [0.5, 1.0, 1.0]}).astype(int)
+    assert np.abs(red[..., 0] - frames[..., 0] * 0.5).max() <= 1
+    assert np.array_equal(red[..., 1:], frames[..., 1:])
+    dark = jitter_colors(frames, {**same, "gamma": 2.0}).astype(float)
+    assert np.abs(dark - 255 * (frames / 255.0) ** 2).max() <= 1
+    for p in (jitter_params(rng, 0.3) for _ in range(50)):
+        assert np.exp(-0.15) <= p["gamma"] <= np.exp(0.15) and 0.7 <= p["saturation"] <= 1.3
+        assert all(0.925 <= g <= 1.075 for g in p["gains"]) and 0.85 <= p["contrast"] <= 1.15
+
+    # 5 frames and clip_len 3: only steps 1 and 2 fit (a step of 3 would need 7 frames); both are drawn
+    ds = BuiltinClipDataset([str(faces_dir / "lp_driving_d18.mp4")], clip_len=3, size=32, max_frames=5,
+                            frame_step=4)
+    steps = []
+    for epoch in range(16):
+        ds.set_epoch(epoch)
+        p = json.loads(ds[0]["params"])
+        steps.append(p["frame_step"])
+        assert p["start"] + 2 * p["frame_step"] <= 4
+    assert set(steps) == {1, 2}
+
+
+def test_frame_step_and_color_jitter_settings_that_cannot_work_are_refused(tmp_path) -> None:
+    from pathlib import Path
+
+    from bfvr.data.dataset import ClipDataset
+    from bfvr.errors import ConfigError
+    from bfvr.train.config import load_config
+
+    cfg = Path(__file__).resolve().parents[1] / "configs/lite/fullres.yaml"
+    for overrides, words in ((["data.frame_step=2", "data.window=first"], "window: random"),
+                             (["data.frame_step=0"], "at least 1"), (["data.color_jitter=1.5"], "[0, 1)")):
+        with pytest.raises(ConfigError) as e:
+            load_config(cfg, overrides)
+        assert words in str(e.value)
+    with pytest.raises(ConfigError, match="flicker_dir"):
+        ClipDataset([], flicker_dir=tmp_path, color_jitter=0.2)

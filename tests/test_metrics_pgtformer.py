@@ -209,6 +209,11 @@ def test_ssim_on_frames_too_small_is_one_error(tmp_path, capsys):
     assert code == 2 and "11x11 pixels" in err and "--crop-border 3" in err and "Traceback" not in err
     assert not (rep / "metrics.json").exists()
     assert run_cli(*args, "-o", str(tmp_path / "rep0")) == 0  # 16 px without a border is enough
+    assert run_cli(*args, "--crop-border", "2", "-o", str(tmp_path / "rep2")) == 0  # 12 px left: enough
+    for border, words in (("-1", "0 or more"), ("8", "leaves no pixel")):
+        assert run_cli(*args[:-3], "-m", "psnr", "--crop-border", border, "-o", str(tmp_path / "r")) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err
 
 
 # -- Deg, LMD, TLME -----------------------------------------------------------------------------------

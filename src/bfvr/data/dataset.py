@@ -84,7 +84,8 @@ def jitter_params(rng: np.random.Generator, strength: float) -> dict[str, Any]:
 
 
 def jitter_colors(frames: np.ndarray, p: dict[str, Any]) -> np.ndarray:
-    """Apply `jitter_params` to uint8 RGB frames [..., 3] (the same change on every frame): uint8."""
+    """Apply `jitter_params` to uint8 RGB frames [..., 3]: gamma, then saturation (mix with BT.601 luma), per-
+    channel gains, contrast about the mean of all the frames (the same change on every frame): uint8."""
     x = np.power(frames.astype(np.float32) / 255.0, p["gamma"])
     luma = x @ np.array([0.299, 0.587, 0.114], np.float32)
     x = luma[..., None] + (x - luma[..., None]) * p["saturation"]
@@ -118,9 +119,9 @@ class ClipDataset(Dataset):
         mid: degrade with the middle of every parameter range (evaluation sets).
         reverse_prob: play the window backwards with this probability (DicFace/KEEP use 0.5).
         frame_step: take every k-th frame, k drawn per item from 1..frame_step (faster motion than the
-            videos have; 1 = consecutive frames).
+            videos have; 1 = consecutive frames); a video too short for a step draws among those that fit.
         color_jitter: strength s of a per-item colour change of the clean window before it is degraded
-            (`jitter_colors`: gamma, saturation, white balance, contrast); 0 = off.
+            (`jitter_colors`: gamma, then saturation, white balance, contrast); 0 = off.
     """
 
     def __init__(self, source: Any, clip_len: int = 24, size: int = 512, recipe: Any = "stc", seed: int = 0,
@@ -138,6 +139,12 @@ class ClipDataset(Dataset):
             raise ConfigError(f"unknown layout '{layout}'; choose TCHW or CTHW.")
         if clip_len < 1 or size < 8:
             raise ConfigError("clip_len must be >= 1 and size >= 8.")
+        if int(frame_step) < 1 or not 0.0 <= float(color_jitter) < 1.0:
+            raise ConfigError(f"frame_step must be >= 1 and color_jitter in [0, 1), got {frame_step} and "
+                              f"{color_jitter}.")
+        if flicker_dir and float(color_jitter) > 0:
+            raise ConfigError("color_jitter cannot be used with flicker_dir: the pre-generated LQ videos "
+                              "keep their colours, so they would no longer match the recoloured GT.")
         self.clips = _clip_list(source, kept_only)
         if not self.clips:
             raise InputError(f"no clips in '{source}'; give a manifest with "
@@ -149,9 +156,6 @@ class ClipDataset(Dataset):
         self.samples_per_clip, self.max_frames = int(samples_per_clip), max_frames
         self.flicker_dir = Path(flicker_dir) if flicker_dir else None
         self.mid, self.reverse_prob = mid, reverse_prob
-        if int(frame_step) < 1 or not 0.0 <= float(color_jitter) < 1.0:
-            raise ConfigError(f"frame_step must be >= 1 and color_jitter in [0, 1), got {frame_step} and "
-                              f"{color_jitter}.")
         self.frame_step, self.color_jitter = int(frame_step), float(color_jitter)
         self.epoch = 0
         self._meta: dict[str, tuple[int, Fraction]] = {}
@@ -205,9 +209,9 @@ class ClipDataset(Dataset):
         n, fps = self._info(clip)
         limit = min(n, self.max_frames) if self.max_frames else n
         # drawn only when enabled, so the draws (and resumed runs) of configs without it stay the same
-        step = int(rng.integers(1, self.frame_step + 1)) if self.frame_step > 1 else 1
-        while step > 1 and (self.clip_len - 1) * step + 1 > limit:  # short video: the largest step that fits
-            step -= 1
+        # a short video draws among the steps whose window fits in it
+        fits = max(1, min(self.frame_step, (limit - 1) // max(1, self.clip_len - 1)))
+        step = int(rng.integers(1, fits + 1)) if self.frame_step > 1 else 1
         span = (self.clip_len - 1) * step + 1
         start = int(rng.integers(0, max(1, limit - span + 1)))
         gt = self._window(clip, start, span)[::step]
@@ -237,7 +241,7 @@ class ClipDataset(Dataset):
             from bfvr.degrade.files import find_pregenerated
 
             lq_path = find_pregenerated(self.flicker_dir, name)
-            lq = self._spatial(self._read_window(str(lq_path), start, self.clip_len), box, flip)[idx]
+            lq = self._spatial(self._read_window(str(lq_path), start, span)[::step], box, flip)[idx]
             params: dict[str, Any] = {"recipe": "pre-generated", "path": str(lq_path)}
         elif self.degradation is not None:
             params = self.degradation.draw(deg_rng, self.size, self.size, fps=fps, mid=self.mid)

@@ -319,9 +319,14 @@ class TrainConfig:
                 raise ConfigError(f"data.{key} must be at least {low}, got {value}; "
                                   f"fix it in the config or with --set data.{key}=N.")
         if d.frame_step < 1:
-            raise ConfigError(f"data.frame_step must be at least 1, got {d.frame_step}.")
+            raise ConfigError(f"data.frame_step must be at least 1, got {d.frame_step}; "
+                              "fix it in the config or with --set data.frame_step=N.")
+        if d.frame_step > 1 and d.window == "first":
+            raise ConfigError("data.frame_step > 1 needs data.window: random (window: first reads only the "
+                              "first clip_len frames, so there is nothing to skip).")
         if not 0.0 <= d.color_jitter < 1.0:
-            raise ConfigError(f"data.color_jitter must be in [0, 1), got {d.color_jitter}.")
+            raise ConfigError(f"data.color_jitter must be in [0, 1), got {d.color_jitter}; "
+                              "fix it in the config or with --set data.color_jitter=S (0 = off).")
         if not 0.0 <= d.reverse_prob <= 1.0:
             raise ConfigError(f"data.reverse_prob must be between 0 and 1, got {d.reverse_prob}.")
         if d.crop is not None and d.crop < 8:
