@@ -115,8 +115,8 @@ def test_bundled_weights_carry_their_provenance() -> None:
     with safe_open(str(cached_path("bfvr-lite")), framework="pt") as f:
         meta = f.metadata()
     assert meta["model"] == "bfvr-lite" and meta["task"] == "lite"
-    # stage 2 (fine-tuning of the configs/lite/train.yaml weights), EMA at its last step
-    assert meta["config"].endswith("configs/lite/finetune.yaml") and int(meta["step"]) > 0
+    # stage 3 (whole-frame fine-tuning of the configs/lite/finetune.yaml weights), EMA at its last step
+    assert meta["config"].endswith("configs/lite/fullres.yaml") and int(meta["step"]) > 0
     assert meta["weights"] in ("ema", "model") and "init_weights" in meta["resolved_config"]
 
 
