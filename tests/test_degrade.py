@@ -14,7 +14,7 @@ from bfvr.errors import ConfigError
 from bfvr.io.synth import pattern_frame
 
 RANDOM_RECIPES = ["stc", "stc-nonoise", "stc-paper", "stc-paper-nonoise", "keep", "flicker-brightness",
-                  "flicker-pixel", "inpaint"]
+                  "flicker-pixel", "inpaint", "bfvr", "bfvr-hard"]
 
 
 def clip(n: int = 12, w: int = 96, h: int = 80) -> np.ndarray:
@@ -212,3 +212,13 @@ def test_brightness_flicker_alpha_is_per_frame_function_of_seed() -> None:
     assert [BrightnessFlicker.frame_alpha(p, i) for i in range(100, 120)] == alphas[100:120]
     other = [BrightnessFlicker.frame_alpha({**p, "seed": 12}, i) for i in range(400)]
     assert other != alphas
+
+
+def test_bfvr_hard_draws_the_heavier_half_of_bfvr():
+    from bfvr.degrade import recipe
+
+    for seed in range(20):
+        hard = recipe("bfvr-hard").draw(seed, 128, 128)["ops"]
+        blur = next(o for o in hard if o["op"] == "blur")
+        down = next(o for o in hard if o["op"] == "downscale")
+        assert 2.0 <= min(v for k, v in blur.items() if k.startswith("sigma")) and 3.0 <= down["scale"] <= 4.0

@@ -3,6 +3,8 @@ ONNX export parity and the training task on real clips."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -113,8 +115,8 @@ def test_bundled_weights_carry_their_provenance() -> None:
     with safe_open(str(cached_path("bfvr-lite")), framework="pt") as f:
         meta = f.metadata()
     assert meta["model"] == "bfvr-lite" and meta["task"] == "lite"
-    # stage 2 (fine-tuning of the configs/lite/train.yaml weights), EMA at its last step
-    assert meta["config"].endswith("configs/lite/finetune.yaml") and int(meta["step"]) > 0
+    # stage 3 (whole-frame fine-tuning of the configs/lite/finetune.yaml weights), EMA at its last step
+    assert meta["config"].endswith("configs/lite/fullres.yaml") and int(meta["step"]) > 0
     assert meta["weights"] in ("ema", "model") and "init_weights" in meta["resolved_config"]
 
 
@@ -337,3 +339,91 @@ def test_a_run_at_other_sizes_exports_and_loads_with_its_sizes(faces_dir, tmp_pa
     save_file(bare, str(tmp_path / "bare.safetensors"))
     with pytest.raises(ModelError, match="mismatching keys"):
         load_net("bfvr-lite", weights=str(tmp_path / "bare.safetensors"))
+
+
+def test_frame_step_and_color_jitter_change_the_clean_window_before_degrading(faces_dir) -> None:
+    """data.frame_step takes every k-th frame of the video; data.color_jitter recolours the clean window (the
+    GT) and the degraded input is made from the recoloured frames; off, windows are consecutive frames."""
+    from bfvr.data.dataset import jitter_colors
+    from bfvr.train.data import BuiltinClipDataset
+
+    path = [str(faces_dir / "lp_driving_d18.mp4")]
+    kw = dict(clip_len=3, size=64, max_frames=40, recipe="none")
+    plain = BuiltinClipDataset(path, **kw)
+    video = plain.videos[path[0]]
+    stepped = BuiltinClipDataset(path, frame_step=4, **kw)
+    steps = set()
+    for epoch in range(12):
+        stepped.set_epoch(epoch)
+        item = stepped[0]
+        p = json.loads(item["params"])
+        steps.add(p["frame_step"])
+        want = video[p["start"]:p["start"] + 2 * p["frame_step"] + 1:p["frame_step"]]
+        gt = (item["gt"].permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8)
+        assert np.array_equal(gt, want)
+    assert len(steps) > 1 and steps <= {1, 2, 3, 4}
+
+    deg = dict(kw, recipe="bfvr-eval")
+    colored = BuiltinClipDataset(path, color_jitter=0.4, **deg)[0]
+    base = BuiltinClipDataset(path, **deg)[0]
+    assert json.loads(base["params"])["colors"] is None and json.loads(base["params"])["frame_step"] == 1
+    p = json.loads(colored["params"])
+    start = p["start"]
+    expect = jitter_colors(video[start:start + 3], p["colors"])
+    gt = (colored["gt"].permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8)
+    assert np.array_equal(gt, expect) and np.abs(gt.astype(int) - video[start:start + 3]).mean() > 2
+    # the input is degraded from the recoloured GT: closer to it than to the original colours
+    lq = colored["lq"].permute(1, 2, 3, 0).numpy() * 255
+    assert np.abs(lq - gt).mean() < np.abs(lq - video[start:start + 3]).mean()
+    plain.set_epoch(5)
+    p0 = json.loads(plain[0]["params"])
+    assert np.array_equal((plain[0]["gt"].permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8),
+                          video[p0["start"]:p0["start"] + 3])
+
+
+def test_color_jitter_maths_and_frame_steps_of_a_short_video(faces_dir) -> None:
+    from bfvr.data.dataset import jitter_colors, jitter_params
+    from bfvr.train.data import BuiltinClipDataset
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    same = {"gamma": 1.0, "saturation": 1.0, "gains": [1.0, 1.0, 1.0], "contrast": 1.0}
+    assert np.array_equal(jitter_colors(frames, same), frames)
+    grey = jitter_colors(frames, {**same, "saturation": 0.0}).astype(int)
+    assert np.abs(grey[..., 0] - grey[..., 1]).max() <= 1 and np.abs(grey[..., 1] - grey[..., 2]).max() <= 1
+    red = jitter_colors(frames, {**same, "gains": [0.5, 1.0, 1.0]}).astype(int)
+    assert np.abs(red[..., 0] - frames[..., 0] * 0.5).max() <= 1
+    assert np.array_equal(red[..., 1:], frames[..., 1:])
+    dark = jitter_colors(frames, {**same, "gamma": 2.0}).astype(float)
+    assert np.abs(dark - 255 * (frames / 255.0) ** 2).max() <= 1
+    for p in (jitter_params(rng, 0.3) for _ in range(50)):
+        assert np.exp(-0.15) <= p["gamma"] <= np.exp(0.15) and 0.7 <= p["saturation"] <= 1.3
+        assert all(0.925 <= g <= 1.075 for g in p["gains"]) and 0.85 <= p["contrast"] <= 1.15
+
+    # 5 frames and clip_len 3: only steps 1 and 2 fit (a step of 3 would need 7 frames); both are drawn
+    ds = BuiltinClipDataset([str(faces_dir / "lp_driving_d18.mp4")], clip_len=3, size=32, max_frames=5,
+                            frame_step=4)
+    steps = []
+    for epoch in range(16):
+        ds.set_epoch(epoch)
+        p = json.loads(ds[0]["params"])
+        steps.append(p["frame_step"])
+        assert p["start"] + 2 * p["frame_step"] <= 4
+    assert set(steps) == {1, 2}
+
+
+def test_frame_step_and_color_jitter_settings_that_cannot_work_are_refused(tmp_path) -> None:
+    from pathlib import Path
+
+    from bfvr.data.dataset import ClipDataset
+    from bfvr.errors import ConfigError
+    from bfvr.train.config import load_config
+
+    cfg = Path(__file__).resolve().parents[1] / "configs/lite/fullres.yaml"
+    for overrides, words in ((["data.frame_step=2", "data.window=first"], "window: random"),
+                             (["data.frame_step=0"], "at least 1"), (["data.color_jitter=1.5"], "[0, 1)")):
+        with pytest.raises(ConfigError) as e:
+            load_config(cfg, overrides)
+        assert words in str(e.value)
+    with pytest.raises(ConfigError, match="flicker_dir"):
+        ClipDataset([], flicker_dir=tmp_path, color_jitter=0.2)

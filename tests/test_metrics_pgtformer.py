@@ -195,6 +195,27 @@ def test_msrl_on_frames_too_small_is_one_error(tmp_path, capsys):
     assert not (tmp_path / "rep" / "metrics.json").exists()
 
 
+def test_ssim_on_frames_too_small_is_one_error(tmp_path, capsys):
+    from bfvr.io import write_video
+
+    for d in ("gt", "pred"):
+        (tmp_path / d).mkdir()
+        write_video(tmp_path / d / "a.mp4", np.full((3, 16, 16, 3), 90, np.uint8), 25, crf=0)
+    rep = tmp_path / "rep"
+    args = ("evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "-m", "psnr,ssim",
+            "-q")
+    code = run_cli(*args, "--crop-border", "3", "-o", str(rep))
+    err = capsys.readouterr().err
+    assert code == 2 and "11x11 pixels" in err and "--crop-border 3" in err and "Traceback" not in err
+    assert not (rep / "metrics.json").exists()
+    assert run_cli(*args, "-o", str(tmp_path / "rep0")) == 0  # 16 px without a border is enough
+    assert run_cli(*args, "--crop-border", "2", "-o", str(tmp_path / "rep2")) == 0  # 12 px left: enough
+    for border, words in (("-1", "0 or more"), ("8", "leaves no pixel")):
+        assert run_cli(*args[:-3], "-m", "psnr", "--crop-border", border, "-o", str(tmp_path / "r")) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err
+
+
 # -- Deg, LMD, TLME -----------------------------------------------------------------------------------
 
 def test_deg_from_known_embeddings():

@@ -96,6 +96,8 @@ def register(app: typer.Typer) -> None:
             except (OSError, ValueError, AttributeError) as e:
                 raise InputError(f"--runtime '{runtime}' is not a JSON object of name -> seconds "
                                  f"({e}).") from None
+        if crop_border < 0:
+            raise ConfigError(f"--crop-border must be 0 or more pixels, got {crop_border}.")
         opts = EvalOptions(metrics=names, no_reference=no_reference, crop_border=crop_border,
                            y_channel=y_channel,
                            max_frames=max_frames, length=length, resize=resize, face_every=face_every,

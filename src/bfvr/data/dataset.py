@@ -73,6 +73,28 @@ def cut_and_resize(frames: np.ndarray, box: tuple[int, int, int] | None, size: i
     return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
 
 
+def jitter_params(rng: np.random.Generator, strength: float) -> dict[str, Any]:
+    """One colour change of strength s in [0, 1): gamma exp(U[-s/2, s/2]), saturation U[1-s, 1+s],
+    per-channel gains U[1-s/4, 1+s/4] (white balance), contrast about the mean U[1-s/2, 1+s/2]."""
+    s = float(strength)
+    return {"gamma": float(np.exp(rng.uniform(-s / 2, s / 2))),
+            "saturation": float(rng.uniform(1 - s, 1 + s)),
+            "gains": [float(g) for g in rng.uniform(1 - s / 4, 1 + s / 4, 3)],
+            "contrast": float(rng.uniform(1 - s / 2, 1 + s / 2))}
+
+
+def jitter_colors(frames: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """Apply `jitter_params` to uint8 RGB frames [..., 3]: gamma, then saturation (mix with BT.601 luma), per-
+    channel gains, contrast about the mean of all the frames (the same change on every frame): uint8."""
+    x = np.power(frames.astype(np.float32) / 255.0, p["gamma"])
+    luma = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = luma[..., None] + (x - luma[..., None]) * p["saturation"]
+    x *= np.asarray(p["gains"], np.float32)
+    mean = float(x.mean())
+    x = (x - mean) * p["contrast"] + mean
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 class ClipDataset(Dataset):
     """Random ``clip_len``-frame windows of videos, degraded on the fly: paired (LQ, GT) clips.
 
@@ -96,13 +118,18 @@ class ClipDataset(Dataset):
             (with the same crop/flip) instead of being synthesised.
         mid: degrade with the middle of every parameter range (evaluation sets).
         reverse_prob: play the window backwards with this probability (DicFace/KEEP use 0.5).
+        frame_step: take every k-th frame, k drawn per item from 1..frame_step (faster motion than the
+            videos have; 1 = consecutive frames); a video too short for a step draws among those that fit.
+        color_jitter: strength s of a per-item colour change of the clean window before it is degraded
+            (`jitter_colors`: gamma, then saturation, white balance, contrast); 0 = off.
     """
 
     def __init__(self, source: Any, clip_len: int = 24, size: int = 512, recipe: Any = "stc", seed: int = 0,
                  *, crop: str = "center", crop_scale: tuple[float, float] = (0.8, 1.0), hflip: bool = True,
                  layout: str = "TCHW", samples_per_clip: int = 1, max_frames: int | None = 240,
                  flicker_dir: str | os.PathLike[str] | None = None, mid: bool = False,
-                 reverse_prob: float = 0.0, kept_only: bool = True) -> None:
+                 reverse_prob: float = 0.0, kept_only: bool = True, frame_step: int = 1,
+                 color_jitter: float = 0.0) -> None:
         from bfvr.degrade import Degradation
         from bfvr.degrade import recipe as get_recipe
 
@@ -112,6 +139,12 @@ class ClipDataset(Dataset):
             raise ConfigError(f"unknown layout '{layout}'; choose TCHW or CTHW.")
         if clip_len < 1 or size < 8:
             raise ConfigError("clip_len must be >= 1 and size >= 8.")
+        if int(frame_step) < 1 or not 0.0 <= float(color_jitter) < 1.0:
+            raise ConfigError(f"frame_step must be >= 1 and color_jitter in [0, 1), got {frame_step} and "
+                              f"{color_jitter}.")
+        if flicker_dir and float(color_jitter) > 0:
+            raise ConfigError("color_jitter cannot be used with flicker_dir: the pre-generated LQ videos "
+                              "keep their colours, so they would no longer match the recoloured GT.")
         self.clips = _clip_list(source, kept_only)
         if not self.clips:
             raise InputError(f"no clips in '{source}'; give a manifest with "
@@ -123,6 +156,7 @@ class ClipDataset(Dataset):
         self.samples_per_clip, self.max_frames = int(samples_per_clip), max_frames
         self.flicker_dir = Path(flicker_dir) if flicker_dir else None
         self.mid, self.reverse_prob = mid, reverse_prob
+        self.frame_step, self.color_jitter = int(frame_step), float(color_jitter)
         self.epoch = 0
         self._meta: dict[str, tuple[int, Fraction]] = {}
 
@@ -174,8 +208,13 @@ class ClipDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         n, fps = self._info(clip)
         limit = min(n, self.max_frames) if self.max_frames else n
-        start = int(rng.integers(0, max(1, limit - self.clip_len + 1)))
-        gt = self._window(clip, start, self.clip_len)
+        # drawn only when enabled, so the draws (and resumed runs) of configs without it stay the same
+        # a short video draws among the steps whose window fits in it
+        fits = max(1, min(self.frame_step, (limit - 1) // max(1, self.clip_len - 1)))
+        step = int(rng.integers(1, fits + 1)) if self.frame_step > 1 else 1
+        span = (self.clip_len - 1) * step + 1
+        start = int(rng.integers(0, max(1, limit - span + 1)))
+        gt = self._window(clip, start, span)[::step]
         idx = np.arange(self.clip_len)
         if len(gt) < self.clip_len:  # short clip: ping-pong (0 1 2 1 0 1 ...) to the wanted length
             period = max(1, 2 * len(gt) - 2)
@@ -193,20 +232,24 @@ class ClipDataset(Dataset):
         if reverse:
             idx = idx[::-1]
         gt = self._spatial(gt, box, flip)[idx]
+        colors = jitter_params(rng, self.color_jitter) if self.color_jitter > 0 else None
+        if colors is not None:
+            gt = jitter_colors(gt, colors)
         deg_rng = np.random.default_rng([self.seed, self.epoch, int(index), 1])
         name = clip.get("name") or Path(clip["path"]).stem
         if self.flicker_dir is not None:
             from bfvr.degrade.files import find_pregenerated
 
             lq_path = find_pregenerated(self.flicker_dir, name)
-            lq = self._spatial(self._read_window(str(lq_path), start, self.clip_len), box, flip)[idx]
+            lq = self._spatial(self._read_window(str(lq_path), start, span)[::step], box, flip)[idx]
             params: dict[str, Any] = {"recipe": "pre-generated", "path": str(lq_path)}
         elif self.degradation is not None:
             params = self.degradation.draw(deg_rng, self.size, self.size, fps=fps, mid=self.mid)
             lq = self.degradation.apply(gt, params)
         else:
             lq, params = gt, {"recipe": None}
-        params.update({"start": start, "crop": list(box) if box else None, "flip": flip, "reverse": reverse})
+        params.update({"start": start, "crop": list(box) if box else None, "flip": flip, "reverse": reverse,
+                       "frame_step": step, "colors": colors})
         return {"lq": self._tensor(lq), "gt": self._tensor(gt), "name": name, "start": start,
                 "params": json.dumps(params)}
 

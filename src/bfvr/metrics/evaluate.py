@@ -153,6 +153,13 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
             raise InputError(f"{name}: MSRL needs frames of at least {s}x{s} pixels (its coarsest scale "
                              f"averages {s}x{s} blocks) but the GT is {gi.width}x{gi.height}; leave msrl "
                              "out of --metrics.")
+        if gr is not None and min(gi.width, gi.height) - 2 * opts.crop_border < 1:
+            raise InputError(f"{name}: --crop-border {opts.crop_border} leaves no pixel of the "
+                             f"{gi.width}x{gi.height} GT; lower it.")
+        if "ssim" in m and gr is not None and min(gi.width, gi.height) - 2 * opts.crop_border < 11:
+            raise InputError(f"{name}: SSIM needs frames of at least 11x11 pixels (its Gaussian window) but "
+                             f"the GT is {gi.width}x{gi.height} with --crop-border {opts.crop_border}; "
+                             "leave ssim out of --metrics.")
         acc: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "lpips", "ids", "deg",
                                                        "face_cons", "akd", "lmd", "tlme", "flow_score",
                                                        "warp_error")}

@@ -82,6 +82,11 @@ class DataConfig:
     hflip: bool = False
     #: play a clip backwards with this probability (DicFace/KEEP: 0.5)
     reverse_prob: float = 0.0
+    #: take every k-th frame, k drawn per sample from 1..frame_step (more motion than the videos have)
+    frame_step: int = 1
+    #: strength (0 = off, e.g. 0.3) of a per-sample colour change of the clean clip before it is degraded:
+    #: gamma, saturation, white balance, contrast (bfvr.data.dataset.jitter_params)
+    color_jitter: float = 0.0
     #: frames read per video (the official loader reads the first 240)
     max_frames: int = 240
     #: which clip_len frames of a video make a sample: "random" (a random window within the first
@@ -313,6 +318,15 @@ class TrainConfig:
             if value < low:
                 raise ConfigError(f"data.{key} must be at least {low}, got {value}; "
                                   f"fix it in the config or with --set data.{key}=N.")
+        if d.frame_step < 1:
+            raise ConfigError(f"data.frame_step must be at least 1, got {d.frame_step}; "
+                              "fix it in the config or with --set data.frame_step=N.")
+        if d.frame_step > 1 and d.window == "first":
+            raise ConfigError("data.frame_step > 1 needs data.window: random (window: first reads only the "
+                              "first clip_len frames, so there is nothing to skip).")
+        if not 0.0 <= d.color_jitter < 1.0:
+            raise ConfigError(f"data.color_jitter must be in [0, 1), got {d.color_jitter}; "
+                              "fix it in the config or with --set data.color_jitter=S (0 = off).")
         if not 0.0 <= d.reverse_prob <= 1.0:
             raise ConfigError(f"data.reverse_prob must be between 0 and 1, got {d.reverse_prob}.")
         if d.crop is not None and d.crop < 8:

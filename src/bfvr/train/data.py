@@ -85,7 +85,8 @@ class BuiltinClipDataset(ClipDataset):
 
     def __init__(self, paths: Sequence[str], *, clip_len: int = 24, size: int = 256, recipe: str = "none",
                  hflip: bool = False, max_frames: int = 240, seed: int = 0, progress: bool = False,
-                 face_crop: bool = False, exclude: Sequence[str] = (), reverse_prob: float = 0.0) -> None:
+                 face_crop: bool = False, exclude: Sequence[str] = (), reverse_prob: float = 0.0,
+                 frame_step: int = 1, color_jitter: float = 0.0) -> None:
         from bfvr.degrade import recipe as make_recipe
         from bfvr.io import probe
 
@@ -119,7 +120,7 @@ class BuiltinClipDataset(ClipDataset):
                              "data.clip_len.")
         super().__init__(list(self.videos), clip_len=clip_len, size=size, recipe=deg, seed=seed,
                          crop="stretch", hflip=hflip, layout="CTHW", max_frames=max_frames,
-                         reverse_prob=reverse_prob)
+                         reverse_prob=reverse_prob, frame_step=frame_step, color_jitter=color_jitter)
 
     def _info(self, clip: dict) -> tuple[int, Fraction]:
         return len(self.videos[clip["path"]]), self._fps[clip["path"]]
@@ -173,14 +174,16 @@ def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
         base: Dataset = BuiltinClipDataset(cfg.paths, clip_len=cfg.clip_len, size=cfg.size, recipe=cfg.recipe,
                                            hflip=cfg.hflip, max_frames=max_frames, seed=seed,
                                            progress=progress, face_crop=cfg.face_crop, exclude=cfg.exclude,
-                                           reverse_prob=cfg.reverse_prob)
+                                           reverse_prob=cfg.reverse_prob, frame_step=cfg.frame_step,
+                                           color_jitter=cfg.color_jitter)
         log.info("data: built-in in-memory clip reader, recipe %s, %d videos", cfg.recipe, len(base))
     else:
         source = list(cfg.paths) if len(cfg.paths) != 1 else cfg.paths[0]
         base = ClipDataset(source, clip_len=cfg.clip_len, size=cfg.size,
                            recipe=None if cfg.recipe == "none" else cfg.recipe, seed=seed, crop=cfg.crop_mode,
                            hflip=cfg.hflip, layout="CTHW", max_frames=max_frames,
-                           reverse_prob=cfg.reverse_prob)
+                           reverse_prob=cfg.reverse_prob, frame_step=cfg.frame_step,
+                           color_jitter=cfg.color_jitter)
         log.info("data: bfvr.data.ClipDataset, recipe %s, %d clips", cfg.recipe, len(base))
     return ProjectClipDataset(base, seed=seed, crop=cfg.crop)
 
