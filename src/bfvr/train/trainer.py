@@ -461,7 +461,8 @@ class Trainer:
                     scores = self.task.validate(self.ema.module)
                     # the raw weights too: early in a run (or after an LR restart) the EMA lags behind them
                     raw = self.task.validate(self.model)
-                    scores.update({f"{k}_raw": v for k, v in raw.items() if k in ("val_psnr", "val_gain_db")})
+                    scores.update({f"{k}_raw": v for k, v in raw.items()
+                                   if k in ("val_psnr", "val_gain_db", "val_ssim_gain")})
                     logger.log(self.step, scores)
                     log.info("step %d validation: %s", self.step,
                              ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
