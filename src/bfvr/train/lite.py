@@ -91,7 +91,8 @@ class LiteTask:
         if lw.ssim > 0:
             from bfvr.metrics.fullref import ssim_map
 
-            sim = ssim_map(out.flatten(0, 1), gt.flatten(0, 1).float(), 1.0).mean()
+            with torch.autocast(out.device.type, enabled=False):  # bf16 variances cancel to garbage
+                sim = ssim_map(out.flatten(0, 1), gt.flatten(0, 1).float(), 1.0).mean()
             total = total + lw.ssim * (1 - sim)
             logs["ssim"] = sim.detach()
         logs["loss"] = total
