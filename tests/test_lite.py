@@ -454,3 +454,21 @@ def test_lite_ssim_loss_term(faces_dir, tmp_path) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as training runs it: the SSIM stays in fp32
         _, logs_bf16, _ = task.generator_loss(task.model, batch, 0)
     assert abs(float(logs_bf16["ssim"]) - want) < 1e-3
+
+
+def test_a_diverging_run_stops_with_one_clear_sentence(faces_dir, tmp_path, monkeypatch) -> None:
+    from bfvr.errors import BfvrError, TrainingError
+    from bfvr.train.lite import LiteTask
+    from bfvr.train.trainer import Trainer
+
+    real = LiteTask.generator_loss
+
+    def exploding(self, model, batch, step, disc_fn=None):
+        total, logs, fake = real(self, model, batch, step, disc_fn)
+        total = total * float("inf")
+        return total, {**logs, "loss": total}, fake
+
+    monkeypatch.setattr(LiteTask, "generator_loss", exploding)
+    with pytest.raises(TrainingError, match="the training diverged: the loss is inf at step 1") as e:
+        Trainer(_tiny(faces_dir, tmp_path, max_steps=3), progress=False).run()
+    assert isinstance(e.value, BfvrError) and e.value.exit_code == 2
