@@ -115,7 +115,7 @@ def test_bundled_weights_carry_their_provenance() -> None:
     with safe_open(str(cached_path("bfvr-lite")), framework="pt") as f:
         meta = f.metadata()
     assert meta["model"] == "bfvr-lite" and meta["task"] == "lite"
-    # stage 3 (whole-frame fine-tuning of the configs/lite/finetune.yaml weights), EMA at its last step
+    # stage 4: configs/lite/fullres.yaml (whole-frame fine-tuning) again, with an SSIM term; EMA at step 100
     assert meta["config"].endswith("configs/lite/fullres.yaml") and int(meta["step"]) > 0
     assert meta["weights"] in ("ema", "model") and "init_weights" in meta["resolved_config"]
 
