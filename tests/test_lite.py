@@ -115,7 +115,7 @@ def test_bundled_weights_carry_their_provenance() -> None:
     with safe_open(str(cached_path("bfvr-lite")), framework="pt") as f:
         meta = f.metadata()
     assert meta["model"] == "bfvr-lite" and meta["task"] == "lite"
-    # stage 3 (whole-frame fine-tuning of the configs/lite/finetune.yaml weights), EMA at its last step
+    # stage 4: configs/lite/fullres.yaml (whole-frame fine-tuning) again, with an SSIM term; EMA at step 100
     assert meta["config"].endswith("configs/lite/fullres.yaml") and int(meta["step"]) > 0
     assert meta["weights"] in ("ema", "model") and "init_weights" in meta["resolved_config"]
 
@@ -215,7 +215,8 @@ def test_lite_task_learns_and_resumes_exactly(faces_dir, tmp_path) -> None:
         before, after = charbonnier(lq, gt).item(), charbonnier(trainer.model.eval()(lq), gt).item()
     assert after < 0.99 * before, (before, after)
     logged = read_metrics(tmp_path / "a")
-    assert {"val_psnr", "val_psnr_lq", "val_gain_db", "val_gain_db_raw", "l1", "temporal"} <= set(logged[-1])
+    assert {"val_psnr", "val_psnr_lq", "val_gain_db", "val_gain_db_raw", "val_ssim_gain", "val_ssim_gain_raw",
+            "l1", "temporal"} <= set(logged[-1])
     # 20 steps, then a fresh trainer resumes to 40: same losses and weights as the straight run
     cfg_b = _tiny(faces_dir, tmp_path / "b", max_steps=40, log_every=10, ckpt_every=20, val={"every": 20})
     Trainer(cfg_b, progress=False).run(max_steps=20)
@@ -427,3 +428,47 @@ def test_frame_step_and_color_jitter_settings_that_cannot_work_are_refused(tmp_p
         assert words in str(e.value)
     with pytest.raises(ConfigError, match="flicker_dir"):
         ClipDataset([], flicker_dir=tmp_path, color_jitter=0.2)
+
+
+def test_lite_ssim_loss_term(faces_dir, tmp_path) -> None:
+    """loss.ssim adds ssim * (1 - SSIM(pred, gt)) to the loss and logs the SSIM; 0 leaves the loss alone."""
+    from bfvr.metrics import ssim
+    from bfvr.train.lite import LiteTask
+
+    cfg = _tiny(faces_dir, tmp_path, max_steps=1)
+    # a smooth, bright clip (small variances under a large mean: what bf16 cannot subtract)
+    gt = 0.7 + 0.03 * torch.from_numpy(np.random.default_rng(0).random((1, 3, 2, 32, 32), np.float32))
+    noise = torch.randn(gt.shape, generator=torch.Generator().manual_seed(1))
+    batch = {"lq": (gt + 0.01 * noise).clamp(0, 1), "gt": gt}
+    task = LiteTask(cfg, torch.device("cpu"))
+    cfg.loss.ssim = 0.0
+    base, logs0, _ = task.generator_loss(task.model, batch, 0)
+    cfg.loss.ssim = 0.5
+    total, logs, _ = task.generator_loss(task.model, batch, 0)
+    assert "ssim" not in logs0
+    # the zero-initialised tail: the net returns its input, so SSIM(pred, gt) is the input's SSIM
+    frames = [(batch[k][0].permute(1, 2, 3, 0).numpy() * 255) for k in ("lq", "gt")]
+    want = np.mean([ssim(a, b) for a, b in zip(*frames)])
+    assert abs(float(logs["ssim"]) - want) < 1e-3
+    assert abs(float((total - base).detach()) - 0.5 * (1 - float(logs["ssim"]))) < 1e-5
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as training runs it: the SSIM stays in fp32
+        _, logs_bf16, _ = task.generator_loss(task.model, batch, 0)
+    assert abs(float(logs_bf16["ssim"]) - want) < 1e-3
+
+
+def test_a_diverging_run_stops_with_one_clear_sentence(faces_dir, tmp_path, monkeypatch) -> None:
+    from bfvr.errors import BfvrError, TrainingError
+    from bfvr.train.lite import LiteTask
+    from bfvr.train.trainer import Trainer
+
+    real = LiteTask.generator_loss
+
+    def exploding(self, model, batch, step, disc_fn=None):
+        total, logs, fake = real(self, model, batch, step, disc_fn)
+        total = total * float("inf")
+        return total, {**logs, "loss": total}, fake
+
+    monkeypatch.setattr(LiteTask, "generator_loss", exploding)
+    with pytest.raises(TrainingError, match="the training diverged: the loss is inf at step 1") as e:
+        Trainer(_tiny(faces_dir, tmp_path, max_steps=3), progress=False).run()
+    assert isinstance(e.value, BfvrError) and e.value.exit_code == 2

@@ -31,3 +31,7 @@ class DependencyError(BfvrError):
 
 class ConfigError(BfvrError):
     """A configuration file or option value is invalid."""
+
+
+class TrainingError(BfvrError, FloatingPointError):
+    """A training run diverged (a non-finite loss, or gradients that stay non-finite)."""

@@ -155,6 +155,8 @@ class LossConfig:
     ce: float = 1.0
     #: BFVR-Lite: weight of the temporal term |(pred_t+1 - pred_t) - (gt_t+1 - gt_t)| (Charbonnier)
     temporal: float = 0.0
+    #: BFVR-Lite: weight of 1 - SSIM(pred, gt) (Gaussian window 11, per frame and channel, in fp32)
+    ssim: float = 0.0
     #: PGTFormer stage IV: focal code loss exponent, gradient-L1 weight and its (pixel, spatial gradient,
     #: temporal difference) weights, weight of the perceptual loss of frame differences
     focal_gamma: float = 2.0

@@ -2,6 +2,7 @@
 degraded face clips directly (no codebook):
 
     L = l1 * Charbonnier(pred, gt) + temporal * Charbonnier(pred[t+1] - pred[t], gt[t+1] - gt[t])
+        + ssim * (1 - SSIM(pred, gt))
 
 Validation (every ``val.every`` steps, on the EMA and on the raw weights): PSNR of the restored held-out clips
 against the clean ones, next to the degraded input's PSNR (the gain is what the shipped model is judged by).
@@ -87,6 +88,13 @@ class LiteTask:
             tmp = charbonnier(out[:, 1:] - out[:, :-1], gt[:, 1:] - gt[:, :-1])
             total = total + lw.temporal * tmp
             logs["temporal"] = tmp
+        if lw.ssim > 0:
+            from bfvr.metrics.fullref import ssim_map
+
+            with torch.autocast(out.device.type, enabled=False):  # bf16 variances cancel to garbage
+                sim = ssim_map(out.flatten(0, 1), gt.flatten(0, 1).float(), 1.0).mean()
+            total = total + lw.ssim * (1 - sim)
+            logs["ssim"] = sim.detach()
         logs["loss"] = total
         return total, logs, None
 
@@ -116,10 +124,11 @@ class LiteTask:
     @torch.no_grad()
     def validate(self, model: nn.Module) -> dict[str, float]:
         from bfvr.metrics import psnr
+        from bfvr.metrics.fullref import ssim_frames
 
         was_training = model.training
         model.eval()
-        gains, outs, ins = [], [], []
+        gains, outs, ins, ssim_gains = [], [], [], []
         for _name, lq, gt in self._val_clips():
             x = torch.from_numpy(lq).permute(0, 3, 1, 2).float().div(255).unsqueeze(0).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
@@ -129,6 +138,7 @@ class LiteTask:
             outs.append(p_out)
             ins.append(p_in)
             gains.append(p_out - p_in)
+            ssim_gains.append(float(ssim_frames(pred, gt).mean() - ssim_frames(lq, gt).mean()))
         model.train(was_training)
         return {"val_psnr": float(np.mean(outs)), "val_psnr_lq": float(np.mean(ins)),
-                "val_gain_db": float(np.mean(gains))}
+                "val_gain_db": float(np.mean(gains)), "val_ssim_gain": float(np.mean(ssim_gains))}

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from bfvr.errors import ConfigError, OutputError
+from bfvr.errors import ConfigError, OutputError, TrainingError
 from bfvr.train import checkpoint as ckpt
 from bfvr.train import dist as bdist
 from bfvr.train.config import OptimConfig, TrainConfig
@@ -350,8 +350,8 @@ class Trainer:
             if gan_on:
                 kept.append((batch["gt"], fake))
         if not math.isfinite(sums.get("loss", 0.0)):
-            raise FloatingPointError(f"loss is {sums.get('loss')} at step {step}; lower the learning rate "
-                                     "or disable bf16.")
+            raise TrainingError(f"the training diverged: the loss is {sums.get('loss')} at step {step}; "
+                                "lower the learning rate or disable bf16, then --resume.")
         if c.optim.grad_clip:
             sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
                 [p for p in self.model.parameters() if p.requires_grad], c.optim.grad_clip))
@@ -360,7 +360,7 @@ class Trainer:
             self._skipped += 1
             sums["skipped"] = 1.0
             if self._skipped >= 10:
-                raise FloatingPointError(
+                raise TrainingError(
                     "10 consecutive steps had non-finite gradients under bf16 "
                     f"(step {step}); train in fp32 (--fp32). On CPUs, torch 2.13's "
                     "oneDNN bf16 Conv3d weight gradient sporadically returns NaN.")
@@ -461,7 +461,8 @@ class Trainer:
                     scores = self.task.validate(self.ema.module)
                     # the raw weights too: early in a run (or after an LR restart) the EMA lags behind them
                     raw = self.task.validate(self.model)
-                    scores.update({f"{k}_raw": v for k, v in raw.items() if k in ("val_psnr", "val_gain_db")})
+                    scores.update({f"{k}_raw": v for k, v in raw.items()
+                                   if k in ("val_psnr", "val_gain_db", "val_ssim_gain")})
                     logger.log(self.step, scores)
                     log.info("step %d validation: %s", self.step,
                              ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
