@@ -208,7 +208,7 @@ class ClipDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         n, fps = self._info(clip)
         limit = min(n, self.max_frames) if self.max_frames else n
-        # drawn only when enabled, so the draws (and resumed runs) of configs without it stay the same
+        # the step is drawn only when enabled, so configs without it (and their resumed runs) draw as before;
         # a short video draws among the steps whose window fits in it
         fits = max(1, min(self.frame_step, (limit - 1) // max(1, self.clip_len - 1)))
         step = int(rng.integers(1, fits + 1)) if self.frame_step > 1 else 1

@@ -145,18 +145,9 @@ def _keep() -> list[Op]:
             Upscale(interp="same")]
 
 
-def _bfvr() -> list[Op]:
-    return [Blur(kernels=("iso", "aniso"), probs=(0.7, 0.3), size=25, sigma=(0.5, 6.0)),
-            Downscale(scale=(2.0, 4.0), interps=("area", "linear", "cubic"), even=True),
-            Noise(sigma=(0.0, 8.0), gray_prob=0.3),
-            Codec(crf=(18, 36)),
-            Upscale(interp="linear"),
-            BrightnessFlicker(prob=0.15, alpha=(0.8, 1.2))]
-
-
-def _bfvr_hard() -> list[Op]:
-    return [Blur(kernels=("iso", "aniso"), probs=(0.7, 0.3), size=25, sigma=(2.0, 6.0)),
-            Downscale(scale=(3.0, 4.0), interps=("area", "linear", "cubic"), even=True),
+def _bfvr(sigma: tuple[float, float] = (0.5, 6.0), scale: tuple[float, float] = (2.0, 4.0)) -> list[Op]:
+    return [Blur(kernels=("iso", "aniso"), probs=(0.7, 0.3), size=25, sigma=sigma),
+            Downscale(scale=scale, interps=("area", "linear", "cubic"), even=True),
             Noise(sigma=(0.0, 8.0), gray_prob=0.3),
             Codec(crf=(18, 36)),
             Upscale(interp="linear"),
@@ -173,7 +164,7 @@ RECIPES: dict[str, tuple[str, Any]] = {
              "(area/linear/cubic) -> noise s~U[0,8] (gray p=0.3) -> x264 CRF 18-35 at the low "
              "size -> up (linear) -> brightness flicker (p=0.15 per frame, alpha~U[0.8,1.2])", _bfvr),
     "bfvr-hard": ("the heavier half of bfvr (BFVR-Lite fine-tuning): blur s~U[2,6], down x U[3,4]; noise, "
-                  "codec and flicker as bfvr", _bfvr_hard),
+                  "codec and flicker as bfvr", lambda: _bfvr(sigma=(2.0, 6.0), scale=(3.0, 4.0))),
     "bfvr-eval": ("fixed evaluation recipe (no random parameter): iso blur s=4 -> down "
                   "x4 (area) -> noise s=4 -> x264 CRF 25 at the low size -> up (linear)", _bfvr_eval),
     "stc": ("BFVR-STC/VFHQ: iso blur k11 s~U[2,5] -> down x U[2,4] -> noise s~U[0,5] -> up -> x264 CRF 18-24",
