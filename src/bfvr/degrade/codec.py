@@ -48,8 +48,12 @@ def deterministic_heap() -> Iterator[None]:
         _libc.mallopt(_M_PERTURB, int(os.environ.get("MALLOC_PERTURB_", "0") or 0) & 0xFF)
 
 
+#: the encoders a roundtrip can use and the decoder of each
+DECODERS = {"libx264": "h264", "libx265": "hevc"}
+
+
 class X264Roundtrip:
-    """Encode frames with libx264 at a CRF and decode them back, chunk by chunk.
+    """Encode frames with libx264 (or ``codec="libx265"``) at a CRF and decode them back, chunk by chunk.
 
     ``push(frames)`` returns the decoded frames that are ready (x264 buffers a look-ahead, so the
     first calls may return fewer frames than given); ``flush()`` returns the rest. In total exactly
@@ -57,24 +61,30 @@ class X264Roundtrip:
     """
 
     def __init__(self, width: int, height: int, crf: int, *, fps: Fraction | int = 25,
-                 preset: str = "medium", pix_fmt: str = "yuv420p", threads: int = 1) -> None:
+                 preset: str = "medium", pix_fmt: str = "yuv420p", threads: int = 1,
+                 codec: str = "libx264") -> None:
+        if codec not in DECODERS:
+            raise ValueError(f"unknown codec {codec!r}; use one of {', '.join(DECODERS)}")
         with deterministic_heap():
-            self._open(width, height, crf, fps, preset, pix_fmt, threads)
+            self._open(width, height, crf, fps, preset, pix_fmt, threads, codec)
 
-    def _open(self, width, height, crf, fps, preset, pix_fmt, threads) -> None:
+    def _open(self, width, height, crf, fps, preset, pix_fmt, threads, codec) -> None:
         import av
 
         self.width, self.height = int(width), int(height)
         self._ew, self._eh = self.width + self.width % 2, self.height + self.height % 2
         fps = Fraction(fps).limit_denominator(1001 * 1000)
-        enc = av.CodecContext.create("libx264", "w")
+        enc = av.CodecContext.create(codec, "w")
         enc.width, enc.height, enc.pix_fmt = self._ew, self._eh, pix_fmt
         enc.time_base = 1 / fps
         enc.framerate = fps
         enc.thread_count = threads
         # threads=1 (and no sliced threads) makes x264 bit-exact run to run
         enc.options = {"crf": str(int(crf)), "preset": preset, "threads": str(threads)}
-        dec = av.CodecContext.create("h264", "r")
+        if codec == "libx265":  # one worker pool and one frame thread: deterministic, and quiet
+            enc.options = {"crf": str(int(crf)), "preset": preset,
+                           "x265-params": f"pools={threads}:frame-threads=1:log-level=error"}
+        dec = av.CodecContext.create(DECODERS[codec], "r")
         dec.thread_count = threads
         self._av, self._enc, self._dec, self._pix_fmt = av, enc, dec, pix_fmt
         self._n_in = 0

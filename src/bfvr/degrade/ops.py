@@ -230,12 +230,13 @@ class Codec(Op):
 
     name = "codec"
 
-    def __init__(self, crf: int | tuple[int, int] = (18, 25), preset: str = "medium") -> None:
-        self.crf, self.preset = crf, preset
+    def __init__(self, crf: int | tuple[int, int] = (18, 25), preset: str = "medium",
+                 codec: str = "libx264") -> None:
+        self.crf, self.preset, self.codec = crf, preset, codec
 
     def draw(self, rng, ctx, mid=False):
         fps = ctx.get("fps") or 25
-        return {"codec": "libx264", "crf": _integer(rng, self.crf, mid), "preset": self.preset,
+        return {"codec": self.codec, "crf": _integer(rng, self.crf, mid), "preset": self.preset,
                 "pix_fmt": "yuv420p", "fps": str(fps)}
 
     def apply(self, frames, params, start):
@@ -252,7 +253,8 @@ class Codec(Op):
         for _start, frames in chunks:
             if rt is None:
                 h, w = frames.shape[1:3]
-                rt = X264Roundtrip(w, h, params["crf"], fps=Fraction(params["fps"]), preset=params["preset"])
+                rt = X264Roundtrip(w, h, params["crf"], fps=Fraction(params["fps"]), preset=params["preset"],
+                                   codec=params.get("codec", "libx264"))
             out = rt.push(_u8(frames))
             if len(out):
                 yield done, out.astype(np.float32)
@@ -433,3 +435,137 @@ class Grayscale(Op):
     def apply(self, frames, params, start):
         y = frames @ np.asarray(params["weights"], np.float32)
         return np.repeat(y[..., None], 3, axis=-1)
+
+
+# ------------------------------------------------------------------------------------ jpeg, poisson
+class Jpeg(Op):
+    """JPEG compression of every frame (OpenCV, 4:2:0) at a quality drawn once per clip from [lo, hi)."""
+
+    name = "jpeg"
+
+    def __init__(self, quality: int | tuple[int, int] = (30, 95)) -> None:
+        self.quality = quality
+
+    def draw(self, rng, ctx, mid=False):
+        return {"quality": _integer(rng, self.quality, mid)}
+
+    def apply(self, frames, params, start):
+        q = [int(cv2.IMWRITE_JPEG_QUALITY), int(params["quality"])]
+        out = np.empty_like(frames)
+        for j, f in enumerate(frames):
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(_u8(f), cv2.COLOR_RGB2BGR), q)
+            out[j] = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        return out
+
+
+class PoissonNoise(Op):
+    """Shot noise: each frame becomes Poisson(frame / 255 * peak) / peak * 255, with the photon count
+    ``peak`` of full white drawn once per clip, log-uniform in ``peak`` (lower = noisier)."""
+
+    name = "noise_poisson"
+
+    def __init__(self, peak: tuple[float, float] = (50.0, 2000.0), gray_prob: float = 0.0) -> None:
+        self.peak, self.gray_prob = peak, gray_prob
+
+    def draw(self, rng, ctx, mid=False):
+        lo, hi = math.log(self.peak[0]), math.log(self.peak[1])
+        peak = math.exp((lo + hi) / 2 if mid else rng.uniform(lo, hi))
+        gray = bool(rng.random() < self.gray_prob) if not mid else self.gray_prob > 0.5
+        return {"peak": peak, "gray": gray, "seed": _seed(rng)}
+
+    def apply(self, frames, params, start):
+        peak = float(params["peak"])
+        out = np.empty_like(frames)
+        for j, f in enumerate(frames):
+            r = frame_rng(params["seed"], start + j)
+            base = np.clip(f, 0, 255) / 255.0 * peak
+            if params["gray"]:  # noise of the luma, added to every channel
+                luma = base.mean(axis=2, keepdims=True)
+                out[j] = f + (r.poisson(luma).astype(np.float32) - luma) / peak * 255.0
+            else:
+                out[j] = r.poisson(base).astype(np.float32) / peak * 255.0
+        return out
+
+
+# ------------------------------------------------------------------------------------------ broad
+class Broad(Op):
+    """A broad family of degradations for training a model that must generalise (BFVR-Lite): one draw per
+    clip picks a *level* and, for it, which operators run and with what parameters.
+
+    * ``clean`` (p 0.12): nothing -- the model learns to leave a good face as it is;
+    * ``light`` (p 0.23): mild blur (p 0.6, sigma 0.3-1.5), a small downscale (p 0.5, x1-x1.6), light
+      Gaussian noise (sigma 0-3), and H.264 CRF 18-28 or JPEG q 70-95;
+    * ``full`` (p 0.65): iso/aniso blur (p 0.9, sigma 0.5-6), down x1-x4 (area/linear/cubic/nearest), Gaussian
+      (sigma 0-10) or Poisson noise (p 0.75), then H.264 CRF 18-38, H.265 CRF 20-38, JPEG q 20-90 or none,
+      up (linear/cubic), and brightness flicker (p 0.25 of clips, 15 % of their frames, alpha 0.8-1.2).
+
+    The operators are the ones of this module; the drawn list is recorded in the sidecar as ``ops``.
+    """
+
+    name = "broad"
+    LEVELS = ("clean", "light", "full")
+
+    def __init__(self, level_probs: tuple[float, float, float] = (0.12, 0.23, 0.65)) -> None:
+        self.level_probs = level_probs
+
+    @staticmethod
+    def _ops_for(level: str, rng: np.random.Generator) -> list[Op]:
+        ops: list[Op] = []
+        if level == "clean":
+            return ops
+        if level == "light":
+            if rng.random() < 0.6:
+                ops.append(Blur(kernels=("iso",), size=11, sigma=(0.3, 1.5)))
+            if rng.random() < 0.5:
+                ops.append(Downscale(scale=(1.0, 1.6), interps=("area", "linear", "cubic")))
+            ops.append(Noise(sigma=(0.0, 3.0), gray_prob=0.3))
+            ops.append(Codec(crf=(18, 29)) if rng.random() < 0.6 else Jpeg(quality=(70, 96)))
+            ops.append(Upscale(interp="linear") if any(isinstance(o, Downscale) for o in ops) else None)
+            return [o for o in ops if o is not None]
+        if rng.random() < 0.9:
+            ops.append(Blur(kernels=("iso", "aniso"), probs=(0.6, 0.4), size=25, sigma=(0.5, 6.0)))
+        ops.append(Downscale(scale=(1.0, 4.0), interps=("area", "linear", "cubic", "nearest"),
+                             probs=(0.3, 0.3, 0.3, 0.1), even=True))
+        u = rng.random()
+        if u < 0.45:
+            ops.append(Noise(sigma=(0.0, 10.0), gray_prob=0.3))
+        elif u < 0.75:
+            ops.append(PoissonNoise(peak=(30.0, 1000.0), gray_prob=0.3))
+        c = rng.random()
+        if c < 0.45:
+            ops.append(Codec(crf=(18, 39)))
+        elif c < 0.65:
+            ops.append(Codec(crf=(20, 39), preset="fast", codec="libx265"))
+        elif c < 0.9:
+            ops.append(Jpeg(quality=(20, 91)))
+        ops.append(Upscale(interp="cubic" if rng.random() < 0.5 else "linear"))
+        if rng.random() < 0.25:
+            ops.append(BrightnessFlicker(prob=0.15, alpha=(0.8, 1.2)))
+        return ops
+
+    def draw(self, rng, ctx, mid=False):
+        level = _choice(rng, self.LEVELS, self.level_probs, mid)
+        ops = self._ops_for(level, rng)
+        sub_ctx = dict(ctx)
+        children = rng.spawn(max(1, len(ops)))
+        drawn = [{"op": op.name, **op.draw(r, sub_ctx, mid=mid)} for op, r in zip(ops, children)]
+        return {"level": level, "ops": drawn}
+
+    @staticmethod
+    def _op(p: dict[str, Any]) -> Op:
+        return {o.name: o for o in (Blur, Downscale, Upscale, Noise, PoissonNoise, Codec, Jpeg,
+                                    BrightnessFlicker)}[p["op"]]()
+
+    def stream(self, chunks, params):
+        it = chunks
+        for p in params["ops"]:
+            it = self._op(p).stream(it, p)
+        yield from it
+
+    def apply(self, frames, params, start):
+        out = [f for _, f in self.stream(iter([(start, frames)]), params)]
+        return np.concatenate(out) if out else frames
+
+    def summarize(self, params, n_frames):
+        for p in params["ops"]:
+            self._op(p).summarize(p, n_frames)
