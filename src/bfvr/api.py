@@ -187,7 +187,7 @@ class Restorer:
             codec = lossless_codec(out_path, preset) if lossless else {}
             with VideoWriter(out_path, fps=info.fps, time_base=info.time_base, vfr=info.vfr,
                              audio_from=in_path if audio else None, crf=crf, preset=preset,
-                             overwrite=overwrite, inputs=[in_path], **codec) as writer:
+                             overwrite=overwrite, inputs=[in_path], color=info.color, **codec) as writer:
                 bar = _progress(total, show, f"restore ({self.name})")
                 try:
                     for frame, pts in self.restore_frames(_limit(reader.frames(), max_frames)):

@@ -335,7 +335,8 @@ class Preparer:
         checked = 0
         first = None
         n = 0
-        with open_video(src) as r, VideoWriter(dst, fps=info.fps, crf=o.crf, overwrite=overwrite) as w:
+        with open_video(src) as r, VideoWriter(dst, fps=info.fps, crf=o.crf, overwrite=overwrite,
+                                                   color=info.color) as w:
             for i, (frame, _) in enumerate(r.frames()):
                 if o.max_frames is not None and i >= o.max_frames:
                     break

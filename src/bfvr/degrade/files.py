@@ -93,7 +93,7 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
         with VideoWriter(dst, fps=info.fps, time_base=info.time_base, vfr=info.vfr, crf=out_crf,
                          overwrite=overwrite,
                          audio_from=src if keep_audio and info.has_audio else None,
-                         inputs=[src, params.get("path")]) as w:
+                         inputs=[src, params.get("path")], color=info.color) as w:
             for frames in out_chunks:
                 with deterministic_heap():  # the writer's x264 too (see bfvr.degrade.codec)
                     w.write(frames, [pts_queue.popleft() for _ in range(len(frames))])

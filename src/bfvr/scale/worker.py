@@ -294,6 +294,7 @@ class Worker:
             preset=s.preset,
             overwrite=task.overwrite,
             inputs=[task.input],
+            color=info.color,
             **codec,
         ) as w:
             for g, rec in zip(segs, records):
