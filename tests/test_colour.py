@@ -8,15 +8,16 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from tests.conftest import run_cli, shared_path
 
 from bfvr.io import probe, read_frames
-from tests.conftest import run_cli, shared_path
 
 FRAMES = 8
 
 
 def _reencode(src: Path, dst: Path, crf: int) -> None:
-    """What `ffmpeg -i src -frames:v N -c:v libx264 -crf CRF dst` does: the decoded YUV re-encoded, tags kept."""
+    """What `ffmpeg -i src -frames:v N -c:v libx264 -crf CRF dst` does: the decoded YUV re-encoded, tags
+    kept."""
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         ist = inp.streams.video[0]
         ost = out.add_stream("libx264", rate=ist.average_rate)

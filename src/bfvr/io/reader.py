@@ -55,7 +55,8 @@ def list_videos(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def _color_tags(frame: object, pix_fmt: str) -> tuple[int, int, int, int] | None:
-    """(colorspace, range, primaries, trc) of a decoded YUV frame as FFmpeg numbers; None for RGB/gray/palette."""
+    """(colorspace, range, primaries, trc) of a decoded YUV frame as FFmpeg numbers; None for RGB, gray and
+    palette frames."""
     if not pix_fmt.startswith(("yuv", "nv", "p0", "p2", "y2", "uyv", "yuyv")):
         return None
     vals = [getattr(frame, k, None) for k in ("colorspace", "color_range", "color_primaries", "color_trc")]
