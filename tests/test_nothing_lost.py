@@ -400,3 +400,92 @@ def test_mp4_mov_outputs_keep_the_input_duration(tmp_path, faces_dir, suffix) ->
     o = tmp_path / f"vfr_b_out{suffix}"
     assert run_cli("restore", str(bframes), "-o", str(o), "--model", "identity", "--has-aligned", "-q") == 0
     assert _durations(o) == (pytest.approx(_durations(bframes)[1], abs=1e-6),) * 2  # (container: in us)
+
+
+# ------------------------------------------------------------- --overwrite: only what bfvr wrote (issue 27)
+def _foreign(kind: str, path: Path, outside: Path) -> Path:
+    """A file in an output's place that bfvr did not write: a text file, a video PyAV made (no bfvr tag),
+    or a link to a file outside the test's folder. Returns the file whose bytes must not change."""
+    import os
+
+    from bfvr.io.synth import synth_video
+
+    if kind == "text":
+        path.write_text("my notes, not a video\n")
+        return path
+    if kind == "pyav":
+        synth_video(path, frames=3, width=32, height=32, fps=25, audio=False)
+        return path
+    target = outside / f"{path.stem}_target.mp4"
+    target.write_text("the file the link points to\n")
+    os.symlink(target, path)
+    return target
+
+
+def _small_clip(folder: Path, name: str) -> Path:
+    from bfvr.io.synth import synth_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return synth_video(folder / name, frames=3, width=32, height=32, fps=25, audio=False)
+
+
+@pytest.mark.parametrize("kind", ["text", "pyav", "symlink"])
+def test_restore_overwrite_refuses_an_output_bfvr_did_not_write(tmp_path, tmp_path_factory, capsys,
+                                                                kind) -> None:
+    clip = _small_clip(tmp_path / "in", "clip.mp4")
+    out = tmp_path / "out.mp4"
+    guarded = _foreign(kind, out, tmp_path_factory.mktemp("outside"))
+    before = guarded.read_bytes()
+    args = ["restore", str(clip), "-o", str(out), "--model", "identity", "--has-aligned", "-q",
+            "--preset", "ultrafast"]
+    assert run_cli(*args, "--overwrite") == 2
+    line = _one_sentence_error(capsys.readouterr().err)
+    assert ("not written by bfvr" if kind != "symlink" else "symbolic link") in line, line
+    assert guarded.read_bytes() == before and out.is_symlink() == (kind == "symlink")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_restore_overwrite_replaces_a_video_bfvr_wrote(tmp_path) -> None:
+    from bfvr.io import probe
+    from bfvr.io.paths import is_own_video
+
+    clip = _small_clip(tmp_path / "in", "clip.mp4")
+    out = tmp_path / "out.mp4"
+    args = ["restore", str(clip), "-o", str(out), "--model", "identity", "--has-aligned", "-q",
+            "--preset", "ultrafast"]
+    assert run_cli(*args, "--max-frames", "2") == 0
+    assert is_own_video(out) and probe(out).frame_count == 2
+    assert run_cli(*args, "--overwrite") == 0
+    assert probe(out).frame_count == 3
+
+
+def test_batch_overwrite_follows_the_same_rule(tmp_path, tmp_path_factory) -> None:
+    """`bfvr restore folder/ -o OUT --overwrite`: a text file, a PyAV video and a link in the outputs'
+    places fail with the single-file reason and stay as they are; an output bfvr wrote is redone."""
+    import json
+
+    from bfvr.io import probe
+
+    src = tmp_path / "in"
+    for n in ("a", "b", "c", "d"):
+        _small_clip(src, f"{n}.mp4")
+    out = tmp_path / "out"
+    args = ["restore", str(src), "-o", str(out), "--model", "identity", "--has-aligned", "-q",
+            "--preset", "ultrafast"]
+    assert run_cli(*args, "--max-frames", "2") == 0  # bfvr's own outputs (2 frames each)
+    outside = tmp_path_factory.mktemp("outside")
+    guarded = {}
+    for n, kind in (("a", "text"), ("b", "pyav"), ("c", "symlink")):
+        (out / f"{n}.mp4").unlink()
+        guarded[n] = _foreign(kind, out / f"{n}.mp4", outside)
+    before = {n: g.read_bytes() for n, g in guarded.items()}
+    assert run_cli(*args, "--overwrite") == 3  # some failed, the others done
+    s = json.loads((out / "bfvr-summary.json").read_text())
+    status = {v["key"]: (v["status"], v.get("reason", "")) for v in s["videos"]}
+    assert status["d.mp4"][0] == "done" and probe(out / "d.mp4").frame_count == 3
+    for n in ("a", "b"):
+        assert status[f"{n}.mp4"][0] == "failed" and "not written by bfvr" in status[f"{n}.mp4"][1]
+    assert status["c.mp4"][0] == "failed" and "symbolic link" in status["c.mp4"][1]
+    assert {n: g.read_bytes() for n, g in guarded.items()} == before
+    assert (out / "c.mp4").is_symlink()
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and "partial" in p.name]
