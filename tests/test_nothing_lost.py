@@ -489,3 +489,60 @@ def test_batch_overwrite_follows_the_same_rule(tmp_path, tmp_path_factory) -> No
     assert {n: g.read_bytes() for n, g in guarded.items()} == before
     assert (out / "c.mp4").is_symlink()
     assert not [p for p in out.iterdir() if p.name.startswith(".") and "partial" in p.name]
+
+
+# ------------------------------------------------------------------ degrade: sidecars follow the video's rule
+def _degrade_in(tmp_path: Path) -> Path:
+    from bfvr.io.synth import synth_video
+
+    (tmp_path / "in").mkdir()
+    return synth_video(tmp_path / "in" / "clip.mp4", frames=3, width=64, height=64, fps=25, audio=False)
+
+
+@pytest.mark.parametrize("sidecar,kind", [("mask.png", "png"), ("mask.png", "symlink"), ("json", "json")])
+def test_degrade_refuses_a_sidecar_bfvr_did_not_write(tmp_path, tmp_path_factory, capsys, sidecar,
+                                                      kind) -> None:
+    """`bfvr degrade in.mp4 lq.mp4 --recipe inpaint` beside a foreign lq.mask.png / lq.json: refused before
+    any work without --overwrite, and with it too (bfvr did not write them); nothing is written."""
+    import os
+
+    import cv2
+    import numpy as np
+
+    clip = _degrade_in(tmp_path)
+    out = tmp_path / "lq.mp4"
+    foreign = tmp_path / f"lq.{sidecar}"
+    if kind == "png":
+        cv2.imwrite(str(foreign), np.full((64, 64), 255, np.uint8))  # the user's own mask
+        guarded = foreign
+    elif kind == "symlink":
+        guarded = tmp_path_factory.mktemp("outside") / "elsewhere.png"
+        guarded.write_bytes(b"not to be touched")
+        os.symlink(guarded, foreign)
+    else:
+        foreign.write_text('{"my": "annotations"}\n')
+        guarded = foreign
+    before = guarded.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert run_cli("degrade", str(clip), str(out), "--recipe", "inpaint", "-q", "--no-audio", *extra) == 2
+        line = _one_sentence_error(capsys.readouterr().err)
+        assert str(foreign) in line and ("--overwrite" in line if not extra else "--overwrite will not" in line)
+        assert guarded.read_bytes() == before and not out.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in", foreign.name]  # no temporary file left
+
+
+def test_degrade_overwrite_replaces_its_own_sidecars(tmp_path) -> None:
+    import json
+
+    from bfvr.io.paths import is_own_json, is_own_png
+
+    clip = _degrade_in(tmp_path)
+    out = tmp_path / "lq.mp4"
+    args = ["degrade", str(clip), str(out), "--recipe", "inpaint", "-q", "--no-audio"]
+    assert run_cli(*args, "--seed", "1") == 0
+    mask, side = tmp_path / "lq.mask.png", tmp_path / "lq.json"
+    assert is_own_png(mask) and is_own_json(side)
+    first = mask.read_bytes()
+    assert run_cli(*args, "--seed", "2") == 2  # exists: --overwrite needed
+    assert run_cli(*args, "--seed", "2", "--overwrite") == 0
+    assert json.loads(side.read_text())["seed"] == 2 and mask.read_bytes() != first
