@@ -523,10 +523,12 @@ def test_degrade_refuses_a_sidecar_bfvr_did_not_write(tmp_path, tmp_path_factory
         foreign.write_text('{"my": "annotations"}\n')
         guarded = foreign
     before = guarded.read_bytes()
+    args = ["degrade", str(clip), str(out), "--recipe", "inpaint", "-q", "--no-audio"]
     for extra in ([], ["--overwrite"]):
-        assert run_cli("degrade", str(clip), str(out), "--recipe", "inpaint", "-q", "--no-audio", *extra) == 2
+        assert run_cli(*args, *extra) == 2
         line = _one_sentence_error(capsys.readouterr().err)
-        assert str(foreign) in line and ("--overwrite" in line if not extra else "--overwrite will not" in line)
+        assert str(foreign) in line
+        assert ("pass --overwrite" if not extra else "--overwrite will not") in line, line
         assert guarded.read_bytes() == before and not out.exists()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in", foreign.name]  # no temporary file left
 
