@@ -548,3 +548,113 @@ def test_degrade_overwrite_replaces_its_own_sidecars(tmp_path) -> None:
     assert run_cli(*args, "--seed", "2") == 2  # exists: --overwrite needed
     assert run_cli(*args, "--seed", "2", "--overwrite") == 0
     assert json.loads(side.read_text())["seed"] == 2 and mask.read_bytes() != first
+
+
+# --------------------------------------------------- predictable names that are links (issue 27, item 3)
+def _link_outside(link: Path, outside: Path, name: str = "target.txt") -> tuple[Path, bytes]:
+    """Make `link` a symbolic link to a file outside the test's folder; returns (that file, its bytes)."""
+    import os
+
+    target = outside / name
+    target.write_bytes(b"a file elsewhere that bfvr must not change\n")
+    os.symlink(target, link)
+    return target, target.read_bytes()
+
+
+def _eval_dirs(root: Path) -> tuple[Path, Path]:
+    from bfvr.io.synth import synth_video
+
+    for d in ("pred", "gt"):
+        (root / d).mkdir(parents=True)
+        synth_video(root / d / "a.mp4", frames=3, width=32, height=32, fps=25, audio=False)
+    return root / "pred", root / "gt"
+
+
+def test_evaluate_never_writes_through_a_link(tmp_path, tmp_path_factory, capsys) -> None:
+    import os
+
+    pred, gt = _eval_dirs(tmp_path)
+    outside = tmp_path_factory.mktemp("outside")
+    out = tmp_path / "rep"
+    out.mkdir()
+    # the temporary names bfvr used to write first (`.metrics.md.partial`, ...), planted as links
+    planted = [_link_outside(out / f".{n}.partial", outside, n) for n in ("metrics.md", "metrics.csv",
+                                                                          "metrics.json")]
+    args = ["evaluate", "--pred", str(pred), "--gt", str(gt), "-m", "psnr", "-o", str(out), "-q"]
+    assert run_cli(*args) == 0
+    assert all(t.read_bytes() == b for t, b in planted)
+    assert "psnr" in (out / "metrics.md").read_text() and not (out / "metrics.md").is_symlink()
+    # the report itself a link: --overwrite does not replace it (nor write through it)
+    (out / "metrics.md").unlink()
+    target, before = _link_outside(out / "metrics.md", outside, "report.md")
+    capsys.readouterr()
+    assert run_cli(*args, "--overwrite") == 2
+    assert "symbolic link" in _one_sentence_error(capsys.readouterr().err)
+    assert target.read_bytes() == before and os.path.islink(out / "metrics.md")
+
+
+def test_profile_never_writes_through_a_link(tmp_path, tmp_path_factory, capsys) -> None:
+    pred, _ = _eval_dirs(tmp_path)
+    outside = tmp_path_factory.mktemp("outside")
+    out = tmp_path / "p.png"
+    target, before = _link_outside(tmp_path / ".p.partial.png", outside)  # the old temporary name
+    assert run_cli("profile", str(pred / "a.mp4"), "-o", str(out), "-q") == 0
+    assert target.read_bytes() == before and out.is_file() and not out.is_symlink()
+    out.unlink()
+    target2, before2 = _link_outside(out, outside, "image.png")
+    capsys.readouterr()
+    assert run_cli("profile", str(pred / "a.mp4"), "-o", str(out), "-q", "--overwrite") == 2
+    assert "symbolic link" in _one_sentence_error(capsys.readouterr().err)
+    assert target2.read_bytes() == before2 and out.is_symlink()
+
+
+def test_prepare_never_writes_through_a_link(tmp_path, tmp_path_factory) -> None:
+    import json
+
+    pred, _ = _eval_dirs(tmp_path)  # no face in these: prepare records the clip as dropped
+    out = tmp_path / "prep"
+    out.mkdir()
+    target, before = _link_outside(out / "manifest.jsonl.partial", tmp_path_factory.mktemp("outside"))
+    assert run_cli("prepare", str(pred / "a.mp4"), str(out), "--no-orientation", "--ocr", "none", "-q") == 0
+    assert target.read_bytes() == before
+    rec = json.loads((out / "manifest.jsonl").read_text())
+    assert rec["name"] == "a" and rec["kept"] is False
+
+
+@pytest.mark.parametrize("name", [".bfvr-batch.lock", "summary-temp"])
+def test_batch_never_writes_through_its_lock_or_summary_temp(tmp_path, tmp_path_factory, capsys,
+                                                             name) -> None:
+    import os
+
+    src = tmp_path / "in"
+    _small_clip(src, "a.mp4")
+    _small_clip(src, "b.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    # the summary's temporary file used to be `.bfvr-summary.json.<pid>.partial` (this process's pid here)
+    link = out / (name if name != "summary-temp" else f".bfvr-summary.json.{os.getpid()}.partial")
+    target, before = _link_outside(link, tmp_path_factory.mktemp("outside"))
+    code = run_cli("restore", str(src), "-o", str(out), "--model", "identity", "--has-aligned", "-q",
+                   "--preset", "ultrafast")
+    assert target.read_bytes() == before and link.is_symlink()
+    if name == ".bfvr-batch.lock":
+        assert code == 2
+        assert "symbolic link" in _one_sentence_error(capsys.readouterr().err)
+        assert sorted(p.name for p in out.iterdir()) == [name]  # refused before anything was written
+    else:
+        assert code == 0 and (out / "a.mp4").is_file() and (out / "bfvr-summary.json").is_file()
+
+
+def test_batch_lock_left_by_a_killed_run_is_reused_but_a_foreign_file_is_not(tmp_path, capsys) -> None:
+    src = tmp_path / "in"
+    _small_clip(src, "a.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["restore", str(src), "-o", str(out), "--model", "identity", "--has-aligned", "-q",
+            "--preset", "ultrafast"]
+    (out / ".bfvr-batch.lock").write_text("12345\n")  # a killed batch's lock
+    assert run_cli(*args) == 0 and not (out / ".bfvr-batch.lock").exists()
+    (out / ".bfvr-batch.lock").write_text("my own notes\n")
+    assert run_cli(*args) == 2
+    assert "not a bfvr batch lock" in _one_sentence_error(capsys.readouterr().err)
+    assert (out / ".bfvr-batch.lock").read_text() == "my own notes\n"

@@ -27,18 +27,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bfvr.errors import ConfigError, WeightsNotFoundError
+from bfvr.io.paths import set_default_mode, temp_beside, write_atomic
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,10 +68,8 @@ def save_checkpoint(run_dir: str | Path, step: int, weights: dict[str, dict[str,
     ck.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     final = ck / name
-    tmp = ck / f".{name}.tmp{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = temp_beside(final, folder=True)  # a new folder (mkdtemp), never one placed there
+    set_default_mode(tmp)
     for wname, sd in weights.items():
         save_file(_tensors(sd), str(tmp / f"{wname}.safetensors"), metadata={"step": str(step)})
     torch.save(state, tmp / "state.pt")
@@ -90,7 +80,7 @@ def save_checkpoint(run_dir: str | Path, step: int, weights: dict[str, dict[str,
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_atomic(ck / LATEST, name + "\n")
+    write_atomic(ck / LATEST, name + "\n", fsync=True)
     if keep > 0:
         old = sorted(p for p in ck.glob("step_*") if p.is_dir())[:-keep]
         for p in old:
