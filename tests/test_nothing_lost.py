@@ -658,3 +658,57 @@ def test_batch_lock_left_by_a_killed_run_is_reused_but_a_foreign_file_is_not(tmp
     assert run_cli(*args) == 2
     assert "not a bfvr batch lock" in _one_sentence_error(capsys.readouterr().err)
     assert (out / ".bfvr-batch.lock").read_text() == "my own notes\n"
+
+
+# ------------------------------------------------------------------ bfvr train --out (issue 27, item 1)
+def _train_cfg(faces_dir: Path, path: Path, out: Path, **top) -> Path:
+    import yaml
+
+    from test_train import tiny_dict
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(tiny_dict(faces_dir, out, **top)))
+    return path
+
+
+@pytest.mark.parametrize("user_files", [["config.yaml"], ["notes.txt", "metrics.jsonl"]])
+def test_train_refuses_a_folder_bfvr_did_not_make(tmp_path, faces_dir, capsys, user_files) -> None:
+    """`bfvr train -c exp1/config.yaml --out exp1`, or a run folder holding the user's notes and metrics:
+    refused with one sentence, nothing in it changes."""
+    exp = tmp_path / "exp1"
+    cfg = _train_cfg(faces_dir, exp / "config.yaml", tmp_path / "elsewhere")
+    if "config.yaml" not in user_files:
+        cfg.unlink()
+        cfg = _train_cfg(faces_dir, tmp_path / "c.yaml", tmp_path / "elsewhere")
+    for n in user_files:
+        if n != "config.yaml":
+            (exp / n).write_text(f"the user's {n}\n")
+    before = _snapshot(tmp_path)
+    for extra in ([], ["--resume"]):
+        assert run_cli("train", "-c", str(cfg), "--out", str(exp), "-q", *extra) == 2
+        line = _one_sentence_error(capsys.readouterr().err)
+        assert str(exp) in line and "bfvr train" in line, line
+        assert _snapshot(tmp_path) == before
+
+
+def test_train_refuses_its_own_run_once_it_holds_user_files_and_resumes_otherwise(tmp_path, faces_dir,
+                                                                               capsys) -> None:
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()  # an empty folder: a new run makes it its own
+    cfg = _train_cfg(faces_dir, tmp_path / "c.yaml", run, max_steps=1, ckpt_every=1)
+    assert run_cli("train", "-c", str(cfg), "-q") == 0
+    assert (run / ".bfvr-run").is_file() and (run / "checkpoints" / "step_00000001").is_dir()
+    (run / "notes.txt").write_text("my notes\n")
+    before = _snapshot(run)
+    args = ["train", "-c", str(cfg), "-q", "--max-steps", "2", "--resume"]
+    assert run_cli(*args) == 2
+    assert "notes.txt" in _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(run) == before
+    # without the user's file the run resumes; a run made before the marker existed resumes too
+    (run / "notes.txt").unlink()
+    (run / ".bfvr-run").unlink()
+    assert run_cli(*args) == 0
+    assert (run / ".bfvr-run").is_file() and (run / "checkpoints" / "step_00000002").is_dir()
+    assert [r["resume"] for r in json.loads((run / "run.json").read_text())] == [False, True]
