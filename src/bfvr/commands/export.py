@@ -52,7 +52,7 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
         raise ConfigError(f"{out} must end in .safetensors.")
     if out.exists() and not overwrite:
         raise OutputError(f"{out} exists; pass --overwrite to replace it.")
-    from bfvr.io.paths import check_separate, set_default_mode
+    from bfvr.io.paths import check_separate, set_default_mode, temp_beside
 
     check_separate([source], out, out_is_dir=False)  # never onto the weights (or into the run) it reads
     state = load_weights(source, prefer=("ema", "model") if ema else ("model",))
@@ -89,7 +89,7 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
     cast = torch.float16 if dtype == "fp16" else torch.float32
     tensors = {k: (v.to(cast) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial{os.getpid()}")
+    tmp = temp_beside(out)  # a new file, never one (or a link) placed there
     try:
         save_file(tensors, str(tmp), metadata=meta)
         set_default_mode(tmp)  # safetensors writes 0600; a shipped weights file must be readable by all
@@ -152,7 +152,9 @@ def register(app: typer.Typer) -> None:
         m = load_model(model, weights=str(weights) if weights else None, offline=True, precision="fp32")
         if not hasattr(m, "onnx_module"):
             raise ModelError(f"model '{model}' has no network to export.")
-        tmp = out.with_name(f".{out.name}.partial{os.getpid()}")
+        from bfvr.io.paths import temp_beside
+
+        tmp = temp_beside(out)  # a new file, never one (or a link) placed there
         try:
             export_onnx(m, tmp, frames=frames, size=size)
             os.replace(tmp, out)

@@ -410,21 +410,23 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
                   on_record: Callable[[dict[str, Any]], Any] | None = None) -> Path:
     """Prepare every input clip into ``out_dir`` and write ``out_dir/manifest.jsonl``; returns its path."""
     from bfvr.errors import OutputError
-    from bfvr.io.paths import check_separate
+    from bfvr.io.paths import check_replaceable, check_separate, set_default_mode, temp_beside
 
     out_dir = Path(out_dir)
     if not inputs:
         raise InputError("no input videos; give a video file or a folder of videos.")
     check_separate(inputs, out_dir, out_is_dir=True)
     manifest = out_dir / "manifest.jsonl"
-    if manifest.exists() and not overwrite:
+    if (manifest.exists() or manifest.is_symlink()) and not overwrite:
         raise OutputError(f"'{manifest}' already exists; pass --overwrite "
                           "to replace it or choose another folder.")
+    check_replaceable(manifest, "file")  # never a link, nor a folder
     prep = Preparer(opts, orientation_check=orientation_check)
     created = [d for d in (out_dir.absolute(), *out_dir.absolute().parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = manifest.with_suffix(".jsonl.partial")
+    tmp = None
     try:
+        tmp = temp_beside(manifest)  # a new file (never an existing one or a link), renamed when complete
         with open(tmp, "w") as f:
             for src in inputs:
                 rec = prep.prepare(src, out_dir, overwrite=overwrite, progress=progress)
@@ -434,9 +436,11 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
                 f.flush()
                 if on_record:
                     on_record(rec)
+        set_default_mode(tmp)
         tmp.replace(manifest)
     except BaseException:  # an error or an interrupt: no partial manifest, no folder we made and left empty
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         for d in created:  # deepest first
             try:
                 d.rmdir()

@@ -3,7 +3,8 @@
 * Output kind from the suffix: .mp4/.m4v/.mov/.mkv = a video file; no suffix = a folder of PNG frames.
 * Everything is written to a hidden temporary file (or folder) next to the output and renamed only when
   complete; on any error it is removed, so a failed run never leaves a partial output. An existing
-  output is replaced only with `overwrite=True`.
+  output is replaced only with `overwrite=True`, and only when bfvr wrote it: every video carries the
+  container tag `bfvr_writer` (`bfvr.io.paths.check_replaceable`).
 * Timestamps: frames keep the caller's pts in `time_base` (pass the reader's time base and pts and a
   variable frame rate survives); without pts, frames are spaced 1/fps.
 * Odd sizes: 4:2:0 H.264 needs even width and height, and its bitstream crop works in 2-pixel units, so an
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -32,10 +32,12 @@ import numpy as np
 from bfvr.errors import InputError, OutputError
 from bfvr.io.paths import (
     FRAMES_MARKER,
+    VIDEO_TAG,
     check_replaceable,
     check_separate,
     remove_own_frames_dir,
     set_default_mode,
+    temp_beside,
 )
 from bfvr.io.reader import SIZE_TAG, SWS_EXACT_ENCODE, audio_codec_name
 
@@ -166,18 +168,13 @@ class VideoWriter:
         self._audio: _AudioMux | None = None
         self._pad = (0, 0)
         self._closed = False
-        parent, name = self.path.parent, self.path.name
+        parent = self.path.parent
         try:
+            self._tmp = temp_beside(self.path, folder=self.kind == "images")
             if self.kind == "images":
-                self._tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
                 (self._tmp / FRAMES_MARKER).write_text(
                     "PNG frames written by bfvr; `--overwrite` may replace this folder while it holds only "
                     "bfvr's frames.\n")
-            else:
-                fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}",
-                                           dir=parent)
-                os.close(fd)
-                self._tmp = Path(tmp)
         except OSError as e:
             raise OutputError(f"cannot write in '{parent}' ({e.strerror}); choose a writable "
                               "location.") from None
@@ -241,6 +238,9 @@ class VideoWriter:
         options = ({"movflags": "+use_metadata_tags", "movie_timescale": "90000"} if fmt in ("mp4", "mov")
                    else {})
         self._container = c = av.open(str(self._tmp), mode="w", format=fmt, options=options)
+        from bfvr import __version__
+
+        c.metadata[VIDEO_TAG] = f"bfvr {__version__}"  # how --overwrite knows the file is bfvr's
         if self._pad != (0, 0):
             c.metadata[SIZE_TAG] = f"{w}x{h}"
         vs = c.add_stream(self.codec, rate=self.fps)

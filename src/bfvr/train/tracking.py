@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -91,9 +90,9 @@ def _truncate_after(path: Path, step: int) -> None:
     keep = [
         ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step
     ]
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(k + "\n" for k in keep))
-    os.replace(tmp, path)
+    from bfvr.io.paths import write_atomic
+
+    write_atomic(path, "".join(k + "\n" for k in keep))
 
 
 def read_histograms(run_dir: str | Path) -> list[dict]:
