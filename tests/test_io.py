@@ -113,6 +113,23 @@ def test_pixel_formats_decode_to_rgb8(make_clip, pix_fmt: str, codec: str, name:
         assert info.bit_depth == 10
 
 
+@pytest.mark.parametrize("pix_fmt,bits", [("gray16le", 16), ("gray10le", 10), ("gray12le", 12),
+                                           ("gray", 8), ("yuv420p", 8)])
+def test_bit_depth_of_gray_and_deep_formats(make_clip, capsys, pix_fmt: str, bits: int) -> None:
+    """`bfvr info` used to read the depth from a `p<N>le` name only, so gray16le showed as 8-bit."""
+    from bfvr.io.reader import bit_depth
+    from conftest import run_cli
+
+    codec = "libx264" if pix_fmt == "yuv420p" else "ffv1"
+    p = make_clip(f"depth_{pix_fmt}.mkv", frames=2, width=64, height=48, pix_fmt=pix_fmt, codec=codec,
+                  audio=False)
+    assert probe(p).pix_fmt == pix_fmt and probe(p).bit_depth == bits
+    assert run_cli("info", str(p)) == 0
+    assert f"{pix_fmt} ({bits}-bit)" in capsys.readouterr().out
+    assert [bit_depth(f) for f in ("rgb48le", "rgba64be", "gbrp12le", "p010le", "yuva444p16le", "pal8",
+                                   "bgr0")] == [16, 16, 12, 10, 16, 8, 8]
+
+
 def test_image_folder_and_gif_inputs(tmp_path: Path) -> None:
     ref = patterns(12, 64, 48)
     folder = tmp_path / "frames"

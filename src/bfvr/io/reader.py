@@ -54,6 +54,24 @@ def list_videos(folder: str | os.PathLike[str]) -> list[Path]:
                    and not p.name.startswith(".")), key=lambda p: p.name)
 
 
+def bit_depth(pix_fmt: str) -> int:
+    """Bits per sample of a pixel format (its deepest colour component, alpha aside): 16 for gray16le and
+    rgb48le, 10 for yuv420p10le, p010le and gray10le, 8 for yuv420p, gray and pal8."""
+    import av
+
+    bits = 0
+    try:
+        comps = av.VideoFormat(pix_fmt).components
+        bits = max((c.bits for c in comps if not c.is_alpha), default=0)
+    except Exception:  # a name PyAV does not know: read the depth from the name
+        pass
+    # the name too: packed formats count some components in fewer bits (bayer_rggb16le: 4/8/4)
+    m = re.search(r"(?:p|gray|ya|bayer_[a-z]{4})(\d{2})(?:le|be)$", pix_fmt)
+    if m:
+        bits = max(bits, int(m.group(1)))
+    return bits or 8
+
+
 def _color_tags(frame: object, pix_fmt: str) -> tuple[int, int, int, int] | None:
     """(colorspace, range, primaries, trc) of a decoded YUV frame as FFmpeg numbers; None for RGB, gray and
     palette frames."""
@@ -218,10 +236,7 @@ class AVReader(VideoReader):
         if vs.frames and duration == 0.0:
             duration = float(count / fps)
         pix = first.format.name if first.format else (vs.codec_context.pix_fmt or "")
-        depth = 8
-        m = re.search(r"p(\d+)(le|be)$", pix)
-        if m:
-            depth = int(m.group(1))
+        depth = bit_depth(pix)
         a = c.streams.audio[0] if c.streams.audio else None
         adur = None
         if a is not None and a.duration and a.time_base:
