@@ -103,6 +103,17 @@ def test_failed_training_start_leaves_no_run_folder(tmp_path, faces_dir, capsys)
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_train_with_an_empty_config_says_so(tmp_path, capsys, text) -> None:
+    """An empty config used to run the defaults and fail later on missing DINOv2 weights."""
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text(text)
+    assert run_cli("train", "--config", str(cfg), "-o", str(tmp_path / "run"), "-q") == 2
+    line = _sentence(capsys)
+    assert "is empty" in line and str(cfg) in line and "DINO" not in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_shipped_tiny_configs_find_the_shared_clips_from_any_folder(tmp_path, faces_dir, monkeypatch) -> None:
     from bfvr.train.config import load_config
 

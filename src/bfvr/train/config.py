@@ -441,9 +441,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}; pass an existing YAML file (see configs/stc/).")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the config {p} ({getattr(e, 'strerror', None) or e}); pass a "
+                          "readable YAML file.") from None
+    if raw is None or raw == {}:  # an empty file, only comments or `{}`: the defaults are no run of yours
+        raise ConfigError(f"the config {p} is empty (it holds no settings); write the run's settings there, "
+                          "e.g. start from a copy of configs/stc/tiny_stage1.yaml.")
     if not isinstance(raw, dict):
         raise ConfigError(f"{p} must contain a mapping of settings at the top level.")
     for section in ("data", "val"):
