@@ -174,6 +174,58 @@ def test_batch_list_manifest_and_guards(corpus: Path, tmp_path: Path) -> None:
     assert (out / "bfvr-summary.json").read_text() == "my notes" and len(list(out.iterdir())) == 1
 
 
+def test_two_inputs_one_output_both_fail_before_any_work(corpus: Path, tmp_path: Path, capsys) -> None:
+    """`a.mp4` and `a.mov` (or a manifest naming one output twice) would write one output: each of them
+    fails (exit 3) naming both inputs and the output, and that output is not written; the others run."""
+    from bfvr.scale.plan import collect_jobs
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a.mp4").symlink_to(corpus / f"{CLIPS[0]}.mp4")
+    (d / "a.mov").symlink_to(corpus / f"{CLIPS[1]}.mp4")
+    (d / "b.mp4").symlink_to(corpus / f"{CLIPS[2]}.mp4")
+    out = tmp_path / "out"
+    assert run_cli("restore", str(d), "-o", str(out), "--model", "identity", "--has-aligned", "--preset",
+                   "ultrafast") == 3
+    printed = capsys.readouterr().out
+    assert "1 done, 0 skipped (complete already), 2 failed of 3 videos" in printed
+    s = json.loads((out / "bfvr-summary.json").read_text())
+    assert s["exit_code"] == 3 and s["counts"]["failed"] == 2 and s["counts"]["done"] == 1
+    failed = [v for v in s["videos"] if v["status"] == "failed"]
+    assert sorted(v["input"] for v in failed) == [str(d / "a.mov"), str(d / "a.mp4")]
+    for v in failed:
+        assert all(x in v["reason"] for x in ("'a.mp4'", str(d / "a.mov"), str(d / "a.mp4")))
+    assert len({v["key"] for v in s["videos"]}) == 3  # one record per input
+    assert not (out / "a.mp4").exists() and (out / "b.mp4").is_file()
+
+    man = tmp_path / "m.jsonl"
+    man.write_text("".join(json.dumps({"input": str(d / n), "output": "same.mkv"}) + "\n"
+                           for n in ("a.mp4", "b.mp4")) + json.dumps({"input": str(d / "a.mov")}) + "\n")
+    jobs = collect_jobs(man, tmp_path / "o2")
+    assert [j.error is not None for j in jobs] == [True, True, False]
+    assert all("'same.mkv'" in j.error and "a.mp4" in j.error and "b.mp4" in j.error for j in jobs[:2])
+
+
+@pytest.mark.parametrize("what", ["empty", "readme", "dir_named_mp4", "empty_list"])
+def test_nothing_to_restore_says_so(tmp_path: Path, capsys, what: str) -> None:
+    """An empty folder, one holding only a readme, or an empty folder named x.mp4, restored to -o f.mp4,
+    used to say it "holds many videos"."""
+    src = tmp_path / ("x.mp4" if what == "dir_named_mp4" else "d")
+    if what == "empty_list":
+        src = tmp_path / "list.txt"
+        src.write_text("# nothing yet\n")
+    else:
+        src.mkdir()
+    if what == "readme":
+        (src / "README.md").write_text("notes\n")
+    assert run_cli("restore", str(src), "-o", str(tmp_path / "f.mp4"), "--model", "identity") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("bfvr: error: "), err
+    assert "many" not in err
+    assert ("lists no videos" if what == "empty_list" else "holds no video files") in err and str(src) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]  # nothing written
+
+
 def test_sigkill_mid_batch_then_rerun(faces_dir: Path, tmp_path: Path) -> None:
     """SIGKILL while a video is being written (the real clips, 60 frames each): every output present is
     complete; a rerun finishes the rest and removes the dead run's temporary file."""

@@ -201,8 +201,11 @@ def collect_jobs(
 ) -> list[Job]:
     """The jobs of a folder, list or manifest (see the module doc), in order, one per distinct input.
 
-    A job whose output path collides with an earlier job's (``a.mov`` and ``a.mp4`` both -> ``a.mp4``) or
-    leaves OUT_DIR gets `Job.error` and is reported as failed; the others run."""
+    Two or more inputs whose outputs would be one path (``a.mov`` and ``a.mp4`` both -> ``a.mp4``, or a
+    manifest naming one output twice) all get `Job.error` (naming the inputs and the output) and are
+    reported as failed, before any work; so does a job whose output leaves OUT_DIR. The others run. A
+    failed colliding job's key is its output's followed by ``(from INPUT)``, so every record stays apart.
+    A source that holds or lists no video at all is refused (`InputError`)."""
     from bfvr.io.paths import check_not_url, check_separate
 
     if container not in CONTAINERS:
@@ -212,31 +215,45 @@ def collect_jobs(
     check_not_url(src)
     if not src.exists():
         raise InputError(f"input '{src}' does not exist; check the path.")
+    kind = source_kind(src)
+    if kind == "folder":
+        recs = [{"input": p, "output": None, "fps": None} for p in _walk(src)]
+        root = src
+        if not recs:
+            raise InputError(
+                f"'{source}' holds no video files (files ending in {', '.join(sorted(VIDEO_SUFFIXES)[:8])}, "
+                "...) and no PNG/JPG frames; give a video, a folder of videos or frames, a list (.txt) or "
+                "a manifest (.jsonl)."
+            )
+    elif kind in ("list", "manifest"):
+        recs = _read_list(src)
+        if not recs:
+            raise InputError(
+                f"'{source}' lists no videos; write one path a line"
+                + (' (a manifest: one JSON object a line, e.g. {"input": "clip.mp4"})' if kind == "manifest"
+                   else "")
+                + "."
+            )
+        root = _common_root([r["input"] for r in recs], src.parent)
+    else:
+        raise ConfigError(
+            f"'{src}' is one video; a batch takes a folder, a list (.txt) or a manifest (.jsonl)."
+        )
     out_root = Path(os.path.abspath(Path(out_dir).expanduser()))
     if out_root.exists() and not out_root.is_dir():
         raise OutputError(f"the output '{out_dir}' is a file; give a folder for a batch (-o OUT_DIR).")
     if not out_root.exists() and out_root.suffix.lower() in VIDEO_SUFFIXES:
         raise OutputError(
-            f"'{source}' holds many videos, so -o must be a folder, not '{out_dir}'; give a folder "
-            "for the batch (-o OUT_DIR)."
+            f"'{source}' holds {len(recs)} video{'s' if len(recs) != 1 else ''}, so -o must be a folder, not "
+            f"'{out_dir}'; give a folder for the batch (-o OUT_DIR)."
         )
-    kind = source_kind(src)
     if kind == "folder":
         check_separate([src], out_root, out_is_dir=True)
-        recs = [{"input": p, "output": None, "fps": None} for p in _walk(src)]
-        root = src
-    elif kind in ("list", "manifest"):
-        recs = _read_list(src)
-        root = _common_root([r["input"] for r in recs], src.parent)
-        check_separate([r["input"] for r in recs], out_root, out_is_dir=True)
     else:
-        raise ConfigError(
-            f"'{src}' is one video; a batch takes a folder, a list (.txt) or a manifest (.jsonl)."
-        )
+        check_separate([r["input"] for r in recs], out_root, out_is_dir=True)
 
     jobs: list[Job] = []
     seen_inputs: set[str] = set()
-    owners: dict[str, str] = {}
     root_abs = Path(os.path.abspath(root))
     for r in recs:
         inp = Path(r["input"])
@@ -256,14 +273,25 @@ def collect_jobs(
                 if inp.is_dir() or not inp.suffix
                 else rel.with_suffix(suffix)
             )
-        key = rel.as_posix()
-        if error is None and key in owners:
-            error = f"its output '{key}' is also the output of '{owners[key]}'; rename one of them"
-        owners.setdefault(key, str(inp))
         fps = r.get("fps")
         jobs.append(
-            Job(input=inp, output=out_root / rel, key=key, fps=float(fps) if fps else None, error=error)
+            Job(input=inp, output=out_root / rel, key=rel.as_posix(), fps=float(fps) if fps else None,
+                error=error)
         )
+    # outputs written by more than one input: each of those inputs fails (none silently wins)
+    by_output: dict[str, list[Job]] = {}
+    for j in jobs:
+        if j.error is None:
+            by_output.setdefault(os.path.normcase(j.key), []).append(j)
+    for same in by_output.values():
+        if len(same) < 2:
+            continue
+        names = ", ".join(f"'{j.input}'" for j in same)
+        for j in same:
+            j.error = (f"its output '{j.key}' would also be written from another input ({names} all give "
+                       "it); nothing was restored for them: rename the inputs or give each its own "
+                       "manifest output")
+            j.key = f"{j.key} (from {j.input})"
     return jobs
 
 
