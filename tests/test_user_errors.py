@@ -103,6 +103,25 @@ def test_failed_training_start_leaves_no_run_folder(tmp_path, faces_dir, capsys)
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("cmd", ["degrade", "prepare"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_same_stem_in_degrade_and_prepare_is_refused_before_any_work(synth_clip, tmp_path, capsys, cmd,
+                                                                    overwrite) -> None:
+    """`a.mp4` and `a.mov` in one folder both go to OUT/a.mp4: without --overwrite the run used to stop
+    half-way on the file it had just written, with it the second replaced the first."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copyfile(synth_clip, src / "a.mp4")
+    shutil.copyfile(synth_clip, src / "a.mov")
+    out = tmp_path / "out"
+    args = [cmd, str(src), str(out), "-q", *(["--overwrite"] if overwrite else [])]
+    args += ["--recipe", "keep"] if cmd == "degrade" else ["--no-orientation", "--ocr", "none"]
+    assert run_cli(*args) == 2
+    line = _sentence(capsys)
+    assert str(src / "a.mp4") in line and str(src / "a.mov") in line and str(out / "a.") in line
+    assert not out.exists()  # nothing written, no folder made
+
+
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
 def test_train_with_an_empty_config_says_so(tmp_path, capsys, text) -> None:
     """An empty config used to run the defaults and fail later on missing DINOv2 weights."""

@@ -69,6 +69,11 @@ def register(app: typer.Typer) -> None:
             if out.suffix == "" or out.is_dir():
                 out = out / ((inp.stem if inp.is_file() else inp.name) + ".mp4")
             jobs = [(inp, out)]
+        from bfvr.io.paths import check_distinct_outputs
+
+        # two clips with one stem (a.mp4, a.mov) would write one output: refused before any work
+        check_distinct_outputs((v, [p for p, _ in outputs(o, deg, pregenerated=flicker_dir is not None)])
+                               for v, o in jobs)
         for v, o in jobs:
             if o.suffix.lower() not in CONTAINERS:
                 raise OutputError(f"cannot write '{o.name}': give a .mp4/.mov/.mkv output file or a folder.")

@@ -410,12 +410,21 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
                   on_record: Callable[[dict[str, Any]], Any] | None = None) -> Path:
     """Prepare every input clip into ``out_dir`` and write ``out_dir/manifest.jsonl``; returns its path."""
     from bfvr.errors import OutputError
-    from bfvr.io.paths import check_replaceable, check_separate, set_default_mode, temp_beside
+    from bfvr.io.paths import (
+        check_distinct_outputs,
+        check_replaceable,
+        check_separate,
+        set_default_mode,
+        temp_beside,
+    )
 
     out_dir = Path(out_dir)
     if not inputs:
         raise InputError("no input videos; give a video file or a folder of videos.")
     check_separate(inputs, out_dir, out_is_dir=True)
+    # a crop is named by its clip's stem (kept: OUT/<stem>.mp4, dropped: OUT/dropped/<stem>.mp4): two clips
+    # with one stem would write one crop (and the manifest would name it twice); refused before any work
+    check_distinct_outputs((Path(src), [out_dir / f"{Path(src).stem}.mp4"]) for src in inputs)
     manifest = out_dir / "manifest.jsonl"
     if (manifest.exists() or manifest.is_symlink()) and not overwrite:
         raise OutputError(f"'{manifest}' already exists; pass --overwrite "

@@ -97,6 +97,22 @@ def check_separate(inputs: Iterable[str | os.PathLike[str] | None], out: str | o
                                   "choose a separate folder so the input stays untouched.")
 
 
+def check_distinct_outputs(plan: Iterable[tuple[str | os.PathLike[str], Iterable[str | os.PathLike[str]]]]
+                           ) -> None:
+    """Refuse, before any work, two inputs that would write one path: `plan` gives each input with every
+    path it writes (its output and sidecars). Two clips `a.mp4` and `a.mov` (or `x/a.mp4`) going to one
+    `OUT/a.mp4` would otherwise stop half-way on a file the run just wrote, or with --overwrite replace the
+    first one's output with the second's. Checked with and without --overwrite."""
+    owner: dict[str, str] = {}
+    for inp, outs in plan:
+        for out in outs:
+            key = os.path.normcase(os.path.abspath(Path(out).expanduser()))
+            first = owner.setdefault(key, str(inp))
+            if first != str(inp):
+                raise OutputError(f"the inputs '{first}' and '{inp}' would both be written to '{out}'; "
+                                  "rename one of them or process them separately.")
+
+
 def is_own_frames_dir(folder: Path) -> bool:
     """True for a folder bfvr may replace: empty, or its marker plus nothing but its PNG frame names."""
     try:
