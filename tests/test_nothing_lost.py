@@ -712,3 +712,57 @@ def test_train_refuses_its_own_run_once_it_holds_user_files_and_resumes_otherwis
     assert run_cli(*args) == 0
     assert (run / ".bfvr-run").is_file() and (run / "checkpoints" / "step_00000002").is_dir()
     assert [r["resume"] for r in json.loads((run / "run.json").read_text())] == [False, True]
+
+
+# ------------------------------------------------------------------------------- the longest legal names
+def test_longest_legal_output_names_work(tmp_path, make_clip, capsys) -> None:
+    """A legal output name of 230+ bytes used to fail with "File name too long" because its hidden
+    temporary name (`.<stem>.XXXXXXXX.partial<suffix>`) was longer: those names are shortened with a hash
+    now, for videos, PNG-frame folders, reports and sidecars, and the segment folder."""
+    import json
+    import os
+
+    import numpy as np
+
+    from bfvr.io import probe, write_video
+    from bfvr.io.paths import temp_beside, write_atomic
+    from bfvr.scale.plan import partial_files
+
+    frames = np.zeros((3, 32, 32, 3), np.uint8)
+    long_mp4 = tmp_path / ("v" * 251 + ".mp4")  # 255 bytes: the longest name ext4 takes
+    long_utf8 = tmp_path / ("é" * 125 + ".mkv")  # 254 bytes in 129 characters
+    long_dir = tmp_path / ("p" * 255)  # a PNG-frame folder
+    for out in (long_mp4, long_utf8, long_dir):
+        write_video(out, frames, fps=25)
+        assert probe(out).frame_count == 3
+    report = tmp_path / ("r" * 250 + ".json")
+    write_atomic(report, json.dumps({"tool": "bfvr"}))
+    assert json.loads(report.read_text()) == {"tool": "bfvr"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (long_mp4, long_utf8, long_dir, report))  # no temporary file left
+    # a killed run's temporary file of such an output is still recognised as bfvr's
+    tmp = temp_beside(tmp_path / ("w" * 251 + ".mp4"))
+    assert len(os.fsencode(tmp.name)) <= 255 and partial_files(tmp_path / ("w" * 251 + ".mp4")) == [tmp]
+    tmp.unlink()
+
+    # the CLI: a restore (also in segments) and a degrade with its JSON sidecar
+    clip = make_clip("long_names.mp4", frames=16, width=64, height=64, audio=False)
+    out = tmp_path / "cli"
+    out.mkdir()
+    name = "o" * 251 + ".mp4"
+    assert run_cli("restore", str(clip), "-o", str(out / name), "--model", "identity",
+                   "--has-aligned", "-q", "--preset", "ultrafast") == 0
+    assert run_cli("restore", str(clip), "-o", str(out / ("s" + name[1:])), "--model", "identity",
+                   "--has-aligned", "-q", "--preset", "ultrafast", "--segments", "2", "--workers", "1") == 0
+    lq = "d" * 250 + ".mp4"  # its sidecar, d...d.json, is 255 bytes
+    assert run_cli("degrade", str(clip), str(out / lq), "--recipe", "keep", "-q") == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([name, "s" + name[1:], lq, lq[:-4] + ".json"])
+    assert "Traceback" not in capsys.readouterr().err
+    # a name no folder takes (256 bytes), or one whose sidecar would be: one sentence, nothing written
+    for args in (["restore", str(clip), "-o", str(out / ("x" * 252 + ".mp4")), "--model", "identity"],
+                 ["restore", str(clip), "-o", str(out / ("x" * 256) / "y.mp4"), "--segments", "2"],
+                 ["degrade", str(clip), str(out / ("x" * 251 + ".mp4"))]):
+        assert run_cli(*args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bfvr: error: ") and err.count("\n") == 1 and "256 bytes long" in err, err
+    assert len(list(out.iterdir())) == 4

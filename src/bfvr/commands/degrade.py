@@ -53,11 +53,12 @@ def register(app: typer.Typer) -> None:
         if flicker_dir is not None and not flicker_dir.is_dir():
             raise InputError(f"--flicker-dir '{flicker_dir}' is not a folder; "
                              "give the folder of pre-generated videos.")
-        from bfvr.io.paths import check_not_url, check_separate
+        from bfvr.io.paths import check_name_fits, check_not_url, check_separate
 
         check_not_url(inp)
         if not inp.exists():
             raise InputError(f"'{inp}' does not exist; give a video file or a folder of videos.")
+        check_name_fits(out)
         videos = list_videos(inp) if inp.is_dir() else []
         if inp.is_dir() and videos:
             if out.suffix:

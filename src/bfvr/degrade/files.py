@@ -14,7 +14,7 @@ import numpy as np
 
 from bfvr.degrade.pipeline import Degradation, clip_rng, recipe
 from bfvr.errors import InputError, OutputError
-from bfvr.io.paths import check_replaceable, mark_png, write_atomic
+from bfvr.io.paths import check_name_fits, check_replaceable, mark_png, write_atomic
 from bfvr.io.reader import list_videos
 from bfvr.io.writer import CONTAINERS
 
@@ -39,6 +39,7 @@ def outputs(dst: Path, deg: Degradation, *, pregenerated: bool = False) -> list[
 def check_writable(path: Path, kind: str, overwrite: bool) -> None:
     """The video's rule for every file degrade writes: an existing one is refused without `overwrite`, and
     with it replaced only when bfvr wrote it (never through a link)."""
+    check_name_fits(path, {"json": "sidecar", "png": "mask"}.get(kind, "output"))
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise OutputError(f"'{path}' already exists; pass --overwrite "

@@ -72,7 +72,8 @@ def check_separate(inputs: Iterable[str | os.PathLike[str] | None], out: str | o
 
     File output: it must not be any input file (nor lie inside an input folder when that folder is read
     as frames). Folder output (`out_is_dir`): it must not be, contain, or lie inside an input folder, and
-    must not contain an input file."""
+    must not contain an input file. A name too long for any folder is refused too (`check_name_fits`)."""
+    check_name_fits(out, what)
     o = _abs(out)
     for inp in inputs:
         if inp is None:
@@ -243,14 +244,81 @@ def set_default_mode(path: str | os.PathLike[str]) -> None:
     os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
 
 
+#: the longest file name, in bytes, when the filesystem does not say (ext4, xfs, btrfs, tmpfs: 255)
+NAME_MAX = 255
+#: random characters mkstemp/mkdtemp put into a temporary name
+_RANDOM_CHARS = 8
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name `folder` takes (`NAME_MAX` when it does not exist or say)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
+def _fs_bytes(name: str) -> int:
+    return len(os.fsencode(name))
+
+
+def short_name(name: str, extra: int, folder: str | os.PathLike[str] | None = None) -> str:
+    """`name` when `extra` more bytes around it still make a legal file name in `folder`, else its first
+    characters, ``~`` and 12 hex digits of a hash of the whole name (always the same for the same name),
+    short enough that they do. How the hidden names bfvr derives from an output's name (temporary files,
+    segment folders, locks) stay legal for every legal output name (up to 255 bytes)."""
+    limit = _name_max(Path(folder)) if folder is not None else NAME_MAX
+    if _fs_bytes(name) + extra <= limit:
+        return name
+    import hashlib
+
+    tag = "~" + hashlib.sha1(os.fsencode(name)).hexdigest()[:12]
+    keep = name
+    while keep and _fs_bytes(keep) + len(tag) + extra > limit:
+        keep = keep[:-1]
+    return keep + tag
+
+
+def check_name_fits(path: str | os.PathLike[str], what: str = "output") -> None:
+    """Refuse with one sentence a path with a name longer than a folder takes (e.g. a 256-byte output name,
+    or the sidecar `<out>.json` of a 255-byte `<out>.mp4`), instead of the OS's "File name too long" in
+    the middle of the work (or an internal error)."""
+    path = Path(path).expanduser()
+    folder = path.parent
+    while not os.path.isdir(folder) and folder != folder.parent:  # isdir: False for a too long name
+        folder = folder.parent
+    limit = _name_max(folder)
+    for part in path.parts:
+        n = _fs_bytes(part)
+        if n > limit:
+            shown, over = f"{part[:24]}...{part[-12:]}", n - limit
+            raise OutputError(f"the {what} name '{shown}' is {n} bytes long, more than the {limit} a folder "
+                              f"takes; choose a name at least {over} byte{'s' if over > 1 else ''} shorter.")
+
+
+def temp_parts(out: str | os.PathLike[str], *, folder: bool = False) -> tuple[str, str]:
+    """(prefix, suffix) of the temporary names `temp_beside` gives `out`: ``.<stem>.`` and
+    ``.partial<suffix>`` (`folder`: ``.<name>.`` and ``.partial``), with 8 random characters between
+    them. A name too long for that is shortened (`short_name`), so any legal output name works."""
+    out = Path(out)
+    stem, suffix = (out.name, "") if folder else (out.stem, out.suffix)
+    if _fs_bytes(suffix) > 32:  # an unusual 'suffix' (a dot late in a long name): part of the stem
+        stem, suffix = out.name, ""
+    tail = ".partial" + suffix
+    extra = 2 + _RANDOM_CHARS + _fs_bytes(tail)
+    return f".{short_name(stem, extra, out.parent)}.", tail
+
+
 def temp_beside(out: str | os.PathLike[str], *, folder: bool = False) -> Path:
     """A new hidden temporary file beside `out`, ``.<stem>.XXXXXXXX.partial<suffix>`` (`folder=True`: a
-    folder ``.<name>.XXXXXXXX.partial``), for bfvr to write and then rename into place. mkstemp/mkdtemp
-    create it with O_EXCL under a random name, so it is never an existing file or a link placed there."""
+    folder ``.<name>.XXXXXXXX.partial``; a name too long for that is shortened, `temp_parts`), for bfvr
+    to write and then rename into place. mkstemp/mkdtemp create it with O_EXCL under a random name, so
+    it is never an existing file or a link placed there."""
     out = Path(out)
+    prefix, suffix = temp_parts(out, folder=folder)
     if folder:
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".partial{out.suffix}", dir=out.parent)
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=out.parent))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=out.parent)
     os.close(fd)
     return Path(tmp)
 

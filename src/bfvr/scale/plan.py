@@ -206,7 +206,7 @@ def collect_jobs(
     reported as failed, before any work; so does a job whose output leaves OUT_DIR. The others run. A
     failed colliding job's key is its output's followed by ``(from INPUT)``, so every record stays apart.
     A source that holds or lists no video at all is refused (`InputError`)."""
-    from bfvr.io.paths import check_not_url, check_separate
+    from bfvr.io.paths import check_name_fits, check_not_url, check_separate
 
     if container not in CONTAINERS:
         raise ConfigError(f"--container {container!r} is not one of: {', '.join(CONTAINERS)}.")
@@ -240,6 +240,7 @@ def collect_jobs(
             f"'{src}' is one video; a batch takes a folder, a list (.txt) or a manifest (.jsonl)."
         )
     out_root = Path(os.path.abspath(Path(out_dir).expanduser()))
+    check_name_fits(out_root, "output folder")
     if out_root.exists() and not out_root.is_dir():
         raise OutputError(f"the output '{out_dir}' is a file; give a folder for a batch (-o OUT_DIR).")
     if not out_root.exists() and out_root.suffix.lower() in VIDEO_SUFFIXES:
@@ -343,13 +344,13 @@ def partial_files(output: Path) -> list[Path]:
     ``.<stem>.XXXXXXXX.partial<suffix>`` names `VideoWriter` gives them."""
     import re
 
+    from bfvr.io.paths import temp_parts
+
     parent = output.parent
     if not parent.is_dir():
         return []
-    if output.suffix:
-        pat = re.compile(rf"\.{re.escape(output.stem)}\.[A-Za-z0-9_]{{8}}\.partial{re.escape(output.suffix)}")
-    else:
-        pat = re.compile(rf"\.{re.escape(output.name)}\.[A-Za-z0-9_]{{8}}\.partial")
+    prefix, suffix = temp_parts(output, folder=not output.suffix)
+    pat = re.compile(rf"{re.escape(prefix)}[A-Za-z0-9_]{{8}}{re.escape(suffix)}")
     try:
         return sorted(parent / e.name for e in os.scandir(parent) if pat.fullmatch(e.name))
     except OSError:

@@ -69,8 +69,12 @@ def one_line(e: BaseException) -> str:
 
 
 def work_dir_for(output: Path) -> Path:
-    """The hidden folder beside `output` holding its segments while they are restored."""
-    return output.parent / f".{output.name}.bfvr-segments"
+    """The hidden folder beside `output` holding its segments while they are restored (a name too long
+    for that is shortened, `bfvr.io.paths.short_name`)."""
+    from bfvr.io.paths import short_name
+
+    suffix = ".bfvr-segments"
+    return output.parent / f".{short_name(output.name, 1 + len(suffix), output.parent)}{suffix}"
 
 
 def frame_pts(path: str | os.PathLike[str]) -> list[int] | None:
