@@ -239,6 +239,48 @@ def test_checkpoint_atomic_layout_and_pruning(tmp_path: Path) -> None:
     assert ck.find_checkpoint(tmp_path).name == "step_00000003"
 
 
+def test_resume_removes_the_temp_files_of_a_killed_checkpoint_write(tmp_path: Path, faces_dir: Path,
+                                                                  caplog) -> None:
+    """A kill during a checkpoint write leaves `checkpoints/.step_N.XXXXXXXX.partial` (earlier versions:
+    `.step_N.tmp<pid>`) and a `.latest.XXXXXXXX.partial`; `--resume` removes them, and only them: not in
+    a folder without bfvr's marker, not a temp-named folder holding a file of someone else's, no link."""
+    import logging
+
+    from bfvr.train import checkpoint as ck
+    from bfvr.train.config import config_from_dict
+    from bfvr.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(config_from_dict(tiny_dict(faces_dir, run, max_steps=1, ckpt_every=1)), progress=False).run()
+    cdir = run / "checkpoints"
+    ours = [".step_00000002.ab3_x9zq.partial", ".step_00000002.tmp4242"]
+    for n in ours:
+        (cdir / n).mkdir()
+        (cdir / n / "model.safetensors").write_bytes(b"half a checkpoint")
+    (cdir / ".latest.k2j4_8d0.partial").write_text("step_00000002")
+    (cdir / ".step_00000003.tmp77").mkdir()
+    (cdir / ".step_00000003.tmp77" / "notes.txt").write_text("mine")  # not a checkpoint file: left alone
+    keep = {".step_00000003.tmp77"}
+
+    # without the marker (a folder bfvr cannot tell it made) nothing is removed
+    (run / ck.RUN_MARKER).rename(tmp_path / "marker")
+    assert ck.remove_temp_checkpoints(run) == []
+    (tmp_path / "marker").rename(run / ck.RUN_MARKER)
+
+    with caplog.at_level(logging.INFO, logger="bfvr.train"):
+        Trainer(config_from_dict(tiny_dict(faces_dir, run, max_steps=2, ckpt_every=1)), resume=True,
+                progress=False).run()
+    names = {p.name for p in cdir.iterdir()}
+    assert names == {"latest", "step_00000001", "step_00000002"} | keep
+    assert (cdir / ".step_00000003.tmp77" / "notes.txt").read_text() == "mine"
+    assert "removed 3 unfinished checkpoint" in caplog.text
+    # a link with such a name (a run folder holding one is refused by --resume) is never followed nor removed
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "state.pt").write_text("x")
+    (cdir / ".step_00000004.tmp5").symlink_to(tmp_path / "elsewhere")
+    assert ck.remove_temp_checkpoints(run) == [] and (tmp_path / "elsewhere" / "state.pt").exists()
+
+
 def test_rng_state_roundtrip() -> None:
     import random
 

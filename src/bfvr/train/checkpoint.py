@@ -12,7 +12,8 @@ Layout of a run folder:
     <run>/.bfvr-run            the marker bfvr writes when it makes a run folder (`check_run_dir`)
 
 A checkpoint is first written to a hidden temporary folder and renamed when complete, then `latest` is
-replaced atomically: a crash at any moment leaves the previous checkpoint intact and `latest` valid.
+replaced atomically: a crash at any moment leaves the previous checkpoint intact and `latest` valid; its
+temporary folder is removed by the next `--resume` (`remove_temp_checkpoints`).
 
 bfvr writes a run only into a folder it made (`check_run_dir`): a new or empty folder, or one holding its
 marker `.bfvr-run` and nothing but the files above; `--resume` also takes a run made before the marker
@@ -50,6 +51,10 @@ CKPT_FILES = {"model.safetensors", "ema.safetensors", "disc.safetensors", "state
 #: temporary files (or checkpoint folders) a killed run may leave: `.<name>.XXXXXXXX.partial<suffix>`,
 #: and those of earlier versions (`.<name>.tmp<pid>`)
 _TEMP = re.compile(r"\..+\.(partial.*|tmp\d+)")
+#: the temporary names a checkpoint write makes in checkpoints/ (`save_checkpoint`): the checkpoint's folder
+#: (`.step_NNNNNNNN.XXXXXXXX.partial`; `.step_NNNNNNNN.tmp<pid>` from earlier versions) and `latest`'s file
+_CKPT_TEMP_DIR = re.compile(r"\.step_\d{8}\.([a-z0-9_]{8}\.partial|tmp\d+)")
+_CKPT_TEMP_FILE = re.compile(r"\.latest\.[a-z0-9_]{8}\.partial")
 
 
 def _own_entries(folder: Path, files: set[str], dirs: set[str] | re.Pattern) -> list[str]:
@@ -98,6 +103,35 @@ def check_run_dir(run_dir: str | Path, *, resume: bool = False) -> None:
         shown = ", ".join(sorted(foreign)[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise OutputError(f"'{rd}' holds files bfvr train did not write ({shown}), so the run will not "
                           "write into it; move them away or choose a new or empty folder with --out.")
+
+
+def remove_temp_checkpoints(run_dir: str | Path) -> list[str]:
+    """Delete what a killed checkpoint write left in `run_dir`/checkpoints (called by ``--resume``): the
+    temporary checkpoint folders and `latest` files named as `save_checkpoint` names them. Only in a run
+    folder bfvr made (its marker `RUN_MARKER`), only such a folder that holds nothing but checkpoint files
+    (`CKPT_FILES`, no links), never a link; anything else is left as it is. Returns the names removed."""
+    rd = Path(run_dir)
+    ck, marker = rd / CKPT_DIR, rd / RUN_MARKER
+    if not (marker.is_file() and not marker.is_symlink()) or ck.is_symlink() or not ck.is_dir():
+        return []
+    removed = []
+    for e in sorted(os.scandir(ck), key=lambda e: e.name):
+        try:
+            if e.is_symlink():
+                continue
+            if _CKPT_TEMP_DIR.fullmatch(e.name) and e.is_dir():
+                inner = list(os.scandir(e.path))
+                if all(i.name in CKPT_FILES and i.is_file(follow_symlinks=False) for i in inner):
+                    for i in inner:
+                        os.unlink(i.path)
+                    os.rmdir(e.path)
+                    removed.append(e.name)
+            elif _CKPT_TEMP_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False):
+                os.unlink(e.path)
+                removed.append(e.name)
+        except OSError:  # changed meanwhile, or not ours to remove: left as it is
+            continue
+    return removed
 
 
 def _tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -148,6 +148,11 @@ class Trainer:
                               "another output folder with --out.")
         if self.resume and not has_ckpt:
             raise ConfigError(f"--resume given but {rd} holds no checkpoint; start without --resume.")
+        if self.resume:  # what a run killed while writing a checkpoint left (bfvr's own temp names only)
+            gone = ckpt.remove_temp_checkpoints(rd)
+            if gone:
+                log.info("removed %d unfinished checkpoint file(s) of the killed run: %s", len(gone),
+                         ", ".join(gone))
 
     def _write_run_dir(self) -> None:
         """Create the run folder with its marker, config.yaml and run.json (at the start of `run`: a start
