@@ -187,6 +187,9 @@ def test_signal_mid_run_leaves_nothing(tmp_path, faces_dir, cmd, sig) -> None:
             p.kill()
     assert p.returncode == 128 + num, err
     assert "Traceback" not in err
+    # Ctrl-C says it too (typer used to turn it into a silent exit 130)
+    said = "interrupted" if sig == "SIGINT" else f"stopped by {sig}"
+    assert err.strip().splitlines()[-1] == f"bfvr: error: {said}; no output was written.", err
     assert _snapshot(inp_dir) == before
     assert not _hidden(out_dir) and not list(out_dir.rglob("*.mp4")) and not list(out_dir.rglob("manifest*"))
     assert not (out_dir / "prep").exists()  # prepare made that folder in this run: removed again

@@ -226,6 +226,44 @@ def test_nothing_to_restore_says_so(tmp_path: Path, capsys, what: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]  # nothing written
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_mid_batch_says_what_is_kept(faces_dir: Path, tmp_path: Path, sig: str) -> None:
+    """Ctrl-C (SIGINT) used to print nothing (typer turned it into a silent exit 130 before bfvr saw it),
+    while SIGTERM said "N kept, M not done; rerun": both say it now, and exit 128 + the signal."""
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    for name in CLIPS[:4]:
+        (corpus / f"{name}.mp4").symlink_to(faces_dir / f"{name}.mp4")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "bfvr.cli", "restore", str(corpus), "-o", str(out), "--model", "identity",
+           "--has-aligned", "-q", "--preset", "ultrafast", "--max-frames", "60"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and p.poll() is None:
+            done = [o for o in out.glob("*.mp4") if not o.name.startswith(".")]
+            if done and list(out.glob(".*.partial.mp4")):
+                break  # one output done and the next one being written
+            time.sleep(0.02)
+        assert p.poll() is None, "the batch finished before it could be interrupted"
+        p.send_signal(getattr(signal, sig))
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 128 + getattr(signal, sig), err
+    assert err.strip(), "nothing was said"
+    line = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and line.startswith("bfvr: error: "), err
+    assert line.startswith("bfvr: error: " + ("interrupted;" if sig == "SIGINT" else "stopped by SIGTERM;"))
+    kept = len([o for o in out.glob("*.mp4") if not o.name.startswith(".")])
+    assert f"{kept} videos complete are kept, {4 - kept} not done" in line
+    assert "rerun the same command" in line
+    assert not list(out.glob(".*partial*"))  # the interrupted video's temporary file was removed
+    assert json.loads((out / "bfvr-summary.json").read_text())["state"] == "interrupted"
+
+
 def test_sigkill_mid_batch_then_rerun(faces_dir: Path, tmp_path: Path) -> None:
     """SIGKILL while a video is being written (the real clips, 60 frames each): every output present is
     complete; a rerun finishes the rest and removes the dead run's temporary file."""

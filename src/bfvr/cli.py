@@ -61,8 +61,9 @@ def _root(
 
 
 class Terminated(BaseException):
-    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (every writer removes its temporary output). Not an
-    `Exception` (nothing may swallow it) nor a `KeyboardInterrupt` (typer turns those into exit 130)."""
+    """SIGINT (Ctrl-C), SIGTERM or SIGHUP arrived: unwinds every writer (each removes its temporary output)
+    up to `main`, which says what was kept. Not an `Exception` (nothing may swallow it) nor a
+    `KeyboardInterrupt` (typer turns those into a silent exit 130 before `main` sees them)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -70,14 +71,17 @@ class Terminated(BaseException):
 
 
 def _install_signal_handlers() -> dict[int, object]:
-    """SIGTERM/SIGHUP (kill, timeout, job schedulers, a closed terminal) raise `Terminated` in this
-    process, so they clean up like SIGINT. Only the CLI process: a forked child (e.g. a DataLoader
-    worker) gets the default action back."""
+    """SIGINT (Ctrl-C), SIGTERM and SIGHUP (kill, timeout, job schedulers, a closed terminal) raise
+    `Terminated` in this process, so every writer cleans up and `main` says what was kept. Only the CLI
+    process: a forked child (e.g. a DataLoader worker) gets Python's default behaviour back."""
     pid = os.getpid()
     raised = []
 
     def handler(signum: int, frame: object) -> None:
-        if os.getpid() != pid:  # a forked child inherited this handler: die the default way
+        if os.getpid() != pid:  # a forked child inherited this handler: behave as Python's default
+            if signum == signal.SIGINT:
+                signal.signal(signum, signal.default_int_handler)
+                raise KeyboardInterrupt
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
@@ -87,10 +91,10 @@ def _install_signal_handlers() -> dict[int, object]:
         raise Terminated(signum)
 
     old = {}
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         sig = getattr(signal, name, None)
-        if sig is None:
-            continue
+        if sig is None or signal.getsignal(sig) == signal.SIG_IGN:  # ignored by whoever started us (nohup,
+            continue                                                # a background job): stays ignored
         try:
             old[sig] = signal.signal(sig, handler)
         except (ValueError, OSError):  # not the main thread (e.g. main() called from a thread)
@@ -127,9 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         # standalone mode: typer itself reports bad flags (usage + exit 2) and --help; SystemExit passes
         app(args=argv, prog_name="bfvr")
     except Terminated as e:  # a batch (bfvr.scale) says what it kept instead
-        _fail(f"stopped by {signal.Signals(e.signum).name}; "
-              f"{getattr(e, 'batch_note', 'no output was written')}.",
-              128 + e.signum)
+        what = "interrupted" if e.signum == signal.SIGINT else f"stopped by {signal.Signals(e.signum).name}"
+        _fail(f"{what}; {getattr(e, 'batch_note', 'no output was written')}.", 128 + e.signum)
     except KeyboardInterrupt as e:
         _fail(f"interrupted; {getattr(e, 'batch_note', 'no output was written')}.", 130)
     except BfvrError as e:
