@@ -52,3 +52,27 @@ def test_sigkill_then_resume_matches_uninterrupted(faces_dir: Path, tmp_path: Pa
     b = {m["step"]: {k: v for k, v in m.items() if k != "time"} for m in read_metrics(tmp_path / "killed")}
     assert sorted(a) == sorted(b) == list(range(1, steps + 1))
     assert a == b  # bit-identical losses on every step, before and after the kill
+
+
+def test_ctrl_c_mid_training_says_the_checkpoints_are_kept(faces_dir: Path, tmp_path: Path) -> None:
+    """Ctrl-C used to end `bfvr train` silently (exit 130); it says now which checkpoint is kept."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_dict(faces_dir, tmp_path / "run", max_steps=10_000, ckpt_every=1)))
+    proc = subprocess.Popen(_cmd(cfg), env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    latest = tmp_path / "run/checkpoints/latest"
+    try:
+        deadline = time.time() + 240
+        while not latest.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    line = err.strip().splitlines()[-1]
+    newest = latest.read_text().strip()
+    assert line.startswith("bfvr: error: interrupted; ") and "Traceback" not in err, err
+    assert f"keeps its checkpoints (the newest: {newest})" in line and "--resume" in line, line

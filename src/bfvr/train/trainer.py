@@ -425,9 +425,16 @@ class Trainer:
             if self.info.is_main:
                 self._write_run_dir()
             return self._run(max_steps)
-        except BaseException:
+        except BaseException as e:
             if self.step == self.start_step:  # failed before its first step: no half-made run folder
                 self._undo_start()
+            elif isinstance(e, KeyboardInterrupt) or type(e).__name__ == "Terminated":  # Ctrl-C, kill
+                try:  # what the CLI says instead of "no output was written"
+                    last = ckpt.find_checkpoint(self.run_dir).name
+                    e.batch_note = (f"{self.run_dir} keeps its checkpoints (the newest: {last}); continue "
+                                    "with --resume")
+                except (ConfigError, OSError, AttributeError):  # no checkpoint yet
+                    pass
             raise
 
     def _run(self, max_steps: int | None) -> list[dict[str, float]]:
