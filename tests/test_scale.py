@@ -331,6 +331,110 @@ def test_sigkill_mid_batch_then_rerun(faces_dir: Path, tmp_path: Path) -> None:
     assert sorted(out.rglob(".*partial*")) == left
 
 
+def _process_group(pgid: int) -> list[tuple[int, str]]:
+    """The live (not zombie) processes of a process group, with their command lines (read from /proc:
+    psutil may not be installed)."""
+    found = []
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{e}/stat").read_text()
+            cmd = Path(f"/proc/{e}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        state, _ppid, group = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            found.append((int(e), cmd[:120]))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_segment_workers_die_with_their_parent(faces_dir: Path, tmp_path: Path, sig: str) -> None:
+    """A --segments restore with 2 worker processes: SIGKILL of the parent alone used to leave both
+    workers and the multiprocessing resource tracker running for good; SIGTERM of the parent alone waited
+    for the segments being restored (7.9 s on this clip, 19.7 s in the issue's trial). Now no child
+    survives 10 s of a SIGKILL, and SIGTERM stops the workers at once: the segments being restored are
+    abandoned (their temporary files removed), not finished."""
+    out = tmp_path / "out.mp4"
+    wd = tmp_path / ".out.mp4.bfvr-segments"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "bfvr.cli", "restore", str(faces_dir / "lp_driving_d0.mp4"), "-o", str(out),
+           "--model", "identity", "--has-aligned", "-q", "--segments", "2", "--workers", "2", "--preset",
+           "ultrafast"]
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: orphans holding a pipe would block reading it
+    with open(log, "w") as f:
+        p = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=f)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and p.poll() is None:
+            if list(wd.glob(".seg-*.partial.mkv")) and len(_process_group(p.pid)) >= 3:
+                break  # the workers are restoring segments
+            time.sleep(0.01)
+        assert p.poll() is None, "the restore finished before it could be stopped"
+        children = [pid for pid, _ in _process_group(p.pid) if pid != p.pid]
+        assert len(children) >= 2, _process_group(p.pid)  # 2 workers (+ the resource tracker)
+        finished = sorted(x.name for x in wd.glob("seg-*.mkv"))
+        t0 = time.monotonic()
+        p.send_signal(getattr(signal, sig))  # the parent alone, not its group
+        p.wait(timeout=60)
+        took = time.monotonic() - t0
+        deadline = time.monotonic() + 10
+        while _process_group(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _process_group(p.pid)
+    finally:
+        for pid, _ in _process_group(p.pid):  # never leave them behind, even when the test fails
+            os.kill(pid, signal.SIGKILL)
+        if p.poll() is None:
+            p.kill()
+    err = log.read_text()
+    assert not left, f"still running after the parent's {sig}: {left}"
+    assert not list(wd.glob(".*partial*")), "a worker's temporary file was left"
+    if sig == "SIGTERM":
+        assert p.returncode == 143 and "Traceback" not in err, err
+        assert "stopped by SIGTERM; 0 videos complete are kept, 1 not done" in err
+        assert sorted(x.name for x in wd.glob("seg-*.mkv")) == finished  # abandoned, not finished
+        assert took < 5, f"SIGTERM took {took:.1f} s"
+        assert not out.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_worker_watchdog_alone_ends_an_orphan(tmp_path: Path) -> None:
+    """Without the parent-death signal (systems other than Linux), the thread watching the parent's pid
+    ends a worker whose parent was SIGKILLed."""
+    child = (
+        "import os, sys, time\n"
+        "sys.platform = 'other'  # no prctl: the watching thread alone\n"
+        "from bfvr.scale.backends import die_with_parent\n"
+        "die_with_parent(os.getppid())\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = (f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child!r}])\n"
+              "time.sleep(60)\n")
+    log = tmp_path / "out.txt"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    with open(log, "w") as f:
+        p = subprocess.Popen([sys.executable, "-c", parent], env=env, start_new_session=True, stdout=f)
+    try:
+        deadline = time.time() + 60
+        while "ready" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.05)
+        assert "ready" in log.read_text() and len(_process_group(p.pid)) == 2
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        deadline = time.monotonic() + 10
+        while _process_group(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _process_group(p.pid)
+    finally:
+        for pid, _ in _process_group(p.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert not left
+
+
 # ------------------------------------------------------------------------------------------ segments
 
 

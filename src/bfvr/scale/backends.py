@@ -6,7 +6,11 @@ now) and `close()`. The batch driver (`bfvr.scale.batch`) hands out tasks as wor
 
 * `InlineBackend`: one `Worker` in this process (the model loaded once); per-frame progress.
 * `ProcessBackend`: N spawned processes, each with one `Worker` (`concurrent.futures`); a process that
-  dies takes its task with it (reported as failed; rerun to redo it).
+  dies takes its task with it (reported as failed; rerun to redo it). The workers die with the batch
+  process: a parent-death signal (Linux `prctl(PR_SET_PDEATHSIG)`) and a thread watching the parent's
+  pid (any system) send them SIGTERM when it ends, even SIGKILLed; SIGTERM makes a worker abandon its
+  task (its temporary file is removed) and exit. An interrupted batch (Ctrl-C, SIGTERM, an error)
+  stops its workers that way at once instead of waiting for their current videos or segments.
 * `RayBackend`: N Ray actors, each with one `Worker`, placed by Ray's scheduler with ``num_cpus`` /
   ``num_gpus`` per actor. A worker that dies (killed process, lost node) is restarted by Ray
   (``max_restarts``), reloading its model, and its task is retried there (``max_task_retries``);
@@ -53,7 +57,7 @@ class InlineBackend:
     def busy(self) -> bool:
         return bool(self._queue)
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
         pass
 
 
@@ -61,10 +65,62 @@ class InlineBackend:
 
 _WORKER: Worker | None = None
 _INIT_ERROR: BaseException | None = None
+#: True while this worker process runs a task (SIGTERM then unwinds it, so its temporary file is removed)
+_RUNNING = False
+#: how often (s) a worker checks that its parent is alive, and how long it then lets its task unwind
+WATCH_SECONDS = 0.5
+UNWIND_SECONDS = 10.0
 
 
-def _init_process(settings: RestoreSettings) -> None:
+class _Stop(BaseException):
+    """SIGTERM in a worker process: unwinds its task (not an `Exception`: `Worker.run` must not report it)."""
+
+
+def _on_term(signum: int, frame: object) -> None:
+    if _RUNNING:
+        raise _Stop(signum)
+    os._exit(128 + signum)  # between tasks: nothing to clean up
+
+
+def _watch_parent(parent: int) -> None:
+    import signal
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(WATCH_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)  # the parent is gone (even SIGKILLed): stop like SIGTERM
+    time.sleep(UNWIND_SECONDS)
+    os._exit(128 + signal.SIGTERM)  # the task did not unwind in time
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this worker process end when its parent (the batch process, pid `parent`) does: SIGTERM from
+    the kernel when the parent dies (Linux: prctl PR_SET_PDEATHSIG) and, on any system, from a thread
+    that watches `os.getppid()`. SIGTERM stops the task (its temporary file removed) and the process.
+    SIGINT is ignored: Ctrl-C reaches the whole process group, and the parent stops its workers itself."""
+    import signal
+    import sys
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_term)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl: the watching thread still does it
+            pass
+    if os.getppid() != parent:  # the parent died before the above took effect
+        os._exit(128 + signal.SIGTERM)
+    threading.Thread(target=_watch_parent, args=(parent,), name="bfvr-watch-parent", daemon=True).start()
+
+
+def _init_process(settings: RestoreSettings, parent: int | None = None) -> None:
     global _WORKER, _INIT_ERROR
+    if parent is not None:
+        die_with_parent(parent)
     try:
         _WORKER = Worker(settings)
     except Exception as e:  # e.g. the model cannot load: said by the first call, with its reason
@@ -72,6 +128,7 @@ def _init_process(settings: RestoreSettings) -> None:
 
 
 def _run_in_process(task: Task) -> dict[str, Any]:
+    global _RUNNING
     if _INIT_ERROR is not None:
         return {
             "key": task.key,
@@ -80,7 +137,13 @@ def _run_in_process(task: Task) -> dict[str, Any]:
             "segment": (task.segment or {}).get("index"),
             "reason": f"the worker could not start ({_INIT_ERROR})",
         }
-    return _WORKER.run(task)
+    _RUNNING = True
+    try:
+        return _WORKER.run(task)
+    except _Stop as e:  # SIGTERM (the batch stops, or its process died): the task unwound; end here
+        os._exit(128 + e.args[0])
+    finally:
+        _RUNNING = False
 
 
 def _describe_in_process() -> dict[str, Any]:
@@ -106,7 +169,7 @@ class ProcessBackend:
             max_workers=workers,
             mp_context=mp.get_context("spawn"),
             initializer=_init_process,
-            initargs=(settings,),
+            initargs=(settings, os.getpid()),
         )
         self._running: dict[Any, Task] = {}
 
@@ -143,7 +206,28 @@ class ProcessBackend:
                     "reason": f"the worker process died ({type(e).__name__}: {e})",
                 }
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
+        """Stop the workers: after their current tasks, or (`now`: an interrupted batch) at once, with
+        SIGTERM (each task unwinds, removing its temporary file), then SIGKILL for one that is still
+        running `UNWIND_SECONDS` later."""
+        import time
+
+        if now:
+            procs = list((getattr(self.pool, "_processes", None) or {}).values())
+            for p in procs:
+                try:
+                    p.terminate()
+                except (OSError, ValueError, AttributeError):
+                    pass
+            deadline = time.monotonic() + UNWIND_SECONDS
+            for p in procs:
+                try:
+                    p.join(max(0.0, deadline - time.monotonic()))
+                    if p.is_alive():
+                        p.kill()
+                        p.join(1)
+                except (OSError, ValueError, AttributeError, AssertionError):
+                    pass
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -285,7 +369,7 @@ class RayBackend:
         except Exception:
             return False
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:  # ray.kill stops an actor at once either way
         for a in getattr(self, "actors", []):
             try:
                 self.ray.kill(a)

@@ -283,6 +283,7 @@ def run_jobs(
     since = summary.started
     bars: list[Any] = []
     backend = None
+    stop_now = False  # interrupted or an error: workers are stopped at once, not after their tasks
     try:
         summary.write()
         # 1. plan: open every input, skip complete outputs (no model needed for that)
@@ -325,6 +326,7 @@ def run_jobs(
             _dispatch(todo, backend, records, summary, settings, options, since, vbar, fbar)
         summary.state = "finished" if summary.state == "running" else summary.state
     except BaseException as e:
+        stop_now = True
         if isinstance(e, (KeyboardInterrupt, SystemExit)) or type(e).__name__ == "Terminated":
             summary.state = "interrupted"
             for r in summary.videos:
@@ -347,7 +349,7 @@ def run_jobs(
         for b in reversed(bars):
             b.close()
         if backend is not None:
-            backend.close()
+            backend.close(now=stop_now)
             for job in jobs:  # temp files of workers that died in this run (all workers are stopped now)
                 remove_partials(job.output, created_since=since)
         summary.finished = time.time()
