@@ -563,6 +563,39 @@ def test_segments_in_local_processes(faces_dir: Path, tmp_path: Path) -> None:
     assert pa == pb and np.array_equal(a, b)
 
 
+def test_segmented_restores_lock_their_output_not_the_folder(tmp_path: Path, make_clip, capsys) -> None:
+    """Two --segments restores into one folder with different outputs: the second was refused with
+    "another bfvr batch is writing to <folder>". Each locks its own output now: another output in the
+    folder is fine, the same output and a batch into the folder are refused with one sentence."""
+    from bfvr.scale.batch import LOCK_NAME, _Lock, output_lock_path
+
+    clip = make_clip("seg_lock.mp4", frames=16, width=64, height=64, audio=False)
+    folder = tmp_path / "out"
+    a, b = folder / "a.mp4", folder / "b.mp4"
+    # a first segmented restore of a.mp4, as it holds its locks while it runs
+    first = [_Lock(folder, shared=True), _Lock(folder, name=output_lock_path(a).name)]
+    seg = ["--model", "identity", "--has-aligned", "-q", "--preset", "ultrafast", "--segments", "2",
+           "--workers", "1"]
+    try:
+        assert run_cli("restore", str(clip), "-o", str(b), *seg) == 0  # another output: written
+        assert b.is_file() and capsys.readouterr().err == ""
+        assert run_cli("restore", str(clip), "-o", str(a), *seg) == 2  # the same output: refused
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "another bfvr restore is writing" in err and str(a) in err, err
+        batch_in = tmp_path / "in"
+        batch_in.mkdir()
+        (batch_in / "c.mp4").symlink_to(clip)
+        assert run_cli("restore", str(batch_in), "-o", str(folder), "--model", "identity", "--has-aligned",
+                       "-q") == 2  # a batch into the folder: refused while a segmented restore writes there
+        assert "is writing to" in capsys.readouterr().err
+        assert (folder / LOCK_NAME).exists() and output_lock_path(a).exists()  # still held by the first run
+    finally:
+        for lock in reversed(first):
+            lock.release()
+    assert not a.exists() and sorted(x.name for x in folder.iterdir()) == ["b.mp4"]  # no lock file left
+    assert run_cli("restore", str(clip), "-o", str(a), *seg) == 0 and a.is_file()
+
+
 def test_killed_segmented_run_reuses_finished_segments(faces_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """Interrupted after its first segment, a segmented restore keeps that segment (lossless, in the hidden
     work folder) and the rerun restores only the others; the joined output is still the one-process one."""

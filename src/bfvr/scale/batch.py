@@ -15,7 +15,8 @@ The run:
 Exit rule (`BatchSummary.exit_code`): 0 when every video is done or was complete already; 3 when some
 failed (the others are done); a batch that cannot start at all exits 2 like every bfvr error; an
 interrupted batch exits 128 + the signal (130 for Ctrl-C) and a rerun of the same command finishes it.
-Only one batch may write to an OUT_DIR at a time (a lock file, ``.bfvr-batch.lock``).
+Only one batch may write to an OUT_DIR at a time (a lock file, ``.bfvr-batch.lock``); segmented restores of
+one video each lock their own output (``.NAME.bfvr-lock``), so several may write into one folder.
 """
 
 from __future__ import annotations
@@ -161,34 +162,59 @@ def check_summary_path(path: Path) -> None:
             )
 
 
-class _Lock:
-    """An exclusive lock on OUT_DIR for the run (flock on a hidden file): a second batch into the same
-    folder is refused instead of racing on the same outputs and temp files."""
+def output_lock_path(output: Path) -> Path:
+    """The lock a segmented restore of one video holds beside its output, ``.<name>.bfvr-lock`` (a name
+    too long for that is shortened, `bfvr.io.paths.short_name`)."""
+    from bfvr.io.paths import short_name
 
-    def __init__(self, folder: Path) -> None:
+    suffix = ".bfvr-lock"
+    return output.parent / f".{short_name(output.name, 1 + len(suffix), output.parent)}{suffix}"
+
+
+class _Lock:
+    """A lock for the run (flock on a hidden file, `LOCK_NAME` in OUT_DIR by default).
+
+    A batch holds OUT_DIR's lock exclusively: a second batch, or a segmented restore, into the same folder
+    is refused instead of racing on the same outputs and temp files. A segmented restore of one video
+    (`shared`) holds the folder's lock shared, so several of them may write into one folder (each has its
+    own temporary names and segment folder) while a batch may not, plus its output's own lock
+    (`output_lock_path`) exclusively, so two restores of one output are refused."""
+
+    def __init__(self, folder: Path, *, name: str = LOCK_NAME, shared: bool = False,
+                 busy: str | None = None) -> None:
         import errno
         import fcntl
         import re
         import stat
 
         folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / LOCK_NAME
-        try:  # never through a link: O_NOFOLLOW fails on one
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as e:
-            why = "a symbolic link" if e.errno == errno.ELOOP else f"not usable ({e.strerror})"
-            raise OutputError(
-                f"the batch lock '{self.path}' is {why}; bfvr does not write through it, so move it away "
-                "and run again."
-            ) from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.fd)
-            raise OutputError(
-                f"another bfvr batch is writing to '{folder}' (it holds {self.path}); wait for it "
-                "or choose another output folder."
-            ) from None
+        self.path = folder / name
+        self.shared = shared
+        for _ in range(10):  # a run releasing the lock may remove the file between our open and flock
+            try:  # never through a link: O_NOFOLLOW fails on one
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as e:
+                why = "a symbolic link" if e.errno == errno.ELOOP else f"not usable ({e.strerror})"
+                raise OutputError(
+                    f"the batch lock '{self.path}' is {why}; bfvr does not write through it, so move it "
+                    "away and run again."
+                ) from None
+            try:
+                fcntl.flock(self.fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except OSError:
+                os.close(self.fd)
+                raise OutputError(
+                    busy or f"another bfvr batch or segmented restore is writing to '{folder}' (it holds "
+                    f"{self.path}); wait for it or choose another output folder."
+                ) from None
+            try:
+                if os.path.samestat(os.lstat(self.path), os.fstat(self.fd)):
+                    break
+            except OSError:
+                pass
+            os.close(self.fd)  # removed (or replaced) by the run that released it: open the new one
+        else:
+            raise OutputError(f"cannot take the batch lock '{self.path}'; run again.")
         # an existing file there is a lock a killed batch left (its pid) or something bfvr did not write
         held = os.read(self.fd, 64)
         if not stat.S_ISREG(os.fstat(self.fd).st_mode) or (held and not re.fullmatch(rb"\d+\n?", held)):
@@ -197,11 +223,17 @@ class _Lock:
                 f"'{self.path}' is not a bfvr batch lock; bfvr does not write over it, so move it away "
                 "and run again."
             )
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        if not shared:  # one holder: its pid (shared holders write nothing, so the file stays one pid)
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
-        try:  # only the lock file this run holds (not a file put in its place since)
+        import fcntl
+
+        try:  # only the lock file this run holds (not a file put in its place since), and only when no
+            # other run holds it too (a shared lock: upgraded to exclusive first)
+            if self.shared:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.path.samestat(os.lstat(self.path), os.fstat(self.fd)):
                 os.unlink(self.path)
         except OSError:
@@ -279,7 +311,18 @@ def run_jobs(
         videos=list(records.values()),
         path=summary_path,
     )
-    lock = _Lock(out_root)
+    if single:  # one video in segments: other outputs in the folder may be written meanwhile, not this one
+        locks = [_Lock(out_root, shared=True)]
+        out = jobs[0].output
+        try:
+            locks.append(_Lock(out_root, name=output_lock_path(out).name, busy=(
+                f"another bfvr restore is writing '{out}' (it holds {output_lock_path(out)}); wait for it "
+                "or choose another output.")))
+        except BaseException:
+            locks[0].release()
+            raise
+    else:
+        locks = [_Lock(out_root)]
     since = summary.started
     bars: list[Any] = []
     backend = None
@@ -356,7 +399,8 @@ def run_jobs(
         try:
             summary.write()
         finally:
-            lock.release()
+            for lock in reversed(locks):
+                lock.release()
     return summary
 
 
