@@ -287,11 +287,12 @@ def collect_jobs(
     for same in by_output.values():
         if len(same) < 2:
             continue
-        names = ", ".join(f"'{j.input}'" for j in same)
+        names = [f"'{j.input}'" for j in same]
+        names = (", ".join(names[:-1]) + " and " + names[-1]) if len(names) > 1 else names[0]
+        both = "both" if len(same) == 2 else "all"
         for j in same:
-            j.error = (f"its output '{j.key}' would also be written from another input ({names} all give "
-                       "it); nothing was restored for them: rename the inputs or give each its own "
-                       "manifest output")
+            j.error = (f"the inputs {names} would {both} be written to '{j.key}', so none of them was "
+                       "restored; rename one of them or give each its own manifest output")
             j.key = f"{j.key} (from {j.input})"
     return jobs
 
