@@ -87,6 +87,9 @@ def register(app: typer.Typer) -> None:
             rich_help_panel="Faces")] = "box",
         draw_box: Annotated[bool, typer.Option("--draw-box", help="Draw each restored face's crop outline "
                                                "(debugging).", rich_help_panel="Faces")] = False,
+        strength: Annotated[float, typer.Option(
+            "--strength", help="How much of the restoration to keep, 0..1: the output is input + strength x "
+            "(restored - input); lower keeps more of the input's own texture.", min=0.0, max=1.0)] = 1.0,
         faces_only: Annotated[bool, typer.Option(
             "--faces-only", help="Restore the faces only and keep the rest of the frame as it is (default: a "
             "model that takes any frame size, e.g. bfvr-lite, also restores the whole frame, the background, "
@@ -194,6 +197,7 @@ def register(app: typer.Typer) -> None:
             _run_scaled(inp, out, batch, quiet, fps, dict(
                 model=model, device=device, precision=precision, weights=str(weights) if weights else None,
                 offline=offline, clip_len=clip_len, overlap=overlap, keep=keep, faces=faces,
+                strength=strength,
                 model_options=options, crf=crf,
                 preset=preset, lossless=lossless, max_frames=max_frames), dict(
                 container=container, overwrite=overwrite, segments=segments, segment_seconds=segment_seconds,
@@ -202,7 +206,7 @@ def register(app: typer.Typer) -> None:
             return
         r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
                      clip_len=clip_len, overlap=overlap, keep=keep, progress=not quiet,
-                     has_aligned=has_aligned, faces=faces, model_options=options)
+                     has_aligned=has_aligned, faces=faces, model_options=options, strength=strength)
         res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames,
                               fps=fps, lossless=lossless)
         if not quiet:

@@ -46,6 +46,7 @@ class RestoreSettings:
     clip_len: int | None = None
     overlap: int | None = None
     keep: int | None = None
+    strength: float = 1.0  # input + strength * (restored - input)
     faces: Any = None  # None (whole frames: --has-aligned) or a bfvr.faces.FaceOptions (the face pipeline)
     model_options: dict[str, Any] = field(default_factory=dict)
     crf: float = 18
@@ -75,6 +76,7 @@ class RestoreSettings:
             keep=self.keep,
             model_options=dict(self.model_options),
             progress=False,
+            strength=self.strength,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -88,6 +90,7 @@ class RestoreSettings:
             "clip_len": self.clip_len,
             "overlap": self.overlap,
             "keep": self.keep,
+            "strength": self.strength,
             "faces": None
             if faces is None
             else {k: v for k, v in vars(faces).items() if isinstance(v, (str, int, float, bool, type(None)))},
