@@ -113,9 +113,29 @@ def ssim(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool
     a, b = prepare(pred, crop_border, y_channel), prepare(gt, crop_border, y_channel)
     if min(a.shape[0], a.shape[1]) < 11:
         raise ValueError(f"SSIM needs frames of at least 11x11 pixels after cropping, got {a.shape[:2]}")
-    x, y = (torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None] for v in (a, b))
-    # channels have one size, so the mean over all positions is the mean of the per-channel SSIMs
-    return float(ssim_map(x, y, 255.0).mean())
+    return float(_ssim_map_np(a, b, 255.0).mean())
+
+
+def _ssim_map_np(a: np.ndarray, b: np.ndarray, data_range: float, window: int = 11,
+                 sigma: float = 1.5) -> np.ndarray:
+    """`ssim_map` on float64 [H, W(, C)] arrays with OpenCV's separable filter (the same sums, ~50x faster
+    than a float64 torch convolution on a CPU): the SSIM at every valid position. Channels have one size,
+    so the mean over all positions is the mean of the per-channel SSIMs."""
+    import cv2
+
+    g = gaussian_window(window, sigma)
+    r = window // 2
+
+    def blur(z: np.ndarray) -> np.ndarray:
+        return cv2.sepFilter2D(z, cv2.CV_64F, g, g, borderType=cv2.BORDER_REFLECT)[r:-r, r:-r]
+
+    a, b = np.ascontiguousarray(a, np.float64), np.ascontiguousarray(b, np.float64)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = blur(a), blur(b)
+    sxx = blur(a * a) - mx * mx
+    syy = blur(b * b) - my * my
+    sxy = blur(a * b) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
 
 
 def ssim_frames(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0,
