@@ -197,3 +197,110 @@ def test_prepare_bar_counts_real_frames(tmp_path, faces_dir, capsys) -> None:
                    "--ocr", "none", "--max-frames", "20") == 0
     err = capsys.readouterr().err
     assert re.findall(r"(\d+)/(\d+) \[", err)[-1] == ("20", "20"), err[-300:]
+
+
+# ------------------------------------------------------------------- issue 27: one sentence, not a bug
+@pytest.fixture(scope="module")
+def small_clip(tmp_path_factory) -> Path:
+    """8 frames of 64x64, no audio: enough for the checks that refuse before restoring anything."""
+    from bfvr.io.synth import synth_video
+
+    return synth_video(tmp_path_factory.mktemp("small") / "clip.mp4", frames=8, width=64, height=64,
+                       audio=False)
+
+
+def _lite_state() -> dict:
+    from safetensors.torch import load_file
+
+    from bfvr.models import weights as W
+
+    return load_file(str(W.cached_path("bfvr-lite")))
+
+
+@pytest.mark.parametrize("case,why", [("int8", "not floating point"), ("bool", "not floating point"),
+                                      ("negative", "widths[0] = -64 is negative"),
+                                      ("not-a-mapping", "not a mapping")])
+def test_bad_weights_files_say_why(tmp_path, small_clip, capsys, case, why) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    state, meta = _lite_state(), None
+    if case in ("int8", "bool"):
+        state = {k: v.to(getattr(torch, case)) for k, v in state.items()}
+    elif case == "negative":
+        meta = {"net_config": json.dumps({"widths": [-64, 96, 128], "enc_blocks": [1, 2, 4],
+                                          "dec_blocks": [2, 2], "temporal": True})}
+    else:
+        meta = {"net_config": "[64, 96, 128]"}
+    w = tmp_path / f"{case}.safetensors"
+    save_file(state, str(w), metadata=meta)
+    out = tmp_path / "o.mp4"
+    code = run_cli("restore", str(small_clip), "-o", str(out), "--model", "bfvr-lite", "--weights", str(w),
+                   "--has-aligned", "-q")
+    assert code == 2
+    assert why in _sentence(capsys)
+    assert not out.exists()
+
+
+def _onnx_file(path: Path, meta: object, *, inp: str = "frames",
+               shape: tuple = ("b", "t", 3, "h", "w")) -> Path:
+    """An identity graph with `bfvr export`'s metadata `meta` (a dict as JSON, a str as it is)."""
+    import json
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+
+    x = helper.make_tensor_value_info(inp, onnx.TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("restored", onnx.TensorProto.FLOAT, list(shape))
+    g = helper.make_graph([helper.make_node("Identity", [inp], ["restored"])], "g", [x], [y])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    e = m.metadata_props.add()
+    e.key, e.value = "bfvr", meta if isinstance(meta, str) else json.dumps(meta)
+    onnx.save(m, str(path))
+    return path
+
+
+_LITE_META = {"model": "bfvr-lite", "layout": "BTCHW", "clip_len": None, "default_clip_len": 24, "overlap": 4,
+              "multiple": 16, "dynamic": "THW", "canvas": None}
+
+
+@pytest.mark.parametrize("case,why", [
+    ("not-json", "not JSON"), ("not-an-object", "not a JSON object"),
+    ("missing-keys", "lacks layout, overlap"),
+    ("input-name", "instead of one input 'frames'"), ("unknown-layout", "layout is 'NCHW'"),
+    ("wrong-layout", "not BCTHW with 3 colour channels"), ("overlap-text", "overlap is 'a'")])
+def test_bad_onnx_files_say_why(tmp_path, small_clip, capsys, case, why) -> None:
+    pytest.importorskip("onnxruntime")
+    meta, kw = dict(_LITE_META), {}
+    if case == "not-json":
+        meta = "{not json"
+    elif case == "not-an-object":
+        meta = [1, 2]
+    elif case == "missing-keys":
+        meta = {"model": "bfvr-lite"}
+    elif case == "input-name":
+        kw["inp"] = "x"
+    elif case == "unknown-layout":
+        meta["layout"] = "NCHW"
+    elif case == "wrong-layout":
+        meta["layout"] = "BCTHW"  # the graph is BTCHW
+    else:
+        meta["overlap"] = "a"
+    w = _onnx_file(tmp_path / "m.onnx", meta, **kw)
+    out = tmp_path / "o.mp4"
+    code = run_cli("restore", str(small_clip), "-o", str(out), "--model", "bfvr-lite", "--backend",
+                   "onnxruntime", "--weights", str(w), "--has-aligned", "-q")
+    assert code == 2
+    assert why in _sentence(capsys)
+    assert not out.exists()
+
+
+def test_a_good_onnx_file_still_runs(tmp_path, small_clip, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    w = _onnx_file(tmp_path / "m.onnx", _LITE_META)
+    out = tmp_path / "o.mp4"
+    assert run_cli("restore", str(small_clip), "-o", str(out), "--model", "bfvr-lite", "--backend",
+                   "onnxruntime", "--weights", str(w), "--has-aligned", "-q") == 0
+    assert out.is_file()
