@@ -304,3 +304,25 @@ def test_a_good_onnx_file_still_runs(tmp_path, small_clip, capsys) -> None:
     assert run_cli("restore", str(small_clip), "-o", str(out), "--model", "bfvr-lite", "--backend",
                    "onnxruntime", "--weights", str(w), "--has-aligned", "-q") == 0
     assert out.is_file()
+
+
+@pytest.mark.parametrize("name,why", [("arcface.onnx", "not a loadable ONNX file"),
+                                      ("arcface.pt", "not a TorchScript file"),
+                                      ("graph.onnx", "does not take one [N, 3, 112, 112] image input")])
+def test_a_bad_identity_model_says_why(tmp_path, small_clip, faces, capsys, name, why) -> None:
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    for d in (pred, gt):
+        d.mkdir()
+        shutil.copyfile(small_clip, d / "a.mp4")
+    model = tmp_path / name
+    if name == "graph.onnx":
+        _onnx_file(model, _LITE_META)  # an ONNX file, but with a 5-D input
+    elif name.endswith(".pt"):
+        torch.save({"w": torch.zeros(3)}, model)  # a state_dict, not TorchScript
+    else:
+        model.write_bytes(b"not a model")
+    out = tmp_path / "report"
+    assert run_cli("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(out), "-m", "ids",
+                   "--identity-model", str(model), "-q") == 2
+    assert why in _sentence(capsys)
+    assert not out.exists()
