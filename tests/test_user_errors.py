@@ -326,3 +326,43 @@ def test_a_bad_identity_model_says_why(tmp_path, small_clip, faces, capsys, name
                    "--identity-model", str(model), "-q") == 2
     assert why in _sentence(capsys)
     assert not out.exists()
+
+
+def _tiny_config(tmp_path: Path, clip: Path) -> Path:
+    import yaml
+
+    d = _tiny(Path("unused"), tmp_path / "run")
+    d["data"]["paths"] = [str(clip)]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    return cfg
+
+
+_LR = "optim.lr must be a positive finite number"
+_THREADS = "threads must be 0 (torch's default) or 1 to 1024"
+
+
+@pytest.mark.parametrize("sets,why", [(["optim.lr=nan"], _LR), (["optim.lr=-1"], _LR),
+                                      (["optim.lr=.inf"], _LR), (["optim.betas=[0.9, 1.5]"], "optim.betas"),
+                                      (["threads=-5"], _THREADS), (["threads=100000"], _THREADS),
+                                      ([], "not UTF-8")])
+def test_train_bad_numbers_and_binary_configs(tmp_path, small_clip, capsys, sets, why) -> None:
+    cfg = _tiny_config(tmp_path, small_clip)
+    if not sets:
+        cfg.write_bytes(b"\xff\xfe\x00optim: {lr: 1}\n" + bytes(range(128, 256)))
+    argv = ["train", "-c", str(cfg), "-q"]
+    for s in sets:
+        argv += ["--set", s]
+    assert run_cli(*argv) == 2
+    assert why in _sentence(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("threads", ["0", "-5", "100000"])
+def test_absurd_thread_counts(tmp_path, small_clip, capsys, threads) -> None:
+    for argv in (["bench", "model", "--threads", threads, "--no-onnx", "--size", "16"],
+                 ["evaluate-codes", "-r", str(tmp_path / "run"), "-i", str(small_clip), "--threads", threads,
+                  "-o", str(tmp_path / "rep")]):
+        assert run_cli(*argv) == 2
+        assert "--threads must be at least 1 and at most 1024" in _sentence(capsys)
+    assert not list(tmp_path.iterdir())
