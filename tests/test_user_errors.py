@@ -366,3 +366,66 @@ def test_absurd_thread_counts(tmp_path, small_clip, capsys, threads) -> None:
         assert run_cli(*argv) == 2
         assert "--threads must be at least 1 and at most 1024" in _sentence(capsys)
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- output paths that cannot be
+_FOLDER_OUT = ("batch", "evaluate", "prepare")  # commands whose -o / OUT is a folder; the others write a file
+
+
+def _out_argv(cmd: str, out: Path, clip: Path, tmp_path: Path) -> list[str]:
+    from bfvr.models import weights as W
+
+    inp = tmp_path / "inputs"
+    if not inp.exists():
+        inp.mkdir()
+        shutil.copyfile(clip, inp / "a.mp4")
+    return {
+        "batch": ["restore", str(inp), "-o", str(out), "--model", "identity", "--has-aligned", "-q"],
+        "evaluate": ["evaluate", "--pred", str(inp), "--gt", str(inp), "-o", str(out), "-m", "psnr", "-q"],
+        "prepare": ["prepare", str(inp / "a.mp4"), str(out), "--no-orientation", "--ocr", "none", "-q"],
+        "export-safetensors": ["export", "-m", "bfvr-lite", "-f", "safetensors", "--weights",
+                               str(W.cached_path("bfvr-lite")), "-o", str(out)],
+        "export-onnx": ["export", "-m", "bfvr-lite", "-o", str(out), "--size", "32"],
+        "profile": ["profile", str(inp / "a.mp4"), "-o", str(out), "-q"],
+    }[cmd]
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("cmd", ["batch", "evaluate", "prepare", "export-safetensors", "export-onnx",
+                                 "profile"])
+@pytest.mark.parametrize("case", ["under-a-file", "wrong-kind", "system-refuses", "read-only"])
+def test_outputs_that_cannot_be_written(tmp_path, small_clip, capsys, cmd, case) -> None:
+    import os
+
+    name = {"export-safetensors": "w.safetensors", "export-onnx": "w.onnx",
+            "profile": "p.png"}.get(cmd, "out")
+    if case == "under-a-file":
+        (tmp_path / "afile").write_text("mine")
+        out, why = tmp_path / "afile" / "sub" / name, "'" + str(tmp_path / "afile") + "' is a file"
+    elif case == "wrong-kind":
+        out = tmp_path / name
+        if cmd in _FOLDER_OUT:
+            out.write_text("mine")
+            why = "is a file; give a folder"
+        else:
+            out.mkdir()
+            why = "is a folder; give a file path"
+    elif case == "system-refuses":  # sysfs refuses new entries, even to root
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("needs Linux /sys")
+        out, why = Path("/sys/bfvr-test-out") / name, "writable location"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        out, why = ro / "sub" / name, "is not writable"
+    argv = _out_argv(cmd, out, small_clip, tmp_path)
+    before = _tree(tmp_path)
+    assert run_cli(*argv) == 2
+    assert why in _sentence(capsys)
+    assert _tree(tmp_path) == before

@@ -409,22 +409,28 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
                   on_record: Callable[[dict[str, Any]], Any] | None = None) -> Path:
     """Prepare every input clip into ``out_dir`` and write ``out_dir/manifest.jsonl``; returns its path."""
     from bfvr.errors import OutputError
-    from bfvr.io.paths import check_separate
+    from bfvr.io.paths import check_output_folder, check_separate, make_folder
 
     out_dir = Path(out_dir)
     if not inputs:
         raise InputError("no input videos; give a video file or a folder of videos.")
     check_separate(inputs, out_dir, out_is_dir=True)
+    check_output_folder(out_dir)
     manifest = out_dir / "manifest.jsonl"
     if manifest.exists() and not overwrite:
         raise OutputError(f"'{manifest}' already exists; pass --overwrite "
                           "to replace it or choose another folder.")
     prep = Preparer(opts, orientation_check=orientation_check)
     created = [d for d in (out_dir.absolute(), *out_dir.absolute().parents) if not d.exists()]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     tmp = manifest.with_suffix(".jsonl.partial")
     try:
-        with open(tmp, "w") as f:
+        try:
+            f = open(tmp, "w")
+        except OSError as e:
+            raise OutputError(f"cannot write into the output folder '{out_dir}' "
+                              f"({e.strerror or type(e).__name__}); choose a writable location.") from None
+        with f:
             for src in inputs:
                 rec = prep.prepare(src, out_dir, overwrite=overwrite, progress=progress)
                 rec["text_filter"] = prep.text_status

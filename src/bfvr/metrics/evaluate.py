@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bfvr.errors import ConfigError, InputError
+from bfvr.errors import ConfigError, InputError, OutputError
 from bfvr.io.reader import VIDEO_SUFFIXES, list_videos
 
 __all__ = ["FULL_REFERENCE", "NO_REFERENCE", "ALL_METRICS", "EvalOptions", "evaluate_pair",
@@ -367,8 +367,9 @@ def _json_safe(v: object) -> object:
 
 def write_report(result: dict, out_dir: str | Path) -> list[Path]:
     """Write metrics.md, metrics.csv and metrics.json into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from bfvr.io.paths import make_folder
+
+    out = make_folder(out_dir, "report")
     rows = result["rows"] + [result["mean"]]
     cols: list[str] = []
     for r in rows:
@@ -399,6 +400,9 @@ def write_report(result: dict, out_dir: str | Path) -> list[Path]:
         tmps[2].write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")
         for t, p in zip(tmps, paths):
             t.replace(p)
+    except OSError as e:  # a folder the system does not let us write into
+        raise OutputError(f"cannot write the report into '{out}' ({e.strerror or type(e).__name__}); "
+                          "choose a writable location.") from None
     finally:
         for t in tmps:
             t.unlink(missing_ok=True)

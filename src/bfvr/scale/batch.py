@@ -129,9 +129,9 @@ class BatchSummary:
     def write(self) -> None:
         if self.path is None:
             return
-        from bfvr.io.paths import set_default_mode
+        from bfvr.io.paths import make_folder, set_default_mode
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "summary")
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
         tmp.write_text(json.dumps(self.as_dict(), indent=1) + "\n")
         set_default_mode(tmp)
@@ -154,6 +154,9 @@ class BatchSummary:
 
 def check_summary_path(path: Path) -> None:
     """The summary may replace only an earlier bfvr summary (nothing else is overwritten)."""
+    from bfvr.io.paths import check_output_file
+
+    check_output_file(path, "summary")
     if path.exists() or path.is_symlink():
         try:
             ok = (
@@ -177,9 +180,15 @@ class _Lock:
     def __init__(self, folder: Path) -> None:
         import fcntl
 
-        folder.mkdir(parents=True, exist_ok=True)
+        from bfvr.io.paths import make_folder
+
+        make_folder(folder)
         self.path = folder / LOCK_NAME
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise OutputError(f"cannot write into the output folder '{folder}' "
+                              f"({e.strerror or type(e).__name__}); choose a writable location.") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -215,6 +215,9 @@ def collect_jobs(
     out_root = Path(os.path.abspath(Path(out_dir).expanduser()))
     if out_root.exists() and not out_root.is_dir():
         raise OutputError(f"the output '{out_dir}' is a file; give a folder for a batch (-o OUT_DIR).")
+    from bfvr.io.paths import check_writable_folder
+
+    check_writable_folder(out_root)
     if not out_root.exists() and out_root.suffix.lower() in VIDEO_SUFFIXES:
         raise OutputError(
             f"'{source}' holds many videos, so -o must be a folder, not '{out_dir}'; give a folder "
