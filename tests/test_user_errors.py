@@ -429,3 +429,30 @@ def test_outputs_that_cannot_be_written(tmp_path, small_clip, capsys, cmd, case)
     assert run_cli(*argv) == 2
     assert why in _sentence(capsys)
     assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["png-folder", "video"])
+def test_a_100_megapixel_input_is_refused(tmp_path, capsys, kind) -> None:
+    """Refused from its size, before a frame of it is converted, restored or encoded."""
+    import cv2
+    import numpy as np
+
+    side = 10_000
+    if kind == "png-folder":
+        inp = tmp_path / "frames"
+        inp.mkdir()
+        assert cv2.imwrite(str(inp / "000001.png"), np.zeros((side, side), np.uint8))
+    else:
+        import av
+
+        inp = tmp_path / "big.mkv"
+        with av.open(str(inp), "w") as c:  # FFV1 of a black frame: a few KB, never decoded by the check
+            s = c.add_stream("ffv1", rate=25)
+            s.width, s.height, s.pix_fmt = side, side, "gray"
+            for p in [*s.encode(av.VideoFrame.from_ndarray(np.zeros((side, side), np.uint8), format="gray")),
+                      *s.encode()]:
+                c.mux(p)
+    out = tmp_path / "o.mp4"
+    assert run_cli("restore", str(inp), "-o", str(out), "--model", "identity", "-q") == 2
+    assert "10000x10000 (100 megapixels)" in _sentence(capsys)
+    assert not out.exists()

@@ -27,6 +27,9 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpe
 _STILL_FORMATS = re.compile(r"(_pipe$|^image2$|^png$|^mjpeg$|^jpeg|^webp$|^bmp$|^tiff$)")
 #: container metadata key bfvr writes when it padded an odd size to even: "WxH" of the real frames
 SIZE_TAG = "bfvr_size"
+#: the largest frame bfvr reads, in pixels (8192x8192, twice 8K UHD): one such frame is 200 MB as RGB and
+#: several GB as the float tensors of a model or a detector, so larger frames are refused up front
+MAX_FRAME_PIXELS = 8192 * 8192
 
 
 def natural_key(name: str) -> list[object]:
@@ -39,6 +42,15 @@ def list_videos(folder: str | os.PathLike[str]) -> list[Path]:
     name."""
     return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
                    and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def check_frame_size(what: str, width: int, height: int) -> None:
+    """Refuse frames above `MAX_FRAME_PIXELS` with one sentence (`what` names the file)."""
+    if width * height > MAX_FRAME_PIXELS:
+        mp, top = width * height / 1e6, MAX_FRAME_PIXELS / 1e6
+        raise InputError(f"the frames of {what} are {width}x{height} ({mp:.0f} megapixels), more than the "
+                         f"{top:.0f} megapixels bfvr takes (e.g. 8192x8192); scale them down first (e.g. "
+                         "ffmpeg -i IN -vf scale=-2:4320 OUT).")
 
 
 def _check_path(path: Path) -> None:
@@ -121,6 +133,7 @@ class AVReader(VideoReader):
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
         self._stream = vs
+        check_frame_size(f"'{path}'", vs.codec_context.width or 0, vs.codec_context.height or 0)  # undecoded
         self._frame_iter = self._decode()
         self._decoded = 0
         try:
@@ -150,6 +163,7 @@ class AVReader(VideoReader):
                     crop = (tw, th)
         self._crop = crop
         w, h = crop if crop else (coded_w, coded_h)
+        check_frame_size(f"'{path}'", w, h)
         if self._rot_k % 2:
             w, h = h, w
 
@@ -299,6 +313,7 @@ class ImageFolderReader(VideoReader):
         a = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         if a is None:
             raise InputError(f"frame '{p}' is not a readable image; remove it or replace it.")
+        check_frame_size(f"'{self.path}' ({p.name})", a.shape[1], a.shape[0])  # before the RGB copy
         if a.dtype == np.uint16:
             a = (a >> 8).astype(np.uint8)
         elif a.dtype != np.uint8:
