@@ -456,3 +456,75 @@ def test_a_100_megapixel_input_is_refused(tmp_path, capsys, kind) -> None:
     assert run_cli("restore", str(inp), "-o", str(out), "--model", "identity", "-q") == 2
     assert "10000x10000 (100 megapixels)" in _sentence(capsys)
     assert not out.exists()
+
+
+@pytest.fixture
+def frame_folder(tmp_path) -> Path:
+    import cv2
+    import numpy as np
+
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(d / f"{i:03d}.png"), np.full((32, 32, 3), 60 * i, np.uint8))
+    return d
+
+
+@pytest.mark.parametrize("fps,why", [("1e9", "is above 1000 frames per second"),
+                                     ("inf", "must be a finite number above 0"),
+                                     ("nan", "must be a finite number above 0"),
+                                     ("0", "must be a finite number above 0"),
+                                     ("-25", "must be a finite number above 0")])
+def test_restore_fps_is_bounded(tmp_path, frame_folder, capsys, fps, why) -> None:
+    out = tmp_path / "o.mp4"
+    assert run_cli("restore", str(frame_folder), "-o", str(out), "--fps", fps, "--model", "identity",
+                   "--has-aligned", "-q") == 2
+    assert why in _sentence(capsys)
+    assert not out.exists()
+
+
+def test_restore_fps_at_the_bound_still_works(tmp_path, frame_folder) -> None:
+    from bfvr.io import probe
+
+    out = tmp_path / "o.mp4"
+    assert run_cli("restore", str(frame_folder), "-o", str(out), "--fps", "1000", "--model", "identity",
+                   "--has-aligned", "-q") == 0
+    assert float(probe(out).fps) == pytest.approx(1000)
+
+
+@pytest.mark.parametrize("fps,why", [('"abc"', "is not a number"), ("[25]", "is not a number"),
+                                     ("1e9", "is above 1000"), ("-1", "must be a finite number above 0")])
+def test_batch_manifest_fps_must_be_a_number(tmp_path, frame_folder, capsys, fps, why) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(f'{{"input": "{frame_folder.name}", "fps": {fps}}}\n')
+    out = tmp_path / "out"
+    assert run_cli("restore", str(manifest), "-o", str(out), "--model", "identity", "--has-aligned",
+                   "-q") == 2
+    line = _sentence(capsys)
+    assert "line 1" in line and '"fps"' in line and why in line, line
+    assert not out.exists()
+
+
+def test_batch_manifest_fps_as_a_fraction_string(tmp_path, frame_folder) -> None:
+    from bfvr.io import probe
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(f'{{"input": "{frame_folder.name}", "fps": "30000/1001"}}\n')
+    assert run_cli("restore", str(manifest), "-o", str(tmp_path / "out"), "--model", "identity",
+                   "--has-aligned", "-q") == 0
+    assert float(probe(tmp_path / "out" / "frames.mp4").fps) == pytest.approx(30000 / 1001)
+
+
+@pytest.mark.parametrize("line,why", [('{"path": "CLIP", "frames": "abc"}', '"frames" \'abc\''),
+                                      ('{"path": "CLIP", "frames": -3}', '"frames" -3'),
+                                      ('{"path": 7}', '"path" 7'), ("[1, 2]", "not a JSON object"),
+                                      ('{"path": "CLIP", "fra', "is not JSON")])
+def test_prepare_manifest_with_a_bad_value(tmp_path, small_clip, capsys, line, why) -> None:
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(line.replace("CLIP", str(small_clip)) + "\n")
+    cfg = _tiny_config(tmp_path, small_clip)
+    assert run_cli("train", "-c", str(cfg), "--set", f"data.paths=[{manifest}]", "--set", "data.backend=bfvr",
+                   "-q") == 2
+    sentence = _sentence(capsys)
+    assert "line 1 of the manifest" in sentence and why in sentence, sentence
+    assert not (tmp_path / "run").exists()

@@ -451,14 +451,39 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
     return manifest
 
 
+def _manifest_record(path: Path, n: int, line: str) -> dict[str, Any]:
+    """Line `n` of a manifest as a record, checked where readers rely on it: a JSON object whose "path" is
+    a string and whose "frames" (when given) is a whole number of 0 or more; else one sentence."""
+    where = f"line {n} of the manifest '{path}'"
+    try:
+        r = json.loads(line)
+    except ValueError as e:
+        raise InputError(f"{where} is not JSON ({getattr(e, 'msg', e)}); write one object per line, as "
+                         "`bfvr prepare` does.") from None
+    if not isinstance(r, dict):
+        raise InputError(f"{where} is not a JSON object; write one object per line, as `bfvr prepare` does.")
+    if "path" in r and r["path"] is not None and not isinstance(r["path"], str):
+        raise InputError(f'{where} has "path" {r["path"]!r}, not a file path.')
+    frames = r.get("frames")
+    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 0):
+        raise InputError(f'{where} has "frames" {frames!r}, not a whole number of frames; fix the line or '
+                         "run `bfvr prepare` again.")
+    return r
+
+
 def read_manifest(path: str | os.PathLike[str], kept_only: bool = True) -> list[dict[str, Any]]:
     """The records of a manifest (only kept clips by default); relative paths resolve against its folder."""
     path = Path(path)
     recs = []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read the manifest '{path}' ({getattr(e, 'strerror', None) or e}); give the "
+                         "manifest.jsonl `bfvr prepare` wrote.") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        r = json.loads(line)
+        r = _manifest_record(path, n, line)
         if kept_only and not r.get("kept", True):
             continue
         if r.get("path") and not Path(r["path"]).is_absolute():

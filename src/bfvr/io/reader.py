@@ -27,6 +27,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpe
 _STILL_FORMATS = re.compile(r"(_pipe$|^image2$|^png$|^mjpeg$|^jpeg|^webp$|^bmp$|^tiff$)")
 #: container metadata key bfvr writes when it padded an odd size to even: "WxH" of the real frames
 SIZE_TAG = "bfvr_size"
+#: the highest frame rate bfvr takes for an image folder (`--fps`, a manifest's "fps")
+MAX_FPS = 1000
 #: the largest frame bfvr reads, in pixels (8192x8192, twice 8K UHD): one such frame is 200 MB as RGB and
 #: several GB as the float tensors of a model or a detector, so larger frames are refused up front
 MAX_FRAME_PIXELS = 8192 * 8192
@@ -42,6 +44,24 @@ def list_videos(folder: str | os.PathLike[str]) -> list[Path]:
     name."""
     return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
                    and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def fps_problem(value: object) -> str | None:
+    """Why `value` is not a usable frame rate ("is not a number", ...), or None: a finite number above 0
+    and at most `MAX_FPS`. Numeric strings ("25", "30000/1001") count as numbers."""
+    if isinstance(value, str):
+        try:
+            value = Fraction(value.strip())
+        except (ValueError, ZeroDivisionError):
+            return "is not a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)):
+        return "is not a number"
+    v = float(value)
+    if not (v == v and 0 < v < float("inf")):
+        return "must be a finite number above 0"
+    if v > MAX_FPS:
+        return f"is above {MAX_FPS} frames per second"
+    return None
 
 
 def check_frame_size(what: str, width: int, height: int) -> None:
@@ -350,6 +370,11 @@ def open_video(path: str | os.PathLike[str], *, fps: float | Fraction | None = N
     """
     p = Path(path).expanduser()
     _check_path(p)
+    why = None if fps is None else fps_problem(fps)
+    if why:
+        from bfvr.errors import ConfigError
+
+        raise ConfigError(f"the frame rate {fps} {why}; give the rate of the image folder, e.g. 25.")
     if p.is_dir():
         files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
                         and not f.name.startswith(".")), key=lambda f: natural_key(f.name))
