@@ -528,3 +528,28 @@ def test_prepare_manifest_with_a_bad_value(tmp_path, small_clip, capsys, line, w
     sentence = _sentence(capsys)
     assert "line 1 of the manifest" in sentence and why in sentence, sentence
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_after_a_half_written_metrics_line(tmp_path, small_clip, caplog) -> None:
+    """A run killed while logging leaves a torn last line in metrics.jsonl / histograms.jsonl: --resume drops
+    it with a warning and goes on (it is the killed run's tail, like the records after the checkpoint)."""
+    import json
+
+    import yaml
+
+    d = _tiny(Path("unused"), tmp_path / "run", max_steps=2, ckpt_every=1)
+    d["data"]["paths"] = [str(small_clip)]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    assert run_cli("train", "-c", str(cfg), "-q") == 0
+    run = tmp_path / "run"
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss')
+    with open(run / "histograms.jsonl", "a") as f:
+        f.write('{"step": 3, "codes_s": [1, ')
+    with caplog.at_level(logging.WARNING, logger="bfvr.train"):
+        assert run_cli("train", "-c", str(cfg), "--set", "max_steps=3", "--resume", "-q") == 0
+    assert any("metrics.jsonl: dropped 1 unreadable line" in r.getMessage() for r in caplog.records)
+    for name in ("metrics.jsonl", "histograms.jsonl"):
+        lines = (run / name).read_text().splitlines()
+        assert [json.loads(ln)["step"] for ln in lines] == [1, 2, 3], name
