@@ -553,3 +553,24 @@ def test_resume_after_a_half_written_metrics_line(tmp_path, small_clip, caplog) 
     for name in ("metrics.jsonl", "histograms.jsonl"):
         lines = (run / name).read_text().splitlines()
         assert [json.loads(ln)["step"] for ln in lines] == [1, 2, 3], name
+
+
+@pytest.mark.parametrize("scale,why", [("0", "--scale must be a whole number of 1 or more, got 0"),
+                                       ("-2", "--scale must be a whole number of 1 or more, got -2"),
+                                       ("100000", "more than an image holds")])
+def test_profile_scale_is_checked(tmp_path, small_clip, capsys, scale, why) -> None:
+    out = tmp_path / "p.png"
+    assert run_cli("profile", str(small_clip), "-o", str(out), "--scale", scale, "-q") == 2
+    assert why in _sentence(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+def test_profile_scale_enlarges_the_time_axis(tmp_path, small_clip) -> None:
+    import cv2
+
+    widths = []
+    for scale in (1, 3):
+        out = tmp_path / f"p{scale}.png"
+        assert run_cli("profile", str(small_clip), "-o", str(out), "--scale", str(scale), "-q") == 0
+        widths.append(cv2.imread(str(out)).shape[1])
+    assert widths == [8, 24]  # one column per frame of the 8-frame clip
