@@ -574,3 +574,32 @@ def test_profile_scale_enlarges_the_time_axis(tmp_path, small_clip) -> None:
         assert run_cli("profile", str(small_clip), "-o", str(out), "--scale", str(scale), "-q") == 0
         widths.append(cv2.imread(str(out)).shape[1])
     assert widths == [8, 24]  # one column per frame of the 8-frame clip
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
+def test_sigterm_during_export_removes_the_partial_file(tmp_path, capsys, monkeypatch, fmt) -> None:
+    """SIGTERM while the file is being written: exit 128 + 15, one sentence, no partial file left."""
+    import os
+    import signal
+    import time
+
+    from bfvr.models import weights as W
+
+    def write_then_get_killed(path: Path) -> None:
+        Path(path).write_bytes(b"half a model")
+        os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler raises in this thread...
+        time.sleep(10)  # ...before this sleep ends
+
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+        monkeypatch.setattr("bfvr.models.onnx.export_onnx", lambda m, path, **kw: write_then_get_killed(path))
+        argv = ["export", "-m", "bfvr-lite", "-o", str(tmp_path / "out" / "m.onnx")]
+    else:
+        monkeypatch.setattr("safetensors.torch.save_file", lambda t, path, **kw: write_then_get_killed(path))
+        argv = ["export", "-m", "bfvr-lite", "-f", "safetensors", "--weights",
+                str(W.cached_path("bfvr-lite")), "-o", str(tmp_path / "out" / "m.safetensors")]
+    t0 = time.monotonic()
+    assert run_cli(*argv) == 128 + signal.SIGTERM
+    assert time.monotonic() - t0 < 8
+    assert "stopped by SIGTERM" in _sentence(capsys)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
