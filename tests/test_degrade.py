@@ -222,3 +222,42 @@ def test_bfvr_hard_draws_the_heavier_half_of_bfvr():
         blur = next(o for o in hard if o["op"] == "blur")
         down = next(o for o in hard if o["op"] == "downscale")
         assert 2.0 <= min(v for k, v in blur.items() if k.startswith("sigma")) and 3.0 <= down["scale"] <= 4.0
+
+
+def test_bfvr_broad_draws_every_level_and_operator_and_clean_is_the_identity() -> None:
+    frames = clip(6, 64, 64)
+    deg = recipe("bfvr-broad")
+    levels, ops, codecs = set(), set(), set()
+    for i in range(60):
+        p = deg.draw(clip_rng(0, f"c{i}"), 256, 256, fps=25)
+        b = p["ops"][0]
+        levels.add(b["level"])
+        ops |= {o["op"] for o in b["ops"]}
+        codecs |= {o["codec"] for o in b["ops"] if o["op"] == "codec"}
+        json.dumps(p)  # the sidecar stays JSON
+    assert levels == {"clean", "light", "full"}
+    assert {"blur", "downscale", "upscale", "noise", "noise_poisson", "codec", "jpeg",
+            "flicker_brightness"} <= ops
+    assert codecs == {"libx264", "libx265"}
+    for i in range(60):  # the clean level leaves the clip bit-identical; the others change it
+        lq, p = deg(frames, clip_rng(0, f"c{i}"))
+        assert all(o.get("codec") != "libx265" for o in p["ops"][0]["ops"])  # 64 px / 4: too small for x265
+        assert lq.shape == frames.shape and lq.dtype == np.uint8
+        assert np.array_equal(lq, frames) == (p["ops"][0]["level"] == "clean")
+    a, _ = deg(frames, clip_rng(3, "x"))
+    b, _ = deg(frames, clip_rng(3, "x"))
+    assert np.array_equal(a, b)  # one seed, one result
+
+
+def test_jpeg_quality_and_poisson_noise_level() -> None:
+    from bfvr.degrade.ops import Jpeg, PoissonNoise
+
+    frames = clip(2, 96, 80).astype(np.float32)
+    hi = Jpeg().apply(frames, {"quality": 95}, 0)
+    lo = Jpeg().apply(frames, {"quality": 20}, 0)
+    assert psnr(hi, frames) > psnr(lo, frames) + 5
+    flat = np.full((2, 64, 64, 3), 128.0, np.float32)
+    for peak in (50.0, 1000.0):  # shot noise: std = sqrt(value / 255 * peak) / peak * 255
+        out = PoissonNoise().apply(flat, {"peak": peak, "gray": False, "seed": 1}, 0)
+        want = np.sqrt(128 / 255 * peak) / peak * 255
+        assert abs(out.std() / want - 1) < 0.05 and abs(out.mean() - 128) < 0.5

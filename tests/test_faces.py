@@ -505,3 +505,53 @@ def test_a_shot_cut_in_a_real_stream_starts_new_tracks(faces_dir):
     assert len(out) == 20 and pipe.stats["cuts"] == [10]
     spans = sorted(sorted(d) for d in pipe.stats["boxes"].values())
     assert spans == [list(range(10)), list(range(10, 20))]
+
+
+# ---------------------------------------------------------------- background pass, residual paste
+
+class _Brighten:
+    """Adds 0.1 (about 25 levels) to every pixel; takes any frame size (`whole_frames`)."""
+
+    name = "brighten"
+    clip_len, overlap, canvas = None, 0, (128, 128)
+    device = torch.device("cpu")
+    whole_frames = True
+
+    def restore_clip(self, clip):
+        return clip + 0.1
+
+
+def test_background_pass_restores_the_whole_frame_and_faces_only_keeps_it(faces_dir):
+    from bfvr import Restorer
+
+    frames = np.stack(clip(faces_dir, "lp_source_s32", 6, (480, 270)))
+    frames = np.minimum(frames, 200).astype(np.uint8)  # no clipping at 255 after +25
+    corner = (slice(0, 40), slice(0, 40))  # far from the face
+    r = Restorer(_Brighten(), has_aligned=False, progress=False)
+    out = r.restore_clip(frames)
+    assert r.face_pipeline.stats["background"] and r.face_pipeline.stats["frames_with_face"] == 6
+    assert abs(float(out[:, corner[0], corner[1]].astype(int).mean() - frames[:, corner[0], corner[1]].mean())
+               - 25.5) < 1
+    from bfvr.faces import FaceOptions
+
+    r = Restorer(_Brighten(), has_aligned=False, progress=False, faces=FaceOptions(background_model=False))
+    out = r.restore_clip(frames)
+    assert not r.face_pipeline.stats["background"]
+    assert np.array_equal(out[:, corner[0], corner[1]], frames[:, corner[0], corner[1]])  # --faces-only
+    assert not np.array_equal(out, frames)  # the face itself was restored
+
+
+def test_residual_paste_keeps_a_large_face_exactly_where_the_model_changes_nothing(faces_dir):
+    frame = clip(faces_dir, "latentsync_demo1_video", 1)[0]
+    face = Face(box=np.array([300.0, 500.0, 800.0, 1000.0]), score=1.0)
+    m = proportion_matrix(face.box, (256, 256), expand=1.3)  # a 650 px square into 256: downsampled
+    crop = warp_crop(frame, m, (256, 256))
+    mask = soft_mask((256, 256))
+    plain = paste_back(frame, crop, m, mask)
+    residual = paste_back(frame, crop, m, mask, crop=crop, base=frame)
+    assert np.array_equal(residual, frame)  # nothing changed, nothing resampled
+    inner = (slice(560, 940), slice(360, 740))
+    assert psnr(plain[inner], frame[inner]) < 40  # pasting the resampled face itself blurs it
+    bright = np.clip(crop.astype(int) + 10, 0, 255).astype(np.uint8)  # a change the model made is pasted
+    out = paste_back(frame, bright, m, mask, crop=crop, base=frame)
+    assert abs(float(out[inner].astype(int).mean() - frame[inner].astype(int).mean()) - 10) < 0.5

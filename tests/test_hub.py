@@ -75,6 +75,32 @@ def _payload(root: Path, name: str = "ckpt-bfvr.pth") -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
+#: a small STC stage-II layout (same code paths as the official one, a few MB instead of 284)
+SMALL_STC = dict(nf=32, ch_mult=(1, 1, 1, 1), res_blocks=1, dim_embd=64, codebook_size=64, connect_list=(),
+                 n_head=2, n_layers=2)
+
+
+@pytest.fixture
+def small_stc(monkeypatch):
+    """Model 'stc' with the SMALL_STC network, so a real stc checkpoint (what the structural check of a
+    download accepts) is small."""
+    import dataclasses
+
+    monkeypatch.setitem(hub.MODELS, "stc", dataclasses.replace(hub.MODELS["stc"], config=SMALL_STC))
+
+
+def _stc_payload(root: Path, name: str = "ckpt-bfvr.pth", **change) -> tuple[bytes, str]:
+    """An official-layout checkpoint ({"params_ema": state_dict}) of the (small_stc) 'stc' network, several
+    read blocks long; `change`: name -> shape of entries to give another shape."""
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(s, generator=g) for k, s in hub.expected_shapes("stc").items()}
+    sd.update({k: torch.zeros(s) for k, s in change.items()})
+    torch.save({"params_ema": sd}, root / name)
+    data = (root / name).read_bytes()
+    assert len(data) > 2 * (1 << 20)
+    return data, hashlib.sha256(data).hexdigest()
+
+
 # ------------------------------------------------------------------------------------------- names
 
 def test_names_and_cache_paths(home):
@@ -132,9 +158,9 @@ def test_cli_offline_error_is_one_line(capsys, tmp_path):
 
 # -------------------------------------------------------------------------------------- downloads
 
-def test_download_from_local_server_records_tofu(server, home, monkeypatch):
+def test_download_from_local_server_records_tofu(server, home, monkeypatch, small_stc):
     root, base = server
-    data, sha = _payload(root)
+    data, sha = _stc_payload(root)
     monkeypatch.setenv("BFVR_WEIGHTS_BASE_URL", base)
     path = W.fetch("stc", progress=False)
     assert path == home / "weights" / "ckpt-bfvr.pth"
@@ -154,16 +180,16 @@ def test_download_from_local_server_records_tofu(server, home, monkeypatch):
         W.resolve("stc", offline=True)
 
 
-def test_download_with_sha256(server, home, monkeypatch):
+def test_download_with_sha256(server, home, monkeypatch, small_stc):
     root, base = server
-    data, sha = _payload(root)
+    data, sha = _stc_payload(root)
     monkeypatch.setenv("BFVR_WEIGHTS_BASE_URL", base)
     bad = "0" * 64
     with pytest.raises(ModelError, match="not saved"):
         W.fetch("stc", sha256=bad, progress=False)
     wdir = home / "weights"
     assert not (wdir / "ckpt-bfvr.pth").exists()
-    assert not [p for p in wdir.iterdir() if p.name.endswith(".part")]  # temp file removed
+    assert not [p for p in wdir.iterdir() if p.name.startswith(".")]  # temp file removed
     with pytest.raises(ModelError, match="not a sha256"):
         W.fetch("stc", sha256="abc", progress=False)
     assert W.fetch("stc", sha256=sha, progress=False).read_bytes() == data
@@ -177,7 +203,7 @@ def test_download_failures_are_clear(server, home, monkeypatch):
     with pytest.raises(WeightsNotFoundError, match="broke off|stopped after"):
         W.fetch("stc-deflicker", progress=False)  # server sends 10 of 1000 bytes
     assert not (home / "weights" / "ckpt-defilcker.pth").exists()
-    assert not [p for p in (home / "weights").iterdir() if p.name.endswith(".part")]
+    assert not [p for p in (home / "weights").iterdir() if p.name.startswith(".")]
 
 
 def test_download_file_url(tmp_path, home):
@@ -187,6 +213,33 @@ def test_download_file_url(tmp_path, home):
     dest = home / "weights" / "x.pth"
     assert W.download((src / "ckpt-bfvr.pth").as_uri(), dest, sha256=sha, progress=False) == sha
     assert dest.read_bytes() == data
+
+
+@pytest.mark.parametrize("served", ["text", "other_shapes"])
+def test_download_that_is_not_the_checkpoint_never_enters_the_cache(tmp_path, home, monkeypatch, capsys,
+                                                                    small_stc, served):
+    """`bfvr models download stc` from a file:// mirror serving a 17-byte text file (or a checkpoint of
+    other shapes): one sentence, exit 2, and neither the cache nor the registry holds it."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    if served == "text":
+        (mirror / "ckpt-bfvr.pth").write_bytes(b"404: Not Found\n\n\n")  # 17 bytes
+    else:
+        _stc_payload(mirror, **{"quantize.embedding.weight": (3, 3)})
+    monkeypatch.setenv("BFVR_STC_MIRROR", mirror.as_uri())
+    assert run_cli("models", "download", "stc", "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bfvr: error:") and "\n" not in err and "Traceback" not in err
+    assert "not saved" in err and f"{mirror.as_uri()}/ckpt-bfvr.pth" in err
+    assert ("not a PyTorch file" if served == "text" else "quantize.embedding.weight") in err, err
+    wdir = home / "weights"
+    assert not (wdir / "ckpt-bfvr.pth").exists() and not (wdir / "registry.json").exists()
+    assert not [p for p in wdir.iterdir() if p.name.startswith(".")]  # no temporary file left
+    # the real checkpoint from the same mirror is cached and recorded
+    data, sha = _stc_payload(mirror)
+    assert run_cli("models", "download", "stc", "--quiet") == 0
+    assert (wdir / "ckpt-bfvr.pth").read_bytes() == data
+    assert W.read_registry()["ckpt-bfvr.pth"]["sha256"] == sha
 
 
 def test_cached_file_placed_by_hand_is_trusted_on_first_use(home):
@@ -209,9 +262,9 @@ def test_user_weights_with_sha256(tmp_path):
         W.resolve("stc", weights=f, sha256="2" * 64)
 
 
-def test_cli_download_path_list(server, home, monkeypatch, capsys):
+def test_cli_download_path_list(server, home, monkeypatch, capsys, small_stc):
     root, base = server
-    data, sha = _payload(root)
+    data, sha = _stc_payload(root)
     monkeypatch.setenv("BFVR_WEIGHTS_BASE_URL", base)
     assert run_cli("models", "path", "stc") == 0
     out = capsys.readouterr()

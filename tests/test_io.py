@@ -306,8 +306,13 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="--overwrite"):
         VideoWriter(out, fps=25)
     assert out.read_bytes() == b"precious"
-    write_video(out, patterns(2, 32, 32), fps=25, overwrite=True)
-    assert probe(out).frame_count == 2
+    with pytest.raises(OutputError, match="not written by bfvr"):  # --overwrite replaces only bfvr's videos
+        write_video(out, patterns(2, 32, 32), fps=25, overwrite=True)
+    assert out.read_bytes() == b"precious"
+    out.unlink()
+    write_video(out, patterns(2, 32, 32), fps=25)
+    write_video(out, patterns(3, 32, 32), fps=25, overwrite=True)
+    assert probe(out).frame_count == 3
 
 
 def test_unwritable_outputs(tmp_path: Path) -> None:

@@ -400,3 +400,315 @@ def test_mp4_mov_outputs_keep_the_input_duration(tmp_path, faces_dir, suffix) ->
     o = tmp_path / f"vfr_b_out{suffix}"
     assert run_cli("restore", str(bframes), "-o", str(o), "--model", "identity", "--has-aligned", "-q") == 0
     assert _durations(o) == (pytest.approx(_durations(bframes)[1], abs=1e-6),) * 2  # (container: in us)
+
+
+# ------------------------------------------------------------- --overwrite: only what bfvr wrote (issue 27)
+def _foreign(kind: str, path: Path, outside: Path) -> Path:
+    """A file in an output's place that bfvr did not write: a text file, a video PyAV made (no bfvr tag),
+    or a link to a file outside the test's folder. Returns the file whose bytes must not change."""
+    import os
+
+    from bfvr.io.synth import synth_video
+
+    if kind == "text":
+        path.write_text("my notes, not a video\n")
+        return path
+    if kind == "pyav":
+        synth_video(path, frames=3, width=32, height=32, fps=25, audio=False)
+        return path
+    target = outside / f"{path.stem}_target.mp4"
+    target.write_text("the file the link points to\n")
+    os.symlink(target, path)
+    return target
+
+
+def _small_clip(folder: Path, name: str) -> Path:
+    from bfvr.io.synth import synth_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return synth_video(folder / name, frames=3, width=32, height=32, fps=25, audio=False)
+
+
+@pytest.mark.parametrize("kind", ["text", "pyav", "symlink"])
+def test_restore_overwrite_refuses_an_output_bfvr_did_not_write(tmp_path, tmp_path_factory, capsys,
+                                                                kind) -> None:
+    clip = _small_clip(tmp_path / "in", "clip.mp4")
+    out = tmp_path / "out.mp4"
+    guarded = _foreign(kind, out, tmp_path_factory.mktemp("outside"))
+    before = guarded.read_bytes()
+    args = ["restore", str(clip), "-o", str(out), "--model", "identity", "--has-aligned", "-q",
+            "--preset", "ultrafast"]
+    assert run_cli(*args, "--overwrite") == 2
+    line = _one_sentence_error(capsys.readouterr().err)
+    assert ("not written by bfvr" if kind != "symlink" else "symbolic link") in line, line
+    assert guarded.read_bytes() == before and out.is_symlink() == (kind == "symlink")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_restore_overwrite_replaces_a_video_bfvr_wrote(tmp_path) -> None:
+    from bfvr.io import probe
+    from bfvr.io.paths import is_own_video
+
+    clip = _small_clip(tmp_path / "in", "clip.mp4")
+    out = tmp_path / "out.mp4"
+    args = ["restore", str(clip), "-o", str(out), "--model", "identity", "--has-aligned", "-q",
+            "--preset", "ultrafast"]
+    assert run_cli(*args, "--max-frames", "2") == 0
+    assert is_own_video(out) and probe(out).frame_count == 2
+    assert run_cli(*args, "--overwrite") == 0
+    assert probe(out).frame_count == 3
+
+
+def test_batch_overwrite_follows_the_same_rule(tmp_path, tmp_path_factory) -> None:
+    """`bfvr restore folder/ -o OUT --overwrite`: a text file, a PyAV video and a link in the outputs'
+    places fail with the single-file reason and stay as they are; an output bfvr wrote is redone."""
+    import json
+
+    from bfvr.io import probe
+
+    src = tmp_path / "in"
+    for n in ("a", "b", "c", "d"):
+        _small_clip(src, f"{n}.mp4")
+    out = tmp_path / "out"
+    args = ["restore", str(src), "-o", str(out), "--model", "identity", "--has-aligned", "-q",
+            "--preset", "ultrafast"]
+    assert run_cli(*args, "--max-frames", "2") == 0  # bfvr's own outputs (2 frames each)
+    outside = tmp_path_factory.mktemp("outside")
+    guarded = {}
+    for n, kind in (("a", "text"), ("b", "pyav"), ("c", "symlink")):
+        (out / f"{n}.mp4").unlink()
+        guarded[n] = _foreign(kind, out / f"{n}.mp4", outside)
+    before = {n: g.read_bytes() for n, g in guarded.items()}
+    assert run_cli(*args, "--overwrite") == 3  # some failed, the others done
+    s = json.loads((out / "bfvr-summary.json").read_text())
+    status = {v["key"]: (v["status"], v.get("reason", "")) for v in s["videos"]}
+    assert status["d.mp4"][0] == "done" and probe(out / "d.mp4").frame_count == 3
+    for n in ("a", "b"):
+        assert status[f"{n}.mp4"][0] == "failed" and "not written by bfvr" in status[f"{n}.mp4"][1]
+    assert status["c.mp4"][0] == "failed" and "symbolic link" in status["c.mp4"][1]
+    assert {n: g.read_bytes() for n, g in guarded.items()} == before
+    assert (out / "c.mp4").is_symlink()
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and "partial" in p.name]
+
+
+# ------------------------------------------------------------------ degrade: sidecars follow the video's rule
+def _degrade_in(tmp_path: Path) -> Path:
+    from bfvr.io.synth import synth_video
+
+    (tmp_path / "in").mkdir()
+    return synth_video(tmp_path / "in" / "clip.mp4", frames=3, width=64, height=64, fps=25, audio=False)
+
+
+@pytest.mark.parametrize("sidecar,kind", [("mask.png", "png"), ("mask.png", "symlink"), ("json", "json")])
+def test_degrade_refuses_a_sidecar_bfvr_did_not_write(tmp_path, tmp_path_factory, capsys, sidecar,
+                                                      kind) -> None:
+    """`bfvr degrade in.mp4 lq.mp4 --recipe inpaint` beside a foreign lq.mask.png / lq.json: refused before
+    any work without --overwrite, and with it too (bfvr did not write them); nothing is written."""
+    import os
+
+    import cv2
+    import numpy as np
+
+    clip = _degrade_in(tmp_path)
+    out = tmp_path / "lq.mp4"
+    foreign = tmp_path / f"lq.{sidecar}"
+    if kind == "png":
+        cv2.imwrite(str(foreign), np.full((64, 64), 255, np.uint8))  # the user's own mask
+        guarded = foreign
+    elif kind == "symlink":
+        guarded = tmp_path_factory.mktemp("outside") / "elsewhere.png"
+        guarded.write_bytes(b"not to be touched")
+        os.symlink(guarded, foreign)
+    else:
+        foreign.write_text('{"my": "annotations"}\n')
+        guarded = foreign
+    before = guarded.read_bytes()
+    args = ["degrade", str(clip), str(out), "--recipe", "inpaint", "-q", "--no-audio"]
+    for extra in ([], ["--overwrite"]):
+        assert run_cli(*args, *extra) == 2
+        line = _one_sentence_error(capsys.readouterr().err)
+        assert str(foreign) in line
+        assert ("pass --overwrite" if not extra else "--overwrite will not") in line, line
+        assert guarded.read_bytes() == before and not out.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in", foreign.name]  # no temporary file left
+
+
+def test_degrade_overwrite_replaces_its_own_sidecars(tmp_path) -> None:
+    import json
+
+    from bfvr.io.paths import is_own_json, is_own_png
+
+    clip = _degrade_in(tmp_path)
+    out = tmp_path / "lq.mp4"
+    args = ["degrade", str(clip), str(out), "--recipe", "inpaint", "-q", "--no-audio"]
+    assert run_cli(*args, "--seed", "1") == 0
+    mask, side = tmp_path / "lq.mask.png", tmp_path / "lq.json"
+    assert is_own_png(mask) and is_own_json(side)
+    first = mask.read_bytes()
+    assert run_cli(*args, "--seed", "2") == 2  # exists: --overwrite needed
+    assert run_cli(*args, "--seed", "2", "--overwrite") == 0
+    assert json.loads(side.read_text())["seed"] == 2 and mask.read_bytes() != first
+
+
+# --------------------------------------------------- predictable names that are links (issue 27, item 3)
+def _link_outside(link: Path, outside: Path, name: str = "target.txt") -> tuple[Path, bytes]:
+    """Make `link` a symbolic link to a file outside the test's folder; returns (that file, its bytes)."""
+    import os
+
+    target = outside / name
+    target.write_bytes(b"a file elsewhere that bfvr must not change\n")
+    os.symlink(target, link)
+    return target, target.read_bytes()
+
+
+def _eval_dirs(root: Path) -> tuple[Path, Path]:
+    from bfvr.io.synth import synth_video
+
+    for d in ("pred", "gt"):
+        (root / d).mkdir(parents=True)
+        synth_video(root / d / "a.mp4", frames=3, width=32, height=32, fps=25, audio=False)
+    return root / "pred", root / "gt"
+
+
+def test_evaluate_never_writes_through_a_link(tmp_path, tmp_path_factory, capsys) -> None:
+    import os
+
+    pred, gt = _eval_dirs(tmp_path)
+    outside = tmp_path_factory.mktemp("outside")
+    out = tmp_path / "rep"
+    out.mkdir()
+    # the temporary names bfvr used to write first (`.metrics.md.partial`, ...), planted as links
+    planted = [_link_outside(out / f".{n}.partial", outside, n) for n in ("metrics.md", "metrics.csv",
+                                                                          "metrics.json")]
+    args = ["evaluate", "--pred", str(pred), "--gt", str(gt), "-m", "psnr", "-o", str(out), "-q"]
+    assert run_cli(*args) == 0
+    assert all(t.read_bytes() == b for t, b in planted)
+    assert "psnr" in (out / "metrics.md").read_text() and not (out / "metrics.md").is_symlink()
+    # the report itself a link: --overwrite does not replace it (nor write through it)
+    (out / "metrics.md").unlink()
+    target, before = _link_outside(out / "metrics.md", outside, "report.md")
+    capsys.readouterr()
+    assert run_cli(*args, "--overwrite") == 2
+    assert "symbolic link" in _one_sentence_error(capsys.readouterr().err)
+    assert target.read_bytes() == before and os.path.islink(out / "metrics.md")
+
+
+def test_profile_never_writes_through_a_link(tmp_path, tmp_path_factory, capsys) -> None:
+    pred, _ = _eval_dirs(tmp_path)
+    outside = tmp_path_factory.mktemp("outside")
+    out = tmp_path / "p.png"
+    target, before = _link_outside(tmp_path / ".p.partial.png", outside)  # the old temporary name
+    assert run_cli("profile", str(pred / "a.mp4"), "-o", str(out), "-q") == 0
+    assert target.read_bytes() == before and out.is_file() and not out.is_symlink()
+    out.unlink()
+    target2, before2 = _link_outside(out, outside, "image.png")
+    capsys.readouterr()
+    assert run_cli("profile", str(pred / "a.mp4"), "-o", str(out), "-q", "--overwrite") == 2
+    assert "symbolic link" in _one_sentence_error(capsys.readouterr().err)
+    assert target2.read_bytes() == before2 and out.is_symlink()
+
+
+def test_prepare_never_writes_through_a_link(tmp_path, tmp_path_factory) -> None:
+    import json
+
+    pred, _ = _eval_dirs(tmp_path)  # no face in these: prepare records the clip as dropped
+    out = tmp_path / "prep"
+    out.mkdir()
+    target, before = _link_outside(out / "manifest.jsonl.partial", tmp_path_factory.mktemp("outside"))
+    assert run_cli("prepare", str(pred / "a.mp4"), str(out), "--no-orientation", "--ocr", "none", "-q") == 0
+    assert target.read_bytes() == before
+    rec = json.loads((out / "manifest.jsonl").read_text())
+    assert rec["name"] == "a" and rec["kept"] is False
+
+
+@pytest.mark.parametrize("name", [".bfvr-batch.lock", "summary-temp"])
+def test_batch_never_writes_through_its_lock_or_summary_temp(tmp_path, tmp_path_factory, capsys,
+                                                             name) -> None:
+    import os
+
+    src = tmp_path / "in"
+    _small_clip(src, "a.mp4")
+    _small_clip(src, "b.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    # the summary's temporary file used to be `.bfvr-summary.json.<pid>.partial` (this process's pid here)
+    link = out / (name if name != "summary-temp" else f".bfvr-summary.json.{os.getpid()}.partial")
+    target, before = _link_outside(link, tmp_path_factory.mktemp("outside"))
+    code = run_cli("restore", str(src), "-o", str(out), "--model", "identity", "--has-aligned", "-q",
+                   "--preset", "ultrafast")
+    assert target.read_bytes() == before and link.is_symlink()
+    if name == ".bfvr-batch.lock":
+        assert code == 2
+        assert "symbolic link" in _one_sentence_error(capsys.readouterr().err)
+        assert sorted(p.name for p in out.iterdir()) == [name]  # refused before anything was written
+    else:
+        assert code == 0 and (out / "a.mp4").is_file() and (out / "bfvr-summary.json").is_file()
+
+
+def test_batch_lock_left_by_a_killed_run_is_reused_but_a_foreign_file_is_not(tmp_path, capsys) -> None:
+    src = tmp_path / "in"
+    _small_clip(src, "a.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["restore", str(src), "-o", str(out), "--model", "identity", "--has-aligned", "-q",
+            "--preset", "ultrafast"]
+    (out / ".bfvr-batch.lock").write_text("12345\n")  # a killed batch's lock
+    assert run_cli(*args) == 0 and not (out / ".bfvr-batch.lock").exists()
+    (out / ".bfvr-batch.lock").write_text("my own notes\n")
+    assert run_cli(*args) == 2
+    assert "not a bfvr batch lock" in _one_sentence_error(capsys.readouterr().err)
+    assert (out / ".bfvr-batch.lock").read_text() == "my own notes\n"
+
+
+# ------------------------------------------------------------------ bfvr train --out (issue 27, item 1)
+def _train_cfg(faces_dir: Path, path: Path, out: Path, **top) -> Path:
+    import yaml
+
+    from test_train import tiny_dict
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(tiny_dict(faces_dir, out, **top)))
+    return path
+
+
+@pytest.mark.parametrize("user_files", [["config.yaml"], ["notes.txt", "metrics.jsonl"]])
+def test_train_refuses_a_folder_bfvr_did_not_make(tmp_path, faces_dir, capsys, user_files) -> None:
+    """`bfvr train -c exp1/config.yaml --out exp1`, or a run folder holding the user's notes and metrics:
+    refused with one sentence, nothing in it changes."""
+    exp = tmp_path / "exp1"
+    cfg = _train_cfg(faces_dir, exp / "config.yaml", tmp_path / "elsewhere")
+    if "config.yaml" not in user_files:
+        cfg.unlink()
+        cfg = _train_cfg(faces_dir, tmp_path / "c.yaml", tmp_path / "elsewhere")
+    for n in user_files:
+        if n != "config.yaml":
+            (exp / n).write_text(f"the user's {n}\n")
+    before = _snapshot(tmp_path)
+    for extra in ([], ["--resume"]):
+        assert run_cli("train", "-c", str(cfg), "--out", str(exp), "-q", *extra) == 2
+        line = _one_sentence_error(capsys.readouterr().err)
+        assert str(exp) in line and "bfvr train" in line, line
+        assert _snapshot(tmp_path) == before
+
+
+def test_train_refuses_its_own_run_once_it_holds_user_files_and_resumes_otherwise(tmp_path, faces_dir,
+                                                                               capsys) -> None:
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()  # an empty folder: a new run makes it its own
+    cfg = _train_cfg(faces_dir, tmp_path / "c.yaml", run, max_steps=1, ckpt_every=1)
+    assert run_cli("train", "-c", str(cfg), "-q") == 0
+    assert (run / ".bfvr-run").is_file() and (run / "checkpoints" / "step_00000001").is_dir()
+    (run / "notes.txt").write_text("my notes\n")
+    before = _snapshot(run)
+    args = ["train", "-c", str(cfg), "-q", "--max-steps", "2", "--resume"]
+    assert run_cli(*args) == 2
+    assert "notes.txt" in _one_sentence_error(capsys.readouterr().err)
+    assert _snapshot(run) == before
+    # without the user's file the run resumes; a run made before the marker existed resumes too
+    (run / "notes.txt").unlink()
+    (run / ".bfvr-run").unlink()
+    assert run_cli(*args) == 0
+    assert (run / ".bfvr-run").is_file() and (run / "checkpoints" / "step_00000002").is_dir()
+    assert [r["resume"] for r in json.loads((run / "run.json").read_text())] == [False, True]

@@ -111,6 +111,19 @@ class Restorer:
         return ClipEngine(self.model, clip_len=self.clip_len, overlap=self.overlap, keep=self.keep,
                           blend=self.blend, precision=self.precision, chunk=self.chunk)
 
+    #: the background pass (whole frames through a model that takes any size): clip length and overlap; short
+    #: clips keep a 1080p pass within about 1.5 GB
+    BACKGROUND_CLIP, BACKGROUND_OVERLAP = 10, 2
+
+    def background_runner(self):
+        """A push/flush runner restoring whole frames at their own size (the face pipeline's background)."""
+        from bfvr.engine.chunker import ClipEngine
+        from bfvr.faces.pipeline import ClipRunner
+
+        return ClipRunner(ClipEngine(self.model, clip_len=self.BACKGROUND_CLIP,
+                                     overlap=self.BACKGROUND_OVERLAP, blend=self.blend,
+                                     precision=self.precision, native=True))
+
     # ------------------------------------------------------------------ streams
     def restore_frames(self, frames: Iterable[tuple[np.ndarray, int | None]]
                        ) -> Iterator[tuple[np.ndarray, int | None]]:
@@ -128,7 +141,11 @@ class Restorer:
         # one ClipEngine per face track, so the engine's clip length, overlap, keep, blend and precision
         # apply; the pipeline's `stats` tell afterwards what was detected and restored
         options = dataclasses.replace(self.faces) if self.faces is not None else None
-        pipe = self.face_pipeline = FacePipeline.for_model(self.engine, options)
+        background = None
+        if (options is None or options.background_model) and contract_of(self.model).whole_frames:
+            background = self.background_runner
+        pipe = self.face_pipeline = FacePipeline.for_model(self.engine, options,
+                                                           background_runner=background)
         pts_q: deque[int | None] = deque()
 
         def only_frames() -> Iterator[np.ndarray]:
@@ -187,7 +204,7 @@ class Restorer:
             codec = lossless_codec(out_path, preset) if lossless else {}
             with VideoWriter(out_path, fps=info.fps, time_base=info.time_base, vfr=info.vfr,
                              audio_from=in_path if audio else None, crf=crf, preset=preset,
-                             overwrite=overwrite, inputs=[in_path], **codec) as writer:
+                             overwrite=overwrite, inputs=[in_path], color=info.color, **codec) as writer:
                 bar = _progress(total, show, f"restore ({self.name})")
                 try:
                     for frame, pts in self.restore_frames(_limit(reader.frames(), max_frames)):

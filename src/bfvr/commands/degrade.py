@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from tqdm import tqdm
 
-        from bfvr.degrade.files import degrade_video
+        from bfvr.degrade.files import check_writable, degrade_video, outputs
         from bfvr.degrade.pipeline import recipe as get_recipe
         from bfvr.io import list_videos
         from bfvr.io.writer import CONTAINERS
@@ -73,9 +73,9 @@ def register(app: typer.Typer) -> None:
             if o.suffix.lower() not in CONTAINERS:
                 raise OutputError(f"cannot write '{o.name}': give a .mp4/.mov/.mkv output file or a folder.")
             check_separate([v, inp, flicker_dir], o, out_is_dir=False)
-            if (o.exists() or o.with_suffix(".json").exists()) and not overwrite:
-                raise OutputError(f"'{o}' already exists; pass --overwrite "
-                                  "to replace it or choose another output.")
+            # the video, its sidecar and mask: refused before any work unless --overwrite may replace them
+            for path, kind in outputs(o, deg, pregenerated=flicker_dir is not None):
+                check_writable(path, kind, overwrite)
         from bfvr.io import probe
 
         total = 0

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bfvr.errors import ConfigError, InputError, OutputError
+from bfvr.errors import ConfigError, InputError
 
 
 def register(app: typer.Typer) -> None:
@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
             FULL_REFERENCE,
             NO_REFERENCE,
             EvalOptions,
+            check_report_dir,
             evaluate_dirs,
             write_report,
         )
@@ -88,8 +89,7 @@ def register(app: typer.Typer) -> None:
 
         check_separate([pred, gt, runtime], out, out_is_dir=True, what="report")
         check_output_folder(out, "report")
-        if any((out / f"metrics.{x}").exists() for x in ("json", "md", "csv")) and not overwrite:
-            raise OutputError(f"'{out}' already holds a report; pass --overwrite or choose another --out.")
+        check_report_dir(out, overwrite)
         rt = None
         if runtime is not None:
             try:

@@ -40,15 +40,13 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
-        from bfvr.errors import OutputError
         from bfvr.io.paths import check_output_folder, check_separate
-        from bfvr.metrics.evaluate import write_report
+        from bfvr.metrics.evaluate import check_report_dir, write_report
         from bfvr.train.code_eval import evaluate_codes
 
         check_separate([run, stage1, *videos], out, out_is_dir=True, what="report")
         check_output_folder(out, "report")
-        if any((out / f"metrics.{x}").exists() for x in ("json", "md", "csv")) and not overwrite:
-            raise OutputError(f"'{out}' already holds a report; pass --overwrite or choose another --out.")
+        check_report_dir(out, overwrite)
         result = evaluate_codes(run, videos, recipe=recipe, seed=seed, max_frames=max_frames, stage1=stage1,
                                 raw=raw, device=device, threads=threads, progress=not quiet)
         paths = write_report(result, out)

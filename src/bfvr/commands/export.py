@@ -51,7 +51,7 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
         raise ConfigError(f"--dtype must be fp16 or fp32, not {dtype!r}.")
     if out.suffix != ".safetensors":
         raise ConfigError(f"{out} must end in .safetensors.")
-    from bfvr.io.paths import check_output_file, check_separate, make_folder, set_default_mode
+    from bfvr.io.paths import check_output_file, check_separate, make_folder, set_default_mode, temp_beside
 
     check_output_file(out, "weights file")
     if out.exists() and not overwrite:
@@ -92,8 +92,9 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
     cast = torch.float16 if dtype == "fp16" else torch.float32
     tensors = {k: (v.to(cast) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     make_folder(out.parent, "weights file")
-    tmp = out.with_name(f".{out.name}.partial{os.getpid()}")
+    tmp = None
     try:
+        tmp = temp_beside(out)  # a new file, never one (or a link) placed there
         save_file(tensors, str(tmp), metadata=meta)
         set_default_mode(tmp)  # safetensors writes 0600; a shipped weights file must be readable by all
         os.replace(tmp, out)
@@ -101,7 +102,8 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
         raise OutputError(f"cannot write {out} ({' '.join(str(e).split())[:160]}); choose a writable "
                           "location.") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return out
 
 
@@ -148,7 +150,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--format must be onnx or safetensors, not {fmt!r}.")
         if out.suffix != ".onnx":
             raise ConfigError(f"{out} must end in .onnx.")
-        from bfvr.io.paths import check_output_file, make_folder
+        from bfvr.io.paths import check_output_file, make_folder, temp_beside
 
         check_output_file(out, "ONNX file")
         if out.exists() and not overwrite:
@@ -162,13 +164,15 @@ def register(app: typer.Typer) -> None:
         if not hasattr(m, "onnx_module"):
             raise ModelError(f"model '{model}' has no network to export.")
         make_folder(out.parent, "ONNX file")
-        tmp = out.with_name(f".{out.name}.partial{os.getpid()}")
+        tmp = None
         try:
+            tmp = temp_beside(out)  # a new file, never one (or a link) placed there
             export_onnx(m, tmp, frames=frames, size=size)
             os.replace(tmp, out)
         except OSError as e:  # a folder the system does not let us write into
             raise OutputError(f"cannot write {out} ({e.strerror or type(e).__name__}); choose a writable "
                               "location.") from None
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         typer.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB")

@@ -38,12 +38,19 @@ def register(app: typer.Typer) -> None:
         import cv2
         from tqdm import tqdm
 
-        from bfvr.io.paths import check_output_file, check_separate, make_folder
+        from bfvr.io.paths import (
+            atomic_output,
+            check_output_file,
+            check_replaceable,
+            check_separate,
+            make_folder,
+        )
         from bfvr.metrics.pictures import profile_image
 
         check_output_file(out, "image")
-        if out.exists() and not overwrite:
+        if (out.exists() or out.is_symlink()) and not overwrite:
             raise OutputError(f"'{out}' already exists; pass --overwrite or choose another --out.")
+        check_replaceable(out, "file")  # never a link, nor a folder
         if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise OutputError(f"'{out}' should end in .png (or .jpg).")
         names = [s.strip() for s in labels.split(",")] if labels else None
@@ -52,11 +59,7 @@ def register(app: typer.Typer) -> None:
             img = profile_image(videos, column=column, row=row, max_frames=max_frames, labels=names,
                                 scale=scale, on_video=lambda _i: bar.update(1))
         make_folder(out.parent, "image")
-        tmp = out.with_name(f".{out.stem}.partial{out.suffix}")  # renamed into place only when written
-        try:
+        with atomic_output(out) as tmp:  # a new temporary file, renamed into place only when written
             if not cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
                 raise OutputError(f"could not write '{out}'; check the folder is writable.")
-            tmp.replace(out)
-        finally:
-            tmp.unlink(missing_ok=True)
         typer.echo(f"{out} ({img.shape[1]}x{img.shape[0]})")

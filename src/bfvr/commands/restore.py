@@ -87,6 +87,10 @@ def register(app: typer.Typer) -> None:
             rich_help_panel="Faces")] = "box",
         draw_box: Annotated[bool, typer.Option("--draw-box", help="Draw each restored face's crop outline "
                                                "(debugging).", rich_help_panel="Faces")] = False,
+        faces_only: Annotated[bool, typer.Option(
+            "--faces-only", help="Restore the faces only and keep the rest of the frame as it is (default: a "
+            "model that takes any frame size, e.g. bfvr-lite, also restores the whole frame, the background, "
+            "and the faces are pasted onto it).", rich_help_panel="Faces")] = False,
         upscale: Annotated[int, typer.Option("--upscale", help="Output N times larger: the background is "
                                              "resized (bicubic), faces are pasted at the new size.", min=1,
                                              rich_help_panel="Faces")] = 1,
@@ -160,6 +164,9 @@ def register(app: typer.Typer) -> None:
 
             probe(inp) if not inp.is_dir() else None
         faces = None
+        if has_aligned and faces_only:
+            raise ConfigError("--faces-only works with the face pipeline; drop --has-aligned or "
+                              "--faces-only.")
         if has_aligned and upscale != 1:
             raise ConfigError("--upscale works with the face pipeline only; drop --has-aligned or --upscale.")
         if not has_aligned:
@@ -167,7 +174,8 @@ def register(app: typer.Typer) -> None:
 
             faces = FaceOptions(select=face_select, crop_mode=crop_mode, detector=detector,
                                 detect_every=detect_every, smooth=not no_smooth, draw_box=draw_box,
-                                upscale=upscale, mask_shape=paste_mask)
+                                upscale=upscale, mask_shape=paste_mask,
+                                background_model=not faces_only)
             faces.validate()  # bad face flags fail before a model is loaded
             if paste_mask == "parsing" and model != "pgtformer":
                 from bfvr.faces.parsing_mask import require_parsing_weights
@@ -208,7 +216,8 @@ def register(app: typer.Typer) -> None:
             else:
                 n = res.faces.get("tracks", 0)
                 faces_note = (f"detector {res.faces.get('detector')}, {n} face track{'s' if n != 1 else ''} "
-                              f"restored in {res.faces.get('frames_with_face', 0)} frames")
+                              f"restored in {res.faces.get('frames_with_face', 0)} frames"
+                              f"{', background restored' if res.faces.get('background') else ', faces only'}")
             audio = {"copied": "audio copied", "re-encoded": "audio re-encoded to AAC"}.get(
                 res.audio_mode or "", "no audio" if not res.input_info.has_audio else "audio left out")
             print(f"{res.output}: {res.frames} frames in {res.seconds:.1f} s ({res.fps:.1f} frames/s), "

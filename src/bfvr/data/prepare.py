@@ -335,7 +335,8 @@ class Preparer:
         checked = 0
         first = None
         n = 0
-        with open_video(src) as r, VideoWriter(dst, fps=info.fps, crf=o.crf, overwrite=overwrite) as w:
+        with open_video(src) as r, VideoWriter(dst, fps=info.fps, crf=o.crf, overwrite=overwrite,
+                                                   color=info.color) as w:
             for i, (frame, _) in enumerate(r.frames()):
                 if o.max_frames is not None and i >= o.max_frames:
                     break
@@ -409,7 +410,14 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
                   on_record: Callable[[dict[str, Any]], Any] | None = None) -> Path:
     """Prepare every input clip into ``out_dir`` and write ``out_dir/manifest.jsonl``; returns its path."""
     from bfvr.errors import OutputError
-    from bfvr.io.paths import check_output_folder, check_separate, make_folder
+    from bfvr.io.paths import (
+        check_output_folder,
+        check_replaceable,
+        check_separate,
+        make_folder,
+        set_default_mode,
+        temp_beside,
+    )
 
     out_dir = Path(out_dir)
     if not inputs:
@@ -417,20 +425,21 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
     check_separate(inputs, out_dir, out_is_dir=True)
     check_output_folder(out_dir)
     manifest = out_dir / "manifest.jsonl"
-    if manifest.exists() and not overwrite:
+    if (manifest.exists() or manifest.is_symlink()) and not overwrite:
         raise OutputError(f"'{manifest}' already exists; pass --overwrite "
                           "to replace it or choose another folder.")
+    check_replaceable(manifest, "file")  # never a link, nor a folder
     prep = Preparer(opts, orientation_check=orientation_check)
     created = [d for d in (out_dir.absolute(), *out_dir.absolute().parents) if not d.exists()]
     make_folder(out_dir)
-    tmp = manifest.with_suffix(".jsonl.partial")
+    tmp = None
     try:
         try:
-            f = open(tmp, "w")
+            tmp = temp_beside(manifest)  # a new file (never an existing one or a link), renamed when complete
         except OSError as e:
             raise OutputError(f"cannot write into the output folder '{out_dir}' "
                               f"({e.strerror or type(e).__name__}); choose a writable location.") from None
-        with f:
+        with open(tmp, "w") as f:
             for src in inputs:
                 rec = prep.prepare(src, out_dir, overwrite=overwrite, progress=progress)
                 rec["text_filter"] = prep.text_status
@@ -439,9 +448,11 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
                 f.flush()
                 if on_record:
                     on_record(rec)
+        set_default_mode(tmp)
         tmp.replace(manifest)
     except BaseException:  # an error or an interrupt: no partial manifest, no folder we made and left empty
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         for d in created:  # deepest first
             try:
                 d.rmdir()

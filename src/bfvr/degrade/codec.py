@@ -48,6 +48,8 @@ def deterministic_heap() -> Iterator[None]:
         _libc.mallopt(_M_PERTURB, int(os.environ.get("MALLOC_PERTURB_", "0") or 0) & 0xFF)
 
 
+#: the smallest side x265 is given (smaller frames crash it, see `X264Roundtrip`)
+X265_MIN_SIDE = 64
 #: the encoders a roundtrip can use and the decoder of each
 DECODERS = {"libx264": "h264", "libx265": "hevc"}
 
@@ -65,6 +67,10 @@ class X264Roundtrip:
                  codec: str = "libx264") -> None:
         if codec not in DECODERS:
             raise ValueError(f"unknown codec {codec!r}; use one of {', '.join(DECODERS)}")
+        if codec == "libx265" and min(width, height) < X265_MIN_SIDE:
+            # measured (x265 in PyAV 18.1): frames of 34 px or less corrupt the heap, 8 px are refused
+            raise ValueError(f"libx265 needs frames of at least {X265_MIN_SIDE} px a side, "
+                             f"got {width}x{height}")
         with deterministic_heap():
             self._open(width, height, crf, fps, preset, pix_fmt, threads, codec)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from bfvr.degrade.pipeline import Degradation, clip_rng, recipe
 from bfvr.errors import InputError, OutputError
+from bfvr.io.paths import check_replaceable, mark_png, write_atomic
 from bfvr.io.reader import list_videos
 from bfvr.io.writer import CONTAINERS
 
@@ -24,6 +25,25 @@ def sidecar_path(out: Path) -> Path:
 
 def mask_path(out: Path) -> Path:
     return out.with_name(out.stem + ".mask.png")
+
+
+def outputs(dst: Path, deg: Degradation, *, pregenerated: bool = False) -> list[tuple[Path, str]]:
+    """Every file `degrade_video` writes for `dst`, with its kind for `bfvr.io.paths.check_replaceable`: the
+    video, its JSON sidecar and, for recipes that paint a mask (not with a pre-generated video), the mask."""
+    out = [(dst, "video"), (sidecar_path(dst), "json")]
+    if not pregenerated and any(op.name == "inpaint_mask" for op in deg.ops):
+        out.append((mask_path(dst), "png"))
+    return out
+
+
+def check_writable(path: Path, kind: str, overwrite: bool) -> None:
+    """The video's rule for every file degrade writes: an existing one is refused without `overwrite`, and
+    with it replaced only when bfvr wrote it (never through a link)."""
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputError(f"'{path}' already exists; pass --overwrite "
+                              "to replace it or choose another output.")
+        check_replaceable(path, kind)
 
 
 def find_pregenerated(folder: Path, name: str) -> Path:
@@ -55,10 +75,8 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
     if dst.suffix.lower() not in CONTAINERS:
         raise OutputError(f"cannot write '{dst.name}': give a .mp4/.mov/.mkv output file or a folder.")
     side, mpath = sidecar_path(dst), mask_path(dst)
-    for p in (side,):
-        if p.exists() and not overwrite:
-            raise OutputError(f"'{p}' already exists; pass --overwrite "
-                              "to replace it or choose another output.")
+    for p, kind in outputs(dst, deg, pregenerated=flicker_dir is not None):  # before any work
+        check_writable(p, kind, overwrite)
 
     with open_video(src) as reader:
         info = reader.info
@@ -74,6 +92,7 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
         else:
             params = deg.draw(clip_rng(seed, name), info.width, info.height, fps=info.fps, mid=mid)
             lq_reader = None
+        params = {"tool": "bfvr", **params}  # how --overwrite knows the sidecar is bfvr's
         params.update({"seed": int(seed), "clip": name, "input": str(src), "output": str(dst),
                        "out_crf": out_crf})
         pts_queue: deque[int | None] = deque()
@@ -93,7 +112,7 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
         with VideoWriter(dst, fps=info.fps, time_base=info.time_base, vfr=info.vfr, crf=out_crf,
                          overwrite=overwrite,
                          audio_from=src if keep_audio and info.has_audio else None,
-                         inputs=[src, params.get("path")]) as w:
+                         inputs=[src, params.get("path")], color=info.color) as w:
             for frames in out_chunks:
                 with deterministic_heap():  # the writer's x264 too (see bfvr.degrade.codec)
                     w.write(frames, [pts_queue.popleft() for _ in range(len(frames))])
@@ -114,9 +133,14 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
         from bfvr.degrade.ops import BrushMask
 
         p = next(o for o in params["ops"] if o["op"] == "inpaint_mask")
-        cv2.imwrite(str(mpath), BrushMask.mask(p))
+        ok, png = cv2.imencode(".png", BrushMask.mask(p))
+        if not ok:
+            raise OutputError(f"cannot encode the mask '{mpath}' as PNG.")
+        check_writable(mpath, "png", overwrite)  # again: the folder may have changed while writing
+        write_atomic(mpath, mark_png(png.tobytes()))
         params["mask"] = str(mpath)
-    side.write_text(json.dumps(params, indent=1) + "\n")
+    check_writable(side, "json", overwrite)
+    write_atomic(side, json.dumps(params, indent=1) + "\n")
     return params
 
 

@@ -544,11 +544,18 @@ class Broad(Op):
         return ops
 
     def draw(self, rng, ctx, mid=False):
+        from bfvr.degrade.codec import X265_MIN_SIDE
+
         level = _choice(rng, self.LEVELS, self.level_probs, mid)
         ops = self._ops_for(level, rng)
         sub_ctx = dict(ctx)
         children = rng.spawn(max(1, len(ops)))
-        drawn = [{"op": op.name, **op.draw(r, sub_ctx, mid=mid)} for op, r in zip(ops, children)]
+        drawn = []
+        for op, r in zip(ops, children):
+            p = {"op": op.name, **op.draw(r, sub_ctx, mid=mid)}
+            if p.get("codec") == "libx265" and min(sub_ctx["size"]) < X265_MIN_SIDE:
+                p["codec"] = "libx264"  # x265 takes no tiny frames
+            drawn.append(p)
         return {"level": level, "ops": drawn}
 
     @staticmethod

@@ -167,10 +167,10 @@ RECIPES: dict[str, tuple[str, Any]] = {
     "bfvr-hard": ("the heavier half of bfvr (BFVR-Lite fine-tuning): blur s~U[2,6], down x U[3,4]; noise, "
                   "codec and flicker as bfvr", lambda: _bfvr(sigma=(2.0, 6.0), scale=(3.0, 4.0))),
     "bfvr-broad": ("BFVR-Lite training, broad family (one level per clip): clean 12 %; light 23 % "
-                   "(mild blur, small down, noise s<3, H.264 CRF 18-28 or JPEG 70-95); full 65 % (iso/aniso "
-                   "blur s 0.5-6 p 0.9, down x1-x4 area/linear/cubic/nearest, Gaussian s<10 or Poisson "
-                   "noise, H.264 CRF 18-38 / H.265 CRF 20-38 / JPEG 20-90 / none, up linear/cubic, "
-                   "brightness flicker on 25 % of clips)",
+                   "(mild blur, small down, noise s<3, H.264 CRF 18-28 or JPEG 70-95); full 65 % "
+                   "(iso/aniso blur s 0.5-6 p 0.9, down x1-x4 area/linear/cubic/nearest, Gaussian s<10 or "
+                   "Poisson noise, H.264 CRF 18-38 / H.265 CRF 20-38 / JPEG 20-90 / none, up "
+                   "linear/cubic, brightness flicker on 25 % of clips)",
                    lambda: [Broad()]),
     "bfvr-eval": ("fixed evaluation recipe (no random parameter): iso blur s=4 -> down "
                   "x4 (area) -> noise s=4 -> x264 CRF 25 at the low size -> up (linear)", _bfvr_eval),

@@ -100,6 +100,9 @@ class ModelContract:
     precision: str | None = None
     face_crop_mode: str | None = None
     prepare_frames: Callable[[Any], Any] | None = None
+    #: the model also restores whole frames of any size (fully convolutional): the face pipeline then runs it
+    #: over every frame as the background pass (`FaceOptions.background_model`)
+    whole_frames: bool = False
 
 
 def contract_of(model: ClipModel) -> ModelContract:
@@ -120,7 +123,8 @@ def contract_of(model: ClipModel) -> ModelContract:
                          schedule=schedule.validated(), canvas=tuple(canvas) if canvas else None,
                          device=torch.device(getattr(model, "device", "cpu")),
                          value_range=(float(lo), float(hi)), precision=getattr(model, "precision", None),
-                         face_crop_mode=crop, prepare_frames=getattr(model, "prepare_frames", None))
+                         face_crop_mode=crop, prepare_frames=getattr(model, "prepare_frames", None),
+                         whole_frames=bool(getattr(model, "whole_frames", False)))
 
 
 @runtime_checkable

@@ -87,7 +87,10 @@ class ClipEngine:
 
     def __init__(self, model: ClipModel, *, clip_len: int | None = None, overlap: int | None = None,
                  keep: int | None = None, canvas: tuple[int, int] | None = None, blend: str = "cosine",
-                 pad: str = "reflect", precision: str | None = None, chunk: int = 8) -> None:
+                 pad: str = "reflect", precision: str | None = None, chunk: int = 8,
+                 native: bool = False) -> None:
+        """`native=True`: frames go through at their own size (no canvas resize; for models that take any
+        size, e.g. a background pass over whole frames)."""
         self.model = model
         self.contract = c = contract_of(model)
         sch = c.schedule
@@ -107,7 +110,7 @@ class ClipEngine:
         if self.clip_len < 1:
             raise ConfigError("clip_len must be >= 1")
         self.overlap = sch.overlap
-        self.canvas = canvas if canvas is not None else c.canvas
+        self.canvas = None if native else canvas if canvas is not None else c.canvas
         self.weights = blend_weights(self.overlap, blend)
         self.pad = pad
         pad_indices(1, 1, pad)  # validate

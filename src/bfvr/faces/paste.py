@@ -54,10 +54,21 @@ def match_color(restored: np.ndarray, reference: np.ndarray, mask: np.ndarray) -
     return np.clip((r - mr) * (sf / sr) + mf, 0, 255).astype(np.uint8)
 
 
+def crop_scale(m: np.ndarray) -> float:
+    """How much the crop matrix `m` (frame -> canvas) enlarges the face: > 1 upsamples, < 1 downsamples."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(m, np.float64)[:, :2]))))
+
+
 def paste_back(frame: np.ndarray, face: np.ndarray, m: np.ndarray, mask: np.ndarray, *,
-               out: np.ndarray | None = None) -> np.ndarray:
+               out: np.ndarray | None = None, crop: np.ndarray | None = None,
+               base: np.ndarray | None = None) -> np.ndarray:
     """Blend canvas image `face` (uint8 [h, w, 3]) into `frame` (uint8 [H, W, 3]) where `m` is the
-    frame -> canvas matrix of the crop and `mask` the canvas mask. Writes into `out` (default: a copy)."""
+    frame -> canvas matrix of the crop and `mask` the canvas mask. Writes into `out` (default: a copy).
+
+    *Residual paste* (`crop` = the model's input crop, `base` = the original frame): instead of the restored
+    face itself, ``base + warp(face - crop)`` is blended in: only what the model changed is resampled into
+    the frame, so a face larger than the canvas keeps its own detail where the model changes nothing
+    (resampling the whole face down to the canvas and back up would blur it twice)."""
     import cv2
 
     H, W = frame.shape[:2]
@@ -77,12 +88,19 @@ def paste_back(frame: np.ndarray, face: np.ndarray, m: np.ndarray, mask: np.ndar
     roi_inv = minv.copy()
     roi_inv[:, 2] -= (x0, y0)
     size = (x1 - x0, y1 - y0)
-    f = cv2.warpAffine(face, roi_inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     a = cv2.warpAffine(mask, roi_inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                        borderValue=0)
     a = a[..., None]
     region = out[y0:y1, x0:x1].astype(np.float32)
-    blended = region + (f.astype(np.float32) - region) * a
+    if crop is not None:
+        src = (base if base is not None else frame)[y0:y1, x0:x1].astype(np.float32)
+        delta = face.astype(np.float32) - crop.astype(np.float32)
+        d = cv2.warpAffine(delta, roi_inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        f = src + d
+    else:
+        f = cv2.warpAffine(face, roi_inv, size, flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    blended = region + (f - region) * a
     # pixels the mask does not reach stay bit-exact
     np.copyto(out[y0:y1, x0:x1], np.clip(blended + 0.5, 0, 255).astype(np.uint8), where=a > 0)
     return out

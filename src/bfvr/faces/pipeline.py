@@ -30,7 +30,7 @@ import numpy as np
 from bfvr.errors import ConfigError
 from bfvr.faces.align import CROP_MODES, crop_matrix, warp_crop
 from bfvr.faces.detect import FaceDetector, make_detector
-from bfvr.faces.paste import draw_box, match_color, paste_back, soft_mask
+from bfvr.faces.paste import crop_scale, draw_box, match_color, paste_back, soft_mask
 from bfvr.faces.track import FaceTracker, ShotCutDetector, TrackState
 
 SELECT_CHOICES = ("largest", "center", "all")
@@ -96,6 +96,10 @@ class FaceOptions:
     border: str = "reflect"          # crop outside the frame: reflect | replicate | constant
     draw_box: bool = False           # draw each pasted crop's outline (debugging)
     upscale: int = 1                 # output size factor; the background is resized by `background`
+    background_model: bool = True    # the model restores the whole frame too (the background), when it takes
+    #                                  any frame size (BFVR-Lite); False = faces only (`--faces-only`)
+    residual_paste: bool = True      # a face larger than the canvas gets frame + warp(restored - crop): only
+    #                                  the model's change is resampled, the face keeps its own detail
     # hook for a background upsampler: (frame, upscale) -> frame `upscale` times larger (default: bicubic)
     background: Callable[[np.ndarray, int], np.ndarray] | None = None
 
@@ -124,10 +128,11 @@ class FaceOptions:
 class _Slot:
     index: int
     frame: np.ndarray
-    out: np.ndarray | None = None
     pending: int = 0
     scheduled: bool = False
     boxes: list = field(default_factory=list)
+    bg: np.ndarray | None = None          # the frame restored whole (background pass), when there is one
+    faces: list = field(default_factory=list)  # restored faces to paste: (face, matrix, mask, crop or None)
 
 
 _COLORS = [(0, 255, 0), (255, 64, 64), (64, 128, 255), (255, 200, 0), (255, 0, 255), (0, 255, 255)]
@@ -158,9 +163,12 @@ class FacePipeline:
 
     def __init__(self, runner_factory: Callable[[], Runner], options: FaceOptions | None = None, *,
                  detector: FaceDetector | None = None, progress: Callable[[int], None] | None = None,
-                 record_boxes: bool = False):
+                 record_boxes: bool = False, background_runner: Callable[[], Runner] | None = None):
         """`record_boxes`: keep every frame's smoothed and raw box in `stats["boxes"]` (for measurements;
-        grows with the video, so off by default)."""
+        grows with the video, so off by default). `background_runner()`: a runner (push/flush, FIFO) that
+        restores whole frames -- the background pass; the faces are pasted onto its output (None: the
+        input frame is the background)."""
+        self.background_runner = background_runner
         self.record_boxes = record_boxes
         self.opt = options or FaceOptions()
         self.opt.validate()
@@ -235,11 +243,17 @@ class FacePipeline:
         cuts = ShotCutDetector(threshold=opt.cut_threshold)
         detector = self.detector
         self.stats["detector"] = detector.name
+        bg = self._bg = self.background_runner() if self.background_runner is not None else None
+        self._bg_wait: deque[_Slot] = deque()
+        self.stats["background"] = bg is not None
         for i, frame in enumerate(frames):
             frame = np.ascontiguousarray(frame)
             slot = _Slot(i, frame)
             self._slots.append(slot)
             self._by_index[i] = slot
+            if bg is not None:
+                self._bg_wait.append(slot)
+                self._take_background(bg.push(frame))
             cut = cuts(frame)
             if cut:
                 self.stats["cuts"].append(i)
@@ -258,6 +272,8 @@ class FacePipeline:
             self._schedule(t, states)
         for tid in list(self._runners):
             self._flush_runner(tid)
+        if bg is not None:
+            self._take_background(bg.flush())
         yield from self._drain()
         assert not self._slots, "face pipeline lost frames"
         self._finish()
@@ -321,6 +337,13 @@ class FacePipeline:
         if chosen:
             self.stats["frames_with_face"] += 1
 
+    def _take_background(self, restored: list[np.ndarray]) -> None:
+        for frame in restored:
+            self._bg_wait.popleft().bg = frame
+
+    def _residual(self, m: np.ndarray) -> bool:
+        return self.opt.residual_paste and self.opt.upscale == 1 and crop_scale(m) < 1
+
     def _add_crop(self, slot: _Slot, tid: int, m: np.ndarray) -> None:
         crop = warp_crop(slot.frame, m, tuple(self.opt.canvas), border=self.opt.border)
         if tid not in self._runners:
@@ -328,7 +351,8 @@ class FacePipeline:
             self._pending[tid] = deque()
         slot.pending += 1
         slot.scheduled = True
-        self._pending[tid].append((slot, m, crop if self.opt.color_match else None))
+        keep = self.opt.color_match or self._residual(m)
+        self._pending[tid].append((slot, m, crop if keep else None))
         self.stats["crops"] += 1
         self._paste(tid, self._runners[tid].push(crop))
 
@@ -340,19 +364,25 @@ class FacePipeline:
     def _paste(self, tid: int, restored: list[np.ndarray]) -> None:
         for face in restored:
             slot, m, crop = self._pending[tid].popleft()
-            if slot.out is None:
-                slot.out = self._background(slot.frame)
             s = self.opt.upscale
             if s > 1:  # the matrix maps original frame pixels; compose with the upscale
                 up_inv = np.array([[1 / s, 0, (1 / s - 1) / 2], [0, 1 / s, (1 / s - 1) / 2], [0, 0, 1]])
                 m = (np.vstack([m, [0, 0, 1]]) @ up_inv)[:2]
             mask = self._mask if self._masker is None else self._masker(face)
-            if crop is not None:
+            if crop is not None and self.opt.color_match:
                 face = match_color(face, crop, mask)
-            paste_back(slot.out, face, m, mask, out=slot.out)
+            # pasted when the frame is complete (its background pass may still be running)
+            slot.faces.append((face, m, mask, crop if crop is not None and self._residual(m) else None))
             if self.opt.draw_box:
                 slot.boxes.append((m, tid))
             slot.pending -= 1
+
+    def _compose(self, slot: _Slot) -> np.ndarray:
+        out = self._background(slot.bg if slot.bg is not None else slot.frame)
+        for face, m, mask, crop in slot.faces:
+            paste_back(out, face, m, mask, out=out, crop=crop, base=slot.frame if crop is not None else None)
+        slot.faces.clear()
+        return out
 
     def _background(self, frame: np.ndarray) -> np.ndarray:
         s = self.opt.upscale
@@ -362,10 +392,11 @@ class FacePipeline:
         return fn(frame, s)
 
     def _drain(self) -> Iterator[np.ndarray]:
-        while self._slots and self._slots[0].scheduled and self._slots[0].pending == 0:
+        while (self._slots and self._slots[0].scheduled and self._slots[0].pending == 0
+               and (self._bg is None or self._slots[0].bg is not None)):
             slot = self._slots.popleft()
             del self._by_index[slot.index]
-            out = slot.out if slot.out is not None else self._background(slot.frame)
+            out = self._compose(slot)
             for m, tid in slot.boxes:
                 draw_box(out, m, tuple(self.opt.canvas), color=_COLORS[tid % len(_COLORS)],
                          label=f"face {tid}")

@@ -4,22 +4,37 @@ The rule: bfvr never deletes or rewrites a file it did not create. Concretely
 
 * an output must not be an input, and an output folder must not be, contain, or lie inside an input
   folder (`check_separate`), for every command that takes inputs and an output;
-* `--overwrite` replaces only what bfvr itself writes: a video file, or a PNG-frame folder that bfvr
-  made (it holds the marker file `FRAMES_MARKER` and nothing but frames named `NNNNNN.png`) or an empty
-  folder (`check_replaceable`). Anything else in the way is refused with one sentence.
+* `--overwrite` replaces only what bfvr itself wrote (`check_replaceable`, the one rule for single files
+  and batches): a video carrying bfvr's container tag `VIDEO_TAG`, a PNG-frame folder that bfvr made (it
+  holds the marker file `FRAMES_MARKER` and nothing but frames named `NNNNNN.png`) or an empty folder, a
+  JSON file whose object says ``"tool": "bfvr"``, a PNG image with bfvr's text chunk (`mark_png`). A
+  symbolic link is never replaced. Anything else in the way is refused with one sentence;
+* files are written to a new hidden temporary file beside the output (`temp_beside`: created by
+  mkstemp, so with O_EXCL under a random name, never an existing file or a link) and renamed into place
+  (`atomic_output`, `write_atomic`): a predictable name that is a link is never opened for writing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterable
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bfvr.errors import InputError, OutputError
 
 #: written into every PNG-frame folder bfvr creates: `--overwrite` tells its own output from a user's folder
 FRAMES_MARKER = ".bfvr-frames"
+#: the container tag every video bfvr writes carries (value "bfvr <version>"): how `--overwrite` tells a
+#: video bfvr wrote from anyone else's
+VIDEO_TAG = "bfvr_writer"
+#: the PNG text chunk (keyword, value) bfvr puts into the single images it writes (`mark_png`)
+PNG_TEXT = (b"Software", b"bfvr")
 #: the file names bfvr gives PNG frames
 FRAME_NAME = re.compile(r"\d{6}\.png")
 #: scheme://... (also with the double slash collapsed, as pathlib does: 'http:/host')
@@ -137,21 +152,102 @@ def is_own_frames_dir(folder: Path) -> bool:
                                       and not (folder / n).is_symlink()) for n in names)
 
 
+def _regular(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def is_own_video(path: Path) -> bool:
+    """True for a video file bfvr wrote: a regular file whose container carries the tag `VIDEO_TAG`."""
+    if not _regular(path):
+        return False
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            tags = {k.lower(): v for k, v in (c.metadata or {}).items()}
+    except Exception:  # not a video at all (text, an image, a truncated file, ...)
+        return False
+    return str(tags.get(VIDEO_TAG, "")).startswith("bfvr")
+
+
+def is_own_json(path: Path) -> bool:
+    """True for a JSON file bfvr wrote: a regular file holding an object with ``"tool": "bfvr"``."""
+    if not _regular(path):
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("tool") == "bfvr"
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        yield kind, data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+
+
+def mark_png(png: bytes) -> bytes:
+    """The PNG `png` (as cv2.imencode gives it) with bfvr's text chunk `PNG_TEXT` after its header, so that
+    `--overwrite` can later tell it is bfvr's (`is_own_png`)."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    end = 8 + 12 + struct.unpack(">I", png[8:12])[0]  # after IHDR
+    body = b"tEXt" + PNG_TEXT[0] + b"\0" + PNG_TEXT[1]
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    return png[:end] + chunk + png[end:]
+
+
+def is_own_png(path: Path) -> bool:
+    """True for a PNG image bfvr wrote: a regular file with the text chunk `PNG_TEXT` (`mark_png`)."""
+    if not _regular(path):
+        return False
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 16)  # the text chunk sits right after the header
+    except OSError:
+        return False
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    for kind, body in _png_chunks(data):
+        if kind == b"tEXt" and body == PNG_TEXT[0] + b"\0" + PNG_TEXT[1]:
+            return True
+        if kind in (b"IDAT", b"IEND"):
+            break
+    return False
+
+
+#: kind -> test of "bfvr wrote this" (`check_replaceable`); "file": any regular file (a report or an image
+#: whose content bfvr cannot recognise; still never a link)
+_OWN = {"video": is_own_video, "images": is_own_frames_dir, "json": is_own_json, "png": is_own_png,
+        "file": _regular}
+
+
 def check_replaceable(out: Path, kind: str) -> None:
-    """With --overwrite: refuse to replace anything bfvr did not write (see module doc)."""
+    """With --overwrite: refuse to replace anything bfvr did not write (see module doc). `kind`: "video",
+    "images" (a PNG-frame folder), "json", "png" or "file". The one rule of every command, for single
+    outputs and batches alike."""
     if not (out.exists() or out.is_symlink()):
         return
-    if kind == "video":
-        if out.is_dir():
-            raise OutputError(f"'{out}' is a folder; choose a file path for the video.")
-        if not out.is_file() and not out.is_symlink():
-            raise OutputError(f"'{out}' is not a regular file; choose another output path.")
+    if out.is_symlink():
+        raise OutputError(f"'{out}' is a symbolic link, so --overwrite will not replace it (bfvr replaces "
+                          "only files it wrote); choose another output path.")
+    if kind == "images":
+        if not out.is_dir():
+            raise OutputError(f"'{out}' is a file; choose a folder path (no suffix) for PNG frames.")
+        if not is_own_frames_dir(out):
+            raise OutputError(f"'{out}' holds files bfvr did not write, so --overwrite will not replace it; "
+                              "choose a new or empty folder for the PNG frames.")
         return
-    if out.is_symlink() or not out.is_dir():
-        raise OutputError(f"'{out}' is a file; choose a folder path (no suffix) for PNG frames.")
-    if not is_own_frames_dir(out):
-        raise OutputError(f"'{out}' holds files bfvr did not write, so --overwrite will not replace it; "
-                          "choose a new or empty folder for the PNG frames.")
+    if out.is_dir():
+        raise OutputError(f"'{out}' is a folder; choose a file path for the {kind}.")
+    if not out.is_file():
+        raise OutputError(f"'{out}' is not a regular file; choose another output path.")
+    if not _OWN[kind](out):
+        raise OutputError(f"'{out}' was not written by bfvr, so --overwrite will not replace it; move it "
+                          "away or choose another output path.")
 
 
 def remove_own_frames_dir(folder: Path) -> None:
@@ -170,3 +266,45 @@ def set_default_mode(path: str | os.PathLike[str]) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
+
+
+def temp_beside(out: str | os.PathLike[str], *, folder: bool = False) -> Path:
+    """A new hidden temporary file beside `out`, ``.<stem>.XXXXXXXX.partial<suffix>`` (`folder=True`: a
+    folder ``.<name>.XXXXXXXX.partial``), for bfvr to write and then rename into place. mkstemp/mkdtemp
+    create it with O_EXCL under a random name, so it is never an existing file or a link placed there."""
+    out = Path(out)
+    if folder:
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".partial{out.suffix}", dir=out.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+@contextmanager
+def atomic_output(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """``with atomic_output(out) as tmp:`` write the file `tmp` (`temp_beside`); when the block ends
+    without an error it is renamed to `out` with the usual permissions (a link at `out` is replaced,
+    never followed), else removed."""
+    out = Path(out)
+    tmp = temp_beside(out)
+    try:
+        yield tmp
+        set_default_mode(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(out: str | os.PathLike[str], data: str | bytes, *, fsync: bool = False) -> Path:
+    """Write `data` (text: UTF-8) to `out` through `atomic_output`; `fsync`: make it durable before the
+    rename (checkpoints)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_output(out) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    return Path(out)

@@ -25,6 +25,19 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpe
                   ".gif")
 #: FFmpeg demuxers that mean "one still image", not a video (an image renamed .mp4 lands here)
 _STILL_FORMATS = re.compile(r"(_pipe$|^image2$|^png$|^mjpeg$|^jpeg|^webp$|^bmp$|^tiff$)")
+#: swscale flags of the YUV -> RGB conversion of every decoded frame (bilinear chroma upsampling to full
+#: resolution, correctly rounded, bit-exact) and of the RGB -> YUV conversion of every encoded one
+#: (Lanczos chroma downsampling: 0.15 dB closer to a plain re-encode than bilinear); FFmpeg's default fast
+#: paths round down, which made an identity restore ~1 level darker (benchmarks/colour_roundtrip.py)
+def _sws_flags(encode: bool):
+    from av.video.reformatter import Interpolation as Sws
+
+    base = Sws.ACCURATE_RND | Sws.FULL_CHR_H_INP | Sws.BITEXACT
+    return base | (Sws.LANCZOS if encode else Sws.BILINEAR | Sws.FULL_CHR_H_INT)
+
+
+SWS_EXACT, SWS_EXACT_ENCODE = _sws_flags(False), _sws_flags(True)
+
 #: container metadata key bfvr writes when it padded an odd size to even: "WxH" of the real frames
 SIZE_TAG = "bfvr_size"
 #: the highest frame rate bfvr takes for an image folder (`--fps`, a manifest's "fps")
@@ -71,6 +84,22 @@ def check_frame_size(what: str, width: int, height: int) -> None:
         raise InputError(f"the frames of {what} are {width}x{height} ({mp:.0f} megapixels), more than the "
                          f"{top:.0f} megapixels bfvr takes (e.g. 8192x8192); scale them down first (e.g. "
                          "ffmpeg -i IN -vf scale=-2:4320 OUT).")
+
+
+def _color_tags(frame: object, pix_fmt: str) -> tuple[int, int, int, int] | None:
+    """(colorspace, range, primaries, trc) of a decoded YUV frame as FFmpeg numbers; None for RGB, gray and
+    palette frames."""
+    if not pix_fmt.startswith(("yuv", "nv", "p0", "p2", "y2", "uyv", "yuyv")):
+        return None
+    vals = [getattr(frame, k, None) for k in ("colorspace", "color_range", "color_primaries", "color_trc")]
+    try:
+        spc, rng, prim, trc = (int(v) if v is not None else None for v in vals)
+    except (TypeError, ValueError):
+        return None
+    if pix_fmt.startswith("yuvj") and not rng:
+        rng = 2  # the deprecated full-range formats: FFmpeg reads them as full range
+    return (2 if spc is None else spc, 0 if rng is None else rng, 2 if prim is None else prim,
+            2 if trc is None else trc)
 
 
 def _check_path(path: Path) -> None:
@@ -240,7 +269,7 @@ class AVReader(VideoReader):
             audio_duration=adur, container=c.format.name or "",
             kind="gif" if (c.format.name or "") == "gif" else "video",
             frame_count_exact=exact, bit_depth=depth,
-            coded_size=(coded_w, coded_h) if crop else None, vfr=vfr,
+            coded_size=(coded_w, coded_h) if crop else None, vfr=vfr, color=_color_tags(first, pix),
         )
 
     def _decode(self) -> Iterator[object]:
@@ -255,7 +284,12 @@ class AVReader(VideoReader):
                 from None
 
     def _to_rgb(self, frame: object) -> np.ndarray:
-        a = frame.to_ndarray(format="rgb24")  # swscale: any depth / chroma / gray / palette -> RGB uint8
+        # swscale: any depth / chroma / gray / palette -> RGB uint8, with the frame's matrix and range and the
+        # exact paths (docs/io.md, "Colour"): its default fast paths round down and subsample chroma,
+        # which made every restore ~1 level darker
+        full = getattr(frame, "color_range", 0) == 2
+        a = frame.reformat(format="rgb24", interpolation=SWS_EXACT, src_color_range="JPEG" if full else None,
+                           dst_color_range="JPEG").to_ndarray()
         if self._crop:
             a = a[: self._crop[1], : self._crop[0]]
         if self._rot_k:

@@ -45,6 +45,11 @@ class VideoInfo:
     coded_size: tuple[int, int] | None = None
     #: the frames are not evenly spaced in time (a variable frame rate; `fps` is then the average)
     vfr: bool = False
+    #: the stream's colour tags as FFmpeg numbers (colorspace/matrix, range, primaries, transfer), e.g.
+    #: (1, 1, 1, 1) for BT.709 limited range, (2, 0, 2, 2) for untagged; None for RGB/PNG/GIF inputs. The
+    #: reader converts to RGB with this matrix and range (FFmpeg's defaults, BT.601 limited, where
+    #: untagged) and the writer converts back with the same ones and copies the tags (docs/io.md, "Colour").
+    color: tuple[int, int, int, int] | None = None
 
     @property
     def size(self) -> tuple[int, int]:

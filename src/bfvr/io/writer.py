@@ -3,7 +3,8 @@
 * Output kind from the suffix: .mp4/.m4v/.mov/.mkv = a video file; no suffix = a folder of PNG frames.
 * Everything is written to a hidden temporary file (or folder) next to the output and renamed only when
   complete; on any error it is removed, so a failed run never leaves a partial output. An existing
-  output is replaced only with `overwrite=True`.
+  output is replaced only with `overwrite=True`, and only when bfvr wrote it: every video carries the
+  container tag `bfvr_writer` (`bfvr.io.paths.check_replaceable`).
 * Timestamps: frames keep the caller's pts in `time_base` (pass the reader's time base and pts and a
   variable frame rate survives); without pts, frames are spaced 1/fps.
 * Odd sizes: 4:2:0 H.264 needs even width and height, and its bitstream crop works in 2-pixel units, so an
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -32,12 +32,14 @@ import numpy as np
 from bfvr.errors import InputError, OutputError
 from bfvr.io.paths import (
     FRAMES_MARKER,
+    VIDEO_TAG,
     check_replaceable,
     check_separate,
     remove_own_frames_dir,
     set_default_mode,
+    temp_beside,
 )
-from bfvr.io.reader import SIZE_TAG, audio_codec_name
+from bfvr.io.reader import SIZE_TAG, SWS_EXACT_ENCODE, audio_codec_name
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
@@ -129,7 +131,8 @@ class VideoWriter:
                  crf: float = 18, preset: str = "medium", overwrite: bool = False,
                  size: tuple[int, int] | None = None, codec: str = "libx264", pix_fmt: str = "yuv420p",
                  codec_options: dict[str, str] | None = None, vfr: bool = False,
-                 inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+                 inputs: Iterable[str | os.PathLike[str] | None] = (),
+                 color: tuple[int, int, int, int] | None = None) -> None:
         missing = [d for d in Path(out).expanduser().absolute().parents if not d.exists()]
         self.path = prepare_output(out, overwrite, inputs=[*inputs, audio_from])
         self._created_dirs = missing  # removed again (when empty) if the write fails
@@ -155,6 +158,9 @@ class VideoWriter:
         #: frame rate video keeps its length); None = the encoder's default (1/fps)
         self.last_duration: int | None = None
         self.vfr = vfr
+        #: colour tags (colorspace, range, primaries, trc) of the input (`VideoInfo.color`): YUV outputs are
+        #: converted with its matrix and range and carry its tags; None = BT.601 limited range, tagged so
+        self.color = tuple(int(v) for v in color) if color is not None else None
         self._held: list = []  # the newest packets, muxed late so `close` can still set their durations
         self._last_pts: int | None = None
         self._container = None
@@ -162,18 +168,13 @@ class VideoWriter:
         self._audio: _AudioMux | None = None
         self._pad = (0, 0)
         self._closed = False
-        parent, name = self.path.parent, self.path.name
+        parent = self.path.parent
         try:
+            self._tmp = temp_beside(self.path, folder=self.kind == "images")
             if self.kind == "images":
-                self._tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
                 (self._tmp / FRAMES_MARKER).write_text(
                     "PNG frames written by bfvr; `--overwrite` may replace this folder while it holds only "
                     "bfvr's frames.\n")
-            else:
-                fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}",
-                                           dir=parent)
-                os.close(fd)
-                self._tmp = Path(tmp)
         except OSError as e:
             raise OutputError(f"cannot write in '{parent}' ({e.strerror}); choose a writable "
                               "location.") from None
@@ -237,6 +238,9 @@ class VideoWriter:
         options = ({"movflags": "+use_metadata_tags", "movie_timescale": "90000"} if fmt in ("mp4", "mov")
                    else {})
         self._container = c = av.open(str(self._tmp), mode="w", format=fmt, options=options)
+        from bfvr import __version__
+
+        c.metadata[VIDEO_TAG] = f"bfvr {__version__}"  # how --overwrite knows the file is bfvr's
         if self._pad != (0, 0):
             c.metadata[SIZE_TAG] = f"{w}x{h}"
         vs = c.add_stream(self.codec, rate=self.fps)
@@ -248,16 +252,19 @@ class VideoWriter:
             opts["bf"] = "0"  # see the class doc
         opts.update(self.codec_options)
         vs.options = opts
-        # the RGB->YUV conversion uses BT.601 limited range; say so, so players decode it the same way
-        # (RGB streams, e.g. the lossless libx264rgb: matrix "RGB", full range, so decoders keep them RGB)
+        # RGB streams (e.g. the lossless libx264rgb) say matrix "RGB", full range, so decoders keep them RGB;
+        # YUV streams carry the input's colour tags (untagged stays untagged) and are converted with the
+        # matrix and range the reader used for that input (`_yuv_frame`), so colours round-trip
         rgb = self.pix_fmt.startswith(("rgb", "bgr", "gbr"))
+        spc, rng, prim, trc = (0, 2, 2, 2) if rgb else (self.color or (6, 1, 6, 6))
         try:
-            vs.codec_context.colorspace = 0 if rgb else 6  # AVCOL_SPC_RGB / AVCOL_SPC_SMPTE170M
-            vs.codec_context.color_range = 2 if rgb else 1  # AVCOL_RANGE_JPEG / AVCOL_RANGE_MPEG
-            vs.codec_context.color_primaries = 6
-            vs.codec_context.color_trc = 6
+            vs.codec_context.colorspace = spc
+            vs.codec_context.color_range = rng
+            vs.codec_context.color_primaries = prim
+            vs.codec_context.color_trc = trc
         except (AttributeError, TypeError, ValueError):
             pass
+        self._rgb_stream = rgb
         vs.thread_type = "AUTO"
         self._vstream = vs
         if self.audio_from is not None:
@@ -280,10 +287,21 @@ class VideoWriter:
                 p = self._last_pts + 1  # encoders need strictly increasing timestamps
             self._last_pts = int(p)
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            if not self._rgb_stream:
+                vf = self._yuv_frame(vf)
             vf.pts = int(p)
             vf.time_base = self.time_base
             self._mux_video(self._vstream.encode(vf))
             self.frames_written += 1
+
+    def _yuv_frame(self, vf: object) -> object:
+        """RGB -> the stream's YUV format with the input's matrix and range and swscale's exact paths (the
+        reader's inverse: see `bfvr.io.reader.SWS_EXACT_ENCODE`)."""
+        spc, rng = (self.color or (6, 1, 6, 6))[:2]
+        # swscale reads the matrix from the frame's colorspace (FFmpeg's numbers; unspecified = BT.601)
+        vf.colorspace = spc
+        return vf.reformat(format=self.pix_fmt, interpolation=SWS_EXACT_ENCODE,
+                           src_color_range="JPEG", dst_color_range="JPEG" if rng == 2 else "MPEG")
 
     def _end_at_last_duration(self) -> None:
         """Make the video end `last_duration` after its last frame: the packet shown last gets that duration
@@ -497,10 +515,10 @@ def write_video(out: str | os.PathLike[str], frames: Iterable[np.ndarray] | np.n
                 fps: float | Fraction = 25,
                 audio_from: str | os.PathLike[str] | None = None, crf: float = 18, overwrite: bool = False, *,
                 pts: Iterable[int | None] | None = None, time_base: Fraction | None = None,
-                preset: str = "medium") -> Path:
+                preset: str = "medium", color: tuple[int, int, int, int] | None = None) -> Path:
     """Write frames (an array [N, H, W, 3] or an iterable of [H, W, 3] / [n, H, W, 3]) in one call."""
     with VideoWriter(out, fps=fps, time_base=time_base, audio_from=audio_from, crf=crf, preset=preset,
-                     overwrite=overwrite) as w:
+                     overwrite=overwrite, color=color) as w:
         if isinstance(frames, np.ndarray):
             w.write(frames, pts)
         else:

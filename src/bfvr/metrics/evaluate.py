@@ -365,9 +365,25 @@ def _json_safe(v: object) -> object:
     return v
 
 
+REPORT_NAMES = ("metrics.md", "metrics.csv", "metrics.json")
+
+
+def check_report_dir(out_dir: str | Path, overwrite: bool) -> None:
+    """Before any work: an existing report in ``out_dir`` needs `overwrite`, and is replaced only when its
+    files are plain files (never a link: see `bfvr.io.paths.check_replaceable`)."""
+    from bfvr.io.paths import check_replaceable
+
+    paths = [Path(out_dir) / n for n in REPORT_NAMES]
+    if any(p.exists() or p.is_symlink() for p in paths) and not overwrite:
+        raise OutputError(f"'{out_dir}' already holds a report; pass --overwrite or choose another --out.")
+    for p in paths:
+        check_replaceable(p, "file")
+
+
 def write_report(result: dict, out_dir: str | Path) -> list[Path]:
-    """Write metrics.md, metrics.csv and metrics.json into ``out_dir``."""
-    from bfvr.io.paths import make_folder
+    """Write metrics.md, metrics.csv and metrics.json into ``out_dir`` (each to a new temporary file beside
+    it, all renamed into place once all are written)."""
+    from bfvr.io.paths import check_replaceable, make_folder, set_default_mode, temp_beside
 
     out = make_folder(out_dir, "report")
     rows = result["rows"] + [result["mean"]]
@@ -388,9 +404,12 @@ def write_report(result: dict, out_dir: str | Path) -> list[Path]:
                      "feature sets of all predictions and all GTs; fvd_per_pair "
                      "is the papers' per-video-pair variant (no covariance term).")
     notes += [f"- warning: {w}" for w in result["warnings"]]
-    paths = [out / "metrics.md", out / "metrics.csv", out / "metrics.json"]
-    tmps = [p.with_name(f".{p.name}.partial") for p in paths]  # renamed into place only when all are written
+    paths = [out / n for n in REPORT_NAMES]
+    for p in paths:
+        check_replaceable(p, "file")
+    tmps: list[Path] = []
     try:
+        tmps += [temp_beside(p) for p in paths]  # renamed into place only when all are written
         tmps[0].write_text("\n".join(md + notes) + "\n", encoding="utf-8")
         with tmps[1].open("w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=cols)
@@ -399,6 +418,7 @@ def write_report(result: dict, out_dir: str | Path) -> list[Path]:
                 w.writerow({c: _fmt(r[c]) if c in r else "" for c in cols})
         tmps[2].write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")
         for t, p in zip(tmps, paths):
+            set_default_mode(t)
             t.replace(p)
     except OSError as e:  # a folder the system does not let us write into
         raise OutputError(f"cannot write the report into '{out}' ({e.strerror or type(e).__name__}); "

@@ -186,7 +186,8 @@ def side_by_side_video(paths: Sequence[str | os.PathLike[str]], out: str | os.Pa
         height = ref.height - ref.height % 2
         its = [r.chunks(16) for r in readers]
         done = 0
-        with VideoWriter(out, fps=ref.fps, crf=crf, overwrite=overwrite, inputs=paths) as w:
+        with VideoWriter(out, fps=ref.fps, crf=crf, overwrite=overwrite, inputs=paths,
+                         color=infos[0].color) as w:
             while done < n:
                 chunks = [next(it, None) for it in its]
                 if any(c is None for c in chunks):

@@ -62,7 +62,8 @@ def expected_shapes(name: str, config: Mapping[str, Any] | None = None,
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
-def net_config(name: str, path: str | Path | None = None) -> Mapping[str, Any]:
+def net_config(name: str, path: str | Path | None = None, *,
+               hf_beside: str | Path | None = None) -> Mapping[str, Any]:
     """The constructor arguments of model `name`'s network: those stored as ``net_config`` in the metadata of
     the .safetensors file `path` (`bfvr export` of a network trained at other sizes), those of the Hugging
     Face ``config.json`` beside `path` (when the model reads such files), else the spec's."""
@@ -84,7 +85,7 @@ def net_config(name: str, path: str | Path | None = None) -> Mapping[str, Any]:
             raise ModelError(f"the net_config stored in {path} does not describe a '{name}' network "
                              f"({' '.join(str(e).split())[:200]}).") from None
     if path is not None and spec.hf_config is not None:
-        hf = W.read_hf_config(path)
+        hf = W.read_hf_config(hf_beside if hf_beside is not None else path)
         if hf is not None:
             try:
                 return dict(spec.hf_config(hf))
@@ -107,6 +108,33 @@ def _negative(value: Any, where: str = "") -> str | None:
         if bad is not None:
             return bad
     return None
+
+
+def check_weights_file(entry_name: str, path: str | Path, *, like: str | Path | None = None,
+                       what: str | None = None) -> None:
+    """The structural check a downloaded file passes before it is cached (`bfvr.models.weights.fetch`): it
+    loads safely as a state_dict (under the weights entry's key) and, for every model that loads this entry,
+    has exactly the keys, shapes and floating-point tensors of its network (`load_net`'s check). `like`:
+    where the file will be kept (its Hugging Face config.json is looked for beside it); `what` names the file
+    in the error."""
+    from bfvr.models import weights as W
+
+    path = Path(path)
+    entry = W.get_entry(entry_name)
+    what = what or f"the weights in {path}"
+    try:
+        state = W.load_state_dict(path, key=entry.key)
+    except ModelError as e:
+        raise ModelError(str(e).replace(str(path), what)) from None
+    for spec in MODELS.values():
+        if spec.weights != entry_name or spec.net is None:
+            continue
+        config = net_config(spec.name, path, hf_beside=like)
+        net = spec.net(config, device="meta")  # shapes only
+        cfg = ", ".join(f"{k}={v}" for k, v in config.items())
+        W.check_state_dict(state, {k: tuple(v.shape) for k, v in net.state_dict().items()}, what=what,
+                           model=f"'{spec.name}' ({cfg})" if cfg else f"'{spec.name}'")
+        W.check_dtypes(state, {k: v.dtype for k, v in net.state_dict().items()}, what=what)
 
 
 def load_net(name: str, *, weights: str | os.PathLike | None = None, offline: bool = False,

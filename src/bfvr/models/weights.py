@@ -8,7 +8,9 @@
   file names a folder (``https://...``, ``http://...`` or ``file:///dir``) that replaces the entry's URLs.
 * `--weights` takes a file or a Hugging Face model folder (``config.json`` + ``model.safetensors``).
 * Downloads stream to a temporary file beside the target with a progress bar and are renamed into
-  place only when complete and checked.
+  place only when complete and checked: the size, a sha256 if one is known, and the structure (the file
+  loads safely as a state_dict and, for a model that uses it, has exactly its network's keys and shapes:
+  `bfvr.models.hub.check_weights_file`). A file that fails never enters the cache or the registry.
 * Checksums: no official sha256 is published for these files, so none is pinned (``WeightsEntry.sha256``
   is ``None``). Instead: a sha256 the user passes (``--sha256``) is checked; the sha256 of a file is
   recorded in ``$BFVR_HOME/weights/registry.json`` the first time it is seen (trust on first use) and
@@ -25,10 +27,9 @@ import hashlib
 import http.client
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,10 +203,9 @@ def _record(filename: str, sha: str, size: int, source: str) -> None:
                      "recorded": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     p = _registry_path()
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".registry-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(reg, f, indent=2, sort_keys=True)
-    os.replace(tmp, p)
+    from bfvr.io.paths import write_atomic
+
+    write_atomic(p, json.dumps(reg, indent=2, sort_keys=True))
 
 
 def check_sha256(path: Path, expected: str, what: str) -> str:
@@ -243,13 +243,17 @@ def verify_cached(name: str, path: Path, *, sha256: str | None = None) -> str:
 # ------------------------------------------------------------------------------------------ download
 
 def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, progress: bool = True,
-             timeout: float = 60.0, desc: str | None = None) -> str:
-    """Stream `url` to `dest` (temp file + atomic rename); check `sha256` if given; return the sha256.
+             timeout: float = 60.0, desc: str | None = None,
+             check: Callable[[Path, str], None] | None = None) -> str:
+    """Stream `url` to `dest` (temp file + atomic rename); check `sha256` if given, then `check(temp file,
+    url)` (raises `ModelError`: e.g. the structural check of `fetch`); return the sha256.
 
-    Raises `WeightsNotFoundError` when the URL cannot be fetched and `ModelError` on a checksum or
-    size mismatch; `dest` is untouched unless everything succeeded.
+    Raises `WeightsNotFoundError` when the URL cannot be fetched and `ModelError` on a checksum, size or
+    structure mismatch; `dest` is untouched unless everything succeeded.
     """
     from tqdm import tqdm
+
+    from bfvr.io.paths import temp_beside
 
     dest = Path(dest)
     expected = normalize_sha256(sha256)
@@ -261,11 +265,11 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, pr
         raise WeightsNotFoundError(
             f"could not download {url} ({reason}); fetch it by other means and save it as {dest} "
             "(or give the file to `bfvr restore --weights PATH`).") from e
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = str(temp_beside(dest))  # `.<stem>.XXXXXXXX.partial<suffix>`: loaders see the file's real suffix
     h = hashlib.sha256()
     done = 0
     try:
-        with resp, os.fdopen(fd, "wb") as out:
+        with resp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW), "wb") as out:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
@@ -286,6 +290,11 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, pr
         if expected and actual != expected:
             raise ModelError(f"the file downloaded from {url} has sha256 {actual}, not {expected}; "
                              "it was not saved: check the URL or the hash.")
+        if check is not None:
+            try:
+                check(Path(tmp), url)
+            except ModelError as e:
+                raise ModelError(f"{str(e).rstrip('.')}; it was not saved in the cache.") from None
         os.replace(tmp, dest)
         return actual
     finally:
@@ -319,8 +328,13 @@ def fetch(name: str, *, sha256: str | None = None, force: bool = False, progress
     if entry.config_urls:  # the Hugging Face config.json first: small, and the weights are useless without it
         _download_first(source_urls(entry, entry.config_urls, "config.json"), hf_config_path(path),
                         progress=progress, desc=f"{name}: config.json")
+    def structure(tmp: Path, url: str) -> None:  # before the file enters the cache and the registry
+        from bfvr.models.hub import check_weights_file
+
+        check_weights_file(name, tmp, like=path, what=f"the weights downloaded from {url}")
+
     actual, url = _download_first(urls, path, sha256=expected, progress=progress,
-                                  desc=f"{name}: {entry.filename}")
+                                  desc=f"{name}: {entry.filename}", check=structure)
     _record(entry.filename, actual, path.stat().st_size, url)
     return path
 

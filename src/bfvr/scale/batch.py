@@ -129,13 +129,10 @@ class BatchSummary:
     def write(self) -> None:
         if self.path is None:
             return
-        from bfvr.io.paths import make_folder, set_default_mode
+        from bfvr.io.paths import make_folder, write_atomic
 
         make_folder(self.path.parent, "summary")
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
-        tmp.write_text(json.dumps(self.as_dict(), indent=1) + "\n")
-        set_default_mode(tmp)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.as_dict(), indent=1) + "\n")
 
     def lines(self) -> list[str]:
         """The printed summary: one line of counts, then one per failed or unfinished video."""
@@ -154,19 +151,11 @@ class BatchSummary:
 
 def check_summary_path(path: Path) -> None:
     """The summary may replace only an earlier bfvr summary (nothing else is overwritten)."""
-    from bfvr.io.paths import check_output_file
+    from bfvr.io.paths import check_output_file, is_own_json
 
     check_output_file(path, "summary")
     if path.exists() or path.is_symlink():
-        try:
-            ok = (
-                json.loads(path.read_text()).get("tool") == "bfvr"
-                and path.is_file()
-                and not path.is_symlink()
-            )
-        except (OSError, ValueError, AttributeError):
-            ok = False
-        if not ok:
+        if not is_own_json(path):
             raise OutputError(
                 f"'{path}' exists and is not a bfvr summary; move it away or pass --summary "
                 "with another path."
@@ -178,17 +167,28 @@ class _Lock:
     folder is refused instead of racing on the same outputs and temp files."""
 
     def __init__(self, folder: Path) -> None:
+        import errno
         import fcntl
+        import re
+        import stat
 
         from bfvr.io.paths import make_folder
 
         make_folder(folder)
         self.path = folder / LOCK_NAME
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: O_NOFOLLOW fails on one
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
-            raise OutputError(f"cannot write into the output folder '{folder}' "
-                              f"({e.strerror or type(e).__name__}); choose a writable location.") from None
+            if not os.path.lexists(self.path):  # nothing there: the folder refuses a new file
+                raise OutputError(
+                    f"cannot write into the output folder '{folder}' ({e.strerror or type(e).__name__}); "
+                    "choose a writable location."
+                ) from None
+            why = "a symbolic link" if e.errno == errno.ELOOP else f"not usable ({e.strerror})"
+            raise OutputError(
+                f"the batch lock '{self.path}' is {why}; bfvr does not write through it, so move it away "
+                "and run again."
+            ) from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -197,12 +197,21 @@ class _Lock:
                 f"another bfvr batch is writing to '{folder}' (it holds {self.path}); wait for it "
                 "or choose another output folder."
             ) from None
+        # an existing file there is a lock a killed batch left (its pid) or something bfvr did not write
+        held = os.read(self.fd, 64)
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode) or (held and not re.fullmatch(rb"\d+\n?", held)):
+            os.close(self.fd)
+            raise OutputError(
+                f"'{self.path}' is not a bfvr batch lock; bfvr does not write over it, so move it away "
+                "and run again."
+            )
         os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"{os.getpid()}\n".encode())
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
-        try:
-            os.unlink(self.path)
+        try:  # only the lock file this run holds (not a file put in its place since)
+            if os.path.samestat(os.lstat(self.path), os.fstat(self.fd)):
+                os.unlink(self.path)
         except OSError:
             pass
         os.close(self.fd)

@@ -294,6 +294,7 @@ class Worker:
             preset=s.preset,
             overwrite=task.overwrite,
             inputs=[task.input],
+            color=info.color,
             **codec,
         ) as w:
             for g, rec in zip(segs, records):
@@ -324,13 +325,10 @@ def _segment_record(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    from bfvr.io.paths import set_default_mode
+    """Write JSON atomically (a new temporary file + rename, `bfvr.io.paths.write_atomic`)."""
+    from bfvr.io.paths import write_atomic
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    set_default_mode(tmp)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def prepare_work_dir(wd: Path, plan: dict[str, Any]) -> None:

@@ -8,9 +8,16 @@ Layout of a run folder:
     <run>/metrics.jsonl        logged scalars, one JSON object per line
     <run>/checkpoints/step_00001000/{model,ema[,disc]}.safetensors, state.pt, meta.json
     <run>/checkpoints/latest   name of the newest complete checkpoint
+    <run>/histograms.jsonl     codebook usage counts (tasks that log them), <run>/tb/ TensorBoard events
+    <run>/.bfvr-run            the marker bfvr writes when it makes a run folder (`check_run_dir`)
 
 A checkpoint is first written to a hidden temporary folder and renamed when complete, then `latest` is
 replaced atomically: a crash at any moment leaves the previous checkpoint intact and `latest` valid.
+
+bfvr writes a run only into a folder it made (`check_run_dir`): a new or empty folder, or one holding its
+marker `.bfvr-run` and nothing but the files above; `--resume` also takes a run made before the marker
+existed (its run.json and checkpoints, nothing else). A folder of the user's (their config.yaml, notes,
+a metrics.jsonl of their own) is refused with one sentence and left as it is.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,19 +34,70 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from bfvr.errors import ConfigError, WeightsNotFoundError
+from bfvr.errors import ConfigError, OutputError, WeightsNotFoundError
+from bfvr.io.paths import set_default_mode, temp_beside, write_atomic
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
+#: written into every run folder bfvr makes: how a later start tells its own run folder from a user's
+RUN_MARKER = ".bfvr-run"
+#: what bfvr writes at the top of a run folder: files, folders
+RUN_FILES = {RUN_MARKER, "config.yaml", "run.json", "metrics.jsonl", "histograms.jsonl"}
+RUN_DIRS = {CKPT_DIR, "tb"}
+#: what it writes into checkpoints/ and into each checkpoint
+CKPT_NAME = re.compile(r"step_\d{8}")
+CKPT_FILES = {"model.safetensors", "ema.safetensors", "disc.safetensors", "state.pt", "meta.json"}
+#: temporary files (or checkpoint folders) a killed run may leave: `.<name>.XXXXXXXX.partial<suffix>`,
+#: and those of earlier versions (`.<name>.tmp<pid>`)
+_TEMP = re.compile(r"\..+\.(partial.*|tmp\d+)")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _own_entries(folder: Path, files: set[str], dirs: set[str] | re.Pattern) -> list[str]:
+    """Names in `folder` that bfvr does not write there (links count as foreign)."""
+    foreign = []
+    for e in os.scandir(folder):
+        n = e.name
+        if e.is_symlink():
+            foreign.append(n)
+        elif e.is_dir():
+            ok = n in dirs if isinstance(dirs, set) else bool(dirs.fullmatch(n))
+            if not (ok or _TEMP.fullmatch(n)):
+                foreign.append(n)
+        elif not (n in files or _TEMP.fullmatch(n)):
+            foreign.append(n)
+    return foreign
+
+
+def check_run_dir(run_dir: str | Path, *, resume: bool = False) -> None:
+    """Refuse a run folder bfvr did not make, or one holding files bfvr did not write (see the module doc):
+    an empty or missing folder is fine (bfvr makes it its own), else it needs the marker `RUN_MARKER`
+    (`resume`: or a run.json and a checkpoint, a run made before the marker) and only bfvr's names."""
+    rd = Path(run_dir)
+    if not rd.exists():
+        if rd.is_symlink():
+            raise OutputError(f"'{rd}' is a broken symbolic link; choose a new or empty folder with --out.")
+        return
+    if not rd.is_dir():
+        raise OutputError(f"'{rd}' is a file; choose a new or empty folder for the run with --out.")
+    names = set(os.listdir(rd))
+    if not names:
+        return
+    marked = RUN_MARKER in names and (rd / RUN_MARKER).is_file() and not (rd / RUN_MARKER).is_symlink()
+    ck = rd / CKPT_DIR
+    has_ckpt = ck.is_dir() and any((q / "state.pt").is_file() for q in ck.glob("step_*"))
+    if not (marked or (resume and "run.json" in names and has_ckpt)):
+        raise OutputError(f"'{rd}' is not a run folder made by bfvr train (it has no {RUN_MARKER}), so the "
+                          "run will not write into it; choose a new or empty folder with --out.")
+    foreign = _own_entries(rd, RUN_FILES, RUN_DIRS)
+    if ck.is_dir() and not ck.is_symlink():
+        foreign += [f"{CKPT_DIR}/{n}" for n in _own_entries(ck, {LATEST}, CKPT_NAME)]
+        for q in ck.iterdir():
+            if CKPT_NAME.fullmatch(q.name) and q.is_dir() and not q.is_symlink():
+                foreign += [f"{CKPT_DIR}/{q.name}/{n}" for n in _own_entries(q, CKPT_FILES, set())]
+    if foreign:
+        shown = ", ".join(sorted(foreign)[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputError(f"'{rd}' holds files bfvr train did not write ({shown}), so the run will not "
+                          "write into it; move them away or choose a new or empty folder with --out.")
 
 
 def _tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,10 +135,8 @@ def save_checkpoint(run_dir: str | Path, step: int, weights: dict[str, dict[str,
     ck.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     final = ck / name
-    tmp = ck / f".{name}.tmp{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = temp_beside(final, folder=True)  # a new folder (mkdtemp), never one placed there
+    set_default_mode(tmp)
     for wname, sd in weights.items():
         save_file(_tensors(sd), str(tmp / f"{wname}.safetensors"), metadata={"step": str(step)})
     torch.save(state, tmp / "state.pt")
@@ -90,7 +147,7 @@ def save_checkpoint(run_dir: str | Path, step: int, weights: dict[str, dict[str,
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_atomic(ck / LATEST, name + "\n")
+    write_atomic(ck / LATEST, name + "\n", fsync=True)
     if keep > 0:
         old = sorted(p for p in ck.glob("step_*") if p.is_dir())[:-keep]
         for p in old:

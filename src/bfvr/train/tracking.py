@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -112,9 +111,9 @@ def _truncate_after(path: Path, step: int) -> None:
         log.warning("%s: dropped %d unreadable line%s (a half-written record of the interrupted run)", path,
                     bad, "" if bad == 1 else "s")
     keep = [ln for ln, rec in recs if rec.get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(k + "\n" for k in keep))
-    os.replace(tmp, path)
+    from bfvr.io.paths import write_atomic
+
+    write_atomic(path, "".join(k + "\n" for k in keep))
 
 
 def read_histograms(run_dir: str | Path) -> list[dict]:

@@ -141,6 +141,7 @@ class Trainer:
 
         rd = self.run_dir
         check_separate(self.cfg.data.paths, rd, out_is_dir=True, what="run")
+        ckpt.check_run_dir(rd, resume=self.resume)  # a folder bfvr made, holding only what it wrote
         has_ckpt = (rd / ckpt.CKPT_DIR).is_dir() and any((rd / ckpt.CKPT_DIR).glob("step_*"))
         if has_ckpt and not self.resume:
             raise OutputError(f"{rd} already holds checkpoints; pass --resume to continue that run or choose "
@@ -149,26 +150,36 @@ class Trainer:
             raise ConfigError(f"--resume given but {rd} holds no checkpoint; start without --resume.")
 
     def _write_run_dir(self) -> None:
-        """Create the run folder with config.yaml and run.json (at the start of `run`: a start that fails
-        earlier writes nothing, and one that fails before its first step is undone by `_undo_start`)."""
+        """Create the run folder with its marker, config.yaml and run.json (at the start of `run`: a start
+        that fails earlier writes nothing, and one that fails before its first step is undone by
+        `_undo_start`). Each file is written to a new temporary file and renamed (never through a link)."""
+        from bfvr.io.paths import write_atomic
+
         rd = self.run_dir
         made = [d for d in (rd.absolute(), *rd.absolute().parents) if not d.exists()]
         rd.mkdir(parents=True, exist_ok=True)
         runs_file = rd / "run.json"
+        marker = rd / ckpt.RUN_MARKER
         # a start that fails before its first step puts back what was there (see _undo_start)
-        self._undo = [(f, f.read_text() if f.is_file() else None) for f in (rd / "config.yaml", runs_file)]
+        self._undo = [(f, f.read_text() if f.is_file() else None)
+                      for f in (marker, rd / "config.yaml", runs_file)]
         self._made_dirs = made
-        (rd / "config.yaml").write_text(self.cfg.to_yaml())
+        if not marker.is_file():
+            write_atomic(marker, "a run folder made by bfvr train; bfvr writes runs only into folders "
+                                 "holding this file and nothing but what it wrote.\n")
+        write_atomic(rd / "config.yaml", self.cfg.to_yaml())
         runs = json.loads(runs_file.read_text()) if runs_file.is_file() else []
         runs.append({**git_revision(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": self.argv,
                      "torch": torch.__version__, "python": platform.python_version(),
                      "world_size": self.info.world_size, "resume": self.resume,
                      "device": str(self.device), "threads": torch.get_num_threads()})
-        runs_file.write_text(json.dumps(runs, indent=1))
+        write_atomic(runs_file, json.dumps(runs, indent=1))
 
     def _undo_start(self) -> None:
         """A start that failed before its first training step: put the run folder back as it was (files
         this start wrote removed or restored, folders it made removed when empty)."""
+        from bfvr.io.paths import write_atomic
+
         if not self._undo:
             return
         for f, text in self._undo:
@@ -176,7 +187,7 @@ class Trainer:
                 if text is None:
                     f.unlink(missing_ok=True)
                 else:
-                    f.write_text(text)
+                    write_atomic(f, text)
             except OSError:
                 pass
         if self._made_dirs and self._made_dirs[0] == self.run_dir.absolute():

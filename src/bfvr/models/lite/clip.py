@@ -33,6 +33,8 @@ class LiteClipModel(NetClipModel):
                          device=device, precision=precision, layout="BTCHW", spatial_multiple=multiple,
                          canvas_required=False)
         self.multiple = multiple
+        #: fully convolutional: it restores whole frames too (the face pipeline's background pass)
+        self.whole_frames = True
 
     def onnx_module(self) -> tuple[nn.Module, str, str]:
         """(network, input layout, the axes that may vary) for `bfvr.models.onnx.export_onnx`."""
