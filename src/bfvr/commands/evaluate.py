@@ -85,9 +85,10 @@ def register(app: typer.Typer) -> None:
             names = list(NO_REFERENCE if no_reference else FULL_REFERENCE)
             if not no_reference:
                 names += (["lpips"] if lpips_backbone else []) + (["fvd"] if i3d else [])
-        from bfvr.io.paths import check_separate
+        from bfvr.io.paths import check_output_folder, check_separate
 
         check_separate([pred, gt, runtime], out, out_is_dir=True, what="report")
+        check_output_folder(out, "report")
         check_report_dir(out, overwrite)
         rt = None
         if runtime is not None:

@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
                                                  "the official schedule, K makes about K times fewer calls "
                                                  "(see docs/architecture.md).", min=1)] = None,
         fps: Annotated[float | None, typer.Option("--fps", help="Frame rate of an "
-                                                  "image-folder input (default 25).",
-                                                  min=0.001)] = None,
+                                                  "image-folder input (default 25, at most 1000).")
+                       ] = None,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames "
                                                        "(a preview; audio is then left out).", min=1)] = None,
         overwrite: Annotated[bool,
@@ -147,6 +147,11 @@ def register(app: typer.Typer) -> None:
         if preset not in X264_PRESETS:
             raise ConfigError(f"--preset {preset!r} is not an x264 preset; "
                               f"use one of: {', '.join(X264_PRESETS)}.")
+        from bfvr.io.reader import fps_problem
+
+        why = None if fps is None else fps_problem(fps)
+        if why:
+            raise ConfigError(f"--fps {fps:g} {why}; give the frame rate of the image folder, e.g. 25.")
         # check the cheap things (output path, input) before loading a model
         from bfvr.io.paths import check_not_url
         from bfvr.scale.plan import source_kind

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bfvr.errors import ConfigError, InputError
+from bfvr.errors import ConfigError, InputError, OutputError
 from bfvr.io.reader import VIDEO_SUFFIXES, list_videos
 
 __all__ = ["FULL_REFERENCE", "NO_REFERENCE", "ALL_METRICS", "EvalOptions", "evaluate_pair",
@@ -371,7 +371,6 @@ REPORT_NAMES = ("metrics.md", "metrics.csv", "metrics.json")
 def check_report_dir(out_dir: str | Path, overwrite: bool) -> None:
     """Before any work: an existing report in ``out_dir`` needs `overwrite`, and is replaced only when its
     files are plain files (never a link: see `bfvr.io.paths.check_replaceable`)."""
-    from bfvr.errors import OutputError
     from bfvr.io.paths import check_replaceable
 
     paths = [Path(out_dir) / n for n in REPORT_NAMES]
@@ -384,10 +383,9 @@ def check_report_dir(out_dir: str | Path, overwrite: bool) -> None:
 def write_report(result: dict, out_dir: str | Path) -> list[Path]:
     """Write metrics.md, metrics.csv and metrics.json into ``out_dir`` (each to a new temporary file beside
     it, all renamed into place once all are written)."""
-    from bfvr.io.paths import check_replaceable, set_default_mode, temp_beside
+    from bfvr.io.paths import check_replaceable, make_folder, set_default_mode, temp_beside
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir, "report")
     rows = result["rows"] + [result["mean"]]
     cols: list[str] = []
     for r in rows:
@@ -422,6 +420,9 @@ def write_report(result: dict, out_dir: str | Path) -> list[Path]:
         for t, p in zip(tmps, paths):
             set_default_mode(t)
             t.replace(p)
+    except OSError as e:  # a folder the system does not let us write into
+        raise OutputError(f"cannot write the report into '{out}' ({e.strerror or type(e).__name__}); "
+                          "choose a writable location.") from None
     finally:
         for t in tmps:
             t.unlink(missing_ok=True)

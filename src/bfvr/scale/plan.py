@@ -24,11 +24,12 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from bfvr.errors import ConfigError, InputError, OutputError
-from bfvr.io.reader import VIDEO_SUFFIXES  # the one set of video suffixes (folder listings everywhere)
+from bfvr.io.reader import VIDEO_SUFFIXES, fps_problem  # VIDEO_SUFFIXES: the one set of video suffixes
 
 #: --container choices and the output suffix each gives ("" = a folder of PNG frames)
 CONTAINERS = {"mp4": ".mp4", "mov": ".mov", "mkv": ".mkv", "png": ""}
@@ -181,7 +182,13 @@ def _read_list(path: Path) -> list[dict[str, Any]]:
                 )
             if r.get("kept", True) is False:
                 continue
-            rec = {"input": r.get("input", r.get("path")), "output": r.get("output"), "fps": r.get("fps")}
+            fps = r.get("fps")
+            why = None if fps is None else fps_problem(fps)
+            if why:
+                raise InputError(f'line {n} of \'{path}\': "fps" {fps!r} {why}; give the frame rate of a '
+                                 'frame folder as a number, e.g. "fps": 25.')
+            rec = {"input": r.get("input", r.get("path")), "output": r.get("output"),
+                   "fps": None if fps is None else float(Fraction(str(fps)) if isinstance(fps, str) else fps)}
         else:
             rec = {"input": s, "output": None, "fps": None}
         p = Path(rec["input"]).expanduser()
@@ -218,6 +225,9 @@ def collect_jobs(
     out_root = Path(os.path.abspath(Path(out_dir).expanduser()))
     if out_root.exists() and not out_root.is_dir():
         raise OutputError(f"the output '{out_dir}' is a file; give a folder for a batch (-o OUT_DIR).")
+    from bfvr.io.paths import check_writable_folder
+
+    check_writable_folder(out_root)
     if not out_root.exists() and out_root.suffix.lower() in VIDEO_SUFFIXES:
         raise OutputError(
             f"'{source}' holds many videos, so -o must be a folder, not '{out_dir}'; give a folder "

@@ -10,6 +10,7 @@ as YAML scalars.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -269,6 +270,19 @@ class TrainConfig:
             raise ConfigError("accum_steps and data.batch_size must be at least 1.")
         if self.max_steps < 1:
             raise ConfigError("max_steps must be at least 1.")
+        from bfvr.engine.device import check_threads
+
+        check_threads(self.threads, "threads", zero_ok=True)
+        o = self.optim
+        for name, value in (("optim.lr", o.lr), ("optim.d_lr", o.d_lr), ("optim.gamma", o.gamma),
+                            ("optim.grad_clip", o.grad_clip)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive finite number, got {value}.")
+        for name, value in (("optim.weight_decay", o.weight_decay), ("optim.eta_min", o.eta_min)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be 0 or a positive finite number, got {value}.")
+        if len(o.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in o.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {o.betas}.")
         if self.optim.scheduler not in ("constant", "cosine_restart", "multistep"):
             raise ConfigError(f"optim.scheduler must be constant, cosine_restart or multistep, "
                               f"not {self.optim.scheduler!r}.")
@@ -441,7 +455,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}; pass an existing YAML file (see configs/stc/).")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = "it is not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or type(e).__name__
+        raise ConfigError(f"cannot read the config {p} ({why}); pass a YAML text file (see configs/stc/).") \
+            from None
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
