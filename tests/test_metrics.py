@@ -214,6 +214,7 @@ def test_ssim_metric_equals_the_differentiable_ssim_map() -> None:
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (64, 80, 3)).astype(np.uint8)
     b = np.clip(a + rng.normal(0, 20, a.shape), 0, 255).astype(np.uint8)
-    x, y = (torch.from_numpy(np.ascontiguousarray(prepare(v, 0, False))).permute(2, 0, 1)[None] for v in (a, b))
+    x, y = (torch.from_numpy(np.ascontiguousarray(prepare(v, 0, False))).permute(2, 0, 1)[None]
+            for v in (a, b))
     assert abs(ssim(a, b) - float(ssim_map(x, y, 255.0).mean())) < 1e-12
     assert 0.3 < ssim(a, b) < 0.99
