@@ -113,7 +113,7 @@ def test_evaluate_mean_row_skips_videos_without_a_value(clips, tmp_path, capsys)
     assert rows["b"]["msrl"] is None and rows["b"]["tdiff_psnr"] is None  # nan is null in JSON
     assert rep["mean"]["msrl"] == rows["a"]["msrl"] and rep["mean"]["tdiff_psnr"] == rows["a"]["tdiff_psnr"]
     assert rep["mean"]["ssim"] == pytest.approx((rows["a"]["ssim"] + rows["b"]["ssim"]) / 2)
-    line = "the mean row leaves out videos without a value: msrl (b); tdiff_psnr (b)"
+    line = "the mean row leaves out videos without a value: msrl (b); msrl_scales (b); tdiff_psnr (b)"
     assert rep["warnings"] == [line]
     assert f"- warning: {line}" in (tmp_path / "rep" / "metrics.md").read_text()
 

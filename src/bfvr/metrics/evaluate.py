@@ -22,15 +22,18 @@ from bfvr.io.reader import VIDEO_SUFFIXES, list_videos
 __all__ = ["FULL_REFERENCE", "NO_REFERENCE", "ALL_METRICS", "EvalOptions", "evaluate_pair",
            "evaluate_dirs", "match_videos", "write_report"]
 
-ALL_METRICS = ("psnr", "ssim", "lpips", "msrl", "tdiff_psnr", "ids", "deg", "face_cons", "akd", "lmd", "tlme",
-               "flow_score", "warp_error", "fvd")
-FULL_REFERENCE = ("psnr", "ssim", "msrl", "ids", "deg", "face_cons", "akd", "tlme", "flow_score",
-                  "warp_error")
+ALL_METRICS = ("psnr", "ssim", "lpips", "msrl", "msrl_scales", "tdiff_psnr", "ids", "deg", "face_cons", "akd",
+               "lmd", "tlme", "flow_score", "warp_error", "fvd")
+FULL_REFERENCE = ("psnr", "ssim", "msrl", "msrl_scales", "ids", "deg", "face_cons", "akd", "tlme",
+                  "flow_score", "warp_error")
 NO_REFERENCE = ("face_cons", "flow_score", "warp_error")
-_NEED_GT = {"psnr", "ssim", "lpips", "msrl", "tdiff_psnr", "ids", "deg", "akd", "lmd", "tlme", "fvd"}
+_NEED_GT = {"psnr", "ssim", "lpips", "msrl", "msrl_scales", "tdiff_psnr", "ids", "deg", "akd", "lmd", "tlme",
+            "fvd"}
 _IDENTITY = {"ids", "deg", "face_cons"}
+_MSRL = {"msrl", "msrl_scales"}
 _FACES = _IDENTITY | {"akd", "lmd", "tlme"}
-HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "msrl": True, "tdiff_psnr": True, "ids": True,
+HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "msrl": True, "msrl_scales": True,
+                 "tdiff_psnr": True, "ids": True,
                  "deg": False, "face_cons": True, "akd": False, "lmd": False, "tlme": False,
                  "flow_score": False, "warp_error": False, "fvd": False, "fvd_per_pair": False,
                  "runtime_s": False,
@@ -93,6 +96,8 @@ class _Needs:
                 raise ConfigError(f"--no-reference cannot compute {', '.join(ref)} (they need GT); "
                                   f"use --metrics from {', '.join(NO_REFERENCE)}.")
         self.m = set(opts.metrics)
+        if self.m & _MSRL:  # the two readings of PGTFormer's MSRL come from the same residuals: always both
+            self.m |= _MSRL
         self.faces = None
         self.embedder = None
         self.lpips = None
@@ -148,11 +153,11 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
                 raise InputError(f"{name}: prediction has {pi.frame_count} frames but "
                                  f"GT has {gi.frame_count}; pass --length min to "
                                  "compare the common first frames (or --max-frames N).")
-        if "msrl" in m and gr is not None and min(gi.width, gi.height) < max(fullref.MSRL_SCALES):
+        if m & _MSRL and gr is not None and min(gi.width, gi.height) < max(fullref.MSRL_SCALES):
             s = max(fullref.MSRL_SCALES)
             raise InputError(f"{name}: MSRL needs frames of at least {s}x{s} pixels (its coarsest scale "
                              f"averages {s}x{s} blocks) but the GT is {gi.width}x{gi.height}; leave msrl "
-                             "out of --metrics.")
+                             "and msrl_scales out of --metrics.")
         if gr is not None and min(gi.width, gi.height) - 2 * opts.crop_border < 1:
             raise InputError(f"{name}: --crop-border {opts.crop_border} leaves no pixel of the "
                              f"{gi.width}x{gi.height} GT; lower it.")
@@ -206,7 +211,7 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
             k_tail = 0 if tail_p is None else len(tail_p)
             pp = p if tail_p is None else np.concatenate([tail_p, p])
             gg = None if g is None else (g if tail_g is None else np.concatenate([tail_g, g]))
-            if "msrl" in m:
+            if m & _MSRL:
                 msrl_mse.append(fullref.msrl_mse(pp, gg, first_end=max(1, k_tail), y_channel=opts.y_channel))
             if "tdiff_psnr" in m:
                 for s in fullref.TDIFF_STRIDES:
@@ -276,8 +281,10 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
     for k, v in acc.items():
         if k in m:
             row[k] = float(np.mean(v)) if v else float("nan")
-    if "msrl" in m:  # per scale: squared residuals pooled over all transitions, then dB
-        row["msrl"] = fullref.msrl_from_mse(np.concatenate(msrl_mse) if msrl_mse else np.zeros((0, 1)))
+    if m & _MSRL:  # per scale: squared residuals pooled over all transitions; then both readings
+        rows_mse = np.concatenate(msrl_mse) if msrl_mse else np.zeros((0, 1))
+        row["msrl"] = fullref.msrl_from_mse(rows_mse)
+        row["msrl_scales"] = fullref.msrl_scales_from_mse(rows_mse)
     if "tdiff_psnr" in m:
         row["tdiff_psnr"] = fullref.tdiff_psnr_from_mse(tdiff)
     if needs.faces is not None:
