@@ -317,6 +317,9 @@ def test_evaluate_reports_paper_metrics_on_real_clips(two_clips, faces, tmp_path
     md = (out / "metrics.md").read_text()
     for col in ("deg ↓", "lmd ↓", "tlme ↓", "msrl ↑", "msrl_scales ↑"):  # asking for msrl prints both
         assert col in md
+    assert md.splitlines()[0] == ("Back-ends: ids, deg: dlib 128-D face descriptor "
+                                  "(dlib_face_recognition_resnet_model_v1); akd, lmd, tlme: dlib 68-point "
+                                  "landmarks (shape_predictor_68_face_landmarks), pixels.")
     rows = {r["video"]: r for r in rep["rows"]}
     assert set(rows) == {"a", "b", "c"}
     same = rows.pop("c")  # a video against itself

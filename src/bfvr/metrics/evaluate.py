@@ -119,6 +119,33 @@ class _Needs:
             self.i3d = I3DFeatures(opts.i3d)
 
 
+def metric_backends(metrics: Sequence[str], opts: EvalOptions) -> dict[str, str]:
+    """Which model or algorithm produces each column (metric -> one phrase), for the report header:
+    identity metrics with dlib's descriptor or an ArcFace file, landmark metrics with dlib's 68 points, flow
+    metrics with OpenCV DIS, LPIPS and FVD with the files given."""
+    m = set(metrics)
+    if m & _MSRL:
+        m |= _MSRL
+    out: dict[str, str] = {}
+    ident = ("dlib 128-D face descriptor (dlib_face_recognition_resnet_model_v1)"
+             if opts.identity_model == "dlib" else f"ArcFace embedder {Path(opts.identity_model).name}")
+    for k in ("ids", "deg", "face_cons"):
+        if k in m:
+            out[k] = ident
+    for k in ("akd", "lmd", "tlme"):
+        if k in m:
+            out[k] = "dlib 68-point landmarks (shape_predictor_68_face_landmarks), pixels"
+    for k in ("flow_score", "warp_error"):
+        if k in m:
+            out[k] = "OpenCV DIS optical flow (preset medium)"
+    if "lpips" in m:
+        out["lpips"] = (f"LPIPS v0.1 {opts.lpips_net} from {Path(opts.lpips_backbone).name}"
+                        if opts.lpips_backbone else f"LPIPS v0.1 {opts.lpips_net}")
+    if "fvd" in m and opts.i3d:
+        out["fvd"] = f"I3D {Path(opts.i3d).name}"
+    return out
+
+
 def _resize_to(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
@@ -344,6 +371,7 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path | None, opts: EvalOpt
         mean["fvd"] = fvd_from_features(np.concatenate([f["fvd_pred"] for f in feats]),
                                         np.concatenate([f["fvd_gt"] for f in feats]))
     return {"rows": rows, "mean": mean, "warnings": warns, "seconds": time.perf_counter() - t0,
+            "backends": metric_backends(opts.metrics, opts),
             "options": {"metrics": list(opts.metrics), "no_reference": opts.no_reference,
                         "crop_border": opts.crop_border, "y_channel": opts.y_channel,
                         "max_frames": opts.max_frames,
@@ -399,7 +427,15 @@ def write_report(result: dict, out_dir: str | Path) -> list[Path]:
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
-    md = ["| " + " | ".join(c + ("" if c not in HIGHER_BETTER else (" ↑" if HIGHER_BETTER[c] else " ↓"))
+    md = []
+    groups: dict[str, list[str]] = {}
+    backends = result.get("backends") or {}
+    for k in cols:  # in the table's column order
+        if k in backends:
+            groups.setdefault(backends[k], []).append(k)
+    if groups:  # which model/algorithm produced which column
+        md += ["Back-ends: " + "; ".join(f"{', '.join(ks)}: {v}" for v, ks in groups.items()) + ".", ""]
+    md += ["| " + " | ".join(c + ("" if c not in HIGHER_BETTER else (" ↑" if HIGHER_BETTER[c] else " ↓"))
                             for c in cols) + " |",
           "|" + "---|" * len(cols)]
     for r in rows:
