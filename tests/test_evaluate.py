@@ -55,6 +55,10 @@ def test_evaluate_report_values(clips, tmp_path, capsys):
     assert rep["mean"]["psnr"] == pytest.approx(row["psnr"])
     md = (out / "metrics.md").read_text()
     assert "| a |" in md and "**mean**" in md and "psnr ↑" in md
+    # the header names the back-end of every column that has one (issue 26)
+    assert md.splitlines()[0] == "Back-ends: flow_score, warp_error: OpenCV DIS optical flow (preset medium)."
+    assert rep["backends"] == {"flow_score": "OpenCV DIS optical flow (preset medium)",
+                               "warp_error": "OpenCV DIS optical flow (preset medium)"}
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["video"] for r in rows] == ["a", "mean"]
     # identical videos: PSNR and MSRL are inf in every format
@@ -113,7 +117,7 @@ def test_evaluate_mean_row_skips_videos_without_a_value(clips, tmp_path, capsys)
     assert rows["b"]["msrl"] is None and rows["b"]["tdiff_psnr"] is None  # nan is null in JSON
     assert rep["mean"]["msrl"] == rows["a"]["msrl"] and rep["mean"]["tdiff_psnr"] == rows["a"]["tdiff_psnr"]
     assert rep["mean"]["ssim"] == pytest.approx((rows["a"]["ssim"] + rows["b"]["ssim"]) / 2)
-    line = "the mean row leaves out videos without a value: msrl (b); tdiff_psnr (b)"
+    line = "the mean row leaves out videos without a value: msrl (b); msrl_scales (b); tdiff_psnr (b)"
     assert rep["warnings"] == [line]
     assert f"- warning: {line}" in (tmp_path / "rep" / "metrics.md").read_text()
 
@@ -167,3 +171,19 @@ def test_evaluate_face_metrics_and_fvd(clips, tmp_path, capsys):
     assert 0.9 < same["face_cons"] <= 1
     assert rep["same"]["mean"]["fvd"] < 1e-6 and same["fvd_per_pair"] < 1e-9
     assert rep["lq"]["mean"]["fvd"] > 0 and lq["fvd_per_pair"] > 0
+
+
+def test_metric_backends_name_the_model_of_each_column():
+    from bfvr.metrics.evaluate import EvalOptions, metric_backends
+
+    b = metric_backends(["psnr", "deg", "ids", "lmd", "tlme", "msrl"], EvalOptions())
+    assert b == {"deg": "dlib 128-D face descriptor (dlib_face_recognition_resnet_model_v1)",
+                 "ids": "dlib 128-D face descriptor (dlib_face_recognition_resnet_model_v1)",
+                 "lmd": "dlib 68-point landmarks (shape_predictor_68_face_landmarks), pixels",
+                 "tlme": "dlib 68-point landmarks (shape_predictor_68_face_landmarks), pixels"}
+    arc = metric_backends(["deg", "face_cons", "lpips", "fvd"],
+                          EvalOptions(identity_model="/w/arcface_r100.onnx", lpips_backbone="/w/vgg16.pth",
+                                      i3d="/w/i3d_torchscript.pt"))
+    assert arc == {"deg": "ArcFace embedder arcface_r100.onnx",
+                   "face_cons": "ArcFace embedder arcface_r100.onnx",
+                   "lpips": "LPIPS v0.1 vgg from vgg16.pth", "fvd": "I3D i3d_torchscript.pt"}

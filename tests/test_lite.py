@@ -115,8 +115,8 @@ def test_bundled_weights_carry_their_provenance() -> None:
     with safe_open(str(cached_path("bfvr-lite")), framework="pt") as f:
         meta = f.metadata()
     assert meta["model"] == "bfvr-lite" and meta["task"] == "lite"
-    # stage 4: configs/lite/fullres.yaml (whole-frame fine-tuning) again, with an SSIM term; EMA at step 100
-    assert meta["config"].endswith("configs/lite/fullres.yaml") and int(meta["step"]) > 0
+    # stage 5: configs/lite/broad.yaml (all clips but the held-out ones, the broad degradation family)
+    assert meta["config"].endswith("configs/lite/broad.yaml") and int(meta["step"]) > 0
     assert meta["weights"] in ("ema", "model") and "init_weights" in meta["resolved_config"]
 
 
@@ -260,6 +260,12 @@ def test_held_out_clips_are_never_read_for_training(faces_dir) -> None:
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs/lite/train.yaml")
     assert set(cfg.val.names) <= set(cfg.data.exclude) and len(cfg.val.names) >= 3
+    # the shipped stage: the three clips held out since stage 1 and six of the clips added 2026-12-06, among
+    # them a vertical phone clip, a 15 fps film clip and a 720p clip
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs/lite/broad.yaml")
+    assert set(cfg.val.names) == set(cfg.data.exclude) and len(cfg.val.names) >= 9
+    assert {"lp_driving_d0", "lp_driving_d18", "lp_source_s32", "latentsync_demo2_video", "hellomeme_jue",
+            "ghost_obama_short"} <= set(cfg.val.names)
     ds = BuiltinClipDataset([str(faces_dir / "lp_driving_d0.mp4"), str(faces_dir / "lp_driving_d18.mp4")],
                             clip_len=2, size=32, max_frames=4, exclude=["lp_driving_d0"])
     assert ds.names == ["lp_driving_d18.mp4"]
@@ -472,3 +478,25 @@ def test_a_diverging_run_stops_with_one_clear_sentence(faces_dir, tmp_path, monk
     with pytest.raises(TrainingError, match="the training diverged: the loss is inf at step 1") as e:
         Trainer(_tiny(faces_dir, tmp_path, max_steps=3), progress=False).run()
     assert isinstance(e.value, BfvrError) and e.value.exit_code == 2
+
+
+def test_bundled_model_leaves_a_clean_face_nearly_as_it_is(lite, faces_dir) -> None:
+    """Do no harm: a clean held-out face crop comes back close to itself, with its fine detail (high-frequency
+    energy: variance of the Laplacian of the luma) kept."""
+    import cv2
+
+    from bfvr.metrics import psnr
+    from bfvr.train.data import load_clip
+
+    gt = load_clip(faces_dir / "sadtalker_WDA_KatieHill_000.mp4", 8, 512, face_crop=True)
+    win = (slice(None), slice(128, 384), slice(128, 384))
+    gt = np.ascontiguousarray(gt[win])
+    x = torch.from_numpy(gt).permute(0, 3, 1, 2).float() / 255
+    pred = (lite.restore_clip(x).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+    def hf(v):
+        gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32) for f in v]
+        return np.mean([cv2.Laplacian(g, cv2.CV_32F).var() for g in gray])
+
+    assert psnr(pred, gt) >= 40, f"PSNR {psnr(pred, gt):.2f} dB against the clean input"
+    assert hf(pred) >= 0.85 * hf(gt), f"high-frequency energy kept {hf(pred) / hf(gt):.2f}"

@@ -203,3 +203,18 @@ def test_temporal_profile_and_labels():
         temporal_profile([frames], column=99)
     img = hstack_labeled([p, p], ["a", "b"], height=40)
     assert img.shape[0] == 40 + 28 and img[28:, :10].any()
+
+
+def test_ssim_metric_equals_the_differentiable_ssim_map() -> None:
+    """`ssim` (OpenCV filters, float64) and `ssim_map` (torch, the training loss) compute the same sums."""
+    import torch
+
+    from bfvr.metrics.fullref import prepare, ssim, ssim_map
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (64, 80, 3)).astype(np.uint8)
+    b = np.clip(a + rng.normal(0, 20, a.shape), 0, 255).astype(np.uint8)
+    x, y = (torch.from_numpy(np.ascontiguousarray(prepare(v, 0, False))).permute(2, 0, 1)[None]
+            for v in (a, b))
+    assert abs(ssim(a, b) - float(ssim_map(x, y, 255.0).mean())) < 1e-12
+    assert 0.3 < ssim(a, b) < 0.99

@@ -46,8 +46,12 @@ def test_msrl_hand_computed():
     # -> (1 + 64)/4 = 16.25; 4x4 block mean 36/16 = 2.25 -> 2.25^2 = 5.0625
     expect = (10 * math.log10(255**2 / 17) + 10 * math.log10(255**2 / 16.25)
               + 10 * math.log10(255**2 / 5.0625)) / 3
-    assert fullref.msrl(pred, gt) == pytest.approx(expect, abs=1e-12)
+    assert fullref.msrl_scales(pred, gt) == pytest.approx(expect, abs=1e-12)
     assert expect == pytest.approx(37.645, abs=1e-3)  # (35.826 + 36.022 + 41.087) / 3
+    # msrl, Eq. 7 literally: the residual averaged over the three scales, (17 + 16.25 + 5.0625) / 3 =
+    # 12.7708, then one PSNR: 10 log10(255^2 / 12.7708) = 37.068 dB
+    assert fullref.msrl(pred, gt) == pytest.approx(10 * math.log10(255**2 * 3 / 38.3125), abs=1e-12)
+    assert fullref.msrl(pred, gt) == pytest.approx(37.068, abs=1e-3)
     # the earlier temporal-stride reading (tdiff_psnr) sees only the full size: 10 log10(255^2/17)
     # (2 frames: only stride 1 has a transition)
     assert fullref.tdiff_mse(pred, gt, 1) == pytest.approx([17.0])
@@ -55,9 +59,11 @@ def test_msrl_hand_computed():
     # a brightness step of 10 between two frames: the differences differ by 10 everywhere, at every scale
     flick = gt.copy()
     flick[1] += 10
-    assert fullref.msrl(flick, gt) == pytest.approx(10 * math.log10(255**2 / 100), abs=1e-12)  # 28.13 dB
+    # 28.13 dB, both readings (the same residual at every scale)
+    assert fullref.msrl_scales(flick, gt) == pytest.approx(10 * math.log10(255**2 / 100), abs=1e-12)
+    assert fullref.msrl(flick, gt) == pytest.approx(10 * math.log10(255**2 / 100), abs=1e-12)
     # an offset that stays the same in every frame does not change any difference: inf
-    assert fullref.msrl(gt + 7, gt) == float("inf")
+    assert fullref.msrl_scales(gt + 7, gt) == float("inf")
 
 
 def test_msrl_held_frame_and_exact_scale_by_hand():
@@ -73,15 +79,17 @@ def test_msrl_held_frame_and_exact_scale_by_hand():
     # per scale the squared residuals averaged over the 2 transitions: 8.5, 8.125, 2.53125
     expect = (10 * math.log10(255**2 / 8.5) + 10 * math.log10(255**2 / 8.125)
               + 10 * math.log10(255**2 / 2.53125)) / 3
-    assert fullref.msrl(pred, gt) == pytest.approx(expect, abs=1e-12)
+    assert fullref.msrl_scales(pred, gt) == pytest.approx(expect, abs=1e-12)
     assert expect == pytest.approx(40.656, abs=1e-3)  # (38.837 + 39.033 + 44.098) / 3
+    # msrl: (8.5 + 8.125 + 2.53125) / 3 = 6.3854 -> 40.079 dB
+    assert fullref.msrl(pred, gt) == pytest.approx(10 * math.log10(255**2 * 3 / 19.15625), abs=1e-12)
     # tdiff_psnr: stride 1 residuals 0 and 17 -> 8.5; stride 2 (frame 0 -> 2) residual -P -> 17;
     # stride 4 has no transition in 3 frames
     expect_t = (10 * math.log10(255**2 / 8.5) + 10 * math.log10(255**2 / 17)) / 2
     assert fullref.tdiff_psnr(pred, gt) == pytest.approx(expect_t, abs=1e-12)
     assert expect_t == pytest.approx(37.332, abs=1e-3)  # (38.837 + 35.826) / 2
     # every transition held in both: the differences agree exactly -> inf
-    assert fullref.msrl(pred[:2], gt[:2]) == float("inf")
+    assert fullref.msrl_scales(pred[:2], gt[:2]) == float("inf")
     assert fullref.tdiff_psnr(pred[:2], gt[:2]) == float("inf")
     # a +-1 checkerboard residual: full size mean square 1, but every 2x2 and 4x4 block mean is 0;
     # those two scales are left out, so MSRL = 10 log10(255^2 / 1) = 48.13 dB (not inf)
@@ -89,8 +97,12 @@ def test_msrl_held_frame_and_exact_scale_by_hand():
     flick = gt[:2].copy()
     flick[1] += _rgb(cb)
     assert fullref.msrl_mse(flick, gt[:2]) == pytest.approx(np.array([[1.0, 0.0, 0.0]]))
-    assert fullref.msrl(flick, gt[:2]) == pytest.approx(10 * math.log10(255**2), abs=1e-12)
-    assert math.isnan(fullref.msrl(pred[:1], gt[:1])) and math.isnan(fullref.tdiff_psnr(pred[:1], gt[:1]))
+    assert fullref.msrl_scales(flick, gt[:2]) == pytest.approx(10 * math.log10(255**2), abs=1e-12)
+    # msrl keeps the exact scales in its mean: (1 + 0 + 0) / 3 -> 10 log10(3 * 255^2) = 52.90 dB
+    assert fullref.msrl(flick, gt[:2]) == pytest.approx(10 * math.log10(3 * 255**2), abs=1e-12)
+    assert math.isnan(fullref.msrl(pred[:1], gt[:1]))
+    assert math.isnan(fullref.msrl_scales(pred[:1], gt[:1]))
+    assert math.isnan(fullref.tdiff_psnr(pred[:1], gt[:1]))
 
 
 def _msrl_mse_by_hand(p: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -115,14 +127,16 @@ def test_msrl_per_transition_and_streaming():
     assert np.allclose(per, by_hand, rtol=1e-12)
     # the video: per scale the mean over the 5 transitions in dB, then the mean over the 3 scales
     expect = np.mean([10 * np.log10(255**2 / by_hand[:, k].mean()) for k in range(3)])
-    assert fullref.msrl(pred, gt) == pytest.approx(expect, abs=1e-9)
+    assert fullref.msrl_scales(pred, gt) == pytest.approx(expect, abs=1e-9)
+    assert fullref.msrl(pred, gt) == pytest.approx(10 * np.log10(255**2 / by_hand.mean()), abs=1e-9)
+    assert fullref.msrl(pred, gt) <= fullref.msrl_scales(pred, gt)  # log is concave
     # a streaming caller that prepends the previous chunk's last frame gets the remaining transitions
     assert np.allclose(fullref.msrl_mse(pred[2:], gt[2:], first_end=1), per[2:])
     assert np.allclose(fullref.msrl_mse(pred, gt, first_end=4), per[3:])
     # temporal noise scores lower than a calmer prediction
     calm = gt + rng.normal(0, 1, gt.shape)
-    assert fullref.msrl(calm, gt) > fullref.msrl(pred, gt) + 5
-    assert math.isnan(fullref.msrl(pred[:1], gt[:1]))
+    assert fullref.msrl_scales(calm, gt) > fullref.msrl_scales(pred, gt) + 5
+    assert math.isnan(fullref.msrl_scales(pred[:1], gt[:1]))
 
 
 def _tdiff_by_hand(p: np.ndarray, g: np.ndarray) -> float:
@@ -177,7 +191,8 @@ def test_evaluate_held_frame_on_real_clip(faces_dir, tmp_path):
     for chunk in (3, 16):  # chunk 3: the held transition (2 -> 3) crosses the chunk boundary
         row, _ = evaluate_pair("a", tmp_path / "pred.mp4", tmp_path / "gt.mp4",
                                EvalOptions(metrics=("msrl", "tdiff_psnr"), chunk=chunk))
-        assert math.isfinite(row["msrl"]) and row["msrl"] == pytest.approx(expect, abs=1e-9)
+        assert math.isfinite(row["msrl_scales"]) and row["msrl_scales"] == pytest.approx(expect, abs=1e-9)
+        assert row["msrl"] == pytest.approx(10 * np.log10(255**2 / mse.mean()), abs=1e-9)
         assert math.isfinite(row["tdiff_psnr"]) and row["tdiff_psnr"] == pytest.approx(_tdiff_by_hand(p, g),
                                                                                         abs=1e-9)
 
@@ -257,9 +272,9 @@ def test_paper_metric_names_and_directions():
     from bfvr.metrics.evaluate import ALL_METRICS, FULL_REFERENCE, HIGHER_BETTER
 
     for name, higher in (("deg", False), ("lmd", False), ("tlme", False), ("msrl", True),
-                         ("tdiff_psnr", True)):
+                         ("msrl_scales", True), ("tdiff_psnr", True)):
         assert name in ALL_METRICS and HIGHER_BETTER[name] is higher
-    assert {"deg", "msrl", "tlme"} <= set(FULL_REFERENCE)
+    assert {"deg", "msrl", "msrl_scales", "tlme"} <= set(FULL_REFERENCE)
 
 
 # -- end to end on two real clips ---------------------------------------------------------------------
@@ -300,8 +315,11 @@ def test_evaluate_reports_paper_metrics_on_real_clips(two_clips, faces, tmp_path
     assert code == 0, capsys.readouterr().err
     rep = json.loads((out / "metrics.json").read_text())
     md = (out / "metrics.md").read_text()
-    for col in ("deg ↓", "lmd ↓", "tlme ↓", "msrl ↑"):
+    for col in ("deg ↓", "lmd ↓", "tlme ↓", "msrl ↑", "msrl_scales ↑"):  # asking for msrl prints both
         assert col in md
+    assert md.splitlines()[0] == ("Back-ends: ids, deg: dlib 128-D face descriptor "
+                                  "(dlib_face_recognition_resnet_model_v1); akd, lmd, tlme: dlib 68-point "
+                                  "landmarks (shape_predictor_68_face_landmarks), pixels.")
     rows = {r["video"]: r for r in rep["rows"]}
     assert set(rows) == {"a", "b", "c"}
     same = rows.pop("c")  # a video against itself
@@ -311,7 +329,8 @@ def test_evaluate_reports_paper_metrics_on_real_clips(two_clips, faces, tmp_path
         g = read_frames(two_clips / "gt" / f"{name}.mp4")
         assert row["faces_missing"] == 0 and row["frames"] == 3
         assert row["msrl"] == pytest.approx(fullref.msrl(p, g), abs=1e-9)
-        assert 20 < row["msrl"] < 60
+        assert row["msrl_scales"] == pytest.approx(fullref.msrl_scales(p, g), abs=1e-9)
+        assert 20 < row["msrl"] <= row["msrl_scales"] < 60
         # Deg, LMD, TLME recomputed here from dlib directly (GT box for landmarks; each video's own box
         # for identity, as docs/metrics.md says; identity on frames 0 and 2 with --face-every 2)
         degs, lmds, tracks_p, tracks_g = [], [], [], []

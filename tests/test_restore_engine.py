@@ -277,3 +277,19 @@ def test_restorer_restore_video(tmp_path: Path, synth_clip: Path) -> None:
     res4 = Restorer("identity", device="cpu").restore_video(res3.output, tmp_path / "from_pngs.mp4", fps=12.5,
                                                            progress=False)
     assert probe(res4.output).fps == Fraction(25, 2) and probe(res4.output).frame_count == 4
+
+
+def test_strength_blends_the_restoration_with_the_input() -> None:
+    class Plus:
+        name, clip_len, overlap, canvas, device = "plus", None, 0, None, torch.device("cpu")
+
+        def restore_clip(self, clip):
+            return clip + 0.2
+
+    frames = np.full((3, 16, 16, 3), 100, np.uint8)
+    full = ClipEngine(Plus()).restore_array(frames).astype(int)
+    half = ClipEngine(Plus(), strength=0.5).restore_array(frames).astype(int)
+    none = ClipEngine(Plus(), strength=0.0).restore_array(frames)
+    assert (full == 151).all() and (half == 126).all() and np.array_equal(none, frames)
+    with pytest.raises(ConfigError):
+        ClipEngine(Plus(), strength=1.5)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from bfvr.errors import ConfigError
 from bfvr.models.stc.quantizer import (
     VectorQuantizerST,
     _sq_distances,
@@ -428,12 +429,16 @@ def test_paper_configs_select_the_paper_choices() -> None:
         pap.disc.heads,
         pap.data.window,
     ) == ("paper", 10.0, "vgg19", "log", "mlp", "first")
+    assert (off.model.commitment, off.loss.perceptual_distance) == ("official", "l1")
+    assert (pap.model.commitment, pap.loss.perceptual_distance) == ("paper", "l2sq")
     # apart from those, the paper config is the official one
     a, b = off.to_dict(), pap.to_dict()
     for sec, key in (
         ("model", "mpr"),
+        ("model", "commitment"),
         ("loss", "mpr"),
         ("loss", "perceptual_net"),
+        ("loss", "perceptual_distance"),
         ("loss", "vgg19_weights"),
         ("loss", "gan_loss"),
         ("disc", "heads"),
@@ -498,3 +503,47 @@ def test_tiny_paper_config_trains_on_cpu(faces_dir: Path, tmp_path: Path, vgg19_
         == 0
     )
     assert read_metrics(tmp_path / "vgg")[0]["perceptual"] > 0
+
+
+def test_commitment_side_official_and_as_printed() -> None:
+    """Official code loss: ||sg(z_q) - z||^2 + beta ||z_q - sg(z)||^2 (beta on the codebook term); the paper's
+    Eq. 7 (model.commitment: paper): ||sg(z) - z_q||^2 + beta ||z - sg(z_q)||^2 (beta on the commitment
+    term). Same value when beta = 1; the gradients to the encoder and to the codebooks swap their beta."""
+    from bfvr.models.stc.quantizer import VectorQuantizerST
+
+    torch.manual_seed(0)
+    sd = VectorQuantizerST(16, 32, beta=0.25, mpr="none", sa_groups=8).state_dict()
+    grads = {}
+    for side in ("official", "paper"):
+        q = VectorQuantizerST(16, 32, beta=0.25, mpr="none", sa_groups=8, commitment=side)
+        q.load_state_dict(sd)
+        z = torch.randn(1, 32, 2, 3, 3, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        _, loss, _, _ = q(z)
+        loss.backward()
+        grads[side] = (loss.item(), z.grad.clone(), q.embedding_s.weight.grad.clone())
+    (lo, gz_o, ge_o), (lp, gz_p, ge_p) = grads["official"], grads["paper"]
+    assert torch.allclose(gz_p, 0.25 * gz_o, atol=1e-7)          # encoder: 1 -> beta
+    assert torch.allclose(ge_p, ge_o / 0.25, atol=1e-6)          # codebook: beta -> 1
+    assert lo == pytest.approx(lp, rel=1e-6)  # both terms are the same squared distance: same value
+    with pytest.raises(ValueError, match="commitment"):
+        VectorQuantizerST(16, 32, commitment="sideways")
+    with pytest.raises(ConfigError, match="model.commitment"):
+        config_from_dict({"model": {"commitment": "sideways"}})
+
+
+def test_vgg19_perceptual_distance_squared_l2(vgg19_file: Path) -> None:
+    """loss.perceptual_distance l2sq = the mean squared feature difference (the papers' ||.||_2^2), l1 =
+    the mean absolute one; both from the same taps."""
+    from bfvr.train.losses import VGG19PerceptualLoss
+
+    torch.manual_seed(0)
+    a, b = torch.rand(1, 3, 2, 32, 32), torch.rand(1, 3, 2, 32, 32)
+    l1 = VGG19PerceptualLoss(vgg19_file, distance="l1")
+    l2 = VGG19PerceptualLoss(vgg19_file, distance="l2sq")
+    n = ((torch.cat([a, b]).transpose(1, 2).reshape(4, 3, 32, 32)) - l1.mean) / l1.std
+    taps = l1._taps(n)
+    e1 = sum((t[:2] - t[2:]).abs().mean() for t in taps)
+    e2 = sum((t[:2] - t[2:]).pow(2).mean() for t in taps)
+    assert l1(a, b).item() == pytest.approx(e1.item(), rel=1e-5)
+    assert l2(a, b).item() == pytest.approx(e2.item(), rel=1e-5)
+    assert l2(a, a).item() == 0.0

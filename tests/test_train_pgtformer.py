@@ -152,3 +152,33 @@ def test_focal_and_gradient_l1_by_hand():
     # pixel: 1/8; spatial: |dx| has 1 nonzero of 4 (mean 1/4) for each direction -> 1/2;
     # temporal: 1 nonzero of 4 -> 1/4
     assert gradient_l1_loss(y, x, (0.2, 0.05, 0.05)).item() == pytest.approx(0.2 / 8 + 0.05 * 0.5 + 0.05 / 4)
+
+
+def test_msrl_loss_by_hand():
+    """Eq. 7 on a 2-frame 4x4 clip: GT static, the prediction's second frame +P; the residual at full size,
+    over 2x2 and over 4x4 block means, written out."""
+    from bfvr.train.losses import msrl_loss
+
+    p_pat = torch.tensor([[4.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 8, 8], [0, 0, 8, 8]]) / 100
+    gt = torch.full((1, 3, 2, 4, 4), 0.5)
+    pred = gt.clone()
+    pred[:, :, 1] += p_pat
+    # |residual| means: full size (4 + 4*8)/16 = 2.25; 2x2 block means [[1, 0], [0, 8]] -> 9/4 = 2.25;
+    # 4x4 block mean 36/16 = 2.25 (all / 100): 1/3 (2.25 + 2.25 + 2.25) / 100 = 0.0225
+    assert msrl_loss(pred, gt).item() == pytest.approx(0.0225, abs=1e-7)
+    # a pattern that the 2x2 and 4x4 block means average away: only ↓_1 sees it -> 1/3 of its mean |.|
+    cb = torch.where((torch.arange(4)[:, None] + torch.arange(4)) % 2 == 0, 0.1, -0.1)
+    pred2 = gt.clone()
+    pred2[:, :, 1] += cb
+    assert msrl_loss(pred2, gt).item() == pytest.approx(0.1 / 3, abs=1e-7)
+    # the residual is symmetric in prediction and GT, a constant offset costs nothing, one frame is 0
+    assert msrl_loss(gt, pred).item() == pytest.approx(0.0225, abs=1e-7)
+    assert msrl_loss(gt + 0.2, gt).item() == pytest.approx(0.0, abs=1e-7)
+    assert msrl_loss(pred[:, :, :1], gt[:, :, :1]).item() == 0.0
+    # three frames: the transitions are averaged (t1: +P, t2: back to GT -> -P): the same 0.0225
+    pred3 = torch.cat([pred, gt[:, :, :1]], 2)
+    assert msrl_loss(pred3, torch.cat([gt, gt[:, :, :1]], 2)).item() == pytest.approx(0.0225, abs=1e-7)
+    # and it has a gradient
+    x = pred.clone().requires_grad_(True)
+    msrl_loss(x, gt).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -227,3 +227,409 @@ def test_prepare_bar_counts_real_frames(tmp_path, faces_dir, capsys) -> None:
                    "--ocr", "none", "--max-frames", "20") == 0
     err = capsys.readouterr().err
     assert re.findall(r"(\d+)/(\d+) \[", err)[-1] == ("20", "20"), err[-300:]
+
+
+# ------------------------------------------------------------------- issue 27: one sentence, not a bug
+@pytest.fixture(scope="module")
+def small_clip(tmp_path_factory) -> Path:
+    """8 frames of 64x64, no audio: enough for the checks that refuse before restoring anything."""
+    from bfvr.io.synth import synth_video
+
+    return synth_video(tmp_path_factory.mktemp("small") / "clip.mp4", frames=8, width=64, height=64,
+                       audio=False)
+
+
+def _lite_state() -> dict:
+    from safetensors.torch import load_file
+
+    from bfvr.models import weights as W
+
+    return load_file(str(W.cached_path("bfvr-lite")))
+
+
+@pytest.mark.parametrize("case,why", [("int8", "not floating point"), ("bool", "not floating point"),
+                                      ("negative", "widths[0] = -64 is negative"),
+                                      ("not-a-mapping", "not a mapping")])
+def test_bad_weights_files_say_why(tmp_path, small_clip, capsys, case, why) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    state, meta = _lite_state(), None
+    if case in ("int8", "bool"):
+        state = {k: v.to(getattr(torch, case)) for k, v in state.items()}
+    elif case == "negative":
+        meta = {"net_config": json.dumps({"widths": [-64, 96, 128], "enc_blocks": [1, 2, 4],
+                                          "dec_blocks": [2, 2], "temporal": True})}
+    else:
+        meta = {"net_config": "[64, 96, 128]"}
+    w = tmp_path / f"{case}.safetensors"
+    save_file(state, str(w), metadata=meta)
+    out = tmp_path / "o.mp4"
+    code = run_cli("restore", str(small_clip), "-o", str(out), "--model", "bfvr-lite", "--weights", str(w),
+                   "--has-aligned", "-q")
+    assert code == 2
+    assert why in _sentence(capsys)
+    assert not out.exists()
+
+
+def _onnx_file(path: Path, meta: object, *, inp: str = "frames",
+               shape: tuple = ("b", "t", 3, "h", "w")) -> Path:
+    """An identity graph with `bfvr export`'s metadata `meta` (a dict as JSON, a str as it is)."""
+    import json
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+
+    x = helper.make_tensor_value_info(inp, onnx.TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("restored", onnx.TensorProto.FLOAT, list(shape))
+    g = helper.make_graph([helper.make_node("Identity", [inp], ["restored"])], "g", [x], [y])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    e = m.metadata_props.add()
+    e.key, e.value = "bfvr", meta if isinstance(meta, str) else json.dumps(meta)
+    onnx.save(m, str(path))
+    return path
+
+
+_LITE_META = {"model": "bfvr-lite", "layout": "BTCHW", "clip_len": None, "default_clip_len": 24, "overlap": 4,
+              "multiple": 16, "dynamic": "THW", "canvas": None}
+
+
+@pytest.mark.parametrize("case,why", [
+    ("not-json", "not JSON"), ("not-an-object", "not a JSON object"),
+    ("missing-keys", "lacks layout, overlap"),
+    ("input-name", "instead of one input 'frames'"), ("unknown-layout", "layout is 'NCHW'"),
+    ("wrong-layout", "not BCTHW with 3 colour channels"), ("overlap-text", "overlap is 'a'")])
+def test_bad_onnx_files_say_why(tmp_path, small_clip, capsys, case, why) -> None:
+    pytest.importorskip("onnxruntime")
+    meta, kw = dict(_LITE_META), {}
+    if case == "not-json":
+        meta = "{not json"
+    elif case == "not-an-object":
+        meta = [1, 2]
+    elif case == "missing-keys":
+        meta = {"model": "bfvr-lite"}
+    elif case == "input-name":
+        kw["inp"] = "x"
+    elif case == "unknown-layout":
+        meta["layout"] = "NCHW"
+    elif case == "wrong-layout":
+        meta["layout"] = "BCTHW"  # the graph is BTCHW
+    else:
+        meta["overlap"] = "a"
+    w = _onnx_file(tmp_path / "m.onnx", meta, **kw)
+    out = tmp_path / "o.mp4"
+    code = run_cli("restore", str(small_clip), "-o", str(out), "--model", "bfvr-lite", "--backend",
+                   "onnxruntime", "--weights", str(w), "--has-aligned", "-q")
+    assert code == 2
+    assert why in _sentence(capsys)
+    assert not out.exists()
+
+
+def test_a_good_onnx_file_still_runs(tmp_path, small_clip, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    w = _onnx_file(tmp_path / "m.onnx", _LITE_META)
+    out = tmp_path / "o.mp4"
+    assert run_cli("restore", str(small_clip), "-o", str(out), "--model", "bfvr-lite", "--backend",
+                   "onnxruntime", "--weights", str(w), "--has-aligned", "-q") == 0
+    assert out.is_file()
+
+
+@pytest.mark.parametrize("name,why", [("arcface.onnx", "not a loadable ONNX file"),
+                                      ("arcface.pt", "not a TorchScript file"),
+                                      ("graph.onnx", "does not take one [N, 3, 112, 112] image input")])
+def test_a_bad_identity_model_says_why(tmp_path, small_clip, faces, capsys, name, why) -> None:
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    for d in (pred, gt):
+        d.mkdir()
+        shutil.copyfile(small_clip, d / "a.mp4")
+    model = tmp_path / name
+    if name == "graph.onnx":
+        _onnx_file(model, _LITE_META)  # an ONNX file, but with a 5-D input
+    elif name.endswith(".pt"):
+        torch.save({"w": torch.zeros(3)}, model)  # a state_dict, not TorchScript
+    else:
+        model.write_bytes(b"not a model")
+    out = tmp_path / "report"
+    assert run_cli("evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(out), "-m", "ids",
+                   "--identity-model", str(model), "-q") == 2
+    assert why in _sentence(capsys)
+    assert not out.exists()
+
+
+def _tiny_config(tmp_path: Path, clip: Path) -> Path:
+    import yaml
+
+    d = _tiny(Path("unused"), tmp_path / "run")
+    d["data"]["paths"] = [str(clip)]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    return cfg
+
+
+_LR = "optim.lr must be a positive finite number"
+_THREADS = "threads must be 0 (torch's default) or 1 to 1024"
+
+
+@pytest.mark.parametrize("sets,why", [(["optim.lr=nan"], _LR), (["optim.lr=-1"], _LR),
+                                      (["optim.lr=.inf"], _LR), (["optim.betas=[0.9, 1.5]"], "optim.betas"),
+                                      (["threads=-5"], _THREADS), (["threads=100000"], _THREADS),
+                                      ([], "not UTF-8")])
+def test_train_bad_numbers_and_binary_configs(tmp_path, small_clip, capsys, sets, why) -> None:
+    cfg = _tiny_config(tmp_path, small_clip)
+    if not sets:
+        cfg.write_bytes(b"\xff\xfe\x00optim: {lr: 1}\n" + bytes(range(128, 256)))
+    argv = ["train", "-c", str(cfg), "-q"]
+    for s in sets:
+        argv += ["--set", s]
+    assert run_cli(*argv) == 2
+    assert why in _sentence(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("threads", ["0", "-5", "100000"])
+def test_absurd_thread_counts(tmp_path, small_clip, capsys, threads) -> None:
+    for argv in (["bench", "model", "--threads", threads, "--no-onnx", "--size", "16"],
+                 ["evaluate-codes", "-r", str(tmp_path / "run"), "-i", str(small_clip), "--threads", threads,
+                  "-o", str(tmp_path / "rep")]):
+        assert run_cli(*argv) == 2
+        assert "--threads must be at least 1 and at most 1024" in _sentence(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- output paths that cannot be
+_FOLDER_OUT = ("batch", "evaluate", "prepare")  # commands whose -o / OUT is a folder; the others write a file
+
+
+def _out_argv(cmd: str, out: Path, clip: Path, tmp_path: Path) -> list[str]:
+    from bfvr.models import weights as W
+
+    inp = tmp_path / "inputs"
+    if not inp.exists():
+        inp.mkdir()
+        shutil.copyfile(clip, inp / "a.mp4")
+    return {
+        "batch": ["restore", str(inp), "-o", str(out), "--model", "identity", "--has-aligned", "-q"],
+        "evaluate": ["evaluate", "--pred", str(inp), "--gt", str(inp), "-o", str(out), "-m", "psnr", "-q"],
+        "prepare": ["prepare", str(inp / "a.mp4"), str(out), "--no-orientation", "--ocr", "none", "-q"],
+        "export-safetensors": ["export", "-m", "bfvr-lite", "-f", "safetensors", "--weights",
+                               str(W.cached_path("bfvr-lite")), "-o", str(out)],
+        "export-onnx": ["export", "-m", "bfvr-lite", "-o", str(out), "--size", "32"],
+        "profile": ["profile", str(inp / "a.mp4"), "-o", str(out), "-q"],
+    }[cmd]
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("cmd", ["batch", "evaluate", "prepare", "export-safetensors", "export-onnx",
+                                 "profile"])
+@pytest.mark.parametrize("case", ["under-a-file", "wrong-kind", "system-refuses", "read-only"])
+def test_outputs_that_cannot_be_written(tmp_path, small_clip, capsys, cmd, case) -> None:
+    import os
+
+    name = {"export-safetensors": "w.safetensors", "export-onnx": "w.onnx",
+            "profile": "p.png"}.get(cmd, "out")
+    if case == "under-a-file":
+        (tmp_path / "afile").write_text("mine")
+        out, why = tmp_path / "afile" / "sub" / name, "'" + str(tmp_path / "afile") + "' is a file"
+    elif case == "wrong-kind":
+        out = tmp_path / name
+        if cmd in _FOLDER_OUT:
+            out.write_text("mine")
+            why = "is a file; give a folder"
+        else:
+            out.mkdir()
+            why = "is a folder; give a file path"
+    elif case == "system-refuses":  # sysfs refuses new entries, even to root
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("needs Linux /sys")
+        out, why = Path("/sys/bfvr-test-out") / name, "writable location"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        out, why = ro / "sub" / name, "is not writable"
+    argv = _out_argv(cmd, out, small_clip, tmp_path)
+    before = _tree(tmp_path)
+    assert run_cli(*argv) == 2
+    assert why in _sentence(capsys)
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["png-folder", "video"])
+def test_a_100_megapixel_input_is_refused(tmp_path, capsys, kind) -> None:
+    """Refused from its size, before a frame of it is converted, restored or encoded."""
+    import cv2
+    import numpy as np
+
+    side = 10_000
+    if kind == "png-folder":
+        inp = tmp_path / "frames"
+        inp.mkdir()
+        assert cv2.imwrite(str(inp / "000001.png"), np.zeros((side, side), np.uint8))
+    else:
+        import av
+
+        inp = tmp_path / "big.mkv"
+        with av.open(str(inp), "w") as c:  # FFV1 of a black frame: a few KB, never decoded by the check
+            s = c.add_stream("ffv1", rate=25)
+            s.width, s.height, s.pix_fmt = side, side, "gray"
+            for p in [*s.encode(av.VideoFrame.from_ndarray(np.zeros((side, side), np.uint8), format="gray")),
+                      *s.encode()]:
+                c.mux(p)
+    out = tmp_path / "o.mp4"
+    assert run_cli("restore", str(inp), "-o", str(out), "--model", "identity", "-q") == 2
+    assert "10000x10000 (100 megapixels)" in _sentence(capsys)
+    assert not out.exists()
+
+
+@pytest.fixture
+def frame_folder(tmp_path) -> Path:
+    import cv2
+    import numpy as np
+
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(d / f"{i:03d}.png"), np.full((32, 32, 3), 60 * i, np.uint8))
+    return d
+
+
+@pytest.mark.parametrize("fps,why", [("1e9", "is above 1000 frames per second"),
+                                     ("inf", "must be a finite number above 0"),
+                                     ("nan", "must be a finite number above 0"),
+                                     ("0", "must be a finite number above 0"),
+                                     ("-25", "must be a finite number above 0")])
+def test_restore_fps_is_bounded(tmp_path, frame_folder, capsys, fps, why) -> None:
+    out = tmp_path / "o.mp4"
+    assert run_cli("restore", str(frame_folder), "-o", str(out), "--fps", fps, "--model", "identity",
+                   "--has-aligned", "-q") == 2
+    assert why in _sentence(capsys)
+    assert not out.exists()
+
+
+def test_restore_fps_at_the_bound_still_works(tmp_path, frame_folder) -> None:
+    from bfvr.io import probe
+
+    out = tmp_path / "o.mp4"
+    assert run_cli("restore", str(frame_folder), "-o", str(out), "--fps", "1000", "--model", "identity",
+                   "--has-aligned", "-q") == 0
+    assert float(probe(out).fps) == pytest.approx(1000)
+
+
+@pytest.mark.parametrize("fps,why", [('"abc"', "is not a number"), ("[25]", "is not a number"),
+                                     ("1e9", "is above 1000"), ("-1", "must be a finite number above 0")])
+def test_batch_manifest_fps_must_be_a_number(tmp_path, frame_folder, capsys, fps, why) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(f'{{"input": "{frame_folder.name}", "fps": {fps}}}\n')
+    out = tmp_path / "out"
+    assert run_cli("restore", str(manifest), "-o", str(out), "--model", "identity", "--has-aligned",
+                   "-q") == 2
+    line = _sentence(capsys)
+    assert "line 1" in line and '"fps"' in line and why in line, line
+    assert not out.exists()
+
+
+def test_batch_manifest_fps_as_a_fraction_string(tmp_path, frame_folder) -> None:
+    from bfvr.io import probe
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(f'{{"input": "{frame_folder.name}", "fps": "30000/1001"}}\n')
+    assert run_cli("restore", str(manifest), "-o", str(tmp_path / "out"), "--model", "identity",
+                   "--has-aligned", "-q") == 0
+    assert float(probe(tmp_path / "out" / "frames.mp4").fps) == pytest.approx(30000 / 1001)
+
+
+@pytest.mark.parametrize("line,why", [('{"path": "CLIP", "frames": "abc"}', '"frames" \'abc\''),
+                                      ('{"path": "CLIP", "frames": -3}', '"frames" -3'),
+                                      ('{"path": 7}', '"path" 7'), ("[1, 2]", "not a JSON object"),
+                                      ('{"path": "CLIP", "fra', "is not JSON")])
+def test_prepare_manifest_with_a_bad_value(tmp_path, small_clip, capsys, line, why) -> None:
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(line.replace("CLIP", str(small_clip)) + "\n")
+    cfg = _tiny_config(tmp_path, small_clip)
+    assert run_cli("train", "-c", str(cfg), "--set", f"data.paths=[{manifest}]", "--set", "data.backend=bfvr",
+                   "-q") == 2
+    sentence = _sentence(capsys)
+    assert "line 1 of the manifest" in sentence and why in sentence, sentence
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_after_a_half_written_metrics_line(tmp_path, small_clip, caplog) -> None:
+    """A run killed while logging leaves a torn last line in metrics.jsonl / histograms.jsonl: --resume drops
+    it with a warning and goes on (it is the killed run's tail, like the records after the checkpoint)."""
+    import json
+
+    import yaml
+
+    d = _tiny(Path("unused"), tmp_path / "run", max_steps=2, ckpt_every=1)
+    d["data"]["paths"] = [str(small_clip)]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    assert run_cli("train", "-c", str(cfg), "-q") == 0
+    run = tmp_path / "run"
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss')
+    with open(run / "histograms.jsonl", "a") as f:
+        f.write('{"step": 3, "codes_s": [1, ')
+    with caplog.at_level(logging.WARNING, logger="bfvr.train"):
+        assert run_cli("train", "-c", str(cfg), "--set", "max_steps=3", "--resume", "-q") == 0
+    assert any("metrics.jsonl: dropped 1 unreadable line" in r.getMessage() for r in caplog.records)
+    for name in ("metrics.jsonl", "histograms.jsonl"):
+        lines = (run / name).read_text().splitlines()
+        assert [json.loads(ln)["step"] for ln in lines] == [1, 2, 3], name
+
+
+@pytest.mark.parametrize("scale,why", [("0", "--scale must be a whole number of 1 or more, got 0"),
+                                       ("-2", "--scale must be a whole number of 1 or more, got -2"),
+                                       ("100000", "more than an image holds")])
+def test_profile_scale_is_checked(tmp_path, small_clip, capsys, scale, why) -> None:
+    out = tmp_path / "p.png"
+    assert run_cli("profile", str(small_clip), "-o", str(out), "--scale", scale, "-q") == 2
+    assert why in _sentence(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+def test_profile_scale_enlarges_the_time_axis(tmp_path, small_clip) -> None:
+    import cv2
+
+    widths = []
+    for scale in (1, 3):
+        out = tmp_path / f"p{scale}.png"
+        assert run_cli("profile", str(small_clip), "-o", str(out), "--scale", str(scale), "-q") == 0
+        widths.append(cv2.imread(str(out)).shape[1])
+    assert widths == [8, 24]  # one column per frame of the 8-frame clip
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
+def test_sigterm_during_export_removes_the_partial_file(tmp_path, capsys, monkeypatch, fmt) -> None:
+    """SIGTERM while the file is being written: exit 128 + 15, one sentence, no partial file left."""
+    import os
+    import signal
+    import time
+
+    from bfvr.models import weights as W
+
+    def write_then_get_killed(path: Path) -> None:
+        Path(path).write_bytes(b"half a model")
+        os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler raises in this thread...
+        time.sleep(10)  # ...before this sleep ends
+
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+        monkeypatch.setattr("bfvr.models.onnx.export_onnx", lambda m, path, **kw: write_then_get_killed(path))
+        argv = ["export", "-m", "bfvr-lite", "-o", str(tmp_path / "out" / "m.onnx")]
+    else:
+        monkeypatch.setattr("safetensors.torch.save_file", lambda t, path, **kw: write_then_get_killed(path))
+        argv = ["export", "-m", "bfvr-lite", "-f", "safetensors", "--weights",
+                str(W.cached_path("bfvr-lite")), "-o", str(tmp_path / "out" / "m.safetensors")]
+    t0 = time.monotonic()
+    assert run_cli(*argv) == 128 + signal.SIGTERM
+    assert time.monotonic() - t0 < 8
+    assert "stopped by SIGTERM" in _sentence(capsys)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []

@@ -65,7 +65,8 @@ class Restorer:
     `bfvr.engine.device`). `weights`: a local weights file (else the model's cache/download);
     `offline=True` never touches the network. `clip_len`/`overlap`/`blend` tune the clip engine (`keep`:
     centre frames kept per call by a sliding-window model, 1 = its official schedule);
-    `model_options` go to the model builder. `has_aligned`: the frames are face crops already (whole frames
+    `model_options` go to the model builder. `strength` (0..1) blends the restoration with the input:
+    ``input + strength * (restored - input)``. `has_aligned`: the frames are face crops already (whole frames
     restored) or not (the face pipeline, with the `faces` options), see the module doc.
     """
 
@@ -73,7 +74,8 @@ class Restorer:
                  weights: str | os.PathLike[str] | None = None, offline: bool = False,
                  has_aligned: bool = True, faces: FaceOptions | None = None, clip_len: int | None = None,
                  overlap: int | None = None, keep: int | None = None, blend: str = "cosine", chunk: int = 8,
-                 model_options: dict[str, Any] | None = None, progress: bool = True) -> None:
+                 model_options: dict[str, Any] | None = None, progress: bool = True,
+                 strength: float = 1.0) -> None:
         from bfvr.engine.device import resolve_device, resolve_precision
 
         self.device = resolve_device(device)
@@ -91,6 +93,7 @@ class Restorer:
             raise ConfigError("face options apply to the face pipeline; pass has_aligned=False with them.")
         self.has_aligned, self.faces = bool(has_aligned), faces
         self.clip_len, self.overlap, self.keep, self.blend, self.chunk = clip_len, overlap, keep, blend, chunk
+        self.strength = strength
         self.progress = progress
         try:  # schedule (clip length / overlap / keep) and blend checked now, not in the middle of a video
             self.engine()
@@ -109,7 +112,8 @@ class Restorer:
         from bfvr.engine.chunker import ClipEngine
 
         return ClipEngine(self.model, clip_len=self.clip_len, overlap=self.overlap, keep=self.keep,
-                          blend=self.blend, precision=self.precision, chunk=self.chunk)
+                          blend=self.blend, precision=self.precision, chunk=self.chunk,
+                          strength=self.strength)
 
     #: the background pass (whole frames through a model that takes any size): clip length and overlap; short
     #: clips keep a 1080p pass within about 1.5 GB
@@ -122,7 +126,7 @@ class Restorer:
 
         return ClipRunner(ClipEngine(self.model, clip_len=self.BACKGROUND_CLIP,
                                      overlap=self.BACKGROUND_OVERLAP, blend=self.blend,
-                                     precision=self.precision, native=True))
+                                     precision=self.precision, native=True, strength=self.strength))
 
     # ------------------------------------------------------------------ streams
     def restore_frames(self, frames: Iterable[tuple[np.ndarray, int | None]]

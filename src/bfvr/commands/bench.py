@@ -123,7 +123,7 @@ def _model(
                                         min=1)] = 24,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per backend (median reported).",
                                          min=1)] = 3,
-    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads.", min=1)] = 2,
+    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads.")] = 2,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also time ONNX Runtime (needs bfvr[onnx]).")
                     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -135,8 +135,10 @@ def _model(
 
     import numpy as np
 
+    from bfvr.engine.device import check_threads
     from bfvr.errors import DependencyError
 
+    check_threads(threads)
     ctx = mp.get_context("spawn")
     runs = [("torch", "fp32"), ("torch", "bf16")]
     rows: list[dict[str, object]] = []

@@ -21,9 +21,12 @@ def register(app: typer.Typer) -> None:
                                                 "the same file names (stems).", show_default=False)] = None,
         metrics: Annotated[str | None, typer.Option(
             "--metrics", "-m", help="Comma-separated metrics. Default: "
-            "psnr,ssim,msrl,ids,deg,face_cons,akd,tlme,flow_score,warp_error (+lpips/fvd when their weights "
-            "are given); with --no-reference: face_cons,flow_score,warp_error. Also: lmd (= akd under "
-            "PGTFormer's name), tdiff_psnr.", show_default=False)] = None,
+            "psnr,ssim,msrl,msrl_scales,ids,deg,face_cons,akd,tlme,flow_score,warp_error "
+            "(+lpips/fvd when their weights are given); with --no-reference: "
+            "face_cons,flow_score,warp_error. Also: lmd (= akd under PGTFormer's name), tdiff_psnr. "
+            "msrl and msrl_scales (two readings of PGTFormer's MSRL) always come together. The "
+            "report's first line names the model behind each column.",
+            show_default=False)] = None,
         no_reference: Annotated[bool, typer.Option("--no-reference", help="No GT (real LQ inputs): only "
                                                    "flicker/flow/identity-consistency metrics.")] = False,
         out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("eval_report"),
@@ -85,9 +88,10 @@ def register(app: typer.Typer) -> None:
             names = list(NO_REFERENCE if no_reference else FULL_REFERENCE)
             if not no_reference:
                 names += (["lpips"] if lpips_backbone else []) + (["fvd"] if i3d else [])
-        from bfvr.io.paths import check_separate
+        from bfvr.io.paths import check_output_folder, check_separate
 
         check_separate([pred, gt, runtime], out, out_is_dir=True, what="report")
+        check_output_folder(out, "report")
         check_report_dir(out, overwrite)
         rt = None
         if runtime is not None:

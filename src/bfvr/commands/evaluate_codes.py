@@ -40,11 +40,12 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
-        from bfvr.io.paths import check_separate
+        from bfvr.io.paths import check_output_folder, check_separate
         from bfvr.metrics.evaluate import check_report_dir, write_report
         from bfvr.train.code_eval import evaluate_codes
 
         check_separate([run, stage1, *videos], out, out_is_dir=True, what="report")
+        check_output_folder(out, "report")
         check_report_dir(out, overwrite)
         result = evaluate_codes(run, videos, recipe=recipe, seed=seed, max_frames=max_frames, stage1=stage1,
                                 raw=raw, device=device, threads=threads, progress=not quiet)

@@ -39,6 +39,7 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
     import os
 
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from bfvr.errors import ConfigError, OutputError
@@ -50,9 +51,11 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
         raise ConfigError(f"--dtype must be fp16 or fp32, not {dtype!r}.")
     if out.suffix != ".safetensors":
         raise ConfigError(f"{out} must end in .safetensors.")
+    from bfvr.io.paths import check_output_file, check_separate, make_folder, set_default_mode, temp_beside
+
+    check_output_file(out, "weights file")
     if out.exists() and not overwrite:
         raise OutputError(f"{out} exists; pass --overwrite to replace it.")
-    from bfvr.io.paths import check_separate, set_default_mode, temp_beside
 
     check_separate([source], out, out_is_dir=False)  # never onto the weights (or into the run) it reads
     state = load_weights(source, prefer=("ema", "model") if ema else ("model",))
@@ -88,14 +91,19 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
         meta["net_config"] = json.dumps(config, sort_keys=True)
     cast = torch.float16 if dtype == "fp16" else torch.float32
     tensors = {k: (v.to(cast) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_beside(out)  # a new file, never one (or a link) placed there
+    make_folder(out.parent, "weights file")
+    tmp = None
     try:
+        tmp = temp_beside(out)  # a new file, never one (or a link) placed there
         save_file(tensors, str(tmp), metadata=meta)
         set_default_mode(tmp)  # safetensors writes 0600; a shipped weights file must be readable by all
         os.replace(tmp, out)
+    except (OSError, SafetensorError) as e:  # a folder the system does not let us write into
+        raise OutputError(f"cannot write {out} ({' '.join(str(e).split())[:160]}); choose a writable "
+                          "location.") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return out
 
 
@@ -142,6 +150,9 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--format must be onnx or safetensors, not {fmt!r}.")
         if out.suffix != ".onnx":
             raise ConfigError(f"{out} must end in .onnx.")
+        from bfvr.io.paths import check_output_file, make_folder, temp_beside
+
+        check_output_file(out, "ONNX file")
         if out.exists() and not overwrite:
             raise OutputError(f"{out} exists; pass --overwrite to replace it.")
         import os
@@ -152,12 +163,16 @@ def register(app: typer.Typer) -> None:
         m = load_model(model, weights=str(weights) if weights else None, offline=True, precision="fp32")
         if not hasattr(m, "onnx_module"):
             raise ModelError(f"model '{model}' has no network to export.")
-        from bfvr.io.paths import temp_beside
-
-        tmp = temp_beside(out)  # a new file, never one (or a link) placed there
+        make_folder(out.parent, "ONNX file")
+        tmp = None
         try:
+            tmp = temp_beside(out)  # a new file, never one (or a link) placed there
             export_onnx(m, tmp, frames=frames, size=size)
             os.replace(tmp, out)
+        except OSError as e:  # a folder the system does not let us write into
+            raise OutputError(f"cannot write {out} ({e.strerror or type(e).__name__}); choose a writable "
+                              "location.") from None
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         typer.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB")

@@ -38,22 +38,27 @@ def register(app: typer.Typer) -> None:
         import cv2
         from tqdm import tqdm
 
-        from bfvr.io.paths import atomic_output, check_replaceable
+        from bfvr.io.paths import (
+            atomic_output,
+            check_output_file,
+            check_replaceable,
+            check_separate,
+            make_folder,
+        )
         from bfvr.metrics.pictures import profile_image
 
+        check_output_file(out, "image")
         if (out.exists() or out.is_symlink()) and not overwrite:
             raise OutputError(f"'{out}' already exists; pass --overwrite or choose another --out.")
         check_replaceable(out, "file")  # never a link, nor a folder
         if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise OutputError(f"'{out}' should end in .png (or .jpg).")
         names = [s.strip() for s in labels.split(",")] if labels else None
-        from bfvr.io.paths import check_separate
-
         check_separate(videos, out, out_is_dir=False)
         with tqdm(total=len(videos), desc="profile", unit="video", disable=quiet) as bar:
             img = profile_image(videos, column=column, row=row, max_frames=max_frames, labels=names,
                                 scale=scale, on_video=lambda _i: bar.update(1))
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(out.parent, "image")
         with atomic_output(out) as tmp:  # a new temporary file, renamed into place only when written
             if not cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
                 raise OutputError(f"could not write '{out}'; check the folder is writable.")

@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
                                                  "the official schedule, K makes about K times fewer calls "
                                                  "(see docs/architecture.md).", min=1)] = None,
         fps: Annotated[float | None, typer.Option("--fps", help="Frame rate of an "
-                                                  "image-folder input (default 25).",
-                                                  min=0.001)] = None,
+                                                  "image-folder input (default 25, at most 1000).")
+                       ] = None,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames "
                                                        "(a preview; audio is then left out).", min=1)] = None,
         overwrite: Annotated[bool,
@@ -87,6 +87,9 @@ def register(app: typer.Typer) -> None:
             rich_help_panel="Faces")] = "box",
         draw_box: Annotated[bool, typer.Option("--draw-box", help="Draw each restored face's crop outline "
                                                "(debugging).", rich_help_panel="Faces")] = False,
+        strength: Annotated[float, typer.Option(
+            "--strength", help="How much of the restoration to keep, 0..1: the output is input + strength x "
+            "(restored - input); lower keeps more of the input's own texture.", min=0.0, max=1.0)] = 1.0,
         faces_only: Annotated[bool, typer.Option(
             "--faces-only", help="Restore the faces only and keep the rest of the frame as it is (default: a "
             "model that takes any frame size, e.g. bfvr-lite, also restores the whole frame, the background, "
@@ -144,6 +147,11 @@ def register(app: typer.Typer) -> None:
         if preset not in X264_PRESETS:
             raise ConfigError(f"--preset {preset!r} is not an x264 preset; "
                               f"use one of: {', '.join(X264_PRESETS)}.")
+        from bfvr.io.reader import fps_problem
+
+        why = None if fps is None else fps_problem(fps)
+        if why:
+            raise ConfigError(f"--fps {fps:g} {why}; give the frame rate of the image folder, e.g. 25.")
         # check the cheap things (output path, input) before loading a model
         from bfvr.io.paths import check_not_url
         from bfvr.scale.plan import source_kind
@@ -194,6 +202,7 @@ def register(app: typer.Typer) -> None:
             _run_scaled(inp, out, batch, quiet, fps, dict(
                 model=model, device=device, precision=precision, weights=str(weights) if weights else None,
                 offline=offline, clip_len=clip_len, overlap=overlap, keep=keep, faces=faces,
+                strength=strength,
                 model_options=options, crf=crf,
                 preset=preset, lossless=lossless, max_frames=max_frames), dict(
                 container=container, overwrite=overwrite, segments=segments, segment_seconds=segment_seconds,
@@ -202,7 +211,7 @@ def register(app: typer.Typer) -> None:
             return
         r = Restorer(model, device=device, precision=precision, weights=weights, offline=offline,
                      clip_len=clip_len, overlap=overlap, keep=keep, progress=not quiet,
-                     has_aligned=has_aligned, faces=faces, model_options=options)
+                     has_aligned=has_aligned, faces=faces, model_options=options, strength=strength)
         res = r.restore_video(inp, out, overwrite=overwrite, crf=crf, preset=preset, max_frames=max_frames,
                               fps=fps, lossless=lossless)
         if not quiet:

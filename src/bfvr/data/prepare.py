@@ -412,8 +412,10 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
     from bfvr.errors import OutputError
     from bfvr.io.paths import (
         check_distinct_outputs,
+        check_output_folder,
         check_replaceable,
         check_separate,
+        make_folder,
         set_default_mode,
         temp_beside,
     )
@@ -422,6 +424,7 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
     if not inputs:
         raise InputError("no input videos; give a video file or a folder of videos.")
     check_separate(inputs, out_dir, out_is_dir=True)
+    check_output_folder(out_dir)
     # a crop is named by its clip's stem (kept: OUT/<stem>.mp4, dropped: OUT/dropped/<stem>.mp4): two clips
     # with one stem would write one crop (and the manifest would name it twice); refused before any work
     check_distinct_outputs((Path(src), [out_dir / f"{Path(src).stem}.mp4"]) for src in inputs)
@@ -432,10 +435,14 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
     check_replaceable(manifest, "file")  # never a link, nor a folder
     prep = Preparer(opts, orientation_check=orientation_check)
     created = [d for d in (out_dir.absolute(), *out_dir.absolute().parents) if not d.exists()]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     tmp = None
     try:
-        tmp = temp_beside(manifest)  # a new file (never an existing one or a link), renamed when complete
+        try:
+            tmp = temp_beside(manifest)  # a new file (never an existing one or a link), renamed when complete
+        except OSError as e:
+            raise OutputError(f"cannot write into the output folder '{out_dir}' "
+                              f"({e.strerror or type(e).__name__}); choose a writable location.") from None
         with open(tmp, "w") as f:
             for src in inputs:
                 rec = prep.prepare(src, out_dir, overwrite=overwrite, progress=progress)
@@ -459,14 +466,39 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
     return manifest
 
 
+def _manifest_record(path: Path, n: int, line: str) -> dict[str, Any]:
+    """Line `n` of a manifest as a record, checked where readers rely on it: a JSON object whose "path" is
+    a string and whose "frames" (when given) is a whole number of 0 or more; else one sentence."""
+    where = f"line {n} of the manifest '{path}'"
+    try:
+        r = json.loads(line)
+    except ValueError as e:
+        raise InputError(f"{where} is not JSON ({getattr(e, 'msg', e)}); write one object per line, as "
+                         "`bfvr prepare` does.") from None
+    if not isinstance(r, dict):
+        raise InputError(f"{where} is not a JSON object; write one object per line, as `bfvr prepare` does.")
+    if "path" in r and r["path"] is not None and not isinstance(r["path"], str):
+        raise InputError(f'{where} has "path" {r["path"]!r}, not a file path.')
+    frames = r.get("frames")
+    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 0):
+        raise InputError(f'{where} has "frames" {frames!r}, not a whole number of frames; fix the line or '
+                         "run `bfvr prepare` again.")
+    return r
+
+
 def read_manifest(path: str | os.PathLike[str], kept_only: bool = True) -> list[dict[str, Any]]:
     """The records of a manifest (only kept clips by default); relative paths resolve against its folder."""
     path = Path(path)
     recs = []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read the manifest '{path}' ({getattr(e, 'strerror', None) or e}); give the "
+                         "manifest.jsonl `bfvr prepare` wrote.") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        r = json.loads(line)
+        r = _manifest_record(path, n, line)
         if kept_only and not r.get("kept", True):
             continue
         if r.get("path") and not Path(r["path"]).is_absolute():

@@ -88,9 +88,13 @@ class ClipEngine:
     def __init__(self, model: ClipModel, *, clip_len: int | None = None, overlap: int | None = None,
                  keep: int | None = None, canvas: tuple[int, int] | None = None, blend: str = "cosine",
                  pad: str = "reflect", precision: str | None = None, chunk: int = 8,
-                 native: bool = False) -> None:
+                 native: bool = False, strength: float = 1.0) -> None:
         """`native=True`: frames go through at their own size (no canvas resize; for models that take any
-        size, e.g. a background pass over whole frames)."""
+        size, e.g. a background pass over whole frames). `strength` s in [0, 1]: the output is
+        ``input + s * (model output - input)`` (1 = the model's output, 0 = the input)."""
+        if not 0.0 <= float(strength) <= 1.0:
+            raise ConfigError(f"strength must be between 0 and 1, got {strength}.")
+        self.strength = float(strength)
         self.model = model
         self.contract = c = contract_of(model)
         sch = c.schedule
@@ -139,6 +143,8 @@ class ClipEngine:
             y = y.float()
             if not unit:
                 y = (y - lo) / (hi - lo)
+            if self.strength != 1.0:
+                y = x + self.strength * (y - x)
             if y.shape != x.shape:
                 raise RuntimeError(f"model {getattr(self.model, 'name', '?')} returned {tuple(y.shape)} "
                                    f"for an input of {tuple(x.shape)}")

@@ -115,6 +115,22 @@ def check_clip_options(precision: str, clip_len: int | None, overlap: int,
     return device
 
 
+#: the most CPU threads a --threads option (or a config's threads) may ask for: far above any machine's
+#: cores, far below the count that makes OpenMP fail to start its threads
+MAX_THREADS = 1024
+
+
+def check_threads(n: int | None, what: str = "--threads", *, zero_ok: bool = False) -> None:
+    """Refuse a thread count below 1 (0 too, unless `zero_ok`: 0 then means "torch's default") or above
+    `MAX_THREADS`, with one sentence naming `what`."""
+    if n is None or (zero_ok and n == 0):
+        return
+    if not 1 <= n <= MAX_THREADS:
+        allowed = (f"0 (torch's default) or 1 to {MAX_THREADS}" if zero_ok
+                   else f"at least 1 and at most {MAX_THREADS}")
+        raise ConfigError(f"{what} must be {allowed}, got {n}.")
+
+
 def uses_channels_last(precision: str, channels_last: bool | None = None) -> bool:
     """The one channels-last rule: fp32 keeps the official memory layout (its numerics are the parity path);
     bf16/fp16 use channels-last (faster convolutions); `channels_last` True/False overrides it explicitly."""

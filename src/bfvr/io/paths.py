@@ -114,6 +114,47 @@ def check_distinct_outputs(plan: Iterable[tuple[str | os.PathLike[str], Iterable
                                   "rename one of them or process them separately.")
 
 
+def check_writable_folder(folder: str | os.PathLike[str], what: str = "output") -> None:
+    """Refuse (one sentence) a folder that cannot be created or written into: the nearest existing part of
+    its path must be a folder this process may write into. Nothing is created."""
+    existing = _abs(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot create the folder '{folder}' for the {what} ('{existing}' is a file); "
+                          "choose another location.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"the folder '{existing}' is not writable, so the {what} cannot go into "
+                          f"'{folder}'; choose a writable location.")
+
+
+def check_output_file(out: str | os.PathLike[str], what: str = "output") -> None:
+    """Refuse a file output that is an existing folder, or whose folder cannot be created or written."""
+    p = Path(out).expanduser()
+    if p.is_dir():
+        raise OutputError(f"'{out}' is a folder; give a file path for the {what}.")
+    check_writable_folder(p.parent, what)
+
+
+def check_output_folder(out: str | os.PathLike[str], what: str = "output") -> None:
+    """Refuse a folder output that is an existing file, or that cannot be created or written into."""
+    p = Path(out).expanduser()
+    if (p.exists() or p.is_symlink()) and not p.is_dir():
+        raise OutputError(f"'{out}' is a file; give a folder path for the {what}.")
+    check_writable_folder(p, what)
+
+
+def make_folder(folder: str | os.PathLike[str], what: str = "output") -> Path:
+    """`mkdir -p folder`, or one sentence when the system refuses (a read-only place, a file in the way)."""
+    p = Path(folder).expanduser()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the folder '{folder}' for the {what} "
+                          f"({e.strerror or type(e).__name__}); choose a writable location.") from None
+    return p
+
+
 def is_own_frames_dir(folder: Path) -> bool:
     """True for a folder bfvr may replace: empty, or its marker plus nothing but its PNG frame names."""
     try:

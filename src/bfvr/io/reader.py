@@ -40,6 +40,11 @@ SWS_EXACT, SWS_EXACT_ENCODE = _sws_flags(False), _sws_flags(True)
 
 #: container metadata key bfvr writes when it padded an odd size to even: "WxH" of the real frames
 SIZE_TAG = "bfvr_size"
+#: the highest frame rate bfvr takes for an image folder (`--fps`, a manifest's "fps")
+MAX_FPS = 1000
+#: the largest frame bfvr reads, in pixels (8192x8192, twice 8K UHD): one such frame is 200 MB as RGB and
+#: several GB as the float tensors of a model or a detector, so larger frames are refused up front
+MAX_FRAME_PIXELS = 8192 * 8192
 
 
 def natural_key(name: str) -> list[object]:
@@ -70,6 +75,33 @@ def bit_depth(pix_fmt: str) -> int:
     if m:
         bits = max(bits, int(m.group(1)))
     return bits or 8
+
+
+def fps_problem(value: object) -> str | None:
+    """Why `value` is not a usable frame rate ("is not a number", ...), or None: a finite number above 0
+    and at most `MAX_FPS`. Numeric strings ("25", "30000/1001") count as numbers."""
+    if isinstance(value, str):
+        try:
+            value = Fraction(value.strip())
+        except (ValueError, ZeroDivisionError):
+            return "is not a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)):
+        return "is not a number"
+    v = float(value)
+    if not (v == v and 0 < v < float("inf")):
+        return "must be a finite number above 0"
+    if v > MAX_FPS:
+        return f"is above {MAX_FPS} frames per second"
+    return None
+
+
+def check_frame_size(what: str, width: int, height: int) -> None:
+    """Refuse frames above `MAX_FRAME_PIXELS` with one sentence (`what` names the file)."""
+    if width * height > MAX_FRAME_PIXELS:
+        mp, top = width * height / 1e6, MAX_FRAME_PIXELS / 1e6
+        raise InputError(f"the frames of {what} are {width}x{height} ({mp:.0f} megapixels), more than the "
+                         f"{top:.0f} megapixels bfvr takes (e.g. 8192x8192); scale them down first (e.g. "
+                         "ffmpeg -i IN -vf scale=-2:4320 OUT).")
 
 
 def _color_tags(frame: object, pix_fmt: str) -> tuple[int, int, int, int] | None:
@@ -168,6 +200,7 @@ class AVReader(VideoReader):
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
         self._stream = vs
+        check_frame_size(f"'{path}'", vs.codec_context.width or 0, vs.codec_context.height or 0)  # undecoded
         self._frame_iter = self._decode()
         self._decoded = 0
         try:
@@ -197,6 +230,7 @@ class AVReader(VideoReader):
                     crop = (tw, th)
         self._crop = crop
         w, h = crop if crop else (coded_w, coded_h)
+        check_frame_size(f"'{path}'", w, h)
         if self._rot_k % 2:
             w, h = h, w
 
@@ -348,6 +382,7 @@ class ImageFolderReader(VideoReader):
         a = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         if a is None:
             raise InputError(f"frame '{p}' is not a readable image; remove it or replace it.")
+        check_frame_size(f"'{self.path}' ({p.name})", a.shape[1], a.shape[0])  # before the RGB copy
         if a.dtype == np.uint16:
             a = (a >> 8).astype(np.uint8)
         elif a.dtype != np.uint8:
@@ -384,6 +419,11 @@ def open_video(path: str | os.PathLike[str], *, fps: float | Fraction | None = N
     """
     p = Path(path).expanduser()
     _check_path(p)
+    why = None if fps is None else fps_problem(fps)
+    if why:
+        from bfvr.errors import ConfigError
+
+        raise ConfigError(f"the frame rate {fps} {why}; give the rate of the image folder, e.g. 25.")
     if p.is_dir():
         files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
                         and not f.name.startswith(".")), key=lambda f: natural_key(f.name))

@@ -16,21 +16,24 @@ from pathlib import Path
 
 import numpy as np
 
-from bfvr.errors import ConfigError, InputError
+from bfvr.errors import ConfigError, InputError, OutputError
 from bfvr.io.reader import VIDEO_SUFFIXES, list_videos
 
 __all__ = ["FULL_REFERENCE", "NO_REFERENCE", "ALL_METRICS", "EvalOptions", "evaluate_pair",
            "evaluate_dirs", "match_videos", "write_report"]
 
-ALL_METRICS = ("psnr", "ssim", "lpips", "msrl", "tdiff_psnr", "ids", "deg", "face_cons", "akd", "lmd", "tlme",
-               "flow_score", "warp_error", "fvd")
-FULL_REFERENCE = ("psnr", "ssim", "msrl", "ids", "deg", "face_cons", "akd", "tlme", "flow_score",
-                  "warp_error")
+ALL_METRICS = ("psnr", "ssim", "lpips", "msrl", "msrl_scales", "tdiff_psnr", "ids", "deg", "face_cons", "akd",
+               "lmd", "tlme", "flow_score", "warp_error", "fvd")
+FULL_REFERENCE = ("psnr", "ssim", "msrl", "msrl_scales", "ids", "deg", "face_cons", "akd", "tlme",
+                  "flow_score", "warp_error")
 NO_REFERENCE = ("face_cons", "flow_score", "warp_error")
-_NEED_GT = {"psnr", "ssim", "lpips", "msrl", "tdiff_psnr", "ids", "deg", "akd", "lmd", "tlme", "fvd"}
+_NEED_GT = {"psnr", "ssim", "lpips", "msrl", "msrl_scales", "tdiff_psnr", "ids", "deg", "akd", "lmd", "tlme",
+            "fvd"}
 _IDENTITY = {"ids", "deg", "face_cons"}
+_MSRL = {"msrl", "msrl_scales"}
 _FACES = _IDENTITY | {"akd", "lmd", "tlme"}
-HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "msrl": True, "tdiff_psnr": True, "ids": True,
+HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "msrl": True, "msrl_scales": True,
+                 "tdiff_psnr": True, "ids": True,
                  "deg": False, "face_cons": True, "akd": False, "lmd": False, "tlme": False,
                  "flow_score": False, "warp_error": False, "fvd": False, "fvd_per_pair": False,
                  "runtime_s": False,
@@ -93,6 +96,8 @@ class _Needs:
                 raise ConfigError(f"--no-reference cannot compute {', '.join(ref)} (they need GT); "
                                   f"use --metrics from {', '.join(NO_REFERENCE)}.")
         self.m = set(opts.metrics)
+        if self.m & _MSRL:  # the two readings of PGTFormer's MSRL come from the same residuals: always both
+            self.m |= _MSRL
         self.faces = None
         self.embedder = None
         self.lpips = None
@@ -112,6 +117,33 @@ class _Needs:
             from bfvr.metrics.fvd import I3DFeatures
 
             self.i3d = I3DFeatures(opts.i3d)
+
+
+def metric_backends(metrics: Sequence[str], opts: EvalOptions) -> dict[str, str]:
+    """Which model or algorithm produces each column (metric -> one phrase), for the report header:
+    identity metrics with dlib's descriptor or an ArcFace file, landmark metrics with dlib's 68 points, flow
+    metrics with OpenCV DIS, LPIPS and FVD with the files given."""
+    m = set(metrics)
+    if m & _MSRL:
+        m |= _MSRL
+    out: dict[str, str] = {}
+    ident = ("dlib 128-D face descriptor (dlib_face_recognition_resnet_model_v1)"
+             if opts.identity_model == "dlib" else f"ArcFace embedder {Path(opts.identity_model).name}")
+    for k in ("ids", "deg", "face_cons"):
+        if k in m:
+            out[k] = ident
+    for k in ("akd", "lmd", "tlme"):
+        if k in m:
+            out[k] = "dlib 68-point landmarks (shape_predictor_68_face_landmarks), pixels"
+    for k in ("flow_score", "warp_error"):
+        if k in m:
+            out[k] = "OpenCV DIS optical flow (preset medium)"
+    if "lpips" in m:
+        out["lpips"] = (f"LPIPS v0.1 {opts.lpips_net} from {Path(opts.lpips_backbone).name}"
+                        if opts.lpips_backbone else f"LPIPS v0.1 {opts.lpips_net}")
+    if "fvd" in m and opts.i3d:
+        out["fvd"] = f"I3D {Path(opts.i3d).name}"
+    return out
 
 
 def _resize_to(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -148,11 +180,11 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
                 raise InputError(f"{name}: prediction has {pi.frame_count} frames but "
                                  f"GT has {gi.frame_count}; pass --length min to "
                                  "compare the common first frames (or --max-frames N).")
-        if "msrl" in m and gr is not None and min(gi.width, gi.height) < max(fullref.MSRL_SCALES):
+        if m & _MSRL and gr is not None and min(gi.width, gi.height) < max(fullref.MSRL_SCALES):
             s = max(fullref.MSRL_SCALES)
             raise InputError(f"{name}: MSRL needs frames of at least {s}x{s} pixels (its coarsest scale "
                              f"averages {s}x{s} blocks) but the GT is {gi.width}x{gi.height}; leave msrl "
-                             "out of --metrics.")
+                             "and msrl_scales out of --metrics.")
         if gr is not None and min(gi.width, gi.height) - 2 * opts.crop_border < 1:
             raise InputError(f"{name}: --crop-border {opts.crop_border} leaves no pixel of the "
                              f"{gi.width}x{gi.height} GT; lower it.")
@@ -206,7 +238,7 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
             k_tail = 0 if tail_p is None else len(tail_p)
             pp = p if tail_p is None else np.concatenate([tail_p, p])
             gg = None if g is None else (g if tail_g is None else np.concatenate([tail_g, g]))
-            if "msrl" in m:
+            if m & _MSRL:
                 msrl_mse.append(fullref.msrl_mse(pp, gg, first_end=max(1, k_tail), y_channel=opts.y_channel))
             if "tdiff_psnr" in m:
                 for s in fullref.TDIFF_STRIDES:
@@ -276,8 +308,10 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
     for k, v in acc.items():
         if k in m:
             row[k] = float(np.mean(v)) if v else float("nan")
-    if "msrl" in m:  # per scale: squared residuals pooled over all transitions, then dB
-        row["msrl"] = fullref.msrl_from_mse(np.concatenate(msrl_mse) if msrl_mse else np.zeros((0, 1)))
+    if m & _MSRL:  # per scale: squared residuals pooled over all transitions; then both readings
+        rows_mse = np.concatenate(msrl_mse) if msrl_mse else np.zeros((0, 1))
+        row["msrl"] = fullref.msrl_from_mse(rows_mse)
+        row["msrl_scales"] = fullref.msrl_scales_from_mse(rows_mse)
     if "tdiff_psnr" in m:
         row["tdiff_psnr"] = fullref.tdiff_psnr_from_mse(tdiff)
     if needs.faces is not None:
@@ -337,6 +371,7 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path | None, opts: EvalOpt
         mean["fvd"] = fvd_from_features(np.concatenate([f["fvd_pred"] for f in feats]),
                                         np.concatenate([f["fvd_gt"] for f in feats]))
     return {"rows": rows, "mean": mean, "warnings": warns, "seconds": time.perf_counter() - t0,
+            "backends": metric_backends(opts.metrics, opts),
             "options": {"metrics": list(opts.metrics), "no_reference": opts.no_reference,
                         "crop_border": opts.crop_border, "y_channel": opts.y_channel,
                         "max_frames": opts.max_frames,
@@ -371,7 +406,6 @@ REPORT_NAMES = ("metrics.md", "metrics.csv", "metrics.json")
 def check_report_dir(out_dir: str | Path, overwrite: bool) -> None:
     """Before any work: an existing report in ``out_dir`` needs `overwrite`, and is replaced only when its
     files are plain files (never a link: see `bfvr.io.paths.check_replaceable`)."""
-    from bfvr.errors import OutputError
     from bfvr.io.paths import check_replaceable
 
     paths = [Path(out_dir) / n for n in REPORT_NAMES]
@@ -384,15 +418,22 @@ def check_report_dir(out_dir: str | Path, overwrite: bool) -> None:
 def write_report(result: dict, out_dir: str | Path) -> list[Path]:
     """Write metrics.md, metrics.csv and metrics.json into ``out_dir`` (each to a new temporary file beside
     it, all renamed into place once all are written)."""
-    from bfvr.io.paths import check_replaceable, set_default_mode, temp_beside
+    from bfvr.io.paths import check_replaceable, make_folder, set_default_mode, temp_beside
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir, "report")
     rows = result["rows"] + [result["mean"]]
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
-    md = ["| " + " | ".join(c + ("" if c not in HIGHER_BETTER else (" ↑" if HIGHER_BETTER[c] else " ↓"))
+    md = []
+    groups: dict[str, list[str]] = {}
+    backends = result.get("backends") or {}
+    for k in cols:  # in the table's column order
+        if k in backends:
+            groups.setdefault(backends[k], []).append(k)
+    if groups:  # which model/algorithm produced which column
+        md += ["Back-ends: " + "; ".join(f"{', '.join(ks)}: {v}" for v, ks in groups.items()) + ".", ""]
+    md += ["| " + " | ".join(c + ("" if c not in HIGHER_BETTER else (" ↑" if HIGHER_BETTER[c] else " ↓"))
                             for c in cols) + " |",
           "|" + "---|" * len(cols)]
     for r in rows:
@@ -422,6 +463,9 @@ def write_report(result: dict, out_dir: str | Path) -> list[Path]:
         for t, p in zip(tmps, paths):
             set_default_mode(t)
             t.replace(p)
+    except OSError as e:  # a folder the system does not let us write into
+        raise OutputError(f"cannot write the report into '{out}' ({e.strerror or type(e).__name__}); "
+                          "choose a writable location.") from None
     finally:
         for t in tmps:
             t.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bfvr.errors import DependencyError, WeightsNotFoundError
+from bfvr.errors import DependencyError, ModelError, WeightsNotFoundError
 
 __all__ = ["dlib_model_dir", "DlibFaces", "ArcFaceEmbedder", "cosine", "identity_angle",
            "tlme_from_landmarks", "landmark_distance"]
@@ -132,13 +132,27 @@ class ArcFaceEmbedder:
                 import onnxruntime as ort
             except ImportError as e:
                 raise DependencyError("an .onnx ArcFace needs onnxruntime: pip install onnxruntime.") from e
-            sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-            name = sess.get_inputs()[0].name
+            try:
+                sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+            except Exception as e:  # onnxruntime raises its own exception types for bad files
+                raise ModelError(f"the identity model {p} is not a loadable ONNX file "
+                                 f"({' '.join(str(e).split())[:160]}); give an ArcFace .onnx or use "
+                                 "--identity-model dlib.") from None
+            inputs = sess.get_inputs()
+            if len(inputs) != 1 or len(inputs[0].shape) != 4:
+                raise ModelError(f"the identity model {p} does not take one [N, 3, 112, 112] image input; "
+                                 "give an ArcFace .onnx or use --identity-model dlib.")
+            name = inputs[0].name
             self._run: Callable[[np.ndarray], np.ndarray] = lambda x: sess.run(None, {name: x})[0]
         else:
             import torch
 
-            m = torch.jit.load(str(p), map_location="cpu").eval()
+            try:
+                m = torch.jit.load(str(p), map_location="cpu").eval()
+            except Exception as e:  # zip, pickle and TorchScript errors of a file that is not TorchScript
+                raise ModelError(f"the identity model {p} is not a TorchScript file ({type(e).__name__}); "
+                                 "give an ArcFace .onnx or TorchScript .pt, or use --identity-model "
+                                 "dlib.") from None
 
             def run(x: np.ndarray) -> np.ndarray:
                 with torch.inference_mode():

@@ -76,6 +76,10 @@ def hstack_labeled(images: Sequence[np.ndarray], labels: Sequence[str] | None, h
     return np.concatenate(tiles, axis=1)
 
 
+#: the longest side `profile_image` makes (JPEG's limit is 65535 pixels, libpng's default 1,000,000)
+MAX_IMAGE_SIDE = 65500
+
+
 def profile_image(videos: Sequence[str | os.PathLike[str]], *, column: float | None = None,
                   row: float | None = None,
                   max_frames: int | None = None, labels: Sequence[str] | None = None, scale: int = 1,
@@ -88,9 +92,13 @@ def profile_image(videos: Sequence[str | os.PathLike[str]], *, column: float | N
     """
     from pathlib import Path
 
-    from bfvr.errors import InputError
+    from bfvr.errors import ConfigError, InputError
     from bfvr.io import open_video
 
+    whole = isinstance(scale, int) or (isinstance(scale, float) and scale.is_integer())
+    if isinstance(scale, bool) or not whole or scale < 1:
+        raise ConfigError(f"--scale must be a whole number of 1 or more, got {scale}.")
+    scale = int(scale)
     videos = [Path(v) for v in videos]
     names = list(labels) if labels is not None else [v.stem for v in videos]
     if len(names) != len(videos):
@@ -133,7 +141,12 @@ def profile_image(videos: Sequence[str | os.PathLike[str]], *, column: float | N
             except ValueError as e:
                 raise InputError(f"{v}: {e}.") from None
         if scale > 1:
-            p = np.repeat(p, scale, axis=0 if row is not None else 1)
+            axis = 0 if row is not None else 1
+            if p.shape[axis] * scale > MAX_IMAGE_SIDE:
+                raise ConfigError(f"--scale {scale} makes the time axis of {v.name} {p.shape[axis] * scale} "
+                                  f"pixels long, more than an image holds ({MAX_IMAGE_SIDE}); give a smaller "
+                                  "--scale or --max-frames.")
+            p = np.repeat(p, scale, axis=axis)
         profiles.append(p)
         if on_video is not None:
             on_video(i)

@@ -74,11 +74,16 @@ def net_config(name: str, path: str | Path | None = None, *,
     if stored is not None:  # our own export of a network trained at other sizes (`bfvr export`)
         try:
             config = json.loads(stored)
+            if not isinstance(config, dict):
+                raise TypeError(f"a {type(config).__name__}, not a mapping of sizes")
+            bad = _negative(config)
+            if bad is not None:
+                raise ValueError(f"{bad} is negative")
             spec.net(config, device="meta")
             return config
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, RuntimeError) as e:  # RuntimeError: torch refusing a size
             raise ModelError(f"the net_config stored in {path} does not describe a '{name}' network "
-                             f"({e}).") from None
+                             f"({' '.join(str(e).split())[:200]}).") from None
     if path is not None and spec.hf_config is not None:
         hf = W.read_hf_config(hf_beside if hf_beside is not None else path)
         if hf is not None:
@@ -90,12 +95,28 @@ def net_config(name: str, path: str | Path | None = None, *,
     return spec.config
 
 
+def _negative(value: Any, where: str = "") -> str | None:
+    """The first negative number inside `value` (nested mappings and lists), named by its place, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return f"{where or 'a value'} = {value}" if value < 0 else None
+    items = (value.items() if isinstance(value, Mapping)
+             else enumerate(value) if isinstance(value, list) else ())
+    for k, v in items:
+        bad = _negative(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k))
+        if bad is not None:
+            return bad
+    return None
+
+
 def check_weights_file(entry_name: str, path: str | Path, *, like: str | Path | None = None,
                        what: str | None = None) -> None:
     """The structural check a downloaded file passes before it is cached (`bfvr.models.weights.fetch`): it
     loads safely as a state_dict (under the weights entry's key) and, for every model that loads this entry,
-    has exactly the keys and shapes of its network (`load_net`'s check). `like`: where the file will be
-    kept (its Hugging Face config.json is looked for beside it); `what` names the file in the error."""
+    has exactly the keys, shapes and floating-point tensors of its network (`load_net`'s check). `like`:
+    where the file will be kept (its Hugging Face config.json is looked for beside it); `what` names the file
+    in the error."""
     from bfvr.models import weights as W
 
     path = Path(path)
@@ -113,6 +134,7 @@ def check_weights_file(entry_name: str, path: str | Path, *, like: str | Path | 
         cfg = ", ".join(f"{k}={v}" for k, v in config.items())
         W.check_state_dict(state, {k: tuple(v.shape) for k, v in net.state_dict().items()}, what=what,
                            model=f"'{spec.name}' ({cfg})" if cfg else f"'{spec.name}'")
+        W.check_dtypes(state, {k: v.dtype for k, v in net.state_dict().items()}, what=what)
 
 
 def load_net(name: str, *, weights: str | os.PathLike | None = None, offline: bool = False,
@@ -139,6 +161,7 @@ def load_net(name: str, *, weights: str | os.PathLike | None = None, offline: bo
     cfg = ", ".join(f"{k}={v}" for k, v in config.items())
     W.check_state_dict(state, expected, what=f"the weights in {path}",
                        model=f"'{name}' ({cfg})" if cfg else f"'{name}'")
+    W.check_dtypes(state, {k: v.dtype for k, v in net.state_dict().items()}, what=f"the weights in {path}")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     net.load_state_dict(state, strict=True, assign=True)
     del state

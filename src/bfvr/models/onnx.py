@@ -63,6 +63,55 @@ def export_onnx(model: Any, path: str | os.PathLike[str], *, frames: int | None 
     return path
 
 
+def _check_meta(path: str | os.PathLike[str], raw: str, session: Any) -> dict[str, Any]:
+    """The bfvr metadata of an ONNX file, checked against what `export_onnx` writes and against the graph's
+    input and output; `ModelError` in one sentence when it is not such a file."""
+
+    def bad(why: str) -> ModelError:
+        return ModelError(f"{path} is not a usable `bfvr export` file ({why}); export the model again with "
+                          "`bfvr export --format onnx`.")
+
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise bad("its bfvr metadata is not JSON") from None
+    if not isinstance(meta, dict):
+        raise bad("its bfvr metadata is not a JSON object")
+    missing = [k for k in ("model", "layout", "overlap") if k not in meta]
+    if missing:
+        raise bad(f"its bfvr metadata lacks {', '.join(missing)}")
+
+    def count(key: str, low: int, none: bool = True) -> None:
+        v = meta.get(key)
+        if (v is None and none) or (isinstance(v, int) and not isinstance(v, bool) and v >= low):
+            return
+        raise bad(f"{key} is {v!r}, not a whole number of at least {low}")
+
+    if not isinstance(meta["model"], str):
+        raise bad(f"model is {meta['model']!r}, not a model name")
+    if meta["layout"] not in LAYOUTS:
+        raise bad(f"layout is {meta['layout']!r}, not one of {', '.join(LAYOUTS)}")
+    count("overlap", 0, none=False)
+    for key in ("clip_len", "default_clip_len", "multiple"):
+        count(key, 1)
+    canvas = meta.get("canvas")
+    if canvas is not None and not (isinstance(canvas, list) and len(canvas) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in canvas)):
+        raise bad(f"canvas is {canvas!r}, not [height, width]")
+    if not isinstance(meta.get("dynamic", ""), str):
+        raise bad(f"dynamic is {meta['dynamic']!r}, not a string of axes")
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != ["frames"] or len(outputs) < 1:
+        raise bad(f"its graph takes {', '.join(repr(i.name) for i in inputs) or 'no input'} instead of "
+                  "one input 'frames'")
+    shape = inputs[0].shape
+    channels = shape[meta["layout"].index("C")] if isinstance(shape, list) and len(shape) == 5 else None
+    if channels != 3:  # every export fixes the colour axis at 3
+        raise bad(f"its input 'frames' is shaped {shape}, which is not {meta['layout']} with 3 colour "
+                  "channels")
+    return meta
+
+
 class OnnxClipModel:
     """A `bfvr export` ONNX file as a `ClipModel` (CPU execution provider)."""
 
@@ -91,7 +140,7 @@ class OnnxClipModel:
         if raw is None:
             raise ModelError(f"{path} was not written by `bfvr export` (no bfvr metadata); export the model "
                              "with `bfvr export --format onnx`.")
-        meta = json.loads(raw)
+        meta = _check_meta(path, raw, self.session)
         if expect is not None and meta["model"] != expect:
             raise ModelError(f"{path} is an export of '{meta['model']}', not '{expect}'; pass --model "
                              f"{meta['model']} or the right file.")

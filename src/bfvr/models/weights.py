@@ -483,3 +483,16 @@ def check_state_dict(state: Mapping[str, object], expected: Mapping[str, Sequenc
         more = f" (and {len(problems) - show} more)" if len(problems) > show else ""
         raise ModelError(f"{what} do not fit {model}: {len(problems)} mismatching keys: "
                          f"{'; '.join(problems[:show])}{more}; pass the checkpoint made for this model.")
+
+
+def check_dtypes(state: Mapping[str, Any], expected: Mapping[str, Any], *, what: str = "the weights",
+                 show: int = 3) -> None:
+    """Raise `ModelError` when a tensor the network holds as floating point comes as another kind (int8,
+    bool, complex, ...): such a file is not a checkpoint of the network, whatever its shapes."""
+    bad = [f"{k} is {str(v.dtype).removeprefix('torch.')}" for k, v in state.items()
+           if k in expected and expected[k].is_floating_point and not v.is_floating_point()]
+    if bad:
+        more = f" (and {len(bad) - show} more)" if len(bad) > show else ""
+        raise ModelError(f"{what} hold {len(bad)} tensors that are not floating point where the network "
+                         f"needs real numbers: {'; '.join(bad[:show])}{more}; pass a float checkpoint "
+                         "(fp32, fp16 or bf16).")

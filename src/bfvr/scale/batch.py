@@ -130,9 +130,9 @@ class BatchSummary:
     def write(self) -> None:
         if self.path is None:
             return
-        from bfvr.io.paths import write_atomic
+        from bfvr.io.paths import make_folder, write_atomic
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "summary")
         write_atomic(self.path, json.dumps(self.as_dict(), indent=1) + "\n")
 
     def lines(self) -> list[str]:
@@ -152,8 +152,9 @@ class BatchSummary:
 
 def check_summary_path(path: Path) -> None:
     """The summary may replace only an earlier bfvr summary (nothing else is overwritten)."""
-    from bfvr.io.paths import is_own_json
+    from bfvr.io.paths import check_output_file, is_own_json
 
+    check_output_file(path, "summary")
     if path.exists() or path.is_symlink():
         if not is_own_json(path):
             raise OutputError(
@@ -187,13 +188,20 @@ class _Lock:
         import re
         import stat
 
-        folder.mkdir(parents=True, exist_ok=True)
+        from bfvr.io.paths import make_folder
+
+        make_folder(folder)
         self.path = folder / name
         self.shared = shared
         for _ in range(10):  # a run releasing the lock may remove the file between our open and flock
             try:  # never through a link: O_NOFOLLOW fails on one
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             except OSError as e:
+                if not os.path.lexists(self.path):  # nothing there: the folder refuses a new file
+                    raise OutputError(
+                        f"cannot write into the output folder '{folder}' ({e.strerror or type(e).__name__}); "
+                        "choose a writable location."
+                    ) from None
                 why = "a symbolic link" if e.errno == errno.ELOOP else f"not usable ({e.strerror})"
                 raise OutputError(
                     f"the batch lock '{self.path}' is {why}; bfvr does not write through it, so move it "

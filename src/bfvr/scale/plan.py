@@ -24,11 +24,12 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from bfvr.errors import ConfigError, InputError, OutputError
-from bfvr.io.reader import VIDEO_SUFFIXES  # the one set of video suffixes (folder listings everywhere)
+from bfvr.io.reader import VIDEO_SUFFIXES, fps_problem  # VIDEO_SUFFIXES: the one set of video suffixes
 
 #: --container choices and the output suffix each gives ("" = a folder of PNG frames)
 CONTAINERS = {"mp4": ".mp4", "mov": ".mov", "mkv": ".mkv", "png": ""}
@@ -46,6 +47,7 @@ class RestoreSettings:
     clip_len: int | None = None
     overlap: int | None = None
     keep: int | None = None
+    strength: float = 1.0  # input + strength * (restored - input)
     faces: Any = None  # None (whole frames: --has-aligned) or a bfvr.faces.FaceOptions (the face pipeline)
     model_options: dict[str, Any] = field(default_factory=dict)
     crf: float = 18
@@ -75,6 +77,7 @@ class RestoreSettings:
             keep=self.keep,
             model_options=dict(self.model_options),
             progress=False,
+            strength=self.strength,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -88,6 +91,7 @@ class RestoreSettings:
             "clip_len": self.clip_len,
             "overlap": self.overlap,
             "keep": self.keep,
+            "strength": self.strength,
             "faces": None
             if faces is None
             else {k: v for k, v in vars(faces).items() if isinstance(v, (str, int, float, bool, type(None)))},
@@ -178,7 +182,13 @@ def _read_list(path: Path) -> list[dict[str, Any]]:
                 )
             if r.get("kept", True) is False:
                 continue
-            rec = {"input": r.get("input", r.get("path")), "output": r.get("output"), "fps": r.get("fps")}
+            fps = r.get("fps")
+            why = None if fps is None else fps_problem(fps)
+            if why:
+                raise InputError(f'line {n} of \'{path}\': "fps" {fps!r} {why}; give the frame rate of a '
+                                 'frame folder as a number, e.g. "fps": 25.')
+            rec = {"input": r.get("input", r.get("path")), "output": r.get("output"),
+                   "fps": None if fps is None else float(Fraction(str(fps)) if isinstance(fps, str) else fps)}
         else:
             rec = {"input": s, "output": None, "fps": None}
         p = Path(rec["input"]).expanduser()
@@ -206,7 +216,7 @@ def collect_jobs(
     reported as failed, before any work; so does a job whose output leaves OUT_DIR. The others run. A
     failed colliding job's key is its output's followed by ``(from INPUT)``, so every record stays apart.
     A source that holds or lists no video at all is refused (`InputError`)."""
-    from bfvr.io.paths import check_name_fits, check_not_url, check_separate
+    from bfvr.io.paths import check_name_fits, check_not_url, check_separate, check_writable_folder
 
     if container not in CONTAINERS:
         raise ConfigError(f"--container {container!r} is not one of: {', '.join(CONTAINERS)}.")
@@ -243,6 +253,7 @@ def collect_jobs(
     check_name_fits(out_root, "output folder")
     if out_root.exists() and not out_root.is_dir():
         raise OutputError(f"the output '{out_dir}' is a file; give a folder for a batch (-o OUT_DIR).")
+    check_writable_folder(out_root)
     if not out_root.exists() and out_root.suffix.lower() in VIDEO_SUFFIXES:
         raise OutputError(
             f"'{source}' holds {len(recs)} video{'s' if len(recs) != 1 else ''}, so -o must be a folder, not "

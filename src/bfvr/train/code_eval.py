@@ -187,8 +187,9 @@ def evaluate_codes(source: str | Path, videos: Sequence[str | Path], *, recipe: 
 
     if max_frames < 1:
         raise ConfigError(f"--max-frames must be at least 1, got {max_frames}.")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {threads}.")
+    from bfvr.engine.device import check_threads
+
+    check_threads(threads)
     missing = [str(v) for v in videos if not Path(v).expanduser().exists()]
     if missing or not videos:
         what = f"video not found: {missing[0]}" if missing else "no video given"

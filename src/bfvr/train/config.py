@@ -10,6 +10,7 @@ as YAML scalars.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ class ModelConfig:
     #: inert in practice), "gaussian" (KL of the marginal of a Gaussian soft assignment with temperature
     #: `mpr_temperature`: the form that acts, docs/training.md) or "none"
     mpr: str = "official"
+    #: STC code loss: "official" (the released code: weight 1 on the encoder's commitment term, beta on the
+    #: codebook term) or "paper" (the printed Eq. 7: codebook term weight 1, beta on the commitment term)
+    commitment: str = "official"
     #: temperature of the "gaussian" MPR, in units of the spread of the squared token-code distances
     mpr_temperature: float = 1.0
     #: Stage II: lookup transformers
@@ -101,6 +105,10 @@ class DataConfig:
     #: built-in reader: crop every video to its face first (the face-proportion square of `bfvr prepare`,
     #: found once per video), so raw videos train like the face pipeline's crops
     face_crop: bool = False
+    #: built-in reader: warp every window to the FFHQ 5-point template (the face pipeline's `align` crop,
+    #: size x size), with ONE transform per window from its centre frame's landmarks (PGTFormer's aligned
+    #: stages; DicFace's aligned training data)
+    align: bool = False
     #: video names (file stems) never read for training, e.g. the held-out validation clips
     exclude: list[str] = field(default_factory=list)
 
@@ -142,6 +150,9 @@ class LossConfig:
     perceptual_net: str = "lpips"
     #: torchvision-layout VGG19 weights (vgg19-dcbb9e9d.pth or .safetensors) for perceptual_net: vgg19
     vgg19_weights: str | None = None
+    #: distance between the VGG19 features (perceptual_net: vgg19): "l1" (mean |phi(x^) - phi(x)|, bfvr's
+    #: first VGG19 loss) or "l2sq" (mean (phi(x^) - phi(x))^2: the papers' ||phi(x) - phi(x^)||_2^2)
+    perceptual_distance: str = "l1"
     codebook: float = 1.0
     #: multiplies the model's MPR term (which already carries the official x0.1)
     mpr: float = 1.0
@@ -160,6 +171,13 @@ class LossConfig:
     #: PGTFormer stage IV: focal code loss exponent, gradient-L1 weight and its (pixel, spatial gradient,
     #: temporal difference) weights, weight of the perceptual loss of frame differences
     focal_gamma: float = 2.0
+    #: PGTFormer stages III/IV: weight of L_MSRL (Eq. 7: L1 of the frame-difference residual at three scales,
+    #: bfvr.train.losses.msrl_loss); 0 = off (the official configs have no such term)
+    msrl: float = 0.0
+    #: PGTFormer stage IV losses: "official" (release_train_stage_IIII: focal code loss, feature L1, GradL1,
+    #: temporal perceptual, GAN) or "paper" (§3.4: "the loss is consistent with the third stage": CE, feature
+    #: MSE, L1, perceptual, GAN; add L_MSRL with loss.msrl)
+    stage4_losses: str = "official"
     grad: float = 0.0
     grad_levels: list[float] = field(default_factory=lambda: [0.2, 0.05, 0.05])
     tgrad: float = 0.8
@@ -269,6 +287,19 @@ class TrainConfig:
             raise ConfigError("accum_steps and data.batch_size must be at least 1.")
         if self.max_steps < 1:
             raise ConfigError("max_steps must be at least 1.")
+        from bfvr.engine.device import check_threads
+
+        check_threads(self.threads, "threads", zero_ok=True)
+        o = self.optim
+        for name, value in (("optim.lr", o.lr), ("optim.d_lr", o.d_lr), ("optim.gamma", o.gamma),
+                            ("optim.grad_clip", o.grad_clip)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive finite number, got {value}.")
+        for name, value in (("optim.weight_decay", o.weight_decay), ("optim.eta_min", o.eta_min)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be 0 or a positive finite number, got {value}.")
+        if len(o.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in o.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {o.betas}.")
         if self.optim.scheduler not in ("constant", "cosine_restart", "multistep"):
             raise ConfigError(f"optim.scheduler must be constant, cosine_restart or multistep, "
                               f"not {self.optim.scheduler!r}.")
@@ -277,6 +308,10 @@ class TrainConfig:
         if not self.model.mpr_temperature > 0:
             raise ConfigError(f"model.mpr_temperature must be positive, got {self.model.mpr_temperature}.")
         for name, value, allowed in (("loss.perceptual_net", self.loss.perceptual_net, ("lpips", "vgg19")),
+                                     ("loss.perceptual_distance", self.loss.perceptual_distance,
+                                      ("l1", "l2sq")),
+                                     ("loss.stage4_losses", self.loss.stage4_losses, ("official", "paper")),
+                                     ("model.commitment", self.model.commitment, ("official", "paper")),
                                      ("loss.gan_loss", self.loss.gan_loss, ("hinge", "log")),
                                      ("disc.heads", self.disc.heads, ("linear", "mlp")),
                                      ("data.window", self.data.window, ("random", "first"))):
@@ -310,8 +345,11 @@ class TrainConfig:
                     why = "missing there: " + ", ".join(leak) if leak else "val.names is empty"
                     raise ConfigError("every validation clip must be held out of training: list val.names "
                                       f"and put them in data.exclude ({why}).")
-        if (self.data.face_crop or self.data.exclude) and self.data.backend != "builtin":
-            raise ConfigError("data.face_crop and data.exclude work with data.backend: builtin only.")
+        if (self.data.face_crop or self.data.exclude or self.data.align) and self.data.backend != "builtin":
+            raise ConfigError("data.face_crop, data.align and data.exclude work with data.backend: builtin "
+                              "only.")
+        if self.data.face_crop and self.data.align:
+            raise ConfigError("data.face_crop and data.align are two framings of the face; choose one.")
         if self.data.crop is not None and self.data.crop > self.data.size:
             raise ConfigError("data.crop must not exceed data.size.")
         d = self.data
@@ -441,12 +479,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}; pass an existing YAML file (see configs/stc/).")
     try:
-        raw = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = "it is not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or type(e).__name__
+        raise ConfigError(f"cannot read the config {p} ({why}); pass a YAML text file (see configs/stc/).") \
+            from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read the config {p} ({getattr(e, 'strerror', None) or e}); pass a "
-                          "readable YAML file.") from None
     if raw is None or raw == {}:  # an empty file, only comments or `{}`: the defaults are no run of yours
         raise ConfigError(f"the config {p} is empty (it holds no settings); write the run's settings there, "
                           "e.g. start from a copy of configs/stc/tiny_stage1.yaml.")

@@ -75,18 +75,51 @@ def load_clip(path: Path, max_frames: int, size: int, face_crop: bool = False) -
     return np.stack([cv2.resize(fr, (size, size), interpolation=cv2.INTER_AREA) for fr in arr])
 
 
+def face_landmarks(frames: np.ndarray, path: Path | str = "") -> np.ndarray:
+    """5-point landmarks [N, 5, 2] of the largest face in every frame, found by the face pipeline's detector
+    (`bfvr.faces.detect.make_detector("auto")`); a frame without a face takes the nearest frame's
+    (InputError when no frame has one)."""
+    from bfvr.faces.detect import make_detector
+
+    det = make_detector("auto")
+    found: dict[int, np.ndarray] = {}
+    for i, fr in enumerate(frames):
+        faces = [f for f in det(np.ascontiguousarray(fr)) if f.landmarks is not None]
+        if faces:
+            found[i] = max(faces, key=lambda f: f.area).landmarks.astype(np.float32)
+    if not found:
+        raise InputError(f"no face with landmarks found in {path}; drop it from the data or turn data.align "
+                         "off.")
+    have = np.array(sorted(found))
+    return np.stack([found[int(have[np.abs(have - i).argmin()])] for i in range(len(frames))])
+
+
+def align_window(frames: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Warp every frame of a window with ONE similarity transform: the one that puts the centre frame's 5
+    landmarks on the FFHQ 5-point template of a size x size canvas (`bfvr.faces.align.align_matrix`, the
+    face pipeline's `align` crop). Outside the frame: the FFHQ-style grey border (135, 133, 132)."""
+    from bfvr.faces.align import align_matrix, warp_crop
+
+    m = align_matrix(landmarks[len(frames) // 2], (size, size))
+    return np.stack([warp_crop(np.ascontiguousarray(f), m, (size, size), border="constant") for f in frames])
+
+
 class BuiltinClipDataset(ClipDataset):
     """`bfvr.data.ClipDataset` over videos decoded once into memory: the first `max_frames` frames of each,
     stretched to size x size (or, `face_crop`, cut to their face square first), with the same windows,
     flips and `bfvr.degrade` recipes ("none" = LQ is GT, Stage I) and no decoding per item. Videos named
     in `exclude` are never read; videos shorter than `clip_len` or without a face are skipped with a
     warning. Items are CTHW; `build_dataset` puts it behind the position interface (`ProjectClipDataset`).
+
+    `align`: the frames are kept at their own size with the 5-point landmarks of every frame (found once,
+    at load), and each window is warped to the FFHQ 5-point template with one transform, taken from the
+    window's centre frame (`align_window`; what PGTFormer's official `is_aligned` data does).
     """
 
     def __init__(self, paths: Sequence[str], *, clip_len: int = 24, size: int = 256, recipe: str = "none",
                  hflip: bool = False, max_frames: int = 240, seed: int = 0, progress: bool = False,
                  face_crop: bool = False, exclude: Sequence[str] = (), reverse_prob: float = 0.0,
-                 frame_step: int = 1, color_jitter: float = 0.0) -> None:
+                 frame_step: int = 1, color_jitter: float = 0.0, align: bool = False) -> None:
         from bfvr.degrade import recipe as make_recipe
         from bfvr.io import probe
 
@@ -100,14 +133,22 @@ class BuiltinClipDataset(ClipDataset):
 
             it = tqdm(files, desc="loading clips", unit="video", leave=False)
         self.videos: dict[str, np.ndarray] = {}
+        self.landmarks: dict[str, np.ndarray] = {}
+        self.align, self._size = bool(align), int(size)
         self.names: list[str] = []
         self._fps: dict[str, Fraction] = {}
         for f in it:
             if str(f) in self.videos:
                 continue
             try:
-                arr = load_clip(f, max_frames, size, face_crop)
-            except InputError as e:  # a video without a face (face_crop) or without frames
+                if align:
+                    arr = read_frames(f, max_frames=max_frames)
+                    if not len(arr):
+                        raise InputError(f"{f} has no decodable video frames.")
+                    self.landmarks[str(f)] = face_landmarks(arr, f) if len(arr) >= clip_len else arr[:0]
+                else:
+                    arr = load_clip(f, max_frames, size, face_crop)
+            except InputError as e:  # a video without a face (face_crop, align) or without frames
                 log.warning("skipping %s: %s", f, e)
                 continue
             if len(arr) < clip_len:
@@ -126,7 +167,10 @@ class BuiltinClipDataset(ClipDataset):
         return len(self.videos[clip["path"]]), self._fps[clip["path"]]
 
     def _window(self, clip: dict, start: int, length: int) -> np.ndarray:
-        return self.videos[clip["path"]][start:start + length]
+        frames = self.videos[clip["path"]][start:start + length]
+        if self.align:
+            return align_window(frames, self.landmarks[clip["path"]][start:start + length], self._size)
+        return frames
 
 
 class ProjectClipDataset(Dataset):
@@ -175,8 +219,10 @@ def build_dataset(cfg, *, seed: int, progress: bool = False) -> Dataset:
                                            hflip=cfg.hflip, max_frames=max_frames, seed=seed,
                                            progress=progress, face_crop=cfg.face_crop, exclude=cfg.exclude,
                                            reverse_prob=cfg.reverse_prob, frame_step=cfg.frame_step,
-                                           color_jitter=cfg.color_jitter)
-        log.info("data: built-in in-memory clip reader, recipe %s, %d videos", cfg.recipe, len(base))
+                                           color_jitter=cfg.color_jitter, align=cfg.align)
+        log.info("data: built-in in-memory clip reader, recipe %s, %d videos%s", cfg.recipe, len(base),
+                 ", aligned to the FFHQ 5-point template (one transform per window, from its centre frame)"
+                 if cfg.align else "")
     else:
         source = list(cfg.paths) if len(cfg.paths) != 1 else cfg.paths[0]
         base = ClipDataset(source, clip_len=cfg.clip_len, size=cfg.size,

@@ -56,6 +56,33 @@ GAN_LOSSES = {"hinge": (hinge_d_loss, hinge_g_loss), "log": (log_d_loss, log_g_l
 
 
 # ----------------------------------------------------------------------------------------------------
+# PGTFormer's multi-scale residual loss (Eq. 7)
+
+#: ↓_n of Eq. 7 for n = 1, 2, 3: area downscale by 2^(n-1) (full size, 1/2, 1/4; s x s block means)
+MSRL_FACTORS = (1, 2, 4)
+
+
+def msrl_loss(pred: torch.Tensor, target: torch.Tensor,
+              factors: tuple[int, ...] = MSRL_FACTORS) -> torch.Tensor:
+    """PGTFormer Eq. 7 on BCTHW clips:
+    1/3 sum_n | ((x_h^{t+1})↓_n - (x_h^t)↓_n) - ((x_o^{t+1})↓_n - (x_o^t)↓_n) |_1, x_h = `target` (GT),
+    x_o = `pred`. ↓_n = the mean over non-overlapping s x s blocks, s = 2^(n-1) (`factors`; the paper
+    does not define ↓_n). The L1 norm is taken as a mean over pixels, channels and the T-1 transitions
+    (as every L1 term here), so the value does not depend on the clip size. 0 for a clip of one frame."""
+    if pred.shape[2] < 2:
+        return pred.new_zeros(())
+    b, c, t, h, w = pred.shape
+    p, g = frames(pred.float()), frames(target.float())
+    total = p.new_zeros(())
+    for s in factors:
+        ps = F.avg_pool2d(p, s) if s > 1 else p
+        gs = F.avg_pool2d(g, s) if s > 1 else g
+        ps, gs = ps.reshape(b, t, *ps.shape[1:]), gs.reshape(b, t, *gs.shape[1:])
+        total = total + ((gs[:, 1:] - gs[:, :-1]) - (ps[:, 1:] - ps[:, :-1])).abs().mean()
+    return total / len(factors)
+
+
+# ----------------------------------------------------------------------------------------------------
 # offline substitute: SSIM + gradient
 
 
@@ -155,16 +182,21 @@ def vgg19_features(upto: int = 35) -> nn.Sequential:
 
 
 class VGG19PerceptualLoss(nn.Module):
-    """Perceptual loss on VGG19 features: sum over `layers` of weight * mean |phi(x_hat) - phi(x)| on
-    ImageNet-normalised frames (inputs in [0, 1]). The weights come from a local torchvision-layout
-    VGG19 state_dict (`vgg19-dcbb9e9d.pth` or a .safetensors copy); nothing is downloaded."""
+    """Perceptual loss on VGG19 features: sum over `layers` of weight * mean |phi(x_hat) - phi(x)|
+    (``distance="l1"``) or weight * mean (phi(x_hat) - phi(x))^2 (``"l2sq"``, the papers' squared L2 norm
+    taken as a mean over feature values) on ImageNet-normalised frames (inputs in [0, 1]). The weights
+    come from a local torchvision-layout VGG19 state_dict (`vgg19-dcbb9e9d.pth` or a .safetensors copy);
+    nothing is downloaded."""
 
     name = "vgg19"
 
     def __init__(self, weights: str | Path | None,
                  layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"),
-                 layer_weights: tuple[float, ...] | None = None) -> None:
+                 layer_weights: tuple[float, ...] | None = None, distance: str = "l1") -> None:
         super().__init__()
+        if distance not in ("l1", "l2sq"):
+            raise ValueError(f"distance must be 'l1' or 'l2sq', not {distance!r}")
+        self.distance = distance
         if not weights:
             raise WeightsNotFoundError("the VGG19 perceptual loss needs a local VGG19 weights file "
                                        "(loss.vgg19_weights, torchvision layout such as vgg19-dcbb9e9d.pth); "
@@ -211,8 +243,21 @@ class VGG19PerceptualLoss(nn.Module):
         t = (frames(target.float()) - self.mean) / self.std
         total = p.new_zeros(())
         for w, fp, ft in zip(self.layer_weights, self._taps(p), self._taps(t)):
-            total = total + w * (fp - ft).abs().mean()
+            d = fp - ft
+            total = total + w * (d.abs().mean() if self.distance == "l1" else d.pow(2).mean())
         return total
+
+
+def perceptual_from_config(cfg, device: torch.device | str = "cpu") -> nn.Module | None:
+    """The perceptual loss a training config asks for (`loss.perceptual_net`): the VGG19 feature loss from
+    `loss.vgg19_weights` with `loss.perceptual_distance`, or LPIPS-VGG / its named offline substitute."""
+    lw = cfg.loss
+    if lw.perceptual_net == "vgg19":
+        mod: nn.Module | None = VGG19PerceptualLoss(lw.vgg19_weights, distance=lw.perceptual_distance)
+        log.info("perceptual loss: VGG19 features (%s) from %s", lw.perceptual_distance, lw.vgg19_weights)
+    else:
+        mod = build_perceptual(lw.vgg_weights, lw.lpips_weights, lw.perceptual_fallback)
+    return None if mod is None else mod.to(device)
 
 
 def build_perceptual(vgg_weights: str | None, lpips_weights: str | None, fallback: str) -> nn.Module | None:

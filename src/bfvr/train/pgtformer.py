@@ -13,6 +13,12 @@ loaded from `model.parsing_weights` (a PGTFormer checkpoint or a face-parsing Bi
     III fidelity   II + l1*|y-x| + perceptual*P(y, x) + [gan on]*gan*hinge_G            (y = net(lq, w=1))
     IV  unaligned  focal*Focal(logits, c_gt) + feat*|lq_feat - e(c_gt)| + grad*GradL1(y, x)
                    + perceptual*(P(y, x) + tgrad*P(dy/2+1/2, dx/2+1/2)) + [gan on]*gan*hinge_G
+    IV  paper      (loss.stage4_losses: paper) the stage-III losses, on crops that are not aligned
+    (III, IV)      + msrl*L_MSRL(y, x) when loss.msrl > 0 (Eq. 7, bfvr.train.losses.msrl_loss)
+
+hinge_G is the generator's GAN loss of `loss.gan_loss` (hinge, official; or the papers' log loss, Eq. 5), P
+the perceptual loss of `loss.perceptual_net` (LPIPS, official; or VGG19 with `loss.perceptual_distance`
+l2sq, Eq. 5's squared L2). Stages II-IV log the top-1 and top-5 code accuracy (`acc`, `acc5`).
 
 c_gt = the codes the frozen Stage-I encoder + quantiser give the GT window, e(c) their codebook vectors,
 dx = frame-to-frame differences. `GradL1` (official name GRADL1Loss, weights `loss.grad_levels`,
@@ -32,7 +38,7 @@ from torch import nn
 from bfvr.errors import ConfigError, ModelError
 from bfvr.train.code_eval import topk_accuracy
 from bfvr.train.config import TrainConfig
-from bfvr.train.losses import build_perceptual, hinge_d_loss, hinge_g_loss
+from bfvr.train.losses import GAN_LOSSES, msrl_loss, perceptual_from_config
 
 log = logging.getLogger("bfvr.train")
 
@@ -130,7 +136,9 @@ def _load_part(
 
 
 class _GanMixin:
-    """Hinge GAN with the Stage-I discriminator of `bfvr.train.stages` (conv or frozen DINOv2), on clips."""
+    """GAN (`loss.gan_loss`: hinge, official, or the papers' log loss) with the Stage-I discriminator of
+    `bfvr.train.stages` (conv or frozen DINOv2), and the perceptual loss of `loss.perceptual_net`, on
+    clips."""
 
     disc: nn.Module | None
 
@@ -139,20 +147,15 @@ class _GanMixin:
 
         self.disc = build_discriminator(cfg).to(device) if cfg.loss.gan > 0 else None
         self.has_disc = self.disc is not None
-        self.perceptual = None
-        if cfg.loss.perceptual > 0:
-            self.perceptual = build_perceptual(
-                cfg.loss.vgg_weights, cfg.loss.lpips_weights, cfg.loss.perceptual_fallback
-            )
-            if self.perceptual is not None:
-                self.perceptual.to(device)
+        self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[cfg.loss.gan_loss]
+        self.perceptual = perceptual_from_config(cfg, device) if cfg.loss.perceptual > 0 else None
 
     def gan_on(self, step: int) -> bool:
         return self.disc is not None and step >= self.cfg.loss.disc_start
 
     def disc_loss(self, disc: nn.Module, gt: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
         real_logits, fake_logits = disc(gt), disc(fake)
-        d = hinge_d_loss(real_logits, fake_logits)
+        d = self.d_loss_fn(real_logits, fake_logits)
         return d, {"d_loss": d, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
 
     def _image_terms(self, y: torch.Tensor, gt: torch.Tensor, step: int, disc_fn, logs: dict) -> torch.Tensor:
@@ -163,15 +166,15 @@ class _GanMixin:
 
     def _add_perceptual_gan(self, total: torch.Tensor, y: torch.Tensor, gt: torch.Tensor, step: int, disc_fn,
                             logs: dict) -> torch.Tensor:
-        """`total` + weighted perceptual (when on) + generator hinge GAN (when on at `step`), on BCTHW clips
-        in [0, 1]."""
+        """`total` + weighted perceptual (when on) + generator GAN (when on at `step`), on BCTHW clips in
+        [0, 1]."""
         lw = self.cfg.loss
         if self.perceptual is not None:
             p = self.perceptual(y, gt)
             total = total + lw.perceptual * p
             logs["perceptual"] = p
         if self.gan_on(step):
-            g = hinge_g_loss(disc_fn(y))
+            g = self.g_loss_fn(disc_fn(y))
             total = total + lw.gan * g
             logs["g_gan"] = g
         return total
@@ -280,7 +283,8 @@ class PGTFormerTask(_GanMixin):
         n = logits.shape[-1]
         flat_logits, flat_codes = logits.float().reshape(-1, n), codes.reshape(-1)
         feat_diff = lq_feat.float().permute(0, 3, 1, 2) - zq.float()
-        if self.stage == 4:
+        official4 = self.stage == 4 and lw.stage4_losses == "official"
+        if official4:
             code = focal_loss(flat_logits, flat_codes, lw.focal_gamma)
             feat = feat_diff.abs().mean()
             total = lw.ce * code + lw.feat * feat
@@ -291,8 +295,9 @@ class PGTFormerTask(_GanMixin):
             total = lw.ce * code + lw.feat * feat
             logs["ce"] = code
         logs["feat"] = feat
-        logs["acc"] = torch.tensor(topk_accuracy(flat_logits, flat_codes, (1,))[1])
-        if y is not None and self.stage == 3:
+        acc = topk_accuracy(flat_logits, flat_codes, (1, 5))  # top-1 and top-5 (the paper's Table 4)
+        logs["acc"], logs["acc5"] = torch.tensor(acc[1]), torch.tensor(acc[5])
+        if y is not None and not official4:  # stage III, and stage IV as the paper writes it
             total = total + self._image_terms(y, gt_clip, step, disc_fn, logs)
         elif y is not None:
             g = gradient_l1_loss(y, gt_clip, tuple(lw.grad_levels))
@@ -305,9 +310,13 @@ class PGTFormerTask(_GanMixin):
                 total = total + lw.perceptual * (p + lw.tgrad * tp)
                 logs["perceptual"], logs["t_perceptual"] = p, tp
             if self.gan_on(step):
-                gg = hinge_g_loss(disc_fn(y))
+                gg = self.g_loss_fn(disc_fn(y))
                 total = total + lw.gan * gg
                 logs["g_gan"] = gg
+        if y is not None and lw.msrl > 0:  # Eq. 7 (the paper's stage IV)
+            r = msrl_loss(y, gt_clip)
+            total = total + lw.msrl * r
+            logs["msrl"] = r
         logs["loss"] = total
         return total, logs, None if y is None else y.detach()
 

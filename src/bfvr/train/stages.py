@@ -26,7 +26,7 @@ from bfvr.errors import ConfigError, ModelError
 from bfvr.train.checkpoint import load_weights
 from bfvr.train.code_eval import topk_accuracy
 from bfvr.train.config import TrainConfig
-from bfvr.train.losses import GAN_LOSSES, VGG19PerceptualLoss, build_perceptual
+from bfvr.train.losses import GAN_LOSSES, perceptual_from_config
 
 log = logging.getLogger("bfvr.train")
 
@@ -35,7 +35,7 @@ def _vqgan_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     m = cfg.model
     return dict(nf=m.nf, ch_mult=tuple(m.ch_mult), res_blocks=m.res_blocks, codebook_size=m.codebook_size,
                 emb_dim=m.emb_dim, beta=m.beta, mpr=m.mpr,
-                mpr_temperature=m.mpr_temperature, **m.extra)
+                mpr_temperature=m.mpr_temperature, commitment=m.commitment, **m.extra)
 
 
 def build_stage1_model(cfg: TrainConfig) -> nn.Module:
@@ -92,14 +92,8 @@ class Stage1Task:
         self._usage: dict[str, torch.Tensor] = {}
         self.perceptual = None
         self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[cfg.loss.gan_loss]
-        if cfg.loss.perceptual > 0 and cfg.loss.perceptual_net == "vgg19":
-            self.perceptual = VGG19PerceptualLoss(cfg.loss.vgg19_weights)
-            log.info("perceptual loss: VGG19 features from %s", cfg.loss.vgg19_weights)
-        elif cfg.loss.perceptual > 0:
-            self.perceptual = build_perceptual(cfg.loss.vgg_weights, cfg.loss.lpips_weights,
-                                               cfg.loss.perceptual_fallback)
-            if self.perceptual is not None:
-                self.perceptual.to(device)
+        if cfg.loss.perceptual > 0:
+            self.perceptual = perceptual_from_config(cfg, device)
 
     def gan_on(self, step: int) -> bool:
         return self.disc is not None and step >= self.cfg.loss.disc_start

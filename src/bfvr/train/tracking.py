@@ -83,13 +83,34 @@ class MetricLogger:
             self.tb.close()
 
 
+def _records(path: Path) -> tuple[list[tuple[str, dict]], int]:
+    """(line, record) of each readable record of a JSONL log, and how many lines were not one: a run killed
+    while writing leaves a half-written last line, which is skipped, not an error."""
+    out, bad = [], 0
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict) and isinstance(rec.get("step", 0), int):
+            out.append((ln, rec))
+        else:
+            bad += 1
+    return out, bad
+
+
 def _truncate_after(path: Path, step: int) -> None:
-    """Keep only the records of `path` (JSONL) logged at or before `step` (atomic rewrite)."""
+    """Keep only the records of `path` (JSONL) logged at or before `step` (atomic rewrite); lines that are
+    not records (a half-written tail) are dropped with a warning."""
     if not path.is_file():
         return
-    keep = [
-        ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step
-    ]
+    recs, bad = _records(path)
+    if bad:
+        log.warning("%s: dropped %d unreadable line%s (a half-written record of the interrupted run)", path,
+                    bad, "" if bad == 1 else "s")
+    keep = [ln for ln, rec in recs if rec.get("step", 0) <= step]
     from bfvr.io.paths import write_atomic
 
     write_atomic(path, "".join(k + "\n" for k in keep))
@@ -98,7 +119,7 @@ def _truncate_after(path: Path, step: int) -> None:
 def read_histograms(run_dir: str | Path) -> list[dict]:
     """The logged count histograms of a run (`histograms.jsonl`), in logging order."""
     p = Path(run_dir) / "histograms.jsonl"
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()] if p.is_file() else []
+    return [rec for _, rec in _records(p)[0]] if p.is_file() else []
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -106,8 +127,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     p = Path(run_dir) / "metrics.jsonl"
     by_step: dict[int, dict] = {}
     if p.is_file():
-        for ln in p.read_text().splitlines():
-            if ln.strip():
-                rec = json.loads(ln)
+        for _, rec in _records(p)[0]:
+            if "step" in rec:
                 by_step.setdefault(rec["step"], {}).update(rec)  # e.g. training and validation records
     return [by_step[k] for k in sorted(by_step)]

@@ -3,7 +3,10 @@
 * spatial branch: nearest code of the latent z in `embedding_s`;
 * temporal branch: nearest code in `embedding_t` of z_T = SA(z) + motion residual(z), where SA is
   attention along T per spatial position (no residual) and the motion residual is z_t - z_{t-1} (0 at t=0);
-* z_q = e_s + e_t with a straight-through gradient; code loss ||sg(z_q) - z||^2 + beta ||z_q - sg(z)||^2;
+* z_q = e_s + e_t with a straight-through gradient; code loss (``commitment="official"``, the released
+  code) ||sg(z_q) - z||^2 + beta ||z_q - sg(z)||^2, i.e. weight 1 on the encoder (commitment) term and beta
+  on the codebook term; ``commitment="paper"`` puts beta where the printed Eq. 7 has it:
+  ||sg(z) - z_q||^2 + beta ||z - sg(z_q)||^2 (codebook term weight 1, commitment term beta);
 * marginal prior regularisation (MPR): a soft assignment q of every token to the codes, averaged to a
   marginal code usage P, pushed towards the uniform prior U with KL(P || U) = sum_n P_n log(N P_n)
   (log N for a collapsed codebook, 0 for uniform usage). The forms (``mpr=``):
@@ -141,8 +144,11 @@ class VectorQuantizerST(nn.Module):
 
     def __init__(self, codebook_size: int = 1024, emb_dim: int = 256, beta: float = 0.25, *,
                  mpr: MPRForm = "paper", mpr_weight: float = 0.1, mpr_temperature: float = 1.0,
-                 sa_groups: int = 16, sa_eps: float = 1e-6) -> None:
+                 sa_groups: int = 16, sa_eps: float = 1e-6, commitment: str = "official") -> None:
         super().__init__()
+        if commitment not in ("official", "paper"):
+            raise ValueError(f"commitment must be 'official' or 'paper', not {commitment!r}")
+        self.commitment = commitment
         if mpr not in MPR_FORMS:
             raise ValueError(f"unknown MPR form {mpr!r}; use one of {', '.join(MPR_FORMS)}")
         if not mpr_temperature > 0:
@@ -170,7 +176,9 @@ class VectorQuantizerST(nn.Module):
         idx_s, idx_t = d_s.argmin(dim=1), d_t.argmin(dim=1)
         zq = (self.embedding_s(idx_s) + self.embedding_t(idx_t)).view(b, t, h, w, c)
         z_bthwc = z.permute(0, 2, 3, 4, 1)
-        loss = torch.mean((zq.detach() - z_bthwc) ** 2) + self.beta * torch.mean((zq - z_bthwc.detach()) ** 2)
+        enc = torch.mean((zq.detach() - z_bthwc) ** 2)   # moves the encoder (commitment)
+        book = torch.mean((zq - z_bthwc.detach()) ** 2)  # moves the codebooks
+        loss = enc + self.beta * book if self.commitment == "official" else book + self.beta * enc
         if self.mpr == "none":
             mpr = z.new_zeros(())
         else:

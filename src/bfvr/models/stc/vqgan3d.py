@@ -105,14 +105,14 @@ class STCVQGAN(nn.Module):
                  mpr: MPRForm = "paper", mpr_weight: float = 0.1, mpr_temperature: float = 1.0,
                  attn_resolutions: Sequence[int] = (32,),
                  resolution: int = 256, in_channels: int = 3, temporal_scale_levels: Sequence[int] = (0,),
-                 img_size: int | None = None) -> None:
+                 img_size: int | None = None, commitment: str = "official") -> None:
         super().__init__()
         self.emb_dim = emb_dim
         self.img_size = img_size  # stored like the official `img_size`; the layout never depends on it
         self.encoder = Encoder3D(in_channels, nf, emb_dim, ch_mult, res_blocks, resolution,
                                  attn_resolutions, temporal_scale_levels)
         self.quantize = VectorQuantizerST(codebook_size, emb_dim, beta, mpr=mpr, mpr_weight=mpr_weight,
-                                          mpr_temperature=mpr_temperature)
+                                          mpr_temperature=mpr_temperature, commitment=commitment)
         self.generator = Generator3D(in_channels, nf, emb_dim, ch_mult, res_blocks, resolution,
                                      attn_resolutions, temporal_scale_levels)
 
