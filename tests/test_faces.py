@@ -509,7 +509,7 @@ def test_a_shot_cut_in_a_real_stream_starts_new_tracks(faces_dir):
 
 # ---------------------------------------------------------------- background pass, residual paste
 
-class _Brighten:
+class _BrightenAnySize:
     """Adds 0.1 (about 25 levels) to every pixel; takes any frame size (`whole_frames`)."""
 
     name = "brighten"
@@ -527,14 +527,14 @@ def test_background_pass_restores_the_whole_frame_and_faces_only_keeps_it(faces_
     frames = np.stack(clip(faces_dir, "lp_source_s32", 6, (480, 270)))
     frames = np.minimum(frames, 200).astype(np.uint8)  # no clipping at 255 after +25
     corner = (slice(0, 40), slice(0, 40))  # far from the face
-    r = Restorer(_Brighten(), has_aligned=False, progress=False)
+    r = Restorer(_BrightenAnySize(), has_aligned=False, progress=False)
     out = r.restore_clip(frames)
     assert r.face_pipeline.stats["background"] and r.face_pipeline.stats["frames_with_face"] == 6
     assert abs(float(out[:, corner[0], corner[1]].astype(int).mean() - frames[:, corner[0], corner[1]].mean())
                - 25.5) < 1
     from bfvr.faces import FaceOptions
 
-    r = Restorer(_Brighten(), has_aligned=False, progress=False, faces=FaceOptions(background_model=False))
+    r = Restorer(_BrightenAnySize(), has_aligned=False, progress=False, faces=FaceOptions(background_model=False))
     out = r.restore_clip(frames)
     assert not r.face_pipeline.stats["background"]
     assert np.array_equal(out[:, corner[0], corner[1]], frames[:, corner[0], corner[1]])  # --faces-only

@@ -203,16 +203,16 @@ def test_lite_task_learns_and_resumes_exactly(faces_dir, tmp_path) -> None:
     cfg = _tiny(faces_dir, tmp_path / "a", max_steps=40, log_every=10, ckpt_every=20, val={"every": 20})
     trainer = Trainer(cfg, progress=False)
     rec = trainer.run()
-    # on 8 clips the run never drew (positions far beyond its 40 x 4), the trained net beats its start (the
-    # identity: the tail is zero-initialised) on the training loss (measured: 0.0675 -> 0.0661; the run is
-    # seeded, so this is deterministic)
+    # on 8 clips the run never drew (positions far beyond its 40 x 4), the trained EMA weights (what a run
+    # ships) beat their start (the identity: the tail is zero-initialised) on the training loss (measured:
+    # 0.0700 -> 0.0668; the raw weights at step 40, lr 2e-3, still oscillate: 0.0730; the run is seeded)
     from bfvr.train.lite import charbonnier
 
     items = [trainer.dataset[p] for p in range(10**6, 10**6 + 8)]
     lq = torch.stack([it["lq"] for it in items]).transpose(1, 2)
     gt = torch.stack([it["gt"] for it in items]).transpose(1, 2)
     with torch.no_grad():
-        before, after = charbonnier(lq, gt).item(), charbonnier(trainer.model.eval()(lq), gt).item()
+        before, after = charbonnier(lq, gt).item(), charbonnier(trainer.ema.module.eval()(lq), gt).item()
     assert after < 0.99 * before, (before, after)
     logged = read_metrics(tmp_path / "a")
     assert {"val_psnr", "val_psnr_lq", "val_gain_db", "val_gain_db_raw", "val_ssim_gain", "val_ssim_gain_raw",
