@@ -330,6 +330,9 @@ def test_segments_equal_single_process(faces_dir: Path, tmp_path: Path) -> None:
     settings = RestoreSettings(model=model, preset="ultrafast", threads=1)
     res = run_segmented(src, seg, settings, BatchOptions(segments=3, workers=1, progress=False))
     assert res.exit_code == 0 and res.videos[0].segments == 3
+    # the video's time runs from its first segment to the end of the join, not the join's alone
+    v = res.videos[0]
+    assert 0 < v.join_seconds < v.seconds <= res.finished - res.started and res.backend == "inline"
     a, pa = _frames_and_pts(one)
     b, pb = _frames_and_pts(seg)
     assert a.shape == b.shape and pa == pb
@@ -421,3 +424,44 @@ def test_killed_segmented_run_reuses_finished_segments(faces_dir: Path, tmp_path
     b, pb = _frames_and_pts(seg)
     assert pa == pb and np.array_equal(a, b)
     assert not list(tmp_path.glob(".*"))
+
+
+def test_sighup_to_a_segmented_run_group(faces_dir: Path, tmp_path: Path) -> None:
+    """SIGHUP to the process group of `--segments` (a closed terminal: the driver, its worker processes and
+    multiprocessing's resource tracker all get it) while segments are written: one line, exit 129, no
+    traceback, no temporary file; the segment folder is gone or holds only finished segments (named in the
+    line, for the rerun). The summary names the backend that ran, not "inline"."""
+    clip = tmp_path / "in.mp4"
+    clip.symlink_to(faces_dir / "lp_driving_d11.mp4")
+    out, summary = tmp_path / "out.mp4", tmp_path / "s.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "bfvr.cli", "restore", str(clip), "-o", str(out), "--model", "identity",
+           "--has-aligned", "--segments", "3", "--preset", "ultrafast", "--summary", str(summary), "-q"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    wd = tmp_path / ".out.mp4.bfvr-segments"
+    try:
+        deadline = time.time() + 120
+        while not list(wd.glob(".seg-*.partial.mkv")):  # the workers are writing segments
+            assert p.poll() is None, p.communicate()[1]
+            assert time.time() < deadline, "no segment was being written"
+            time.sleep(0.02)
+        os.killpg(p.pid, signal.SIGHUP)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 128 + signal.SIGHUP, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("bfvr: error: stopped by SIGHUP;") and "rerun the same command" in err
+    assert not out.exists() and not list(tmp_path.glob(".*partial*")) and not list(wd.glob(".*partial*"))
+    left = sorted(q.name for q in wd.iterdir()) if wd.exists() else []
+    finished = [q for q in left if q.endswith(".json") and q != "plan.json"]
+    if finished:
+        assert f"'{wd}' ({len(finished)} of 3)" in err
+        assert set(left) == {"plan.json", *finished, *(q.replace(".json", ".mkv") for q in finished)}
+    else:
+        assert not wd.exists()
+    workers = min(os.cpu_count() or 1, 3)
+    backend = "inline" if workers == 1 else f"{workers} processes"
+    assert json.loads(summary.read_text())["backend"] == backend
