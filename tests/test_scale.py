@@ -465,3 +465,27 @@ def test_sighup_to_a_segmented_run_group(faces_dir: Path, tmp_path: Path) -> Non
     workers = min(os.cpu_count() or 1, 3)
     backend = "inline" if workers == 1 else f"{workers} processes"
     assert json.loads(summary.read_text())["backend"] == backend
+
+
+def test_batch_bar_eta_leaves_out_the_warm_up() -> None:
+    """The first update of a batch bar comes after the model's warm-up (here 60 s for the first frame): no
+    ETA until a later update, then the rate since the first update (1 frame/s: 89 s left of 100), not the
+    warm-up extrapolated (89 frames at 11/70 frames/s: 9 minutes)."""
+    import io
+
+    from bfvr.scale.batch import _eta_bar_class
+
+    now = [0.0]
+    bar = _eta_bar_class()(total=100, desc="frames", unit="frame", file=io.StringIO(), mininterval=0,
+                           miniters=1)
+    bar._time = lambda: now[0]
+    bar.start_t = bar.last_print_t = 0.0
+    now[0] = 60.0
+    bar.update(1)
+    assert "<?" in str(bar)
+    for _ in range(10):
+        now[0] += 1.0
+        bar.update(1)
+    text = str(bar)
+    assert "11/100" in text and "<01:29" in text, text
+    bar.close()

@@ -564,16 +564,52 @@ def _finish(rec: VideoRecord, status: str, reason: str | None, vbar, seconds: fl
         vbar.write(f"bfvr: failed: {rec.key}: {reason}", file=sys.stderr)
 
 
-def _bar(total: int, enabled: bool, desc: str, unit: str, position: int):
+#: the bar while its rate is not known yet: no ETA
+_NO_ETA = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<?{postfix}]"
+#: seconds of work after the first update before the ETA is shown
+SETTLE_SECONDS = 2.0
+
+
+def _eta_bar_class():
     from tqdm import tqdm
 
-    return tqdm(
+    class EtaBar(tqdm):
+        """A tqdm bar whose rate and ETA leave out everything up to its first update: the model loading,
+        the first clip's warm-up, the first segment or video of a worker (extrapolated, that start made the
+        first ETA 30-80 minutes). No ETA until an update `SETTLE_SECONDS` after the first, then the
+        average rate since the first update."""
+
+        _first: tuple[float, float] | None = None  # (time, n) at the first update
+
+        def update(self, n=1):
+            shown = super().update(n)
+            if self._first is None and self.n > 0:
+                self._first = (self._time(), self.n)
+            return shown
+
+        @property
+        def format_dict(self):
+            d = super().format_dict
+            first = self._first
+            dt = self._time() - first[0] if first is not None else 0.0
+            if first is None or self.n <= first[1] or dt < SETTLE_SECONDS:
+                if d.get("bar_format") is None:
+                    d["bar_format"] = _NO_ETA
+            else:
+                d["rate"] = (self.n - first[1]) / dt
+            return d
+
+    return EtaBar
+
+
+def _bar(total: int, enabled: bool, desc: str, unit: str, position: int):
+    """The batch's progress bars (`_eta_bar_class`)."""
+    return _eta_bar_class()(
         total=total,
         disable=not enabled,
         desc=desc,
         unit=unit,
         position=position,
         dynamic_ncols=True,
-        smoothing=0.1,
         leave=True,
     )
