@@ -489,3 +489,44 @@ def test_batch_bar_eta_leaves_out_the_warm_up() -> None:
     text = str(bar)
     assert "11/100" in text and "<01:29" in text, text
     bar.close()
+
+
+def _durations(path: Path) -> tuple[float, float]:
+    """(video stream, container) durations in seconds as the file states them."""
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return float(v.duration * v.time_base), c.duration / 1e6
+
+
+@pytest.mark.parametrize("kind", ["real", "vfr"])
+def test_segmented_output_lasts_as_long_as_one_process(faces_dir: Path, tmp_path: Path, kind: str) -> None:
+    """--segments 3 joins the frames of one process with the same stream and container durations (issue 27
+    saw a joined mp4 whose container said 4.1e18 s). A variable-rate input was joined with B-frames, whose
+    decode times end an mp4 track early: it lasted 3.783 s instead of 4.023 s and failed its check."""
+    from fractions import Fraction
+
+    from bfvr.api import Restorer
+    from bfvr.io.synth import synth_video
+    from bfvr.scale import BatchOptions, RestoreSettings
+    from bfvr.scale.batch import run_segmented
+
+    if kind == "real":  # AAC audio longer than the video
+        src = _cut(faces_dir / "lp_driving_d11.mp4", tmp_path / "in.mp4", frames=60, size=64)
+    else:  # uneven timestamps, with audio
+        one_s = (0, 40, 80, 200, 240, 280, 500, 540, 580, 620, 900, 940)
+        pts = [p + 1000 * k for k in range(4) for p in one_s]
+        src = synth_video(tmp_path / "in.mp4", frames=len(pts), width=64, height=64, fps=12, pts=pts,
+                          time_base=Fraction(1, 1000), extra_options={"bf": "0"})
+    one, seg = tmp_path / "one.mp4", tmp_path / "seg.mp4"
+    # the default preset: B-frames (ultrafast has none)
+    Restorer("identity", has_aligned=True, progress=False).restore_video(src, one)
+    settings = RestoreSettings(model="identity", threads=1)  # faces None: whole frames (--has-aligned)
+    res = run_segmented(src, seg, settings, BatchOptions(segments=3, workers=1, progress=False))
+    assert res.exit_code == 0 and res.videos[0].segments == 3
+    a, pa = _frames_and_pts(one)
+    b, pb = _frames_and_pts(seg)
+    assert pa == pb and np.array_equal(a, b)
+    d_one, d_seg = _durations(one), _durations(seg)
+    assert d_seg == pytest.approx(d_one, abs=1e-3) and d_seg[1] < 10, (d_one, d_seg)
