@@ -195,8 +195,8 @@ def test_compare_odd_sizes_keeps_audio_and_says_how(faces_dir, tmp_path, capsys)
     assert (info.width, info.height, info.frame_count) == (46 + 4 + 62, 46 + 28, 12)
     assert info.has_audio and info.duration == pytest.approx(12 / 25, abs=1e-3)
     with av.open(str(out)) as c:
-        a = c.streams.audio[0]
-        assert float(a.duration * a.time_base) == pytest.approx(12 / 25, abs=0.05)  # cut, not 9 s
+        st = c.streams.audio[0]
+        assert float(st.duration * st.time_base) == pytest.approx(12 / 25, abs=0.05)  # cut, not 9 s
     assert "input 64x64 -> 46x46, output 63x47 -> 62x46" in cap.out
     assert "length: 12 frames" in cap.out and "input has 20" in cap.out
     assert "audio: input's" in cap.out and "cut at 0.480 s" in cap.out
