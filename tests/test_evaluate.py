@@ -187,3 +187,40 @@ def test_metric_backends_name_the_model_of_each_column():
     assert arc == {"deg": "ArcFace embedder arcface_r100.onnx",
                    "face_cons": "ArcFace embedder arcface_r100.onnx",
                    "lpips": "LPIPS v0.1 vgg from vgg16.pth", "fvd": "I3D i3d_torchscript.pt"}
+
+
+def test_compare_odd_sizes_keeps_audio_and_says_how(faces_dir, tmp_path, capsys):
+    """A square clip with audio next to a 2-pixel-odd smaller one of other length (issue 27): every frame
+    pair, the first input's audio (cut where the side-by-side ends) and a line on sizes, length, audio."""
+    import av
+    import cv2
+
+    from bfvr.io import VideoWriter, open_video, probe
+
+    src = faces_dir / "lp_driving_d11.mp4"
+    for name, size, n in (("a.mp4", (64, 64), 20), ("b.mp4", (63, 47), 12)):
+        with open_video(src) as r, VideoWriter(tmp_path / name, fps=r.info.fps, time_base=r.info.time_base,
+                                               audio_from=src if name == "a.mp4" else None,
+                                               preset="ultrafast") as w:
+            for i, (f, p) in enumerate(r.frames()):
+                if i == n:
+                    break
+                w.write(cv2.resize(f, size, interpolation=cv2.INTER_AREA), [p])
+    out = tmp_path / "side.mp4"
+    a, b = str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")
+    code, cap = _run(["compare", a, b, "-o", str(out), "-q"], capsys)
+    assert code == 0
+    info = probe(out)
+    # both at b's height rounded down to even (46): 46 + 4 + 62 wide, 46 + 28 high; the 12 common frames
+    assert (info.width, info.height, info.frame_count) == (46 + 4 + 62, 46 + 28, 12)
+    assert info.has_audio and info.duration == pytest.approx(12 / 25, abs=1e-3)
+    with av.open(str(out)) as c:
+        st = c.streams.audio[0]
+        assert float(st.duration * st.time_base) == pytest.approx(12 / 25, abs=0.05)  # cut, not 9 s
+    assert "input 64x64 -> 46x46, output 63x47 -> 62x46" in cap.out
+    assert "length: 12 frames" in cap.out and "input has 20" in cap.out
+    assert "audio: input's" in cap.out and "cut at 0.480 s" in cap.out
+    # the whole first video (b first: it is the shorter): no cut, and "none" said for a silent input
+    code, cap = _run(["compare", b, a, "-o", str(tmp_path / "s2.mp4"), "-q"], capsys)
+    assert code == 0 and probe(tmp_path / "s2.mp4").frame_count == 12
+    assert "audio: none (input has none)" in cap.out

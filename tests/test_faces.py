@@ -534,7 +534,8 @@ def test_background_pass_restores_the_whole_frame_and_faces_only_keeps_it(faces_
                - 25.5) < 1
     from bfvr.faces import FaceOptions
 
-    r = Restorer(_BrightenAnySize(), has_aligned=False, progress=False, faces=FaceOptions(background_model=False))
+    r = Restorer(_BrightenAnySize(), has_aligned=False, progress=False,
+                 faces=FaceOptions(background_model=False))
     out = r.restore_clip(frames)
     assert not r.face_pipeline.stats["background"]
     assert np.array_equal(out[:, corner[0], corner[1]], frames[:, corner[0], corner[1]])  # --faces-only

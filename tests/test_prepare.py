@@ -150,3 +150,65 @@ def test_turned_head_is_dropped_by_a_tighter_ratio_bound(faces_dir, tmp_path) ->
     assert rec["reasons"] and rec["reasons"][0].startswith("orientation:")
     assert 0.4 < rec["scores"]["orientation"]["ratio_min"] < 0.5
     assert not (tmp_path / "lp_source_s32.mp4").exists()
+
+
+def test_prepare_interrupted_in_its_second_clip_resumes(faces_dir, tmp_path) -> None:
+    """Ctrl-C in the second clip keeps the first clip's crop and the state; the rerun reuses that crop (not
+    "already exists") and writes the manifest; a crop changed since, or a state file bfvr did not write, is
+    refused and left as it is (issue 27)."""
+    import shutil
+
+    from bfvr.data.prepare import PARTIAL_STATE, prepare_clips
+    from bfvr.errors import OutputError
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("lp_driving_d0", "lp_driving_d18"):
+        shutil.copyfile(faces_dir / f"{name}.mp4", src / f"{name}.mp4")
+    inputs = sorted(src.glob("*.mp4"))
+    opts = PrepareOptions(size=64, max_frames=6, detect_every=3, text_backend="none")
+
+    def interrupted_run(out):
+        seen = []
+
+        def progress(k):
+            seen.append(k)
+            if sum(seen) > 6:  # the first frame of the second clip's crop
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt) as exc:
+            prepare_clips(inputs, out, opts, orientation_check=False, progress=progress)
+        return exc.value
+
+    out = tmp_path / "out"
+    e = interrupted_run(out)
+    assert "1 of 2 clips are done and kept" in e.batch_note and "rerun the same command" in e.batch_note
+    first = out / "lp_driving_d0.mp4"
+    # no partial crop, no manifest
+    assert sorted(p.name for p in out.iterdir()) == [PARTIAL_STATE, first.name]
+    before = (first.read_bytes(), first.stat().st_mtime_ns)
+    records = []
+    m = prepare_clips(inputs, out, opts, orientation_check=False, on_record=records.append)
+    assert [(r["name"], r.get("resumed", False)) for r in records] == [("lp_driving_d0", True),
+                                                                       ("lp_driving_d18", False)]
+    assert [r["name"] for r in read_manifest(m)] == ["lp_driving_d0", "lp_driving_d18"]
+    assert all(r["frames"] == 6 and r["kept"] for r in read_manifest(m))
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == before  # reused, not rewritten
+    assert sorted(p.name for p in out.iterdir()) == [first.name, "lp_driving_d18.mp4", "manifest.jsonl"]
+    # the user's file in the first crop's place after the interrupt: refused, untouched
+    out2 = tmp_path / "out2"
+    interrupted_run(out2)
+    (out2 / "lp_driving_d0.mp4").write_text("my notes\n")
+    with pytest.raises(OutputError, match="already exists"):
+        prepare_clips(inputs, out2, opts, orientation_check=False)
+    assert (out2 / "lp_driving_d0.mp4").read_text() == "my notes\n"
+    # a state file bfvr did not write (here a link to a file outside): refused, the file unchanged
+    out3 = tmp_path / "out3"
+    out3.mkdir()
+    target = tmp_path / "elsewhere.json"
+    target.write_text('{"mine": 1}\n')
+    (out3 / PARTIAL_STATE).symlink_to(target)
+    with pytest.raises(OutputError, match="move it away"):
+        prepare_clips(inputs, out3, opts, orientation_check=False)
+    assert target.read_text() == '{"mine": 1}\n' and (out3 / PARTIAL_STATE).is_symlink()
+    assert not list(out3.glob("*.mp4"))

@@ -524,6 +524,9 @@ def test_segments_equal_single_process(faces_dir: Path, tmp_path: Path) -> None:
     settings = RestoreSettings(model=model, preset="ultrafast", threads=1)
     res = run_segmented(src, seg, settings, BatchOptions(segments=3, workers=1, progress=False))
     assert res.exit_code == 0 and res.videos[0].segments == 3
+    # the video's time runs from its first segment to the end of the join, not the join's alone
+    v = res.videos[0]
+    assert 0 < v.join_seconds < v.seconds <= res.finished - res.started and res.backend == "inline"
     a, pa = _frames_and_pts(one)
     b, pb = _frames_and_pts(seg)
     assert a.shape == b.shape and pa == pb
@@ -648,3 +651,109 @@ def test_killed_segmented_run_reuses_finished_segments(faces_dir: Path, tmp_path
     b, pb = _frames_and_pts(seg)
     assert pa == pb and np.array_equal(a, b)
     assert not list(tmp_path.glob(".*"))
+
+
+def test_sighup_to_a_segmented_run_group(faces_dir: Path, tmp_path: Path) -> None:
+    """SIGHUP to the process group of `--segments` (a closed terminal: the driver, its worker processes and
+    multiprocessing's resource tracker all get it) while segments are written: one line, exit 129, no
+    traceback, no temporary file; the segment folder is gone or holds only finished segments (named in the
+    line, for the rerun). The summary names the backend that ran, not "inline"."""
+    clip = tmp_path / "in.mp4"
+    clip.symlink_to(faces_dir / "lp_driving_d11.mp4")
+    out, summary = tmp_path / "out.mp4", tmp_path / "s.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "bfvr.cli", "restore", str(clip), "-o", str(out), "--model", "identity",
+           "--has-aligned", "--segments", "3", "--preset", "ultrafast", "--summary", str(summary), "-q"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    wd = tmp_path / ".out.mp4.bfvr-segments"
+    try:
+        deadline = time.time() + 120
+        while not list(wd.glob(".seg-*.partial.mkv")):  # the workers are writing segments
+            assert p.poll() is None, p.communicate()[1]
+            assert time.time() < deadline, "no segment was being written"
+            time.sleep(0.02)
+        os.killpg(p.pid, signal.SIGHUP)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 128 + signal.SIGHUP, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("bfvr: error: stopped by SIGHUP;") and "rerun the same command" in err
+    assert not out.exists() and not list(tmp_path.glob(".*partial*")) and not list(wd.glob(".*partial*"))
+    left = sorted(q.name for q in wd.iterdir()) if wd.exists() else []
+    finished = [q for q in left if q.endswith(".json") and q != "plan.json"]
+    if finished:
+        assert f"'{wd}' ({len(finished)} of 3)" in err
+        assert set(left) == {"plan.json", *finished, *(q.replace(".json", ".mkv") for q in finished)}
+    else:
+        assert not wd.exists()
+    workers = min(os.cpu_count() or 1, 3)
+    backend = "inline" if workers == 1 else f"{workers} processes"
+    assert json.loads(summary.read_text())["backend"] == backend
+
+
+def test_batch_bar_eta_leaves_out_the_warm_up() -> None:
+    """The first update of a batch bar comes after the model's warm-up (here 60 s for the first frame): no
+    ETA until a later update, then the rate since the first update (1 frame/s: 89 s left of 100), not the
+    warm-up extrapolated (89 frames at 11/70 frames/s: 9 minutes)."""
+    import io
+
+    from bfvr.scale.batch import _eta_bar_class
+
+    now = [0.0]
+    bar = _eta_bar_class()(total=100, desc="frames", unit="frame", file=io.StringIO(), mininterval=0,
+                           miniters=1)
+    bar._time = lambda: now[0]
+    bar.start_t = bar.last_print_t = 0.0
+    now[0] = 60.0
+    bar.update(1)
+    assert "<?" in str(bar)
+    for _ in range(10):
+        now[0] += 1.0
+        bar.update(1)
+    text = str(bar)
+    assert "11/100" in text and "<01:29" in text, text
+    bar.close()
+
+
+def _durations(path: Path) -> tuple[float, float]:
+    """(video stream, container) durations in seconds as the file states them."""
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return float(v.duration * v.time_base), c.duration / 1e6
+
+
+@pytest.mark.parametrize("kind", ["real", "vfr"])
+def test_segmented_output_lasts_as_long_as_one_process(faces_dir: Path, tmp_path: Path, kind: str) -> None:
+    """--segments 3 joins the frames of one process with the same stream and container durations (issue 27
+    saw a joined mp4 whose container said 4.1e18 s). A variable-rate input was joined with B-frames, whose
+    decode times end an mp4 track early: it lasted 3.783 s instead of 4.023 s and failed its check."""
+    from fractions import Fraction
+
+    from bfvr.api import Restorer
+    from bfvr.io.synth import synth_video
+    from bfvr.scale import BatchOptions, RestoreSettings
+    from bfvr.scale.batch import run_segmented
+
+    if kind == "real":  # AAC audio longer than the video
+        src = _cut(faces_dir / "lp_driving_d11.mp4", tmp_path / "in.mp4", frames=60, size=64)
+    else:  # uneven timestamps, with audio
+        one_s = (0, 40, 80, 200, 240, 280, 500, 540, 580, 620, 900, 940)
+        pts = [p + 1000 * k for k in range(4) for p in one_s]
+        src = synth_video(tmp_path / "in.mp4", frames=len(pts), width=64, height=64, fps=12, pts=pts,
+                          time_base=Fraction(1, 1000), extra_options={"bf": "0"})
+    one, seg = tmp_path / "one.mp4", tmp_path / "seg.mp4"
+    # the default preset: B-frames (ultrafast has none)
+    Restorer("identity", has_aligned=True, progress=False).restore_video(src, one)
+    settings = RestoreSettings(model="identity", threads=1)  # faces None: whole frames (--has-aligned)
+    res = run_segmented(src, seg, settings, BatchOptions(segments=3, workers=1, progress=False))
+    assert res.exit_code == 0 and res.videos[0].segments == 3
+    a, pa = _frames_and_pts(one)
+    b, pb = _frames_and_pts(seg)
+    assert pa == pb and np.array_equal(a, b)
+    d_one, d_seg = _durations(one), _durations(seg)
+    assert d_seg == pytest.approx(d_one, abs=1e-3) and d_seg[1] < 10, (d_one, d_seg)

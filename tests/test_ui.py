@@ -86,6 +86,29 @@ class Server:
         return self.proc.returncode
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_temp_dir(tmp_path_factory):
+    """What these tests start (the server, chromedriver and Chromium, gradio_client) makes its temporary
+    files in this module's pytest folder, not in the system temp dir, where they were left behind:
+    TMPDIR for the processes, `tempfile.tempdir` here, GRADIO_TEMP_DIR and the clients' download folder."""
+    import tempfile
+
+    d = tmp_path_factory.mktemp("systemp")
+    old = {k: os.environ.get(k) for k in ("TMPDIR", "GRADIO_TEMP_DIR")}
+    old_tempdir = tempfile.tempdir
+    os.environ["TMPDIR"], os.environ["GRADIO_TEMP_DIR"] = str(d), str(d / "gradio")
+    tempfile.tempdir = str(d)
+    try:
+        yield d
+    finally:
+        tempfile.tempdir = old_tempdir
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, faces_dir):
     _need_browser()
@@ -353,13 +376,13 @@ def test_cancel_stops_and_leaves_nothing(server, browser, faces_dir):
     assert "30 frames" in status
 
 
-def test_gradio_client_api(server, faces_dir):
+def test_gradio_client_api(server, faces_dir, own_temp_dir):
     """The docs/ui.md example: the page's functions through gradio_client."""
     from gradio_client import Client, handle_file
 
     from bfvr.io import probe
 
-    c = Client(server.url, verbose=False)
+    c = Client(server.url, verbose=False, download_files=str(own_temp_dir / "downloads"))
     info = c.predict(handle_file(str(faces_dir / "lp_driving_d18.mp4")), api_name="/probe")
     assert "216 frames" in info and "audio aac" in info
     status, video, download, side, pair, _slider, profile, run = c.predict(
@@ -372,7 +395,7 @@ def test_gradio_client_api(server, faces_dir):
     assert Path(profile).stat().st_size > 0 and len(pair) == 2
 
 
-def test_shutdown_removes_only_what_the_ui_made(tmp_path, faces_dir):
+def test_shutdown_removes_only_what_the_ui_made(tmp_path, faces_dir, own_temp_dir):
     _need_browser()
     from gradio_client import Client, handle_file
 
@@ -382,8 +405,8 @@ def test_shutdown_removes_only_what_the_ui_made(tmp_path, faces_dir):
     keep.write_text("x")
     s = Server(temp, None)
     try:
-        Client(s.url, verbose=False).predict(handle_file(str(faces_dir / "lp_driving_d18.mp4")),
-                                             api_name="/probe")
+        Client(s.url, verbose=False, download_files=str(own_temp_dir / "downloads")).predict(
+            handle_file(str(faces_dir / "lp_driving_d18.mp4")), api_name="/probe")
         assert any(p.is_file() for p in s.root.rglob("*")), "the upload should be in the UI's folder"
     finally:
         code = s.stop(signal.SIGINT)

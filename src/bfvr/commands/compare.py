@@ -10,7 +10,9 @@ import typer
 
 def register(app: typer.Typer) -> None:
     @app.command("compare", help="Write a side-by-side video of the input, the output and (optionally) "
-                 "the GT, each labelled, resized to the output's height; stops at the shortest video.")
+                 "the GT, each labelled, resized to the output's height, frames paired by index; stops at "
+                 "the shortest video; keeps the input's timestamps and audio. Says how sizes, lengths and "
+                 "audio were matched.")
     def _cmd(
         inp: Annotated[Path, typer.Argument(help="Input (LQ) video.", show_default=False)],
         output: Annotated[Path, typer.Argument(help="Restored video.", show_default=False)],
@@ -34,5 +36,5 @@ def register(app: typer.Typer) -> None:
         names = [s.strip() for s in labels.split(",")] if labels else None
         with tqdm(total=max_frames, unit="frame", desc="compare", disable=quiet) as bar:
             done = side_by_side_video(paths, out, labels=names, max_frames=max_frames, crf=crf,
-                                      overwrite=overwrite, on_frames=bar.update)
+                                      overwrite=overwrite, on_frames=bar.update, say=tqdm.write)
         typer.echo(f"{out} ({done} frames)")

@@ -88,7 +88,8 @@ def register(app: typer.Typer) -> None:
             def show(rec: dict) -> None:
                 if not quiet:
                     state = "kept" if rec["kept"] else "dropped: " + "; ".join(rec["reasons"])
-                    bar.write(f"{rec['name']}: {state}")
+                    earlier = " (prepared earlier)" if rec.get("resumed") else ""
+                    bar.write(f"{rec['name']}: {state}{earlier}")
 
             manifest = prepare_clips(inputs, out, opts, orientation_check=not no_orientation,
                                      overwrite=overwrite, progress=bar.update, on_record=show)

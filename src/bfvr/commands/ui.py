@@ -38,6 +38,12 @@ def register(app: typer.Typer) -> None:
         max_seconds: Annotated[float, typer.Option("--max-seconds", help="Longest part of a video one run "
                                                    "restores, in seconds (longer videos need a preview).",
                                                    min=1)] = 600,
+        max_frame_megapixels: Annotated[float, typer.Option("--max-frame-megapixels", help="Largest frame "
+                                                            "accepted, in megapixels (checked before "
+                                                            "decoding).", min=0.01)] = 16.8,
+        max_megapixels: Annotated[float, typer.Option("--max-megapixels", help="Most pixels one run restores "
+                                                      "(width x height x frames), in megapixels.",
+                                                      min=1)] = 40_000,
         concurrency: Annotated[int, typer.Option("--concurrency", help="Restores running at the same time in "
                                                  "this process; further runs (other tabs) wait in the queue.",
                                                  min=1)] = 1,
@@ -70,7 +76,9 @@ def register(app: typer.Typer) -> None:
         from bfvr.ui.core import Limits
 
         serve(UIConfig(host=host, port=port,
-                       limits=Limits(max_upload_mb=max_upload_mb, max_seconds=max_seconds),
+                       limits=Limits(max_upload_mb=max_upload_mb, max_seconds=max_seconds,
+                                     max_frame_megapixels=max_frame_megapixels,
+                                     max_megapixels=max_megapixels),
                        concurrency=concurrency, queue_size=queue_size,
                        samples=folder if folder is not None and folder.is_dir() else None,
                        temp_dir=temp_dir, device=device, open_browser=open_browser))

@@ -404,11 +404,61 @@ def _fps(f) -> str:
     return f"{f.numerator}/{f.denominator}" if f.denominator != 1 else str(f.numerator)
 
 
+#: beside the manifest while a prepare runs: the clips finished so far, so a rerun resumes (hidden)
+PARTIAL_STATE = ".manifest.jsonl.bfvr-partial"
+
+
+def _stat_of(path: str | os.PathLike[str] | None) -> list[int] | None:
+    try:
+        st = os.stat(path, follow_symlinks=False) if path else None
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns] if st is not None else None
+
+
+def _read_state(state: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The clips an earlier, unfinished prepare with the same settings completed (by absolute source path),
+    from its state file; {} when there is none or it is of other settings. A file there that bfvr did not
+    write is refused."""
+    from bfvr.errors import OutputError
+    from bfvr.io.paths import is_own_json
+
+    if not (state.exists() or state.is_symlink()):
+        return {}
+    if not is_own_json(state):
+        raise OutputError(f"'{state}' is not the state bfvr keeps for resuming a prepare; bfvr does not "
+                          "write over it, so move it away and run again.")
+    data = json.loads(state.read_text(encoding="utf-8"))
+    if data.get("kind") != "prepare-partial" or data.get("settings") != settings:
+        return {}
+    clips = data.get("clips")
+    return {c["key"]: c for c in clips if isinstance(c, dict) and isinstance(c.get("key"), str)} \
+        if isinstance(clips, list) else {}
+
+
+def _resumable(clip: dict[str, Any] | None, src: Path) -> dict[str, Any] | None:
+    """The record of `clip` (from `_read_state`) when its source and its output are as that run left them
+    (same size and modification time), else None (the clip is prepared again)."""
+    if clip is None or clip.get("source") != _stat_of(src) or not isinstance(clip.get("record"), dict):
+        return None
+    rec = clip["record"]
+    if rec.get("path") is not None and clip.get("output") != _stat_of(rec["path"]):
+        return None
+    return rec
+
+
 def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: PrepareOptions | None = None, *,
                   orientation_check: bool = True, overwrite: bool = False,
                   progress: Callable[[int], Any] | None = None,
                   on_record: Callable[[dict[str, Any]], Any] | None = None) -> Path:
-    """Prepare every input clip into ``out_dir`` and write ``out_dir/manifest.jsonl``; returns its path."""
+    """Prepare every input clip into ``out_dir`` and write ``out_dir/manifest.jsonl``; returns its path.
+
+    Resumable: after every clip the finished records go to the hidden state file `PARTIAL_STATE`, with the
+    size and modification time of the source and of the crop written. A run that stops (an error, Ctrl-C,
+    SIGTERM) keeps it; a rerun with the same settings (without --overwrite) reuses the clips whose source and
+    crop are unchanged (`on_record` gets them with ``"resumed": True``) and prepares the rest. The state
+    file is removed when the manifest is written. Crops in the way that the state does not vouch for are
+    refused as before (bfvr replaces only its own videos, and only with --overwrite)."""
     from bfvr.errors import OutputError
     from bfvr.io.paths import (
         check_distinct_outputs,
@@ -418,6 +468,7 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
         make_folder,
         set_default_mode,
         temp_beside,
+        write_atomic,
     )
 
     out_dir = Path(out_dir)
@@ -434,9 +485,17 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
                           "to replace it or choose another folder.")
     check_replaceable(manifest, "file")  # never a link, nor a folder
     prep = Preparer(opts, orientation_check=orientation_check)
+    options = {k: v for k, v in asdict(prep.opts).items() if k != "extra"}
+    settings = json.loads(json.dumps({"options": options, "orientation_check": orientation_check,
+                                      "text_filter": prep.text_status}))
+    state = out_dir / PARTIAL_STATE
+    earlier = _read_state(state, settings)
+    if overwrite:
+        earlier = {}
     created = [d for d in (out_dir.absolute(), *out_dir.absolute().parents) if not d.exists()]
     make_folder(out_dir)
     tmp = None
+    clips: list[dict[str, Any]] = []
     try:
         try:
             tmp = temp_beside(manifest)  # a new file (never an existing one or a link), renamed when complete
@@ -445,24 +504,50 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
                               f"({e.strerror or type(e).__name__}); choose a writable location.") from None
         with open(tmp, "w") as f:
             for src in inputs:
-                rec = prep.prepare(src, out_dir, overwrite=overwrite, progress=progress)
-                rec["text_filter"] = prep.text_status
-                rec["options"] = {k: v for k, v in asdict(prep.opts).items() if k != "extra"}
+                key = os.path.abspath(src)
+                rec = _resumable(earlier.get(key), Path(src))
+                resumed = rec is not None
+                if resumed:
+                    if progress:
+                        from bfvr.io import probe
+
+                        n = probe(src).frame_count
+                        progress(min(n, prep.opts.max_frames) if prep.opts.max_frames else n)
+                else:
+                    rec = prep.prepare(src, out_dir, overwrite=overwrite, progress=progress)
+                    rec["text_filter"] = prep.text_status
+                    rec["options"] = options
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
+                clips.append({"key": key, "source": _stat_of(src), "output": _stat_of(rec.get("path")),
+                              "record": rec})
+                write_atomic(state, json.dumps({"tool": "bfvr", "kind": "prepare-partial",
+                                                "settings": settings, "clips": clips}) + "\n")
                 if on_record:
-                    on_record(rec)
+                    on_record({**rec, "resumed": True} if resumed else rec)
         set_default_mode(tmp)
         tmp.replace(manifest)
-    except BaseException:  # an error or an interrupt: no partial manifest, no folder we made and left empty
+    except BaseException as e:  # an error or an interrupt: no partial manifest, no folder made and left empty
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+        done = len(clips) or sum(os.path.abspath(src) in earlier for src in inputs)  # what the state holds
+        if done:
+            note = (f"{done} of {len(inputs)} clips are done and kept (state: '{state}'); rerun the same "
+                    "command to finish")
+            try:
+                e.batch_note = note  # the CLI says it for an interrupt
+            except AttributeError:
+                pass
         for d in created:  # deepest first
             try:
                 d.rmdir()
             except OSError:
                 break
         raise
+    try:
+        state.unlink()
+    except OSError:
+        pass
     return manifest
 
 

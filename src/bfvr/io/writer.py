@@ -157,6 +157,8 @@ class VideoWriter:
         #: how long the last frame lasts, in `time_base` ticks (e.g. the input's last frame, so a variable
         #: frame rate video keeps its length); None = the encoder's default (1/fps)
         self.last_duration: int | None = None
+        #: seconds (on `audio_from`'s timeline) where its audio stops (a shorter video); None = all of it
+        self.audio_end: float | None = None
         self.vfr = vfr
         #: colour tags (colorspace, range, primaries, trc) of the input (`VideoInfo.color`): YUV outputs are
         #: converted with its matrix and range and carry its tags; None = BT.601 limited range, tagged so
@@ -341,6 +343,7 @@ class VideoWriter:
                 self._end_at_last_duration()
                 self._mux_video([], hold=0)
                 if self._audio is not None:
+                    self._audio.end = self.audio_end
                     self._audio.pump(None)
                     self._audio.close()
                 self._container.close()
@@ -423,6 +426,7 @@ class _AudioMux:
         self._packets: Iterator[object] = inp.demux(ist)
         self._pending = None
         self._done = False
+        self.end: float | None = None  # packets starting at or after this (seconds) are left out
         # re-encoding: the frames are numbered from 0 in samples (PyAV's encoder needs continuous pts from 0,
         # and only with pts does the AAC encoder mark its priming samples for the mp4/mov edit list and mkv's
         # CodecDelay), and the packets are moved to where the input's first decoded sample is presented
@@ -471,6 +475,10 @@ class _AudioMux:
                     self._done = True
                 return
             t = pkt.pts if pkt.pts is not None else pkt.dts
+            if self.end is not None and t is not None and float(t * pkt.time_base) >= self.end:
+                self._flush()  # the video ends here: the rest of the sound is left out
+                self._done = True
+                return
             if until is not None and t is not None and float(t * pkt.time_base) > until:
                 self._pending = pkt
                 return

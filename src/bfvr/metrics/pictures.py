@@ -156,14 +156,19 @@ def profile_image(videos: Sequence[str | os.PathLike[str]], *, column: float | N
 
 def side_by_side_video(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
                        labels: Sequence[str] | None = None, max_frames: int | None = None, crf: float = 18,
-                       overwrite: bool = False, on_frames: Callable[[int], None] | None = None) -> int:
+                       overwrite: bool = False, on_frames: Callable[[int], None] | None = None,
+                       say: Callable[[str], None] | None = None) -> int:
     """Write a labelled side-by-side video of `paths` (what `bfvr compare` writes); returns the frame count.
 
-    Every video is resized to the second one's height (the restored video in input | output [| GT]);
-    stops at the shortest video (or `max_frames`). ``labels`` default to input, output, GT;
-    ``on_frames(k)`` is called after each ``k`` frames written (raising from it aborts: the writer then
-    removes its temporary file). The output appears only when complete.
+    Every video is resized to the second one's height (the restored video in input | output [| GT]), rounded
+    down to an even number; frames are paired by their index and the side-by-side stops at the shortest
+    video (or `max_frames`). It keeps the first video's timestamps and its audio (cut where the side-by-side
+    ends). ``labels`` default to input, output, GT; ``say(line)`` is told how sizes, lengths and audio were
+    matched; ``on_frames(k)`` is called after each ``k`` frames written (raising from it aborts: the writer
+    then removes its temporary file). The output appears only when complete.
     """
+    from pathlib import Path
+
     from bfvr.errors import InputError
     from bfvr.io import VideoWriter, open_video
 
@@ -171,35 +176,86 @@ def side_by_side_video(paths: Sequence[str | os.PathLike[str]], out: str | os.Pa
     if len(names) != len(paths):
         raise InputError(f"--labels has {len(names)} entries for {len(paths)} videos.")
     from bfvr.io.paths import check_not_url
-    from bfvr.io.writer import prepare_output
+    from bfvr.io.writer import output_kind, prepare_output
 
     for p in paths:
         check_not_url(p)
     prepare_output(out, overwrite, create=False, inputs=paths)  # before any decoding
+    say = say or (lambda line: None)
     readers = [open_video(p) for p in paths]
     try:
         infos = [r.info for r in readers]
-        n = min(i.frame_count for i in infos)
-        if max_frames is not None:
-            n = min(n, max_frames)
-        ref = infos[1] if len(infos) > 1 else infos[0]
+        first = infos[0]
+        ref = infos[1] if len(infos) > 1 else first
         height = ref.height - ref.height % 2
-        its = [r.chunks(16) for r in readers]
+        sizes = [(max(1, int(round(i.width * height / i.height))), height) for i in infos]
+        if any((i.width, i.height) != s for i, s in zip(infos, sizes)):
+            say(f"sizes: every video resized to {names[min(1, len(names) - 1)]}'s height ({height} pixels): "
+                + ", ".join(f"{nm} {i.width}x{i.height}" + ("" if (i.width, i.height) == sz else
+                                                             f" -> {sz[0]}x{sz[1]}")
+                            for nm, i, sz in zip(names, infos, sizes)))
+        if len({round(float(i.fps), 3) for i in infos}) > 1:
+            say("frame rates differ (" + ", ".join(f"{nm} {float(i.fps):.3g}" for nm, i in zip(names, infos))
+                + f"): frames are paired by their index and timed as {names[0]}'s")
+        audio = first.has_audio and output_kind(Path(out)) == "video"
+        its = [r.frames() for r in readers]
         done = 0
-        with VideoWriter(out, fps=ref.fps, crf=crf, overwrite=overwrite, inputs=paths,
-                         color=infos[0].color) as w:
-            while done < n:
-                chunks = [next(it, None) for it in its]
-                if any(c is None for c in chunks):
+        last_pts = None
+        with VideoWriter(out, fps=first.fps, time_base=first.time_base, vfr=first.vfr, crf=crf,
+                         overwrite=overwrite, inputs=paths, color=first.color,
+                         audio_from=paths[0] if audio else None) as w:
+            batch: list[np.ndarray] = []
+            pts: list[int | None] = []
+            ended = None  # the index of the video that ran out first
+            while max_frames is None or done + len(batch) < max_frames:
+                items = []
+                for j, it in enumerate(its):
+                    item = next(it, None)
+                    if item is None:
+                        ended = j
+                        break
+                    items.append(item)
+                if ended is not None:
                     break
-                k = min(min(len(c) for c in chunks), n - done)
-                frames = [hstack_labeled([c.frames[i] for c in chunks], names, height) for i in range(k)]
-                w.write(np.stack(frames))
-                done += k
+                batch.append(hstack_labeled([f for f, _ in items], names, height))
+                pts.append(items[0][1])
+                if len(batch) == 16:
+                    w.write(np.stack(batch), pts)
+                    done, last_pts = done + len(batch), pts[-1]
+                    batch, pts = [], []
+                    if on_frames is not None:
+                        on_frames(16)
+            if batch:
+                w.write(np.stack(batch), pts)
+                done, last_pts = done + len(batch), pts[-1]
                 if on_frames is not None:
-                    on_frames(k)
-                if any(len(c) != k for c in chunks):
-                    break  # chunk boundaries drifted (a shorter video); stop at the common frames
+                    on_frames(len(batch))
+            # which videos go on after the side-by-side's last frame (the first one that ran out does not)
+            if ended is None:
+                more = [None] * len(its)  # stopped by --max-frames
+            else:
+                more = [True] * ended + [False] + [next(it, None) is not None for it in its[ended + 1:]]
+            if more[0] is None:
+                more[0] = next(its[0], None) is not None
+            if not more[0]:  # all of the first video: its audio and its last frame's duration stay whole
+                w.last_duration = readers[0].last_duration
+            else:
+                w.audio_end = (float(last_pts * first.time_base) if last_pts is not None else
+                               (done - 1) / float(first.fps)) + 1 / float(first.fps)
+            if ended is None:
+                say(f"length: {done} frames (--max-frames)")
+            elif any(more):
+                say(f"length: {done} frames, the shortest video's (paired by index; "
+                    + ", ".join(f"{nm} " + (f"has {i.frame_count}" if m else f"ends at {done}")
+                                for nm, i, m in zip(names, infos, more)) + ")")
+            else:
+                say(f"length: {done} frames (every video has as many)")
+            if w.audio_mode is None:
+                say(f"audio: none ({names[0]} has none)" if not first.has_audio else
+                    "audio: none (a folder of frames has no sound)")
+            else:
+                say(f"audio: {names[0]}'s ({w.audio_mode})" + (f", cut at {w.audio_end:.3f} s where the "
+                                                               "side-by-side ends" if more[0] else ""))
     finally:
         for r in readers:
             r.close()

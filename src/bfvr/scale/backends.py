@@ -162,6 +162,7 @@ class ProcessBackend:
 
         if workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}.")
+        _start_resource_tracker()
         if settings.threads is None:  # share the cores instead of every process taking them all
             settings.threads = max(1, (os.cpu_count() or 1) // workers)
         self.workers = workers
@@ -229,6 +230,25 @@ class ProcessBackend:
                 except (OSError, ValueError, AttributeError, AssertionError):
                     pass
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (the pool's queues need it) with SIGHUP blocked: it ignores
+    SIGINT and SIGTERM itself but not SIGHUP, so a SIGHUP to the process group (a closed terminal) killed it
+    and it was relaunched, printing KeyError tracebacks. A blocked signal stays blocked across the exec;
+    the driver's own mask is restored (a SIGHUP that came meanwhile is delivered then)."""
+    import signal
+    from multiprocessing import resource_tracker
+
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is None or not hasattr(signal, "pthread_sigmask"):
+        resource_tracker.ensure_running()
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {hup})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _unwrap_pool(fut) -> dict[str, Any]:

@@ -81,6 +81,7 @@ class VideoRecord:
     frames: int | None = None
     seconds: float | None = None
     segments: int | None = None
+    join_seconds: float | None = None  # of `seconds` (the whole video's), the join of its segments
     audio: str | None = None
     hosts: list[str] = field(default_factory=list)
 
@@ -335,6 +336,8 @@ def run_jobs(
     bars: list[Any] = []
     backend = None
     stop_now = False  # interrupted or an error: workers are stopped at once, not after their tasks
+    workdirs: list[tuple[Path, bool, int]] = []  # segment folders: (path, made by this run, segments)
+    stopped = None  # the interrupt (Ctrl-C, SIGTERM, SIGHUP) that ended the run
     try:
         summary.write()
         # 1. plan: open every input, skip complete outputs (no model needed for that)
@@ -374,7 +377,8 @@ def run_jobs(
             fbar = _bar(total, options.progress, "frames", "frame", 1)
             bars.append(fbar)
             backend = _make_backend(settings, options, fbar)
-            _dispatch(todo, backend, records, summary, settings, options, since, vbar, fbar)
+            summary.backend = _backend_name(options, backend)
+            _dispatch(todo, backend, records, summary, settings, options, since, vbar, fbar, workdirs)
         summary.state = "finished" if summary.state == "running" else summary.state
     except BaseException as e:
         stop_now = True
@@ -389,10 +393,7 @@ def run_jobs(
                 + (f"; summary: {summary.path}" if summary.path else "")
                 + "; rerun the same command to finish"
             )
-            try:
-                e.batch_note = note  # the CLI prints it instead of "no output was written"
-            except AttributeError:
-                pass
+            stopped = (e, note)
         else:
             summary.state = f"error: {one_line(e)}"
         raise
@@ -403,6 +404,18 @@ def run_jobs(
             backend.close(now=stop_now)
             for job in jobs:  # temp files of workers that died in this run (all workers are stopped now)
                 remove_partials(job.output, created_since=since)
+        try:
+            kept = _tidy_work_dirs(workdirs, since)
+        except OSError:
+            kept = []
+        if stopped is not None:
+            e, note = stopped
+            if kept:
+                note += "; finished segments are kept for it in " + ", ".join(kept)
+            try:
+                e.batch_note = note  # the CLI prints it instead of "no output was written"
+            except AttributeError:
+                pass
         summary.finished = time.time()
         try:
             summary.write()
@@ -412,10 +425,36 @@ def run_jobs(
     return summary
 
 
-def _backend_name(options: BatchOptions) -> str:
+def _backend_name(options: BatchOptions, backend: Any = None) -> str:
+    """What runs the work: the backend made (its worker count), else what the options ask for."""
     if options.ray:
         return f"ray ({options.ray})"
-    return "inline" if not options.workers or options.workers == 1 else f"{options.workers} processes"
+    workers = getattr(backend, "workers", None) or options.workers
+    if backend is not None:
+        from bfvr.scale.backends import InlineBackend
+
+        return "inline" if isinstance(backend, InlineBackend) else f"{workers} processes"
+    return "inline" if not workers or workers == 1 else f"{workers} processes"
+
+
+def _tidy_work_dirs(workdirs: list[tuple[Path, bool, int]], since: float) -> list[str]:
+    """After the run: remove the temporary segment files this run's workers left (killed mid-segment), and a
+    segment folder this run made in which no segment was finished. Returns the folders kept with finished
+    segments, as "'FOLDER' (k of n)"."""
+    from bfvr.scale.worker import clear_work_dir
+
+    kept = []
+    for wd, made, n in workdirs:
+        if not wd.is_dir():
+            continue  # joined (and removed)
+        for i in range(n):
+            remove_partials(wd / f"seg-{i:04d}.mkv", created_since=since)
+        done = sum((wd / f"seg-{i:04d}.json").is_file() for i in range(n))
+        if done:
+            kept.append(f"'{wd}' ({done} of {n})")
+        elif made:
+            clear_work_dir(wd)
+    return kept
 
 
 def _make_backend(settings: RestoreSettings, options: BatchOptions, fbar):
@@ -451,8 +490,10 @@ def _dispatch(
     since: float,
     vbar,
     fbar,
+    workdirs: list[tuple[Path, bool, int]] | None = None,
 ) -> None:
-    """Hand tasks to free workers until every job is finished (see the module doc)."""
+    """Hand tasks to free workers until every job is finished (see the module doc); the segment folders
+    are added to `workdirs`."""
     segmenting = bool(options.segments or options.segment_seconds)
     grid = Grid(**backend.describe()["grid"]) if segmenting else None
     live = hasattr(backend, "on_frame")  # the inline backend advances the frame bar itself
@@ -484,11 +525,14 @@ def _dispatch(
             "settings": settings.describe(),
             "segments": [g.as_dict() for g in segs],
         }
+        made = not (wd.exists() or wd.is_symlink())
         try:
             prepare_work_dir(wd, plan)
         except (BfvrError, OSError) as e:
             _finish(records[job.key], "failed", one_line(e), vbar)
             continue
+        if workdirs is not None:
+            workdirs.append((wd, made, len(segs)))
         records[job.key].segments = len(segs)
         for g in segs:
             seek = pts[g.read_start] if pts is not None and len(pts) > g.read_start else None
@@ -496,6 +540,7 @@ def _dispatch(
         parts[job.key] = {
             "left": len(segs),
             "join": Task("join", workdir=str(wd), segments=[g.as_dict() for g in segs], **base),
+            "started": None,  # when its first segment was handed out
         }
 
     last_write = 0.0
@@ -503,6 +548,8 @@ def _dispatch(
         while queue and backend.idle and summary.state == "running":
             task = queue.popleft()
             records[task.key].status = "running"
+            if task.key in parts and parts[task.key]["started"] is None:
+                parts[task.key]["started"] = time.time()
             backend.submit(task)
         if not backend.busy:
             for task in queue:  # no worker is left to take them (Ray workers that can no longer start)
@@ -532,7 +579,12 @@ def _dispatch(
             if res["status"] == "failed":
                 failures += 1
             rec.frames, rec.audio = res.get("frames"), res.get("audio")
-            _finish(rec, res["status"], res.get("reason"), vbar, res.get("seconds"))
+            seconds = res.get("seconds")
+            if res["kind"] == "join":  # the video took from its first segment to the end of the join
+                rec.join_seconds = seconds
+                if parts[res["key"]]["started"] is not None:
+                    seconds = round(time.time() - parts[res["key"]]["started"], 3)
+            _finish(rec, res["status"], res.get("reason"), vbar, seconds)
             if options.max_failures is not None and failures >= options.max_failures:
                 summary.state = "stopped"
                 queue.clear()
@@ -558,16 +610,52 @@ def _finish(rec: VideoRecord, status: str, reason: str | None, vbar, seconds: fl
         vbar.write(f"bfvr: failed: {rec.key}: {reason}", file=sys.stderr)
 
 
-def _bar(total: int, enabled: bool, desc: str, unit: str, position: int):
+#: the bar while its rate is not known yet: no ETA
+_NO_ETA = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<?{postfix}]"
+#: seconds of work after the first update before the ETA is shown
+SETTLE_SECONDS = 2.0
+
+
+def _eta_bar_class():
     from tqdm import tqdm
 
-    return tqdm(
+    class EtaBar(tqdm):
+        """A tqdm bar whose rate and ETA leave out everything up to its first update: the model loading,
+        the first clip's warm-up, the first segment or video of a worker (extrapolated, that start made the
+        first ETA 30-80 minutes). No ETA until an update `SETTLE_SECONDS` after the first, then the
+        average rate since the first update."""
+
+        _first: tuple[float, float] | None = None  # (time, n) at the first update
+
+        def update(self, n=1):
+            shown = super().update(n)
+            if self._first is None and self.n > 0:
+                self._first = (self._time(), self.n)
+            return shown
+
+        @property
+        def format_dict(self):
+            d = super().format_dict
+            first = self._first
+            dt = self._time() - first[0] if first is not None else 0.0
+            if first is None or self.n <= first[1] or dt < SETTLE_SECONDS:
+                if d.get("bar_format") is None:
+                    d["bar_format"] = _NO_ETA
+            else:
+                d["rate"] = (self.n - first[1]) / dt
+            return d
+
+    return EtaBar
+
+
+def _bar(total: int, enabled: bool, desc: str, unit: str, position: int):
+    """The batch's progress bars (`_eta_bar_class`)."""
+    return _eta_bar_class()(
         total=total,
         disable=not enabled,
         desc=desc,
         unit=unit,
         position=position,
         dynamic_ncols=True,
-        smoothing=0.1,
         leave=True,
     )

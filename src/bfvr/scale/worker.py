@@ -293,6 +293,7 @@ class Worker:
             out,
             fps=info.fps,
             time_base=info.time_base,
+            vfr=info.vfr,  # as Restorer.restore_video: no B-frames for uneven timestamps in mp4/mov
             audio_from=task.input if audio else None,
             crf=s.crf,
             preset=s.preset,

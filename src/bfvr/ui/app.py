@@ -116,12 +116,15 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
         try:
             src = _source(file, sample, frames_fps, _sid(request), "upload")
             first = read_frame(src.path, 0, src.fps)
-        except BfvrError as e:
+        except Exception as e:  # noqa: BLE001 - one line in the page (a bug says "internal error"), no traceback
             return f"⚠ {one_line(e)}", None
         text = f"**{src.name}**: {describe(src.info)}"
         if src.info.duration > limits.max_seconds:
             text += (f"  \n⚠ longer than this page's limit of {limits.max_seconds:g} "
                      f"s: set a preview of at most {limits.max_seconds:g} s.")
+        elif src.info.width * src.info.height * src.info.frame_count / 1e6 > limits.max_megapixels:
+            text += (f"  \n⚠ more pixels than this page's limit of {limits.max_megapixels:g} megapixels "
+                     "in one run: set a preview.")
         return text, first
 
     def on_upload(file, frames_fps, request: gr.Request):
@@ -153,7 +156,7 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
             settings = Settings(model=model or choice_default, faces=faces or "largest", crf=float(crf),
                                 preview_seconds=float(preview_seconds or 0),
                                 frames_fps=float(frames_fps) if frames_fps else None)
-        except BfvrError as e:
+        except Exception as e:  # noqa: BLE001 - one line in the page, no traceback
             yield [f"⚠ {one_line(e)}", *empty[1:]]
             return
         out_dir = ws.new_dir(sid, "run")

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -100,6 +101,43 @@ class Workspace:
 class Limits:
     max_upload_mb: float = 500.0
     max_seconds: float = 600.0
+    #: the largest frame the page takes (4096x4096), checked from the file's headers before decoding
+    max_frame_megapixels: float = 16.8
+    #: the most pixels one run restores (width x height x frames: ~10 minutes of 1080p at 30 fps)
+    max_megapixels: float = 40_000.0
+
+
+def check_frame_pixels(name: str, width: int, height: int, limits: Limits) -> None:
+    """Refuse (one sentence) frames larger than the page takes, before any of them is decoded."""
+    mp = width * height / 1e6
+    if mp > limits.max_frame_megapixels:
+        raise InputError(f"the frames of '{name}' are {width}x{height} ({mp:.0f} megapixels); this page "
+                         f"takes frames of up to {limits.max_frame_megapixels:g} megapixels (start bfvr ui "
+                         "with a larger --max-frame-megapixels, or scale the video down).")
+
+
+def check_run_pixels(name: str, width: int, height: int, frames: int, limits: Limits) -> None:
+    """Refuse (one sentence) a run of more pixels (width x height x frames) than the page restores."""
+    mp = width * height * frames / 1e6
+    if mp > limits.max_megapixels:
+        raise InputError(f"'{name}' is {frames} frames of {width}x{height} ({mp:.0f} megapixels); this page "
+                         f"restores up to {limits.max_megapixels:g} megapixels in one run: set a shorter "
+                         "preview (or start bfvr ui with a larger --max-megapixels).")
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of the first video stream from the container and codec headers, decoding nothing;
+    None when the file does not open (the reader then says why)."""
+    import av
+
+    try:
+        with av.open(str(path), mode="r") as c:
+            if not c.streams.video:
+                return None
+            cc = c.streams.video[0].codec_context
+            return int(cc.width or 0), int(cc.height or 0)
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+        return None
 
 
 def find_samples(folder: str | Path | None) -> list[Path]:
@@ -134,11 +172,40 @@ def extract_frames_zip(path: Path, dest: Path, limits: Limits, name: str) -> Pat
                              f"MB; this page takes up to {max_bytes / 2**20:.0f} MB of "
                              "frames (start bfvr ui with a larger --max-upload-mb).")
         members.sort(key=lambda m: natural_key(m.filename))
+
+        def damaged(m: zipfile.ZipInfo, e: BaseException) -> InputError:
+            why = " ".join(str(e).split()) or type(e).__name__
+            return InputError(f"'{name}' has a damaged member '{m.filename}' ({why}); zip the frames again.")
+
+        from PIL import Image
+
+        for m in members:  # every frame's size from its header, before anything is decoded
+            try:
+                with zf.open(m) as f, Image.open(f) as im:
+                    w, h = im.size
+            except Image.DecompressionBombError:  # Pillow's own limit (~179 megapixels), far above the page's
+                raise InputError(f"the frame '{m.filename}' in '{name}' is larger than the "
+                                 f"{limits.max_frame_megapixels:g} megapixels this page takes; scale the "
+                                 "frames down.") from None
+            except Image.UnidentifiedImageError:
+                raise InputError(f"'{m.filename}' in '{name}' is not a readable image; zip only the PNG/JPG "
+                                 "frames.") from None
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError,
+                    ValueError) as e:
+                raise damaged(m, e) from None
+            check_frame_pixels(f"{name}: {m.filename}", w, h, limits)
         dest.mkdir(parents=True, exist_ok=True)
         for i, m in enumerate(members):
             target = dest / f"{i:06d}{PurePosixPath(m.filename).suffix.lower()}"
-            with zf.open(m) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+            try:
+                with zf.open(m) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError,
+                    ValueError) as e:
+                raise damaged(m, e) from None
+            except OSError as e:
+                raise InputError(f"cannot unpack '{name}' ({e.strerror or e}); check the free space of the "
+                                 "page's temporary folder.") from None
     return dest
 
 
@@ -181,7 +248,11 @@ def open_source(path: str | Path, work: Path | None, limits: Limits, *, name: st
             with open_video(p, fps=fps) as r:
                 info = r.info
         else:
+            size = header_size(p)
+            if size is not None:  # a huge frame is refused before one is decoded (a small GIF can hold one)
+                check_frame_pixels(name, *size, limits)
             info = probe(p)
+        check_frame_pixels(name, info.width, info.height, limits)
         if info.frame_count <= 0:
             raise InputError(f"'{name}' has no video frames; give a video with at least one frame.")
     except BfvrError as e:
@@ -404,6 +475,7 @@ class RestoreJob:
             raise InputError(f"'{src.name}' lasts {info.duration:.1f} s; this page restores up "
                              f"to {self.limits.max_seconds:g} s: set a preview of at most that "
                              "many seconds (or start bfvr ui with a larger --max-seconds).")
+        check_run_pixels(src.name, info.width, info.height, n, self.limits)
         faces = s.face_options()
         self.stage = "loading"
         self._check()
