@@ -20,8 +20,10 @@ def _size(n: int) -> str:
 
 #: one line of measured numbers per model, shown by `bfvr models` (from docs/models.md)
 MEASURED: dict[str, str] = {
-    "bfvr-lite": "held-out clips, blur 4 + x4 down + noise 4 + CRF 25: PSNR +1.72 dB, SSIM +0.012, flicker "
-                 "1.439 -> 1.414; 14.5-17.7 frames/s bf16 at 512^2 on 2 CPU cores (AVX512-BF16)",
+    "bfvr-lite": "9 held-out clips, blur 4 + x4 down + noise 4 + CRF 25: PSNR +1.69 dB (new people "
+                 "+1.64), SSIM +0.019, flicker 2.96 -> 2.81; whole frames in the wild +1.89 dB; model alone "
+                 "14.5-17.7 frames/s bf16 at 512^2 on 2 CPU cores, the default command 1.5 (720p) - 5 (faces "
+                 "only) frames/s",
 }
 
 
