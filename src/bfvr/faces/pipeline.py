@@ -285,12 +285,14 @@ class FacePipeline:
                 f"faces were detected in {self.stats['frames_detected']} of the "
                 f"{self.stats['detector_runs']} frames the detector ran on, but "
                 f"none often enough to be a face track (needs {self.opt.min_hits}), "
-                "so the frames passed through unchanged (try --detect-every 1)."),
+                + ("so only the whole-frame (background) pass restored them" if self.stats.get("background")
+                   else "so the frames passed through unchanged") + " (try --detect-every 1)."),
                 stacklevel=3)
         elif self.stats["frames"] and not self.stats["crops"]:
+            how = ("only the whole-frame (background) pass restored them" if self.stats.get("background")
+                   else "they passed through unchanged")
             warnings.warn(NoFaceWarning(
-                f"no face was found in any of the {self.stats['frames']} frames; "
-                "they passed through unchanged "
+                f"no face was found in any of the {self.stats['frames']} frames; {how} "
                 "(try --detector with another backend, or --has-aligned if the video is a face crop)."),
                 stacklevel=3)
 
