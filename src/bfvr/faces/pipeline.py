@@ -3,12 +3,14 @@
 ```
 frames -> shot-cut check -> detector (every k frames) -> FaceTracker (look-ahead window, smoothing)
        -> per frame and selected track: crop matrix -> warp crop -> track's ClipRunner (model clips)
-       -> restored crops come back in order -> paste back (feathered mask, inverse warp) -> frames out
+       -> restored crops come back in order -> paste back (feathered mask, inverse warp) onto the
+          background -> frames out
+frames -> background runner (optional: whole frames through a model that takes any size) -> background
 ```
 
 Memory is bounded: the tracker's look-ahead (`FaceTracker.lookahead` frames) plus, per track, one
-model clip of crops (and the full frames those crops belong to). Frames come out in input order;
-frames without a selected face pass through bit-exact.
+model clip of crops (and the full frames those crops belong to), plus one background clip. Frames come out
+in input order; frames without a selected face pass through bit-exact, or as the background pass made them.
 
 The model side is a *runner* with a push/flush interface (`ClipRunner` wraps any `ClipModel`):
 `push(crop) -> [restored crops ready]`, `flush() -> [the rest]`, FIFO. Each track gets its own runner,
