@@ -45,17 +45,20 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, temp: Path, samples: Path | None, *extra: str) -> None:
+    def __init__(self, temp: Path, samples: Path | None, *extra: str, tmpdir: bool = False) -> None:
+        """`tmpdir`: no --temp-dir, the server's TMPDIR is `temp` (where it makes its ``bfvr-ui-*``)."""
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.temp = temp
-        args = [sys.executable, "-m", "bfvr.cli", "ui", "--port", str(self.port), "--temp-dir", str(temp),
-                *extra]
+        args = [sys.executable, "-m", "bfvr.cli", "ui", "--port", str(self.port),
+                *([] if tmpdir else ["--temp-dir", str(temp)]), *extra]
+        env = {**os.environ, "TMPDIR": str(temp)} if tmpdir else None
         if samples is not None:
             args += ["--samples", str(samples)]
         self.log = temp.parent / f"ui-{self.port}.log"
         self._log = open(self.log, "w")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=temp.parent)
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=temp.parent,
+                                     env=env)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -413,6 +416,105 @@ def test_shutdown_removes_only_what_the_ui_made(tmp_path, faces_dir, own_temp_di
     assert code == 0, s.log.read_text()
     assert not s.root.exists() and keep.read_text() == "x"
     assert "Traceback" not in s.log.read_text()
+
+
+def test_two_runs_of_one_session_at_once(tmp_path, faces_dir, own_temp_dir):
+    """Issue 28: with --concurrency 2, the second run of a session removed the first run's folder while it
+    wrote, and the first failed. Each run has its own folder; both finish."""
+    _need_browser()
+    from gradio_client import Client, handle_file
+
+    from bfvr.io import probe
+
+    temp = tmp_path / "temp"
+    s = Server(temp, None, "--concurrency", "2")
+    try:
+        c = Client(s.url, verbose=False, download_files=str(own_temp_dir / "downloads"))  # one session
+        long = c.submit(handle_file(str(faces_dir / "lp_driving_d10.mp4")), None, "identity", "all", 23, 0,
+                        25, api_name="/restore")
+        _wait(lambda: [p for d in s.run_dirs() for p in d.iterdir() if ".partial" in p.name], 120,
+              "the first run writing", interval=0.1)
+        short = c.submit(handle_file(str(faces_dir / "lp_driving_d18.mp4")), None, "identity", "aligned", 23,
+                         0.5, 25, api_name="/restore")
+        second = short.result(timeout=300)
+        assert second[0].startswith("Done: 15 frames"), second[0]
+        assert not long.done(), "the first run should still be running when the second ends"
+        first = long.result(timeout=600)
+        assert first[0].startswith("Done: 448 frames"), first[0]
+        assert probe(first[1]).frame_count == 448 and probe(second[1]).frame_count == 15
+        assert len(s.run_dirs()) == 2
+    finally:
+        s.stop()
+    assert "Traceback" not in s.log.read_text()
+
+
+@pytest.mark.parametrize("signals", [("INT",), ("INT", "INT"), ("TERM",), ("INT", "TERM")])
+def test_stopping_during_a_run_removes_the_temp_folder(tmp_path, faces_dir, own_temp_dir, signals):
+    """Issue 28: two Ctrl+C during a restore left the bfvr-ui-* folder (uploads, results) behind. However the
+    server is stopped, its TMPDIR is empty afterwards."""
+    _need_browser()
+    from gradio_client import Client, handle_file
+
+    temp = tmp_path / "tmpdir"
+    temp.mkdir()
+    s = Server(temp, None, tmpdir=True)
+    code = None
+    try:
+        c = Client(s.url, verbose=False, download_files=str(own_temp_dir / "downloads"))
+        c.submit(handle_file(str(faces_dir / "lp_driving_d10.mp4")), None, "identity", "all", 23, 0, 25,
+                 api_name="/restore")
+        _wait(lambda: [p for d in s.run_dirs() for p in d.iterdir() if ".partial" in p.name], 120,
+              "the run writing", interval=0.1)
+        for name in signals:
+            s.proc.send_signal(getattr(signal, f"SIG{name}"))
+            time.sleep(0.3)
+        code = s.proc.wait(90)
+    finally:
+        s.stop(signal.SIGKILL)
+    log = s.log.read_text()
+    assert code == 0, log
+    assert list(temp.iterdir()) == [], log
+    assert "Traceback" not in log
+
+
+def test_bad_zip_uploads_leave_no_traceback_in_the_log(server, tmp_path, own_temp_dir):
+    """Issue 28: a zip with a corrupt member left a zlib traceback in the server's log; a user's bad upload
+    is one sentence in the page and at most one line in the log."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+    good = tmp_path / "frames.zip"
+    with zipfile.ZipFile(good, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(3):
+            zf.writestr(f"{i:06d}.png", buf.getvalue())
+    with zipfile.ZipFile(good) as zf:
+        m = zf.getinfo("000001.png")
+    start = m.header_offset + 30 + len(m.filename) + len(m.extra)
+    bad = []
+    for k, (at, n) in enumerate([(0, 4), (m.compress_size // 3, 64), (m.compress_size - 8, 8)]):
+        data = bytearray(good.read_bytes())
+        for j in range(start + at, start + at + n):
+            data[j] ^= 0xFF
+        bad.append(tmp_path / f"bad{k}.zip")
+        bad[-1].write_bytes(bytes(data))
+    bad.append(tmp_path / "cut.zip")
+    bad[-1].write_bytes(good.read_bytes()[: start + m.compress_size // 2])
+    before = server.log.read_text().splitlines()
+    c = Client(server.url, verbose=False, download_files=str(own_temp_dir / "downloads"))
+    for f in bad:
+        info = c.predict(handle_file(str(f)), api_name="/probe")
+        assert info.startswith(f"⚠ '{f.name}'") and "\n" not in info, info
+        status = c.predict(handle_file(str(f)), None, "identity", "aligned", 23, 0, 25,
+                           api_name="/restore")[0]
+        assert status.startswith(f"⚠ '{f.name}'"), status
+    new = server.log.read_text().splitlines()[len(before):]
+    assert "Traceback" not in "\n".join(new) and len(new) <= 2 * len(bad), new
 
 
 def test_help_and_missing_gradio(capsys, monkeypatch):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bfvr.errors import InputError
-from bfvr.ui.core import Limits, open_source
+from bfvr.ui.core import Limits, Workspace, open_source
 
 
 def _gif(path: Path, width: int, height: int, frames: int = 2) -> Path:
@@ -111,3 +111,26 @@ def test_zip_with_a_damaged_member_is_one_sentence(tmp_path) -> None:
     msg = str(e.value)
     assert msg.startswith("'bad.zip' has a damaged member '000001.png' (") and msg.endswith(
         "zip the frames again.") and "\n" not in msg
+
+
+def test_runs_of_one_session_keep_their_own_folders(tmp_path) -> None:
+    """Issue 28: with --concurrency 2 a second run of a session removed the first run's folder while it
+    wrote. A folder in use is removed by no other run; the session's end removes it once it is released."""
+    ws = Workspace(tmp_path)
+    first = ws.new_dir("s", "run")
+    (first / "a_restored.mp4").write_bytes(b"x")
+    second = ws.new_dir("s", "run")
+    assert first != second
+    ws.drop_old("s", "run", keep=second)  # what the second run does: the first still writes
+    assert (first / "a_restored.mp4").is_file()
+    ws.release(first)
+    third = ws.new_dir("s", "run")
+    ws.drop_old("s", "run", keep=third)  # the first is done: its folder goes; the second still runs
+    assert not first.exists() and second.is_dir() and third.is_dir()
+    ws.release(third)
+    ws.drop_session("s")  # the tab closed while the second run still writes: only what is free goes
+    assert second.is_dir() and not third.exists()
+    ws.release(second)  # ... and the second run's folder (and the session's) when it ends
+    assert not second.exists() and not second.parent.exists()
+    ws.cleanup()
+    assert list(tmp_path.iterdir()) == []

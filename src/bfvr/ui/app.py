@@ -55,12 +55,17 @@ class _Sessions:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.jobs: dict[str, RestoreJob] = {}
+        #: the session's running jobs (two with --concurrency 2: each has its own folders)
+        self.jobs: dict[str, list[RestoreJob]] = {}
         self.cancel_pending: set[str] = set()
 
     def all_jobs(self) -> list[RestoreJob]:
         with self.lock:
-            return list(self.jobs.values())
+            return [j for jobs in self.jobs.values() for j in jobs]
+
+    def session_jobs(self, sid: str) -> list[RestoreJob]:
+        with self.lock:
+            return list(self.jobs.get(sid, ()))
 
 
 def _sid(request: Any) -> str:
@@ -97,11 +102,20 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
                      "selected. " + models_md)
 
     # ------------------------------------------------------------------ handlers
-    def _source(file: str | None, sample: str | None, frames_fps: float | None, sid: str, work_kind: str):
+    def _source(file: str | None, sample: str | None, frames_fps: float | None, sid: str, work_kind: str,
+                hold: list[Path] | None = None):
+        """The checked input; an upload's folder is released after the probe unless `hold` (a run's list
+        of folders it releases when it ends) is given."""
         if file:
             work = ws.new_dir(sid, work_kind)
-            ws.drop_old(sid, work_kind, keep=work)
-            return open_source(file, work, limits, frames_fps=frames_fps)
+            try:
+                ws.drop_old(sid, work_kind, keep=work)
+                return open_source(file, work, limits, frames_fps=frames_fps)
+            finally:
+                if hold is None:
+                    ws.release(work)
+                else:
+                    hold.append(work)
         if sample:
             path = samples.get(sample)
             if path is None:  # only the listed sample files, never an arbitrary server path
@@ -151,22 +165,26 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
                 sessions.cancel_pending.discard(sid)
                 yield ["Cancelled before it started; nothing was written.", *empty[1:]]
                 return
+        held: list[Path] = []  # this run's folders: no other run of the session removes them meanwhile
         try:
-            src = _source(file, sample, frames_fps, sid, "upload")
+            src = _source(file, sample, frames_fps, sid, "upload", hold=held)
             settings = Settings(model=model or choice_default, faces=faces or "largest", crf=float(crf),
                                 preview_seconds=float(preview_seconds or 0),
                                 frames_fps=float(frames_fps) if frames_fps else None)
         except Exception as e:  # noqa: BLE001 - one line in the page, no traceback
+            for d in held:
+                ws.release(d)
             yield [f"⚠ {one_line(e)}", *empty[1:]]
             return
         out_dir = ws.new_dir(sid, "run")
+        held.append(out_dir)
         ws.drop_old(sid, "run", keep=out_dir)
         job = RestoreJob(src, settings, out_dir, restorers, limits)
         with sessions.lock:
-            sessions.jobs[sid] = job
+            sessions.jobs.setdefault(sid, []).append(job)
         job.start()
-        yield ["Starting …", *empty[1:]]
         try:
+            yield ["Starting …", *empty[1:]]
             while job.running:
                 text = job.progress_text()
                 if job.total and job.stage in ("restoring", "side-by-side"):
@@ -180,8 +198,14 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
                 job.cancel()
                 job.join(60)
             with sessions.lock:
-                if sessions.jobs.get(sid) is job:
-                    del sessions.jobs[sid]
+                jobs = sessions.jobs.get(sid, [])
+                if job in jobs:
+                    jobs.remove(job)
+                if not jobs:
+                    sessions.jobs.pop(sid, None)
+            if not job.running:
+                for d in held:
+                    ws.release(d)
         if job.cancelled:
             yield ["Cancelled; nothing was written.", *empty[1:]]
             return
@@ -205,12 +229,13 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
     def cancel(request: gr.Request) -> str:
         sid = _sid(request)
         with sessions.lock:
-            job = sessions.jobs.get(sid)
-            if job is None:
+            jobs = list(sessions.jobs.get(sid, ()))
+            if not jobs:
                 sessions.cancel_pending.add(sid)
-        if job is None:
+        if not jobs:
             return "Cancelling (the run has not started yet) …"
-        job.cancel()
+        for job in jobs:
+            job.cancel()
         return "Cancelling … (stops after the frame or model clip being computed)"
 
     def show_frame(index, state):
@@ -224,10 +249,10 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
 
     def on_unload(request: gr.Request) -> None:
         sid = _sid(request)
-        with sessions.lock:
-            job = sessions.jobs.get(sid)
-        if job is not None:
+        jobs = sessions.session_jobs(sid)
+        for job in jobs:
             job.cancel()
+        for job in jobs:
             job.join(60)
         ws.drop_session(sid)
 
@@ -357,13 +382,26 @@ def serve(cfg: UIConfig) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        if sessions is not None:
-            for job in sessions.all_jobs():
-                job.cancel()
-            for job in sessions.all_jobs():
-                job.join(30)
+        _shutdown(demo, sessions, ws, old)
+
+
+def _shutdown(demo: Any, sessions: "_Sessions | None", ws: Workspace, old: dict) -> None:
+    """Stop the runs and the server, remove the UI's folder. A second Ctrl+C (or SIGTERM) only cuts the
+    wait for the runs short: the folder is removed however the server is stopped."""
+    jobs = sessions.all_jobs() if sessions is not None else []
+    try:  # SIGINT/SIGTERM still raise KeyboardInterrupt here (the handlers of serve)
+        for job in jobs:
+            job.cancel()
+        for job in jobs:
+            job.join(30)
+    except KeyboardInterrupt:
+        print("bfvr ui: stopping now; removing the temporary files", flush=True)
+    # the rest cannot be interrupted: it is short, and an interrupted cleanup left the folder behind
+    for sig in old:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        for job in jobs:  # a cancelled run stops after its current frame and removes its temporary file
+            job.join(5)
         if demo is not None:
             try:
                 demo.close()
@@ -371,3 +409,6 @@ def serve(cfg: UIConfig) -> None:
                 pass
         ws.cleanup()
         print(f"bfvr ui: stopped; removed {ws.root}", flush=True)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

@@ -66,6 +66,9 @@ class Workspace:
         self.sessions_dir.mkdir()
         self._lock = threading.Lock()
         self._counter = 0
+        #: folders a run (or a probe) is using: `drop_old` never removes them, whatever session asks
+        self._busy: set[Path] = set()
+        self._ended: set[Path] = set()  # folders of sessions that ended while a run still used one
 
     def session(self, session_id: str | None) -> Path:
         sid = re.sub(r"[^A-Za-z0-9_-]", "_", session_id or "anonymous")[:64] or "anonymous"
@@ -74,22 +77,43 @@ class Workspace:
         return d
 
     def new_dir(self, session_id: str | None, kind: str) -> Path:
-        """A fresh ``<kind>-<n>`` folder in the session's folder."""
+        """A fresh ``<kind>-<n>`` folder in the session's folder, in use (by its caller) until `release`."""
         with self._lock:
             self._counter += 1
-            n = self._counter
-        d = self.session(session_id) / f"{kind}-{n}"
-        d.mkdir()
+            d = self.session(session_id) / f"{kind}-{self._counter}"
+            d.mkdir()
+            self._busy.add(d)
         return d
 
-    def drop_old(self, session_id: str | None, kind: str, keep: Path | None = None) -> None:
-        """Remove the session's earlier ``<kind>-*`` folders (the UI made them; Gradio has its own copies)."""
-        for d in self.session(session_id).glob(f"{kind}-*"):
-            if d.is_dir() and d != keep:
+    def release(self, d: Path) -> None:
+        """The run that made `d` no longer uses it (its files stay until `drop_old` or the session ends)."""
+        with self._lock:
+            self._busy.discard(d)
+            if d.parent in self._ended:  # the session ended while this run was writing: remove it now
                 shutil.rmtree(d, ignore_errors=True)
+                if not any(b.parent == d.parent for b in self._busy):
+                    shutil.rmtree(d.parent, ignore_errors=True)
+                    self._ended.discard(d.parent)
+
+    def drop_old(self, session_id: str | None, kind: str, keep: Path | None = None) -> None:
+        """Remove the session's earlier ``<kind>-*`` folders (the UI made them; Gradio has its own copies),
+        except the ones a run still uses (two runs of one session with --concurrency 2)."""
+        with self._lock:
+            for d in self.session(session_id).glob(f"{kind}-*"):
+                if d.is_dir() and d != keep and d not in self._busy:
+                    shutil.rmtree(d, ignore_errors=True)
 
     def drop_session(self, session_id: str | None) -> None:
-        shutil.rmtree(self.session(session_id), ignore_errors=True)
+        """Remove the session's folder; a folder a run still uses stays until that run releases it."""
+        with self._lock:
+            d = self.session(session_id)
+            if not any(b.parent == d for b in self._busy):
+                shutil.rmtree(d, ignore_errors=True)
+                return
+            self._ended.add(d)
+            for sub in d.iterdir():
+                if sub not in self._busy:
+                    shutil.rmtree(sub, ignore_errors=True)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
