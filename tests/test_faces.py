@@ -556,3 +556,24 @@ def test_residual_paste_keeps_a_large_face_exactly_where_the_model_changes_nothi
     bright = np.clip(crop.astype(int) + 10, 0, 255).astype(np.uint8)  # a change the model made is pasted
     out = paste_back(frame, bright, m, mask, crop=crop, base=frame)
     assert abs(float(out[inner].astype(int).mean() - frame[inner].astype(int).mean()) - 10) < 0.5
+
+
+def test_background_clips_never_span_a_shot_cut():
+    """A background model that mixes its clip's frames (here: their mean) sees each shot on its own."""
+    from bfvr.engine.chunker import ClipEngine
+    from bfvr.faces.pipeline import ClipRunner
+
+    class Mean:
+        name, clip_len, overlap, canvas, device = "mean", None, 0, None, torch.device("cpu")
+
+        def restore_clip(self, clip):
+            return clip.mean(0, keepdim=True).expand_as(clip).clone()
+
+    frames = [np.full((64, 64, 3), 20 if i < 5 else 230, np.uint8) for i in range(14)]
+    pipe = FacePipeline.for_model(IdentityModel(), FaceOptions(), background_runner=lambda: ClipRunner(
+        ClipEngine(Mean(), clip_len=10, overlap=2, native=True)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = [int(f.mean()) for f in pipe.process(iter(frames))]
+    assert pipe.stats["cuts"] == [5]
+    assert out == [20] * 5 + [230] * 9

@@ -293,3 +293,17 @@ def test_strength_blends_the_restoration_with_the_input() -> None:
     assert (full == 151).all() and (half == 126).all() and np.array_equal(none, frames)
     with pytest.raises(ConfigError):
         ClipEngine(Plus(), strength=1.5)
+
+    class OnCanvas(Plus):
+        canvas = (16, 16)
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)  # resized to the canvas and back
+    assert np.array_equal(ClipEngine(OnCanvas(), strength=0.0).restore_array(big), big)
+
+    class Short(Plus):
+        def restore_clip(self, clip):
+            return clip[:1]
+
+    with pytest.raises(RuntimeError, match="returned"):  # a wrong shape is an error at any strength
+        ClipEngine(Short(), clip_len=2, strength=0.5).restore_array(frames)

@@ -488,6 +488,15 @@ class PoissonNoise(Op):
 
 
 # ------------------------------------------------------------------------------------------ broad
+class _Fixed:
+    """Stands in for a generator when `Broad` draws its mid-range chain: every coin lands on its first
+    side."""
+
+    @staticmethod
+    def random() -> float:
+        return 0.0
+
+
 class Broad(Op):
     """A broad family of degradations for training a model that must generalise (BFVR-Lite): one draw per
     clip picks a *level* and, for it, which operators run and with what parameters.
@@ -509,7 +518,11 @@ class Broad(Op):
         self.level_probs = level_probs
 
     @staticmethod
-    def _ops_for(level: str, rng: np.random.Generator) -> list[Op]:
+    def _ops_for(level: str, rng: np.random.Generator, mid: bool = False) -> list[Op]:
+        """The operators of one clip at `level`; `mid`: the most likely chain (blur, Gaussian noise, x264,
+        cubic up, no flicker), the same for every clip."""
+        if mid:
+            rng = _Fixed()
         ops: list[Op] = []
         if level == "clean":
             return ops
@@ -538,8 +551,8 @@ class Broad(Op):
             ops.append(Codec(crf=(20, 39), preset="fast", codec="libx265"))
         elif c < 0.9:
             ops.append(Jpeg(quality=(20, 91)))
-        ops.append(Upscale(interp="cubic" if rng.random() < 0.5 else "linear"))
-        if rng.random() < 0.25:
+        ops.append(Upscale(interp="cubic" if rng.random() < 0.5 else "linear"))  # mid: cubic
+        if rng.random() < 0.25 and not isinstance(rng, _Fixed):
             ops.append(BrightnessFlicker(prob=0.15, alpha=(0.8, 1.2)))
         return ops
 
@@ -547,7 +560,7 @@ class Broad(Op):
         from bfvr.degrade.codec import X265_MIN_SIDE
 
         level = _choice(rng, self.LEVELS, self.level_probs, mid)
-        ops = self._ops_for(level, rng)
+        ops = self._ops_for(level, rng, mid)
         sub_ctx = dict(ctx)
         children = rng.spawn(max(1, len(ops)))
         drawn = []

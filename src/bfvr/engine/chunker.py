@@ -132,6 +132,7 @@ class ClipEngine:
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         h, w = x.shape[-2:]
         resize = self.canvas is not None and tuple(self.canvas) != (h, w)
+        x0 = x  # the input at its own size (the strength blend)
         with torch.no_grad():
             if resize:
                 x = F.interpolate(x, size=tuple(self.canvas), mode="bicubic", align_corners=False,
@@ -143,13 +144,13 @@ class ClipEngine:
             y = y.float()
             if not unit:
                 y = (y - lo) / (hi - lo)
-            if self.strength != 1.0:
-                y = x + self.strength * (y - x)
             if y.shape != x.shape:
                 raise RuntimeError(f"model {getattr(self.model, 'name', '?')} returned {tuple(y.shape)} "
                                    f"for an input of {tuple(x.shape)}")
             if resize:
                 y = F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+            if self.strength != 1.0:  # at the frame's own size: strength 0 gives the input back exactly
+                y = x0 + self.strength * (y - x0)
             y = y.clamp_(0, 1).cpu()
         self.clips_run += 1
         return y

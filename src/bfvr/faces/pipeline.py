@@ -253,12 +253,14 @@ class FacePipeline:
             slot = _Slot(i, frame)
             self._slots.append(slot)
             self._by_index[i] = slot
-            if bg is not None:
-                self._bg_wait.append(slot)
-                self._take_background(bg.push(frame))
             cut = cuts(frame)
             if cut:
                 self.stats["cuts"].append(i)
+            if bg is not None:
+                if cut:  # a background clip never spans a shot cut (as a face track does not)
+                    self._take_background(bg.flush())
+                self._bg_wait.append(slot)
+                self._take_background(bg.push(frame))
             faces = None
             if i % opt.detect_every == 0 or cut:
                 t0 = time.perf_counter()

@@ -114,8 +114,8 @@ def _color_tags(frame: object, pix_fmt: str) -> tuple[int, int, int, int] | None
         spc, rng, prim, trc = (int(v) if v is not None else None for v in vals)
     except (TypeError, ValueError):
         return None
-    if pix_fmt.startswith("yuvj") and not rng:
-        rng = 2  # the deprecated full-range formats: FFmpeg reads them as full range
+    if pix_fmt.startswith("yuvj"):
+        rng = 2  # the deprecated full-range formats: swscale reads them as full range whatever the tag
     return (2 if spc is None else spc, 0 if rng is None else rng, 2 if prim is None else prim,
             2 if trc is None else trc)
 

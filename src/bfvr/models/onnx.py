@@ -159,8 +159,8 @@ class OnnxClipModel:
         self.multiple = int(meta.get("multiple") or 1)
         #: axes the graph leaves free ("THW" for BFVR-Lite): a graph with free H, W takes any frame size
         self.dynamic = str(meta.get("dynamic", ""))
-        #: any frame size (H and W dynamic): whole frames too, the face pipeline's background pass
-        self.whole_frames = "H" in self.dynamic and "W" in self.dynamic
+        #: any frame size and clip length (T, H, W dynamic): whole frames too (the background pass)
+        self.whole_frames = all(a in self.dynamic for a in "THW")
         self.device = torch.device("cpu")
 
     def __repr__(self) -> str:
