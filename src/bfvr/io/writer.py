@@ -35,6 +35,7 @@ from bfvr.io.paths import (
     VIDEO_TAG,
     check_replaceable,
     check_separate,
+    check_writable_folder,
     remove_own_frames_dir,
     set_default_mode,
     temp_beside,
@@ -86,14 +87,7 @@ def prepare_output(out: str | os.PathLike[str], overwrite: bool = False, *, crea
         check_replaceable(out, kind)
     parent = out.parent
     if not create:
-        existing = parent
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise OutputError(f"cannot create the output folder '{parent}' ('{existing}' is a file); "
-                              "choose a writable location.")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise OutputError(f"the output folder '{existing}' is not writable; choose a writable location.")
+        check_writable_folder(parent)
         return out
     try:
         parent.mkdir(parents=True, exist_ok=True)

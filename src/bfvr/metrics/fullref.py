@@ -104,12 +104,7 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float, *, window: int
     def blur(z: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.conv2d(z, gh, groups=c), gv, groups=c)
 
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
-    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return _ssim_from(blur, x, y, data_range)
 
 
 def ssim(pred: np.ndarray, gt: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:
@@ -135,11 +130,17 @@ def _ssim_map_np(a: np.ndarray, b: np.ndarray, data_range: float, window: int = 
         return cv2.sepFilter2D(z, cv2.CV_64F, g, g, borderType=cv2.BORDER_REFLECT)[r:-r, r:-r]
 
     a, b = np.ascontiguousarray(a, np.float64), np.ascontiguousarray(b, np.float64)
+    return _ssim_from(blur, a, b, data_range)
+
+
+def _ssim_from(blur, x, y, data_range: float):
+    """Wang et al.'s SSIM map from a windowed-mean function `blur` (torch tensors or numpy arrays alike):
+    C1 = (0.01 L)^2, C2 = (0.03 L)^2 for `data_range` L."""
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = blur(a), blur(b)
-    sxx = blur(a * a) - mx * mx
-    syy = blur(b * b) - my * my
-    sxy = blur(a * b) - mx * my
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
     return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
 
 
