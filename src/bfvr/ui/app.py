@@ -9,6 +9,7 @@ side-by-side video, before/after frames, frame slider, temporal profile, setting
 # no `from __future__ import annotations`: Gradio finds `request: gr.Request` by its evaluated annotation
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -351,10 +352,19 @@ def serve(cfg: UIConfig) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
+    hurry = threading.Event()  # a second signal: stop waiting for the runs
+
     def _term(*_: object) -> None:
+        # the first signal ends the serving loop; a later one only sets `hurry` (raising again could land
+        # between the loop's end and the cleanup and skip it)
+        if hurry.is_set() or getattr(_term, "fired", False):
+            hurry.set()
+            return
+        _term.fired = True  # type: ignore[attr-defined]
         raise KeyboardInterrupt
 
     demo = sessions = None
+    stopped = False
     try:
         # SIGTERM and SIGINT (also when started in the background, where SIGINT is ignored) stop the page
         signal.signal(signal.SIGTERM, _term)
@@ -380,21 +390,33 @@ def serve(cfg: UIConfig) -> None:
         while True:
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
+        stopped = True
     finally:
-        _shutdown(demo, sessions, ws, old)
+        _shutdown(demo, sessions, ws, old, hurry)
+    if stopped:
+        # stopped by a signal and cleaned up: leave at once. Through the interpreter's shutdown, native
+        # threads still running (a run cut short by a second Ctrl+C, the server's workers) were torn down
+        # under their owners and the process aborted now and then ("terminate called without an active
+        # exception", exit -6; CI saw it on 1 of 6 double Ctrl+C)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
-def _shutdown(demo: Any, sessions: "_Sessions | None", ws: Workspace, old: dict) -> None:
-    """Stop the runs and the server, remove the UI's folder. A second Ctrl+C (or SIGTERM) only cuts the
-    wait for the runs short: the folder is removed however the server is stopped."""
+def _shutdown(demo: Any, sessions: "_Sessions | None", ws: Workspace, old: dict,
+              hurry: threading.Event | None = None) -> None:
+    """Stop the runs and the server, remove the UI's folder. A second Ctrl+C (or SIGTERM; serve's handler
+    sets `hurry`) only cuts the wait for the runs short: the folder is removed however the server is
+    stopped."""
+    hurry = hurry or threading.Event()
     jobs = sessions.all_jobs() if sessions is not None else []
-    try:  # SIGINT/SIGTERM still raise KeyboardInterrupt here (the handlers of serve)
-        for job in jobs:
-            job.cancel()
-        for job in jobs:
-            job.join(30)
-    except KeyboardInterrupt:
+    for job in jobs:
+        job.cancel()
+    deadline = time.monotonic() + 30
+    for job in jobs:
+        while not hurry.is_set() and time.monotonic() < deadline and not job.join(0.1):
+            pass
+    if hurry.is_set():
         print("bfvr ui: stopping now; removing the temporary files", flush=True)
     # the rest cannot be interrupted: it is short, and an interrupted cleanup left the folder behind
     for sig in old:
@@ -412,3 +434,4 @@ def _shutdown(demo: Any, sessions: "_Sessions | None", ws: Workspace, old: dict)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
