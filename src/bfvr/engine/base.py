@@ -16,7 +16,10 @@ with the default used when a model does not set them:
   preference (the face pipeline then uses the proportion crop);
 * `prepare_frames` (callable): ``f(iter of (frame uint8 [H, W, 3], pts)) -> the same`` applied to the whole
   video frames before the face pipeline and the engine (e.g. DicFace inpainting paints the mask's holes
-  white); None = frames unchanged.
+  white); None = frames unchanged;
+* `partial_windows` (bool): a window model whose `restore_clip(clip, keep=(start, stop))` returns only the
+  output positions start .. stop-1 (the ones the window schedule keeps), skipping work for the others;
+  default False (the engine then slices the full output).
 
 Callers read all of it through `contract_of(model)`, never by attribute name.
 """
@@ -103,6 +106,8 @@ class ModelContract:
     #: the model also restores whole frames of any size (fully convolutional): the face pipeline then runs it
     #: over every frame as the background pass (`FaceOptions.background_model`)
     whole_frames: bool = False
+    #: `restore_clip(clip, keep=(start, stop))` returns only those output positions (window schedules)
+    partial_windows: bool = False
 
 
 def contract_of(model: ClipModel) -> ModelContract:
@@ -124,7 +129,8 @@ def contract_of(model: ClipModel) -> ModelContract:
                          device=torch.device(getattr(model, "device", "cpu")),
                          value_range=(float(lo), float(hi)), precision=getattr(model, "precision", None),
                          face_crop_mode=crop, prepare_frames=getattr(model, "prepare_frames", None),
-                         whole_frames=bool(getattr(model, "whole_frames", False)))
+                         whole_frames=bool(getattr(model, "whole_frames", False)),
+                         partial_windows=bool(getattr(model, "partial_windows", False)))
 
 
 @runtime_checkable

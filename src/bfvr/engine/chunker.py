@@ -126,8 +126,10 @@ class ClipEngine:
         self.clips_run = 0
 
     # ------------------------------------------------------------------ one clip
-    def forward_clip(self, frames: list[np.ndarray]) -> torch.Tensor:
-        """Model output for frames (uint8 [H, W, 3] each) as float32 [T, 3, H, W] in [0, 1] on the CPU."""
+    def forward_clip(self, frames: list[np.ndarray], keep: tuple[int, int] | None = None) -> torch.Tensor:
+        """Model output for frames (uint8 [H, W, 3] each) as float32 [T, 3, H, W] in [0, 1] on the CPU;
+        with `keep` = (start, stop) only output positions start .. stop-1 (a model with `partial_windows`
+        computes only those)."""
         x = torch.from_numpy(np.stack(frames)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         h, w = x.shape[-2:]
@@ -139,8 +141,15 @@ class ClipEngine:
                                   antialias=True).clamp_(0, 1)
             lo, hi = self.value_range
             unit = (lo, hi) == (0.0, 1.0)
+            xin = x if unit else x * (hi - lo) + lo
             with autocast(self.device, self.precision):
-                y = self.model.restore_clip(x if unit else x * (hi - lo) + lo)
+                if keep is not None and self.contract.partial_windows:
+                    y = self.model.restore_clip(xin, keep=keep)
+                else:
+                    y = self.model.restore_clip(xin)
+                    y = y if keep is None else y[keep[0]:keep[1]]
+            if keep is not None:
+                x, x0 = x[keep[0]:keep[1]], x0[keep[0]:keep[1]]
             y = y.float()
             if not unit:
                 y = (y - lo) / (hi - lo)
@@ -317,9 +326,9 @@ class WindowStream:
     def _run_block(self, last: int) -> list[tuple[np.ndarray, object]]:
         b, bs, L, K, a = self._next, self._buf_start, self.L, self.K, self.a
         idx = [min(max(b - a + j, 0), last) for j in range(L)]
-        out = self.engine.forward_clip([self._buf[i - bs] for i in idx])
         stop = min(b + K, last + 1)
-        u8 = self.engine.clip_to_uint8(out[a:a + stop - b])
+        out = self.engine.forward_clip([self._buf[i - bs] for i in idx], keep=(a, a + stop - b))
+        u8 = self.engine.clip_to_uint8(out)
         done = [(u8[i], self._tags[g - bs]) for i, g in enumerate(range(b, stop))]
         self._next = stop
         keep_from = max(0, self._next - a)  # the next window's first real frame
