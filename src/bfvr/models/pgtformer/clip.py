@@ -13,12 +13,12 @@ On the shared adapter `bfvr.models.adapter.NetClipModel`:
 * faces: the method was trained on crops that are not aligned (the released weights are its stage IV,
   "don't need align"), so the face pipeline gives it the ``proportion`` crop;
 * incremental windows (default, ``incremental=True``): the same numbers as one full network call per window
-  (the naive loop, ``incremental=False``) with less work. Each frame's per-frame part (BiSeNet parsing and
-  the encoder before its first window attention, `PGTFormer.frame_features`) is computed once and reused
-  by every window containing the frame: a small cache keyed by the frame's exact pixels (at most
-  `cache_frames` frames, least recently used out; it serves any caller, several face tracks included); the
-  decoder past the last cross-frame operation runs only for the frames the schedule keeps (the engine asks
-  for them: `partial_windows`). No random numbers are drawn (dropout 0, argmax codes), on either path.
+  (the naive loop, ``incremental=False``) with less work, through the engine's `window_session` contract:
+  one session per stream (face track) caches each frame's per-frame part (BiSeNet parsing and the encoder
+  before its first window attention, `PGTFormer.frame_features`) by stream frame index, computes it once
+  and forgets frames the schedule has passed (at most L + K frames held, flat in video length); the decoder
+  past the last cross-frame operation runs only for the frames the schedule keeps. `restore_clip` itself
+  is always the full window call. No random numbers are drawn (dropout 0, argmax codes), on either path.
 """
 
 from __future__ import annotations
@@ -71,19 +71,10 @@ class PGTFormerClipModel(NetClipModel):
         )
         self.w = float(w)
         self.incremental = bool(incremental) and hasattr(net, "frame_features")
-        #: frames whose per-frame features are kept (2 windows' worth: two interleaved face tracks still hit)
-        self.cache_frames = int(cache_frames) if cache_frames is not None else 2 * frames
-        if self.cache_frames < frames:
-            raise ConfigError(
-                f"cache_frames must be at least the window length {frames}, got {cache_frames}."
-            )
-        self._cache: list[tuple[torch.Tensor, dict]] = []  # (frame, its features), most recent last
-        self.frames_encoded = 0  # per-frame passes run (a measure of the reuse)
 
-    @property
-    def partial_windows(self) -> bool:
-        """The engine may ask `restore_clip` for the kept output positions only (incremental path)."""
-        return self.incremental
+    def window_session(self) -> PGTFormerWindowSession | None:
+        """A per-stream incremental session (`bfvr.engine.base.WindowSession`); None on the naive path."""
+        return PGTFormerWindowSession(self) if self.incremental else None
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", w={self.w}, incremental={self.incremental})"
@@ -105,48 +96,39 @@ class PGTFormerClipModel(NetClipModel):
     def run_net(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x, w=self.w)[0]
 
-    # ---------------------------------------------------------------------------- incremental windows
-    def clear_cache(self) -> None:
-        self._cache.clear()
 
-    def _features(self, x: torch.Tensor) -> list[dict]:
-        """Per-frame features of the window's frames x [L, 3, H, W]: from the cache when the same pixels
-        were seen, else computed (all missing frames in one call) and cached."""
-        found: list[dict | None] = []
-        for f in x:
-            hit = None
-            for i, (key, feats) in enumerate(self._cache):
-                if key.shape == f.shape and torch.equal(key, f):
-                    hit = feats
-                    self._cache.append(self._cache.pop(i))  # most recently used last
-                    break
-            found.append(hit)
-        missing = [i for i, h in enumerate(found) if h is None]
-        uniq: list[int] = []  # a window may hold the same frame twice (edge replication)
-        for i in missing:
-            if not any(torch.equal(x[i], x[j]) for j in uniq):
-                uniq.append(i)
-        if uniq:
-            new = self.net.split_features(self.net.frame_features(x[uniq]))
-            self.frames_encoded += len(uniq)
-            for i, feats in zip(uniq, new):
-                self._cache.append((x[i].clone(), feats))
-            del self._cache[: max(0, len(self._cache) - self.cache_frames)]
-            for i in missing:
-                found[i] = next(feats for j, feats in zip(uniq, new) if torch.equal(x[i], x[j]))
-        return found  # type: ignore[return-value]
+
+class PGTFormerWindowSession:
+    """The incremental official schedule for one stream of frames (see the module doc).
+
+    ``restore(window, ids, keep)``: `window` [3, 3, H, W] holds stream frames `ids` (edges repeated); returns
+    the restored positions `keep`, equal to ``model.restore_clip(window)[keep]``. Per-frame features are
+    looked up by frame index; frames before ``min(ids)`` are dropped (never asked for again)."""
+
+    def __init__(self, model: PGTFormerClipModel) -> None:
+        self.model = model
+        self.cache: dict[int, dict] = {}
+        self.frames_encoded = 0  # per-frame passes run (each frame once on a stream)
 
     @torch.no_grad()
-    def restore_clip(self, clip: torch.Tensor, keep: tuple[int, int] | None = None) -> torch.Tensor:
-        """Restore a window `clip` [3, 3, H, W]; with `keep` = (start, stop) return only those output
-        positions (the incremental path computes only them past the last cross-frame operation)."""
-        if not self.incremental:
-            out = super().restore_clip(clip)
-            return out if keep is None else out[keep[0] : keep[1]]
-        self.check_clip(clip)
-        x = self.to_layout(clip.to(self.device, torch.float32))
-        positions = list(range(x.shape[0])) if keep is None else list(range(keep[0], keep[1]))
-        with autocast(self.device, self.precision):
-            frames = self.net.stack_features(self._features(x))
-            out = self.net.forward_window(frames, keep=positions, w=self.w)
-        return map_output(out.float(), self.output_map, self.value_range).contiguous()
+    def restore(self, window: torch.Tensor, ids: list[int], keep: list[int]) -> torch.Tensor:
+        m = self.model
+        m.check_clip(window)
+        if len(ids) != window.shape[0] or not keep:
+            raise ModelError(f"{m.name}: a window of {window.shape[0]} frames needs as many frame ids and at "
+                             "least one kept position.")
+        for i in [i for i in self.cache if i < min(ids)]:
+            del self.cache[i]
+        first = {}  # id -> its first position in the window
+        for pos, i in enumerate(ids):
+            first.setdefault(i, pos)
+        new = [i for i in first if i not in self.cache]
+        x = m.to_layout(window.to(m.device, torch.float32))
+        with autocast(m.device, m.precision):
+            if new:
+                feats = m.net.frame_features(x[[first[i] for i in new]])
+                self.cache.update(zip(new, m.net.split_features(feats)))
+                self.frames_encoded += len(new)
+            stacked = m.net.stack_features([self.cache[i] for i in ids])
+            out = m.net.forward_window(stacked, keep=list(keep), w=m.w)
+        return map_output(out.float(), m.output_map, m.value_range).contiguous()

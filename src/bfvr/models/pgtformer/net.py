@@ -201,7 +201,10 @@ class PGTFormer(TSVQGAN):
         q = self.feat_emb(self.clip_tokens(lq_feat))
         for layer in self.ft_layers:
             q = layer(q, pos)
-        logits = self.idx_pred_layer(q)  # B, tf*h*w, depth*n
+        # the decision-making head (LayerNorm + Linear to the code logits, 0.1 % of the work) in fp32 also
+        # under bf16/fp16 autocast: fewer near-tied codes flip (no-op in fp32)
+        with torch.autocast(q.device.type, enabled=False):
+            logits = self.idx_pred_layer(q.float())  # B, tf*h*w, depth*n
         return logits.reshape(bt, h, w, self.quantizer.depth, self.quantizer.n_embed)
 
     def lookup(self, codes: torch.Tensor, lq_feat: torch.Tensor | None = None) -> torch.Tensor:
