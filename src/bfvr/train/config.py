@@ -327,6 +327,35 @@ def _allowed_keys(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(k for k in node.model_fields)
 
 
+def _num(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _range(cls: type[BaseModel], loc: tuple[Any, ...], kind: str, ctx: dict[str, Any]) -> str:
+    """The allowed range of the number at `loc`: "in [0, 1)", "at least 1", "positive", ..."""
+    import annotated_types as at
+
+    node: Any = cls
+    field = None
+    for part in loc:
+        field = node.model_fields.get(part) if isinstance(part, str) and node is not None else None
+        ann = field.annotation if field is not None else None
+        node = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    low = high = None
+    for m in (field.metadata if field is not None else []):
+        if isinstance(m, (at.Ge, at.Gt)):
+            low = ("[" if isinstance(m, at.Ge) else "(", m.ge if isinstance(m, at.Ge) else m.gt)
+        if isinstance(m, (at.Le, at.Lt)):
+            high = ("]" if isinstance(m, at.Le) else ")", m.le if isinstance(m, at.Le) else m.lt)
+    if low and high:
+        return f"in {low[0]}{_num(low[1])}, {_num(high[1])}{high[0]}"
+    if low == ("(", 0) or (low is None and kind == "greater_than" and next(iter(ctx.values())) == 0):
+        return "positive"
+    word = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than",
+            "less_than_equal": "at most"}[kind]
+    return f"{word} {_num(next(iter(ctx.values())))}"
+
+
 def _sentence(cls: type[BaseModel], err: ValidationError, task: str) -> str:
     """The first error of a pydantic validation as one sentence naming the key and what it allows."""
     e = err.errors()[0]
@@ -343,10 +372,9 @@ def _sentence(cls: type[BaseModel], err: ValidationError, task: str) -> str:
     if kind == "literal_error":
         return f"{key} must be {ctx.get('expected')}, not {got!r}."
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        word = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than",
-                "less_than_equal": "at most"}[kind]
-        bound = next(iter(ctx.values()))
-        return f"{key} must be {word} {bound}, got {got!r}; fix it in the config or with --set {key}=VALUE."
+        hint = f"; fix it in the config or with --set {key}=VALUE"
+        hint = "" if any(isinstance(p, int) for p in loc) else hint
+        return f"{key} must be {_range(cls, loc, kind, ctx)}, got {got!r}{hint}."
     if kind in ("too_short", "too_long"):
         return f"{key} takes {ctx.get('min_length', ctx.get('max_length'))} values, got {got!r}."
     if kind == "value_error":

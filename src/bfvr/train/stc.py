@@ -25,12 +25,12 @@ from pydantic import Field
 from torch import nn
 
 from bfvr.errors import ConfigError, ModelError
-from bfvr.train.checkpoint import load_weights
 from bfvr.train.accuracy import topk_accuracy
+from bfvr.train.checkpoint import load_weights
 from bfvr.train.config import (
+    Bool,
     DiscConfig,
     GanLoss,
-    Bool,
     Int,
     ModelBase,
     Num,

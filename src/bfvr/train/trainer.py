@@ -59,13 +59,15 @@ def lr_at(step: int, base: float, o: OptimConfig) -> float:
     return o.eta_min
 
 
-def source_checkout() -> Path | None:
-    """The root of the git checkout of bfvr itself this package runs from (src layout: <root>/src/bfvr with
-    <root>/pyproject.toml naming the project bfvr, and <root> the top of a git work tree), else None (an
-    installed package: a git repository around site-packages is someone else's)."""
-    root = Path(__file__).resolve().parents[3]
+def source_checkout(package: Path | None = None) -> Path | None:
+    """The root of the git checkout of bfvr itself that the package folder `package` (default: this
+    package) lies in (src layout: <root>/src/bfvr with <root>/pyproject.toml naming the project bfvr, and
+    <root> the top of a git work tree), else None (an installed package: a git repository around
+    site-packages is someone else's)."""
+    package = (package or Path(__file__).parents[1]).resolve()
+    root = package.parents[1]
     pyproject = root / "pyproject.toml"
-    if Path(__file__).resolve().parents[1] != root / "src" / "bfvr" or not pyproject.is_file():
+    if package != root / "src" / "bfvr" or not pyproject.is_file():
         return None
     try:
         import tomllib
