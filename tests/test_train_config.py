@@ -81,7 +81,8 @@ def test_old_flat_dump_loads_but_a_users_foreign_key_is_refused() -> None:
 @pytest.mark.parametrize("override, words", [
     ("optim.lrr=1", "unknown key 'optim.lrr' in optim; allowed there: betas, d_lr, eta_min,"),
     ("optim.lr=fast", "optim.lr must be a number, not 'fast'."),
-    ("optim.lr=0", "optim.lr must be positive, got 0"),
+    ("optim.lr=0", "optim.lr must be a positive finite number, got 0"),
+    ("optim.lr=.inf", "optim.lr must be a positive finite number, not inf."),
     ("optim.betas=[0.9]", "optim.betas takes 2 values, got [0.9]."),
     ("optim.scheduler=linear", "optim.scheduler must be 'constant', 'cosine_restart' or 'multistep', "
                                "not 'linear'."),

@@ -246,7 +246,7 @@ class TrainConfig(Section):
     #: "auto" (cuda:LOCAL_RANK when available, else cpu), "cpu", "cuda", "cuda:N"
     device: str = "auto"
     #: torch intra-op threads per process (0 = leave torch's default)
-    threads: Int = Field(0, ge=0)
+    threads: Int = 0
     #: DDP: tolerate parameters without gradient in a step. None = the task decides (its
     #: `ddp_find_unused()`; off when it has none) and off for the discriminator
     ddp_find_unused: Bool | None = None
@@ -311,8 +311,7 @@ class TrainConfig(Section):
 _KIND = {"float_parsing": "a number", "float_type": "a number", "int_parsing": "an integer",
          "int_type": "an integer", "int_from_float": "an integer", "bool_parsing": "true or false",
          "bool_type": "true or false", "string_type": "a text", "list_type": "a list",
-         "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
-         "finite_number": "a finite number"}
+         "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping"}
 
 
 def _allowed_keys(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -349,8 +348,10 @@ def _range(cls: type[BaseModel], loc: tuple[Any, ...], kind: str, ctx: dict[str,
             high = ("]" if isinstance(m, at.Le) else ")", m.le if isinstance(m, at.Le) else m.lt)
     if low and high:
         return f"in {low[0]}{_num(low[1])}, {_num(high[1])}{high[0]}"
-    if low == ("(", 0) or (low is None and kind == "greater_than" and next(iter(ctx.values())) == 0):
-        return "positive"
+    if low == ("(", 0):
+        return "a positive finite number"
+    if low == ("[", 0) and not high:
+        return "0 or a positive finite number"
     word = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than",
             "less_than_equal": "at most"}[kind]
     return f"{word} {_num(next(iter(ctx.values())))}"
@@ -381,6 +382,8 @@ def _sentence(cls: type[BaseModel], err: ValidationError, task: str) -> str:
         return f"{key} must be {ctx.get('error')}."
     if kind == "missing":
         return f"{key} is required."
+    if kind == "finite_number":
+        return f"{key} must be {_range(cls, loc, 'greater_than', {'gt': 0})}, not {got!r}."
     what = _KIND.get(kind)
     if what:
         return f"{key} must be {what}, not {got!r}."
@@ -467,12 +470,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     """Read a YAML training config, apply `section.key=value` overrides, check it, return it typed."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}; pass an existing YAML file (see configs/stc/).")
+        raise ConfigError(f"config file not found: {p}; pass an existing YAML file (see configs/).")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         why = "it is not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or type(e).__name__
-        raise ConfigError(f"cannot read the config {p} ({why}); pass a YAML text file (see configs/stc/).") \
+        raise ConfigError(f"cannot read the config {p} ({why}); pass a YAML text file (see configs/).") \
             from None
     try:
         raw = yaml.safe_load(text)
@@ -480,7 +483,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
     if raw is None or raw == {}:  # an empty file, only comments or `{}`: the defaults are no run of yours
         raise ConfigError(f"the config {p} is empty (it holds no settings); write the run's settings there, "
-                          "e.g. start from a copy of configs/stc/tiny_stage1.yaml.")
+                          "e.g. start from a copy of one in configs/.")
     if not isinstance(raw, dict):
         raise ConfigError(f"{p} must contain a mapping of settings at the top level.")
     for section in ("data", "val"):
