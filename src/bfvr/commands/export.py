@@ -78,8 +78,10 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
             argv = [str(a) for a in runs[-1].get("argv", [])]
             cfg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None) or next(
                 (argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")), None)
-            meta.update(config=str(cfg), argv=" ".join(argv), git_revision=str(runs[-1].get("git_revision")),
-                        git_dirty=str(runs[-1].get("git_dirty")))
+            meta.update(config=str(cfg), argv=" ".join(argv))
+            # the bfvr version, and for a run trained from a checkout of bfvr its revision
+            meta.update({k: str(runs[-1][k]) for k in ("bfvr_version", "git_revision", "git_dirty")
+                         if runs[-1].get(k) is not None})
         if resolved is not None:
             meta["resolved_config"] = resolved
         else:
