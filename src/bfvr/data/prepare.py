@@ -466,7 +466,7 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
         check_replaceable,
         check_separate,
         make_folder,
-        set_default_mode,
+        publish,
         temp_beside,
         write_atomic,
     )
@@ -525,8 +525,7 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
                                                 "settings": settings, "clips": clips}) + "\n")
                 if on_record:
                     on_record({**rec, "resumed": True} if resumed else rec)
-        set_default_mode(tmp)
-        tmp.replace(manifest)
+        publish(tmp, manifest)
     except BaseException as e:  # an error or an interrupt: no partial manifest, no folder made and left empty
         if tmp is not None:
             tmp.unlink(missing_ok=True)
