@@ -161,12 +161,9 @@ class Restorer:
             yield np.asarray(out), pts_q.popleft()
 
     def restore_clip(self, frames: np.ndarray) -> np.ndarray:
-        """Restore a clip in memory: uint8 [N, H, W, 3] RGB -> uint8 [N, H, W, 3]."""
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
-        out = [f for f, _ in self.restore_frames((f, i) for i, f in enumerate(frames))]
-        return np.stack(out) if out else frames[:0].copy()
+        """Restore a clip in memory: uint8 [N, H, W, 3] RGB -> uint8 [N, H, W, 3] (`ClipEngine.restore_array`
+        through `restore_frames`: the same path as a video)."""
+        return self.engine().restore_array(frames, run=self.restore_frames)
 
     # ------------------------------------------------------------------ files
     def restore_video(self, inp: str | os.PathLike[str], out: str | os.PathLike[str], *,

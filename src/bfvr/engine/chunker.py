@@ -28,7 +28,7 @@ Memory: at most T + S input frames plus `overlap` restored frames are held, what
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -175,12 +175,15 @@ class ClipEngine:
             yield from s.push(frame, p)
         yield from s.flush()
 
-    def restore_array(self, frames: np.ndarray) -> np.ndarray:
-        """Restore a whole clip held in memory: uint8 [N, H, W, 3] -> uint8 [N, H, W, 3]."""
+    def restore_array(self, frames: np.ndarray,
+                      run: Callable[[Iterable[Frame]], Iterable[Frame]] | None = None) -> np.ndarray:
+        """Restore a whole clip held in memory: uint8 [N, H, W, 3] -> uint8 [N, H, W, 3]. `run`: the stream
+        function the frames go through (default this engine's `run`; `bfvr.Restorer.restore_clip` passes
+        its `restore_frames`, which adds the model's frame preparation and the face pipeline)."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
-        out = [f for f, _ in self.run((f, i) for i, f in enumerate(frames))]
+        out = [f for f, _ in (run or self.run)((f, i) for i, f in enumerate(frames))]
         return np.stack(out) if out else frames[:0].copy()
 
     def clips_for(self, n: int) -> int:
