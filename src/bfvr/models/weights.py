@@ -296,9 +296,12 @@ def _fetch_hf(loc: tuple[str | None, str, str, str, str], url: str, folder: Path
             k.update(disable=not progress, desc=desc, leave=False)
             super().__init__(*a, **k)
 
+    import inspect
+
+    bar = {"tqdm_class": Bar} if "tqdm_class" in inspect.signature(hf_hub_download).parameters else {}
     try:
         got = Path(hf_hub_download(repo, path, repo_type=kind, revision=rev, local_dir=folder / "hf",
-                                   endpoint=endpoint, etag_timeout=timeout, tqdm_class=Bar))
+                                   endpoint=endpoint, etag_timeout=timeout, **bar))
     except Exception as e:  # its HTTP, offline-mode and not-found errors
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise _not_found(url, folder.parent / name, f"{type(e).__name__}: {first}") from None
