@@ -5,6 +5,7 @@ clip in a manifest. See docs/data.md for the exact rules."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from bfvr.errors import DependencyError, InputError
+
+log = logging.getLogger(__name__)
 
 LEFT_EYE_OUTER, RIGHT_EYE_OUTER, NOSE_TIP = 36, 45, 30  # iBUG 68-point indices (image left / right)
 
@@ -310,6 +313,8 @@ class Preparer:
                 overwrite: bool = False, progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
         """Crop, check and write one clip; return its manifest record."""
         from bfvr.io import VideoWriter, open_video, probe
+
+        log.info("preparing %s", src)
 
         src, out_dir = Path(src), Path(out_dir)
         o = self.opts

@@ -28,6 +28,7 @@ Memory: at most T + S input frames plus `overlap` restored frames are held, what
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -37,6 +38,8 @@ import torch.nn.functional as F
 from bfvr.engine.base import ClipModel, Schedule, contract_of
 from bfvr.engine.device import autocast
 from bfvr.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 Frame = tuple[np.ndarray, "int | None"]
 
@@ -124,6 +127,8 @@ class ClipEngine:
         self.value_range = c.value_range
         self.device = c.device
         self.clips_run = 0
+        log.debug("clip engine for %s: %s schedule, clip %d, overlap %d, canvas %s, %s", c.name, sch.kind,
+                  self.clip_len, self.overlap, self.canvas, self.precision)
 
     # ------------------------------------------------------------------ one clip
     def forward_clip(self, frames: list[np.ndarray]) -> torch.Tensor:

@@ -17,6 +17,7 @@ The rule: bfvr never deletes or rewrites a file it did not create. Concretely
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import struct
@@ -27,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bfvr.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
 
 #: written into every PNG-frame folder bfvr creates: `--overwrite` tells its own output from a user's folder
 FRAMES_MARKER = ".bfvr-frames"
@@ -394,6 +397,7 @@ def publish(tmp: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     is replaced, never followed. The last step of every atomic write in bfvr."""
     set_default_mode(tmp)
     os.replace(tmp, out)
+    log.debug("renamed %s to %s", tmp, out)
     return Path(out)
 
 

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
@@ -41,6 +42,8 @@ from bfvr.io.paths import (
     temp_beside,
 )
 from bfvr.io.reader import SIZE_TAG, SWS_EXACT_ENCODE, audio_codec_name
+
+log = logging.getLogger(__name__)
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
@@ -362,6 +365,7 @@ class VideoWriter:
             else:
                 self.path.unlink()
         publish(self._tmp, self.path)  # with the umask's permissions (mkstemp/mkdtemp made it 0600/0700)
+        log.info("wrote %s (%d frames)", self.path, self.frames_written)
 
     def abort(self) -> None:
         """Stop and remove the temporary output (nothing is left behind)."""

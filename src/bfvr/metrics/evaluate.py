@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ import numpy as np
 
 from bfvr.errors import ConfigError, InputError, OutputError
 from bfvr.io.reader import VIDEO_SUFFIXES, list_videos
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FULL_REFERENCE", "NO_REFERENCE", "ALL_METRICS", "EvalOptions", "evaluate_pair",
            "evaluate_dirs", "match_videos", "write_report"]
@@ -165,6 +168,7 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
 
     needs = needs or _Needs(opts)
     m = needs.m
+    log.info("evaluating %s: %s against %s", name, pred_path, gt_path)
     pr = open_video(pred_path)
     gr = open_video(gt_path) if gt_path is not None else None
     try:

@@ -18,7 +18,7 @@ from bfvr.errors import WeightsNotFoundError
 from bfvr.metrics.fullref import ssim_map
 from bfvr.metrics.lpips import LPIPSDistance, load_state
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 
 def frames(x: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ from bfvr.train.code_eval import topk_accuracy
 from bfvr.train.config import TrainConfig
 from bfvr.train.losses import GAN_LOSSES, msrl_loss, perceptual_from_config
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 #: model.extra keys that only PGTFormer (not the Stage-I TS-VQGAN) takes
 PGT_ONLY = (

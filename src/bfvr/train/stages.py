@@ -28,7 +28,7 @@ from bfvr.train.code_eval import topk_accuracy
 from bfvr.train.config import TrainConfig
 from bfvr.train.losses import GAN_LOSSES, perceptual_from_config
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 
 def _vqgan_kwargs(cfg: TrainConfig) -> dict[str, Any]:
