@@ -20,6 +20,7 @@ so a model's temporal context never mixes two people.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import warnings
 from collections import deque
@@ -34,6 +35,8 @@ from bfvr.faces.align import CROP_MODES, crop_matrix, warp_crop
 from bfvr.faces.detect import FaceDetector, make_detector
 from bfvr.faces.paste import draw_box, match_color, paste_back, soft_mask
 from bfvr.faces.track import FaceTracker, ShotCutDetector, TrackState
+
+log = logging.getLogger(__name__)
 
 SELECT_CHOICES = ("largest", "center", "all")
 MASK_CHOICES = ("box", "ellipse", "parsing")
@@ -216,6 +219,7 @@ class FacePipeline:
     def detector(self) -> FaceDetector:
         if self._detector is None:
             self._detector = make_detector(self.opt.detector, detect_size=self.opt.detect_size)
+            log.info("face detector: %s", getattr(self._detector, "name", type(self._detector).__name__))
         return self._detector
 
     # ------------------------------------------------------------ the stream

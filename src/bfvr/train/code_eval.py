@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from bfvr.errors import ConfigError, InputError, ModelError, WeightsNotFoundError
 from bfvr.train.accuracy import topk_accuracy
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 #: the accuracies reported by `evaluate_codes`, in table order
 CODE_METRICS = ("top1_s", "top5_s", "top1_t", "top5_t", "ce_s", "ce_t")

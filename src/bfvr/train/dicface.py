@@ -45,7 +45,7 @@ from bfvr.errors import ConfigError
 from bfvr.train.config import DiscConfig, GanLoss, ModelBase, Num, PerceptualLoss, Positive, TrainConfig
 from bfvr.train.pgtformer import _GanMixin, to_clips, to_frames
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 #: fidelity weight of the fusion blocks during training (the official inference value)
 TRAIN_W = 1.0

@@ -20,7 +20,7 @@ from torch import nn
 from bfvr.errors import ConfigError, InputError
 from bfvr.train.config import Bool, ModelBase, Num, Section, TrainConfig
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 CHARBONNIER_EPS = 1e-3
 

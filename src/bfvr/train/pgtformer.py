@@ -41,7 +41,7 @@ from bfvr.train.accuracy import topk_accuracy
 from bfvr.train.config import DiscConfig, GanLoss, ModelBase, Num, PerceptualLoss, TrainConfig
 from bfvr.train.losses import GAN_LOSSES, msrl_loss, perceptual_from_config
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 #: model.extra keys that only PGTFormer (not the Stage-I TS-VQGAN) takes
 PGT_ONLY = (

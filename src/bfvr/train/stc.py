@@ -41,7 +41,7 @@ from bfvr.train.config import (
 )
 from bfvr.train.losses import GAN_LOSSES, perceptual_from_config
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 
 class StcModel(ModelBase):

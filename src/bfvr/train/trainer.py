@@ -38,7 +38,7 @@ from bfvr.train.ema import EMA
 from bfvr.train.tasks import build_task
 from bfvr.train.tracking import MetricLogger
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 
 def lr_at(step: int, base: float, o: OptimConfig) -> float:
