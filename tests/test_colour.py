@@ -8,9 +8,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from tests.conftest import run_cli, shared_path
 
 from bfvr.io import probe, read_frames
+from helpers import run_cli, shared_path
 
 FRAMES = 8
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from bfvr.io import probe, read_frames
-from conftest import run_cli
+from helpers import run_cli
 
 
 def run(*args: str) -> None:

@@ -17,8 +17,7 @@ import torch
 from bfvr.errors import ModelError, WeightsNotFoundError
 from bfvr.train.config import load_config
 from bfvr.train.dicface import DICFACE_ONLY, dirichlet_kl, is_codeformer_key
-from conftest import run_cli
-from test_train_pgtformer import lowered, resume_equals_straight
+from helpers import lowered, resume_equals_straight, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "dicface" / "tiny.yaml"

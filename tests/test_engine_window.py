@@ -184,7 +184,7 @@ def test_restore_keep_flag(real_clip: np.ndarray, tmp_path, monkeypatch: pytest.
     import cv2
 
     from bfvr.io import read_frames
-    from conftest import run_cli
+    from helpers import run_cli
 
     frames = np.ascontiguousarray(real_clip[:23, ::8, ::8])
     src = tmp_path / "in"
@@ -202,7 +202,7 @@ def test_restore_keep_flag(real_clip: np.ndarray, tmp_path, monkeypatch: pytest.
 
 
 def test_restore_keep_flag_refused_for_clip_models(synth_clip, tmp_path, capsys) -> None:
-    from conftest import run_cli
+    from helpers import run_cli
 
     out = tmp_path / "o.mp4"
     assert run_cli("restore", str(synth_clip), "-o", str(out), "--model", "identity", "--has-aligned",

@@ -27,7 +27,7 @@ from bfvr.faces import (
 from bfvr.faces.align import FFHQ_TEMPLATE_512, align_matrix, proportion_matrix, template_for, warp_crop
 from bfvr.faces.detect import Face
 from bfvr.faces.paste import paste_back, soft_mask
-from conftest import run_cli
+from helpers import run_cli
 
 
 def _decode(path, n, size=None):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -667,7 +667,7 @@ def test_batch_lock_left_by_a_killed_run_is_reused_but_a_foreign_file_is_not(tmp
 def _train_cfg(faces_dir: Path, path: Path, out: Path, **top) -> Path:
     import yaml
 
-    from test_train import tiny_dict
+    from helpers import tiny_dict
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(tiny_dict(faces_dir, out, **top)))
