@@ -1,5 +1,6 @@
-"""The training loop shared by both STC stages: DDP, gradient accumulation, bf16 autocast, EMA, LR
-schedule, atomic checkpoints with exact resume, metric logging and a progress bar.
+"""The training loop shared by every training task (STC, BFVR-Lite, PGTFormer, DicFace): DDP, gradient
+accumulation, bf16 autocast, EMA, LR schedule, atomic checkpoints with exact resume, metric logging and a
+progress bar.
 
 Exact resume: everything that influences the next step is either saved (weights, EMA, optimizer moments,
 RNG states) or a pure function of the step number (learning rate, GAN on/off, the data: clip position p is
@@ -75,7 +76,7 @@ def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 class Trainer:
-    """Runs one STC training stage described by a `TrainConfig`.
+    """Runs one training task (the config's `task:`) described by a `TrainConfig`.
 
     `Trainer(cfg, resume=True).run()` continues the run in `cfg.out_dir` from its newest checkpoint.
     Launch several processes with torchrun for data-parallel training (each process reads its own part of
