@@ -1,13 +1,14 @@
 """Regenerate docs/ui.png from the real page: start `bfvr ui`, open it in headless Chromium (selenium + the
 system chromedriver, as tests/test_ui.py does), restore the first seconds of a real clip with the default
-model and save a screenshot of the whole page.
+model and save a screenshot of the page (900 px wide).
 
-    python scripts/ui_screenshot.py [CLIP] [--preview SECONDS] [-o docs/ui.png]
+    BFVR_SHARED=../shared python scripts/ui_screenshot.py [CLIP] [--preview SECONDS] [-o docs/ui.png]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import subprocess
@@ -36,7 +37,8 @@ def wait(cond, timeout: float, what: str):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("clip", nargs="?", default=str(REPO.parent / "shared/data/faces/lp_driving_d18.mp4"))
+    shared = Path(os.environ.get("BFVR_SHARED", REPO.parent / "shared"))
+    ap.add_argument("clip", nargs="?", default=str(shared / "data/faces/lp_driving_d18.mp4"))
     ap.add_argument("--preview", type=float, default=2.0, help="seconds to restore (0 = the whole clip)")
     ap.add_argument("-o", "--output", default=str(REPO / "docs" / "ui.png"))
     args = ap.parse_args()
@@ -53,10 +55,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "bfvr.cli", "ui", "--port", str(port), "--temp-dir", tmp,
                "--samples", str(Path(args.clip).parent)]
-        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        log = open(Path(tmp) / "server.log", "w")  # noqa: SIM115 - closed with the folder
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         driver = None
         try:
-            wait(lambda: urllib.request.urlopen(url, timeout=2).read(), 180, "the server")
+            def answers():
+                if server.poll() is not None:
+                    raise SystemExit(f"bfvr ui exited: {(Path(tmp) / 'server.log').read_text()}")
+                return urllib.request.urlopen(url, timeout=2).read()
+
+            wait(answers, 600, "the server")
             opts = webdriver.ChromeOptions()
             opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
             for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
@@ -81,11 +89,18 @@ def main() -> int:
             wait(lambda: d.execute_script("const i = document.querySelector('#profile img');"
                                           "return i && i.complete && i.naturalWidth > 0"), 60, "the profile")
             time.sleep(2)
-            h = d.execute_script("return Math.max(document.body.scrollHeight, "
-                                 "document.documentElement.scrollHeight)")
-            d.set_window_size(1400, min(int(h) + 40, 4000))
+            # the page down to the before/after slider (the run's JSON below it is left out), 900 px wide
+            top = d.execute_script("return document.querySelector('#run-info').getBoundingClientRect().top"
+                                   " + window.scrollY")
+            d.set_window_size(1400, int(top) + 90)  # + the browser's own height
             time.sleep(1)
-            d.save_screenshot(args.output)
+            png = d.get_screenshot_as_png()
+            import cv2
+            import numpy as np
+
+            im = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[: int(top) - 8]
+            im = cv2.resize(im, (900, round(im.shape[0] * 900 / im.shape[1])), interpolation=cv2.INTER_AREA)
+            cv2.imwrite(args.output, im, [cv2.IMWRITE_PNG_COMPRESSION, 9])
             print(f"{args.output}: {status}")
         finally:
             if driver is not None:
