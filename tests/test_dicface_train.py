@@ -187,6 +187,7 @@ def test_official_config_builds_the_official_network():
 
 # -------------------------------------------------------------------------------------------- training
 
+@pytest.mark.slow  # 5 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_tiny_trains_a_few_steps_and_resumes_exactly(faces_dir, tmp_path):
     """4 real steps (restoration) straight = 2 + resume 2, bit for bit; the KL term falls from step 1."""
     rec = resume_equals_straight(lambda o, s: tiny(faces_dir, o, s), tmp_path, 4)

@@ -194,6 +194,7 @@ def _tiny(faces_dir, out, **over) -> object:
     return config_from_dict(raw)
 
 
+@pytest.mark.slow  # 10 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_lite_task_learns_and_resumes_exactly(faces_dir, tmp_path) -> None:
     from safetensors.torch import load_file
 
@@ -271,6 +272,7 @@ def test_held_out_clips_are_never_read_for_training(faces_dir) -> None:
     assert ds.names == ["lp_driving_d18.mp4"]
 
 
+@pytest.mark.slow  # 15 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_cli_export_onnx_then_restore_with_onnxruntime_losslessly(faces_dir, tmp_path) -> None:
     """What a user does: export the default model, restore with it in ONNX Runtime and in PyTorch (fp32), both
     lossless: same frames (within one 8-bit level), and they differ from the input (the model restores)."""
@@ -480,6 +482,7 @@ def test_a_diverging_run_stops_with_one_clear_sentence(faces_dir, tmp_path, monk
     assert isinstance(e.value, BfvrError) and e.value.exit_code == 2
 
 
+@pytest.mark.slow  # 4 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_bundled_model_leaves_a_clean_face_nearly_as_it_is(lite, faces_dir) -> None:
     """Do no harm: clean held-out face crops come back close to themselves, with their fine detail
     (high-frequency energy: variance of the Laplacian of the luma) kept. Measured: 39.2 and 40.2 dB, 92 and
