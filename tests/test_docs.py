@@ -50,7 +50,7 @@ def _bfvr_argv(words: list[str]) -> list[str] | None:
 
 def _split_line(line: str) -> list[list[str]]:
     """Shell words of one logical line, split at ; && || | & (comments dropped)."""
-    lex = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lex = shlex.shlex(line, posix=True, punctuation_chars=";&|")  # not <>: `<name>` placeholders
     lex.whitespace_split = True
     lex.commenters = "#"
     out, cur = [], []
