@@ -357,6 +357,19 @@ SCHEDULES = {  # name -> (keep, incremental)
 }
 
 
+def _cpu_timed(fn, acc: dict, key: str):
+    """fn, adding its CPU seconds (all threads) to acc[key] (the naive forward calls the same methods)."""
+
+    def wrapped(*args, **kw):
+        c0 = time.process_time()
+        try:
+            return fn(*args, **kw)
+        finally:
+            acc[key] += time.process_time() - c0
+
+    return wrapped
+
+
 def schedule_child(a: argparse.Namespace) -> None:
     import numpy as np
     import torch
@@ -385,6 +398,11 @@ def schedule_child(a: argparse.Namespace) -> None:
         return alpha
 
     model.net.head = recording_head
+    stages = {"encoder": 0.0, "transformers": 0.0, "head": 0.0, "decoder": 0.0}
+    net = model.net
+    for stage, attr in (("encoder", "encode_frames"), ("transformers", "transform"), ("head", "head"),
+                        ("head", "code_weights"), ("head", "code_mixture"), ("decoder", "decode")):
+        setattr(net, attr, _cpu_timed(getattr(net, attr), stages, stage))
     t0, c0 = time.perf_counter(), time.process_time()
     out = eng.restore_array(frames)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -396,6 +414,7 @@ def schedule_child(a: argparse.Namespace) -> None:
         "s_per_frame": round(wall / n, 2), "cpu_s_per_frame_per_thread": round(cpu / a.threads / n, 2),
         "peak_rss_gb": round(peak_rss_gb(), 2), "threads": a.threads,
         "load_avg": round(os.getloadavg()[0], 1),
+        "cpu_s_per_frame_by_stage": {k: round(v / n, 2) for k, v in stages.items()},
     }), flush=True)
 
 
@@ -413,8 +432,9 @@ def schedules(a: argparse.Namespace) -> dict:
             runs.append((BF16_T32, "incremental official"))
         for precision, name in runs:
             out = Path(tmp) / f"{precision}-{name.replace(' ', '_').replace('=', '')}.npz"
+            n = a.fast_frames if name.startswith("fast") else a.frames
             cmd = [sys.executable, __file__, "schedule-child", "--schedule", name,
-                   "--frames", str(a.frames), "--precision", precision, "--threads", str(a.threads),
+                   "--frames", str(n), "--precision", precision, "--threads", str(a.threads),
                    "--sampling", a.sampling, "--out", str(out)]
             r = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ})
             if r.returncode:
@@ -426,7 +446,8 @@ def schedules(a: argparse.Namespace) -> dict:
         naive = rows.get(("fp32", "naive official"))
         official = OFFICIAL_OVER_NAIVE_FP32 * naive["s_per_frame"] if naive else None
         official_cpu = OFFICIAL_OVER_NAIVE_FP32 * naive["cpu_s_per_frame_per_thread"] if naive else None
-        summary: dict = {"frames": a.frames, "sampling": a.sampling, "threads": a.threads}
+        summary: dict = {"frames": a.frames, "fast_frames": a.fast_frames, "sampling": a.sampling,
+                         "threads": a.threads}
         for (precision, name), row in rows.items():
             if official:
                 row["x_official_wall"] = round(official / row["s_per_frame"], 1)
@@ -440,9 +461,9 @@ def schedules(a: argparse.Namespace) -> dict:
                 d = np.abs(inc["out"] - nai["out"])
                 summary[f"{precision}_max_abs_diff_incremental_vs_naive"] = float(d.max())
                 summary[f"{precision}_max_abs_diff_8bit_levels"] = round(float(d.max()) * 255, 4)
-    print(f"\nDicFace 512x512 ({a.frames} frames of {CLIP.name}), {a.threads} threads, synthetic fixture "
-          f"weights, sampling {a.sampling}; official code estimated at {OFFICIAL_OVER_NAIVE_FP32} x our "
-          f"naive fp32 = {official and round(official, 1)} s/frame "
+    print(f"\nDicFace 512x512 ({a.frames} frames of {CLIP.name}, fast: {a.fast_frames}), "
+          f"{a.threads} threads, synthetic fixture weights, sampling {a.sampling}; official code estimated "
+          f"at {OFFICIAL_OVER_NAIVE_FP32} x our naive fp32 = {official and round(official, 1)} s/frame "
           f"(cpu {official_cpu and round(official_cpu, 1)})")
     print(f"{'schedule':22} {'prec':5} {'calls':>5} {'s/frame':>8} {'cpu s/frame/thr':>15} "
           f"{'x official':>10} {'x off (cpu)':>11} {'peak RSS':>9} {'codes=fp32':>10} {'load':>5}")
@@ -451,6 +472,12 @@ def schedules(a: argparse.Namespace) -> dict:
               f"{r['cpu_s_per_frame_per_thread']:15.2f} {r.get('x_official_wall', float('nan')):10.1f} "
               f"{r.get('x_official_cpu', float('nan')):11.1f} {r['peak_rss_gb']:7.2f}GB "
               f"{r.get('code_agreement_vs_fp32', float('nan')):10.4f} {r['load_avg']:5.1f}")
+    print("\nCPU seconds per output frame by stage (all threads)")
+    for (precision, name), r in rows.items():
+        st = r["cpu_s_per_frame_by_stage"]
+        tot = sum(st.values()) or 1.0
+        parts = " ".join(f"{k} {v:6.2f} ({v / tot:4.0%})" for k, v in st.items())
+        print(f"{name:22} {precision:22} {parts}")
     print(json.dumps(summary, indent=1))
     return {"rows": [dict(r) for r in rows.values()], **summary}
 
@@ -474,7 +501,8 @@ def main() -> None:
     ap.add_argument(
         "--official-frames", type=int, default=3, help="speed: frames through keep=1 (1 call each)"
     )
-    ap.add_argument("--fast-frames", type=int, default=10, help="speed: frames through the fast schedule")
+    ap.add_argument("--fast-frames", type=int, default=None,
+                    help="speed / schedules: frames through the fast schedule (default 10 / 5)")
     ap.add_argument("--sampling", default=None, choices=["mean", "official"],
                     help="speed: sampling mode (default mean); schedules: (default official, seed 0)")
     ap.add_argument("--flicker-precision", default="bf16", choices=["fp32", "bf16"])
@@ -482,6 +510,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.what in ("speed", "speed-child"):
         a.sampling = a.sampling or "mean"
+    a.fast_frames = a.fast_frames or (5 if a.what == "schedules" else 10)
     if a.what == "speed-child":
         a.precision = a.precision[0]
         a.frames = a.frames or 5
@@ -493,7 +522,7 @@ def main() -> None:
     elif a.what == "profile":
         profile(a)
     elif a.what == "schedules":
-        a.frames = a.frames or 10
+        a.frames = a.frames or 3
         a.sampling = a.sampling or "official"
         schedules(a)
     elif a.what == "schedule-child":
