@@ -144,3 +144,20 @@ def test_fixture_weights_incremental_equals_naive(source, tmp_path):
     diff = (naive - inc).abs().amax(dim=(1, 2, 3))
     print(source, "max abs diff per frame", diff.tolist())
     assert diff.max() <= 1e-4
+
+
+def test_fp32_transformer_under_bf16_autocast(small_sd):
+    """`fp32_transformer=True` runs the transformer layers in fp32 inside a bf16 autocast: the tokens equal
+    the fp32 ones; without it they carry bf16 rounding."""
+    net = DicFace(**SMALL).eval()
+    net.load_state_dict(small_sd)
+    lq = torch.randn(5, SMALL["emb_dim"], 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = net.transform(lq)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net.transform(lq)
+            DicFaceClipModel(net, precision="bf16", fp32_transformer=True)
+            assert net.fp32_transformer
+            high = net.transform(lq)
+    assert high.dtype == torch.float32 and (high - ref).abs().max() <= 1e-5
+    assert (low.float() - ref).abs().max() > 1e-3

@@ -57,6 +57,7 @@ class DicFaceClipModel(NetClipModel):
         seed: int | None = 0,
         mask: FrameMask | str | None = None,
         incremental: bool = True,
+        fp32_transformer: bool = False,
     ) -> None:
         if task not in TASKS:
             raise ConfigError(f"unknown DicFace task '{task}'; choose one of: {', '.join(TASKS)}.")
@@ -90,6 +91,7 @@ class DicFaceClipModel(NetClipModel):
         )
         self.task, self.w, self.adain = task, float(w), bool(adain)
         self.incremental = bool(incremental)
+        self.net.fp32_transformer = bool(fp32_transformer)
         self.net.sampling, self.net.seed = sampling, seed
         self.net.reset_rng()
         self.mask = mask if mask is None or isinstance(mask, FrameMask) else FrameMask(mask)
