@@ -7,14 +7,12 @@ are not faces)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from tests.conftest import run_cli, shared_path
 
 from bfvr.api import Restorer
 from bfvr.engine.base import Schedule, contract_of
@@ -23,6 +21,7 @@ from bfvr.errors import ConfigError, InputError, ModelError
 from bfvr.models.dicface import DicFace
 from bfvr.models.dicface.tasks import FrameMask, to_grey
 from bfvr.models.hub import load_model
+from helpers import golden_weights, run_cli, shared_path
 
 SMALL = {
     "dim_embed": 32,
@@ -436,13 +435,10 @@ def test_cli_mask_errors(small, synth_clip, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def fixture_weights(tmp_path_factory) -> Path:
     """The golden manifest's deterministic weights in an official-style .pth (``{"params_ema": ...}``)."""
-    tools = shared_path("tools", "golden_weights.py").parent
-    if str(tools) not in sys.path:
-        sys.path.insert(0, str(tools))
-    from golden_weights import make_state_dict
+    gw = golden_weights()
 
     p = tmp_path_factory.mktemp("fixture") / "bfr_fixture.pth"
-    torch.save({"params_ema": make_state_dict(str(shared_path("golden", "dicface", "manifest.json")))}, p)
+    torch.save({"params_ema": gw.make_state_dict(str(shared_path("golden", "dicface", "manifest.json")))}, p)
     return p
 
 

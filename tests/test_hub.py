@@ -17,7 +17,7 @@ import torch
 from bfvr.errors import ConfigError, ModelError, WeightsNotFoundError
 from bfvr.models import hub
 from bfvr.models import weights as W
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture(autouse=True)

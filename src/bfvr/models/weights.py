@@ -84,7 +84,7 @@ WEIGHTS: dict[str, WeightsEntry] = {
     for e in (
         WeightsEntry("bfvr-lite", "bfvr-lite.safetensors", key=None,
                      bundled=f"models/lite/{LITE_WEIGHTS}",
-                     description="BFVR-Lite, trained by the bfvr project (configs/lite/train.yaml); "
+                     description="BFVR-Lite, trained by the bfvr project (configs/lite/, docs/models.md); "
                                  "ships with bfvr"),
         # the hub mixin's flat state_dict; the authors' params_ema .pth (Google Drive / BaiduYun,
         # no direct URL) loads the same way with --weights weights.pth
