@@ -14,19 +14,16 @@ from typing import Any
 
 import torch
 
-#: task name -> "module:class" (imported when used, so configs validate without building anything)
-TASKS: dict[str, str] = {
-    "stc-stage1": "bfvr.train.stages:Stage1Task",
-    "stc-stage2": "bfvr.train.stages:Stage2Task",
-    "lite": "bfvr.train.lite:LiteTask",
-    "pgtformer-stage1": "bfvr.train.pgtformer:TSVQGANTask",
-    "pgtformer-stage2": "bfvr.train.pgtformer:PGTFormerStage2Task",
-    "pgtformer-stage3": "bfvr.train.pgtformer:PGTFormerStage3Task",
-    "pgtformer-stage4": "bfvr.train.pgtformer:PGTFormerStage4Task",
-    "dicface": "bfvr.train.dicface:DicFaceTask",
-}
+from bfvr.models import registry as _registry
+
+#: task name -> "module:Class" (imported when used, so configs validate without building anything) or the
+#: class: declared by each method (its `bfvr.models.spec.Method.tasks`; plugins too, `bfvr.models.registry`)
+TASKS = _registry.TASKS
 
 
 def build_task(cfg: Any, device: torch.device) -> Any:
-    module, _, cls = TASKS[cfg.task_name].partition(":")
-    return getattr(importlib.import_module(module), cls)(cfg, device)
+    target = TASKS[cfg.task_name]
+    if isinstance(target, str):
+        module, _, cls = target.partition(":")
+        target = getattr(importlib.import_module(module), cls)
+    return target(cfg, device)
