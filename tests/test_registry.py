@@ -92,3 +92,19 @@ def test_paste_masks_come_from_methods(tmp_path, monkeypatch):
         assert fn(None) == "envelope" and seen == ["w.pth"]
     finally:
         registry.unregister("halo")
+
+
+def test_a_broken_plugin_is_left_out_with_one_line(monkeypatch, capsys):
+    from importlib.metadata import EntryPoint
+
+    eps = [EntryPoint("broken", "bfvr_no_such_package.method:METHOD", registry.GROUP),
+           EntryPoint("lite", "bfvr.models.lite.method:METHOD", registry.GROUP)]  # a built-in: loaded once
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [e for e in eps if e.group == group])
+    registry.reload()
+    try:
+        assert "lite" in registry.methods() and "broken" not in registry.methods()
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "the bfvr method plugin 'broken'" in err and "left out" in err
+    finally:
+        monkeypatch.undo()
+        registry.reload()
