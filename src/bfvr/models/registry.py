@@ -147,6 +147,8 @@ def _table(kind: str) -> dict[str, Any]:
                 _tables[kind] = {e.name: e for m in ms for e in m.weights}
             elif kind == "tasks":
                 _tables[kind] = {t: target for m in ms for t, target in m.tasks.items()}
+            elif kind == "stage_aliases":
+                _tables[kind] = {k: t for m in ms for k, t in m.stage_aliases.items()}
             elif kind == "paste_masks":
                 _tables[kind] = {}
                 for m in ms:
@@ -192,6 +194,7 @@ MODELS: MutableMapping[str, ModelSpec] = Table("models")
 WEIGHTS: MutableMapping[str, Any] = Table("weights")
 TASKS: MutableMapping[str, Any] = Table("tasks")
 PASTE_MASKS: MutableMapping[str, PasteMask] = Table("paste_masks")
+STAGE_ALIASES: MutableMapping[str, str] = Table("stage_aliases")
 
 
 def owner(kind: str, name: str) -> str | None:

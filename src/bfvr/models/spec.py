@@ -89,3 +89,5 @@ class Method:
     tasks: Mapping[str, Any] = field(default_factory=dict)
     paste_masks: tuple[PasteMask, ...] = ()
     description: str = ""
+    #: older training configs without ``task:`` named a task by their ``stage:`` key: stage -> task name
+    stage_aliases: Mapping[str, str] = field(default_factory=dict)

@@ -75,5 +75,6 @@ METHOD = Method(
                      mirror_env="BFVR_STC_MIRROR",
                      description="BFVR-STC stage II, pixel de-flickering (4 heads, 6 layers)"),
     ),
-    tasks={"stc-stage1": "bfvr.train.stages:Stage1Task", "stc-stage2": "bfvr.train.stages:Stage2Task"},
+    tasks={"stc-stage1": "bfvr.train.stc:Stage1Task", "stc-stage2": "bfvr.train.stc:Stage2Task"},
+    stage_aliases={"stage1": "stc-stage1", "stage2": "stc-stage2"},  # configs from before `task:`
 )
