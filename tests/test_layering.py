@@ -30,8 +30,8 @@ HOMONYMS = {
     ("bfvr.degrade.pipeline", "stc"), ("bfvr.data.dataset", "stc"), ("bfvr.commands.degrade", "stc"),
 }
 #: names still held by a shared module, each to be moved into its method: remove an entry as soon as its
-#: module is fixed (test_pending_entries_are_still_needed fails when an entry matches nothing). code_eval.py is
-#: `bfvr evaluate-codes`, STC Stage II's code accuracy, and checks the run's task by name
+#: module is fixed (test_pending_entries_are_still_needed fails when an entry matches nothing).
+#: code_eval.py is `bfvr evaluate-codes`, STC Stage II's code accuracy: it checks the run's task by name
 PENDING = {
     "bfvr.train.code_eval": {"stc-stage2"},
 }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "bfvr"
 

@@ -19,7 +19,7 @@ from bfvr.models.pgtformer.paste_mask import (
     parsing_state_dict,
     require_parsing_weights,
 )
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from bfvr.models import hub, registry
 from bfvr.models import weights as W
 from bfvr.models.spec import Method, ModelSpec, PasteMask
 from bfvr.models.weights import WeightsEntry
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import yaml
 from bfvr.errors import ConfigError
 from bfvr.train.config import TrainConfig, config_from_dict, load_config
 from bfvr.train.tasks import TASKS, task_config
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 

@@ -55,7 +55,7 @@ METHOD = Method(
     ),
     weights=(
         WeightsEntry("bfvr-lite", "bfvr-lite.safetensors", key=None, bundled=str(WEIGHTS_FILE),
-                     description="BFVR-Lite, trained by the bfvr project (configs/lite/train.yaml); "
+                     description="BFVR-Lite, trained by the bfvr project (configs/lite/, docs/models.md); "
                                  "ships with bfvr"),
     ),
     tasks={"lite": "bfvr.train.lite:LiteTask"},
