@@ -562,6 +562,22 @@ def test_residual_paste_keeps_a_large_face_exactly_where_the_model_changes_nothi
     assert abs(float(out[inner].astype(int).mean() - frame[inner].astype(int).mean()) - 10) < 0.5
 
 
+def test_a_face_smaller_than_the_canvas_is_not_resampled_where_the_model_changes_nothing(faces_dir):
+    """The clean phone clip's ~240 px face is upsampled into the 512 canvas; pasting the crop itself back
+    would resample it twice (it kept 69 % of its high-frequency energy that way); the residual paste leaves
+    the frame bit-exact when the model changes nothing, through the default face pipeline."""
+    from bfvr import Restorer
+
+    frames = np.stack(clip(faces_dir, "latentsync_demo2_video", 3))
+    r = Restorer(IdentityModel(), has_aligned=False, progress=False)
+    out = r.restore_clip(frames)
+    assert r.face_pipeline.stats["frames_with_face"] == 3
+    assert np.array_equal(out, frames)
+    plain = Restorer(IdentityModel(), has_aligned=False, progress=False,
+                     faces=FaceOptions(residual_paste=False)).restore_clip(frames)
+    assert not np.array_equal(plain, frames)  # the old paste did resample the face
+
+
 def test_background_clips_never_span_a_shot_cut():
     """A background model that mixes its clip's frames (here: their mean) sees each shot on its own."""
     from bfvr.engine.chunker import ClipEngine

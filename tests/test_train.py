@@ -310,7 +310,10 @@ def test_stage1_resume_is_exact(faces_dir: Path, tmp_path: Path) -> None:
     assert read_metrics(tmp_path / "a") == [{**r, "time": m["time"]} for r, m in
                                               zip(read_metrics(tmp_path / "b"), read_metrics(tmp_path / "a"))]
     runs = json.loads((tmp_path / "b/run.json").read_text())
-    assert len(runs) == 2 and runs[1]["resume"] and len(runs[0]["git_revision"]) >= 7
+    assert len(runs) == 2 and runs[1]["resume"] and runs[0]["bfvr_version"]
+    from bfvr.train.trainer import source_checkout
+
+    assert (len(runs[0].get("git_revision", "")) == 40) is (source_checkout() is not None)
     assert load_config(tmp_path / "b/config.yaml").to_dict() == cfg_b.to_dict()
 
 

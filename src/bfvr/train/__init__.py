@@ -1,6 +1,6 @@
-"""bfvr.train: the training tasks (STC Stage I VQGAN and Stage II lookup transformers, BFVR-Lite,
-PGTFormer stages I-IV, DicFace), losses, EMA, atomic checkpoints with exact resume, DDP via torchrun.
-Entry points: `bfvr train` or
+"""bfvr.train: training tasks (STC Stage I/II, BFVR-Lite, PGTFormer stages I-IV, DicFace; `tasks.py`) with
+typed per-task configs, one method-agnostic trainer, losses, EMA, atomic checkpoints with exact resume, DDP
+via torchrun. Entry points: `bfvr train` or
 
     from bfvr.train import load_config, train
     train(load_config("configs/stc/tiny_stage1.yaml"))
