@@ -249,11 +249,248 @@ def flicker(a: argparse.Namespace) -> dict:
     return res
 
 
+# ---------------------------------------------------------------------------------------------- profile
+
+
+def _timed(fn, repeat: int):
+    """(result, best wall seconds, CPU seconds of that run) of fn() over `repeat` runs."""
+    best, cpu, res = float("inf"), 0.0, None
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = fn()
+        w = time.perf_counter() - t0
+        if w < best:
+            best, cpu = w, time.process_time() - c0
+    return res, best, cpu
+
+
+def _profile_stages(net, x, tr32: bool, repeat: int):
+    """alpha of the window x [5, 3, S, S] and the (wall, cpu) seconds of: encode 1 frame, the transformers on
+    5 frames, head + official draw + the kept frame's code mixture, decode 1 frame."""
+
+    (lq, feats), t_enc, c_enc = _timed(lambda: net.encode_frames(x[:1]), repeat)
+    lq5 = net.encode_frames(x)[0]
+
+    def tr():
+        net.fp32_transformer = tr32
+        try:
+            return net.transform(lq5)
+        finally:
+            net.fp32_transformer = False
+
+    tok, t_tr, c_tr = _timed(tr, repeat)
+
+    def head():
+        net.reset_rng()
+        alpha = net.head(tok)
+        return alpha, net.code_mixture(net.code_weights(alpha, "official")[2:3])
+
+    (alpha, quant), t_head, c_head = _timed(head, repeat)
+    _, t_dec, c_dec = _timed(lambda: net.decode(quant, feats, 1.0), repeat)
+    return alpha, (t_enc, t_tr, t_head, t_dec), (c_enc, c_tr, c_head, c_dec)
+
+
+def profile(a: argparse.Namespace) -> dict:
+    """Where one output frame's time goes on the incremental official schedule (encode 1 new frame, the
+    transformers over the 5-frame window, the Dirichlet head + draw + code mixture, decode 1 frame), fp32 and
+    bf16 (autocast + channels-last; and bf16 with the transformers in fp32), plus the naive loop's per-frame
+    work (5 encodes + 5 decodes) derived from the same stage times. Also: the share of code indices (argmax
+    of alpha, every token of the window) equal to fp32's."""
+    import torch
+
+    from bfvr.engine.device import autocast
+    from bfvr.models.adapter import to_channels_last
+
+    torch.set_num_threads(a.threads)
+    frames = real_frames(5)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    net = fixture_net(seed=0)
+    res: dict = {"threads": a.threads, "load_avg_start": round(os.getloadavg()[0], 1), "stages": {}}
+    codes = {}
+    variants = [("fp32", False, False), ("fp32", False, True), ("bf16", False, True), ("bf16", True, True)]
+    for precision, tr32, cl in variants:
+        if cl:
+            to_channels_last(net)
+        name = f"{precision}{' channels-last' if cl and precision == 'fp32' else ''}"
+        name += " (transformer fp32)" if tr32 else ""
+        xin = x.contiguous(memory_format=torch.channels_last) if cl else x
+        with torch.no_grad(), autocast(x.device, precision):
+            alpha, times, cpus = _profile_stages(net, xin, tr32, a.repeat)
+        t_enc, t_tr, t_head, t_dec = times
+        c_enc, c_tr, c_head, c_dec = cpus
+        codes[name] = alpha.argmax(-1)
+        inc = t_enc + t_tr + t_head + t_dec
+        naive = 5 * t_enc + t_tr + t_head + 5 * t_dec
+        row = {
+            "encode_1_frame_s": round(t_enc, 2),
+            "transformers_5_frames_s": round(t_tr, 2),
+            "head_draw_mixture_s": round(t_head, 2),
+            "decode_1_frame_s": round(t_dec, 2),
+            "incremental_s_per_frame": round(inc, 2),
+            "naive_s_per_frame_derived": round(naive, 2),
+            "cpu_s_per_frame_incremental": round(c_enc + c_tr + c_head + c_dec, 2),
+            "share_incremental": {
+                k: round(v / inc, 3)
+                for k, v in (("encoder", t_enc), ("transformers", t_tr), ("head", t_head), ("decoder", t_dec))
+            },
+        }
+        res["stages"][name] = row
+        print(json.dumps({name: row}), flush=True)
+    ref = codes["fp32"]
+    res["code_agreement_vs_fp32"] = {k: round((v == ref).float().mean().item(), 4) for k, v in codes.items()}
+    res["load_avg_end"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(res, indent=1))
+    return res
+
+
+# -------------------------------------------------------------------------------------------- schedules
+
+#: the official code's s/frame over our naive fp32 loop's, measured side by side on one machine (issue 24:
+#: 21.8 vs 17.8 s/frame); the official code cannot run here, so its speed is estimated from our naive loop
+OFFICIAL_OVER_NAIVE_FP32 = 1.22
+#: bf16 with the transformers in fp32 (`DicFace.fp32_transformer`)
+BF16_T32 = "bf16-fp32-transformer"
+SCHEDULES = {  # name -> (keep, incremental)
+    "naive official": (1, False),
+    "incremental official": (1, True),
+    "fast keep=5": (5, True),
+}
+
+
+def _cpu_timed(fn, acc: dict, key: str):
+    """fn, adding its CPU seconds (all threads) to acc[key] (the naive forward calls the same methods)."""
+
+    def wrapped(*args, **kw):
+        c0 = time.process_time()
+        try:
+            return fn(*args, **kw)
+        finally:
+            acc[key] += time.process_time() - c0
+
+    return wrapped
+
+
+def schedule_child(a: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from bfvr.engine.chunker import ClipEngine
+
+    torch.set_num_threads(a.threads)
+    keep, incremental = SCHEDULES[a.schedule]
+    frames = real_frames(a.frames)
+    model = clip_model("bf16" if a.precision == BF16_T32 else a.precision, keep, a.sampling)
+    model.incremental = incremental
+    model.net.fp32_transformer = a.precision == BF16_T32
+    eng = ClipEngine(model)
+    outs, codes = [], []
+
+    def capture(x):
+        outs.append(x.clone())
+        return ClipEngine.clip_to_uint8(x)
+
+    eng.clip_to_uint8 = capture
+    head = model.net.head
+
+    def recording_head(tok):
+        alpha = head(tok)
+        codes.append(alpha.argmax(-1).to(torch.int16))
+        return alpha
+
+    model.net.head = recording_head
+    stages = {"encoder": 0.0, "transformers": 0.0, "head": 0.0, "decoder": 0.0}
+    net = model.net
+    for stage, attr in (("encoder", "encode_frames"), ("transformers", "transform"), ("head", "head"),
+                        ("head", "code_weights"), ("head", "code_mixture"), ("decoder", "decode")):
+        setattr(net, attr, _cpu_timed(getattr(net, attr), stages, stage))
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = eng.restore_array(frames)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert out.shape == frames.shape
+    np.savez(a.out, out=torch.cat(outs).numpy(), codes=torch.stack(codes).numpy())
+    n = len(frames)
+    print(json.dumps({
+        "schedule": a.schedule, "precision": a.precision, "frames": n, "calls": eng.clips_run,
+        "s_per_frame": round(wall / n, 2), "cpu_s_per_frame_per_thread": round(cpu / a.threads / n, 2),
+        "peak_rss_gb": round(peak_rss_gb(), 2), "threads": a.threads,
+        "load_avg": round(os.getloadavg()[0], 1),
+        "cpu_s_per_frame_by_stage": {k: round(v / n, 2) for k, v in stages.items()},
+    }), flush=True)
+
+
+def schedules(a: argparse.Namespace) -> dict:
+    """Naive official loop vs incremental official schedule vs fast keep=5, fp32 and bf16, each in its own
+    process on the same real frames; fp32 max difference incremental vs naive; code agreement with fp32."""
+    import tempfile
+
+    import numpy as np
+
+    rows, res = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [(p, name) for p in a.precision for name in SCHEDULES]
+        if "bf16" in a.precision:
+            runs.append((BF16_T32, "incremental official"))
+        for precision, name in runs:
+            out = Path(tmp) / f"{precision}-{name.replace(' ', '_').replace('=', '')}.npz"
+            n = a.fast_frames if name.startswith("fast") else a.frames
+            cmd = [sys.executable, __file__, "schedule-child", "--schedule", name,
+                   "--frames", str(n), "--precision", precision, "--threads", str(a.threads),
+                   "--sampling", a.sampling, "--out", str(out)]
+            r = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ})
+            if r.returncode:
+                sys.exit(r.stderr)
+            row = json.loads(r.stdout.strip().splitlines()[-1])
+            rows[precision, name] = row
+            res[precision, name] = np.load(out)
+            print(json.dumps(row), flush=True)
+        naive = rows.get(("fp32", "naive official"))
+        official = OFFICIAL_OVER_NAIVE_FP32 * naive["s_per_frame"] if naive else None
+        official_cpu = OFFICIAL_OVER_NAIVE_FP32 * naive["cpu_s_per_frame_per_thread"] if naive else None
+        summary: dict = {"frames": a.frames, "fast_frames": a.fast_frames, "sampling": a.sampling,
+                         "threads": a.threads}
+        for (precision, name), row in rows.items():
+            if official:
+                row["x_official_wall"] = round(official / row["s_per_frame"], 1)
+                row["x_official_cpu"] = round(official_cpu / row["cpu_s_per_frame_per_thread"], 1)
+            if ("fp32", name) in res and precision != "fp32":
+                c, c32 = res[precision, name]["codes"], res["fp32", name]["codes"]
+                row["code_agreement_vs_fp32"] = round(float((c == c32).mean()), 4)
+        for precision in a.precision:
+            if (precision, "naive official") in res and (precision, "incremental official") in res:
+                inc, nai = res[precision, "incremental official"], res[precision, "naive official"]
+                d = np.abs(inc["out"] - nai["out"])
+                summary[f"{precision}_max_abs_diff_incremental_vs_naive"] = float(d.max())
+                summary[f"{precision}_max_abs_diff_8bit_levels"] = round(float(d.max()) * 255, 4)
+    print(f"\nDicFace 512x512 ({a.frames} frames of {CLIP.name}, fast: {a.fast_frames}), "
+          f"{a.threads} threads, synthetic fixture weights, sampling {a.sampling}; official code estimated "
+          f"at {OFFICIAL_OVER_NAIVE_FP32} x our naive fp32 = {official and round(official, 1)} s/frame "
+          f"(cpu {official_cpu and round(official_cpu, 1)})")
+    print(f"{'schedule':22} {'prec':5} {'calls':>5} {'s/frame':>8} {'cpu s/frame/thr':>15} "
+          f"{'x official':>10} {'x off (cpu)':>11} {'peak RSS':>9} {'codes=fp32':>10} {'load':>5}")
+    for (precision, name), r in rows.items():
+        print(f"{name:22} {precision:5} {r['calls']:5d} {r['s_per_frame']:8.2f} "
+              f"{r['cpu_s_per_frame_per_thread']:15.2f} {r.get('x_official_wall', float('nan')):10.1f} "
+              f"{r.get('x_official_cpu', float('nan')):11.1f} {r['peak_rss_gb']:7.2f}GB "
+              f"{r.get('code_agreement_vs_fp32', float('nan')):10.4f} {r['load_avg']:5.1f}")
+    print("\nCPU seconds per output frame by stage (all threads)")
+    for (precision, name), r in rows.items():
+        st = r["cpu_s_per_frame_by_stage"]
+        tot = sum(st.values()) or 1.0
+        parts = " ".join(f"{k} {v:6.2f} ({v / tot:4.0%})" for k, v in st.items())
+        print(f"{name:22} {precision:22} {parts}")
+    print(json.dumps(summary, indent=1))
+    return {"rows": [dict(r) for r in rows.values()], **summary}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["speed", "deviation", "flicker", "speed-child"])
+    ap.add_argument("what", choices=["speed", "deviation", "flicker", "speed-child", "profile", "schedules",
+                                     "schedule-child"])
+    ap.add_argument("--schedule", choices=list(SCHEDULES), help="schedule-child: which schedule")
+    ap.add_argument("--out", help="schedule-child: where to save the float outputs and code indices (.npz)")
+    ap.add_argument("--repeat", type=int, default=2, help="profile: runs per stage (the best is kept)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", BF16_T32])
     ap.add_argument("--keep", type=int, default=5, help="the fast schedule's K (flicker: the schedule's K)")
     ap.add_argument(
         "--frames",
@@ -264,11 +501,16 @@ def main() -> None:
     ap.add_argument(
         "--official-frames", type=int, default=3, help="speed: frames through keep=1 (1 call each)"
     )
-    ap.add_argument("--fast-frames", type=int, default=10, help="speed: frames through the fast schedule")
-    ap.add_argument("--sampling", default="mean", choices=["mean", "official"], help="speed: sampling mode")
+    ap.add_argument("--fast-frames", type=int, default=None,
+                    help="speed / schedules: frames through the fast schedule (default 10 / 5)")
+    ap.add_argument("--sampling", default=None, choices=["mean", "official"],
+                    help="speed: sampling mode (default mean); schedules: (default official, seed 0)")
     ap.add_argument("--flicker-precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.what in ("speed", "speed-child"):
+        a.sampling = a.sampling or "mean"
+    a.fast_frames = a.fast_frames or (5 if a.what == "schedules" else 10)
     if a.what == "speed-child":
         a.precision = a.precision[0]
         a.frames = a.frames or 5
@@ -277,6 +519,15 @@ def main() -> None:
         speed(a)
     elif a.what == "deviation":
         deviation(a)
+    elif a.what == "profile":
+        profile(a)
+    elif a.what == "schedules":
+        a.frames = a.frames or 3
+        a.sampling = a.sampling or "official"
+        schedules(a)
+    elif a.what == "schedule-child":
+        a.precision = a.precision[0]
+        schedule_child(a)
     else:
         a.frames = a.frames or 15
         flicker(a)

@@ -264,3 +264,21 @@ def lite_small():
     m = load_model("bfvr-lite", precision="fp32")
     m.canvas = None  # run at the clip's own size (a small real crop keeps the test fast)
     return m
+
+
+#: a small DicFace (32x32 frames, 5-frame windows) for fast tests
+DICFACE_SMALL = {
+    "dim_embed": 32,
+    "n_head": 2,
+    "n_layers": 2,
+    "codebook_size": 64,
+    "latent_size": 16,
+    "connect_list": ["8", "16"],
+    "frame_length": 5,
+    "nf": 32,
+    "ch_mult": [1, 1, 2, 2],
+    "res_blocks": 1,
+    "img_size": 32,
+    "attn_resolutions": [4],
+    "emb_dim": 32,
+}

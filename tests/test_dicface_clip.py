@@ -21,23 +21,8 @@ from bfvr.errors import ConfigError, InputError, ModelError
 from bfvr.models.dicface import DicFace
 from bfvr.models.dicface.tasks import FrameMask, to_grey
 from bfvr.models.hub import load_model
+from helpers import DICFACE_SMALL as SMALL
 from helpers import golden_weights, run_cli, shared_path
-
-SMALL = {
-    "dim_embed": 32,
-    "n_head": 2,
-    "n_layers": 2,
-    "codebook_size": 64,
-    "latent_size": 16,
-    "connect_list": ["8", "16"],
-    "frame_length": 5,
-    "nf": 32,
-    "ch_mult": [1, 1, 2, 2],
-    "res_blocks": 1,
-    "img_size": 32,
-    "attn_resolutions": [4],
-    "emb_dim": 32,
-}
 
 
 @pytest.fixture(autouse=True)

@@ -346,7 +346,7 @@ def test_broken_download_is_tried_again(counting_server, home, monkeypatch, smal
         W.fetch("stc", progress=False)  # retries off (the fixture): one try
     counts.clear()
     monkeypatch.setenv("BFVR_DOWNLOAD_RETRIES", "1")
-    path = W.fetch("stc", progress=False, sha256=sha)
+    path = W.fetch("stc", progress=True, sha256=sha)  # with the progress bar pooch drives
     assert path.read_bytes() == data and counts["/ckpt-bfvr.pth"] == 2
     # the cached file has the permissions a plain `open` gives (the temporary file was 0600)
     assert path.stat().st_mode & 0o777 == _umask_mode()
@@ -435,7 +435,7 @@ def test_hugging_face_urls_go_through_huggingface_hub(tmp_path, home, monkeypatc
     for _, base in _serve(Hub, root):
         monkeypatch.setattr(W, "HF_HOSTS", W.HF_HOSTS | {base.removeprefix("http://")})
         dest = home / "weights" / "x.safetensors"
-        assert W.download(f"{base}/someone/model/resolve/main/model.safetensors", dest, progress=False,
+        assert W.download(f"{base}/someone/model/resolve/main/model.safetensors", dest, progress=True,
                           sha256=sha) == sha
         assert dest.read_bytes() == data and dest.stat().st_mode & 0o777 == _umask_mode()
         assert ("HEAD", "/someone/model/resolve/main/model.safetensors") in seen  # the Hub's protocol

@@ -16,7 +16,10 @@ with the default used when a model does not set them:
   preference (the face pipeline then uses the proportion crop);
 * `prepare_frames` (callable): ``f(iter of (frame uint8 [H, W, 3], pts)) -> the same`` applied to the whole
   video frames before the face pipeline and the engine (e.g. DicFace inpainting paints the mask's holes
-  white); None = frames unchanged.
+  white); None = frames unchanged;
+* `window_session` (callable): window schedules only: ``f() -> WindowSession | None``, a per-stream cache
+  that restores a window's kept frames reusing per-frame work of earlier windows (DicFace: each frame is
+  encoded once); None = every window is a full `restore_clip` call.
 
 Callers read all of it through `contract_of(model)`, never by attribute name.
 """
@@ -88,6 +91,18 @@ class Schedule:
         return self
 
 
+@runtime_checkable
+class WindowSession(Protocol):
+    """Incremental window restoration for one stream of frames (`ModelContract.window_session`)."""
+
+    def restore(self, window: torch.Tensor, ids: list[int], keep: list[int]) -> torch.Tensor:
+        """`window` [L, 3, H, W] in the model's value range holds stream frames `ids` (non-decreasing, edge
+        frames repeated); return the restored window positions `keep` as [len(keep), 3, H, W], equal to
+        ``restore_clip(window)[keep]``. Frames before ``min(ids)`` are never asked for again (the session
+        may forget them)."""
+        ...
+
+
 @dataclass(frozen=True)
 class ModelContract:
     """Everything the engine and the face pipeline need from a model (see the module doc)."""
@@ -103,6 +118,8 @@ class ModelContract:
     #: the model also restores whole frames of any size (fully convolutional): the face pipeline then runs it
     #: over every frame as the background pass (`FaceOptions.background_model`)
     whole_frames: bool = False
+    #: window schedules: ``f() -> WindowSession | None`` (see the module doc)
+    window_session: Callable[[], WindowSession | None] | None = None
 
 
 def contract_of(model: ClipModel) -> ModelContract:
@@ -124,7 +141,8 @@ def contract_of(model: ClipModel) -> ModelContract:
                          device=torch.device(getattr(model, "device", "cpu")),
                          value_range=(float(lo), float(hi)), precision=getattr(model, "precision", None),
                          face_crop_mode=crop, prepare_frames=getattr(model, "prepare_frames", None),
-                         whole_frames=bool(getattr(model, "whole_frames", False)))
+                         whole_frames=bool(getattr(model, "whole_frames", False)),
+                         window_session=getattr(model, "window_session", None))
 
 
 @runtime_checkable

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bfvr.engine.base import ClipModel, Schedule, contract_of
+from bfvr.engine.base import ClipModel, Schedule, WindowSession, contract_of
 from bfvr.engine.device import autocast
 from bfvr.errors import ConfigError
 
@@ -131,8 +131,18 @@ class ClipEngine:
                   self.clip_len, self.overlap, self.canvas, self.precision)
 
     # ------------------------------------------------------------------ one clip
-    def forward_clip(self, frames: list[np.ndarray]) -> torch.Tensor:
-        """Model output for frames (uint8 [H, W, 3] each) as float32 [T, 3, H, W] in [0, 1] on the CPU."""
+    def new_window_session(self) -> WindowSession | None:
+        """A fresh incremental session of the model's window schedule (`ModelContract.window_session`), or
+        None when the model has none (or declines: e.g. DicFace with ``incremental=False``)."""
+        f = self.contract.window_session
+        return f() if f is not None and self.schedule.kind == "window" else None
+
+    def forward_clip(self, frames: list[np.ndarray], session: WindowSession | None = None,
+                     ids: list[int] | None = None, keep: list[int] | None = None) -> torch.Tensor:
+        """Model output for frames (uint8 [H, W, 3] each) as float32 [T, 3, H, W] in [0, 1] on the CPU.
+
+        With a window `session`: `ids` are the frames' indices in the stream and only the window positions
+        `keep` are restored (``session.restore``), returned as [len(keep), 3, H, W]."""
         x = torch.from_numpy(np.stack(frames)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         h, w = x.shape[-2:]
@@ -145,7 +155,12 @@ class ClipEngine:
             lo, hi = self.value_range
             unit = (lo, hi) == (0.0, 1.0)
             with autocast(self.device, self.precision):
-                y = self.model.restore_clip(x if unit else x * (hi - lo) + lo)
+                xin = x if unit else x * (hi - lo) + lo
+                if session is None:
+                    y = self.model.restore_clip(xin)
+                else:
+                    y = session.restore(xin, list(ids or ()), list(keep or ()))
+                    x, x0 = x[keep], x0[keep]
             y = y.float()
             if not unit:
                 y = (y - lo) / (hi - lo)
@@ -301,6 +316,10 @@ class WindowStream:
     output positions a .. a+K-1 (a = `first_kept`) for the window of input frames b-a .. b-a+L-1, each index
     clamped to [0, n-1] (edge replication). A block runs as soon as its last input frame has arrived (at
     `flush()` for the blocks that reach past the end). At most L + K input frames are held.
+
+    A model with a `window_session` (`ModelContract`) gets one session per stream (a new one after each
+    `flush()`): the block's window goes to ``session.restore(window, frame indices, kept positions)``, which
+    may reuse per-frame work from earlier windows and computes the kept outputs only.
     """
 
     def __init__(self, engine: ClipEngine) -> None:
@@ -316,6 +335,7 @@ class WindowStream:
         self._buf_start = 0
         self._n = 0
         self._next = 0  # first output frame of the next block
+        self._session = self.engine.new_window_session()  # the model's per-stream cache, if it has one
 
     @property
     def buffered(self) -> int:
@@ -325,9 +345,13 @@ class WindowStream:
     def _run_block(self, last: int) -> list[tuple[np.ndarray, object]]:
         b, bs, L, K, a = self._next, self._buf_start, self.L, self.K, self.a
         idx = [min(max(b - a + j, 0), last) for j in range(L)]
-        out = self.engine.forward_clip([self._buf[i - bs] for i in idx])
         stop = min(b + K, last + 1)
-        u8 = self.engine.clip_to_uint8(out[a:a + stop - b])
+        window = [self._buf[i - bs] for i in idx]
+        if self._session is None:
+            out = self.engine.forward_clip(window)[a:a + stop - b]
+        else:  # incremental: the model reuses per-frame work by frame index and restores the kept frames only
+            out = self.engine.forward_clip(window, self._session, idx, list(range(a, a + stop - b)))
+        u8 = self.engine.clip_to_uint8(out)
         done = [(u8[i], self._tags[g - bs]) for i, g in enumerate(range(b, stop))]
         self._next = stop
         keep_from = max(0, self._next - a)  # the next window's first real frame

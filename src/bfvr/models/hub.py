@@ -267,20 +267,22 @@ def _dicface_builder(name: str, task: str) -> Callable[..., ClipModel]:
               offline: bool = False, sha256: str | None = None, progress: bool = True, keep: int = 1,
               window: int = 5,
               sampling: str | None = None, seed: int | None = 0, w: float = 1.0, adain: bool = False,
-              mask: Any = None, **unknown: object) -> ClipModel:
+              mask: Any = None, incremental: bool = True, fp32_transformer: bool = False,
+              **unknown: object) -> ClipModel:
         from bfvr.models.dicface.clip import DEFAULT_SAMPLING, DicFaceClipModel
 
         if unknown:
             raise ConfigError(f"model '{name}' has no option {', '.join(sorted(unknown))}; "
-                              "it takes keep, window, sampling, seed, w, "
-                              f"adain{', mask' if task == 'inpaint' else ''}.")
+                              "it takes keep, window, sampling, seed, w, adain, incremental, "
+                              f"fp32_transformer{', mask' if task == 'inpaint' else ''}.")
         if task == "inpaint" and mask is None:  # before loading 465 MB of weights
             raise ConfigError(f"{name} needs the mask of the missing pixels: --mask mask.png "
                               "(white = missing; or a mask video / folder with one mask per frame).")
         net, _ = load_net(name, weights=weights, offline=offline, sha256=sha256, progress=progress)
         return DicFaceClipModel(net, name=name, task=task, window=window, keep=keep, device=device,
                                 precision=precision, w=w, adain=adain, sampling=sampling or DEFAULT_SAMPLING,
-                                seed=seed, mask=mask)
+                                seed=seed, mask=mask, incremental=incremental,
+                                fp32_transformer=fp32_transformer)
 
     return build
 

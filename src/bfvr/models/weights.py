@@ -322,7 +322,11 @@ def _fetch_http(url: str, folder: Path, name: str, *, sha256: str | None, progre
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False)
+        class Bar(tqdm):  # pooch asks `if progressbar:`, which a tqdm without a total cannot answer
+            def __bool__(self) -> bool:
+                return True
+
+        bar = Bar(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False)
     fetcher = pooch.create(path=folder, base_url="", registry={name: f"sha256:{sha256}" if sha256 else None},
                            urls={name: url}, retry_if_failed=download_retries(), allow_updates=False)
     try:

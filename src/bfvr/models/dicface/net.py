@@ -134,6 +134,8 @@ class DicFace(nn.Module):
         self.sampling: Sampling = sampling
         self.seed = seed
         self._rng_state: torch.Tensor | None = None
+        #: run the transformers in fp32 even under bf16/fp16 autocast (they decide the codes; docs/dicface.md)
+        self.fp32_transformer = False
 
         self.encoder = Encoder2d(3, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions)
         self.quantize = Codebook(codebook_size, emb_dim)
@@ -192,6 +194,11 @@ class DicFace(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Frames -> (lq_feat [N, emb_dim, s, s], encoder features by nominal size for the fusion blocks)."""
         self.check_input(x)
+        return self.encode_frames(x)
+
+    def encode_frames(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`encode` for any number of frames (the encoder and the fusion are per frame: a frame's encoding
+        does not depend on the other frames of its window, which the incremental schedule relies on)."""
         z, feats = self.encoder(x, keep=set(self.connect_list) | set(self.ms_sizes))
         lq_feat = self.multiscale(feats[self.ms_sizes[0]], feats[self.ms_sizes[1]], z)
         return lq_feat, feats
@@ -199,6 +206,17 @@ class DicFace(nn.Module):
     def concentration(self, lq_feat: torch.Tensor) -> torch.Tensor:
         """lq_feat [(B*T), C, s, s] -> Dirichlet concentration alpha [(B*T), s*s, K] (softplus + 0.01,
         fp32)."""
+        return self.head(self.transform(lq_feat))
+
+    def transform(self, lq_feat: torch.Tensor) -> torch.Tensor:
+        """lq_feat [(B*T), C, s, s] -> tokens [B, T, s*s, dim_embed] after the spatial and temporal
+        transformer layers (in fp32 under autocast when `fp32_transformer` is set)."""
+        if self.fp32_transformer and torch.is_autocast_enabled(lq_feat.device.type):
+            with torch.autocast(lq_feat.device.type, enabled=False):
+                return self._transform(lq_feat.float())
+        return self._transform(lq_feat)
+
+    def _transform(self, lq_feat: torch.Tensor) -> torch.Tensor:
         t = self.frame_length
         tok = self.feat_emb(rearrange(lq_feat, "(b t) c h w -> b t (h w) c", t=t))
         b, _, d, e = tok.shape
@@ -206,6 +224,11 @@ class DicFace(nn.Module):
             tok = spatial(tok.reshape(b * t, d, e), self.position_emb).view(b, t, d, e)
             tok = temporal(rearrange(tok, "b t d e -> (b d) t e"), self.position_emb_temporal)
             tok = rearrange(tok, "(b d) t e -> b t d e", b=b)
+        return tok
+
+    def head(self, tok: torch.Tensor) -> torch.Tensor:
+        """Tokens [B, T, s*s, E] -> alpha [(B*T), s*s, K], in fp32 whatever the autocast."""
+        b, t, d, _ = tok.shape
         with torch.autocast(tok.device.type, enabled=False):  # the head and the Dirichlet stay fp32
             logits = self.idx_pred_layer(tok.float())
             alpha = F.softplus(logits) + ALPHA_FLOOR
