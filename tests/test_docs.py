@@ -25,9 +25,7 @@ SHELL_FENCE = re.compile(r"^```(?:bash|sh|shell|console)[^\n]*\n(.*?)^```", re.S
 ANY_FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 INLINE = re.compile(r"(?<!`)`(bfvr [^`\n]+)`(?!`)")
 SEPARATORS = {";", "&&", "||", "|", "&"}
-ROOT_ONLY = {"--help", "-h", "--version", "-V"}
-#: the root command's own options that may come before a subcommand (`bfvr -v restore ...`)
-ROOT_OPTIONS = {"-v", "-vv", "--verbose"}
+EAGER = {"--help", "-h", "--version", "-V"}
 
 
 @dataclass(frozen=True)
@@ -121,14 +119,31 @@ def _root_command():
     return typer.main.get_command(app)
 
 
+def _options(cmd) -> set[str]:
+    """The visible option names of a click command (as its --help lists them)."""
+    return {o for p in cmd.params if p.param_type_name == "option" and not p.hidden
+            for o in (*p.opts, *p.secondary_opts)} | {"--help", "-h"}
+
+
+def _flags(word: str) -> list[str]:
+    """The option names in one word: `--crf=18` -> --crf, stacked short flags `-vv` -> -v, -v."""
+    if re.fullmatch(r"-[A-Za-z]{2,}", word):
+        return [f"-{ch}" for ch in word[1:]]
+    return [word.split("=")[0]]
+
+
 def _resolve(argv: tuple[str, ...]):
-    """(click command, subcommand path, remaining args) of a bfvr argument list."""
+    """(click command, subcommand path, remaining args) of a bfvr argument list; options of a group before
+    its subcommand (`bfvr -v restore ...`) are passed over when the group has them."""
     cmd, path, rest = _root_command(), [], list(argv)
-    while rest and rest[0] in ROOT_OPTIONS:
-        rest.pop(0)
-    while hasattr(cmd, "commands") and rest and rest[0] in cmd.commands:
-        path.append(rest[0])
-        cmd = cmd.commands[rest.pop(0)]
+    while hasattr(cmd, "commands") and rest:
+        if rest[0] in cmd.commands:
+            path.append(rest[0])
+            cmd = cmd.commands[rest.pop(0)]
+        elif rest[0].startswith("-") and set(_flags(rest[0])) <= _options(cmd) and len(rest) > 1:
+            rest.pop(0)
+        else:
+            break
     return cmd, path, rest
 
 
@@ -148,23 +163,21 @@ def test_every_documented_flag_is_in_its_commands_help(capsys: pytest.CaptureFix
     problems = []
     for c in COMMANDS:
         cmd, path, rest = _resolve(c.argv)
-        if not path and not set(rest) <= ROOT_ONLY:
+        if hasattr(cmd, "commands") and any(not w.startswith("-") for w in rest):
             problems.append(f"{c.where}: `bfvr {c.text}`: no such subcommand {rest[:1]}")
             continue
-        options = {o for p in cmd.params if p.param_type_name == "option" and not p.hidden
-                   for o in (*p.opts, *p.secondary_opts)}
-        options |= {"--help", "-h"} | (ROOT_ONLY if not path else set())
+        options = _options(cmd)
         text = _help_text(tuple(path), capsys, helps)
         for word in rest:
             if not re.fullmatch(r"--?[A-Za-z][\w-]*(=.*)?", word):
                 continue  # a value (a negative number, `-`), not a flag
-            flag = word.split("=")[0]
-            if flag not in options:
-                problems.append(f"{c.where}: `bfvr {c.text}`: {flag} is no option of `bfvr {' '.join(path)}`")
-            elif not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text):
-                problems.append(f"{c.where}: {flag} is missing from `bfvr {' '.join(path)} --help`")
-        if not c.whole or set(rest) & ROOT_ONLY:
-            continue  # a fragment quoted in prose; or eager flags, which exit while parsing
+            for flag in _flags(word):
+                if flag not in options:
+                    problems.append(f"{c.where}: `bfvr {c.text}`: {flag} is no option of `{' '.join(path)}`")
+                elif not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text):
+                    problems.append(f"{c.where}: {flag} is missing from `bfvr {' '.join(path)} --help`")
+        if not c.whole or not path or set(rest) & EAGER:
+            continue  # a fragment quoted in prose, root options only, or eager flags (they exit parsing)
         try:
             cmd.make_context(f"bfvr {' '.join(path)}", list(rest))
         except Exception as e:  # the parser's usage errors (typer's bundled click)

@@ -1,4 +1,5 @@
-"""`--paste-mask parsing`: face-parsing masks for the paste-back (bfvr.faces.parsing_mask)."""
+"""`--paste-mask parsing`: face-parsing masks for the paste-back (bfvr.faces.parsing_mask, offered by
+PGTFormer: bfvr.models.pgtformer.paste_mask)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from safetensors.torch import save_file
 
 from bfvr.errors import ConfigError
 from bfvr.faces import FaceOptions
-from bfvr.faces.parsing_mask import FACE_CLASSES, ParsingMasker, parsing_state_dict, require_parsing_weights
 from bfvr.faces.paste import soft_mask
 from bfvr.faces.pipeline import FacePipeline
 from bfvr.models.pgtformer.parsing import BiSeNet
+from bfvr.models.pgtformer.paste_mask import (
+    FACE_CLASSES,
+    ParsingMasker,
+    parsing_state_dict,
+    require_parsing_weights,
+)
 from helpers import run_cli
 
 
@@ -91,6 +97,9 @@ class GrayModel:
 
     def __init__(self, net):
         self.parsing_net = net
+
+    def paste_masks(self):
+        return {"parsing": lambda envelope: ParsingMasker(self.parsing_net, envelope)}
 
     def restore_clip(self, clip):
         return torch.full_like(clip, 0.5)

@@ -49,6 +49,7 @@ def restore(argv: list[str]) -> None:
     assert code == 0, code
 
 
+@pytest.mark.slow  # 5 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_acceptance_short_real_clip(tmp_path: Path, faces_dir: Path) -> None:
     """lp_driving_d20 (480x480 face crop, 25 fps, 175 frames, AAC): whole frames, fast preset."""
     src = faces_dir / "lp_driving_d20.mp4"

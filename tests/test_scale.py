@@ -184,7 +184,8 @@ def test_nothing_to_restore_says_so(tmp_path: Path, capsys, what: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]  # nothing written
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+# SIGINT: 6 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06); SIGTERM stays in the default run
+@pytest.mark.parametrize("sig", [pytest.param("SIGINT", marks=pytest.mark.slow), "SIGTERM"])
 def test_ctrl_c_mid_batch_says_what_is_kept(faces_dir: Path, tmp_path: Path, sig: str) -> None:
     """Ctrl-C (SIGINT) used to print nothing (typer turned it into a silent exit 130 before bfvr saw it),
     while SIGTERM said "N kept, M not done; rerun": both say it now, and exit 128 + the signal."""
@@ -222,6 +223,7 @@ def test_ctrl_c_mid_batch_says_what_is_kept(faces_dir: Path, tmp_path: Path, sig
     assert json.loads((out / "bfvr-summary.json").read_text())["state"] == "interrupted"
 
 
+@pytest.mark.slow  # 9 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_sigkill_mid_batch_then_rerun(faces_dir: Path, tmp_path: Path) -> None:
     """SIGKILL while a video is being written (the real clips, 60 frames each): every output present is
     complete; a rerun finishes the rest and removes the dead run's temporary file."""
@@ -308,7 +310,8 @@ def _process_group(pgid: int) -> list[tuple[int, str]]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
-@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+# SIGTERM: 9 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06); SIGKILL stays in the default run
+@pytest.mark.parametrize("sig", ["SIGKILL", pytest.param("SIGTERM", marks=pytest.mark.slow)])
 def test_segment_workers_die_with_their_parent(faces_dir: Path, tmp_path: Path, sig: str) -> None:
     """A --segments restore with 2 worker processes: SIGKILL of the parent alone used to leave both
     workers and the multiprocessing resource tracker running for good; SIGTERM of the parent alone waited
@@ -603,6 +606,7 @@ def test_killed_segmented_run_reuses_finished_segments(faces_dir: Path, tmp_path
     assert not list(tmp_path.glob(".*"))
 
 
+@pytest.mark.slow  # 7 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_sighup_to_a_segmented_run_group(faces_dir: Path, tmp_path: Path) -> None:
     """SIGHUP to the process group of `--segments` (a closed terminal: the driver, its worker processes and
     multiprocessing's resource tracker all get it) while segments are written: one line, exit 129, no

@@ -106,6 +106,7 @@ def test_stage2_temporal_tokens_match_official_quirk_and_differ_from_corrected()
     assert _max_diff(corrected, io["t_tokens_in_first1024"]) > 1.0
 
 
+@pytest.mark.slow  # 5 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_stage2_first_frame_logits_from_lq_feat():
     """Cheap stage-II check (default run): both transformers + heads on latent frame 0 of the official
     lq_feat. Tokens of one latent frame only attend to each other, and the temporal tokens are built

@@ -278,6 +278,7 @@ def test_rng_state_roundtrip() -> None:
 # real short runs
 
 
+@pytest.mark.slow  # 4 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_stage1_resume_is_exact(faces_dir: Path, tmp_path: Path) -> None:
     """Run 4 steps straight; run 2 steps, drop everything, resume from the checkpoint to step 4: the
     logged losses (incl. GAN terms from step 2) and the final weights/EMA are bit-identical."""

@@ -54,6 +54,7 @@ def test_sigkill_then_resume_matches_uninterrupted(faces_dir: Path, tmp_path: Pa
     assert a == b  # bit-identical losses on every step, before and after the kill
 
 
+@pytest.mark.slow  # 14 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_ctrl_c_mid_training_says_the_checkpoints_are_kept(faces_dir: Path, tmp_path: Path) -> None:
     """Ctrl-C used to end `bfvr train` silently (exit 130); it says now which checkpoint is kept."""
     cfg = tmp_path / "c.yaml"

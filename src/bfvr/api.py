@@ -32,6 +32,7 @@ import numpy as np
 from bfvr.io import VideoInfo, VideoWriter, open_video
 from bfvr.io.paths import check_not_url
 from bfvr.io.writer import h264_size_ok, lossless_codec, output_kind, prepare_output
+from bfvr.models import DEFAULT_MODEL  # noqa: F401  (re-exported: front ends ask the API, not the registry)
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,12 @@ class Restorer:
             background = self.background_runner
         pipe = self.face_pipeline = FacePipeline.for_model(self.engine, options,
                                                            background_runner=background)
+        if options is not None and options.mask_shape not in pipe.paste_masks:
+            from bfvr.models.hub import paste_mask_factory
+
+            factory = paste_mask_factory(options.mask_shape, options.parsing_weights)
+            if factory is not None:  # a mask a method offers (e.g. face parsing), the model not running it
+                pipe.paste_masks[options.mask_shape] = factory
         pts_q: deque[int | None] = deque()
 
         def only_frames() -> Iterator[np.ndarray]:
@@ -245,3 +252,33 @@ def _progress(total: int, enabled: bool, desc: str):
 
     return tqdm(total=total or None, disable=not enabled, unit="frame", desc=desc, dynamic_ncols=True,
                 smoothing=0.1, leave=True)
+
+
+# ------------------------------------------------------------------ models
+
+
+def available_models() -> list[tuple[str, str]]:
+    """(name, description) of every model the installed methods offer (`bfvr models`), the default first."""
+    from bfvr.models.hub import available_models as specs
+
+    return [(s.name, s.description) for s in specs()]
+
+
+def model_problem(name: str) -> str | None:
+    """Why model `name` cannot run here (an unknown name, weights not on this machine), or None when it can
+    (checked without loading or downloading anything)."""
+    from bfvr.errors import BfvrError
+    from bfvr.models import weights as W
+    from bfvr.models.hub import get_spec
+
+    try:
+        spec = get_spec(name)
+        if spec.weights is None:
+            return None
+        path = W.cached_path(spec.weights)
+    except BfvrError as e:
+        return " ".join(str(e).split())
+    if path.is_file():
+        return None
+    return (f"its weights are not on this machine (run `bfvr models download {name}` or put the file at "
+            f"{path})")

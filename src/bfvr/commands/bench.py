@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from bfvr.models import DEFAULT_MODEL
+
 bench_app = typer.Typer(help="Benchmarks: speed and peak memory of bfvr's parts.", no_args_is_help=True)
 
 
@@ -115,7 +117,7 @@ def _model_run(model: str, weights: str | None, backend: str, precision: str, fr
                    "its peak RSS, and the largest ONNX-vs-PyTorch-fp32 output difference.")
 def _model(
     model: Annotated[str, typer.Option("--model", "-m",
-                                       help="Model name (see `bfvr models`).")] = "bfvr-lite",
+                                       help="Model name (see `bfvr models`).")] = DEFAULT_MODEL,
     weights: Annotated[str | None,
                        typer.Option("--weights", help="Weights file (default: bundled/cached).")] = None,
     size: Annotated[int, typer.Option("--size", help="Frame side in pixels.", min=16)] = 512,

@@ -11,14 +11,15 @@ from bfvr.models import DEFAULT_MODEL
 
 
 def _run_net_config(model: str, resolved: str | None, where: Path) -> dict | None:
-    """BFVR-Lite runs may train a network of other sizes (`model.extra` of their config text `resolved`):
-    its constructor arguments when they differ from the model's default, else None."""
+    """Runs of a model whose network sizes training may change (capability ``net-sizes``, e.g. BFVR-Lite) may
+    train a network of other sizes (`model.extra` of their config text `resolved`): its constructor arguments
+    when they differ from the model's default, else None."""
     import yaml
 
     from bfvr.errors import ConfigError
-    from bfvr.models.hub import get_spec
+    from bfvr.models.hub import get_spec, supports
 
-    if model != "bfvr-lite" or resolved is None:
+    if resolved is None or not supports(model, "net-sizes"):
         return None
     try:
         raw = yaml.safe_load(resolved)
@@ -132,9 +133,11 @@ def register(app: typer.Typer) -> None:
                                           help="Replace the output file if it exists.")] = False,
     ) -> None:
         from bfvr.errors import ConfigError, ModelError, OutputError
-        from bfvr.models.hub import get_spec
+        from bfvr.models.hub import get_spec, require
 
         get_spec(model)
+        if fmt == "onnx":
+            require(model, "onnx", "--format onnx")
         if fmt == "safetensors":
             if weights is None:
                 raise ConfigError("--format safetensors needs --weights RUN_FOLDER (or a weights file).")

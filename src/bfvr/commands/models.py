@@ -18,34 +18,35 @@ def _size(n: int) -> str:
     return str(n)
 
 
-#: one line of measured numbers per model, shown by `bfvr models` (from docs/models.md)
-MEASURED: dict[str, str] = {
-    "bfvr-lite": "9 held-out clips, blur 4 + x4 down + noise 4 + CRF 25: PSNR +1.69 dB (new people "
-                 "+1.64), SSIM +0.019, flicker 2.96 -> 2.81; whole frames in the wild +1.89 dB; model alone "
-                 "12-17 frames/s bf16 at 512^2 on 2 CPU cores; the default command 4 (512^2), 1.6 (720p), "
-                 "0.9 (1080p) frames/s, --faces-only 6 / 5 / 3; clean faces keep 100 % of their detail "
-                 "(40.9+ dB)",
-}
-
-
 def list_models() -> None:
     from bfvr.models import weights as W
     from bfvr.models.hub import available_models
 
     rows = [("NAME", "CACHED", "SIZE", "DESCRIPTION / PATH")]
+    from bfvr.models.spec import CAPABILITY_FLAGS
+
     for spec in available_models():
+        takes = [CAPABILITY_FLAGS[c] for c in CAPABILITY_FLAGS if c in spec.capabilities]
+        takes += [f"--paste-mask {p} (its own)" for p in spec.paste_masks]
+        caps = "  takes: " + ", ".join(takes) if takes else ""
+        caps += f"{'; ' if caps else '  '}crop: {spec.crop_mode}" if spec.crop_mode else ""
         if spec.weights is None:
             rows.append((spec.name, "-", "-", spec.description + " (no weights)"))
+            if caps:
+                rows.append(("", "", "", caps))
             continue
         path = W.cached_path(spec.weights)
         cached = path.is_file()
         entry = W.get_entry(spec.weights)
         state = ("bundled" if cached else "MISSING") if entry.bundled else ("yes" if cached else "no")
         rows.append((spec.name, state, _size(path.stat().st_size) if cached else "-", spec.description))
-        if spec.name in MEASURED:
-            rows.append(("", "", "", f"  measured: {MEASURED[spec.name]}"))
-        rows.append(("", "", "", f"  {path}" + ("" if cached or entry.bundled else "  "
-                                                f"<- {W.source_url(entry)}")))
+        if caps:
+            rows.append(("", "", "", caps))
+        if spec.measured:
+            rows.append(("", "", "", f"  measured: {spec.measured}"))
+        url = W.source_url(entry)
+        rows.append(("", "", "", f"  {path}" + ("" if cached or entry.bundled else
+                                                f"  <- {url}" if url else "  (no download: pass --weights)")))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
@@ -74,7 +75,7 @@ def register(app: typer.Typer) -> None:
                                    "temp file + rename; the sha256 is recorded on first download and "
                                    "checked on later loads).")
     def _download(
-        name: Annotated[str, typer.Argument(help="model name, e.g. stc, stc-deflicker, stc-deflicker-sd",
+        name: Annotated[str, typer.Argument(help="model name (see `bfvr models`)",
                                             show_default=False)],
         sha256: Annotated[str | None, typer.Option("--sha256", help="expected sha256 (hex) of the file; the "
                                                    "download is rejected if it differs")] = None,
@@ -98,7 +99,8 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("path", help="Print where the cache keeps the weights of NAME (whether or not they are "
                               "downloaded; put a manually fetched file there).")
-    def _path(name: Annotated[str, typer.Argument(help="model name, e.g. stc", show_default=False)]) -> None:
+    def _path(name: Annotated[str, typer.Argument(help="model name (see `bfvr models`)",
+                                                  show_default=False)]) -> None:
         from bfvr.models import weights as W
         from bfvr.models.hub import get_spec
 
@@ -120,7 +122,7 @@ def register(app: typer.Typer) -> None:
                                              "folder); or just the file with --model", show_default=False)],
         second: Annotated[Path | None, typer.Argument(show_default=False, hidden=True)] = None,
         model: Annotated[str | None,
-                         typer.Option("--model", "-m", help="model name the file is for, e.g. stc")
+                         typer.Option("--model", "-m", help="model name the file is for")
                          ] = None,
         sha256: Annotated[str | None,
                           typer.Option("--sha256", help="expected sha256 (hex) of the file")] = None,

@@ -82,8 +82,8 @@ def register(app: typer.Typer) -> None:
                                                 rich_help_panel="Faces")] = False,
         paste_mask: Annotated[str, typer.Option(
             "--paste-mask", help="Where the restored face replaces the frame: box (feathered square), "
-            "ellipse, or parsing (face and hair as labelled by PGTFormer's face-parsing net; needs its "
-            "weights).",
+            "ellipse, or parsing (face and hair as labelled by a face-parsing net a method offers, e.g. "
+            "PGTFormer's; needs its weights).",
             rich_help_panel="Faces")] = "box",
         draw_box: Annotated[bool, typer.Option("--draw-box", help="Draw each restored face's crop outline "
                                                "(debugging).", rich_help_panel="Faces")] = False,
@@ -131,10 +131,11 @@ def register(app: typer.Typer) -> None:
                                                      "default: OUT_DIR/bfvr-summary.json).",
                                                      rich_help_panel="Batch and cluster")] = None,
         mask: Annotated[Path | None, typer.Option(
-            "--mask", help="dicface-inpaint: the missing pixels (white), one PNG for all frames or a mask "
-            "video/folder (one per frame), the video's size.", show_default=False,
+            "--mask", help="Inpainting models (e.g. dicface-inpaint): the missing pixels (white), one PNG "
+            "for all frames or a mask video/folder (one per frame), the video's size.", show_default=False,
             rich_help_panel="Window models")] = None,
-        sampling: Annotated[str | None, typer.Option("--sampling", help="DicFace code weights: mean (the "
+        sampling: Annotated[str | None, typer.Option("--sampling", help="Sampling models (DicFace): code "
+                                                     "weights, mean (the "
                                                      "Dirichlet mean, deterministic; default) or official (a "
                                                      "Dirichlet draw, seeded).", show_default=False,
                                                      rich_help_panel="Window models")] = None,
@@ -142,6 +143,7 @@ def register(app: typer.Typer) -> None:
         from bfvr.api import Restorer
         from bfvr.engine.base import contract_of
         from bfvr.errors import ConfigError
+        from bfvr.faces.pipeline import SHAPE_MASKS
         from bfvr.io.writer import X264_PRESETS, output_kind, prepare_output
 
         if preset not in X264_PRESETS:
@@ -180,24 +182,29 @@ def register(app: typer.Typer) -> None:
                                 upscale=upscale, mask_shape=paste_mask,
                                 background_model=not faces_only)
             faces.validate()  # bad face flags fail before a model is loaded
-            if paste_mask == "parsing" and model != "pgtformer":
-                from bfvr.faces.parsing_mask import require_parsing_weights
+            if paste_mask not in SHAPE_MASKS:  # a mask a method offers (face parsing): here, or one sentence
+                from bfvr.models.hub import check_paste_mask
 
-                require_parsing_weights()
+                check_paste_mask(model, paste_mask)
         options = {} if backend == "torch" else {"backend": backend}
+        from bfvr.models.hub import MODELS, require
+
+        # what the model accepts comes from its spec (--keep / --overlap: from its schedule, in the engine)
+        for value, capability, flag in ((mask, "mask", "--mask"), (sampling, "sampling", "--sampling")):
+            if value is not None:
+                require(model, capability, flag)
         if mask is not None:
-            if model != "dicface-inpaint":
-                raise ConfigError("--mask goes with --model dicface-inpaint (white = missing pixels).")
             if batch:
                 raise ConfigError("--mask goes with one input video, not a batch.")
-            from bfvr.io import probe
-            from bfvr.models.dicface.tasks import FrameMask
-
-            info = probe(inp)
-            FrameMask(mask).check(info.width, info.height, None if max_frames else info.frame_count)
             options["mask"] = mask
         if sampling is not None:
             options["sampling"] = sampling
+        spec = MODELS.get(model)
+        if spec is not None and spec.check_options is not None and backend == "torch":  # its own input checks
+            from bfvr.io import probe
+
+            info = None if batch else probe(inp)
+            spec.check_options(options, info, None if max_frames or info is None else info.frame_count)
         if scale:
             _run_scaled(inp, out, batch, quiet, fps, dict(
                 model=model, device=device, precision=precision, weights=str(weights) if weights else None,

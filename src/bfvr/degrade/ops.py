@@ -26,6 +26,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bfvr.kernels import gaussian_window  # noqa: F401  (also `bfvr.degrade.gaussian_window`)
+
 INTERP = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
           "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
 
@@ -91,14 +93,6 @@ class Op:
 
 
 # ------------------------------------------------------------------------------------------ blur
-def gaussian_window(size: int, sigma: float) -> np.ndarray:
-    """The normalised 1-D Gaussian of `size` taps (float64). Filtering once per axis with it is the
-    isotropic 2-D Gaussian filter (the separable blur here; SSIM's 11-tap, sigma-1.5 window)."""
-    ax = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    g = np.exp(-(ax**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
 def gaussian_kernel(size: int, sigma_x: float, sigma_y: float | None = None,
                     theta: float = 0.0) -> np.ndarray:
     """A normalised 2-D Gaussian kernel (anisotropic when ``sigma_y`` differs, rotated by ``theta``)."""

@@ -39,7 +39,9 @@ from bfvr.faces.track import FaceTracker, ShotCutDetector, TrackState
 log = logging.getLogger(__name__)
 
 SELECT_CHOICES = ("largest", "center", "all")
-MASK_CHOICES = ("box", "ellipse", "parsing")
+#: masks of a fixed shape (`bfvr.faces.paste.soft_mask`); the others come from a method (`paste_masks`)
+SHAPE_MASKS = ("box", "ellipse")
+MASK_CHOICES = (*SHAPE_MASKS, "parsing")
 
 
 class NoFaceWarning(UserWarning):
@@ -92,9 +94,9 @@ class FaceOptions:
     iou_threshold: float = 0.3
     cut_threshold: float = 0.3       # shot cut: Bhattacharyya distance of colour histograms
     mask_shape: str = "box"          # box | ellipse | parsing (face + hair of a face-parsing net, inside
-    #                                  the box; bfvr.faces.parsing_mask)
+    #                                  the box; offered by a method: `FacePipeline.paste_masks`)
     parsing_weights: str | None = None  # mask_shape parsing: weights of the parsing net (default: the model's
-    #                                  own, else the cached PGTFormer weights)
+    #                                  own, else the cached weights of the method that offers it)
     erode: float = 0.04              # mask: shrink by this x canvas size per side
     feather: float = 0.06            # mask: Gaussian edge sigma, x canvas size
     color_match: bool = False        # match the restored face's colour statistics to the input crop
@@ -184,8 +186,9 @@ class FacePipeline:
         self._detector = detector
         self.progress = progress
         self.stats: dict = {}
-        #: a face-parsing network for mask_shape "parsing" (for_model takes the model's own, if it has one)
-        self.parsing_net = None
+        #: paste masks beyond box/ellipse: name -> ``factory(envelope) -> fn(face) -> mask`` (for_model takes
+        #: the model's own ``paste_masks()``; a front end adds those a method offers, `Restorer`)
+        self.paste_masks: dict = {}
 
     @classmethod
     def for_model(cls, model, options: FaceOptions | None = None, **kw) -> FacePipeline:
@@ -212,7 +215,8 @@ class FacePipeline:
         if canvas:
             opt.canvas = tuple(canvas)
         pipe = cls(factory, opt, **kw)
-        pipe.parsing_net = getattr(net_model, "parsing_net", None)
+        own = getattr(net_model, "paste_masks", None)
+        pipe.paste_masks = dict(own()) if callable(own) else {}
         return pipe
 
     @property
@@ -232,14 +236,15 @@ class FacePipeline:
         self._runners: dict[int, Runner] = {}
         self._pending: dict[int, deque] = {}
         self._selected: int | None = None
-        self._mask = soft_mask(tuple(opt.canvas), "box" if opt.mask_shape == "parsing" else opt.mask_shape,
-                               opt.erode, opt.feather)
+        shaped = opt.mask_shape in SHAPE_MASKS
+        self._mask = soft_mask(tuple(opt.canvas), opt.mask_shape if shaped else "box", opt.erode, opt.feather)
         self._masker = None
-        if opt.mask_shape == "parsing":
-            from bfvr.faces.parsing_mask import ParsingMasker
-
-            self._masker = ParsingMasker(self.parsing_net, self._mask) if self.parsing_net is not None else \
-                ParsingMasker.load(self._mask, opt.parsing_weights)
+        if not shaped:
+            factory = self.paste_masks.get(opt.mask_shape)
+            if factory is None:
+                raise ConfigError(f"--paste-mask {opt.mask_shape} needs a method that offers it, and neither "
+                                  "this model nor an installed method does; use --paste-mask box.")
+            self._masker = factory(self._mask)
         self.stats = {"frames": 0, "frames_with_face": 0, "crops": 0, "tracks": set(), "cuts": [],
                       "detect_seconds": 0.0, "max_buffered_frames": 0, "boxes": {}, "detector": None,
                       "detector_runs": 0, "frames_detected": 0}

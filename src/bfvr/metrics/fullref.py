@@ -8,7 +8,7 @@ All functions take uint8 or float arrays in the 0..255 range, RGB, shaped [H,W,3
   computed per channel on the "valid" area (5 pixels cut at each side) and averaged over channels
   -- BasicSR's ``calculate_ssim`` and scikit-image's ``structural_similarity(gaussian_weights=True,
   sigma=1.5, use_sample_covariance=False, data_range=255)``. ``ssim_map`` is the same formula on torch
-  tensors (differentiable; the training loss uses it), its window ``bfvr.degrade.ops.gaussian_window``.
+  tensors (differentiable; the training loss uses it), its window ``bfvr.kernels.gaussian_window``.
 * ``y_channel=True``: the BT.601 luma in the studio range 16..235 (BasicSR's ``to_y_channel``,
   not rounded), instead of the three RGB channels.
 * ``crop_border``: pixels removed at each side before measuring.
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bfvr.degrade.ops import gaussian_window
+from bfvr.kernels import gaussian_window
 
 __all__ = ["to_y", "prepare", "psnr", "ssim", "psnr_frames", "ssim_frames", "ssim_map", "msrl_mse",
            "msrl_from_mse", "msrl", "msrl_scales_from_mse", "msrl_scales", "block_mean", "MSRL_SCALES",

@@ -10,7 +10,7 @@
 * Downloads stream to a temporary file beside the target with a progress bar and are renamed into
   place only when complete and checked: the size, a sha256 if one is known, and the structure (the file
   loads safely as a state_dict and, for a model that uses it, has exactly its network's keys and shapes:
-  `bfvr.models.hub.check_weights_file`). A file that fails never enters the cache or the registry.
+  `check_weights_file`). A file that fails never enters the cache or the registry.
 * Checksums: no official sha256 is published for these files, so none is pinned (``WeightsEntry.sha256``
   is ``None``). Instead: a sha256 the user passes (``--sha256``) is checked; the sha256 of a file is
   recorded in ``$BFVR_HOME/weights/registry.json`` the first time it is seen (trust on first use) and
@@ -38,15 +38,11 @@ from typing import Any
 
 from bfvr.errors import ModelError, WeightsNotFoundError
 
+#: weights entry name -> `WeightsEntry`, declared by the methods in their folders (`bfvr.models.registry`)
+from bfvr.models.registry import MODELS, WEIGHTS
+
 log = logging.getLogger(__name__)
 
-RELEASE_URL = "https://github.com/Dixin-Lab/BFVR-STC/releases/download/init"
-#: the DicFace authors' Hugging Face model repo (`fudan-generative-ai/DicFace_model`), folder `CodeFormer/`
-DICFACE_URL = "https://huggingface.co/fudan-generative-ai/DicFace_model/resolve/main/CodeFormer"
-#: the PGTFormer authors' Hugging Face model (a hub mixin folder: config.json + model.safetensors)
-PGTFORMER_HF = "https://huggingface.co/kepeng/pgtformer-base/resolve/main"
-#: the bundled BFVR-Lite weights, relative to the `bfvr.models.lite` package
-LITE_WEIGHTS = "weights/bfvr-lite.safetensors"
 REGISTRY_NAME = "registry.json"
 #: weight file names of a Hugging Face model folder (a hub mixin's `save_pretrained`), in the order looked for
 HF_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
@@ -65,7 +61,8 @@ class WeightsEntry:
     #: key of the state_dict inside the checkpoint dict (None = the file is the state_dict itself)
     key: str | None = "params_ema"
     description: str = ""
-    #: path inside the installed `bfvr` package of weights that ship with it (then nothing is downloaded)
+    #: weights that ship with a package (then nothing is downloaded): an absolute path (a method's package
+    #: data), or a path inside the installed `bfvr` package
     bundled: str | None = None
     #: environment variable naming a mirror for this file only (a folder URL; the file name is appended)
     mirror_env: str | None = None
@@ -77,46 +74,6 @@ class WeightsEntry:
     def url(self) -> str:
         """The primary URL ("" for bundled weights)."""
         return self.urls[0] if self.urls else ""
-
-
-WEIGHTS: dict[str, WeightsEntry] = {
-    e.name: e
-    for e in (
-        WeightsEntry("bfvr-lite", "bfvr-lite.safetensors", key=None,
-                     bundled=f"models/lite/{LITE_WEIGHTS}",
-                     description="BFVR-Lite, trained by the bfvr project (configs/lite/, docs/models.md); "
-                                 "ships with bfvr"),
-        # the hub mixin's flat state_dict; the authors' params_ema .pth (Google Drive / BaiduYun,
-        # no direct URL) loads the same way with --weights weights.pth
-        WeightsEntry("pgtformer", "pgtformer-base.safetensors", (f"{PGTFORMER_HF}/model.safetensors",),
-                     config_urls=(f"{PGTFORMER_HF}/config.json",), mirror_env="BFVR_PGTFORMER_MIRROR",
-                     description="PGTFormer, released stage-IV weights (kepeng/pgtformer-base)"),
-        WeightsEntry("stc", "ckpt-bfvr.pth", (f"{RELEASE_URL}/ckpt-bfvr.pth",), mirror_env="BFVR_STC_MIRROR",
-                     description="BFVR-STC stage II, general restoration (2 heads, 9 layers)"),
-        # the release file name is misspelt ("defilcker"); keep it, it is the URL
-        WeightsEntry("stc-deflicker", "ckpt-defilcker.pth", (f"{RELEASE_URL}/ckpt-defilcker.pth",),
-                     mirror_env="BFVR_STC_MIRROR",
-                     description="BFVR-STC stage II, brightness de-flickering (4 heads, 6 layers)"),
-        WeightsEntry("stc-deflicker-sd", "ckpt-deflickersd.pth", (f"{RELEASE_URL}/ckpt-deflickersd.pth",),
-                     mirror_env="BFVR_STC_MIRROR",
-                     description="BFVR-STC stage II, pixel de-flickering (4 heads, 6 layers)"),
-        # DicFace: 930 MB each (params + params_ema); the network loads params_ema
-        WeightsEntry("dicface", "bfr_100k.pth", (f"{DICFACE_URL}/bfr_100k.pth",),
-                     mirror_env="BFVR_DICFACE_MIRROR",
-                     description="DicFace, blind face video restoration (100k iterations)"),
-        WeightsEntry("dicface-inpaint", "inpainting_100k.pth", (f"{DICFACE_URL}/inpainting_100k.pth",),
-                     mirror_env="BFVR_DICFACE_MIRROR",
-                     description="DicFace, face video inpainting (100k iterations)"),
-        WeightsEntry("dicface-color", "color_100k.pth", (f"{DICFACE_URL}/color_100k.pth",),
-                     mirror_env="BFVR_DICFACE_MIRROR",
-                     description="DicFace, face video colourisation (100k iterations)"),
-        # what DicFace training starts from (loaded non-strictly: CodeFormer's own layout), 377 MB
-        WeightsEntry("dicface-codeformer", "codeformer.pth", (f"{DICFACE_URL}/codeformer.pth",),
-                     mirror_env="BFVR_DICFACE_MIRROR",
-                     description="CodeFormer weights, the initialisation of DicFace training "
-                                 "(not a video model)"),
-    )
-}
 
 
 # ----------------------------------------------------------------------------------------------- paths
@@ -142,7 +99,7 @@ def get_entry(name: str) -> WeightsEntry:
 def cached_path(name: str) -> Path:
     """Where the cache keeps (or will keep) the weights of `name`; for bundled weights, the package file."""
     entry = get_entry(name)
-    if entry.bundled:
+    if entry.bundled:  # an absolute path (a method's package data), or one inside the bfvr package
         return Path(__file__).resolve().parents[1] / entry.bundled
     return weights_dir() / entry.filename
 
@@ -465,8 +422,6 @@ def fetch(name: str, *, sha256: str | None = None, force: bool = False, progress
                             progress=progress, desc=f"{name}: config.json")
 
         def structure(tmp: Path, url: str) -> None:  # before the file enters the cache and the registry
-            from bfvr.models.hub import check_weights_file
-
             check_weights_file(name, tmp, like=path, what=f"the weights downloaded from {url}")
 
         actual, url = _download_first(urls, path, sha256=expected, progress=progress,
@@ -632,3 +587,101 @@ def check_dtypes(state: Mapping[str, Any], expected: Mapping[str, Any], *, what:
         raise ModelError(f"{what} hold {len(bad)} tensors that are not floating point where the network "
                          f"needs real numbers: {'; '.join(bad[:show])}{more}; pass a float checkpoint "
                          "(fp32, fp16 or bf16).")
+
+
+# ------------------------------------------------------------------------------- structure of a model's file
+
+def _spec(name: str) -> Any:
+    spec = MODELS.get(name)
+    if spec is None:
+        raise ModelError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}.")
+    return spec
+
+
+def net_config(name: str, path: str | Path | None = None, *,
+               hf_beside: str | Path | None = None) -> Mapping[str, Any]:
+    """The constructor arguments of model `name`'s network: those stored as ``net_config`` in the metadata of
+    the .safetensors file `path` (`bfvr export` of a network trained at other sizes), those of the Hugging
+    Face ``config.json`` beside `path` (when the model reads such files), else the spec's."""
+    spec = _spec(name)
+    stored = _safetensors_meta(Path(path), "net_config") if path is not None else None
+    if stored is not None:  # our own export of a network trained at other sizes (`bfvr export`)
+        try:
+            config = json.loads(stored)
+            if not isinstance(config, dict):
+                raise TypeError(f"a {type(config).__name__}, not a mapping of sizes")
+            bad = _negative(config)
+            if bad is not None:
+                raise ValueError(f"{bad} is negative")
+            spec.net(config, device="meta")
+            return config
+        except (ValueError, TypeError, RuntimeError) as e:  # RuntimeError: torch refusing a size
+            raise ModelError(f"the net_config stored in {path} does not describe a '{name}' network "
+                             f"({' '.join(str(e).split())[:200]}).") from None
+    if path is not None and spec.hf_config is not None:
+        hf = read_hf_config(hf_beside if hf_beside is not None else path)
+        if hf is not None:
+            try:
+                return dict(spec.hf_config(hf))
+            except (KeyError, TypeError, ValueError) as e:
+                raise ModelError(f"the config.json beside {path} does not describe a '{name}' "
+                                 f"network ({e}).") from None
+    return spec.config
+
+
+def _negative(value: Any, where: str = "") -> str | None:
+    """The first negative number inside `value` (nested mappings and lists), named by its place, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return f"{where or 'a value'} = {value}" if value < 0 else None
+    items = (value.items() if isinstance(value, Mapping)
+             else enumerate(value) if isinstance(value, list) else ())
+    for k, v in items:
+        bad = _negative(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k))
+        if bad is not None:
+            return bad
+    return None
+
+
+def check_weights_file(entry_name: str, path: str | Path, *, like: str | Path | None = None,
+                       what: str | None = None) -> None:
+    """The structural check a downloaded file passes before it is cached (`bfvr.models.weights.fetch`): it
+    loads safely as a state_dict (under the weights entry's key) and, for every model that loads this entry,
+    has exactly the keys, shapes and floating-point tensors of its network (`load_net`'s check). `like`:
+    where the file will be kept (its Hugging Face config.json is looked for beside it); `what` names the file
+    in the error."""
+    path = Path(path)
+    entry = get_entry(entry_name)
+    what = what or f"the weights in {path}"
+    try:
+        state = load_state_dict(path, key=entry.key)
+    except ModelError as e:
+        raise ModelError(str(e).replace(str(path), what)) from None
+    for spec in MODELS.values():
+        if spec.weights != entry_name or spec.net is None:
+            continue
+        config = net_config(spec.name, path, hf_beside=like)
+        net = spec.net(config, device="meta")  # shapes only
+        cfg = ", ".join(f"{k}={v}" for k, v in config.items())
+        check_state_dict(state, {k: tuple(v.shape) for k, v in net.state_dict().items()}, what=what,
+                           model=f"'{spec.name}' ({cfg})" if cfg else f"'{spec.name}'")
+        check_dtypes(state, {k: v.dtype for k, v in net.state_dict().items()}, what=what)
+
+
+def _safetensors_meta(path: Path, key: str) -> str | None:
+    """A value stored in a .safetensors file's metadata (our own checkpoints), else None."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get(key)
+    except Exception:  # unreadable: load_state_dict reports it properly
+        return None
+
+
+def safetensors_flag(path: Path, key: str) -> bool | None:
+    """A boolean stored in a .safetensors file's metadata (our own checkpoints), else None."""
+    value = _safetensors_meta(path, key)
+    return None if value is None else value.strip().lower() in ("1", "true", "yes")

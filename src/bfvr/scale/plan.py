@@ -30,6 +30,7 @@ from typing import Any
 
 from bfvr.errors import ConfigError, InputError, OutputError
 from bfvr.io.reader import VIDEO_SUFFIXES, fps_problem  # VIDEO_SUFFIXES: the one set of video suffixes
+from bfvr.models import DEFAULT_MODEL
 
 #: --container choices and the output suffix each gives ("" = a folder of PNG frames)
 CONTAINERS = {"mp4": ".mp4", "mov": ".mov", "mkv": ".mkv", "png": ""}
@@ -39,7 +40,7 @@ CONTAINERS = {"mp4": ".mp4", "mov": ".mov", "mkv": ".mkv", "png": ""}
 class RestoreSettings:
     """Everything a worker needs to rebuild the same `Restorer` and write the same outputs (picklable)."""
 
-    model: Any = "bfvr-lite"  # a name from `bfvr models`, or a ready (picklable) ClipModel
+    model: Any = DEFAULT_MODEL  # a name from `bfvr models`, or a ready (picklable) ClipModel
     device: str = "auto"
     precision: str = "auto"
     weights: str | None = None

@@ -96,7 +96,7 @@ def dirichlet_kl(alpha: torch.Tensor, prior: float | torch.Tensor) -> torch.Tens
 
 
 def _net_kwargs(cfg: DicFaceConfig) -> tuple[dict[str, Any], tuple[str, ...]]:
-    from bfvr.models.hub import _DICFACE
+    from bfvr.models.dicface.method import CONFIG as _DICFACE
 
     extra = dict(cfg.model.extra)
     fix = tuple(str(p) for p in extra.pop("fix_modules", ()))

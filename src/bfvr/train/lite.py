@@ -63,7 +63,7 @@ def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = CHARBONNIER_EPS) 
 
 
 def _lite_net(cfg: LiteConfig) -> nn.Module:
-    from bfvr.models.hub import build_lite_net
+    from bfvr.models.lite.method import build_net as build_lite_net
 
     try:
         return build_lite_net(cfg.model.extra)

@@ -21,25 +21,23 @@ from typing import Any
 
 import torch
 
-#: task name -> "module:class" (imported when used)
-TASKS: dict[str, str] = {
-    "stc-stage1": "bfvr.train.stc:Stage1Task",
-    "stc-stage2": "bfvr.train.stc:Stage2Task",
-    "lite": "bfvr.train.lite:LiteTask",
-    "pgtformer-stage1": "bfvr.train.pgtformer:TSVQGANTask",
-    "pgtformer-stage2": "bfvr.train.pgtformer:PGTFormerStage2Task",
-    "pgtformer-stage3": "bfvr.train.pgtformer:PGTFormerStage3Task",
-    "pgtformer-stage4": "bfvr.train.pgtformer:PGTFormerStage4Task",
-    "dicface": "bfvr.train.dicface:DicFaceTask",
-}
+from bfvr.models import registry as _registry
+
+#: task name -> "module:Class" (imported when used, so configs validate without building anything) or the
+#: class: declared by each method (its `bfvr.models.spec.Method.tasks`; plugins too, `bfvr.models.registry`)
+TASKS = _registry.TASKS
 
 #: the task of a config without `task:` (older configs), by its `stage:` key; the first is the default
-STAGE_TASKS: dict[str, str] = {"stage1": "stc-stage1", "stage2": "stc-stage2"}
+#: (declared by the method whose older configs used it: `bfvr.models.spec.Method.stage_aliases`)
+STAGE_TASKS = _registry.STAGE_ALIASES
 
 
 def task_class(name: str) -> Any:
-    module, _, cls = TASKS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    target = TASKS[name]
+    if isinstance(target, str):
+        module, _, cls = target.partition(":")
+        target = getattr(importlib.import_module(module), cls)
+    return target
 
 
 def task_config(name: str) -> Any:

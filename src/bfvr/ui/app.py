@@ -96,7 +96,7 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
                 return f"⚠ **{n}** is unavailable: {problem}."
         return ""
 
-    from bfvr.models import DEFAULT_MODEL
+    from bfvr.api import DEFAULT_MODEL
 
     unavailable = [n for n, _, p in models if p]
     models_md = (f"Unavailable here (no weights on this machine): {', '.join(unavailable)}; "

@@ -321,32 +321,21 @@ def preview_frames(info: Any, seconds: float | None) -> int | None:
 
 def model_problem(name: str) -> str | None:
     """Why model `name` cannot run here (weights missing, unknown name), or None when it can."""
-    from bfvr.models import weights as W
-    from bfvr.models.hub import get_spec
+    from bfvr.api import model_problem as problem
 
-    try:
-        spec = get_spec(name)
-        if spec.weights is None:
-            return None
-        path = W.cached_path(spec.weights)
-    except BfvrError as e:
-        return one_line(e)
-    if path.is_file():
-        return None
-    return (f"its weights are not on this machine (run `bfvr models download {name}` or put the file at "
-            f"{path})")
+    return problem(name)
 
 
 def model_table() -> list[tuple[str, str, str | None]]:
-    """(name, description, problem or None) of every model the hub knows."""
-    from bfvr.models.hub import available_models
+    """(name, description, problem or None) of every model the installed methods offer."""
+    from bfvr.api import available_models
 
-    return [(s.name, s.description, model_problem(s.name)) for s in available_models()]
+    return [(name, description, model_problem(name)) for name, description in available_models()]
 
 
 def default_model() -> str:
-    """`bfvr.models.DEFAULT_MODEL` when it can run here, else the first model that can (identity)."""
-    from bfvr.models import DEFAULT_MODEL
+    """`bfvr.api.DEFAULT_MODEL` when it can run here, else the first model that can (identity)."""
+    from bfvr.api import DEFAULT_MODEL
 
     if model_problem(DEFAULT_MODEL) is None:
         return DEFAULT_MODEL

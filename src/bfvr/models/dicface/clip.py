@@ -29,9 +29,9 @@ from bfvr.engine.base import Schedule
 from bfvr.engine.device import autocast
 from bfvr.errors import ConfigError, ModelError
 from bfvr.models.adapter import NetClipModel, map_output
+from bfvr.models.blocks.adain import adaptive_instance_normalization
 from bfvr.models.dicface.net import SAMPLING_MODES, DicFace
 from bfvr.models.dicface.tasks import FrameMask, to_grey
-from bfvr.models.stc.stage2 import adaptive_instance_normalization
 
 TASKS = ("restore", "inpaint", "color")
 #: the sampling `bfvr restore` uses unless told otherwise (docs/dicface.md: measured effect on flicker)

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from bfvr.models.blocks.adain import adaptive_instance_normalization
 from bfvr.models.blocks.attention import TransformerSALayer
 from bfvr.models.blocks.conv2d import ResBlock2d
 from bfvr.models.dicface.vqgan import Codebook, Encoder2d, Generator2d
-from bfvr.models.stc.stage2 import adaptive_instance_normalization
 
 Sampling = Literal["official", "mean"]
 SAMPLING_MODES: tuple[str, ...] = ("official", "mean")

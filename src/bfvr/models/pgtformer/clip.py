@@ -84,6 +84,13 @@ class PGTFormerClipModel(NetClipModel):
         """The network's face-parsing BiSeNet (the face pipeline's ``--paste-mask parsing`` uses it)."""
         return self.net.conditionnet
 
+    def paste_masks(self) -> dict:
+        """The paste masks this model's own network gives the face pipeline: ``{"parsing": factory}``,
+        ``factory(envelope) -> mask function`` (`bfvr.models.pgtformer.paste_mask.ParsingMasker`)."""
+        from bfvr.models.pgtformer.paste_mask import ParsingMasker
+
+        return {"parsing": lambda envelope: ParsingMasker(self.parsing_net, envelope)}
+
     def check_clip(self, clip: torch.Tensor) -> None:
         super().check_clip(clip)
         n = self.schedule.length

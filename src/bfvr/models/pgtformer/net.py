@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from bfvr.models.blocks import TransformerSALayer
+from bfvr.models.blocks.adain import adaptive_instance_normalization
 from bfvr.models.pgtformer.parsing import BiSeNet, imagenet_normalize
 from bfvr.models.pgtformer.tsvqgan import OFFICIAL_DDCONFIG, TSVQGAN, ResnetBlock2d
-from bfvr.models.stc.stage2 import adaptive_instance_normalization
 
 #: constructor arguments of the released model (release_test_stage_IIII_dont_need_align_version.yml,
 #: network_g minus `type`); `PGTFormer(**OFFICIAL_CONFIG)` loads kepeng/pgtformer-base

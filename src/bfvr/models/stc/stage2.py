@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from bfvr.models.blocks import ResBlock, TransformerSALayer
+from bfvr.models.blocks.adain import adaptive_instance_normalization
 from bfvr.models.blocks.conv3d import memory_format_of
 from bfvr.models.stc.quantizer import motion_residual, official_stage2_residual
 from bfvr.models.stc.vqgan3d import STCVQGAN
@@ -45,18 +46,6 @@ class FuseSFTBlock(nn.Module):
 
     def forward(self, *args: object) -> torch.Tensor:
         raise NotImplementedError("the official STC fusion blocks are unused in its forward pass")
-
-
-def adaptive_instance_normalization(content: torch.Tensor, style: torch.Tensor,
-                                    eps: float = 1e-5) -> torch.Tensor:
-    """Give `content` the per-(sample, channel) mean/std of `style` (statistics over T, H, W)."""
-    b, c = content.shape[:2]
-    cs = content.reshape(b, c, -1)
-    ss = style.reshape(b, c, -1)
-    c_mean, c_std = cs.mean(-1), (cs.var(-1) + eps).sqrt()
-    s_mean, s_std = ss.mean(-1), (ss.var(-1) + eps).sqrt()
-    shape = (b, c) + (1,) * (content.dim() - 2)
-    return (content - c_mean.view(shape)) / c_std.view(shape) * s_std.view(shape) + s_mean.view(shape)
 
 
 class STCStage2(STCVQGAN):
