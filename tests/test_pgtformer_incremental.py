@@ -121,16 +121,15 @@ def test_a_session_rejects_a_window_without_ids_or_kept_positions(faces32):
 @pytest.mark.slow
 def test_incremental_equals_naive_with_the_golden_fixture_weights(golden_dir):
     gw = golden_weights()
-    load_safetensors, make_state_dict = gw.load_safetensors, gw.make_state_dict
     g = golden_dir / "pgtformer"
     with torch.device("meta"):
         net = PGTFormer(**OFFICIAL_CONFIG)
-    sd = make_state_dict(str(g / "manifest.json"), overrides=str(g / "int_buffers.safetensors"))
+    sd = gw.make_state_dict(str(g / "manifest.json"), overrides=str(g / "int_buffers.safetensors"))
     net.load_state_dict(sd, strict=True, assign=True)
     del sd
     net.eval()
     torch.set_num_threads(2)
-    fixture = load_safetensors(str(g / "io.safetensors"))["input"]  # the fixture's 3 frames
+    fixture = gw.load_safetensors(str(g / "io.safetensors"))["input"]  # the fixture's 3 frames
     worst, _ = compare(net, fixture.contiguous())
     print(f"golden fixture window, incremental vs naive: max |diff| {worst:.2e}")
     assert worst <= 1e-4
