@@ -267,7 +267,7 @@ def _dicface_builder(name: str, task: str) -> Callable[..., ClipModel]:
               offline: bool = False, sha256: str | None = None, progress: bool = True, keep: int = 1,
               window: int = 5,
               sampling: str | None = None, seed: int | None = 0, w: float = 1.0, adain: bool = False,
-              mask: Any = None, incremental: bool = True, fp32_transformer: bool = False,
+              mask: Any = None, incremental: bool = True, fp32_transformer: bool = True,
               **unknown: object) -> ClipModel:
         from bfvr.models.dicface.clip import DEFAULT_SAMPLING, DicFaceClipModel
 
