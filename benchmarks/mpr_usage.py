@@ -71,7 +71,7 @@ def evaluate(rd: Path, videos: list[Path]) -> dict:
     from bfvr.io import read_frames
     from bfvr.train.checkpoint import find_checkpoint, load_safetensors
     from bfvr.train.config import load_config
-    from bfvr.train.stages import build_stage1_model
+    from bfvr.train.stc import build_stage1_model
 
     cfg = load_config(rd / "config.yaml")
     net = build_stage1_model(cfg).eval()
@@ -116,7 +116,7 @@ def probe(rd: Path) -> None:
     from bfvr.train.checkpoint import find_checkpoint, load_safetensors
     from bfvr.train.config import load_config
     from bfvr.train.data import BuiltinClipDataset
-    from bfvr.train.stages import build_stage1_model
+    from bfvr.train.stc import build_stage1_model
 
     cfg = load_config(rd / "config.yaml")
     net = build_stage1_model(cfg).eval()

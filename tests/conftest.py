@@ -1,50 +1,26 @@
-"""Shared test fixtures. Real data comes from ../shared (override with BFVR_SHARED); tests that need it
-skip with the reason when it is absent."""
+"""Shared test fixtures (plain helper functions and constants: tests/helpers.py). Real data comes from
+../shared (override with BFVR_SHARED); tests that need it skip with the reason when it is absent."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("BFVR_SHARED", REPO.parent / "shared"))
+# the shared helpers (tests/helpers.py), also importable from here
+from helpers import REPO, SHARED, golden_weights, run_cli, shared_path  # noqa: F401
+
+#: pytest-timeout's limit for tests marked slow (the default, `timeout` in pyproject.toml, is for the rest)
+SLOW_TIMEOUT = 1800
 
 
-def run_cli(*args: str) -> int:
-    """Run `bfvr ARGS` in-process (as the console script would) and return its exit code."""
-    from bfvr.cli import main
-
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
-
-
-def shared_path(*parts: str) -> Path:
-    """Path inside ../shared, or skip the calling test with a clear reason when it is absent."""
-    p = SHARED.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"shared data not found: {p} (set BFVR_SHARED to the shared folder)")
-    return p
-
-
-def golden_weights() -> ModuleType:
-    """The shared golden-weights tool (../shared/tools/golden_weights.py, not a package) as a module; skips
-    the calling test when ../shared is absent."""
-    mod = sys.modules.get("golden_weights")
-    if mod is None:
-        spec = importlib.util.spec_from_file_location("golden_weights",
-                                                      shared_path("tools", "golden_weights.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["golden_weights"] = mod
-        spec.loader.exec_module(mod)
-    return mod
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow get SLOW_TIMEOUT unless they set their own limit or --timeout is given."""
+    if config.getoption("timeout", None) is not None:
+        return
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
 
 
 @pytest.fixture(scope="session")

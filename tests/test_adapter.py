@@ -17,7 +17,7 @@ from bfvr.errors import ConfigError, ModelError, WeightsNotFoundError
 from bfvr.models import hub
 from bfvr.models import weights as W
 from bfvr.models.adapter import NetClipModel, map_output
-from conftest import run_cli
+from helpers import run_cli
 
 
 class FrameNet(nn.Module):

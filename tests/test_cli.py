@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,7 @@ import pytest
 
 from bfvr.io import probe, read_frames
 from bfvr.io.synth import pattern_frame
-from conftest import run_cli
-from test_io import make_bad_input, psnr
+from helpers import make_bad_input, psnr, run_cli
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -37,10 +37,22 @@ def assert_clean_failure(code: int, err: str, out_dir: Path, out_name: str) -> N
 
 
 def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["--help"], capsys)
+    """Each subcommand is registered, listed in the root help as a row of its own, and answers its own
+    --help with its own usage line (a name that only appears in the root help's prose does not pass)."""
+    import typer
+
+    from bfvr.cli import app
+
+    code, root, _ = run(["--help"], capsys)
     assert code == 0
-    for cmd in ("restore", "degrade", "prepare", "train", "evaluate", "bench", "models", "info"):
-        assert cmd in out
+    registered = typer.main.get_command(app).commands
+    for cmd in ("restore", "info", "degrade", "prepare", "train", "evaluate", "profile", "compare", "bench",
+                "models", "export", "ui", "evaluate-codes"):
+        assert cmd in registered, cmd
+        assert re.search(rf"^\W*{re.escape(cmd)}\s{{2,}}\S", root, re.MULTILINE), f"{cmd}: no row"
+        code, out, err = run([cmd, "--help"], capsys)
+        assert code == 0, err
+        assert re.search(rf"Usage: bfvr {re.escape(cmd)} ", out), out[:200]
     code, out, _ = run(["restore", "--help"], capsys)
     assert code == 0
     for opt in ("--output", "--model", "--weights", "--device", "--precision", "--crf", "--preset",

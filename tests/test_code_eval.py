@@ -59,7 +59,7 @@ def test_training_stems_warns_when_data_paths_unreadable(tmp_path: Path) -> None
 
 def test_evaluate_codes_input_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """No checkpoint, a missing video, an unknown recipe: one sentence each, exit 2, no report."""
-    from conftest import run_cli
+    from helpers import run_cli
 
     empty = tmp_path / "empty_run"
     empty.mkdir()
@@ -82,7 +82,7 @@ def runs(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     clip: 32x32 crops of 40x40 frames, 4-frame clips."""
     from bfvr.train.config import config_from_dict
     from bfvr.train.trainer import Trainer
-    from test_train import tiny_dict
+    from helpers import tiny_dict
 
     root = tmp_path_factory.mktemp("codes")
     old_threads = torch.get_num_threads()
@@ -122,7 +122,7 @@ def test_evaluate_codes_report(runs: dict[str, Path], faces_dir: Path, capsys: p
     """`bfvr evaluate-codes` on two held-out clips + the training clip: a table per video + mean for both
     codebooks, values in [0, 1], top-5 >= top-1, reproducible (seeded degradation), the training clip
     flagged; a Stage-I run and an existing report are one-sentence errors."""
-    from conftest import run_cli
+    from helpers import run_cli
 
     out = runs["root"] / "report"
     args = ["evaluate-codes", "--run", str(runs["s2"]), "--max-frames", "8", "--seed", "3", "-q",

@@ -5,13 +5,12 @@ and parity with the official forward on the golden fixture (fp32, slow)."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
-from tests.conftest import shared_path
 
 from bfvr.models.dicface import DicFace
+from helpers import golden_weights, shared_path
 
 #: a small DicFace (32x32 frames, 4x4 latent, 64 codes) that runs in well under a second
 SMALL = {"dim_embed": 32, "n_head": 2, "n_layers": 2, "codebook_size": 64, "latent_size": 16,
@@ -186,16 +185,13 @@ def test_golden_parity(golden_dir, capsys):
     """Official fixture weights, strict load, torch.manual_seed(0) right before the forward -> output within
     max 2e-3 / mean 1e-4, lq_feat, alpha and quant_feat within 1e-4 (golden/README.md). The seeded private
     stream (seed=0) draws the same quant_feat. 40-140 s on 2 cores."""
-    tools = shared_path("tools", "golden_weights.py").parent
-    if str(tools) not in sys.path:
-        sys.path.insert(0, str(tools))
-    from golden_weights import load_safetensors, make_state_dict
+    gw = golden_weights()
 
     d = golden_dir / "dicface"
     kw = json.loads((d / "meta.json").read_text())["constructor"]["kwargs"]
-    io = load_safetensors(str(d / "io.safetensors"))
+    io = gw.load_safetensors(str(d / "io.safetensors"))
     net = DicFace(**kw).eval()
-    net.load_state_dict(make_state_dict(str(d / "manifest.json")), strict=True)
+    net.load_state_dict(gw.make_state_dict(str(d / "manifest.json")), strict=True)
     torch.manual_seed(0)
     quant_feat, (out, lq_feat, alpha) = _generator_input(net, io["input"], w=1.0)
     diffs = {k: (v - io[k]).abs() for k, v in

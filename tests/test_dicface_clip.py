@@ -7,14 +7,12 @@ are not faces)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from tests.conftest import run_cli, shared_path
 
 from bfvr.api import Restorer
 from bfvr.engine.base import Schedule, contract_of
@@ -23,22 +21,8 @@ from bfvr.errors import ConfigError, InputError, ModelError
 from bfvr.models.dicface import DicFace
 from bfvr.models.dicface.tasks import FrameMask, to_grey
 from bfvr.models.hub import load_model
-
-SMALL = {
-    "dim_embed": 32,
-    "n_head": 2,
-    "n_layers": 2,
-    "codebook_size": 64,
-    "latent_size": 16,
-    "connect_list": ["8", "16"],
-    "frame_length": 5,
-    "nf": 32,
-    "ch_mult": [1, 1, 2, 2],
-    "res_blocks": 1,
-    "img_size": 32,
-    "attn_resolutions": [4],
-    "emb_dim": 32,
-}
+from helpers import DICFACE_SMALL as SMALL
+from helpers import golden_weights, run_cli, shared_path
 
 
 @pytest.fixture(autouse=True)
@@ -436,13 +420,10 @@ def test_cli_mask_errors(small, synth_clip, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def fixture_weights(tmp_path_factory) -> Path:
     """The golden manifest's deterministic weights in an official-style .pth (``{"params_ema": ...}``)."""
-    tools = shared_path("tools", "golden_weights.py").parent
-    if str(tools) not in sys.path:
-        sys.path.insert(0, str(tools))
-    from golden_weights import make_state_dict
+    gw = golden_weights()
 
     p = tmp_path_factory.mktemp("fixture") / "bfr_fixture.pth"
-    torch.save({"params_ema": make_state_dict(str(shared_path("golden", "dicface", "manifest.json")))}, p)
+    torch.save({"params_ema": gw.make_state_dict(str(shared_path("golden", "dicface", "manifest.json")))}, p)
     return p
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.conftest import golden_weights, shared_path
-from tests.test_dicface_clip import SMALL
 
 from bfvr.engine.chunker import ClipEngine
 from bfvr.models.dicface import DicFace
 from bfvr.models.dicface.clip import DicFaceClipModel, DicFaceWindowSession
+from helpers import DICFACE_SMALL as SMALL
+from helpers import golden_weights, shared_path
 
 
 @pytest.fixture(autouse=True)

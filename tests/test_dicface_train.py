@@ -17,8 +17,7 @@ import torch
 from bfvr.errors import ModelError, WeightsNotFoundError
 from bfvr.train.config import load_config
 from bfvr.train.dicface import DICFACE_ONLY, dirichlet_kl, is_codeformer_key
-from conftest import run_cli
-from test_train_pgtformer import lowered, resume_equals_straight
+from helpers import lowered, resume_equals_straight, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "dicface" / "tiny.yaml"
@@ -188,6 +187,7 @@ def test_official_config_builds_the_official_network():
 
 # -------------------------------------------------------------------------------------------- training
 
+@pytest.mark.slow  # 5 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_tiny_trains_a_few_steps_and_resumes_exactly(faces_dir, tmp_path):
     """4 real steps (restoration) straight = 2 + resume 2, bit for bit; the KL term falls from step 1."""
     rec = resume_equals_straight(lambda o, s: tiny(faces_dir, o, s), tmp_path, 4)

@@ -55,6 +55,7 @@ def real_clip(faces_dir) -> np.ndarray:
     return frames
 
 
+@pytest.mark.slow  # 14 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_official_window_schedule_on_a_real_clip_frame_for_frame(real_clip: np.ndarray) -> None:
     model = CentreWindow()
     engine = ClipEngine(model)
@@ -73,6 +74,7 @@ def test_official_window_schedule_on_a_real_clip_frame_for_frame(real_clip: np.n
     assert not np.array_equal(ref[0], real_clip[0])  # the model really changes the frames
 
 
+@pytest.mark.slow  # 23 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_window_stream_memory_does_not_grow_with_length(real_clip: np.ndarray) -> None:
     def held_for(n: int, keep: int) -> int:
         stream = ClipEngine(CentreWindow(keep=keep)).stream()
@@ -184,7 +186,7 @@ def test_restore_keep_flag(real_clip: np.ndarray, tmp_path, monkeypatch: pytest.
     import cv2
 
     from bfvr.io import read_frames
-    from conftest import run_cli
+    from helpers import run_cli
 
     frames = np.ascontiguousarray(real_clip[:23, ::8, ::8])
     src = tmp_path / "in"
@@ -202,7 +204,7 @@ def test_restore_keep_flag(real_clip: np.ndarray, tmp_path, monkeypatch: pytest.
 
 
 def test_restore_keep_flag_refused_for_clip_models(synth_clip, tmp_path, capsys) -> None:
-    from conftest import run_cli
+    from helpers import run_cli
 
     out = tmp_path / "o.mp4"
     assert run_cli("restore", str(synth_clip), "-o", str(out), "--model", "identity", "--has-aligned",

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +142,7 @@ def test_profile_and_compare(clips, tmp_path, capsys):
     assert (info.width, info.height, info.frame_count) == (3 * 128 + 2 * 4, 128 + 28, 10)
 
 
+@pytest.mark.slow  # 7 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_evaluate_face_metrics_and_fvd(clips, tmp_path, capsys):
     pytest.importorskip("dlib")
     import torch

@@ -27,7 +27,7 @@ from bfvr.faces import (
 from bfvr.faces.align import FFHQ_TEMPLATE_512, align_matrix, proportion_matrix, template_for, warp_crop
 from bfvr.faces.detect import Face
 from bfvr.faces.paste import paste_back, soft_mask
-from conftest import run_cli
+from helpers import run_cli
 
 
 def _decode(path, n, size=None):
@@ -312,6 +312,7 @@ def test_align_mode_identity_restore(faces_dir):
     assert psnr(np.stack(out), np.stack(frames)) >= 38
 
 
+@pytest.mark.slow  # 16 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_crop_is_stable_on_a_still_head(faces_dir):
     # Haar (always installed) jitters most frame to frame (dlib's HOG boxes are quantised and may not
     # move at all on a still head); the smoothed crop must still move < 1 px per frame
@@ -338,6 +339,7 @@ def test_no_face_video_passes_through_unchanged_with_a_warning():
     assert len(out) == 12 and all(np.array_equal(a, b) for a, b in zip(out, frames))
 
 
+@pytest.mark.slow  # 4 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_two_faces_select_all_or_largest(faces_dir):
     a = clip(faces_dir, "lp_driving_d0", 8, (256, 256))
     b = clip(faces_dir, "lp_source_s32", 8, (480, 270))
@@ -381,6 +383,7 @@ def test_bad_options_raise_config_errors():
 
 # ---------------------------------------------------------------- the restore command
 
+@pytest.mark.slow  # 7 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_restore_command_runs_the_face_pipeline(faces_dir, tmp_path, capsys):
     from bfvr.io import read_frames, write_video
 
@@ -442,6 +445,7 @@ class _Brighten(_RecordingModel):
         return (clip + 20 / 255).clamp(0, 1)
 
 
+@pytest.mark.slow  # 18 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_paste_back_has_no_seam_and_no_boundary_flicker(faces_dir):
     frames = clip(faces_dir, "musetalk_sun", 20)
     res = {}
@@ -556,6 +560,22 @@ def test_residual_paste_keeps_a_large_face_exactly_where_the_model_changes_nothi
     bright = np.clip(crop.astype(int) + 10, 0, 255).astype(np.uint8)  # a change the model made is pasted
     out = paste_back(frame, bright, m, mask, crop=crop, base=frame)
     assert abs(float(out[inner].astype(int).mean() - frame[inner].astype(int).mean()) - 10) < 0.5
+
+
+def test_a_face_smaller_than_the_canvas_is_not_resampled_where_the_model_changes_nothing(faces_dir):
+    """The clean phone clip's ~240 px face is upsampled into the 512 canvas; pasting the crop itself back
+    would resample it twice (it kept 69 % of its high-frequency energy that way); the residual paste leaves
+    the frame bit-exact when the model changes nothing, through the default face pipeline."""
+    from bfvr import Restorer
+
+    frames = np.stack(clip(faces_dir, "latentsync_demo2_video", 3))
+    r = Restorer(IdentityModel(), has_aligned=False, progress=False)
+    out = r.restore_clip(frames)
+    assert r.face_pipeline.stats["frames_with_face"] == 3
+    assert np.array_equal(out, frames)
+    plain = Restorer(IdentityModel(), has_aligned=False, progress=False,
+                     faces=FaceOptions(residual_paste=False)).restore_clip(frames)
+    assert not np.array_equal(plain, frames)  # the old paste did resample the face
 
 
 def test_background_clips_never_span_a_shot_cut():

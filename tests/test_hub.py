@@ -17,7 +17,7 @@ import torch
 from bfvr.errors import ConfigError, ModelError, WeightsNotFoundError
 from bfvr.models import hub
 from bfvr.models import weights as W
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +33,23 @@ def home(tmp_path, monkeypatch):
         return real_urlopen(url, *a, **k)
 
     monkeypatch.setattr(urllib.request, "urlopen", guarded)
+    import httpx
+    import requests
+
+    real_request, real_send = requests.Session.request, httpx.Client.send
+
+    def guarded_request(self, method, url, *a, **k):  # pooch (release assets)
+        assert str(url).startswith("http://127.0.0.1"), f"test tried to reach the network: {url}"
+        return real_request(self, method, url, *a, **k)
+
+    def guarded_send(self, request, *a, **k):  # huggingface_hub
+        url = str(request.url)
+        assert url.startswith("http://127.0.0.1"), f"test tried to reach the network: {url}"
+        return real_send(self, request, *a, **k)
+
+    monkeypatch.setattr(requests.Session, "request", guarded_request)
+    monkeypatch.setattr(httpx.Client, "send", guarded_send)
+    monkeypatch.setenv("BFVR_DOWNLOAD_RETRIES", "0")  # a failure fails at once (one test turns retries on)
     return tmp_path / "home"
 
 
@@ -61,7 +78,11 @@ def server(tmp_path):
                 return
             super().do_GET()
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    yield from _serve(Handler, root)
+
+
+def _serve(handler, root: Path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
     yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -276,6 +297,152 @@ def test_cli_download_path_list(server, home, monkeypatch, capsys, small_stc):
     line = next(ln for ln in out.splitlines() if ln.startswith("stc "))
     assert " yes " in line and "MB" in line
     assert next(ln for ln in out.splitlines() if ln.startswith("stc-deflicker ")).split()[1] == "no"
+
+
+def _umask_mode(folder: bool = False) -> int:
+    from bfvr.io.paths import current_umask
+
+    return (0o777 if folder else 0o666) & ~current_umask()
+
+
+@pytest.fixture
+def counting_server(tmp_path):
+    """A local server that counts GETs per path, serves slowly (so two downloads overlap) and answers 503 to
+    the first `fail_first` GETs: (folder, base URL, counts, settings)."""
+    import collections
+    import time
+
+    root = tmp_path / "srv2"
+    root.mkdir()
+    counts: collections.Counter = collections.Counter()
+    settings = {"fail_first": 0, "delay": 0.0}
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(root), **k)
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            counts[self.path] += 1
+            if sum(counts.values()) <= settings["fail_first"]:
+                self.send_error(503)
+                return
+            time.sleep(settings["delay"])
+            super().do_GET()
+
+    for root_, base in _serve(Handler, root):
+        yield root_, base, counts, settings
+
+
+def test_broken_download_is_tried_again(counting_server, home, monkeypatch, small_stc):
+    """pooch's retries: a server that fails the first request is asked again (BFVR_DOWNLOAD_RETRIES)."""
+    root, base, counts, settings = counting_server
+    data, sha = _stc_payload(root)
+    monkeypatch.setenv("BFVR_WEIGHTS_BASE_URL", base)
+    settings["fail_first"] = 1
+    with pytest.raises(WeightsNotFoundError, match="could not download .*503"):
+        W.fetch("stc", progress=False)  # retries off (the fixture): one try
+    counts.clear()
+    monkeypatch.setenv("BFVR_DOWNLOAD_RETRIES", "1")
+    path = W.fetch("stc", progress=True, sha256=sha)  # with the progress bar pooch drives
+    assert path.read_bytes() == data and counts["/ckpt-bfvr.pth"] == 2
+    # the cached file has the permissions a plain `open` gives (the temporary file was 0600)
+    assert path.stat().st_mode & 0o777 == _umask_mode()
+
+
+def test_concurrent_downloads_of_one_file_wait_for_each_other(counting_server, home, monkeypatch, small_stc):
+    """Four threads fetch one file at once: it is downloaded once, the others wait and find it in the cache;
+    the registry holds its record and nothing temporary is left."""
+    root, base, counts, settings = counting_server
+    data, sha = _stc_payload(root)
+    monkeypatch.setenv("BFVR_WEIGHTS_BASE_URL", base)
+    settings["delay"] = 0.3
+    results, errors = [], []
+
+    def one():
+        try:
+            results.append(W.fetch("stc", progress=False))
+        except Exception as e:  # noqa: BLE001 -- reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(results) == 4 and all(p.read_bytes() == data for p in results)
+    assert counts["/ckpt-bfvr.pth"] == 1
+    assert W.read_registry()["ckpt-bfvr.pth"]["sha256"] == sha
+    assert sorted(p.name for p in (home / "weights").iterdir()) == ["ckpt-bfvr.pth", "registry.json"]
+
+
+def test_registry_records_written_at_once_are_all_kept(home):
+    """registry.json is read, changed and written under a file lock: 16 threads recording 16 files at
+    once leave 16 records (without the lock, concurrent read-modify-writes lose some)."""
+    threads = [threading.Thread(target=W._record, args=(f"f{i}.pth", f"{i:064x}", i, "test"))
+               for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    reg = W.read_registry()
+    assert sorted(reg) == sorted(f"f{i}.pth" for i in range(16))
+    assert all(reg[f"f{i}.pth"]["sha256"] == f"{i:064x}" for i in range(16))
+
+
+def test_hugging_face_urls_go_through_huggingface_hub(tmp_path, home, monkeypatch):
+    """A ``<host>/<owner>/<repo>/resolve/<rev>/<file>`` URL of a Hugging Face host is fetched with
+    huggingface_hub (here a local stand-in for the Hub answering its HEAD/GET protocol); a missing file is
+    one sentence and leaves nothing behind."""
+    root = tmp_path / "hub"
+    root.mkdir()
+    data = os.urandom(200_000)
+    (root / "model.safetensors").write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    seen = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _answer(self, body: bool) -> None:
+            seen.append((self.command, self.path))
+            parts = self.path.split("/")  # /owner/repo/resolve/main/<file>
+            f = root / parts[-1]
+            if parts[3:5] != ["resolve", "main"] or not f.is_file():
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(f.stat().st_size))
+            self.send_header("ETag", f'"{sha}"')
+            self.send_header("X-Repo-Commit", "a" * 40)
+            self.end_headers()
+            if body:
+                self.wfile.write(f.read_bytes())
+
+        def do_HEAD(self):  # noqa: N802
+            self._answer(False)
+
+        def do_GET(self):  # noqa: N802
+            self._answer(True)
+
+    for _, base in _serve(Hub, root):
+        monkeypatch.setattr(W, "HF_HOSTS", W.HF_HOSTS | {base.removeprefix("http://")})
+        dest = home / "weights" / "x.safetensors"
+        assert W.download(f"{base}/someone/model/resolve/main/model.safetensors", dest, progress=True,
+                          sha256=sha) == sha
+        assert dest.read_bytes() == data and dest.stat().st_mode & 0o777 == _umask_mode()
+        assert ("HEAD", "/someone/model/resolve/main/model.safetensors") in seen  # the Hub's protocol
+        with pytest.raises(WeightsNotFoundError, match=r"could not download .*missing.safetensors .*save"):
+            W.download(f"{base}/someone/model/resolve/main/missing.safetensors", home / "weights" / "y.pth",
+                       progress=False)
+        assert sorted(p.name for p in (home / "weights").iterdir()) == ["x.safetensors"]
 
 
 # ---------------------------------------------------------------------------------------- loading

@@ -14,11 +14,7 @@ import pytest
 from bfvr.errors import InputError, OutputError
 from bfvr.io import Chunk, VideoWriter, open_video, probe, read_frames, write_video
 from bfvr.io.synth import pattern_frame, synth_video
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+from helpers import make_bad_input, psnr
 
 
 def patterns(n: int, w: int, h: int) -> np.ndarray:
@@ -118,7 +114,7 @@ def test_pixel_formats_decode_to_rgb8(make_clip, pix_fmt: str, codec: str, name:
 def test_bit_depth_of_gray_and_deep_formats(make_clip, capsys, pix_fmt: str, bits: int) -> None:
     """`bfvr info` used to read the depth from a `p<N>le` name only, so gray16le showed as 8-bit."""
     from bfvr.io.reader import bit_depth
-    from conftest import run_cli
+    from helpers import run_cli
 
     codec = "libx264" if pix_fmt == "yuv420p" else "ffv1"
     p = make_clip(f"depth_{pix_fmt}.mkv", frames=2, width=64, height=48, pix_fmt=pix_fmt, codec=codec,
@@ -188,47 +184,6 @@ def test_bad_inputs_raise_input_error(tmp_path: Path, synth_clip: Path, case: st
                 pass
     msg = str(e.value)
     assert "\n" not in msg and str(p.name) in msg
-
-
-def make_bad_input(tmp_path: Path, synth_clip: Path, case: str) -> Path:
-    """The bad inputs of the issue, made for real (shared with the CLI tests)."""
-    if case == "missing":
-        return tmp_path / "nope.mp4"
-    if case == "empty_dir":
-        d = tmp_path / "empty_dir"
-        d.mkdir()
-        return d
-    if case == "text":
-        p = tmp_path / "notes.mp4"
-        p.write_text("this is not a video\n" * 50)
-        return p
-    if case in ("png_as_mp4", "jpg_as_mp4"):
-        ext = ".png" if case == "png_as_mp4" else ".jpg"
-        ok, buf = cv2.imencode(ext, pattern_frame(0, 64, 64))
-        p = tmp_path / f"{case}.mp4"
-        p.write_bytes(buf.tobytes())
-        return p
-    if case == "truncated":  # moov at the end (x264 default): cut it off
-        data = synth_clip.read_bytes()
-        p = tmp_path / "truncated.mp4"
-        p.write_bytes(data[: len(data) // 2])
-        return p
-    if case == "truncated_faststart":  # moov first: the index promises frames the file no longer has
-        src = synth_video(tmp_path / "fs.mp4", frames=24, width=128, height=128,
-                          container_options={"movflags": "+faststart"})
-        data = src.read_bytes()
-        p = tmp_path / "truncated_fs.mp4"
-        p.write_bytes(data[: int(len(data) * 0.7)])
-        return p
-    if case == "zero_frames":
-        return synth_video(tmp_path / "zero.mp4", frames=0, width=64, height=64, audio=False)
-    if case == "audio_only":
-        return synth_video(tmp_path / "audio.m4a", width=0, height=0, audio=True, container_format="mp4")
-    if case == "empty_file":
-        p = tmp_path / "empty.mp4"
-        p.write_bytes(b"")
-        return p
-    raise ValueError(case)
 
 
 # ----------------------------------------------------------------------------------------- writing

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from bfvr.io import probe
-from conftest import run_cli
+from helpers import run_cli
 
 SECONDS = 2.0
 SIZE = 160

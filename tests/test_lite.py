@@ -142,7 +142,7 @@ def test_models_verify_accepts_the_bundled_file_and_refuses_another_models(tmp_p
     from safetensors.torch import save_file
 
     from bfvr.models.weights import cached_path
-    from conftest import run_cli
+    from helpers import run_cli
 
     assert run_cli("models", "verify", str(cached_path("bfvr-lite")), "--model", "bfvr-lite") == 0
     wrong = tmp_path / "wrong.safetensors"
@@ -194,6 +194,7 @@ def _tiny(faces_dir, out, **over) -> object:
     return config_from_dict(raw)
 
 
+@pytest.mark.slow  # 10 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_lite_task_learns_and_resumes_exactly(faces_dir, tmp_path) -> None:
     from safetensors.torch import load_file
 
@@ -271,12 +272,13 @@ def test_held_out_clips_are_never_read_for_training(faces_dir) -> None:
     assert ds.names == ["lp_driving_d18.mp4"]
 
 
+@pytest.mark.slow  # 15 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_cli_export_onnx_then_restore_with_onnxruntime_losslessly(faces_dir, tmp_path) -> None:
     """What a user does: export the default model, restore with it in ONNX Runtime and in PyTorch (fp32), both
     lossless: same frames (within one 8-bit level), and they differ from the input (the model restores)."""
     pytest.importorskip("onnxruntime", reason="ONNX Runtime not installed (pip install 'bfvr[onnx]')")
     from bfvr.io import read_frames
-    from conftest import run_cli
+    from helpers import run_cli
 
     onnx_file = tmp_path / "lite.onnx"
     assert run_cli("export", "--format", "onnx", "-o", str(onnx_file), "--frames", "4", "--size", "64") == 0
@@ -297,7 +299,7 @@ def test_export_never_writes_onto_its_source(tmp_path) -> None:
     import shutil
 
     from bfvr.models.weights import cached_path
-    from conftest import run_cli
+    from helpers import run_cli
 
     src = tmp_path / "w.safetensors"
     shutil.copy(cached_path("bfvr-lite"), src)
@@ -318,7 +320,7 @@ def test_a_run_at_other_sizes_exports_and_loads_with_its_sizes(faces_dir, tmp_pa
     from bfvr.errors import ModelError
     from bfvr.models.hub import load_net
     from bfvr.train.trainer import Trainer
-    from conftest import run_cli
+    from helpers import run_cli
 
     sizes = {"widths": [16, 16, 16, 16], "enc_blocks": [1, 1, 1, 1], "dec_blocks": [1, 1], "temporal": True}
     cfg = _tiny(faces_dir, tmp_path / "run", max_steps=2, log_every=1, ckpt_every=2, val={"every": 0},
@@ -480,6 +482,7 @@ def test_a_diverging_run_stops_with_one_clear_sentence(faces_dir, tmp_path, monk
     assert isinstance(e.value, BfvrError) and e.value.exit_code == 2
 
 
+@pytest.mark.slow  # 4 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_bundled_model_leaves_a_clean_face_nearly_as_it_is(lite, faces_dir) -> None:
     """Do no harm: clean held-out face crops come back close to themselves, with their fine detail
     (high-frequency energy: variance of the Laplacian of the luma) kept. Measured: 39.2 and 40.2 dB, 92 and

@@ -11,7 +11,7 @@ import pytest
 
 from bfvr.metrics import fullref
 from bfvr.metrics.faces import identity_angle, landmark_distance, tlme_from_landmarks
-from conftest import run_cli
+from helpers import run_cli
 
 
 def _rgb(gray: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -148,7 +148,10 @@ def _hidden(folder: Path) -> list[Path]:
     return [p for p in folder.rglob(".*") if p.name != ".bfvr-frames"]
 
 
-@pytest.mark.parametrize("cmd,sig", [("restore", "SIGTERM"), ("restore", "SIGHUP"), ("restore", "SIGINT"),
+# one signal per command in the default run; the others are slow (a restore child: 7-11 s of CPU each)
+@pytest.mark.parametrize("cmd,sig", [("restore", "SIGTERM"),
+                                     pytest.param("restore", "SIGHUP", marks=pytest.mark.slow),
+                                     pytest.param("restore", "SIGINT", marks=pytest.mark.slow),
                                      ("prepare", "SIGTERM"),
                                      pytest.param("prepare", "SIGHUP", marks=pytest.mark.slow),
                                      pytest.param("prepare", "SIGINT", marks=pytest.mark.slow)])
@@ -667,7 +670,7 @@ def test_batch_lock_left_by_a_killed_run_is_reused_but_a_foreign_file_is_not(tmp
 def _train_cfg(faces_dir: Path, path: Path, out: Path, **top) -> Path:
     import yaml
 
-    from test_train import tiny_dict
+    from helpers import tiny_dict
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(tiny_dict(faces_dir, out, **top)))
@@ -718,6 +721,7 @@ def test_train_refuses_its_own_run_once_it_holds_user_files_and_resumes_otherwis
 
 
 # ------------------------------------------------------------------------------- the longest legal names
+@pytest.mark.slow  # 7 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_longest_legal_output_names_work(tmp_path, make_clip, capsys) -> None:
     """A legal output name of 230+ bytes used to fail with "File name too long" because its hidden
     temporary name (`.<stem>.XXXXXXXX.partial<suffix>`) was longer: those names are shortened with a hash

@@ -20,6 +20,7 @@ def _small_stc_clip_model():
     return STCClipModel(net, name="stc", clip_len=4, overlap=1, canvas=(64, 64), precision="fp32")
 
 
+@pytest.mark.slow  # 6 s of CPU, OMP_NUM_THREADS=1 (measured 2026-12-06)
 def test_stc_exports_and_matches_pytorch(tmp_path) -> None:
     from bfvr.models.onnx import OnnxClipModel, export_onnx
 

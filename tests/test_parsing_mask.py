@@ -13,7 +13,7 @@ from bfvr.faces.parsing_mask import FACE_CLASSES, ParsingMasker, parsing_state_d
 from bfvr.faces.paste import soft_mask
 from bfvr.faces.pipeline import FacePipeline
 from bfvr.models.pgtformer.parsing import BiSeNet
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ quantizer, batches of windows, and (slow) parity with the golden fixture of the 
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 import torch
@@ -18,36 +17,7 @@ from bfvr.models.pgtformer import (
     config_from_official,
     relative_position_index,
 )
-
-#: a small PGTFormer (32x32 input, 8x8 latent, window attention at 16x16 and 8x8, 2 fusion levels)
-SMALL = {
-    "ddconfig": {
-        "z_channels": 32,
-        "resolution": 32,
-        "in_channels": 3,
-        "out_ch": 3,
-        "ch": 32,
-        "ch_mult": [1, 2, 2],
-        "depths": [2, 2, 2],
-        "num_heads": [2, 2, 2],
-        "window_sizes": [[4, 4]] * 3,
-        "num_frames": 3,
-        "num_res_blocks": 1,
-        "attn_resolutions": [8, 16],
-        "dropout": 0.0,
-    },
-    "embed_dim": 64,
-    "n_embed": 64,
-    "latent_shape": [8, 8, 64],
-    "code_shape": [8, 8, 1],
-    "dim_embd": 64,
-    "n_head": 4,
-    "n_layers": 2,
-    "connect_list": ["8", "16"],
-    "w": 1.0,
-    "adain": True,
-    "tf": 3,
-}
+from helpers import golden_weights, small_net
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,21 +28,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def small_net(seed: int = 0) -> PGTFormer:
-    torch.manual_seed(seed)
-    net = PGTFormer(**SMALL)
-    # random non-trivial norms / BN statistics so that every parameter matters
-    with torch.no_grad():
-        for name, t in net.state_dict().items():
-            if name.endswith("running_var"):
-                t.uniform_(0.5, 1.5)
-            elif name.endswith("running_mean"):
-                t.normal_(0, 0.1)
-            elif t.dtype.is_floating_point and t.dim() == 1:
-                t.add_(torch.randn_like(t) * 0.1)
-    return net.eval()
 
 
 def frames(n_windows: int, size: int = 32, seed: int = 1) -> torch.Tensor:
@@ -122,10 +77,9 @@ def test_official_state_dict_layout_loads_strict(golden_dir, meta_net):
 
 
 def test_relative_position_index_equals_the_official_tables(golden_dir, meta_net):
-    sys.path.insert(0, str(golden_dir.parent / "tools"))
-    from golden_weights import load_safetensors
+    gw = golden_weights()
 
-    tables = load_safetensors(str(golden_dir / "pgtformer" / "int_buffers.safetensors"))
+    tables = gw.load_safetensors(str(golden_dir / "pgtformer" / "int_buffers.safetensors"))
     assert len(tables) == 22
     ours = relative_position_index(3, (4, 4))
     assert ours.shape == (48, 48) and ours.dtype == torch.int64
@@ -358,15 +312,14 @@ def test_train_returns_the_module_and_keeps_frozen_modules_in_eval():
 
 
 def _golden(golden_dir):
-    sys.path.insert(0, str(golden_dir.parent / "tools"))
-    from golden_weights import load_safetensors, make_state_dict
+    gw = golden_weights()
 
     g = golden_dir / "pgtformer"
-    sd = make_state_dict(str(g / "manifest.json"), overrides=str(g / "int_buffers.safetensors"))
+    sd = gw.make_state_dict(str(g / "manifest.json"), overrides=str(g / "int_buffers.safetensors"))
     net = PGTFormer(**OFFICIAL_CONFIG)
     net.load_state_dict(sd, strict=True)
     del sd
-    return net.eval(), load_safetensors(str(g / "io.safetensors"))
+    return net.eval(), gw.load_safetensors(str(g / "io.safetensors"))
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ with --has-aligned crops and through the face pipeline; (slow) the same with the
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,7 @@ from bfvr.io import probe, read_frames
 from bfvr.models import hub
 from bfvr.models import weights as W
 from bfvr.models.pgtformer.clip import PGTFormerClipModel
-from conftest import run_cli
-from test_pgtformer import SMALL, small_net
+from helpers import SMALL, golden_weights, run_cli, small_net
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -234,11 +232,10 @@ def test_cli_keep_rejected_for_clip_models(tmp_path, synth_clip):
 def fixture_weights(golden_dir, tmp_path_factory) -> dict[str, Path]:
     """The golden-manifest weights as the two released formats: a hub-mixin flat safetensors and a
     params_ema .pth (no config.json: the official configuration applies)."""
-    sys.path.insert(0, str(golden_dir.parent / "tools"))
-    from golden_weights import make_state_dict
+    gw = golden_weights()
 
     g = golden_dir / "pgtformer"
-    sd = make_state_dict(str(g / "manifest.json"), overrides=str(g / "int_buffers.safetensors"))
+    sd = gw.make_state_dict(str(g / "manifest.json"), overrides=str(g / "int_buffers.safetensors"))
     root = tmp_path_factory.mktemp("pgt-fixture")
     save_file(sd, str(root / "pgtformer.safetensors"))
     torch.save({"params_ema": sd}, root / "weights.pth")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bfvr.io.synth import burn_caption
-from conftest import run_cli
+from helpers import run_cli
 
 VIDEO = "lp_driving_d18.mp4"  # 480x480 talking head; its face-proportion crop is about [70, 80, 430, 440]
 

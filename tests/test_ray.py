@@ -18,7 +18,11 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'bfvr[cluster]')")
 
-from conftest import REPO  # noqa: E402
+from helpers import REPO  # noqa: E402
+from helpers import audio_packets as _audio_packets  # noqa: E402
+from helpers import cut_clip as _cut  # noqa: E402
+from helpers import frames_and_pts as _frames_and_pts  # noqa: E402
+from helpers import lite_small as _lite_small  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a Ray cluster takes 10-30 s to start on this machine
 
@@ -126,7 +130,6 @@ def test_ray_segments_equal_single_process(cluster, faces_dir: Path, tmp_path: P
     from bfvr.api import Restorer
     from bfvr.scale import BatchOptions, RestoreSettings
     from bfvr.scale.batch import run_segmented
-    from test_scale import _audio_packets, _cut, _frames_and_pts, _lite_small
 
     torch.set_num_threads(1)
     src = _cut(faces_dir / "lp_driving_d9.mp4", tmp_path / "clip.mp4", frames=60, size=64, crop=(120, 200))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bfvr.io import open_video, probe
-from conftest import run_cli
+from helpers import run_cli
 
 
 def stream_psnr(a: Path, b: Path) -> tuple[int, float, float]:

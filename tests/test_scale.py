@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
+from helpers import audio_packets as _audio_packets
+from helpers import cut_clip as _cut
+from helpers import frames_and_pts as _frames_and_pts
+from helpers import lite_small as _lite_small
 
 CLIPS = [
     "lp_driving_d0",
@@ -24,35 +28,6 @@ CLIPS = [
     "tpsmm_driving",
     "lp_driving_d14",
 ]
-
-
-def _cut(src: Path, dst: Path, frames: int, size: int = 96, crop: tuple[int, int] | None = None) -> Path:
-    """The first `frames` frames of a real clip, resized to size x size (or a crop), with its timestamps and
-    (when it has one) its audio."""
-    import cv2
-
-    from bfvr.io import VideoWriter, open_video
-
-    with open_video(src) as r:
-        info = r.info
-        with VideoWriter(
-            dst,
-            fps=info.fps,
-            time_base=info.time_base,
-            audio_from=src if info.has_audio else None,
-            crf=16,
-            preset="ultrafast",
-        ) as w:
-            for i, (f, p) in enumerate(r.frames()):
-                if i >= frames:
-                    break
-                if crop is not None:
-                    y, x = crop
-                    f = np.ascontiguousarray(f[y : y + size, x : x + size])
-                else:
-                    f = cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
-                w.write(f, [p])
-    return dst
 
 
 @pytest.fixture(scope="module")
@@ -67,23 +42,6 @@ def corpus(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "sub" / "cut_short.mp4").write_bytes(data[: len(data) // 3])  # a download cut off
     (root / "readme.txt").write_text("not a video suffix: ignored by the folder walk\n")
     return root
-
-
-def _frames_and_pts(path: Path) -> tuple[np.ndarray, list]:
-    from bfvr.io import open_video
-
-    with open_video(path) as r:
-        fr = list(r.frames())
-    return np.stack([f for f, _ in fr]), [p for _, p in fr]
-
-
-def _audio_packets(path: Path) -> list[tuple]:
-    import av
-
-    with av.open(str(path)) as c:
-        if not c.streams.audio:
-            return []
-        return [(p.pts, bytes(p)) for p in c.demux(c.streams.audio[0]) if p.size]
 
 
 def _check_outputs(corpus: Path, out: Path) -> None:
@@ -498,14 +456,6 @@ def test_segment_grid_is_exact(T, V, window) -> None:
             assert np.array_equal(joined, whole), (n, k, segs)
             if n == 100:
                 assert len(segs) == k
-
-
-def _lite_small():
-    from bfvr.models.hub import load_model
-
-    m = load_model("bfvr-lite", precision="fp32")
-    m.canvas = None  # run at the clip's own size (a small real crop keeps the test fast)
-    return m
 
 
 def test_segments_equal_single_process(faces_dir: Path, tmp_path: Path) -> None:

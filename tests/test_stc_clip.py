@@ -12,7 +12,7 @@ from bfvr.errors import ConfigError, ModelError
 from bfvr.models import hub
 from bfvr.models import weights as W
 from bfvr.models.stc.clip import STCClipModel, map_output, to_channels_last_3d
-from conftest import golden_weights, run_cli, shared_path
+from helpers import golden_weights, run_cli, shared_path
 
 
 class TinySTC(nn.Module):

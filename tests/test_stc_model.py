@@ -18,7 +18,7 @@ from bfvr.models.stc import (
     official_stage2_residual,
     soft_marginal,
 )
-from conftest import golden_weights, shared_path
+from helpers import golden_weights, shared_path
 
 TOL = 1e-4
 

@@ -21,7 +21,7 @@ from bfvr.models.stc.quantizer import (
     usage_stats,
 )
 from bfvr.train.config import config_from_dict, load_config
-from conftest import run_cli
+from helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = "lp_driving_d18.mp4"  # 480x480 talking head, 216 frames

@@ -12,29 +12,10 @@ import torch
 
 from bfvr.errors import ConfigError, OutputError
 from bfvr.train.config import TrainConfig, config_from_dict, load_config
+from helpers import tiny_dict
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = "lp_driving_d18.mp4"  # 480x480 talking head, 216 frames
-
-
-def tiny_dict(faces_dir: Path, out: Path, **top) -> dict:
-    """The smallest STC Stage-I config: 2-level VQGAN (latent T/2 x H/2), 32x32 frames, 4-frame clips."""
-    d = {
-        "stage": "stage1", "name": "t", "out_dir": str(out), "seed": 3, "max_steps": 4, "log_every": 1,
-        "ckpt_every": 2, "keep_ckpts": 0, "threads": 1, "device": "cpu", "tensorboard": False,
-        "model": {"nf": 32, "ch_mult": [1, 2], "res_blocks": 1, "codebook_size": 64, "emb_dim": 32},
-        "data": {"paths": [str(faces_dir / VIDEO)], "clip_len": 4, "size": 40, "crop": 32, "max_frames": 12,
-                 "batch_size": 2, "backend": "builtin", "hflip": True},
-        "loss": {"disc_start": 2, "gan": 0.4},
-        "disc": {"backbone": "conv", "width": 8, "depth": 2, "feat_dim": 16},
-        "optim": {"lr": 1e-3},
-    }
-    for k, v in top.items():
-        if isinstance(v, dict):
-            d.setdefault(k, {}).update(v)
-        else:
-            d[k] = v
-    return d
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -329,7 +310,10 @@ def test_stage1_resume_is_exact(faces_dir: Path, tmp_path: Path) -> None:
     assert read_metrics(tmp_path / "a") == [{**r, "time": m["time"]} for r, m in
                                               zip(read_metrics(tmp_path / "b"), read_metrics(tmp_path / "a"))]
     runs = json.loads((tmp_path / "b/run.json").read_text())
-    assert len(runs) == 2 and runs[1]["resume"] and len(runs[0]["git_revision"]) >= 7
+    assert len(runs) == 2 and runs[1]["resume"] and runs[0]["bfvr_version"]
+    from bfvr.train.trainer import source_checkout
+
+    assert (len(runs[0].get("git_revision", "")) == 40) is (source_checkout() is not None)
     assert load_config(tmp_path / "b/config.yaml").to_dict() == cfg_b.to_dict()
 
 
@@ -369,7 +353,7 @@ def test_stage2_trains_from_stage1_run(faces_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_train_errors(tmp_path: Path) -> None:
-    from conftest import run_cli
+    from helpers import run_cli
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: {lrr: 1}\n")

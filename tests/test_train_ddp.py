@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from bfvr.train.config import config_from_dict
-from test_train import tiny_dict
+from helpers import tiny_dict
 
 
 @pytest.mark.slow  # ~30 s: two fresh processes import torch and the package under torchrun

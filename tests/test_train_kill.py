@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_train import tiny_dict
+from helpers import tiny_dict
 
 
 def _cmd(cfg: Path, *extra: str) -> list[str]:

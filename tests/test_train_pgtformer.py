@@ -13,6 +13,8 @@ import torch
 from bfvr.errors import ConfigError
 from bfvr.train.config import load_config
 from bfvr.train.pgtformer import focal_loss, gradient_l1_loss
+from helpers import lowered, resume_equals_straight
+from helpers import make_trainer as run
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = "lp_driving_d18.mp4"
@@ -33,39 +35,6 @@ def tiny(stage: int, faces_dir: Path, out: Path, steps: int, *extra: str):
             *extra,
         ],
     )
-
-
-def run(cfg, **kw):
-    from bfvr.train.trainer import Trainer
-
-    return Trainer(cfg, progress=False, **kw)
-
-
-def resume_equals_straight(make, tmp: Path, steps: int) -> list[dict]:
-    """`steps` straight vs steps/2 + resume: equal logs and weights. Returns the straight run's records."""
-    from safetensors.torch import load_file
-
-    rec_a = run(make(tmp / "a", steps)).run()
-    run(make(tmp / "b", steps)).run(max_steps=steps // 2)
-    torch.manual_seed(999)
-    tb = run(make(tmp / "b", steps), resume=True)
-    assert tb.step == steps // 2
-    rec_b = tb.run()
-    for ra, rb in zip(rec_a[steps // 2 :], rec_b):
-        assert {k: v for k, v in ra.items() if k != "time"} == {k: v for k, v in rb.items() if k != "time"}
-    last = f"checkpoints/step_{steps:08d}"
-    for name in ("model", "ema"):
-        wa, wb = (
-            load_file(str(tmp / "a" / last / f"{name}.safetensors")),
-            load_file(str(tmp / "b" / last / f"{name}.safetensors")),
-        )
-        assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    return rec_a
-
-
-def lowered(records: list[dict], key: str = "loss", n: int = 3) -> bool:
-    vals = [r[key] for r in records]
-    return float(np.mean(vals[-n:])) < float(np.mean(vals[:n]))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 
 def _sentence(capsys) -> str:
@@ -73,7 +73,7 @@ def test_weights_that_fail_to_load_say_why(tmp_path, clip, capsys) -> None:
 
 # ----------------------------------------------------------------------------------------------- training
 def _tiny(faces_dir: Path, out: Path, **top) -> dict:
-    from test_train import tiny_dict
+    from helpers import tiny_dict
 
     return tiny_dict(faces_dir, out, **top)
 

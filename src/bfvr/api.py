@@ -18,6 +18,7 @@ canvas and back when it has one, like the official STC script. With `has_aligned
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections import deque
@@ -31,6 +32,8 @@ import numpy as np
 from bfvr.io import VideoInfo, VideoWriter, open_video
 from bfvr.io.paths import check_not_url
 from bfvr.io.writer import h264_size_ok, lossless_codec, output_kind, prepare_output
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from bfvr.faces import FaceOptions
@@ -102,6 +105,8 @@ class Restorer:
 
             raise ConfigError(f"{e}.") from None
         self.face_pipeline: Any = None  # the face pipeline of the last stream (has_aligned=False)
+        log.info("model %s on %s, precision %s, %s", self.name, self.device, self.precision,
+                 "whole frames" if self.has_aligned else "face pipeline")
 
     @property
     def name(self) -> str:
@@ -161,12 +166,9 @@ class Restorer:
             yield np.asarray(out), pts_q.popleft()
 
     def restore_clip(self, frames: np.ndarray) -> np.ndarray:
-        """Restore a clip in memory: uint8 [N, H, W, 3] RGB -> uint8 [N, H, W, 3]."""
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
-        out = [f for f, _ in self.restore_frames((f, i) for i, f in enumerate(frames))]
-        return np.stack(out) if out else frames[:0].copy()
+        """Restore a clip in memory: uint8 [N, H, W, 3] RGB -> uint8 [N, H, W, 3] (`ClipEngine.restore_array`
+        through `restore_frames`: the same path as a video)."""
+        return self.engine().restore_array(frames, run=self.restore_frames)
 
     # ------------------------------------------------------------------ files
     def restore_video(self, inp: str | os.PathLike[str], out: str | os.PathLike[str], *,

@@ -6,6 +6,7 @@ registers them and turns errors into one line on stderr and a non-zero exit code
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -52,12 +53,44 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: what `-v` installed on the "bfvr" logger (handler, old level, old propagate), undone when `main` returns
+_log_setup: list[tuple[logging.Handler, int, bool]] = []
+
+
+def _setup_logging(verbose: int) -> None:
+    """``-v``: bfvr's log messages (every module logs to ``logging.getLogger(__name__)`` under "bfvr") at
+    INFO on stderr, ``-vv`` at DEBUG. Without it only warnings reach stderr (Python's last-resort handler),
+    as before. Undone when `main` returns (in-process callers keep their logging)."""
+    if verbose <= 0:
+        return
+    logger = logging.getLogger("bfvr")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
+    _log_setup.append((handler, logger.level, logger.propagate))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+    logger.propagate = False  # one line per message, also when a command configures the root logger
+
+
+def _undo_logging() -> None:
+    logger = logging.getLogger("bfvr")
+    while _log_setup:
+        handler, level, propagate = _log_setup.pop()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", "-V", help="Print the version and exit.", is_eager=True,
                                  callback=_print_version),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                help="Log what bfvr does on stderr (-v: info, -vv: debug); goes before the "
+                                     "command: bfvr -v restore ..."),
 ) -> None:
     """Blind face video restoration: restore, degrade, prepare, train, evaluate, benchmark."""
+    _setup_logging(verbose)
 
 
 class Terminated(BaseException):
@@ -145,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"internal error ({type(e).__name__}: {' '.join(str(e).split())}); "
               "rerun with BFVR_DEBUG=1 for the traceback and please report it.", 1)
     finally:
+        _undo_logging()
         warnings.formatwarning = old_format
         for sig, h in old_handlers.items():
             try:

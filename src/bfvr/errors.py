@@ -34,4 +34,5 @@ class ConfigError(BfvrError):
 
 
 class TrainingError(BfvrError, FloatingPointError):
-    """A training run diverged (a non-finite loss, or gradients that stay non-finite)."""
+    """A training run broke: it diverged (a non-finite loss, or gradients that stay non-finite), or its
+    processes hold different weights."""

@@ -36,7 +36,6 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
     file for `model`, with metadata naming the task, config, step and run; checked against the model's exact
     keys and shapes."""
     import json
-    import os
 
     import torch
     from safetensors import SafetensorError
@@ -51,7 +50,7 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
         raise ConfigError(f"--dtype must be fp16 or fp32, not {dtype!r}.")
     if out.suffix != ".safetensors":
         raise ConfigError(f"{out} must end in .safetensors.")
-    from bfvr.io.paths import check_output_file, check_separate, make_folder, set_default_mode, temp_beside
+    from bfvr.io.paths import atomic_output, check_output_file, check_separate, make_folder
 
     check_output_file(out, "weights file")
     if out.exists() and not overwrite:
@@ -78,8 +77,10 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
             argv = [str(a) for a in runs[-1].get("argv", [])]
             cfg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None) or next(
                 (argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")), None)
-            meta.update(config=str(cfg), argv=" ".join(argv), git_revision=str(runs[-1].get("git_revision")),
-                        git_dirty=str(runs[-1].get("git_dirty")))
+            meta.update(config=str(cfg), argv=" ".join(argv))
+            # the bfvr version, and for a run trained from a checkout of bfvr its revision
+            meta.update({k: str(runs[-1][k]) for k in ("bfvr_version", "git_revision", "git_dirty")
+                         if runs[-1].get(k) is not None})
         if resolved is not None:
             meta["resolved_config"] = resolved
         else:
@@ -92,18 +93,12 @@ def export_weights(model: str, source: Path, out: Path, *, dtype: str = "fp16", 
     cast = torch.float16 if dtype == "fp16" else torch.float32
     tensors = {k: (v.to(cast) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     make_folder(out.parent, "weights file")
-    tmp = None
     try:
-        tmp = temp_beside(out)  # a new file, never one (or a link) placed there
-        save_file(tensors, str(tmp), metadata=meta)
-        set_default_mode(tmp)  # safetensors writes 0600; a shipped weights file must be readable by all
-        os.replace(tmp, out)
+        with atomic_output(out) as tmp:  # safetensors writes 0600; atomic_output gives the umask's mode
+            save_file(tensors, str(tmp), metadata=meta)
     except (OSError, SafetensorError) as e:  # a folder the system does not let us write into
         raise OutputError(f"cannot write {out} ({' '.join(str(e).split())[:160]}); choose a writable "
                           "location.") from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
     return out
 
 
@@ -150,12 +145,11 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--format must be onnx or safetensors, not {fmt!r}.")
         if out.suffix != ".onnx":
             raise ConfigError(f"{out} must end in .onnx.")
-        from bfvr.io.paths import check_output_file, make_folder, temp_beside
+        from bfvr.io.paths import atomic_output, check_output_file, make_folder
 
         check_output_file(out, "ONNX file")
         if out.exists() and not overwrite:
             raise OutputError(f"{out} exists; pass --overwrite to replace it.")
-        import os
 
         from bfvr.models.hub import load_model
         from bfvr.models.onnx import export_onnx
@@ -164,15 +158,10 @@ def register(app: typer.Typer) -> None:
         if not hasattr(m, "onnx_module"):
             raise ModelError(f"model '{model}' has no network to export.")
         make_folder(out.parent, "ONNX file")
-        tmp = None
         try:
-            tmp = temp_beside(out)  # a new file, never one (or a link) placed there
-            export_onnx(m, tmp, frames=frames, size=size)
-            os.replace(tmp, out)
+            with atomic_output(out) as tmp:  # a new file, never one (or a link) placed there
+                export_onnx(m, tmp, frames=frames, size=size)
         except OSError as e:  # a folder the system does not let us write into
             raise OutputError(f"cannot write {out} ({e.strerror or type(e).__name__}); choose a writable "
                               "location.") from None
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
         typer.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB")

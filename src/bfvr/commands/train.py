@@ -1,4 +1,4 @@
-"""`bfvr train`: run or resume an STC training stage from a YAML config (see configs/stc/, docs/training.md).
+"""`bfvr train`: run or resume a training task from a YAML config (see configs/, docs/training.md).
 
 Multi-process (DDP) training: launch the same command under torchrun, e.g.
 `torchrun --nproc_per_node=2 -m bfvr.cli train --config configs/stc/tiny_stage1.yaml`.

@@ -5,6 +5,7 @@ clip in a manifest. See docs/data.md for the exact rules."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from bfvr.errors import DependencyError, InputError
+
+log = logging.getLogger(__name__)
 
 LEFT_EYE_OUTER, RIGHT_EYE_OUTER, NOSE_TIP = 36, 45, 30  # iBUG 68-point indices (image left / right)
 
@@ -311,6 +314,8 @@ class Preparer:
         """Crop, check and write one clip; return its manifest record."""
         from bfvr.io import VideoWriter, open_video, probe
 
+        log.info("preparing %s", src)
+
         src, out_dir = Path(src), Path(out_dir)
         o = self.opts
         info = probe(src)
@@ -466,7 +471,7 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
         check_replaceable,
         check_separate,
         make_folder,
-        set_default_mode,
+        publish,
         temp_beside,
         write_atomic,
     )
@@ -525,8 +530,7 @@ def prepare_clips(inputs: list[Path], out_dir: str | os.PathLike[str], opts: Pre
                                                 "settings": settings, "clips": clips}) + "\n")
                 if on_record:
                     on_record({**rec, "resumed": True} if resumed else rec)
-        set_default_mode(tmp)
-        tmp.replace(manifest)
+        publish(tmp, manifest)
     except BaseException as e:  # an error or an interrupt: no partial manifest, no folder made and left empty
         if tmp is not None:
             tmp.unlink(missing_ok=True)

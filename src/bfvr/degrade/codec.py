@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 
@@ -29,6 +30,10 @@ if sys.platform.startswith("linux"):
         _libc = None
 
 
+_heap_lock = threading.Lock()
+_heap_users = 0  # sections inside `deterministic_heap` now, in all threads
+
+
 @contextlib.contextmanager
 def deterministic_heap() -> Iterator[None]:
     """Make fresh heap memory hold a fixed byte while the codecs run (glibc ``M_PERTURB``).
@@ -37,15 +42,27 @@ def deterministic_heap() -> Iterator[None]:
     different outputs in 18 runs in one process; with perturbation on during encode/decode calls every
     run was bit-identical. Something in the encode/decode path reads memory it did not initialise,
     so its contents have to be made fixed. No effect (and no guarantee) outside glibc.
+
+    Safe with threads: the setting is process-wide, so it is counted: the first section to enter switches
+    it on and the last to leave restores ``MALLOC_PERTURB_`` (a thread leaving never switches it off
+    under another thread's codec). Other threads' allocations meanwhile get the fill byte too, which
+    changes no correct program's result (it costs a memset per allocation).
     """
+    global _heap_users
     if _libc is None or os.environ.get("BFVR_HEAP_PERTURB", "1") == "0":
         yield
         return
-    _libc.mallopt(_M_PERTURB, 0x5A)
+    with _heap_lock:
+        _heap_users += 1
+        if _heap_users == 1:
+            _libc.mallopt(_M_PERTURB, 0x5A)
     try:
         yield
     finally:
-        _libc.mallopt(_M_PERTURB, int(os.environ.get("MALLOC_PERTURB_", "0") or 0) & 0xFF)
+        with _heap_lock:
+            _heap_users -= 1
+            if _heap_users == 0:
+                _libc.mallopt(_M_PERTURB, int(os.environ.get("MALLOC_PERTURB_", "0") or 0) & 0xFF)
 
 
 #: the smallest side x265 is given (smaller frames crash it, see `X264Roundtrip`)

@@ -4,6 +4,7 @@ JSON sidecar with the drawn parameters (and, for inpainting, the mask as a PNG).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from bfvr.errors import InputError, OutputError
 from bfvr.io.paths import check_name_fits, check_replaceable, mark_png, write_atomic
 from bfvr.io.reader import list_videos
 from bfvr.io.writer import CONTAINERS
+
+log = logging.getLogger(__name__)
 
 
 def sidecar_path(out: Path) -> Path:
@@ -78,6 +81,7 @@ def degrade_video(src: str | os.PathLike[str], dst: str | os.PathLike[str], deg:
     side, mpath = sidecar_path(dst), mask_path(dst)
     for p, kind in outputs(dst, deg, pregenerated=flicker_dir is not None):  # before any work
         check_writable(p, kind, overwrite)
+    log.info("degrading %s into %s (seed %d, clip name %s)", src, dst, seed, name)
 
     with open_video(src) as reader:
         info = reader.info

@@ -28,7 +28,8 @@ Memory: at most T + S input frames plus `overlap` restored frames are held, what
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -37,6 +38,8 @@ import torch.nn.functional as F
 from bfvr.engine.base import ClipModel, Schedule, WindowSession, contract_of
 from bfvr.engine.device import autocast
 from bfvr.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 Frame = tuple[np.ndarray, "int | None"]
 
@@ -124,6 +127,8 @@ class ClipEngine:
         self.value_range = c.value_range
         self.device = c.device
         self.clips_run = 0
+        log.debug("clip engine for %s: %s schedule, clip %d, overlap %d, canvas %s, %s", c.name, sch.kind,
+                  self.clip_len, self.overlap, self.canvas, self.precision)
 
     # ------------------------------------------------------------------ one clip
     def new_window_session(self) -> WindowSession | None:
@@ -190,12 +195,15 @@ class ClipEngine:
             yield from s.push(frame, p)
         yield from s.flush()
 
-    def restore_array(self, frames: np.ndarray) -> np.ndarray:
-        """Restore a whole clip held in memory: uint8 [N, H, W, 3] -> uint8 [N, H, W, 3]."""
+    def restore_array(self, frames: np.ndarray,
+                      run: Callable[[Iterable[Frame]], Iterable[Frame]] | None = None) -> np.ndarray:
+        """Restore a whole clip held in memory: uint8 [N, H, W, 3] -> uint8 [N, H, W, 3]. `run`: the stream
+        function the frames go through (default this engine's `run`; `bfvr.Restorer.restore_clip` passes
+        its `restore_frames`, which adds the model's frame preparation and the face pipeline)."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
-        out = [f for f, _ in self.run((f, i) for i, f in enumerate(frames))]
+        out = [f for f, _ in (run or self.run)((f, i) for i, f in enumerate(frames))]
         return np.stack(out) if out else frames[:0].copy()
 
     def clips_for(self, n: int) -> int:

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import re
 from pathlib import Path
 
 import torch
 
 from bfvr.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,6 +40,12 @@ def _mps_available() -> bool:
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """Turn "auto" | "cpu" | "cuda" | "cuda:N" | "mps" into a torch.device that exists here."""
+    dev = _resolve_device(spec)
+    log.debug("device %s -> %s", spec, dev)
+    return dev
+
+
+def _resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if isinstance(spec, torch.device):
         spec = str(spec)
     s = (spec or "auto").strip().lower()

@@ -20,6 +20,7 @@ so a model's temporal context never mixes two people.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import warnings
 from collections import deque
@@ -32,8 +33,10 @@ import numpy as np
 from bfvr.errors import ConfigError
 from bfvr.faces.align import CROP_MODES, crop_matrix, warp_crop
 from bfvr.faces.detect import FaceDetector, make_detector
-from bfvr.faces.paste import crop_scale, draw_box, match_color, paste_back, soft_mask
+from bfvr.faces.paste import draw_box, match_color, paste_back, soft_mask
 from bfvr.faces.track import FaceTracker, ShotCutDetector, TrackState
+
+log = logging.getLogger(__name__)
 
 SELECT_CHOICES = ("largest", "center", "all")
 MASK_CHOICES = ("box", "ellipse", "parsing")
@@ -100,8 +103,9 @@ class FaceOptions:
     upscale: int = 1                 # output size factor; the background is resized by `background`
     background_model: bool = True    # the model restores the whole frame too (the background), when it takes
     #                                  any frame size (BFVR-Lite); False = faces only (`--faces-only`)
-    residual_paste: bool = True      # a face larger than the canvas gets frame + warp(restored - crop): only
-    #                                  the model's change is resampled, the face keeps its own detail
+    residual_paste: bool = True      # every face is pasted as frame + warp(restored - crop): only the model's
+    #                                  change is resampled, the face keeps its own detail (False: the restored
+    #                                  crop itself is warped back, resampling the face twice)
     # hook for a background upsampler: (frame, upscale) -> frame `upscale` times larger (default: bicubic)
     background: Callable[[np.ndarray, int], np.ndarray] | None = None
 
@@ -215,6 +219,7 @@ class FacePipeline:
     def detector(self) -> FaceDetector:
         if self._detector is None:
             self._detector = make_detector(self.opt.detector, detect_size=self.opt.detect_size)
+            log.info("face detector: %s", getattr(self._detector, "name", type(self._detector).__name__))
         return self._detector
 
     # ------------------------------------------------------------ the stream
@@ -348,7 +353,7 @@ class FacePipeline:
             self._bg_wait.popleft().bg = frame
 
     def _residual(self, m: np.ndarray) -> bool:
-        return self.opt.residual_paste and self.opt.upscale == 1 and crop_scale(m) < 1
+        return self.opt.residual_paste and self.opt.upscale == 1
 
     def _add_crop(self, slot: _Slot, tid: int, m: np.ndarray) -> None:
         crop = warp_crop(slot.frame, m, tuple(self.opt.canvas), border=self.opt.border)

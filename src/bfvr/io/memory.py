@@ -10,7 +10,8 @@ face pipeline, +10 to +20 % on the whole-frame path, and +-25 % run-to-run noise
 
 A fixed 4 MiB mmap threshold (clip tensors are always mapped and unmapped; frames and smaller buffers stay
 on the heap) plus two arenas make the peak flat and lower at no measurable CPU cost. Call this at the
-start of a process, before threads start (the CLI's `restore` does).
+start of a process, before threads start: it changes process-wide state, so only the console script calls
+it (`bfvr.cli.main`, before any command runs); library paths (the API, the UI's restore threads) never do.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ The rule: bfvr never deletes or rewrites a file it did not create. Concretely
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import struct
@@ -27,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bfvr.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
 
 #: written into every PNG-frame folder bfvr creates: `--overwrite` tells its own output from a user's folder
 FRAMES_MARKER = ".bfvr-frames"
@@ -277,12 +280,36 @@ def remove_own_frames_dir(folder: Path) -> None:
     folder.rmdir()
 
 
+def _umask_at_import() -> int:
+    """The umask when this module was first imported (the only time bfvr calls `os.umask`: imports run
+    under the import lock, before a library user's threads can be writing files through bfvr)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_IMPORT_UMASK = _umask_at_import()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it: the ``Umask:`` line of ``/proc/self/status``
+    (Linux 4.7+), else the umask seen when bfvr was imported. Never flips the process-wide umask (which
+    `os.umask` can only read by setting it: a file another thread creates in between would get mode
+    0666/0777)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _IMPORT_UMASK
+
+
 def set_default_mode(path: str | os.PathLike[str]) -> None:
     """Give a file (0666) or folder (0777) the permissions the umask allows, as a plain `open` would:
     temporary-file helpers (mkstemp, mkdtemp, safetensors) create them 0600/0700."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~current_umask())
 
 
 #: the longest file name, in bytes, when the filesystem does not say (ext4, xfs, btrfs, tmpfs: 255)
@@ -364,19 +391,41 @@ def temp_beside(out: str | os.PathLike[str], *, folder: bool = False) -> Path:
     return Path(tmp)
 
 
+def publish(tmp: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Rename the finished temporary file or folder `tmp` (`temp_beside`) to `out`, first giving it the
+    permissions the umask allows (`set_default_mode`: mkstemp/mkdtemp made it 0600/0700). A link at `out`
+    is replaced, never followed. The last step of every atomic write in bfvr."""
+    set_default_mode(tmp)
+    os.replace(tmp, out)
+    log.debug("renamed %s to %s", tmp, out)
+    return Path(out)
+
+
+def remove_temp(tmp: str | os.PathLike[str] | None) -> None:
+    """Remove a temporary file or folder `temp_beside` made (nothing when it is gone already)."""
+    if tmp is None:
+        return
+    tmp = Path(tmp)
+    if tmp.is_dir() and not tmp.is_symlink():
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
 @contextmanager
-def atomic_output(out: str | os.PathLike[str]) -> Iterator[Path]:
-    """``with atomic_output(out) as tmp:`` write the file `tmp` (`temp_beside`); when the block ends
-    without an error it is renamed to `out` with the usual permissions (a link at `out` is replaced,
-    never followed), else removed."""
+def atomic_output(out: str | os.PathLike[str], *, folder: bool = False) -> Iterator[Path]:
+    """``with atomic_output(out) as tmp:`` write the file `tmp` (`temp_beside`; `folder`: fill the folder
+    `tmp`); when the block ends without an error it is renamed to `out` with the usual permissions
+    (`publish`), else removed. The one atomic-write helper of bfvr (`write_atomic` for bytes and text)."""
     out = Path(out)
-    tmp = temp_beside(out)
+    tmp = temp_beside(out, folder=folder)
     try:
         yield tmp
-        set_default_mode(tmp)
-        os.replace(tmp, out)
+        publish(tmp, out)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_temp(tmp)
         raise
 
 

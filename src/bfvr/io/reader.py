@@ -7,6 +7,7 @@ beyond the frame being converted, so memory does not grow with the video's lengt
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ import numpy as np
 
 from bfvr.errors import InputError
 from bfvr.io.types import Chunk, VideoInfo
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: the suffixes of the video files bfvr picks from a folder (a file named directly may be anything FFmpeg
@@ -436,7 +439,11 @@ def open_video(path: str | os.PathLike[str], *, fps: float | Fraction | None = N
         raise InputError(f"'{p}' is not a regular file; give a video file or a folder of images.")
     if p.stat().st_size == 0:
         raise InputError(f"'{p}' is empty (0 bytes); give a video file.")
-    return AVReader(p)
+    reader = AVReader(p)
+    i = reader.info
+    log.info("reading %s: %dx%d, %d frames at %.3g fps%s", p, i.width, i.height, i.frame_count, float(i.fps),
+             ", with audio" if i.has_audio else "")
+    return reader
 
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:

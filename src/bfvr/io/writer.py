@@ -21,8 +21,8 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -36,11 +36,14 @@ from bfvr.io.paths import (
     check_replaceable,
     check_separate,
     check_writable_folder,
+    publish,
     remove_own_frames_dir,
-    set_default_mode,
+    remove_temp,
     temp_beside,
 )
 from bfvr.io.reader import SIZE_TAG, SWS_EXACT_ENCODE, audio_codec_name
+
+log = logging.getLogger(__name__)
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
@@ -361,9 +364,8 @@ class VideoWriter:
                 remove_own_frames_dir(self.path)
             else:
                 self.path.unlink()
-        # mkstemp/mkdtemp make 0600 files / 0700 folders; give the output the usual umask permissions
-        set_default_mode(self._tmp)
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)  # with the umask's permissions (mkstemp/mkdtemp made it 0600/0700)
+        log.info("wrote %s (%d frames)", self.path, self.frames_written)
 
     def abort(self) -> None:
         """Stop and remove the temporary output (nothing is left behind)."""
@@ -375,12 +377,7 @@ class VideoWriter:
                 except Exception:
                     pass
         self._audio = self._container = None
-        tmp = getattr(self, "_tmp", None)
-        if tmp is not None and tmp.exists():
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
+        remove_temp(getattr(self, "_tmp", None))
         for d in getattr(self, "_created_dirs", []):  # deepest first
             try:
                 d.rmdir()

@@ -6,8 +6,10 @@ the last few frames of the previous chunk so every transition is counted once.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -18,6 +20,8 @@ import numpy as np
 
 from bfvr.errors import ConfigError, InputError, OutputError
 from bfvr.io.reader import VIDEO_SUFFIXES, list_videos
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FULL_REFERENCE", "NO_REFERENCE", "ALL_METRICS", "EvalOptions", "evaluate_pair",
            "evaluate_dirs", "match_videos", "write_report"]
@@ -164,6 +168,7 @@ def evaluate_pair(name: str, pred_path: Path, gt_path: Path | None, opts: EvalOp
 
     needs = needs or _Needs(opts)
     m = needs.m
+    log.info("evaluating %s: %s against %s", name, pred_path, gt_path)
     pr = open_video(pred_path)
     gr = open_video(gt_path) if gt_path is not None else None
     try:
@@ -418,7 +423,7 @@ def check_report_dir(out_dir: str | Path, overwrite: bool) -> None:
 def write_report(result: dict, out_dir: str | Path) -> list[Path]:
     """Write metrics.md, metrics.csv and metrics.json into ``out_dir`` (each to a new temporary file beside
     it, all renamed into place once all are written)."""
-    from bfvr.io.paths import check_replaceable, make_folder, set_default_mode, temp_beside
+    from bfvr.io.paths import atomic_output, check_replaceable, make_folder
 
     out = make_folder(out_dir, "report")
     rows = result["rows"] + [result["mean"]]
@@ -450,23 +455,22 @@ def write_report(result: dict, out_dir: str | Path) -> list[Path]:
     paths = [out / n for n in REPORT_NAMES]
     for p in paths:
         check_replaceable(p, "file")
-    tmps: list[Path] = []
     try:
-        tmps += [temp_beside(p) for p in paths]  # renamed into place only when all are written
-        tmps[0].write_text("\n".join(md + notes) + "\n", encoding="utf-8")
-        with tmps[1].open("w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=cols)
-            w.writeheader()
-            for r in rows:
-                w.writerow({c: _fmt(r[c]) if c in r else "" for c in cols})
-        tmps[2].write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")
-        for t, p in zip(tmps, paths):
-            set_default_mode(t)
-            t.replace(p)
+        with contextlib.ExitStack() as stack:  # all three renamed into place only when all are written
+            tmps = [stack.enter_context(atomic_output(p)) for p in paths]
+            _write_reports(tmps, md + notes, cols, rows, result)
     except OSError as e:  # a folder the system does not let us write into
         raise OutputError(f"cannot write the report into '{out}' ({e.strerror or type(e).__name__}); "
                           "choose a writable location.") from None
-    finally:
-        for t in tmps:
-            t.unlink(missing_ok=True)
     return paths
+
+
+def _write_reports(tmps: list[Path], md: list[str], cols: list[str], rows: list[dict], result: dict) -> None:
+    """The markdown, CSV and JSON reports of `write_report` into the files `tmps`."""
+    tmps[0].write_text("\n".join(md) + "\n", encoding="utf-8")
+    with tmps[1].open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: _fmt(r[c]) if c in r else "" for c in cols})
+    tmps[2].write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")

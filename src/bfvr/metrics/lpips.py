@@ -25,7 +25,7 @@ from torch import nn
 
 from bfvr.errors import WeightsNotFoundError
 
-__all__ = ["LPIPS", "LPIPSBackbone", "BACKBONE_FILES", "lpips_heads_path", "load_state"]
+__all__ = ["LPIPS", "LPIPSBackbone", "LPIPSDistance", "BACKBONE_FILES", "lpips_heads_path", "load_state"]
 
 BACKBONE_FILES = {"vgg": "vgg16-397923af.pth (torchvision VGG16)",
                   "alex": "alexnet-owt-7be5be79.pth (torchvision AlexNet)"}
@@ -100,11 +100,63 @@ def lpips_heads_path(net: str) -> Path | None:
     return p if p.is_file() else None
 
 
-class LPIPS(nn.Module):
-    """LPIPS distance. ``LPIPS('vgg', backbone='vgg16-397923af.pth', heads='vgg.pth')``."""
+class LPIPSDistance(nn.Module):
+    """The LPIPS distance, the one implementation in bfvr (the metric `LPIPS` and the training loss
+    `bfvr.train.losses.LPIPSVGG` are this module): the backbone's five taps, each unit-normalised over
+    channels, weighted per channel by a 1x1 linear head (all ones until `load_heads`: the "baseline"
+    distance), squared difference, spatial mean, summed over the taps. Frozen (no gradients to its own
+    parameters; gradients do flow to the inputs)."""
+
+    def __init__(self, net: str = "vgg"):
+        super().__init__()
+        if net not in CHANNELS:
+            raise ValueError(f"net must be 'vgg' or 'alex', got {net!r}")
+        self.kind = net
+        self.net = LPIPSBackbone(net)
+        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in CHANNELS[net])
+        for lin in self.lins:
+            nn.init.ones_(lin.weight)
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+        self.eval().requires_grad_(False)
+
+    def load_backbone(self, path: str | Path) -> LPIPSDistance:
+        """Load the backbone's ``features.*`` from a torchvision-layout file (other keys are ignored)."""
+        sd = {k: v for k, v in load_state(path).items() if k.startswith("features.")}
+        try:
+            self.net.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise WeightsNotFoundError(f"{path} is not a torchvision {self.kind} state_dict ("
+                                       f"{str(e).splitlines()[0]}); give {BACKBONE_FILES[self.kind]}.") from e
+        return self
+
+    def load_heads(self, path: str | Path) -> LPIPSDistance:
+        """Load the LPIPS v0.1 linear heads (``linK.model.1.weight``, the lpips package's ``<net>.pth``)."""
+        hd = load_state(path)
+        try:
+            for k, lin in enumerate(self.lins):
+                lin.weight.data.copy_(hd[f"lin{k}.model.1.weight"])
+        except (KeyError, RuntimeError) as e:
+            raise WeightsNotFoundError(f"{path} is not an lpips v0.1 {self.kind} head file ({e}); give the "
+                                       f"lpips package's weights/v0.1/{self.kind}.pth.") from e
+        return self
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """a, b: [N,3,H,W] in [-1,1] -> [N] distances."""
+        fa, fb = self.net((a - self.shift) / self.scale), self.net((b - self.shift) / self.scale)
+        total = a.new_zeros(a.shape[0], 1)
+        for lin, x, y in zip(self.lins, fa, fb):
+            x = x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            y = y / (y.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            total = total + lin((x - y) ** 2).mean((2, 3))
+        return total.view(-1)
+
+
+class LPIPS(LPIPSDistance):
+    """LPIPS metric from the files you give. ``LPIPS('vgg', backbone='vgg16-397923af.pth',
+    heads='vgg.pth')``; without them one sentence says what is missing (never a random backbone)."""
 
     def __init__(self, net: str = "vgg", backbone: str | Path | None = None, heads: str | Path | None = None):
-        super().__init__()
         if net not in CHANNELS:
             raise ValueError(f"net must be 'vgg' or 'alex', got {net!r}")
         if backbone is None or not Path(backbone).is_file():
@@ -117,24 +169,8 @@ class LPIPS(nn.Module):
             raise WeightsNotFoundError("LPIPS unavailable: needs weights lpips v0.1 "
                                        f"{net}.pth (the linear heads from the lpips package); "
                                        "pass --lpips-heads PATH or pip install lpips.")
-        self.net = LPIPSBackbone(net)
-        sd = {k: v for k, v in load_state(backbone).items() if k.startswith("features.")}
-        try:
-            self.net.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            raise WeightsNotFoundError(f"{backbone} is not a torchvision {net} "
-                                       f"state_dict ({str(e).splitlines()[0]}).") from e
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in CHANNELS[net])
-        hd = load_state(heads)
-        try:
-            for k, lin in enumerate(self.lins):
-                w = hd[f"lin{k}.model.1.weight"]
-                lin.weight.data.copy_(w)
-        except (KeyError, RuntimeError) as e:
-            raise WeightsNotFoundError(f"{heads} is not an lpips v0.1 {net} head file ({e}).") from e
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
-        self.eval().requires_grad_(False)
+        super().__init__(net)
+        self.load_backbone(backbone).load_heads(heads)
 
     @staticmethod
     def to_tensor(frames: np.ndarray) -> torch.Tensor:

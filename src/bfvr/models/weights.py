@@ -22,19 +22,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
-import http.client
 import json
+import logging
 import os
-import urllib.error
+import re
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bfvr.errors import ModelError, WeightsNotFoundError
+
+log = logging.getLogger(__name__)
 
 RELEASE_URL = "https://github.com/Dixin-Lab/BFVR-STC/releases/download/init"
 #: the DicFace authors' Hugging Face model repo (`fudan-generative-ai/DicFace_model`), folder `CodeFormer/`
@@ -80,7 +84,7 @@ WEIGHTS: dict[str, WeightsEntry] = {
     for e in (
         WeightsEntry("bfvr-lite", "bfvr-lite.safetensors", key=None,
                      bundled=f"models/lite/{LITE_WEIGHTS}",
-                     description="BFVR-Lite, trained by the bfvr project (configs/lite/train.yaml); "
+                     description="BFVR-Lite, trained by the bfvr project (configs/lite/, docs/models.md); "
                                  "ships with bfvr"),
         # the hub mixin's flat state_dict; the authors' params_ema .pth (Google Drive / BaiduYun,
         # no direct URL) loads the same way with --weights weights.pth
@@ -198,14 +202,18 @@ def read_registry() -> dict[str, dict]:
 
 
 def _record(filename: str, sha: str, size: int, source: str) -> None:
-    reg = read_registry()
-    reg[filename] = {"sha256": sha, "size": size, "source": source,
-                     "recorded": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
-    p = _registry_path()
-    p.parent.mkdir(parents=True, exist_ok=True)
+    """Add (or replace) the record of `filename`: read, change and write ``registry.json`` under its file
+    lock, so records written at once by threads or processes are all kept."""
     from bfvr.io.paths import write_atomic
 
-    write_atomic(p, json.dumps(reg, indent=2, sort_keys=True))
+    with _file_lock(REGISTRY_NAME, REGISTRY_NAME):
+        reg = read_registry()
+        reg[filename] = {"sha256": sha, "size": size, "source": source,
+                         "recorded": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+        p = _registry_path()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(p, json.dumps(reg, indent=2, sort_keys=True))
+        log.info("recorded the sha256 of %s (%s)", filename, source)
 
 
 def check_sha256(path: Path, expected: str, what: str) -> str:
@@ -242,69 +250,192 @@ def verify_cached(name: str, path: Path, *, sha256: str | None = None) -> str:
 
 # ------------------------------------------------------------------------------------------ download
 
+#: hosts whose ``<host>/<owner>/<repo>/resolve/<revision>/<path>`` URLs are fetched with `huggingface_hub`
+HF_HOSTS = {"huggingface.co", "hf.co"}
+_HF_URL = re.compile(r"^(https?://[^/]+)/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+
+
+def download_retries() -> int:
+    """How many times a broken-off download is tried again (``BFVR_DOWNLOAD_RETRIES``, default 2)."""
+    try:
+        return max(0, int(os.environ.get("BFVR_DOWNLOAD_RETRIES", "2")))
+    except ValueError:
+        return 2
+
+
+def _not_found(url: str, dest: Path, reason: object) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
+        f"could not download {url} ({reason}); fetch it by other means and save it as {dest} "
+        "(or give the file to `bfvr restore --weights PATH`).")
+
+
+def _hf_location(url: str) -> tuple[str | None, str, str, str, str] | None:
+    """(endpoint or None for the Hub's own, repo type, repo id, revision, path in the repo) of a Hugging
+    Face file URL, else None."""
+    m = _HF_URL.match(url)
+    if m is None or urllib.parse.urlsplit(url).netloc not in HF_HOSTS:
+        return None
+    origin, kind, repo, rev, path = m.groups()
+    own = urllib.parse.urlsplit(url).hostname in ("huggingface.co", "hf.co")
+    # the Hub's own URLs go where huggingface_hub sends them (HF_ENDPOINT, e.g. a mirror, if set)
+    return (None if own else origin), {"datasets": "dataset", "spaces": "space"}.get(kind or "", "model"), \
+        repo, rev, urllib.parse.unquote(path)
+
+
+def _fetch_hf(loc: tuple[str | None, str, str, str, str], url: str, folder: Path, name: str, *,
+              progress: bool, timeout: float, desc: str) -> Path:
+    """A Hugging Face file through `huggingface_hub` (its retries, its checks of size and etag) into
+    `folder`; returns the file."""
+    from huggingface_hub import hf_hub_download
+    from tqdm import tqdm
+
+    endpoint, kind, repo, rev, path = loc
+
+    class Bar(tqdm):  # huggingface_hub's bar, off with --quiet, named like ours
+        def __init__(self, *a: Any, **k: Any) -> None:
+            k.update(disable=not progress, desc=desc, leave=False)
+            super().__init__(*a, **k)
+
+    import inspect
+
+    bar = {"tqdm_class": Bar} if "tqdm_class" in inspect.signature(hf_hub_download).parameters else {}
+    try:
+        got = Path(hf_hub_download(repo, path, repo_type=kind, revision=rev, local_dir=folder / "hf",
+                                   endpoint=endpoint, etag_timeout=timeout, **bar))
+    except Exception as e:  # its HTTP, offline-mode and not-found errors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise _not_found(url, folder.parent / name, f"{type(e).__name__}: {first}") from None
+    final = folder / name
+    os.replace(got, final)
+    return final
+
+
+def _fetch_http(url: str, folder: Path, name: str, *, sha256: str | None, progress: bool, timeout: float,
+                desc: str) -> Path:
+    """A release asset over HTTP(S) through `pooch` (streamed, tried again `download_retries()` times when it
+    breaks off, its sha256 checked when known) into `folder`; returns the file."""
+    import pooch
+    import requests
+
+    pooch.get_logger().setLevel(max(logging.INFO, log.getEffectiveLevel()))  # its notes only with -v
+    bar: Any = False
+    if progress:
+        from tqdm import tqdm
+
+        class Bar(tqdm):  # pooch asks `if progressbar:`, which a tqdm without a total cannot answer
+            def __bool__(self) -> bool:
+                return True
+
+        bar = Bar(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False)
+    fetcher = pooch.create(path=folder, base_url="", registry={name: f"sha256:{sha256}" if sha256 else None},
+                           urls={name: url}, retry_if_failed=download_retries(), allow_updates=False)
+    try:
+        return Path(fetcher.fetch(name, downloader=pooch.HTTPDownloader(progressbar=bar, timeout=timeout)))
+    except requests.exceptions.HTTPError as e:
+        raise _not_found(url, folder.parent / name, e.response.status_code if e.response is not None
+                         else e) from None
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
+            requests.exceptions.ReadTimeout) as e:
+        raise WeightsNotFoundError(f"the download of {url} broke off ({type(e).__name__}); run the command "
+                                   "again.") from None
+    except requests.exceptions.RequestException as e:
+        raise _not_found(url, folder.parent / name, type(e).__name__) from None
+    except ValueError as e:  # pooch: the sha256 differs
+        got = re.search(r"got\s+'?([0-9a-f]{64})", str(e))
+        raise ModelError(f"the file downloaded from {url} has sha256 {got.group(1) if got else 'another'}, "
+                         f"not {sha256}; it was not saved: check the URL or the hash.") from None
+    finally:
+        if bar is not False:
+            bar.close()
+
+
+def _fetch_local(url: str, folder: Path, name: str) -> Path:
+    """A ``file://`` URL (a mirror folder on a disk): copied into `folder`; returns the file."""
+    import shutil
+
+    src = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    final = folder / name
+    try:
+        with open(src, "rb") as fin, open(final, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    except OSError as e:
+        raise _not_found(url, folder.parent / name, e.strerror or type(e).__name__) from None
+    return final
+
+
 def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, progress: bool = True,
              timeout: float = 60.0, desc: str | None = None,
              check: Callable[[Path, str], None] | None = None) -> str:
-    """Stream `url` to `dest` (temp file + atomic rename); check `sha256` if given, then `check(temp file,
-    url)` (raises `ModelError`: e.g. the structural check of `fetch`); return the sha256.
+    """Fetch `url` to `dest`; check `sha256` if given, then `check(temp file, url)` (raises `ModelError`:
+    e.g. the structural check of `fetch`); return the sha256.
 
-    Raises `WeightsNotFoundError` when the URL cannot be fetched and `ModelError` on a checksum, size or
-    structure mismatch; `dest` is untouched unless everything succeeded.
+    Hugging Face file URLs (`HF_HOSTS`) go through `huggingface_hub`, other HTTP(S) URLs (GitHub release
+    assets, mirrors) through `pooch` (retries: `download_retries`), ``file://`` URLs are copied. All land in
+    a new hidden folder beside `dest` and are renamed into place with the umask's permissions only when
+    complete and checked (`bfvr.io.paths.publish`). Raises `WeightsNotFoundError` when the URL cannot be
+    fetched and `ModelError` on a checksum or structure mismatch; `dest` is untouched unless everything
+    succeeded.
     """
-    from tqdm import tqdm
-
-    from bfvr.io.paths import temp_beside
+    from bfvr.io.paths import publish, remove_temp, temp_beside
 
     dest = Path(dest)
     expected = normalize_sha256(sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    desc = desc or dest.name
+    folder = temp_beside(dest, folder=True)  # `.<name>.XXXXXXXX.partial/`: the file keeps its real suffix
     try:
-        resp = urllib.request.urlopen(url, timeout=timeout)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise WeightsNotFoundError(
-            f"could not download {url} ({reason}); fetch it by other means and save it as {dest} "
-            "(or give the file to `bfvr restore --weights PATH`).") from e
-    tmp = str(temp_beside(dest))  # `.<stem>.XXXXXXXX.partial<suffix>`: loaders see the file's real suffix
-    h = hashlib.sha256()
-    done = 0
-    try:
-        with resp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW), "wb") as out:
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
-                      desc=desc or dest.name, leave=False) as bar:
-                try:
-                    while block := resp.read(1 << 20):
-                        out.write(block)
-                        h.update(block)
-                        done += len(block)
-                        bar.update(len(block))
-                except (http.client.HTTPException, OSError) as e:
-                    raise WeightsNotFoundError(f"the download of {url} broke off after {done} bytes "
-                                               f"({type(e).__name__}); run the command again.") from e
-        if total is not None and done != total:
-            raise WeightsNotFoundError(f"the download of {url} stopped after {done} of {total} bytes; "
-                                       "run the command again.")
-        actual = h.hexdigest()
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+        hf = _hf_location(url)
+        log.info("downloading %s from %s", dest.name, url)
+        if scheme == "file":
+            tmp = _fetch_local(url, folder, dest.name)
+        elif hf is not None:
+            tmp = _fetch_hf(hf, url, folder, dest.name, progress=progress, timeout=timeout, desc=desc)
+        elif scheme in ("http", "https"):
+            tmp = _fetch_http(url, folder, dest.name, sha256=expected, progress=progress, timeout=timeout,
+                              desc=desc)
+        else:
+            raise _not_found(url, dest, f"bfvr fetches http://, https:// and file:// URLs, not {scheme}://")
+        actual = sha256_file(tmp)
         if expected and actual != expected:
             raise ModelError(f"the file downloaded from {url} has sha256 {actual}, not {expected}; "
                              "it was not saved: check the URL or the hash.")
         if check is not None:
             try:
-                check(Path(tmp), url)
+                check(tmp, url)
             except ModelError as e:
                 raise ModelError(f"{str(e).rstrip('.')}; it was not saved in the cache.") from None
-        os.replace(tmp, dest)
+        publish(tmp, dest)
         return actual
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        remove_temp(folder)
+
+
+@contextlib.contextmanager
+def _file_lock(name: str, what: str) -> Iterator[None]:
+    """Hold the lock ``$BFVR_HOME/locks/<name>.lock`` (`filelock`: across threads and processes); say once
+    when another holder is waited for."""
+    from filelock import FileLock, Timeout
+
+    folder = bfvr_home() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / f"{name}.lock"), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("waiting for another download of %s to finish", what)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def fetch(name: str, *, sha256: str | None = None, force: bool = False, progress: bool = True,
           offline: bool = False) -> Path:
-    """Return the cached file of `name`, downloading it first if needed (never when `offline`)."""
+    """Return the cached file of `name`, downloading it first if needed (never when `offline`). Two
+    downloads of one file (threads or processes) do not race: the second waits for the first and then
+    finds the file in the cache."""
     entry = get_entry(name)
     path = cached_path(name)
     if entry.bundled:
@@ -324,18 +455,23 @@ def fetch(name: str, *, sha256: str | None = None, force: bool = False, progress
         raise WeightsNotFoundError(
             f"the weights of '{name}' are not in the cache and --offline forbids downloading; "
             f"download {urls[0]} and save it as {path}, or pass --weights PATH.")
-    expected = normalize_sha256(sha256) or entry.sha256
-    if entry.config_urls:  # the Hugging Face config.json first: small, and the weights are useless without it
-        _download_first(source_urls(entry, entry.config_urls, "config.json"), hf_config_path(path),
-                        progress=progress, desc=f"{name}: config.json")
-    def structure(tmp: Path, url: str) -> None:  # before the file enters the cache and the registry
-        from bfvr.models.hub import check_weights_file
+    with _file_lock(entry.filename, f"'{name}' ({entry.filename})"):
+        if path.exists() and not force:  # another thread or process fetched it while this one waited
+            verify_cached(name, path, sha256=sha256)
+            return path
+        expected = normalize_sha256(sha256) or entry.sha256
+        if entry.config_urls:  # the Hugging Face config.json first: small, and the weights need it
+            _download_first(source_urls(entry, entry.config_urls, "config.json"), hf_config_path(path),
+                            progress=progress, desc=f"{name}: config.json")
 
-        check_weights_file(name, tmp, like=path, what=f"the weights downloaded from {url}")
+        def structure(tmp: Path, url: str) -> None:  # before the file enters the cache and the registry
+            from bfvr.models.hub import check_weights_file
 
-    actual, url = _download_first(urls, path, sha256=expected, progress=progress,
-                                  desc=f"{name}: {entry.filename}", check=structure)
-    _record(entry.filename, actual, path.stat().st_size, url)
+            check_weights_file(name, tmp, like=path, what=f"the weights downloaded from {url}")
+
+        actual, url = _download_first(urls, path, sha256=expected, progress=progress,
+                                      desc=f"{name}: {entry.filename}", check=structure)
+        _record(entry.filename, actual, path.stat().st_size, url)
     return path
 
 

@@ -22,6 +22,7 @@ one video each lock their own output (``.NAME.bfvr-lock``), so several may write
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -45,6 +46,8 @@ from bfvr.scale.plan import (
     segments_for,
 )
 from bfvr.scale.worker import Task, frame_pts, one_line, prepare_work_dir, work_dir_for
+
+log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "bfvr-summary.json"
 LOCK_NAME = ".bfvr-batch.lock"
@@ -271,6 +274,7 @@ def run_batch(
         )
     summary_path = Path(options.summary).expanduser() if options.summary else out_root / SUMMARY_NAME
     check_summary_path(summary_path)
+    log.info("batch: %d videos from %s into %s", len(jobs), source, out_root)
     return run_jobs(jobs, out_root, settings, options, source=str(source), summary_path=summary_path)
 
 

@@ -1,5 +1,6 @@
-"""bfvr.train: STC training stages (Stage I VQGAN, Stage II lookup transformers), losses, EMA,
-atomic checkpoints with exact resume, DDP via torchrun. Entry points: `bfvr train` or
+"""bfvr.train: training tasks (STC Stage I/II, BFVR-Lite, PGTFormer stages I-IV, DicFace; `tasks.py`) with
+typed per-task configs, one method-agnostic trainer, losses, EMA, atomic checkpoints with exact resume, DDP
+via torchrun. Entry points: `bfvr train` or
 
     from bfvr.train import load_config, train
     train(load_config("configs/stc/tiny_stage1.yaml"))

@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bfvr.errors import ConfigError, OutputError, WeightsNotFoundError
-from bfvr.io.paths import set_default_mode, temp_beside, write_atomic
+from bfvr.io.paths import atomic_output, write_atomic
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
@@ -169,18 +169,16 @@ def save_checkpoint(run_dir: str | Path, step: int, weights: dict[str, dict[str,
     ck.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     final = ck / name
-    tmp = temp_beside(final, folder=True)  # a new folder (mkdtemp), never one placed there
-    set_default_mode(tmp)
-    for wname, sd in weights.items():
-        save_file(_tensors(sd), str(tmp / f"{wname}.safetensors"), metadata={"step": str(step)})
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=1, default=str))
-    for f in tmp.iterdir():  # make the contents durable before the rename publishes them
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_output(final, folder=True) as tmp:  # a new folder (mkdtemp), never one placed there
+        for wname, sd in weights.items():
+            save_file(_tensors(sd), str(tmp / f"{wname}.safetensors"), metadata={"step": str(step)})
+        torch.save(state, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=1, default=str))
+        for f in tmp.iterdir():  # make the contents durable before the rename publishes them
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
     write_atomic(ck / LATEST, name + "\n", fsync=True)
     if keep > 0:
         old = sorted(p for p in ck.glob("step_*") if p.is_dir())[:-keep]

@@ -23,36 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from bfvr.errors import ConfigError, InputError, ModelError, WeightsNotFoundError
+from bfvr.train.accuracy import topk_accuracy
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 #: the accuracies reported by `evaluate_codes`, in table order
 CODE_METRICS = ("top1_s", "top5_s", "top1_t", "top5_t", "ce_s", "ce_t")
 
-
-def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor,
-                  ks: Sequence[int] = (1, 5)) -> dict[int, float]:
-    """Fraction of positions whose target index is among the k highest logits, for each k in `ks`.
-
-    logits [..., N], targets [...] (integer indices in [0, N)); a k larger than N counts every position
-    as a hit, a k below 1 is a ValueError. Ties between equal logits are broken the way `torch.topk` breaks
-    them.
-    """
-    if any(k < 1 for k in ks):
-        raise ValueError(f"top-k accuracy needs every k >= 1, got {tuple(ks)}")
-    n = logits.shape[-1]
-    flat = logits.detach().reshape(-1, n)
-    tgt = targets.detach().reshape(-1).to(flat.device)
-    if flat.shape[0] != tgt.shape[0]:
-        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} do not match")
-    if not ks:
-        return {}
-    kmax = min(max(ks), n)
-    top = flat.topk(kmax, dim=-1).indices  # [P, kmax], best first
-    hit = top == tgt[:, None]
-    # hit at rank r (0-based) or earlier: cumulative over ranks
-    cum = hit.cumsum(dim=-1).clamp_(max=1).float().mean(dim=0)  # [kmax]
-    return {int(k): float(cum[min(k, n) - 1]) if tgt.numel() else float("nan") for k in ks}
+__all__ = ["CODE_METRICS", "evaluate_codes", "load_stage2_run", "stage2_run_config", "topk_accuracy"]
 
 
 def _training_stems(cfg: Any, warns: list[str]) -> set[str]:
@@ -121,7 +99,7 @@ def _build_stage2(cfg: Any, meta: dict[str, Any], *, raw: bool, device: torch.de
     """The Stage2Task of `cfg` with the EMA (or `raw`) weights of the checkpoint in meta["checkpoint"], in
     eval mode; records the weights used in meta["weights"]."""
     from bfvr.train.checkpoint import load_weights
-    from bfvr.train.stages import Stage2Task
+    from bfvr.train.stc import Stage2Task
 
     t = Stage2Task(cfg, torch.device(device))
     name = "model" if raw else "ema"

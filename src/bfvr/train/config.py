@@ -1,449 +1,393 @@
-"""Typed training configuration, loaded from YAML.
+"""Typed training configuration, loaded from YAML and checked by pydantic.
 
-A config file is a nested mapping whose sections match the dataclasses below (`model`, `data`, `loss`,
-`disc`, `optim`, and the top-level run settings). Unknown keys are errors (a typo must not be silently
-ignored); missing keys take the defaults, which are the official BFVR-STC Stage-I settings.
-`load_config(path, overrides=["optim.lr=1e-4", ...])` applies dotted overrides whose values are parsed
-as YAML scalars.
+A config is the common run settings (top-level keys: seed, steps, checkpoints, logging, precision, device)
+plus the common sections `data` (training clips), `optim` (optimiser and LR schedule) and `val`
+(validation), and the sections each training task owns: `model` and `loss` (and `disc` for a task with a
+GAN), defined next to the task (`bfvr.train.stc`, `.lite`, `.pgtformer`, `.dicface`) as a subclass of
+`TrainConfig`. The `task:` key picks the class (`bfvr.train.tasks`); a config without it is an STC one picked
+by its `stage:` key (older configs).
+
+Unknown keys and bad values are errors of one sentence naming the key and what it allows (a typo must not
+be silently ignored); missing keys take the defaults. `load_config(path, overrides=["optim.lr=1e-4", ...])`
+applies dotted overrides whose values are parsed as YAML scalars.
+
+Configs resolved by older bfvr (a run's config.yaml, the `resolved_config` stored with exported weights)
+wrote every task's keys in one flat schema; keys another task owns are dropped from those (the task never
+read them), so they still load.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from bfvr.errors import ConfigError
 
 
-@dataclass
-class ModelConfig:
-    """Network hyper-parameters (passed to `STCVQGAN` / `STCStage2`)."""
-
-    nf: int = 32
-    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    res_blocks: int = 2
-    codebook_size: int = 1024
-    emb_dim: int = 256
-    beta: float = 0.25
-    #: MPR form (bfvr.models.stc.quantizer): "official" (the released code's near-zero form, what trained
-    #: the released weights), "paper" (the printed KL(marginal || uniform) on inverse Euclidean distances;
-    #: inert in practice), "gaussian" (KL of the marginal of a Gaussian soft assignment with temperature
-    #: `mpr_temperature`: the form that acts, docs/training.md) or "none"
-    mpr: str = "official"
-    #: STC code loss: "official" (the released code: weight 1 on the encoder's commitment term, beta on the
-    #: codebook term) or "paper" (the printed Eq. 7: codebook term weight 1, beta on the commitment term)
-    commitment: str = "official"
-    #: temperature of the "gaussian" MPR, in units of the spread of the squared token-code distances
-    mpr_temperature: float = 1.0
-    #: Stage II: lookup transformers
-    n_head: int = 2
-    n_layers: int = 9
-    dim_mlp: int = 512
-    #: Stage II: True reproduces the official axis-order quirk of the temporal residual (only for official
-    #: weights)
-    official_residual: bool = False
-    #: Stage II: decoder levels of the official (unused) fusion blocks; [] leaves them out (keys only matter
-    #: for loading official checkpoints)
-    connect_list: list[str] = field(default_factory=lambda: ["32", "64", "128", "256"])
-    #: extra keyword arguments passed as-is to the network constructor (e.g. norm groups, latent size)
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: Stage II: Stage-I weights (a run folder, a checkpoint folder or a .safetensors file); EMA weights
-    #: preferred
-    stage1_weights: str | None = None
-    #: optional initial weights of the trained network itself (e.g. Stage II "all degradations" starts from
-    #: the "no noise" run); same accepted forms as `stage1_weights`
-    init_weights: str | None = None
-    #: BFVR-Lite: `init_weights` comes from a smaller network (fewer res blocks / fusions, no fourth level);
-    #: the parts it lacks start as the identity, so training starts from exactly what that network computed
-    init_grow: bool = False
-    #: PGTFormer stages II-IV: the face-parsing BiSeNet (a PGTFormer checkpoint or a face-parsing state_dict)
-    parsing_weights: str | None = None
+def _listify(value: Any) -> Any:
+    """A scalar where a list is expected is a list of one (`paths: clips/` = `paths: [clips/]`)."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return [value]
+    return value
 
 
-@dataclass
-class DataConfig:
+def _no_bool(value: Any) -> Any:
+    """true/false is not a number (pydantic would read it as 1/0)."""
+    if isinstance(value, bool):
+        raise ValueError("a number, not true/false")
+    return value
+
+
+def _strict_bool(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ValueError(f"true or false, not {value!r}")
+    return value
+
+
+Num = Annotated[float, BeforeValidator(_no_bool)]
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Bool = Annotated[bool, BeforeValidator(_strict_bool)]
+Positive = Annotated[float, BeforeValidator(_no_bool), Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, BeforeValidator(_no_bool), Field(ge=0, allow_inf_nan=False)]
+NumList = Annotated[list[Num], BeforeValidator(_listify)]
+IntList = Annotated[list[Int], BeforeValidator(_listify)]
+StrList = Annotated[list[str], BeforeValidator(_listify)]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, YAML numbers are accepted where text is expected."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, validate_default=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# common sections
+
+
+class DataConfig(Section):
     """Training clips: where they come from, their shape and their degradation."""
 
     #: video files, folders of videos, or a JSONL manifest from `bfvr prepare`
-    paths: list[str] = field(default_factory=list)
-    clip_len: int = 24
+    paths: StrList = []
+    clip_len: Int = Field(24, ge=1)
     #: frames are resized (stretched, like the official loader) to size x size ...
-    size: int = 256
+    size: Int = Field(256, ge=8)
     #: ... then a random crop of crop x crop is taken (None = no crop)
-    crop: int | None = None
+    crop: Int | None = Field(None, ge=8)
     #: how bfvr.data.ClipDataset makes the square frame before resizing: "stretch" (the whole frame, as the
     #: official STC loader), "center" or "random" (the built-in in-memory reader always stretches)
     crop_mode: str = "stretch"
-    #: degradation recipe for the LQ input: "none" (Stage I), "stc-nonoise", "stc", "flicker-brightness", ...
+    #: degradation recipe for the LQ input (`bfvr.degrade.recipe`): "none", "stc-nonoise", "stc", "bfvr", ...
     recipe: str = "none"
-    hflip: bool = False
+    hflip: Bool = False
     #: play a clip backwards with this probability (DicFace/KEEP: 0.5)
-    reverse_prob: float = 0.0
+    reverse_prob: Num = Field(0.0, ge=0, le=1)
     #: take every k-th frame, k drawn per sample from 1..frame_step (more motion than the videos have)
-    frame_step: int = 1
+    frame_step: Int = Field(1, ge=1)
     #: strength (0 = off, e.g. 0.3) of a per-sample colour change of the clean clip before it is degraded:
     #: gamma, saturation, white balance, contrast (bfvr.data.dataset.jitter_params)
-    color_jitter: float = 0.0
+    color_jitter: Num = Field(0.0, ge=0, lt=1)
     #: frames read per video (the official loader reads the first 240)
-    max_frames: int = 240
+    max_frames: Int = Field(240, ge=1)
     #: which clip_len frames of a video make a sample: "random" (a random window within the first
     #: max_frames, official) or "first" (the first clip_len frames of each video, as the paper says)
-    window: str = "random"
+    window: Literal["random", "first"] = "random"
     #: clips per process per micro-step
-    batch_size: int = 1
-    num_workers: int = 0
+    batch_size: Int = Field(1, ge=1)
+    num_workers: Int = Field(0, ge=0)
     #: "auto" or "bfvr" (bfvr.data.ClipDataset, reading each window from its file) or "builtin" (the same
     #: dataset over videos decoded once into memory)
     backend: str = "auto"
     #: built-in reader: crop every video to its face first (the face-proportion square of `bfvr prepare`,
     #: found once per video), so raw videos train like the face pipeline's crops
-    face_crop: bool = False
+    face_crop: Bool = False
     #: built-in reader: warp every window to the FFHQ 5-point template (the face pipeline's `align` crop,
-    #: size x size), with ONE transform per window from its centre frame's landmarks (PGTFormer's aligned
-    #: stages; DicFace's aligned training data)
-    align: bool = False
+    #: size x size), with ONE transform per window from its centre frame's landmarks
+    align: Bool = False
     #: video names (file stems) never read for training, e.g. the held-out validation clips
-    exclude: list[str] = field(default_factory=list)
+    exclude: StrList = []
 
 
-@dataclass
-class ValConfig:
-    """Validation on held-out clips during training (PSNR of the EMA weights vs the degraded input)."""
+class ValConfig(Section):
+    """Validation on held-out clips during training (tasks with a `validate` hook)."""
 
     #: held-out videos (files or folders)
-    paths: list[str] = field(default_factory=list)
-    #: names (stems) to pick from `paths`; BFVR-Lite requires them, and requires each in data.exclude
-    names: list[str] = field(default_factory=list)
+    paths: StrList = []
+    #: names (stems) to pick from `paths`; each must be in data.exclude
+    names: StrList = []
     #: validate every N steps (0 = never)
-    every: int = 0
+    every: Int = Field(0, ge=0)
     #: frames per clip (from the clip's first frame), frame size, face crop as in `data.face_crop`
-    frames: int = 8
-    size: int = 512
-    face_crop: bool = True
+    frames: Int = Field(8, ge=1)
+    size: Int = Field(512, ge=8)
+    face_crop: Bool = True
     #: the fixed degradation (one seeded draw per clip)
     recipe: str = "bfvr-eval"
-    seed: int = 0
+    seed: Int = 0
 
 
-@dataclass
-class LossConfig:
-    """Loss weights. Stage I: l1, perceptual, codebook, mpr, gan; Stage II: feat, ce."""
+class OptimConfig(Section):
+    """Adam and the learning-rate schedule."""
 
-    l1: float = 1.0
-    perceptual: float = 1.0
+    lr: Positive = 7e-5
+    betas: Annotated[list[Annotated[float, BeforeValidator(_no_bool), Field(ge=0, lt=1)]],
+                     Field(min_length=2, max_length=2)] = [0.9, 0.99]
+    weight_decay: NonNegative = 0.0
+    #: discriminator learning rate (None = same as lr)
+    d_lr: Positive | None = None
+    #: "constant", "cosine_restart" (periods, restart_weights, eta_min) or "multistep" (milestones, gamma)
+    scheduler: Literal["constant", "cosine_restart", "multistep"] = "constant"
+    periods: IntList = [250000]
+    restart_weights: NumList = [1.0]
+    eta_min: NonNegative = 0.0
+    milestones: IntList = []
+    gamma: Positive = 0.5
+    #: clip the generator's gradient norm (None = off)
+    grad_clip: Positive | None = None
+
+
+# ----------------------------------------------------------------------------------------------------
+# building blocks of the task-owned sections (shared by the tasks that have these terms)
+
+
+class ModelBase(Section):
+    """What every task's `model` section has."""
+
+    #: extra keyword arguments passed as-is to the network constructor (e.g. widths, norm groups)
+    extra: dict[str, Any] = {}
+    #: optional initial weights of the trained network (a run folder, a checkpoint folder or a .safetensors
+    #: file)
+    init_weights: str | None = None
+
+
+class PerceptualLoss(Section):
+    """The perceptual term (`bfvr.train.losses.perceptual_from_config`)."""
+
+    perceptual: Num = 1.0
     #: torchvision-layout VGG16 weights (.pth/.safetensors) for LPIPS-VGG; None = offline substitute
     vgg_weights: str | None = None
     #: LPIPS linear-head weights (lpips package `weights/v0.1/vgg.pth`); optional, plain VGG feature L1
     #: without
     lpips_weights: str | None = None
     #: what replaces the perceptual loss when no VGG weights are given: "ssim+grad" or "none"
-    perceptual_fallback: str = "ssim+grad"
+    perceptual_fallback: Literal["ssim+grad", "none"] = "ssim+grad"
     #: perceptual network: "lpips" (LPIPS-VGG16 from vgg_weights/lpips_weights, official) or "vgg19" (the
     #: paper's VGG19 feature loss from vgg19_weights; a missing file stops the run)
-    perceptual_net: str = "lpips"
+    perceptual_net: Literal["lpips", "vgg19"] = "lpips"
     #: torchvision-layout VGG19 weights (vgg19-dcbb9e9d.pth or .safetensors) for perceptual_net: vgg19
     vgg19_weights: str | None = None
-    #: distance between the VGG19 features (perceptual_net: vgg19): "l1" (mean |phi(x^) - phi(x)|, bfvr's
-    #: first VGG19 loss) or "l2sq" (mean (phi(x^) - phi(x))^2: the papers' ||phi(x) - phi(x^)||_2^2)
-    perceptual_distance: str = "l1"
-    codebook: float = 1.0
-    #: multiplies the model's MPR term (which already carries the official x0.1)
-    mpr: float = 1.0
-    #: effective generator GAN weight (official: loss_weight 0.5 x disc_weight 0.8)
-    gan: float = 0.4
+    #: distance between the VGG19 features: "l1" or "l2sq" (the papers' ||phi(x) - phi(x^)||_2^2)
+    perceptual_distance: Literal["l1", "l2sq"] = "l1"
+
+
+class GanLoss(Section):
+    """The adversarial term of a task with a discriminator (`disc` section)."""
+
+    #: effective generator GAN weight (official: loss_weight 0.5 x disc_weight 0.8); 0 = no discriminator
+    gan: Num = 0.4
     #: adversarial loss: "hinge" (official) or "log" (the paper's non-saturating log loss)
-    gan_loss: str = "hinge"
+    gan_loss: Literal["hinge", "log"] = "hinge"
     #: first iteration (1-based) at which the GAN terms are on (official: 2001)
-    disc_start: int = 2001
-    feat: float = 10.0
-    ce: float = 1.0
-    #: BFVR-Lite: weight of the temporal term |(pred_t+1 - pred_t) - (gt_t+1 - gt_t)| (Charbonnier)
-    temporal: float = 0.0
-    #: BFVR-Lite: weight of 1 - SSIM(pred, gt) (Gaussian window 11, per frame and channel, in fp32)
-    ssim: float = 0.0
-    #: PGTFormer stage IV: focal code loss exponent, gradient-L1 weight and its (pixel, spatial gradient,
-    #: temporal difference) weights, weight of the perceptual loss of frame differences
-    focal_gamma: float = 2.0
-    #: PGTFormer stages III/IV: weight of L_MSRL (Eq. 7: L1 of the frame-difference residual at three scales,
-    #: bfvr.train.losses.msrl_loss); 0 = off (the official configs have no such term)
-    msrl: float = 0.0
-    #: PGTFormer stage IV losses: "official" (release_train_stage_IIII: focal code loss, feature L1, GradL1,
-    #: temporal perceptual, GAN) or "paper" (§3.4: "the loss is consistent with the third stage": CE, feature
-    #: MSE, L1, perceptual, GAN; add L_MSRL with loss.msrl)
-    stage4_losses: str = "official"
-    grad: float = 0.0
-    grad_levels: list[float] = field(default_factory=lambda: [0.2, 0.05, 0.05])
-    tgrad: float = 0.8
-    #: DicFace: weight of KL(Dir(alpha) || Dir(kl_prior * 1)) (per pixel value, see bfvr.train.dicface) and
-    #: the prior concentration (official recipe 0.1; the paper's ablation finds 1.0 best)
-    kl: float = 1.0
-    kl_prior: float = 0.1
+    disc_start: Int = 2001
 
 
-@dataclass
-class DiscConfig:
-    """Discriminator for the Stage-I hinge GAN."""
+class DiscConfig(Section):
+    """The discriminator of a task with a GAN term (`bfvr.train.stc.build_discriminator`)."""
 
     #: "dinov2" (frozen DINOv2 ViT-S/14 + 3 linear heads, needs weights) or "conv" (weight-free, trainable)
-    backbone: str = "dinov2"
+    backbone: Literal["dinov2", "conv"] = "dinov2"
     #: local clone of facebookresearch/dinov2 (torch.hub source='local'); None = the installed dinov2 package
     dinov2_repo: str | None = None
     #: local DINOv2 ViT-S/14 weights (.pth), required by backbone dinov2 (nothing is downloaded)
     dinov2_weights: str | None = None
     #: dinov2: run the backbone under no_grad as the official code does (the generator then gets no GAN
     #: gradient); default False lets the gradient flow through the frozen backbone
-    official_no_grad: bool = False
+    official_no_grad: Bool = False
     #: the three heads (1, 2, 4 units): "linear" (official) or "mlp" (the paper's MLP heads)
-    heads: str = "linear"
+    heads: Literal["linear", "mlp"] = "linear"
     #: hidden width of the MLP heads (None = the feature width)
-    head_hidden: int | None = None
+    head_hidden: Int | None = None
     #: conv fallback: base width and number of stride-2 stages
-    width: int = 32
-    depth: int = 4
-    feat_dim: int = 384
+    width: Int = 32
+    depth: Int = 4
+    feat_dim: Int = 384
 
 
-@dataclass
-class OptimConfig:
-    lr: float = 7e-5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    weight_decay: float = 0.0
-    #: discriminator learning rate (None = same as lr)
-    d_lr: float | None = None
-    #: "constant", "cosine_restart" (periods, restart_weights, eta_min) or "multistep" (milestones, gamma)
-    scheduler: str = "constant"
-    periods: list[int] = field(default_factory=lambda: [250000])
-    restart_weights: list[float] = field(default_factory=lambda: [1.0])
-    eta_min: float = 0.0
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.5
-    #: clip the generator's gradient norm (None = off)
-    grad_clip: float | None = None
+# ----------------------------------------------------------------------------------------------------
+# the whole config
 
 
-@dataclass
-class TrainConfig:
-    #: what to train (see `bfvr.train.tasks.TASKS`): "stc-stage1", "stc-stage2" or "lite" (BFVR-Lite);
-    #: None = STC's `stage` below (older configs)
+class TrainConfig(Section):
+    """The common run settings and sections; each task subclasses it with its `model`/`loss` sections."""
+
+    #: what to train (`bfvr.train.tasks.TASKS`)
     task: str | None = None
-    #: STC: "stage1" (3D-VQGAN + codebooks) or "stage2" (LQ encoder + lookup transformers)
-    stage: str = "stage1"
-    name: str = "stc_stage1"
-    #: run folder (checkpoints, logs, resolved config); relative paths are relative to the working directory
-    out_dir: str = "runs/stc_stage1"
-    seed: int = 0
-    max_steps: int = 250000
-    log_every: int = 10
-    ckpt_every: int = 1000
+    #: run name (None = the task's name)
+    name: str | None = None
+    #: run folder (checkpoints, logs, resolved config); relative paths are relative to the working directory;
+    #: None = runs/<name>
+    out_dir: str | None = None
+    seed: Int = 0
+    max_steps: Int = Field(250000, ge=1)
+    log_every: Int = Field(10, ge=1)
+    ckpt_every: Int = Field(1000, ge=1)
     #: checkpoints kept on disk (older ones are deleted); 0 = keep all
-    keep_ckpts: int = 3
-    ema_decay: float = 0.995
+    keep_ckpts: Int = Field(3, ge=0)
+    ema_decay: Num = Field(0.995, ge=0, le=1)
     #: micro-steps accumulated per optimizer step
-    accum_steps: int = 1
+    accum_steps: Int = Field(1, ge=1)
     #: run forward passes under bf16 autocast (CPU with AMX or CUDA); weights and optimizer stay fp32
-    bf16: bool = False
+    bf16: Bool = False
     #: "auto" (cuda:LOCAL_RANK when available, else cpu), "cpu", "cuda", "cuda:N"
     device: str = "auto"
     #: torch intra-op threads per process (0 = leave torch's default)
-    threads: int = 0
-    #: DDP: tolerate parameters without gradient in a step. None = automatic: on for Stage I when
-    #: model.mpr is "none" (the quantiser's temporal attention only gets gradients through the MPR term),
-    #: off otherwise and for Stage II and the discriminator
-    ddp_find_unused: bool | None = None
+    threads: Int = 0
+    #: DDP: tolerate parameters without gradient in a step. None = the task decides (its
+    #: `ddp_find_unused()`; off when it has none) and off for the discriminator
+    ddp_find_unused: Bool | None = None
     #: also write TensorBoard events when the `tensorboard` package is installed
-    tensorboard: bool = True
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    disc: DiscConfig = field(default_factory=DiscConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    val: ValConfig = field(default_factory=ValConfig)
+    tensorboard: Bool = True
+    #: the task's own sections (task subclasses replace them with theirs)
+    model: ModelBase = ModelBase()
+    data: DataConfig = DataConfig()
+    loss: Section = Section()
+    optim: OptimConfig = OptimConfig()
+    val: ValConfig = ValConfig()
+
+    #: the sections of this class that are configurable by a file (task subclasses may add `disc`)
+    SECTIONS: ClassVar[tuple[str, ...]] = ("model", "data", "loss", "optim", "val")
 
     @property
     def task_name(self) -> str:
-        return self.task or f"stc-{self.stage}"
+        return str(self.task)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def validate(self) -> None:
-        from bfvr.train.tasks import TASKS
-
-        if self.task is None and self.stage not in ("stage1", "stage2"):
-            raise ConfigError(f"stage must be 'stage1' or 'stage2', not {self.stage!r}.")
-        if self.task_name not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}.")
-        if self.accum_steps < 1 or self.data.batch_size < 1:
-            raise ConfigError("accum_steps and data.batch_size must be at least 1.")
-        if self.max_steps < 1:
-            raise ConfigError("max_steps must be at least 1.")
+    def check(self) -> None:
+        """Checks across keys and sections (the types and ranges of single keys are checked on load); a
+        task's config class extends it with its own."""
         from bfvr.engine.device import check_threads
 
         check_threads(self.threads, "threads", zero_ok=True)
-        o = self.optim
-        for name, value in (("optim.lr", o.lr), ("optim.d_lr", o.d_lr), ("optim.gamma", o.gamma),
-                            ("optim.grad_clip", o.grad_clip)):
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be a positive finite number, got {value}.")
-        for name, value in (("optim.weight_decay", o.weight_decay), ("optim.eta_min", o.eta_min)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be 0 or a positive finite number, got {value}.")
-        if len(o.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in o.betas):
-            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {o.betas}.")
-        if self.optim.scheduler not in ("constant", "cosine_restart", "multistep"):
-            raise ConfigError(f"optim.scheduler must be constant, cosine_restart or multistep, "
-                              f"not {self.optim.scheduler!r}.")
-        if self.model.mpr not in ("paper", "gaussian", "official", "none"):
-            raise ConfigError(f"model.mpr must be paper, gaussian, official or none, not {self.model.mpr!r}.")
-        if not self.model.mpr_temperature > 0:
-            raise ConfigError(f"model.mpr_temperature must be positive, got {self.model.mpr_temperature}.")
-        for name, value, allowed in (("loss.perceptual_net", self.loss.perceptual_net, ("lpips", "vgg19")),
-                                     ("loss.perceptual_distance", self.loss.perceptual_distance,
-                                      ("l1", "l2sq")),
-                                     ("loss.stage4_losses", self.loss.stage4_losses, ("official", "paper")),
-                                     ("model.commitment", self.model.commitment, ("official", "paper")),
-                                     ("loss.gan_loss", self.loss.gan_loss, ("hinge", "log")),
-                                     ("disc.heads", self.disc.heads, ("linear", "mlp")),
-                                     ("data.window", self.data.window, ("random", "first"))):
-            if value not in allowed:
-                raise ConfigError(f"{name} must be {' or '.join(allowed)}, not {value!r}.")
-        if self.disc.backbone not in ("dinov2", "conv"):
-            raise ConfigError(f"disc.backbone must be 'dinov2' or 'conv', not {self.disc.backbone!r}.")
-        if self.loss.perceptual_fallback not in ("ssim+grad", "none"):
-            raise ConfigError("loss.perceptual_fallback must be 'ssim+grad' or 'none'.")
-        pgt_later = ("pgtformer-stage2", "pgtformer-stage3", "pgtformer-stage4")
-        if self.task_name in pgt_later and not self.model.stage1_weights:
-            raise ConfigError(f"{self.task_name} needs model.stage1_weights (the PGTFormer Stage-I run "
-                              "folder or weights file); set it in the config or with "
-                              "--set model.stage1_weights=PATH.")
-        if len(self.loss.grad_levels) != 3:
-            raise ConfigError("loss.grad_levels takes 3 weights "
-                              "(pixel, spatial gradient, temporal difference).")
-        if self.task_name == "stc-stage2" and not self.model.stage1_weights:
-            raise ConfigError("stage2 needs model.stage1_weights (the Stage-I run folder or weights file); "
-                              "set it in the config or with --set model.stage1_weights=PATH.")
-        if self.task_name == "lite":
-            for name, v in (("data.crop", self.data.crop), ("data.size", self.data.size),
-                            ("val.size", self.val.size)):
-                if v is not None and v % 16:
-                    raise ConfigError(f"{name} must be a multiple of 16 for BFVR-Lite, not {v}.")
-            if self.val.every:
-                if not self.val.paths:
-                    raise ConfigError("val.every is set but val.paths is empty; name the held-out videos.")
-                leak = sorted(set(self.val.names) - set(self.data.exclude)) if self.val.names else None
-                if leak is None or leak:
-                    why = "missing there: " + ", ".join(leak) if leak else "val.names is empty"
-                    raise ConfigError("every validation clip must be held out of training: list val.names "
-                                      f"and put them in data.exclude ({why}).")
-        if (self.data.face_crop or self.data.exclude or self.data.align) and self.data.backend != "builtin":
+        d = self.data
+        if (d.face_crop or d.exclude or d.align) and d.backend != "builtin":
             raise ConfigError("data.face_crop, data.align and data.exclude work with data.backend: builtin "
                               "only.")
-        if self.data.face_crop and self.data.align:
+        if d.face_crop and d.align:
             raise ConfigError("data.face_crop and data.align are two framings of the face; choose one.")
-        if self.data.crop is not None and self.data.crop > self.data.size:
+        if d.crop is not None and d.crop > d.size:
             raise ConfigError("data.crop must not exceed data.size.")
-        d = self.data
-        for key, value, low in (("clip_len", d.clip_len, 1), ("size", d.size, 8),
-                                ("max_frames", d.max_frames, 1), ("num_workers", d.num_workers, 0)):
-            if value < low:
-                raise ConfigError(f"data.{key} must be at least {low}, got {value}; "
-                                  f"fix it in the config or with --set data.{key}=N.")
-        if d.frame_step < 1:
-            raise ConfigError(f"data.frame_step must be at least 1, got {d.frame_step}; "
-                              "fix it in the config or with --set data.frame_step=N.")
         if d.frame_step > 1 and d.window == "first":
             raise ConfigError("data.frame_step > 1 needs data.window: random (window: first reads only the "
                               "first clip_len frames, so there is nothing to skip).")
-        if not 0.0 <= d.color_jitter < 1.0:
-            raise ConfigError(f"data.color_jitter must be in [0, 1), got {d.color_jitter}; "
-                              "fix it in the config or with --set data.color_jitter=S (0 = off).")
-        if not 0.0 <= d.reverse_prob <= 1.0:
-            raise ConfigError(f"data.reverse_prob must be between 0 and 1, got {d.reverse_prob}.")
-        if d.crop is not None and d.crop < 8:
-            raise ConfigError(f"data.crop must be at least 8 (or null for no crop), got {d.crop}.")
         if d.max_frames < d.clip_len:
             raise ConfigError(f"data.max_frames ({d.max_frames}) must be at least "
                               f"data.clip_len ({d.clip_len}): a clip is taken "
                               "from the first max_frames frames of each video.")
+        if self.val.every:
+            v = self.val
+            if not v.paths:
+                raise ConfigError("val.every is set but val.paths is empty; name the held-out videos.")
+            leak = sorted(set(v.names) - set(d.exclude)) if v.names else None
+            if leak is None or leak:
+                why = "missing there: " + ", ".join(leak) if leak else "val.names is empty"
+                raise ConfigError("every validation clip must be held out of training: list val.names "
+                                  f"and put them in data.exclude ({why}).")
 
 
 # ----------------------------------------------------------------------------------------------------
-# YAML <-> dataclasses
+# loading
 
 
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+_KIND = {"float_parsing": "a number", "float_type": "a number", "int_parsing": "an integer",
+         "int_type": "an integer", "int_from_float": "an integer", "bool_parsing": "true or false",
+         "bool_type": "true or false", "string_type": "a text", "list_type": "a list",
+         "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping"}
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check/convert a YAML value to the annotated type `tp` (dataclasses, lists, optionals, scalars)."""
-    if _is_dataclass_type(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, not {type(value).__name__}.")
-        return _build(tp, value, where)
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        others = [a for a in args if a is not type(None)]
-        return _coerce(value, others[0], where)
-    if origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            value = [value] if isinstance(value, (str, int, float)) else value
-        if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list.")
-        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping.")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{where} must be a number, not {value!r}.")
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{where} must be a number, not {value!r}.") from None
-    if tp is int:
-        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        if isinstance(value, bool) or not whole:
-            raise ConfigError(f"{where} must be an integer, not {value!r}.")
-        return int(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, not {value!r}.")
-        return value
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where} must be a string, not {value!r}.")
-        return str(value)
-    return value
+def _allowed_keys(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the section at `loc` (a path of field names) of `cls`."""
+    node: Any = cls
+    for part in loc:
+        field = node.model_fields.get(part) if isinstance(part, str) else None
+        ann = field.annotation if field is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        node = ann
+    return sorted(k for k in node.model_fields)
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where or 'the config'}; "
-                          f"allowed: {', '.join(sorted(names))}.")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
+def _num(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _range(cls: type[BaseModel], loc: tuple[Any, ...], kind: str, ctx: dict[str, Any]) -> str:
+    """The allowed range of the number at `loc`: "in [0, 1)", "at least 1", "positive", ..."""
+    import annotated_types as at
+
+    node: Any = cls
+    field = None
+    for part in loc:
+        field = node.model_fields.get(part) if isinstance(part, str) and node is not None else None
+        ann = field.annotation if field is not None else None
+        node = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    low = high = None
+    for m in (field.metadata if field is not None else []):
+        if isinstance(m, (at.Ge, at.Gt)):
+            low = ("[" if isinstance(m, at.Ge) else "(", m.ge if isinstance(m, at.Ge) else m.gt)
+        if isinstance(m, (at.Le, at.Lt)):
+            high = ("]" if isinstance(m, at.Le) else ")", m.le if isinstance(m, at.Le) else m.lt)
+    if low and high:
+        return f"in {low[0]}{_num(low[1])}, {_num(high[1])}{high[0]}"
+    if low == ("(", 0):
+        return "a positive finite number"
+    if low == ("[", 0) and not high:
+        return "0 or a positive finite number"
+    word = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than",
+            "less_than_equal": "at most"}[kind]
+    return f"{word} {_num(next(iter(ctx.values())))}"
+
+
+def _sentence(cls: type[BaseModel], err: ValidationError, task: str) -> str:
+    """The first error of a pydantic validation as one sentence naming the key and what it allows."""
+    e = err.errors()[0]
+    loc = tuple(e["loc"])
+    key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
+    got = e.get("input")
+    kind, ctx = e["type"], e.get("ctx") or {}
+    if kind == "extra_forbidden":
+        where = ".".join(str(p) for p in loc[:-1])
+        allowed = _allowed_keys(cls, loc[:-1])
+        owner = f" of a {task} config" if where in ("model", "loss", "disc", "") else ""
+        return (f"unknown key {key!r} in {where or 'the top level'}{owner}; allowed there: "
+                f"{', '.join(allowed)}.")
+    if kind == "literal_error":
+        return f"{key} must be {ctx.get('expected')}, not {got!r}."
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        hint = f"; fix it in the config or with --set {key}=VALUE"
+        hint = "" if any(isinstance(p, int) for p in loc) else hint
+        return f"{key} must be {_range(cls, loc, kind, ctx)}, got {got!r}{hint}."
+    if kind in ("too_short", "too_long"):
+        return f"{key} takes {ctx.get('min_length', ctx.get('max_length'))} values, got {got!r}."
+    if kind == "value_error":
+        return f"{key} must be {ctx.get('error')}."
+    if kind == "missing":
+        return f"{key} is required."
+    if kind == "finite_number":
+        return f"{key} must be {_range(cls, loc, 'greater_than', {'gt': 0})}, not {got!r}."
+    what = _KIND.get(kind)
+    if what:
+        return f"{key} must be {what}, not {got!r}."
+    return f"{key}: {e['msg'][0].lower()}{e['msg'][1:]} (got {got!r})."
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -464,12 +408,61 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override {item!r}: value is not valid YAML ({e}).") from None
 
 
+#: keys of the model section that only a config resolved by bfvr's old flat schema holds all of (each is
+#: owned by a different task): such a config may carry keys its task does not own
+_FLAT_DUMP_MARKERS = ("nf", "init_grow", "parsing_weights")
+
+
+def _drop_foreign(raw: dict[str, Any], cls: type[TrainConfig]) -> None:
+    """A config resolved by older bfvr (one flat schema: every task's keys): drop what its task does not
+    own (the task never read those keys)."""
+    for key in [k for k in raw if k not in cls.model_fields]:
+        del raw[key]
+    for name, field in cls.model_fields.items():
+        sub, ann = raw.get(name), field.annotation
+        if isinstance(sub, dict) and isinstance(ann, type) and issubclass(ann, BaseModel):
+            for key in [k for k in sub if k not in ann.model_fields]:
+                del sub[key]
+
+
+def config_class(raw: dict[str, Any]) -> type[TrainConfig]:
+    """The config class of the task `raw` names (its `task:` key, or for older configs its `stage:`)."""
+    from bfvr.train.tasks import STAGE_TASKS, TASKS, task_config
+
+    task = raw.get("task")
+    if task is None:
+        stage = raw.get("stage", "stage1")
+        if stage not in STAGE_TASKS:
+            raise ConfigError(f"stage must be {' or '.join(map(repr, STAGE_TASKS))}, not {stage!r} (or name "
+                              f"the task with task: one of {', '.join(TASKS)}).")
+        task = STAGE_TASKS[stage]
+    if not isinstance(task, str) or task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
+    raw["task"] = task
+    return task_config(task)
+
+
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
+    """The typed, checked config of a mapping (a parsed YAML file) after `section.key=value` overrides."""
     raw = yaml.safe_load(yaml.safe_dump(raw)) if raw else {}  # deep copy through YAML types
     for item in overrides or []:
         _apply_override(raw, item)
-    cfg = _build(TrainConfig, raw, "")
-    cfg.validate()
+    cls = config_class(raw)
+    model = raw.get("model")
+    if isinstance(model, dict) and all(k in model for k in _FLAT_DUMP_MARKERS):
+        _drop_foreign(raw, cls)
+    for key in cls.SECTIONS:
+        if key in raw and raw[key] is None:
+            raw[key] = {}  # an empty section (`loss:` with nothing under it) = the defaults
+    try:
+        cfg = cls.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_sentence(cls, e, str(raw["task"]))) from None
+    if cfg.name is None:
+        cfg.name = cfg.task_name.replace("-", "_")
+    if cfg.out_dir is None:
+        cfg.out_dir = f"runs/{cfg.name}"
+    cfg.check()
     return cfg
 
 
@@ -477,12 +470,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     """Read a YAML training config, apply `section.key=value` overrides, check it, return it typed."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}; pass an existing YAML file (see configs/stc/).")
+        raise ConfigError(f"config file not found: {p}; pass an existing YAML file (see configs/).")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         why = "it is not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or type(e).__name__
-        raise ConfigError(f"cannot read the config {p} ({why}); pass a YAML text file (see configs/stc/).") \
+        raise ConfigError(f"cannot read the config {p} ({why}); pass a YAML text file (see configs/).") \
             from None
     try:
         raw = yaml.safe_load(text)
@@ -490,7 +483,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
     if raw is None or raw == {}:  # an empty file, only comments or `{}`: the defaults are no run of yours
         raise ConfigError(f"the config {p} is empty (it holds no settings); write the run's settings there, "
-                          "e.g. start from a copy of configs/stc/tiny_stage1.yaml.")
+                          "e.g. start from a copy of one in configs/.")
     if not isinstance(raw, dict):
         raise ConfigError(f"{p} must contain a mapping of settings at the top level.")
     for section in ("data", "val"):

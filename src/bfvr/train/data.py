@@ -29,7 +29,7 @@ from bfvr.data.dataset import ClipDataset
 from bfvr.errors import ConfigError, InputError
 from bfvr.io.reader import list_videos, read_frames
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 def expand_paths(paths: Sequence[str]) -> list[Path]:
     """Video files from files, folders (non-recursive) and `bfvr prepare` manifests (the "path" of each kept

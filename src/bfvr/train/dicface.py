@@ -36,16 +36,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from bfvr.errors import ConfigError
-from bfvr.train.config import TrainConfig
+from bfvr.train.config import DiscConfig, GanLoss, ModelBase, Num, PerceptualLoss, Positive, TrainConfig
 from bfvr.train.pgtformer import _GanMixin, to_clips, to_frames
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 #: fidelity weight of the fusion blocks during training (the official inference value)
 TRAIN_W = 1.0
@@ -54,6 +54,27 @@ CODEFORMER_PREFIXES = ("encoder.", "quantize.", "generator.", "feat_emb.", "ft_l
                        "fuse_convs_dict.")
 #: DicFace's own modules (not in CodeFormer)
 DICFACE_ONLY = ("position_emb_temporal", "multiscale.", "dir_dist_layers.")
+
+
+class DicFaceLoss(PerceptualLoss, GanLoss):
+    """Loss weights (see the module doc)."""
+
+    l1: Num = 1.0
+    #: weight of KL(Dir(alpha) || Dir(kl_prior * 1)) (per pixel value) and the prior concentration (official
+    #: recipe 0.1; the paper's ablation finds 1.0 best)
+    kl: Num = 1.0
+    kl_prior: Positive = 0.1
+
+
+class DicFaceConfig(TrainConfig):
+    """A DicFace training config; `model.extra` updates the official network sizes (and may name
+    `fix_modules`)."""
+
+    model: ModelBase = ModelBase()
+    loss: DicFaceLoss = DicFaceLoss()
+    disc: DiscConfig = DiscConfig()
+
+    SECTIONS: ClassVar[tuple[str, ...]] = (*TrainConfig.SECTIONS, "disc")
 
 
 def is_codeformer_key(name: str) -> bool:
@@ -74,7 +95,7 @@ def dirichlet_kl(alpha: torch.Tensor, prior: float | torch.Tensor) -> torch.Tens
             + ((a - b) * (torch.digamma(a) - torch.digamma(a0)[..., None])).sum(-1))
 
 
-def _net_kwargs(cfg: TrainConfig) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _net_kwargs(cfg: DicFaceConfig) -> tuple[dict[str, Any], tuple[str, ...]]:
     from bfvr.models.hub import _DICFACE
 
     extra = dict(cfg.model.extra)
@@ -82,7 +103,7 @@ def _net_kwargs(cfg: TrainConfig) -> tuple[dict[str, Any], tuple[str, ...]]:
     return {**_DICFACE, **extra}, fix
 
 
-def build_dicface(cfg: TrainConfig) -> tuple[nn.Module, tuple[str, ...]]:
+def build_dicface(cfg: DicFaceConfig) -> tuple[nn.Module, tuple[str, ...]]:
     """The DicFace network of `cfg` (official sizes updated by ``model.extra``) drawing its code weights
     from the Dirichlet (training needs the sample), and the prefixes to freeze."""
     from bfvr.models.dicface import DicFace
@@ -141,7 +162,9 @@ class DicFaceTask(_GanMixin):
     """``task: dicface``: the negative ELBO (Monte-Carlo L1 + Dirichlet KL) + perceptual + optional hinge GAN
     on BCTHW clips in [0, 1] (the network works in [-1, 1])."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+    Config = DicFaceConfig
+
+    def __init__(self, cfg: DicFaceConfig, device: torch.device) -> None:
         self.cfg = cfg
         if not cfg.loss.kl_prior > 0:
             raise ConfigError(f"loss.kl_prior (the Dirichlet prior concentration) must be positive, "

@@ -70,6 +70,15 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo, device: torch.devi
     return dict(zip(keys, t.tolist()))
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any rank (a collective: every rank must call it)."""
+    if not info.enabled:
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

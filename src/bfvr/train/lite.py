@@ -18,18 +18,51 @@ import torch
 from torch import nn
 
 from bfvr.errors import ConfigError, InputError
-from bfvr.train.config import TrainConfig
+from bfvr.train.config import Bool, ModelBase, Num, Section, TrainConfig
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 CHARBONNIER_EPS = 1e-3
+
+
+class LiteModel(ModelBase):
+    """`extra` holds the `LiteNet` arguments (widths, enc_blocks, dec_blocks, temporal, mid_fuse)."""
+
+    #: `init_weights` comes from a smaller network (fewer res blocks / fusions, no fourth level); the parts
+    #: it lacks start as the identity, so training starts from exactly what that network computed
+    init_grow: Bool = False
+
+
+class LiteLoss(Section):
+    """Loss weights of BFVR-Lite (see the module doc)."""
+
+    #: Charbonnier reconstruction
+    l1: Num = 1.0
+    #: the temporal term |(pred_t+1 - pred_t) - (gt_t+1 - gt_t)| (Charbonnier)
+    temporal: Num = 0.0
+    #: 1 - SSIM(pred, gt) (Gaussian window 11, per frame and channel, in fp32)
+    ssim: Num = 0.0
+
+
+class LiteConfig(TrainConfig):
+    """A BFVR-Lite training config."""
+
+    model: LiteModel = LiteModel()
+    loss: LiteLoss = LiteLoss()
+
+    def check(self) -> None:
+        super().check()
+        for name, v in (("data.crop", self.data.crop), ("data.size", self.data.size),
+                        ("val.size", self.val.size)):
+            if v is not None and v % 16:
+                raise ConfigError(f"{name} must be a multiple of 16 for BFVR-Lite, not {v}.")
 
 
 def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = CHARBONNIER_EPS) -> torch.Tensor:
     return torch.sqrt((a - b) ** 2 + eps * eps).mean()
 
 
-def _lite_net(cfg: TrainConfig) -> nn.Module:
+def _lite_net(cfg: LiteConfig) -> nn.Module:
     from bfvr.models.hub import build_lite_net
 
     try:
@@ -42,10 +75,11 @@ def _lite_net(cfg: TrainConfig) -> nn.Module:
 class LiteTask:
     """Direct restoration with Charbonnier + temporal-difference losses; no discriminator."""
 
+    Config = LiteConfig
     has_disc = False
     disc = None
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, cfg: LiteConfig, device: torch.device) -> None:
         self.cfg = cfg
         self.device = device
         self.model = _lite_net(cfg).to(device).to(memory_format=torch.channels_last)

@@ -16,9 +16,9 @@ from torch import nn
 
 from bfvr.errors import WeightsNotFoundError
 from bfvr.metrics.fullref import ssim_map
-from bfvr.metrics.lpips import CHANNELS, LPIPSBackbone, load_state
+from bfvr.metrics.lpips import LPIPSDistance, load_state
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 
 def frames(x: torch.Tensor) -> torch.Tensor:
@@ -108,53 +108,24 @@ class SSIMGradientLoss(nn.Module):
 # ----------------------------------------------------------------------------------------------------
 # LPIPS-VGG from local weights
 
-_LPIPS_CH = CHANNELS["vgg"]
-
-
-class LPIPSVGG(nn.Module):
-    """LPIPS with a VGG16 trunk: unit-normalised features, optional learned 1x1 linear heads
-    (`lin0..lin4`, the lpips package's `vgg.pth`), spatial mean, summed over the five taps.
-    Without head weights every channel has weight 1 (the "baseline" VGG distance)."""
+class LPIPSVGG(LPIPSDistance):
+    """LPIPS-VGG16 as a loss: `bfvr.metrics.lpips.LPIPSDistance` (the one LPIPS implementation) on frames
+    in [0, 1], averaged over the batch. The lpips package's learned heads (`vgg.pth`) are optional;
+    without them every channel has weight 1 (the "baseline" VGG distance)."""
 
     name = "lpips-vgg"
 
     def __init__(self, vgg_weights: str | Path, lpips_weights: str | Path | None = None) -> None:
-        super().__init__()
-        self.net = LPIPSBackbone("vgg")
-        sd = {k: v for k, v in load_state(vgg_weights).items() if k.startswith("features.")}
-        missing, _ = self.net.load_state_dict(sd, strict=False)
-        if missing:
-            raise WeightsNotFoundError(f"{vgg_weights} is not a torchvision VGG16 state_dict "
-                                       f"(missing {missing[:3]}...); give vgg16 weights.")
-        self.heads = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _LPIPS_CH)
+        super().__init__("vgg")
+        self.load_backbone(vgg_weights)
         if lpips_weights is not None:
-            lsd = load_state(lpips_weights)
-            for i, head in enumerate(self.heads):
-                w = lsd.get(f"lin{i}.model.1.weight")
-                if w is None:
-                    raise WeightsNotFoundError(f"{lpips_weights} has no lin{i}.model.1.weight; "
-                                               "give the lpips package's weights/v0.1/vgg.pth.")
-                head.weight.data.copy_(w)
-        else:
-            for head in self.heads:
-                nn.init.ones_(head.weight)
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
-        self.requires_grad_(False)
-        self.eval()
+            self.load_heads(lpips_weights)
 
     def train(self, mode: bool = True) -> LPIPSVGG:  # always frozen / eval
         return super().train(False)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        p = (frames(pred) * 2 - 1 - self.shift) / self.scale
-        t = (frames(target) * 2 - 1 - self.shift) / self.scale
-        total = p.new_zeros(())
-        for fp, ft, head in zip(self.net(p), self.net(t), self.heads):
-            fp = fp / (fp.norm(dim=1, keepdim=True) + 1e-10)
-            ft = ft / (ft.norm(dim=1, keepdim=True) + 1e-10)
-            total = total + head((fp - ft) ** 2).mean()
-        return total
+        return super().forward(frames(pred) * 2 - 1, frames(target) * 2 - 1).mean()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -29,18 +29,19 @@ official [0.2, 0.05, 0.05]) and the temporal perceptual term (official TemporalL
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from bfvr.errors import ConfigError, ModelError
-from bfvr.train.code_eval import topk_accuracy
-from bfvr.train.config import TrainConfig
+from bfvr.train.accuracy import topk_accuracy
+from bfvr.train.config import DiscConfig, GanLoss, ModelBase, Num, PerceptualLoss, TrainConfig
 from bfvr.train.losses import GAN_LOSSES, msrl_loss, perceptual_from_config
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 #: model.extra keys that only PGTFormer (not the Stage-I TS-VQGAN) takes
 PGT_ONLY = (
@@ -55,6 +56,57 @@ PGT_ONLY = (
     "droprate",
     "parsing_classes",
 )
+
+
+class PgtModel(ModelBase):
+    """`extra` holds the PGTFormer / TS-VQGAN constructor arguments (ddconfig, embed_dim, n_embed, ...)."""
+
+    #: stages II-IV: the Stage-I TS-VQGAN weights (a run folder, a checkpoint folder or a .safetensors file)
+    stage1_weights: str | None = None
+    #: stages II-IV: the face-parsing BiSeNet (a PGTFormer checkpoint or a face-parsing state_dict)
+    parsing_weights: str | None = None
+
+
+class PgtLoss(PerceptualLoss, GanLoss):
+    """Loss weights of the four stages (see the module doc)."""
+
+    l1: Num = 1.0
+    #: stage I: the commitment term
+    codebook: Num = 1.0
+    #: stages II-IV: code feature and code prediction (CE, or the focal loss of stage IV official)
+    feat: Num = 10.0
+    ce: Num = 1.0
+    #: stage IV: focal code loss exponent
+    focal_gamma: Num = 2.0
+    #: stages III/IV: weight of L_MSRL (Eq. 7: L1 of the frame-difference residual at three scales,
+    #: bfvr.train.losses.msrl_loss); 0 = off (the official configs have no such term)
+    msrl: Num = 0.0
+    #: stage IV losses: "official" (release_train_stage_IIII: focal code loss, feature L1, GradL1, temporal
+    #: perceptual, GAN) or "paper" (§3.4: "the loss is consistent with the third stage": CE, feature MSE,
+    #: L1, perceptual, GAN; add L_MSRL with loss.msrl)
+    stage4_losses: Literal["official", "paper"] = "official"
+    #: stage IV official: gradient-L1 weight and its (pixel, spatial gradient, temporal difference) weights,
+    #: and the weight of the perceptual loss of frame differences
+    grad: Num = 0.0
+    grad_levels: Annotated[list[Num], Field(min_length=3, max_length=3)] = [0.2, 0.05, 0.05]
+    tgrad: Num = 0.8
+
+
+class PgtConfig(TrainConfig):
+    """A PGTFormer training config (all four stages)."""
+
+    model: PgtModel = PgtModel()
+    loss: PgtLoss = PgtLoss()
+    disc: DiscConfig = DiscConfig()
+
+    SECTIONS: ClassVar[tuple[str, ...]] = (*TrainConfig.SECTIONS, "disc")
+
+    def check(self) -> None:
+        super().check()
+        if not self.task_name.endswith("stage1") and not self.model.stage1_weights:
+            raise ConfigError(f"{self.task_name} needs model.stage1_weights (the PGTFormer Stage-I run "
+                              "folder or weights file); set it in the config or with "
+                              "--set model.stage1_weights=PATH.")
 
 
 def to_frames(x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +139,7 @@ def gradient_l1_loss(y: torch.Tensor, x: torch.Tensor, levels: tuple[float, floa
     return loss
 
 
-def _net_kwargs(cfg: TrainConfig, *, pgt: bool) -> dict[str, Any]:
+def _net_kwargs(cfg: PgtConfig, *, pgt: bool) -> dict[str, Any]:
     kw = dict(cfg.model.extra)
     if not pgt:
         kw = {k: v for k, v in kw.items() if k not in PGT_ONLY}
@@ -99,7 +151,7 @@ def _net_kwargs(cfg: TrainConfig, *, pgt: bool) -> dict[str, Any]:
     return kw
 
 
-def build_tsvqgan(cfg: TrainConfig) -> nn.Module:
+def build_tsvqgan(cfg: PgtConfig) -> nn.Module:
     from bfvr.models.pgtformer import TSVQGAN
 
     try:
@@ -108,7 +160,7 @@ def build_tsvqgan(cfg: TrainConfig) -> nn.Module:
         raise ConfigError(f"model.extra does not fit the PGTFormer TS-VQGAN: {e}.") from None
 
 
-def build_pgtformer(cfg: TrainConfig) -> nn.Module:
+def build_pgtformer(cfg: PgtConfig) -> nn.Module:
     from bfvr.models.pgtformer import PGTFormer
 
     try:
@@ -137,13 +189,13 @@ def _load_part(
 
 class _GanMixin:
     """GAN (`loss.gan_loss`: hinge, official, or the papers' log loss) with the Stage-I discriminator of
-    `bfvr.train.stages` (conv or frozen DINOv2), and the perceptual loss of `loss.perceptual_net`, on
+    `bfvr.train.stc` (conv or frozen DINOv2), and the perceptual loss of `loss.perceptual_net`, on
     clips."""
 
     disc: nn.Module | None
 
-    def _setup_gan(self, cfg: TrainConfig, device: torch.device) -> None:
-        from bfvr.train.stages import build_discriminator
+    def _setup_gan(self, cfg: PgtConfig, device: torch.device) -> None:
+        from bfvr.train.stc import build_discriminator
 
         self.disc = build_discriminator(cfg).to(device) if cfg.loss.gan > 0 else None
         self.has_disc = self.disc is not None
@@ -183,7 +235,9 @@ class _GanMixin:
 class TSVQGANTask(_GanMixin):
     """Stage I: the TS-VQGAN reconstructs GT windows (L1 + perceptual + commitment + hinge GAN)."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+    Config = PgtConfig
+
+    def __init__(self, cfg: PgtConfig, device: torch.device) -> None:
         self.cfg = cfg
         self.model = build_tsvqgan(cfg).to(device)
         if cfg.model.init_weights:
@@ -211,9 +265,11 @@ class TSVQGANTask(_GanMixin):
 class PGTFormerTask(_GanMixin):
     """Stages II-IV (see the module doc); `stage` = 2, 3 or 4."""
 
+    Config = PgtConfig
+
     stage = 2
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, cfg: PgtConfig, device: torch.device) -> None:
         from bfvr.train.checkpoint import load_weights
 
         self.cfg = cfg

@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 
 class MetricLogger:

@@ -1,5 +1,6 @@
-"""The training loop shared by both STC stages: DDP, gradient accumulation, bf16 autocast, EMA, LR
-schedule, atomic checkpoints with exact resume, metric logging and a progress bar.
+"""The training loop shared by every training task (`bfvr.train.tasks`; it knows no method): DDP, gradient
+accumulation, bf16 autocast, EMA, LR schedule, atomic checkpoints with exact resume, metric logging,
+validation and a progress bar.
 
 Exact resume: everything that influences the next step is either saved (weights, EMA, optimizer moments,
 RNG states) or a pure function of the step number (learning rate, GAN on/off, the data: clip position p is
@@ -37,7 +38,7 @@ from bfvr.train.ema import EMA
 from bfvr.train.tasks import build_task
 from bfvr.train.tracking import MetricLogger
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 
 def lr_at(step: int, base: float, o: OptimConfig) -> float:
@@ -58,16 +59,49 @@ def lr_at(step: int, base: float, o: OptimConfig) -> float:
     return o.eta_min
 
 
-def git_revision() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[3]
+def source_checkout(package: Path | None = None) -> Path | None:
+    """The root of the git checkout of bfvr itself that the package folder `package` (default: this
+    package) lies in (src layout: <root>/src/bfvr with <root>/pyproject.toml naming the project bfvr, and
+    <root> the top of a git work tree), else None (an installed package: a git repository around
+    site-packages is someone else's)."""
+    package = (package or Path(__file__).parents[1]).resolve()
+    root = package.parents[1]
+    pyproject = root / "pyproject.toml"
+    if package != root / "src" / "bfvr" or not pyproject.is_file():
+        return None
+    try:
+        import tomllib
+
+        if tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {}).get("name") != "bfvr":
+            return None
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    if top.returncode != 0 or not top.stdout.strip() or Path(top.stdout.strip()).resolve() != root:
+        return None
+    return root
+
+
+def run_provenance() -> dict[str, Any]:
+    """What code trained: the bfvr version always; for a source checkout of bfvr also its git revision
+    and whether tracked files had uncommitted changes."""
+    from bfvr import __version__
+
+    out: dict[str, Any] = {"bfvr_version": __version__}
+    root = source_checkout()
+    if root is None:
+        return out
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10).stdout.strip() != ""
-        return {"git_revision": rev or "unknown", "git_dirty": dirty}
     except (OSError, subprocess.SubprocessError):
-        return {"git_revision": "unknown", "git_dirty": None}
+        return out
+    if rev:
+        out.update(git_revision=rev, git_dirty=dirty)
+    return out
 
 
 def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -75,7 +109,7 @@ def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 class Trainer:
-    """Runs one STC training stage described by a `TrainConfig`.
+    """Runs the training task a `TrainConfig` names (`cfg.task`), whatever its method.
 
     `Trainer(cfg, resume=True).run()` continues the run in `cfg.out_dir` from its newest checkpoint.
     Launch several processes with torchrun for data-parallel training (each process reads its own part of
@@ -126,8 +160,9 @@ class Trainer:
         if self.info.enabled:
             dev_ids = [self.device.index] if self.device.type == "cuda" else None
             fu = cfg.ddp_find_unused
-            if fu is None:
-                fu = cfg.task_name == "stc-stage1" and cfg.model.mpr == "none"
+            if fu is None:  # the task knows whether some of its parameters may get no gradient
+                hook = getattr(self.task, "ddp_find_unused", None)
+                fu = bool(hook()) if hook is not None else False
             self.model_ddp = DDP(self.model, device_ids=dev_ids, find_unused_parameters=fu)
             if self.disc is not None:
                 self.disc_ddp = DDP(self.disc, device_ids=dev_ids,
@@ -174,7 +209,7 @@ class Trainer:
                                  "holding this file and nothing but what it wrote.\n")
         write_atomic(rd / "config.yaml", self.cfg.to_yaml())
         runs = json.loads(runs_file.read_text()) if runs_file.is_file() else []
-        runs.append({**git_revision(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": self.argv,
+        runs.append({**run_provenance(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": self.argv,
                      "torch": torch.__version__, "python": platform.python_version(),
                      "world_size": self.info.world_size, "resume": self.resume,
                      "device": str(self.device), "threads": torch.get_num_threads()})
@@ -230,9 +265,12 @@ class Trainer:
         return [str(d) for d in out]
 
     def save(self) -> Path | None:
-        digests = self.rank_digests()  # collective: every rank takes part
-        if len(set(digests)) > 1:
-            log.error("ranks hold different weights at step %d: %s", self.step, digests)
+        digests = self.rank_digests()  # collective: every rank takes part, and every rank sees all digests
+        if len(set(digests)) > 1:  # so every rank stops here (no rank is left waiting in a collective)
+            raise TrainingError(f"the {len(digests)} processes hold different weights at step {self.step} "
+                                f"(SHA-1 per rank: {', '.join(d[:12] for d in digests)}); DDP keeps them "
+                                "identical, so the run is broken: resume from the previous checkpoint "
+                                "with --resume.")
         if not self.info.is_main:
             return None
         state = {
@@ -245,7 +283,7 @@ class Trainer:
             "batch_size": self.cfg.data.batch_size,
             "accum_steps": self.cfg.accum_steps,
         }
-        meta = {"stage": self.cfg.stage, "task": self.cfg.task_name, "name": self.cfg.name,
+        meta = {"task": self.cfg.task_name, "name": self.cfg.name,
                 "world_size": self.info.world_size, "rank_weight_sha1": digests,
                 "data_fingerprint": self._fingerprint, "lr": lr_at(max(self.step, 1), self.cfg.optim.lr,
                                                                      self.cfg.optim)}
@@ -365,9 +403,13 @@ class Trainer:
             add(logs)
             if gan_on:
                 kept.append((batch["gt"], fake))
-        if not math.isfinite(sums.get("loss", 0.0)):
-            raise TrainingError(f"the training diverged: the loss is {sums.get('loss')} at step {step}; "
-                                "lower the learning rate or disable bf16, then --resume.")
+        # every rank must stop together: a rank that raised alone would leave the others waiting in the next
+        # collective (DDP has already averaged the NaN gradients into theirs)
+        bad = not math.isfinite(sums.get("loss", 0.0))
+        if bdist.any_rank(bad, self.info, self.device):
+            what = f"the loss is {sums.get('loss')}" if bad else "another process's loss is not finite"
+            raise TrainingError(f"the training diverged: {what} at step {step}; lower the learning rate or "
+                                "disable bf16, then --resume.")
         if c.optim.grad_clip:
             sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
                 [p for p in self.model.parameters() if p.requires_grad], c.optim.grad_clip))

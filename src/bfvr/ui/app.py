@@ -7,6 +7,7 @@ side-by-side video, before/after frames, frame slider, temporal profile, setting
 """
 
 # no `from __future__ import annotations`: Gradio finds `request: gr.Request` by its evaluated annotation
+import logging
 import os
 import signal
 import sys
@@ -33,6 +34,8 @@ from bfvr.ui.core import (
     open_source,
     read_frame,
 )
+
+log = logging.getLogger(__name__)
 
 FACE_HELP = ("largest: restore the biggest face · all: every face · aligned: the video is already a face "
              "crop (e.g. 512×512), restore whole frames without face detection")
@@ -347,6 +350,7 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
 def serve(cfg: UIConfig) -> None:
     """Start the page and block until Ctrl+C / SIGTERM; then stop runs and remove the UI's temp folder."""
     ws = Workspace(cfg.temp_dir)
+    log.info("UI working folder: %s", ws.root)
     # Gradio's upload/result cache goes inside the UI's own folder (read when gradio is imported)
     os.environ["GRADIO_TEMP_DIR"] = str(ws.gradio_dir)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -11,7 +11,14 @@ On the shared adapter `bfvr.models.adapter.NetClipModel`:
 * precision: fp32 is the official numerics; bf16 runs under autocast with channels-last weights;
 * output: clamped to [0, 1] (the official inference clamps too);
 * faces: the method was trained on crops that are not aligned (the released weights are its stage IV,
-  "don't need align"), so the face pipeline gives it the ``proportion`` crop.
+  "don't need align"), so the face pipeline gives it the ``proportion`` crop;
+* incremental windows (default, ``incremental=True``): the same numbers as one full network call per window
+  (the naive loop, ``incremental=False``) with less work, through the engine's `window_session` contract:
+  one session per stream (face track) caches each frame's per-frame part (BiSeNet parsing and the encoder
+  before its first window attention, `PGTFormer.frame_features`) by stream frame index, computes it once
+  and forgets frames the schedule has passed (at most L + K frames held, flat in video length); the decoder
+  past the last cross-frame operation runs only for the frames the schedule keeps. `restore_clip` itself
+  is always the full window call. No random numbers are drawn (dropout 0, argmax codes), on either path.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import torch
 from torch import nn
 
 from bfvr.engine.base import Schedule
+from bfvr.engine.device import autocast
 from bfvr.errors import ConfigError, ModelError
-from bfvr.models.adapter import NetClipModel
+from bfvr.models.adapter import NetClipModel, map_output
 
 
 class PGTFormerClipModel(NetClipModel):
@@ -37,6 +45,8 @@ class PGTFormerClipModel(NetClipModel):
         canvas: tuple[int, int] | None = None,
         device: torch.device | str = "cpu",
         precision: str = "fp32",
+        incremental: bool = True,
+        cache_frames: int | None = None,
     ) -> None:
         frames = int(getattr(net, "tf", 3))
         if canvas is None:  # the size the network was built for (512 for the released weights)
@@ -60,9 +70,14 @@ class PGTFormerClipModel(NetClipModel):
             face_crop_mode="proportion",
         )
         self.w = float(w)
+        self.incremental = bool(incremental) and hasattr(net, "frame_features")
+
+    def window_session(self) -> PGTFormerWindowSession | None:
+        """A per-stream incremental session (`bfvr.engine.base.WindowSession`); None on the naive path."""
+        return PGTFormerWindowSession(self) if self.incremental else None
 
     def __repr__(self) -> str:
-        return super().__repr__()[:-1] + f", w={self.w})"
+        return super().__repr__()[:-1] + f", w={self.w}, incremental={self.incremental})"
 
     @property
     def parsing_net(self) -> nn.Module:
@@ -80,3 +95,40 @@ class PGTFormerClipModel(NetClipModel):
 
     def run_net(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x, w=self.w)[0]
+
+
+
+class PGTFormerWindowSession:
+    """The incremental official schedule for one stream of frames (see the module doc).
+
+    ``restore(window, ids, keep)``: `window` [3, 3, H, W] holds stream frames `ids` (edges repeated); returns
+    the restored positions `keep`, equal to ``model.restore_clip(window)[keep]``. Per-frame features are
+    looked up by frame index; frames before ``min(ids)`` are dropped (never asked for again)."""
+
+    def __init__(self, model: PGTFormerClipModel) -> None:
+        self.model = model
+        self.cache: dict[int, dict] = {}
+        self.frames_encoded = 0  # per-frame passes run (each frame once on a stream)
+
+    @torch.no_grad()
+    def restore(self, window: torch.Tensor, ids: list[int], keep: list[int]) -> torch.Tensor:
+        m = self.model
+        m.check_clip(window)
+        if len(ids) != window.shape[0] or not keep:
+            raise ModelError(f"{m.name}: a window of {window.shape[0]} frames needs as many frame ids and at "
+                             "least one kept position.")
+        for i in [i for i in self.cache if i < min(ids)]:
+            del self.cache[i]
+        first = {}  # id -> its first position in the window
+        for pos, i in enumerate(ids):
+            first.setdefault(i, pos)
+        new = [i for i in first if i not in self.cache]
+        x = m.to_layout(window.to(m.device, torch.float32))
+        with autocast(m.device, m.precision):
+            if new:
+                feats = m.net.frame_features(x[[first[i] for i in new]])
+                self.cache.update(zip(new, m.net.split_features(feats)))
+                self.frames_encoded += len(new)
+            stacked = m.net.stack_features([self.cache[i] for i in ids])
+            out = m.net.forward_window(stacked, keep=list(keep), w=m.w)
+        return map_output(out.float(), m.output_map, m.value_range).contiguous()

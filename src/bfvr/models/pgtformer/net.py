@@ -92,13 +92,20 @@ class TemporalFuseBlock(nn.Module):
         self.tfusion0 = nn.Conv2d(2 * t * TCC, t * TCC, 1)
         self.tfusion1 = nn.Conv2d(TCC, TCC, 1)
 
-    def forward(self, enc: torch.Tensor, dec: torch.Tensor, w: float = 1.0) -> torch.Tensor:
-        """enc, dec [(B*t), C, H, W] -> [(B*t), C, H, W]."""
+    def forward(
+        self, enc: torch.Tensor, dec: torch.Tensor, w: float = 1.0, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """enc, dec [(B*t), C, H, W] -> [(B*t), C, H, W]; with `keep` (indices into the B*t frames) only
+        those frames' outputs, [len(keep), C, H, W] (the cross-frame branch still sees all frames; the rest
+        is per frame)."""
         bt, _, h, wd = dec.shape
         b = bt // self.t
         e = self.tconvenc(enc).reshape(b, self.t * TCC, h, wd)
         d = self.tconvdec(dec).reshape(b, self.t * TCC, h, wd)
-        fut = self.tfusion1(self.tfusion0(torch.cat([e, d], dim=1)).reshape(bt, TCC, h, wd))
+        mixed = self.tfusion0(torch.cat([e, d], dim=1)).reshape(bt, TCC, h, wd)
+        if keep is not None:
+            mixed, enc, dec = mixed[keep], enc[keep], dec[keep]
+        fut = self.tfusion1(mixed)
         feat = self.encode_enc(torch.cat([enc, dec, fut], dim=1))
         return dec + w * (dec * self.scale(feat) + self.shift(feat))
 
@@ -194,7 +201,10 @@ class PGTFormer(TSVQGAN):
         q = self.feat_emb(self.clip_tokens(lq_feat))
         for layer in self.ft_layers:
             q = layer(q, pos)
-        logits = self.idx_pred_layer(q)  # B, tf*h*w, depth*n
+        # the decision-making head (LayerNorm + Linear to the code logits, 0.1 % of the work) in fp32 also
+        # under bf16/fp16 autocast: fewer near-tied codes flip (no-op in fp32)
+        with torch.autocast(q.device.type, enabled=False):
+            logits = self.idx_pred_layer(q.float())  # B, tf*h*w, depth*n
         return logits.reshape(bt, h, w, self.quantizer.depth, self.quantizer.n_embed)
 
     def lookup(self, codes: torch.Tensor, lq_feat: torch.Tensor | None = None) -> torch.Tensor:
@@ -205,18 +215,88 @@ class PGTFormer(TSVQGAN):
         return feat
 
     def decode_fused(
-        self, quant_feat: torch.Tensor, enc_feats: Sequence[torch.Tensor], w: float
+        self,
+        quant_feat: torch.Tensor,
+        enc_feats: Sequence[torch.Tensor],
+        w: float,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The decoder with the fidelity blocks (w > 0) applied to the encoder features of their level."""
+        """The decoder with the fidelity blocks (w > 0) applied to the encoder features of their level.
+        `keep` (indices into the stacked frames): decode only those frames past the last cross-frame
+        operation (the fidelity block of the finest connected level) and return them only."""
         by_level = {lvl: self.fuse_convs_dict[s] for s, lvl in self.fuse_levels.items()}
 
-        def hook(level: int, h: torch.Tensor) -> torch.Tensor:
+        def hook(level: int, h: torch.Tensor, keep_: torch.Tensor | None) -> torch.Tensor:
             block = by_level.get(level)
             if block is None or w <= 0:
-                return h
-            return block(enc_feats[level].detach(), h, w)
+                return h if keep_ is None else h[keep_]
+            return block(enc_feats[level].detach(), h, w, keep_)
 
-        return self.decode(quant_feat, hook)
+        mixing = tuple(by_level) if w > 0 else ()
+        return self.decode(quant_feat, hook, keep=keep, mixing_hooks=mixing)
+
+    # -- the incremental window schedule ------------------------------------------------------------
+    def frame_features(self, x: torch.Tensor) -> dict[str, Any]:
+        """The per-frame part of the forward pass for N frames x [N, 3, H, W] (any N, no clip grouping):
+        the encoder up to its first window attention, the encoder features of the per-frame levels the
+        fidelity blocks use, and the parsing condition. Each frame's result is the same alone as inside
+        any window, so a sliding window computes it once per frame (`forward_window`)."""
+        if x.dim() != 4 or x.shape[-2] % self.downscale or x.shape[-1] % self.downscale:
+            raise ValueError(
+                f"expected [N, 3, H, W] with H, W multiples of {self.downscale}, got {list(x.shape)}"
+            )
+        h, feats, step = self.encoder.head(x)
+        used = set(self.fuse_levels.values())
+        feats = [f if lvl in used else None for lvl, f in enumerate(feats)]
+        size = (x.shape[-2] // self.downscale, x.shape[-1] // self.downscale)
+        return {"h": h, "feats": feats, "cond": self.parsing_condition(x, size), "step": step}
+
+    @staticmethod
+    def stack_features(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Per-frame results of `frame_features` (one dict per frame, batch 1 each) -> one stacked dict."""
+        n_feats = len(items[0]["feats"])
+        return {
+            "h": torch.cat([it["h"] for it in items]),
+            "feats": [
+                None if items[0]["feats"][i] is None else torch.cat([it["feats"][i] for it in items])
+                for i in range(n_feats)
+            ],
+            "cond": torch.cat([it["cond"] for it in items]),
+            "step": items[0]["step"],
+        }
+
+    @staticmethod
+    def split_features(f: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The inverse of `stack_features`: one dict per frame."""
+        return [
+            {
+                "h": f["h"][i : i + 1],
+                "feats": [None if t is None else t[i : i + 1] for t in f["feats"]],
+                "cond": f["cond"][i : i + 1],
+                "step": f["step"],
+            }
+            for i in range(f["h"].shape[0])
+        ]
+
+    def forward_window(
+        self,
+        frames: Mapping[str, Any],
+        keep: Sequence[int] | torch.Tensor | None = None,
+        w: float | None = None,
+        adain: bool | None = None,
+    ) -> torch.Tensor:
+        """The rest of the forward pass for clips whose frames' `frame_features` are stacked in `frames`
+        ([(B*tf)] frames, frame-major within each clip), decoding only the frames `keep` (indices into the
+        stacked frames; None = all) past the last cross-frame operation. Equals ``forward(x)[0][keep]``."""
+        w = self.w if w is None else w
+        adain = self.adain if adain is None else adain
+        z, feats = self.encoder.resume(frames["h"], frames["feats"], frames["step"])
+        lq_feat = self.quant_conv(z)
+        logits = self.predict_logits(lq_feat, frames["cond"])
+        quant_feat = self.lookup(logits.argmax(-1), lq_feat if adain else None)
+        if keep is not None:
+            keep = torch.as_tensor(keep, dtype=torch.long, device=z.device)
+        return self.decode_fused(quant_feat, feats, w, keep)
 
     # -- forward ------------------------------------------------------------------------------------
     def forward(

@@ -173,19 +173,49 @@ class Encoder(nn.Module):
         self.norm_out = normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, cfg["z_channels"], 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        h = self.conv_in(x)
-        feats = []
+    def _steps(self) -> list[tuple[str, Any]]:
+        """The forward pass as a list of (kind, op): ``op`` (per frame), ``mix`` (window attention: mixes
+        the frames of a clip) and ``feat`` (record the level's features)."""
+        steps: list[tuple[str, Any]] = [("op", self.conv_in)]
         for down in self.down:
             for i, block in enumerate(down.block):
-                h = block(h)
+                steps.append(("op", block))
                 if len(down.attn):
-                    h = down.attn[i](h)
-            feats.append(h)
+                    steps.append(("mix", down.attn[i]))
+            steps.append(("feat", None))
             if hasattr(down, "downsample"):
-                h = down.downsample(h)
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
-        return self.conv_out(swish(self.norm_out(h))), feats
+                steps.append(("op", down.downsample))
+        steps += [("op", self.mid.block_1), ("mix", self.mid.attn_1), ("op", self.mid.block_2)]
+        steps.append(("op", lambda h: self.conv_out(swish(self.norm_out(h)))))
+        return steps
+
+    def _run(self, h: torch.Tensor, feats: list, start: int, stop: int | None = None) -> torch.Tensor:
+        for kind, op in self._steps()[start:stop]:
+            if kind == "feat":
+                feats.append(h)
+            else:
+                h = op(h)
+        return h
+
+    def head(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+        """The per-frame part: everything before the first cross-frame operation (the first window
+        attention). x [N, in_channels, H, W], any N frames -> (activation, the features of the levels
+        finished so far, the step to `resume` from). Frame by frame the same as inside a clip."""
+        first_mix = next(i for i, (kind, _) in enumerate(self._steps()) if kind == "mix")
+        feats: list[torch.Tensor] = []
+        return self._run(x, feats, 0, first_mix), feats, first_mix
+
+    def resume(
+        self, h: torch.Tensor, feats: list, step: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The rest of the forward pass from `head`'s output, the frames of each clip stacked again
+        ([(B*D), ...]); `feats` (may hold None for levels not needed later) is extended in place."""
+        feats = list(feats)
+        return self._run(h, feats, step), feats
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feats: list[torch.Tensor] = []
+        return self._run(x, feats, 0), feats
 
 
 class Decoder(nn.Module):
@@ -224,20 +254,60 @@ class Decoder(nn.Module):
         self.norm_out = normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, cfg["out_ch"], 3, padding=1)
 
-    def forward(self, z: torch.Tensor, hook=None) -> torch.Tensor:
-        """`hook(level, h) -> h` is called after each level's blocks, before its upsample."""
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
+    def _steps(self) -> list[tuple[str, Any]]:
+        """The forward pass as (kind, op): ``op`` (per frame), ``mix`` (window attention) and ``hook``
+        (op = the level: the per-level hook, after the level's blocks and before its upsample)."""
+        steps: list[tuple[str, Any]] = [("op", self.conv_in), ("op", self.mid.block_1)]
+        steps += [("mix", self.mid.attn_1), ("op", self.mid.block_2)]
         for level in reversed(range(len(self.up))):
             up = self.up[level]
             for i, block in enumerate(up.block):
-                h = block(h)
+                steps.append(("op", block))
                 if len(up.attn):
-                    h = up.attn[i](h)
-            if hook is not None:
-                h = hook(level, h)
+                    steps.append(("mix", up.attn[i]))
+            steps.append(("hook", level))
             if hasattr(up, "upsample"):
-                h = up.upsample(h)
-        return self.conv_out(swish(self.norm_out(h)))
+                steps.append(("op", up.upsample))
+        steps.append(("op", lambda h: self.conv_out(swish(self.norm_out(h)))))
+        return steps
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        hook=None,
+        *,
+        keep: torch.Tensor | None = None,
+        mixing_hooks: Sequence[int] = (),
+    ) -> torch.Tensor:
+        """`hook(level, h, keep) -> h` is called after each level's blocks, before its upsample (`keep` is
+        None except below).
+
+        `keep` (indices into the stacked frames): only those frames' outputs are wanted. Everything after
+        the last cross-frame operation (the last window attention, or the hook of the last level in
+        `mixing_hooks`, the levels whose hook mixes the frames of a clip) is per frame, so from there on
+        only the `keep` frames are computed; at a mixing hook the hook gets `keep` and returns those frames
+        only. Returns [len(keep), ...] then, the same values as the full output's rows `keep`."""
+        steps = self._steps()
+        cut = -1
+        if keep is not None:
+            mixing = [
+                i
+                for i, (kind, op) in enumerate(steps)
+                if kind == "mix" or (kind == "hook" and op in mixing_hooks and hook is not None)
+            ]
+            cut = mixing[-1] if mixing else -1
+            if cut < 0:
+                z = z[keep]
+        h = z
+        for i, (kind, op) in enumerate(steps):
+            if kind == "hook":
+                if hook is not None:
+                    h = hook(op, h, keep if i == cut else None)
+                continue
+            h = op(h)
+            if i == cut:
+                h = h[keep]
+        return h
 
 
 class VQEmbedding(nn.Embedding):
@@ -431,8 +501,8 @@ class TSVQGAN(nn.Module):
         z, feats = self.encoder(x)
         return self.quant_conv(z), feats
 
-    def decode(self, quant: torch.Tensor, hook=None) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(quant), hook)
+    def decode(self, quant: torch.Tensor, hook=None, **kw: Any) -> torch.Tensor:
+        return self.decoder(self.post_quant_conv(quant), hook, **kw)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z, _ = self.encode(x)

@@ -1,4 +1,5 @@
-"""The two STC training stages as small "task" objects the trainer drives.
+"""The two STC training stages (``task: stc-stage1`` / ``stc-stage2``, or ``stage: stage1/2`` in older
+configs) as small "task" objects the trainer drives, and their config sections (`StcConfig`).
 
 Stage I (`Stage1Task`): the 3D-VQGAN with spatial + temporal codebooks learns to reconstruct GT clips:
     L_G = l1 * |x_hat - x| + perceptual * P(x_hat, x) + codebook * L_code + mpr * L_MPR
@@ -16,29 +17,105 @@ transformers learn to predict the codes that the frozen Stage-I encoder assigns 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from bfvr.errors import ConfigError, ModelError
+from bfvr.train.accuracy import topk_accuracy
 from bfvr.train.checkpoint import load_weights
-from bfvr.train.code_eval import topk_accuracy
-from bfvr.train.config import TrainConfig
+from bfvr.train.config import (
+    Bool,
+    DiscConfig,
+    GanLoss,
+    Int,
+    ModelBase,
+    Num,
+    PerceptualLoss,
+    Positive,
+    StrList,
+    TrainConfig,
+)
 from bfvr.train.losses import GAN_LOSSES, perceptual_from_config
 
-log = logging.getLogger("bfvr.train")
+log = logging.getLogger(__name__)
 
 
-def _vqgan_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+class StcModel(ModelBase):
+    """Network hyper-parameters (passed to `STCVQGAN` / `STCStage2`)."""
+
+    nf: Int = 32
+    ch_mult: Annotated[list[Int], Field(min_length=1)] = [1, 2, 4, 8]
+    res_blocks: Int = 2
+    codebook_size: Int = 1024
+    emb_dim: Int = 256
+    beta: Num = 0.25
+    #: MPR form (bfvr.models.stc.quantizer): "official" (the released code's near-zero form, what trained
+    #: the released weights), "paper" (the printed KL(marginal || uniform) on inverse Euclidean distances;
+    #: inert in practice), "gaussian" (KL of the marginal of a Gaussian soft assignment with temperature
+    #: `mpr_temperature`: the form that acts, docs/training.md) or "none"
+    mpr: Literal["paper", "gaussian", "official", "none"] = "official"
+    #: STC code loss: "official" (the released code: weight 1 on the encoder's commitment term, beta on the
+    #: codebook term) or "paper" (the printed Eq. 7: codebook term weight 1, beta on the commitment term)
+    commitment: Literal["official", "paper"] = "official"
+    #: temperature of the "gaussian" MPR, in units of the spread of the squared token-code distances
+    mpr_temperature: Positive = 1.0
+    #: Stage II: lookup transformers
+    n_head: Int = 2
+    n_layers: Int = 9
+    dim_mlp: Int = 512
+    #: Stage II: True reproduces the official axis-order quirk of the temporal residual (only for official
+    #: weights)
+    official_residual: Bool = False
+    #: Stage II: decoder levels of the official (unused) fusion blocks; [] leaves them out (keys only matter
+    #: for loading official checkpoints)
+    connect_list: StrList = ["32", "64", "128", "256"]
+    #: Stage II: Stage-I weights (a run folder, a checkpoint folder or a .safetensors file); EMA weights
+    #: preferred
+    stage1_weights: str | None = None
+
+
+class StcLoss(PerceptualLoss, GanLoss):
+    """Loss weights. Stage I: l1, perceptual, codebook, mpr, gan; Stage II: feat, ce."""
+
+    l1: Num = 1.0
+    codebook: Num = 1.0
+    #: multiplies the model's MPR term (which already carries the official x0.1)
+    mpr: Num = 1.0
+    feat: Num = 10.0
+    ce: Num = 1.0
+
+
+class StcConfig(TrainConfig):
+    """An STC training config; the defaults are the official Stage-I settings."""
+
+    #: "stage1" (3D-VQGAN + codebooks) or "stage2" (LQ encoder + lookup transformers); follows `task`
+    stage: Literal["stage1", "stage2"] = "stage1"
+    model: StcModel = StcModel()
+    loss: StcLoss = StcLoss()
+    disc: DiscConfig = DiscConfig()
+
+    SECTIONS: ClassVar[tuple[str, ...]] = (*TrainConfig.SECTIONS, "disc")
+
+    def check(self) -> None:
+        super().check()
+        self.stage = "stage2" if self.task_name.endswith("stage2") else "stage1"
+        if self.stage == "stage2" and not self.model.stage1_weights:
+            raise ConfigError("stage2 needs model.stage1_weights (the Stage-I run folder or weights file); "
+                              "set it in the config or with --set model.stage1_weights=PATH.")
+
+
+def _vqgan_kwargs(cfg: StcConfig) -> dict[str, Any]:
     m = cfg.model
     return dict(nf=m.nf, ch_mult=tuple(m.ch_mult), res_blocks=m.res_blocks, codebook_size=m.codebook_size,
                 emb_dim=m.emb_dim, beta=m.beta, mpr=m.mpr,
                 mpr_temperature=m.mpr_temperature, commitment=m.commitment, **m.extra)
 
 
-def build_stage1_model(cfg: TrainConfig) -> nn.Module:
+def build_stage1_model(cfg: StcConfig) -> nn.Module:
     from bfvr.models.stc import STCVQGAN
 
     try:
@@ -79,9 +156,10 @@ def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], prefixes: tuple[s
 class Stage1Task:
     """Stage I: reconstruction + codebook + MPR + GAN (hinge, or the paper's log loss)."""
 
+    Config = StcConfig
     has_disc = True
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, cfg: StcConfig, device: torch.device) -> None:
         self.cfg = cfg
         self.model = build_stage1_model(cfg).to(device)
         if cfg.model.init_weights:
@@ -97,6 +175,10 @@ class Stage1Task:
 
     def gan_on(self, step: int) -> bool:
         return self.disc is not None and step >= self.cfg.loss.disc_start
+
+    def ddp_find_unused(self) -> bool:
+        """Without the MPR term the quantiser's temporal attention gets no gradient: DDP must allow that."""
+        return self.cfg.model.mpr == "none"
 
     @torch.no_grad()
     def _count_usage(self, stats: dict, logs: dict[str, torch.Tensor]) -> None:
@@ -152,13 +234,14 @@ class Stage1Task:
 class Stage2Task:
     """Stage II: frozen codebooks + generator; LQ encoder + lookup transformers learn the GT codes."""
 
+    Config = StcConfig
     has_disc = False
     disc = None
     #: parameters never used by the Stage-II forward (kept for official-checkpoint compatibility)
     UNUSED = ("fuse_convs_dict.", "s_feat_emb.", "t_feat_emb.")
     FROZEN = ("quantize.", "generator.")
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, cfg: StcConfig, device: torch.device) -> None:
         from bfvr.models.stc import STCStage2
 
         self.cfg = cfg
