@@ -6,6 +6,13 @@ what the two sampling modes do to temporal stability. Prints tables (and JSON li
                                                      # subprocess each)
     python benchmarks/dicface_forward.py deviation   # bf16 vs fp32 on the golden input (both sampling
                                                      # modes)
+    python benchmarks/dicface_forward.py schedules   # issue 24: naive official loop vs incremental official
+                                                     # schedule vs keep=5, fp32 and bf16 (+ bf16 with fp32
+                                                     # transformers): s/frame, cpu s/frame/thread, peak RSS,
+                                                     # x the official code (estimated: 1.22 x naive fp32),
+                                                     # fp32 max diff incremental vs naive, code agreement,
+                                                     # cpu time by stage (a subprocess each)
+    python benchmarks/dicface_forward.py profile     # stage times of one incremental step (in-process)
     python benchmarks/dicface_forward.py flicker     # sampling official vs mean on a real clip: flicker,
                                                      # warping error, output difference (15 frames,
                                                      # keep=5, bf16)

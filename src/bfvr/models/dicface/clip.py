@@ -57,7 +57,7 @@ class DicFaceClipModel(NetClipModel):
         seed: int | None = 0,
         mask: FrameMask | str | None = None,
         incremental: bool = True,
-        fp32_transformer: bool = False,
+        fp32_transformer: bool = True,
     ) -> None:
         if task not in TASKS:
             raise ConfigError(f"unknown DicFace task '{task}'; choose one of: {', '.join(TASKS)}.")

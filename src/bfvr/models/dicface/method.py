@@ -43,7 +43,7 @@ def _builder(name: str, task: str) -> Callable[..., Any]:
     def build(device: Any, weights: str | None = None, precision: str = "fp32", offline: bool = False,
               sha256: str | None = None, progress: bool = True, keep: int = 1, window: int = 5,
               sampling: str | None = None, seed: int | None = 0, w: float = 1.0, adain: bool = False,
-              mask: Any = None, incremental: bool = True, fp32_transformer: bool = False,
+              mask: Any = None, incremental: bool = True, fp32_transformer: bool = True,
               **unknown: object) -> Any:
         from bfvr.errors import ConfigError
         from bfvr.models.dicface.clip import DEFAULT_SAMPLING, DicFaceClipModel
