@@ -15,26 +15,28 @@ from bfvr.models.blocks.conv3d import _inplace_ok, normalize, swish
 
 
 class ResBlock2d(nn.Module):
-    """norm -> swish -> Conv2d 3x3 -> norm -> swish -> Conv2d 3x3, plus a 1x1 `conv_out` skip when the
-    channel count changes."""
+    """norm -> swish -> Conv2d 3x3 -> norm -> swish -> (dropout) -> Conv2d 3x3, plus a 1x1 skip when the
+    channel count changes, named `skip_name` (`conv_out` in CodeFormer's layout, `nin_shortcut` in the
+    taming-VQGAN one PGTFormer's TS-VQGAN uses). Dropout has no parameters: the state_dict is the same."""
 
     def __init__(self, in_channels: int, out_channels: int | None = None, *, groups: int = 32,
-                 eps: float = 1e-6) -> None:
+                 eps: float = 1e-6, skip_name: str = "conv_out", dropout: float = 0.0) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.out_channels, self.skip_name = in_channels, out_channels, skip_name
         self.norm1 = normalize(in_channels, groups, eps)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
         self.norm2 = normalize(out_channels, groups, eps)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
         if in_channels != out_channels:
-            self.conv_out = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+            setattr(self, skip_name, nn.Conv2d(in_channels, out_channels, kernel_size=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(swish(self.norm1(x)))
-        h = self.conv2(swish(self.norm2(h)))
+        h = self.conv2(self.dropout(swish(self.norm2(h))))
         if self.in_channels != self.out_channels:
-            x = self.conv_out(x)
+            x = getattr(self, self.skip_name)(x)
         if _inplace_ok(h) and h.dtype == x.dtype:
             return h.add_(x)
         return x + h

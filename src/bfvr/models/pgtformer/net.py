@@ -37,8 +37,9 @@ from torch import nn
 
 from bfvr.models.blocks import TransformerSALayer
 from bfvr.models.blocks.adain import adaptive_instance_normalization
+from bfvr.models.blocks.conv2d import ResBlock2d
 from bfvr.models.pgtformer.parsing import BiSeNet, imagenet_normalize
-from bfvr.models.pgtformer.tsvqgan import OFFICIAL_DDCONFIG, TSVQGAN, ResnetBlock2d
+from bfvr.models.pgtformer.tsvqgan import OFFICIAL_DDCONFIG, TSVQGAN
 
 #: constructor arguments of the released model (release_test_stage_IIII_dont_need_align_version.yml,
 #: network_g minus `type`); `PGTFormer(**OFFICIAL_CONFIG)` loads kepeng/pgtformer-base
@@ -76,7 +77,7 @@ class TemporalFuseBlock(nn.Module):
         super().__init__()
         out_ch = in_ch if out_ch is None else out_ch
         self.t = t
-        self.encode_enc = ResnetBlock2d(2 * in_ch + TCC, out_ch, skip_name="conv_out")
+        self.encode_enc = ResBlock2d(2 * in_ch + TCC, out_ch)
         self.scale = nn.Sequential(
             nn.Conv2d(in_ch, out_ch, 3, padding=1),
             nn.LeakyReLU(0.2, True),

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bfvr.models.blocks.conv3d import _inplace_ok, normalize, swish
+from bfvr.models.blocks.conv2d import Downsample2d, ResBlock2d, Upsample2d
+from bfvr.models.blocks.conv3d import normalize, swish
 from bfvr.models.pgtformer.swin import SwinLayer3D
 
 #: the official `ddconfig` of release_test_stage_IIII_dont_need_align_version.yml (ignored keys dropped)
@@ -57,60 +58,9 @@ IGNORED_DDCONFIG_KEYS = (
 )
 
 
-class ResnetBlock2d(nn.Module):
-    """GroupNorm -> swish -> conv3x3 -> GroupNorm -> swish -> conv3x3, plus a 1x1 skip when the channels
-    change (named `nin_shortcut`, official `TDResnetBlock`, or `conv_out`, official `ResBlock` of the
-    fusion blocks). Acts on each frame of ``[(B*D), C, H, W]``."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int | None = None,
-        *,
-        skip_name: str = "nin_shortcut",
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        out_channels = in_channels if out_channels is None else out_channels
-        self.in_channels, self.out_channels, self.skip_name = in_channels, out_channels, skip_name
-        self.norm1 = normalize(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = normalize(out_channels)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        if in_channels != out_channels:
-            setattr(self, skip_name, nn.Conv2d(in_channels, out_channels, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(swish(self.norm1(x)))
-        h = self.conv2(self.dropout(swish(self.norm2(h))))
-        if self.in_channels != self.out_channels:
-            x = getattr(self, self.skip_name)(x)
-        if _inplace_ok(h) and h.dtype == x.dtype:
-            return h.add_(x)
-        return x + h
-
-
-class Downsample(nn.Module):
-    """Per frame: zero-pad one pixel at the right and bottom, then conv3x3 stride 2 (official layout)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    """Per frame: nearest x2, then conv3x3."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+def _res(cin: int, cout: int, cfg: Mapping[str, Any]) -> ResBlock2d:
+    """The TS-VQGAN's per-frame residual block: the shared 2-D block with the taming layout's skip name."""
+    return ResBlock2d(cin, cout, skip_name="nin_shortcut", dropout=cfg["dropout"])
 
 
 def _swin(dim: int, level: int, cfg: Mapping[str, Any]) -> SwinLayer3D:
@@ -157,19 +107,19 @@ class Encoder(nn.Module):
             down.block, down.attn = nn.ModuleList(), nn.ModuleList()
             block_out = ch * m
             for _ in range(nrb):
-                down.block.append(ResnetBlock2d(block_in, block_out, dropout=cfg["dropout"]))
+                down.block.append(_res(block_in, block_out, cfg))
                 block_in = block_out
                 if res in cfg["attn_resolutions"]:
                     down.attn.append(_swin(block_in, level, cfg))
             if level != len(mult) - 1:
-                down.downsample = Downsample(block_in)
+                down.downsample = Downsample2d(block_in)
                 res //= 2
             self.down.append(down)
         last = len(mult) - 1
         self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock2d(block_in, block_in, dropout=cfg["dropout"])
+        self.mid.block_1 = _res(block_in, block_in, cfg)
         self.mid.attn_1 = _swin(block_in, last, cfg)
-        self.mid.block_2 = ResnetBlock2d(block_in, block_in, dropout=cfg["dropout"])
+        self.mid.block_2 = _res(block_in, block_in, cfg)
         self.norm_out = normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, cfg["z_channels"], 3, padding=1)
 
@@ -233,21 +183,21 @@ class Decoder(nn.Module):
         res = cfg["resolution"] // 2 ** (n - 1)
         self.conv_in = nn.Conv2d(cfg["z_channels"], block_in, 3, padding=1)
         self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock2d(block_in, block_in, dropout=cfg["dropout"])
+        self.mid.block_1 = _res(block_in, block_in, cfg)
         self.mid.attn_1 = _swin(block_in, n - 1, cfg)
-        self.mid.block_2 = ResnetBlock2d(block_in, block_in, dropout=cfg["dropout"])
+        self.mid.block_2 = _res(block_in, block_in, cfg)
         ups: list[nn.Module] = []
         for level in reversed(range(n)):
             up = nn.Module()
             up.block, up.attn = nn.ModuleList(), nn.ModuleList()
             block_out = ch * mult[level]
             for _ in range(nrb + 1):
-                up.block.append(ResnetBlock2d(block_in, block_out, dropout=cfg["dropout"]))
+                up.block.append(_res(block_in, block_out, cfg))
                 block_in = block_out
                 if res in cfg["attn_resolutions"]:
                     up.attn.append(_swin(block_in, level, cfg))
             if level != 0:
-                up.upsample = Upsample(block_in)
+                up.upsample = Upsample2d(block_in)
                 res *= 2
             ups.insert(0, up)
         self.up = nn.ModuleList(ups)
