@@ -63,7 +63,9 @@ def register(app: typer.Typer) -> None:
 
         rank = int(os.environ.get("RANK", "0"))
         level = logging.WARNING if (quiet or rank != 0) else logging.INFO
-        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        # the root stays at WARNING: the trainer's progress (bfvr.train) is shown, other modules' info
+        # messages (a line per video read) only with `bfvr -v`
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                             stream=sys.stderr)
         logging.getLogger("bfvr.train").setLevel(level)
         from bfvr.train.trainer import train
