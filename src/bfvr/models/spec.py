@@ -28,6 +28,16 @@ CAPABILITY_FLAGS: dict[str, str] = {
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+
+def reject_unknown_options(model: str, unknown: Mapping[str, object], takes: str) -> None:
+    """A model builder's check of its keyword options: one sentence naming the unknown ones and what
+    `model` takes (`takes`, e.g. "clip_len, overlap")."""
+    if unknown:
+        from bfvr.errors import ConfigError
+
+        raise ConfigError(f"model '{model}' has no option {', '.join(sorted(unknown))}; it takes {takes}.")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model name: how to build it, what network and weights it loads, and what it accepts."""

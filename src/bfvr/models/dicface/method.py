@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bfvr.models.spec import Method, ModelSpec
+from bfvr.models.spec import Method, ModelSpec, reject_unknown_options
 from bfvr.models.weights import WeightsEntry
 
 #: the DicFace authors' Hugging Face model repo (`fudan-generative-ai/DicFace_model`), folder `CodeFormer/`
@@ -49,10 +49,8 @@ def _builder(name: str, task: str) -> Callable[..., Any]:
         from bfvr.models.dicface.clip import DEFAULT_SAMPLING, DicFaceClipModel
         from bfvr.models.hub import load_net
 
-        if unknown:
-            raise ConfigError(f"model '{name}' has no option {', '.join(sorted(unknown))}; "
-                              "it takes keep, window, sampling, seed, w, adain, incremental, "
-                              f"fp32_transformer{', mask' if task == 'inpaint' else ''}.")
+        reject_unknown_options(name, unknown, "keep, window, sampling, seed, w, adain, incremental, "
+                               f"fp32_transformer{', mask' if task == 'inpaint' else ''}")
         if task == "inpaint" and mask is None:  # before loading 465 MB of weights
             raise ConfigError(f"{name} needs the mask of the missing pixels: --mask mask.png "
                               "(white = missing; or a mask video / folder with one mask per frame).")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bfvr.models.spec import Method, ModelSpec
+from bfvr.models.spec import Method, ModelSpec, reject_unknown_options
 from bfvr.models.weights import WeightsEntry
 
 #: the bundled weights, inside this package
@@ -27,13 +27,10 @@ def build_net(config: Mapping[str, Any], *, device: Any = None) -> Any:
 def _build(device: Any, weights: str | None = None, precision: str = "fp32", offline: bool = False,
            sha256: str | None = None, progress: bool = True, clip_len: int = 24, overlap: int = 4,
            **unknown: object) -> Any:
-    from bfvr.errors import ConfigError
     from bfvr.models.hub import load_net
     from bfvr.models.lite.clip import LiteClipModel
 
-    if unknown:
-        raise ConfigError(f"model 'bfvr-lite' has no option {', '.join(sorted(unknown))}; it takes clip_len, "
-                          "overlap.")
+    reject_unknown_options("bfvr-lite", unknown, "clip_len, overlap")
     net, _ = load_net("bfvr-lite", weights=weights, offline=offline, sha256=sha256, progress=progress)
     return LiteClipModel(net, clip_len=clip_len, overlap=overlap, device=device, precision=precision,
                          multiple=net.multiple)

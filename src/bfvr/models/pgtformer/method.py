@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bfvr.models.spec import Method, ModelSpec, PasteMask
+from bfvr.models.spec import Method, ModelSpec, PasteMask, reject_unknown_options
 from bfvr.models.weights import WeightsEntry
 
 #: the PGTFormer authors' Hugging Face model (a hub mixin folder: config.json + model.safetensors)
@@ -32,13 +32,11 @@ def hf_config(hf: Mapping[str, Any]) -> Mapping[str, Any]:
 def _build(device: Any, weights: str | None = None, precision: str = "fp32", offline: bool = False,
            sha256: str | None = None, progress: bool = True, keep: int = 1, w: float = 1.0,
            **unknown: object) -> Any:
-    from bfvr.errors import ConfigError
     from bfvr.models.hub import load_net
     from bfvr.models.pgtformer.clip import PGTFormerClipModel
 
-    if unknown:
-        raise ConfigError(f"model 'pgtformer' has no option {', '.join(sorted(unknown))}; it takes keep "
-                          "(1 = official 3-frame schedule, 3 = fast), w (fidelity weight, 0..1).")
+    reject_unknown_options("pgtformer", unknown,
+                           "keep (1 = official 3-frame schedule, 3 = fast), w (fidelity weight, 0..1)")
     net, _ = load_net("pgtformer", weights=weights, offline=offline, sha256=sha256, progress=progress)
     return PGTFormerClipModel(net, keep=int(keep), w=float(w), device=device, precision=precision)
 

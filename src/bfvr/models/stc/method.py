@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bfvr.models.spec import Method, ModelSpec
+from bfvr.models.spec import Method, ModelSpec, reject_unknown_options
 from bfvr.models.weights import WeightsEntry
 
 RELEASE_URL = "https://github.com/Dixin-Lab/BFVR-STC/releases/download/init"
@@ -30,14 +30,11 @@ def _builder(name: str) -> Callable[..., Any]:
     def build(device: Any, weights: str | None = None, precision: str = "fp32", offline: bool = False,
               sha256: str | None = None, progress: bool = True, clip_len: int = 24, overlap: int = 8,
               output_map: str = "clamp", official_residual: bool | None = None, **unknown: object) -> Any:
-        from bfvr.errors import ConfigError
         from bfvr.models import weights as W
         from bfvr.models.hub import load_net, safetensors_flag
         from bfvr.models.stc.clip import STCClipModel
 
-        if unknown:
-            raise ConfigError(f"model '{name}' has no option {', '.join(sorted(unknown))}; it takes "
-                              "clip_len, overlap, output_map, official_residual.")
+        reject_unknown_options(name, unknown, "clip_len, overlap, output_map, official_residual")
         path = W.resolve(name, weights=weights, offline=offline, sha256=sha256, progress=progress)
         if official_residual is None:
             # official checkpoints (.pth) were trained with the official residual; ours (.safetensors)
