@@ -70,3 +70,16 @@ def faces():
         return DlibFaces()
     except DependencyError as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module of small networks: they run hundreds of tiny ops, and on a busy 2-core
+    machine two OpenMP threads wait for each other at every op (measured on a small PGTFormer: 5-13 s per
+    forward with 2 threads, 0.4 s with 1). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -19,15 +19,7 @@ from bfvr.models.pgtformer import (
 )
 from helpers import golden_weights, small_net
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The small networks run hundreds of tiny ops; on a busy 2-core machine two OpenMP threads wait for each
-    other at every op (measured: 5-13 s per forward with 2 threads, 0.4 s with 1)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small networks: see conftest.one_thread
 
 
 def frames(n_windows: int, size: int = 32, seed: int = 1) -> torch.Tensor:

@@ -22,14 +22,7 @@ from bfvr.models import weights as W
 from bfvr.models.pgtformer.clip import PGTFormerClipModel
 from helpers import SMALL, golden_weights, run_cli, small_net
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small networks: one thread avoids OpenMP waits on a busy 2-core machine (see test_pgtformer)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small networks: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ from bfvr.models.pgtformer import OFFICIAL_CONFIG, PGTFormer
 from bfvr.models.pgtformer.clip import PGTFormerClipModel
 from helpers import golden_weights, small_net
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small networks: see conftest.one_thread
 
 
 def windows(n: int, keep: int = 1) -> list[tuple[list[int], tuple[int, int]]]:
