@@ -56,3 +56,28 @@ def test_verbose_flag_shows_the_log(tmp_path, faces_dir, capsys, flags):
     else:
         assert "INFO" not in err and "DEBUG" not in err, err
     assert (list(logging.getLogger("bfvr").handlers), logging.getLogger("bfvr").level) == before
+
+
+def test_vv_logs_one_line_per_model_call_that_the_overhead_benchmark_reads(tmp_path, faces_dir, capsys):
+    # benchmarks/stc_overhead.py counts the model calls of `bfvr -vv restore` and sums their durations from
+    # these lines, and reads the load time from the "ready in" line: its own patterns must match them
+    import importlib.util
+
+    from bfvr.engine.chunker import ClipEngine
+    from bfvr.models.hub import load_model
+
+    path = SRC.parents[1] / "benchmarks" / "stc_overhead.py"
+    spec = importlib.util.spec_from_file_location("stc_overhead", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "out.mp4"
+    assert run_cli("-vv", "restore", str(faces_dir / "tpsmm_driving.mp4"), "-o", str(out), "-m", "identity",
+                   "--has-aligned", "--max-frames", "20", "--clip-len", "8", "--overlap", "2", "-q") == 0
+    lines = capsys.readouterr().err.splitlines()
+    calls = [m for m in map(bench.CALL_RE.match, lines) if m]
+    ready = [m for m in map(bench.READY_RE.match, lines) if m]
+    expected = ClipEngine(load_model("identity"), clip_len=8, overlap=2).clips_for(20)
+    assert expected == 3
+    assert [int(m[5]) for m in calls] == [1, 2, 3], lines
+    assert all(int(m[6]) == 8 and float(m[9]) >= 0 for m in calls), lines
+    assert len(ready) == 1 and float(ready[0][5]) >= 0, lines

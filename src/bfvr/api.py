@@ -84,6 +84,7 @@ class Restorer:
 
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
+        t0 = time.perf_counter()
         if isinstance(model, str):
             from bfvr.models.hub import load_model
 
@@ -106,8 +107,8 @@ class Restorer:
 
             raise ConfigError(f"{e}.") from None
         self.face_pipeline: Any = None  # the face pipeline of the last stream (has_aligned=False)
-        log.info("model %s on %s, precision %s, %s", self.name, self.device, self.precision,
-                 "whole frames" if self.has_aligned else "face pipeline")
+        log.info("model %s on %s, precision %s, %s, ready in %.2f s", self.name, self.device, self.precision,
+                 "whole frames" if self.has_aligned else "face pipeline", time.perf_counter() - t0)
 
     @property
     def name(self) -> str:

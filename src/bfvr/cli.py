@@ -65,7 +65,8 @@ def _setup_logging(verbose: int) -> None:
         return
     logger = logging.getLogger("bfvr")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(name)s %(levelname)s: %(message)s",
+                                           "%H:%M:%S"))
     _log_setup.append((handler, logger.level, logger.propagate))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)

@@ -29,6 +29,7 @@ Memory: at most T + S input frames plus `overlap` restored frames are held, what
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -154,6 +155,7 @@ class ClipEngine:
                                   antialias=True).clamp_(0, 1)
             lo, hi = self.value_range
             unit = (lo, hi) == (0.0, 1.0)
+            t0 = time.perf_counter()
             with autocast(self.device, self.precision):
                 xin = x if unit else x * (hi - lo) + lo
                 if session is None:
@@ -161,6 +163,9 @@ class ClipEngine:
                 else:
                     y = session.restore(xin, list(ids or ()), list(keep or ()))
                     x, x0 = x[keep], x0[keep]
+            # one line per model call (`bfvr -vv`): benchmarks/stc_overhead.py counts and sums these
+            log.debug("model call %d: %d frames %dx%d in %.3f s", self.clips_run + 1, len(frames),
+                      xin.shape[-1], xin.shape[-2], time.perf_counter() - t0)
             y = y.float()
             if not unit:
                 y = (y - lo) / (hi - lo)
