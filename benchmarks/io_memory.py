@@ -65,12 +65,14 @@ def synth(path: Path, seconds: float, size: int, fps: int) -> None:
 
 
 def restore_once(inp: str, out: str, preset: str, faces: bool) -> None:
-    """Runs in a child process: exactly `bfvr restore IN -o OUT --model identity --crf 18 --preset P --quiet
-    --overwrite` (plus `--has-aligned` unless `faces`), then prints JSON with frames, seconds and the
-    process's peak RSS."""
+    """Runs in a child process: exactly the console script `bfvr restore IN -o OUT --model identity --crf 18
+    --preset P --quiet --overwrite` (plus `--has-aligned` unless `faces`), malloc tuning included, then prints
+    JSON with frames, seconds and the process's peak RSS."""
     from bfvr.cli import main as cli_main
     from bfvr.io import probe
+    from bfvr.io.memory import tune_malloc_for_streaming
 
+    tune_malloc_for_streaming()  # as the console script does before `main` (main([...]) leaves malloc alone)
     t0 = time.perf_counter()
     try:
         cli_main(["restore", inp, "-o", out, "--model", "identity", "--crf", "18", "--preset", preset,

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from bfvr.engine.base import ClipModel, Schedule, WindowSession, contract_of
 from bfvr.engine.device import autocast
 from bfvr.errors import ConfigError
+from bfvr.io.memory import model_call
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class ClipEngine:
             lo, hi = self.value_range
             unit = (lo, hi) == (0.0, 1.0)
             t0 = time.perf_counter()
-            with autocast(self.device, self.precision):
+            with model_call(), autocast(self.device, self.precision):
                 xin = x if unit else x * (hi - lo) + lo
                 if session is None:
                     y = self.model.restore_clip(xin)
