@@ -325,3 +325,28 @@ def test_fp32_clip_model_path_matches_the_golden_output(tmp_path_factory, home, 
     out = m.restore_clip(x[0].permute(1, 0, 2, 3))
     ref = io["output"][0].permute(1, 0, 2, 3)
     assert (out - ref).abs().max().item() <= 1e-4
+
+
+@pytest.mark.slow
+def test_overhead_benchmark_quick_mode_measures_the_cli_against_the_bare_forward():
+    # benchmarks/stc_overhead.py: the real `bfvr restore` in one process against one bare forward in another
+    # (about 20 s on 1 thread: two 2-frame STC calls at 512x512 in bf16 + start-up twice)
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shared_path("golden", "stc_stage2", "manifest.json")
+    video = shared_path("data", "faces", "lp_driving_d11.mp4")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "stc_overhead.py"
+    r = subprocess.run([sys.executable, str(script), "--frames", "3", "--clip-len", "2", "--overlap", "0",
+                        "--threads", "1", "--precisions", "bf16", "--json", "--video", str(video)],
+                       check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (res["frames_out"], res["calls"], res["call_shape"], res["threads"]) == (3, 2, "2x512x512", 1)
+    b = res["breakdown_s"]
+    assert abs(b["startup"] + b["load"] + b["model"] + b["rest"] - res["end_to_end_s"]) < 0.05, res
+    assert len(res["model_calls_s"]) == 2 and b["model"] < res["end_to_end_s"]
+    # end to end is the calls plus start-up, load, decode and encode: more than the calls, but not many times
+    assert 1.0 < res["ratio"] < 3.0, res
