@@ -8,6 +8,7 @@ RSS figures do not mix; plus the bf16 deviation from fp32 on the same window.
     python benchmarks/pgtformer_forward.py --precision fp32 --repeat 1 --threads 1
     python benchmarks/pgtformer_forward.py schedules --frames 9   # naive vs incremental vs --keep 3
     python benchmarks/pgtformer_forward.py profile               # seconds per stage of one window
+    python benchmarks/pgtformer_forward.py roofline              # fp32: work, GEMM peak, best possible
 
 `schedules`: restores the same real frames through the engine (`ClipEngine`, as `bfvr restore` does) with
 the naive official loop (one full 3-frame network call per output frame, `incremental=False`), the
@@ -18,6 +19,10 @@ and an estimate of the official code's time (1.19 x our naive fp32 of the same r
 side by side in issue 24, official 23.1 vs naive 19.4 s/frame).
 `profile`: exclusive wall and CPU seconds per stage of the incremental schedule on one window
 (parsing, encoder convolutions, Swin-3D window attention, code predictor, TFR, decoder convolutions).
+`roofline` (fp32): counts the multiply-accumulates of one output frame (naive window; incremental =
+one frame's per-frame part + one window decoding its middle frame) with `torch.utils.flop_counter`, times
+the same calls, times a large fp32 matrix product (this CPU's practical fp32 peak), and prints the
+fastest the incremental schedule could possibly be at 100 % of that peak, against the official estimate.
 
 Input: three real 512x512 face frames (../shared/data/faces/lp_driving_d0.mp4) when present, else noise.
 Weights: the golden fixture's synthetic weights (../shared/tools/golden_weights.py), else random ones
@@ -324,6 +329,58 @@ def profile(args: argparse.Namespace) -> None:
         print(f"{k:45} {t:>8.2f} {c:>8.2f} {t / total * 100:>5.1f}%")
 
 
+def roofline(args: argparse.Namespace) -> None:
+    """fp32 work per output frame, achieved GMAC/s, the machine's fp32 GEMM peak, and the bound it puts on
+    the speed-up over the official code (see the module doc)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bfvr.models.pgtformer.clip import PGTFormerClipModel
+
+    torch.set_num_threads(args.threads)
+    net, weights = build_net()
+    model = PGTFormerClipModel(net, precision="fp32")
+    x = model.to_layout(torch.from_numpy(real_frames(3)).permute(0, 3, 1, 2).float().div(255))
+
+    def naive():
+        net(x, w=1.0)
+
+    def incremental():
+        one = net.frame_features(x[1:2])  # one new frame's per-frame part (each frame's is computed once)
+        feats = net.stack_features([one, one, one])
+        net.forward_window(feats, keep=[1], w=1.0)
+
+    def gemm():
+        a = torch.randn(2048, 2048)
+        for _ in range(8):
+            a @ a
+
+    rows = {}
+    with torch.no_grad():
+        for name, fn in (("naive window", naive), ("incremental", incremental)):
+            with FlopCounterMode(display=False) as fc:
+                fn()
+            gmac = fc.get_total_flops() / 2e9
+            t0 = time.perf_counter()
+            fn()
+            rows[name] = (gmac, time.perf_counter() - t0)
+        gemm()
+        t0 = time.perf_counter()
+        gemm()
+        peak = 8 * 2048**3 / 1e9 / (time.perf_counter() - t0)
+    print(f"PGTFormer fp32 roofline, {args.threads} thread(s), weights {weights}, 512x512, one output frame:")
+    print(f"  fp32 GEMM 2048^3 on this machine: {peak:.0f} GMAC/s (the practical fp32 peak)")
+    for name, (gmac, t) in rows.items():
+        rate = gmac / t
+        print(f"  {name:13} {gmac:7.0f} GMAC in {t:6.2f} s = {rate:5.0f} GMAC/s "
+              f"({rate / peak * 100:.0f} % of the GEMM peak)")
+    official = OFFICIAL_OVER_NAIVE * rows["naive window"][1]
+    best = rows["incremental"][0] / peak
+    print(f"  official estimate {official:.2f} s/frame ({OFFICIAL_OVER_NAIVE:.2f} x the naive window); "
+          f"incremental now {rows['incremental'][1]:.2f} s = {official / rows['incremental'][1]:.2f}x; "
+          f"incremental at 100 % of the GEMM peak {best:.2f} s = at most {official / best:.2f}x")
+
+
 def run_child(precision: str, batch: int, args: argparse.Namespace, save: str | None) -> dict:
     cmd = [
         sys.executable,
@@ -347,7 +404,8 @@ def run_child(precision: str, batch: int, args: argparse.Namespace, save: str | 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", nargs="?", default="forward", choices=("forward", "schedules", "profile"))
+    ap.add_argument("command", nargs="?", default="forward", choices=("forward", "schedules", "profile",
+                                                                               "roofline"))
     ap.add_argument("--frames", type=int, default=9, help="schedules: real frames restored per config")
     ap.add_argument("--jobs", type=int, default=1, help="schedules: configurations run at once (default 1)")
     ap.add_argument("--child-schedule", default=None, help=argparse.SUPPRESS)
@@ -365,6 +423,9 @@ def main() -> None:
         return
     if args.command == "schedules":
         schedules(args)
+        return
+    if args.command == "roofline":
+        roofline(args)
         return
     if args.command == "profile":
         for p in [p.strip() for p in args.precision.split(",") if p.strip()]:

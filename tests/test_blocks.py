@@ -174,3 +174,23 @@ def test_chunked_attention_key_blocks_on_strided_heads(key_block):
     assert out.shape == ref.shape and (out - ref).abs().max() < 1e-5
     out16 = chunked_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), max_scores=64, key_block=key_block)
     assert out16.dtype == torch.bfloat16 and (out16.float() - ref).abs().max() < 0.05
+
+
+def test_layer_norm_keeps_bf16_and_rounds_the_fp32_result_once():
+    from bfvr.models.blocks import LayerNorm
+
+    torch.manual_seed(0)
+    ln, ref = LayerNorm(64), nn.LayerNorm(64)
+    with torch.no_grad():
+        ln.weight.normal_(), ln.bias.normal_()
+    ref.load_state_dict(ln.state_dict())
+    x = torch.randn(500, 64) * 3 + 1
+    with torch.no_grad():
+        assert torch.equal(ln(x), ref(x))  # fp32: nn.LayerNorm exactly
+        xb = x.bfloat16()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = ln(xb)
+        assert out.dtype == torch.bfloat16
+        expected = ref(xb.float()).bfloat16()
+        assert (out.float() - expected.float()).abs().max() <= 2 ** -7 * expected.float().abs().max()
+        assert (out == expected).float().mean() > 0.99

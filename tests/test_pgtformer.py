@@ -179,6 +179,28 @@ def test_swin_layer_equals_the_direct_formulation(hw):
         assert not torch.allclose(layer(x2)[3:], ours[3:], atol=1e-3)
 
 
+def test_the_kept_attention_mask_follows_weight_changes_and_autograd():
+    """At inference each block keeps its bias + shift mask between calls; an in-place change of the bias
+    table must rebuild it, and with autograd the mask is built in the graph (the table gets a gradient)."""
+    torch.manual_seed(0)
+    layer = SwinLayer3D(32, depth=2, num_heads=4, frames=3, window=(4, 4)).eval()
+    x = torch.randn(3, 32, 8, 8)
+    with torch.no_grad():
+        first = layer(x)
+        for blk in layer.blocks:
+            blk.attn.relative_position_bias_table.normal_(0, 1.0)  # same storage, new version
+        second = layer(x)
+        assert (first - second).abs().max() > 1e-3
+        assert (second - direct_swin_layer(layer, x)).abs().max() < 1e-5
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the bf16 mask is kept apart from the fp32 one
+            low = layer(x)
+        assert (low.float() - second).abs().max() < 0.1
+        assert (layer(x) - second).abs().max() == 0
+    layer(x).sum().backward()
+    for blk in layer.blocks:
+        assert blk.attn.relative_position_bias_table.grad.abs().sum() > 0
+
+
 def test_shifted_windows_attend_across_frames_only_within_a_region():
     """A change at one pixel of frame 2 reaches every frame of its window (time mixing) but not pixels of
     other windows in a single unshifted block."""

@@ -2,6 +2,7 @@
 
 from bfvr.models.blocks.attention import (
     AttnBlock,
+    LayerNorm,
     MultiheadSelfAttention,
     TemporalAttention,
     TransformerSALayer,
@@ -20,7 +21,7 @@ from bfvr.models.blocks.conv3d import (
 )
 
 __all__ = [
-    "AttnBlock", "Downsample", "Downsample2D", "GroupNorm", "MultiheadSelfAttention", "ResBlock",
+    "AttnBlock", "Downsample", "Downsample2D", "GroupNorm", "LayerNorm", "MultiheadSelfAttention", "ResBlock",
     "TemporalAttention", "TransformerSALayer", "Upsample", "Upsample2D", "chunked_attention",
     "memory_format_of", "normalize", "swish",
 ]

@@ -31,9 +31,13 @@ def to_channels_last_3d(module: nn.Module) -> nn.Module:
 
 
 def memory_format_of(x: torch.Tensor) -> torch.memory_format:
-    """channels_last_3d when `x` is stored that way (and not also plain-contiguous), else contiguous."""
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
-        return torch.channels_last_3d
+    """channels_last_3d (5-D) or channels_last (4-D) when `x` is stored that way (and not also
+    plain-contiguous), else contiguous."""
+    if not x.is_contiguous():
+        if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+            return torch.channels_last_3d
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
     return torch.contiguous_format
 
 

@@ -38,6 +38,7 @@ from torch import nn
 from bfvr.models.blocks import TransformerSALayer
 from bfvr.models.blocks.adain import adaptive_instance_normalization
 from bfvr.models.blocks.conv2d import ResBlock2d
+from bfvr.models.blocks.conv3d import memory_format_of
 from bfvr.models.pgtformer.parsing import BiSeNet, imagenet_normalize
 from bfvr.models.pgtformer.tsvqgan import OFFICIAL_DDCONFIG, TSVQGAN
 
@@ -101,13 +102,18 @@ class TemporalFuseBlock(nn.Module):
         is per frame)."""
         bt, _, h, wd = dec.shape
         b = bt // self.t
-        e = self.tconvenc(enc).reshape(b, self.t * TCC, h, wd)
-        d = self.tconvdec(dec).reshape(b, self.t * TCC, h, wd)
-        mixed = self.tfusion0(torch.cat([e, d], dim=1)).reshape(bt, TCC, h, wd)
+        # every tensor in the decoder's memory layout (channels-last under bf16): the frame <-> channel
+        # reshapes return plain-contiguous tensors, and a concatenation of mixed layouts takes a slow
+        # generic path plus a layout copy in the next conv (a no-op in fp32, where all is contiguous)
+        fmt = memory_format_of(dec)
+        e = self.tconvenc(enc).reshape(b, self.t * TCC, h, wd).contiguous(memory_format=fmt)
+        d = self.tconvdec(dec).reshape(b, self.t * TCC, h, wd).contiguous(memory_format=fmt)
+        mixed = self.tfusion0(torch.cat([e, d], dim=1)).reshape(bt, TCC, h, wd).contiguous(memory_format=fmt)
         if keep is not None:
             mixed, enc, dec = mixed[keep], enc[keep], dec[keep]
         fut = self.tfusion1(mixed)
-        feat = self.encode_enc(torch.cat([enc, dec, fut], dim=1))
+        parts = [t.contiguous(memory_format=fmt) for t in (enc, dec, fut)]
+        feat = self.encode_enc(torch.cat(parts, dim=1))
         return dec + w * (dec * self.scale(feat) + self.shift(feat))
 
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bfvr.models.blocks.attention import LayerNorm
+
 #: the additive mask value the official shifted-window attention uses between different regions
 SHIFT_MASK_VALUE = -100.0
 
@@ -178,11 +180,12 @@ class SwinBlock3D(nn.Module):
         self.window, self.shift, self.frames = tuple(window), tuple(shift), frames
         if not all(0 <= s < w for s, w in zip(self.shift, self.window)):
             raise ValueError(f"shift {self.shift} must be in [0, window) for window {self.window}")
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         self.attn = WindowAttention3D(dim, num_heads, frames, self.window)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self._orders: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._masks: dict[tuple, torch.Tensor] = {}
 
     def _order(
         self, hp: int, wp: int, win: tuple[int, int], shift: tuple[int, int], device: torch.device
@@ -192,6 +195,30 @@ class SwinBlock3D(nn.Module):
             order = window_order(self.frames, hp, wp, win, shift, device)
             self._orders[key] = (order, torch.argsort(order))
         return self._orders[key]
+
+    def _mask(self, hp: int, wp: int, win: tuple[int, int], shift: tuple[int, int],
+              device: torch.device) -> torch.Tensor:
+        """The additive attention mask: relative position bias [heads, N, N], plus the shift mask
+        ([nW, heads, N, N]) on shifted blocks. In the dtype attention runs in (the autocast dtype under
+        autocast), so SDPA gets it without a cast. At inference (no autograd) it is kept between calls
+        (built and cast once per map size and dtype instead of once per call: at 128x128 the shifted mask
+        is 1024 x 8 x 48 x 48), keyed by the bias table's storage and version: a weight change rebuilds
+        it."""
+        dt = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        table = self.attn.relative_position_bias_table
+        if dt is None:
+            dt = table.dtype
+        cache = not torch.is_grad_enabled()
+        key = (hp, wp, win, shift, str(device), dt, table.data_ptr(), table._version)
+        if cache and key in self._masks:
+            return self._masks[key]
+        mask = self.attn.bias(win)  # heads, N, N
+        if any(shift):
+            mask = mask + shift_mask(hp, wp, self.frames, win, shift, device).unsqueeze(1)  # nW, heads, N, N
+        mask = mask.to(dt)
+        if cache:
+            self._masks = {key: mask}  # one entry: a layer sees one map size per network call
+        return mask
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         b, _, c = x.shape
@@ -204,9 +231,7 @@ class SwinBlock3D(nn.Module):
             y = F.pad(y.view(b, d, h, w, c), (0, 0, 0, pr, 0, pb)).view(b, -1, c)
         hp, wp = h + pb, w + pr
         order, inverse = self._order(hp, wp, win, shift, y.device)
-        mask = self.attn.bias(win)  # heads, N, N
-        if any(shift):
-            mask = mask + shift_mask(hp, wp, d, win, shift, y.device).unsqueeze(1)  # nW, heads, N, N
+        mask = self._mask(hp, wp, win, shift, y.device)
         n = d * win[0] * win[1]
         y = self.attn(y[:, order].view(b, -1, n, c), mask).view(b, -1, c)[:, inverse]
         if pb or pr:
