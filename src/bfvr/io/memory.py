@@ -14,13 +14,16 @@ start of a process, before threads start: it changes process-wide state, so only
 it (`bfvr.cli.main`, before any command runs); library paths (the API, the UI's restore threads) never do.
 
 The 4 MiB threshold is wrong for the model's own forward pass, though: a network allocates and frees
-thousands of 4-32 MiB intermediates per call (STC at 24x512x512 in bf16: about 8 GB of them), and a fresh
-mapping for each one costs page faults and zeroing every time (STC's calls ran 15 % slower in `bfvr restore`
-than the same forward in a plain process: benchmarks/stc_overhead.py). So `model_call()`, which the engine
-wraps around every model call, puts glibc's own ceiling back for the call's duration (32 MiB: the heap serves
-the intermediates and keeps them for the next call, as without tuning) and the streaming threshold after it.
-The trim threshold is 64 MiB from then on (glibc's default pairing, 2x the mmap threshold), so the heap the
-calls reuse is not returned and re-faulted between them. Without `tune_malloc_for_streaming` in the process,
+thousands of large intermediates per call (STC at 24x512x512 in bf16: about 8 GB of them; PGTFormer's
+512x512 decoder levels 25-100 MB each), and a fresh mapping for each one costs page faults and zeroing every
+time (STC's calls ran 15 % slower in `bfvr restore` than the same forward in a plain process:
+benchmarks/stc_overhead.py; PGTFormer's bf16 window 8.45 against 6.13 CPU-s on one thread). So
+`model_call()`, which the engine wraps around every model call, serves every allocation of the call from
+the heap (no fresh mappings at all: glibc cannot raise its mmap threshold above 32 MiB, and PGTFormer's
+and STC's largest intermediates are bigger; with the 32 MiB ceiling PGTFormer took 7.2-7.5 CPU-s) and
+keeps what the heap grew to for the next call (trim threshold 2 GiB from then on), then puts the
+streaming settings back. The heap then holds about one call's working set, the same from the first call to
+the last: memory stays flat in the video's length. Without `tune_malloc_for_streaming` in the process,
 `model_call()` does nothing.
 """
 
@@ -35,8 +38,11 @@ from collections.abc import Iterator
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _M_TRIM_THRESHOLD = -1
-#: during a model call: glibc's ceiling of its dynamic mmap threshold, and the trim threshold it pairs with it
-MODEL_MMAP_THRESHOLD, MODEL_TRIM_THRESHOLD = 32 << 20, 64 << 20
+_M_MMAP_MAX = -4
+#: glibc's default maximum number of mmapped chunks (restored after a model call)
+DEFAULT_MMAP_MAX = 65536
+#: from the first model call on: free heap kept up to this (mallopt takes a C int)
+MODEL_TRIM_THRESHOLD = (1 << 31) - 1
 #: (libc, the streaming mmap threshold) once `tune_malloc_for_streaming` applied in this process
 _tuned: tuple[ctypes.CDLL, int] | None = None
 
@@ -58,15 +64,17 @@ def tune_malloc_for_streaming(arenas: int = 2, mmap_threshold: int = 4 << 20) ->
 
 @contextlib.contextmanager
 def model_call() -> Iterator[None]:
-    """Around one model call: the heap serves allocations up to 32 MiB (not fresh mappings) while it runs,
-    when `tune_malloc_for_streaming` tuned this process; otherwise nothing (see the module doc)."""
+    """Around one model call: every allocation comes from the heap (no fresh mappings), and the heap is
+    kept for the next call, when `tune_malloc_for_streaming` tuned this process; otherwise nothing (see the
+    module doc)."""
     if _tuned is None:
         yield
         return
     libc, streaming = _tuned
     libc.mallopt(_M_TRIM_THRESHOLD, MODEL_TRIM_THRESHOLD)
-    libc.mallopt(_M_MMAP_THRESHOLD, MODEL_MMAP_THRESHOLD)
+    libc.mallopt(_M_MMAP_MAX, 0)
     try:
         yield
     finally:
+        libc.mallopt(_M_MMAP_MAX, DEFAULT_MMAP_MAX)
         libc.mallopt(_M_MMAP_THRESHOLD, streaming)
