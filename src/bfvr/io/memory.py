@@ -18,13 +18,15 @@ thousands of large intermediates per call (STC at 24x512x512 in bf16: about 8 GB
 512x512 decoder levels 25-100 MB each), and a fresh mapping for each one costs page faults and zeroing every
 time (STC's calls ran 15 % slower in `bfvr restore` than the same forward in a plain process:
 benchmarks/stc_overhead.py; PGTFormer's bf16 window 8.45 against 6.13 CPU-s on one thread). So
-`model_call()`, which the engine wraps around every model call, serves every allocation of the call from
-the heap (no fresh mappings at all: glibc cannot raise its mmap threshold above 32 MiB, and PGTFormer's
-and STC's largest intermediates are bigger; with the 32 MiB ceiling PGTFormer took 7.2-7.5 CPU-s) and
-keeps what the heap grew to for the next call (trim threshold 2 GiB from then on), then puts the
-streaming settings back. The heap then holds about one call's working set, the same from the first call to
-the last: memory stays flat in the video's length. Without `tune_malloc_for_streaming` in the process,
-`model_call()` does nothing.
+`model_call()`, which the engine wraps around every model call, sets the mmap threshold to glibc's ceiling
+(32 MiB) for the call's duration, so the heap serves the intermediates, and keeps what the heap grew to for
+the next call (trim threshold 2 GiB from then on: a heap returned after each call is faulted in again by
+the next), then puts the streaming threshold back. The heap then holds about one call's working set, the
+same from the first call to the last: memory stays flat in the video's length. Serving *every* allocation
+from the heap (also those above 32 MiB, with M_MMAP_MAX 0) was measured too: PGTFormer bf16, 4 frames
+through the engine on one thread, 29.3 CPU-s / 1.87 GB peak untuned, 25.4 / 1.89 GB with this setting,
+24.0 / 2.00-2.15 GB with no mappings at all (fragmentation): not worth the memory. Without
+`tune_malloc_for_streaming` in the process, `model_call()` does nothing.
 """
 
 from __future__ import annotations
@@ -38,9 +40,8 @@ from collections.abc import Iterator
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-#: glibc's default maximum number of mmapped chunks (restored after a model call)
-DEFAULT_MMAP_MAX = 65536
+#: during a model call: glibc's ceiling for a fixed mmap threshold (HEAP_MAX_SIZE / 2 on 64-bit)
+MODEL_MMAP_THRESHOLD = 32 << 20
 #: from the first model call on: free heap kept up to this (mallopt takes a C int)
 MODEL_TRIM_THRESHOLD = (1 << 31) - 1
 #: (libc, the streaming mmap threshold) once `tune_malloc_for_streaming` applied in this process
@@ -64,17 +65,16 @@ def tune_malloc_for_streaming(arenas: int = 2, mmap_threshold: int = 4 << 20) ->
 
 @contextlib.contextmanager
 def model_call() -> Iterator[None]:
-    """Around one model call: every allocation comes from the heap (no fresh mappings), and the heap is
-    kept for the next call, when `tune_malloc_for_streaming` tuned this process; otherwise nothing (see the
-    module doc)."""
+    """Around one model call: the heap serves allocations up to 32 MiB (not fresh mappings) and is kept
+    for the next call, when `tune_malloc_for_streaming` tuned this process; otherwise nothing (see the module
+    doc)."""
     if _tuned is None:
         yield
         return
     libc, streaming = _tuned
     libc.mallopt(_M_TRIM_THRESHOLD, MODEL_TRIM_THRESHOLD)
-    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_MMAP_THRESHOLD, MODEL_MMAP_THRESHOLD)
     try:
         yield
     finally:
-        libc.mallopt(_M_MMAP_MAX, DEFAULT_MMAP_MAX)
         libc.mallopt(_M_MMAP_THRESHOLD, streaming)
