@@ -19,14 +19,15 @@ thousands of large intermediates per call (STC at 24x512x512 in bf16: about 8 GB
 time (STC's calls ran 15 % slower in `bfvr restore` than the same forward in a plain process:
 benchmarks/stc_overhead.py; PGTFormer's bf16 window 8.45 against 6.13 CPU-s on one thread). So
 `model_call()`, which the engine wraps around every model call, sets the mmap threshold to glibc's ceiling
-(32 MiB) for the call's duration, so the heap serves the intermediates, and keeps what the heap grew to for
-the next call (trim threshold 2 GiB from then on: a heap returned after each call is faulted in again by
-the next), then puts the streaming threshold back. The heap then holds about one call's working set, the
-same from the first call to the last: memory stays flat in the video's length. Serving *every* allocation
-from the heap (also those above 32 MiB, with M_MMAP_MAX 0) was measured too: PGTFormer bf16, 4 frames
-through the engine on one thread, 29.3 CPU-s / 1.87 GB peak untuned, 25.4 / 1.89 GB with this setting,
-24.0 / 2.00-2.15 GB with no mappings at all (fragmentation): not worth the memory. Without
-`tune_malloc_for_streaming` in the process, `model_call()` does nothing.
+(32 MiB) for the call's duration, so the heap serves the intermediates and keeps them for the next call
+(trim threshold 64 MiB from then on, glibc's own pairing), then puts the streaming threshold back. The heap
+then holds about one call's working set, the same from the first call to the last: memory stays flat in
+the video's length. Measured on PGTFormer bf16 (4 frames through the engine, one thread): 29.3 CPU-s /
+1.87 GB peak untuned, 28.3 / 1.84 GB with this setting, 25.4 / 1.89 GB with a 2 GiB trim threshold, 24.0 /
+2.0-2.15 GB serving every allocation from the heap (M_MMAP_MAX 0: its largest intermediates are above 32
+MiB); with two threads the 2 GiB trim threshold raised the peak to 1.97-2.03 GB against 1.81-1.91, so the
+64 MiB one stays (issue 24: no higher peak memory). Without `tune_malloc_for_streaming` in the process,
+`model_call()` does nothing.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ _M_ARENA_MAX = -8
 _M_TRIM_THRESHOLD = -1
 #: during a model call: glibc's ceiling for a fixed mmap threshold (HEAP_MAX_SIZE / 2 on 64-bit)
 MODEL_MMAP_THRESHOLD = 32 << 20
-#: from the first model call on: free heap kept up to this (mallopt takes a C int)
-MODEL_TRIM_THRESHOLD = (1 << 31) - 1
+#: from the first model call on: free heap kept up to this (glibc's pairing: 2x the mmap threshold)
+MODEL_TRIM_THRESHOLD = 64 << 20
 #: (libc, the streaming mmap threshold) once `tune_malloc_for_streaming` applied in this process
 _tuned: tuple[ctypes.CDLL, int] | None = None
 
