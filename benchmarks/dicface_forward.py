@@ -89,7 +89,9 @@ def speed_child(a: argparse.Namespace) -> None:
     import torch
 
     from bfvr.engine.chunker import ClipEngine
+    from bfvr.io.memory import tune_malloc_for_streaming
 
+    tune_malloc_for_streaming()  # as the `bfvr` console script does (the engine's model calls use the heap)
     torch.set_num_threads(a.threads)
     frames = real_frames(a.frames)
     eng = ClipEngine(clip_model(a.precision, a.keep, a.sampling))
@@ -382,7 +384,9 @@ def schedule_child(a: argparse.Namespace) -> None:
     import torch
 
     from bfvr.engine.chunker import ClipEngine
+    from bfvr.io.memory import tune_malloc_for_streaming
 
+    tune_malloc_for_streaming()  # as the `bfvr` console script does (the engine's model calls use the heap)
     torch.set_num_threads(a.threads)
     keep, incremental = SCHEDULES[a.schedule]
     frames = real_frames(a.frames)

@@ -148,8 +148,10 @@ def schedule_child(args: argparse.Namespace) -> None:
     import torch
 
     from bfvr.engine import ClipEngine
+    from bfvr.io.memory import tune_malloc_for_streaming
     from bfvr.models.pgtformer.clip import PGTFormerClipModel
 
+    tune_malloc_for_streaming()  # as the `bfvr` console script does (the engine's model calls use the heap)
     torch.set_num_threads(args.threads)
     net, weights = build_net()
     frames = real_frames(args.frames)

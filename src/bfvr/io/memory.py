@@ -14,13 +14,19 @@ start of a process, before threads start: it changes process-wide state, so only
 it (`bfvr.cli.main`, before any command runs); library paths (the API, the UI's restore threads) never do.
 
 The 4 MiB threshold is wrong for the model's own forward pass, though: a network allocates and frees
-thousands of 4-32 MiB intermediates per call (STC at 24x512x512 in bf16: about 8 GB of them), and a fresh
-mapping for each one costs page faults and zeroing every time (STC's calls ran 15 % slower in `bfvr restore`
-than the same forward in a plain process: benchmarks/stc_overhead.py). So `model_call()`, which the engine
-wraps around every model call, puts glibc's own ceiling back for the call's duration (32 MiB: the heap serves
-the intermediates and keeps them for the next call, as without tuning) and the streaming threshold after it.
-The trim threshold is 64 MiB from then on (glibc's default pairing, 2x the mmap threshold), so the heap the
-calls reuse is not returned and re-faulted between them. Without `tune_malloc_for_streaming` in the process,
+thousands of large intermediates per call (STC at 24x512x512 in bf16: about 8 GB of them; PGTFormer's
+512x512 decoder levels 25-100 MB each), and a fresh mapping for each one costs page faults and zeroing every
+time (STC's calls ran 15 % slower in `bfvr restore` than the same forward in a plain process:
+benchmarks/stc_overhead.py; PGTFormer's bf16 window 8.45 against 6.13 CPU-s on one thread). So
+`model_call()`, which the engine wraps around every model call, sets the mmap threshold to glibc's ceiling
+(32 MiB) for the call's duration, so the heap serves the intermediates and keeps them for the next call
+(trim threshold 64 MiB from then on, glibc's own pairing), then puts the streaming threshold back. The heap
+then holds about one call's working set, the same from the first call to the last: memory stays flat in
+the video's length. Measured on PGTFormer bf16 (4 frames through the engine, one thread): 29.3 CPU-s /
+1.87 GB peak untuned, 28.3 / 1.84 GB with this setting, 25.4 / 1.89 GB with a 2 GiB trim threshold, 24.0 /
+2.0-2.15 GB serving every allocation from the heap (M_MMAP_MAX 0: its largest intermediates are above 32
+MiB); with two threads the 2 GiB trim threshold raised the peak to 1.97-2.03 GB against 1.81-1.91, so the
+64 MiB one stays (issue 24: no higher peak memory). Without `tune_malloc_for_streaming` in the process,
 `model_call()` does nothing.
 """
 
@@ -35,8 +41,10 @@ from collections.abc import Iterator
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _M_TRIM_THRESHOLD = -1
-#: during a model call: glibc's ceiling of its dynamic mmap threshold, and the trim threshold it pairs with it
-MODEL_MMAP_THRESHOLD, MODEL_TRIM_THRESHOLD = 32 << 20, 64 << 20
+#: during a model call: glibc's ceiling for a fixed mmap threshold (HEAP_MAX_SIZE / 2 on 64-bit)
+MODEL_MMAP_THRESHOLD = 32 << 20
+#: from the first model call on: free heap kept up to this (glibc's pairing: 2x the mmap threshold)
+MODEL_TRIM_THRESHOLD = 64 << 20
 #: (libc, the streaming mmap threshold) once `tune_malloc_for_streaming` applied in this process
 _tuned: tuple[ctypes.CDLL, int] | None = None
 
@@ -58,8 +66,9 @@ def tune_malloc_for_streaming(arenas: int = 2, mmap_threshold: int = 4 << 20) ->
 
 @contextlib.contextmanager
 def model_call() -> Iterator[None]:
-    """Around one model call: the heap serves allocations up to 32 MiB (not fresh mappings) while it runs,
-    when `tune_malloc_for_streaming` tuned this process; otherwise nothing (see the module doc)."""
+    """Around one model call: the heap serves allocations up to 32 MiB (not fresh mappings) and is kept
+    for the next call, when `tune_malloc_for_streaming` tuned this process; otherwise nothing (see the module
+    doc)."""
     if _tuned is None:
         yield
         return
