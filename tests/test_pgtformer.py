@@ -180,8 +180,9 @@ def test_swin_layer_equals_the_direct_formulation(hw):
 
 
 def test_the_kept_attention_mask_follows_weight_changes_and_autograd():
-    """At inference each block keeps its bias + shift mask between calls; an in-place change of the bias
-    table must rebuild it, and with autograd the mask is built in the graph (the table gets a gradient)."""
+    """The shift mask is kept between calls (per map size and dtype), the bias is not: an in-place change of
+    the bias table must show in the next call, and with autograd the mask is built in the graph (the table
+    gets a gradient)."""
     torch.manual_seed(0)
     layer = SwinLayer3D(32, depth=2, num_heads=4, frames=3, window=(4, 4)).eval()
     x = torch.randn(3, 32, 8, 8)

@@ -80,6 +80,15 @@ def shift_mask(
     return torch.where(diff != 0, SHIFT_MASK_VALUE, 0.0)
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_shift_mask(
+    h: int, w: int, d: int, win: tuple[int, int], shift: tuple[int, int], device: str, dtype: torch.dtype
+) -> torch.Tensor:
+    """`shift_mask` as [nW, 1, N, N] in `dtype` (a constant: no autograd), built once per map size."""
+    with torch.no_grad():
+        return shift_mask(h, w, d, win, shift, torch.device(device)).unsqueeze(1).to(dtype)
+
+
 class WindowAttention3D(nn.Module):
     """Multi-head self-attention inside each window with a relative position bias (official names:
     `relative_position_bias_table`, `relative_position_index`, `q`, `kv`, `proj`)."""
@@ -185,7 +194,6 @@ class SwinBlock3D(nn.Module):
         self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self._orders: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._masks: dict[tuple, torch.Tensor] = {}
 
     def _order(
         self, hp: int, wp: int, win: tuple[int, int], shift: tuple[int, int], device: torch.device
@@ -199,26 +207,16 @@ class SwinBlock3D(nn.Module):
     def _mask(self, hp: int, wp: int, win: tuple[int, int], shift: tuple[int, int],
               device: torch.device) -> torch.Tensor:
         """The additive attention mask: relative position bias [heads, N, N], plus the shift mask
-        ([nW, heads, N, N]) on shifted blocks. In the dtype attention runs in (the autocast dtype under
-        autocast), so SDPA gets it without a cast. At inference (no autograd) it is kept between calls
-        (built and cast once per map size and dtype instead of once per call: at 128x128 the shifted mask
-        is 1024 x 8 x 48 x 48), keyed by the bias table's storage and version: a weight change rebuilds
-        it."""
+        ([nW, heads, N, N]) on shifted blocks, in the dtype attention runs in (the autocast dtype under
+        autocast), so SDPA gets it without a cast. The shift mask is a constant of the map size, kept once
+        per size and dtype for all blocks (`_cached_shift_mask`, [nW, 1, N, N]); the sum is made per call
+        (1024 x 8 x 48 x 48 at 128x128: kept per block it would hold ~100 MB for the whole network)."""
         dt = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-        table = self.attn.relative_position_bias_table
-        if dt is None:
-            dt = table.dtype
-        cache = not torch.is_grad_enabled()
-        key = (hp, wp, win, shift, str(device), dt, table.data_ptr(), table._version)
-        if cache and key in self._masks:
-            return self._masks[key]
-        mask = self.attn.bias(win)  # heads, N, N
-        if any(shift):
-            mask = mask + shift_mask(hp, wp, self.frames, win, shift, device).unsqueeze(1)  # nW, heads, N, N
-        mask = mask.to(dt)
-        if cache:
-            self._masks = {key: mask}  # one entry: a layer sees one map size per network call
-        return mask
+        bias = self.attn.bias(win)  # heads, N, N
+        bias = bias if dt is None else bias.to(dt)
+        if not any(shift):
+            return bias
+        return bias + _cached_shift_mask(hp, wp, self.frames, win, shift, str(device), bias.dtype)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         b, _, c = x.shape
