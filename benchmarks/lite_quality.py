@@ -82,6 +82,8 @@ def main() -> None:
                     help="also score the output after an x264 yuv420p round trip at "
                          "this CRF (what `bfvr restore` writes by default); 0 = skip")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--temporal-filter", type=float, default=None,
+                    help="the model's temporal filter strength (bfvr-lite: default 1; 0 = off)")
     a = ap.parse_args()
 
     from bfvr import Restorer
@@ -94,7 +96,9 @@ def main() -> None:
         from bfvr.metrics.faces import DlibFaces
 
         faces = DlibFaces()
-    r = Restorer(a.model, weights=a.weights, precision=a.precision, offline=True, progress=False)
+    opts = {} if a.temporal_filter is None else {"temporal_filter": a.temporal_filter}
+    r = Restorer(a.model, weights=a.weights, precision=a.precision, offline=True, progress=False,
+                 model_options=opts)
     deg = recipe(a.recipe)
     rows = []
     strip = None

@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--faces-only", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--temporal-filter", type=float, default=None,
+                    help="the model's temporal filter strength (bfvr-lite: default 1; 0 = off)")
     a = ap.parse_args()
 
     from bfvr import Restorer
@@ -86,7 +88,8 @@ def main() -> None:
     from bfvr.io import read_frames
 
     r = Restorer(a.model, weights=a.weights, offline=True, progress=False, has_aligned=False,
-                 faces=FaceOptions(background_model=not a.faces_only))
+                 faces=FaceOptions(background_model=not a.faces_only),
+                 model_options={} if a.temporal_filter is None else {"temporal_filter": a.temporal_filter})
     deg = recipe(a.recipe)
     res: dict = {"model": a.model, "faces_only": a.faces_only, "recipe": a.recipe, "frames": a.frames,
                  "wild": [], "clean": []}

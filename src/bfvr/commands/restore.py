@@ -139,6 +139,12 @@ def register(app: typer.Typer) -> None:
                                                      "Dirichlet mean, deterministic; default) or official (a "
                                                      "Dirichlet draw, seeded).", show_default=False,
                                                      rich_help_panel="Window models")] = None,
+        temporal_filter: Annotated[float | None, typer.Option(
+            "--temporal-filter", help="Models with a temporal filter (bfvr-lite): its strength in 8-bit "
+            "levels; pixels whose brightness changes by less between frames are averaged with their "
+            "neighbours' (less flicker where the picture stands still). 0 = off; default: the model's "
+            "(bfvr-lite: 1).",
+            min=0, max=255, show_default=False)] = None,
     ) -> None:
         from bfvr.api import Restorer
         from bfvr.engine.base import contract_of
@@ -190,7 +196,8 @@ def register(app: typer.Typer) -> None:
         from bfvr.models.hub import MODELS, require
 
         # what the model accepts comes from its spec (--keep / --overlap: from its schedule, in the engine)
-        for value, capability, flag in ((mask, "mask", "--mask"), (sampling, "sampling", "--sampling")):
+        for value, capability, flag in ((mask, "mask", "--mask"), (sampling, "sampling", "--sampling"),
+                                        (temporal_filter, "temporal-filter", "--temporal-filter")):
             if value is not None:
                 require(model, capability, flag)
         if mask is not None:
@@ -199,6 +206,8 @@ def register(app: typer.Typer) -> None:
             options["mask"] = mask
         if sampling is not None:
             options["sampling"] = sampling
+        if temporal_filter is not None:
+            options["temporal_filter"] = temporal_filter
         spec = MODELS.get(model)
         if spec is not None and spec.check_options is not None and backend == "torch":  # its own input checks
             from bfvr.io import probe

@@ -19,7 +19,9 @@ with the default used when a model does not set them:
   white); None = frames unchanged;
 * `window_session` (callable): window schedules only: ``f() -> WindowSession | None``, a per-stream cache
   that restores a window's kept frames reusing per-frame work of earlier windows (DicFace: each frame is
-  encoded once); None = every window is a full `restore_clip` call.
+  encoded once); None = every window is a full `restore_clip` call;
+* `temporal_filter` (float): strength in 8-bit levels of the motion-adaptive temporal filter the engine
+  applies to every clip the model returns (`bfvr.engine.temporal`; BFVR-Lite: 1); 0 = none.
 
 Callers read all of it through `contract_of(model)`, never by attribute name.
 """
@@ -32,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from bfvr.engine.temporal import check_sigma
 from bfvr.errors import ConfigError
 
 SCHEDULE_KINDS = ("clips", "window")
@@ -120,6 +123,9 @@ class ModelContract:
     whole_frames: bool = False
     #: window schedules: ``f() -> WindowSession | None`` (see the module doc)
     window_session: Callable[[], WindowSession | None] | None = None
+    #: strength (8-bit levels) of the motion-adaptive temporal filter the engine applies to each clip the
+    #: model returns (`bfvr.engine.temporal`); 0 = none
+    temporal_filter: float = 0.0
 
 
 def contract_of(model: ClipModel) -> ModelContract:
@@ -142,7 +148,8 @@ def contract_of(model: ClipModel) -> ModelContract:
                          value_range=(float(lo), float(hi)), precision=getattr(model, "precision", None),
                          face_crop_mode=crop, prepare_frames=getattr(model, "prepare_frames", None),
                          whole_frames=bool(getattr(model, "whole_frames", False)),
-                         window_session=getattr(model, "window_session", None))
+                         window_session=getattr(model, "window_session", None),
+                         temporal_filter=check_sigma(getattr(model, "temporal_filter", 0.0) or 0.0))
 
 
 @runtime_checkable

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from bfvr.engine.base import ClipModel, Schedule, WindowSession, contract_of
 from bfvr.engine.device import autocast
+from bfvr.engine.temporal import temporal_filter
 from bfvr.errors import ConfigError
 from bfvr.io.memory import model_call
 
@@ -128,6 +129,8 @@ class ClipEngine:
         self.precision = "fp32" if precision is None or c.precision is not None else precision
         self.value_range = c.value_range
         self.device = c.device
+        #: the model's temporal filter strength (`bfvr.engine.temporal`; 0 = off), applied to every clip
+        self.temporal_filter = c.temporal_filter
         self.clips_run = 0
         log.debug("clip engine for %s: %s schedule, clip %d, overlap %d, canvas %s, %s", c.name, sch.kind,
                   self.clip_len, self.overlap, self.canvas, self.precision)
@@ -173,6 +176,8 @@ class ClipEngine:
             if y.shape != x.shape:
                 raise RuntimeError(f"model {getattr(self.model, 'name', '?')} returned {tuple(y.shape)} "
                                    f"for an input of {tuple(x.shape)}")
+            if self.temporal_filter and session is None:  # the model's own flicker filter (engine.temporal)
+                y = temporal_filter(y.contiguous(), self.temporal_filter)
             if resize:
                 y = F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
             if self.strength != 1.0:  # at the frame's own size: strength 0 gives the input back exactly

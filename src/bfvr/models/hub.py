@@ -151,7 +151,7 @@ def load_model(name: str, *, device: torch.device | str = "cpu", weights: str | 
         from bfvr.models.onnx import OnnxClipModel
 
         require(name, "onnx", "--backend onnxruntime")
-        unknown = set(options) - {"clip_len", "overlap"}
+        unknown = set(options) - {"clip_len", "overlap", "temporal_filter"}
         if unknown:
             raise ConfigError(f"the onnxruntime backend has no option {', '.join(sorted(unknown))}.")
         if weights is None:

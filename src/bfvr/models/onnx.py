@@ -2,8 +2,9 @@
 
 `export_onnx(model, path)` traces a loaded clip model's network (fp32) and stores in the ONNX file's
 metadata what the engine needs to call it: the model name, input layout (``BTCHW``: BFVR-Lite;
-``BCTHW``: STC's Conv3d networks), clip length, overlap, canvas and the size multiple. `OnnxClipModel`
-reads those back, so `bfvr restore --backend onnxruntime --weights model.onnx` needs nothing else.
+``BCTHW``: STC's Conv3d networks), clip length, overlap, canvas, the size multiple and the temporal filter
+strength (`bfvr.engine.temporal`). `OnnxClipModel` reads those back, so `bfvr restore --backend onnxruntime
+--weights model.onnx` needs nothing else.
 Input ``frames`` and output ``restored`` are float32 in [0, 1]; the output is clamped to [0, 1].
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bfvr.engine.temporal import check_sigma
 from bfvr.errors import DependencyError, ModelError
 
 LAYOUTS = ("BTCHW", "BCTHW")
@@ -54,6 +56,7 @@ def export_onnx(model: Any, path: str | os.PathLike[str], *, frames: int | None 
     meta = {"model": model.name, "layout": layout, "clip_len": None if dynamic_t else t,
             "default_clip_len": model.clip_len, "overlap": model.overlap,
             "multiple": getattr(model, "multiple", 1), "dynamic": dynamic,
+            "temporal_filter": float(getattr(model, "temporal_filter", 0.0) or 0.0),
             # a graph with fixed H, W only takes the size it was traced at
             "canvas": [side, side] if "H" not in dynamic else list(model.canvas) if model.canvas else None}
     m = onnx.load(str(path))
@@ -119,7 +122,8 @@ class OnnxClipModel:
     backend = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike[str] | None, *, expect: str | None = None,
-                 clip_len: int | None = None, overlap: int | None = None, threads: int | None = None) -> None:
+                 clip_len: int | None = None, overlap: int | None = None, threads: int | None = None,
+                 temporal_filter: float | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -162,6 +166,9 @@ class OnnxClipModel:
         #: any frame size and clip length (T, H, W dynamic): whole frames too (the background pass)
         self.whole_frames = all(a in self.dynamic for a in "THW")
         self.device = torch.device("cpu")
+        #: the exported model's temporal filter (the engine applies it), unless `temporal_filter` is given
+        self.temporal_filter = check_sigma(meta.get("temporal_filter", 0.0) if temporal_filter is None
+                                           else temporal_filter)
 
     def __repr__(self) -> str:
         return (f"OnnxClipModel(name={self.name!r}, layout={self.layout}, clip_len={self.clip_len}, "

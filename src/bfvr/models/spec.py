@@ -23,6 +23,7 @@ CAPABILITY_FLAGS: dict[str, str] = {
     "overlap": "--overlap",       # clips cross-faded by an overlap
     "onnx": "--format onnx",      # the adapter has ``onnx_module()`` (`bfvr export`, --backend onnxruntime)
     "net-sizes": "trained sizes",  # a training run may change the network's sizes (`bfvr export` stores them)
+    "temporal-filter": "--temporal-filter",  # a temporal filter strength (model option ``temporal_filter``)
 }
 #: every precision a ClipModel may run at
 PRECISIONS = ("fp32", "bf16", "fp16")

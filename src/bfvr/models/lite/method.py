@@ -26,14 +26,15 @@ def build_net(config: Mapping[str, Any], *, device: Any = None) -> Any:
 
 def _build(device: Any, weights: str | None = None, precision: str = "fp32", offline: bool = False,
            sha256: str | None = None, progress: bool = True, clip_len: int = 24, overlap: int = 4,
-           **unknown: object) -> Any:
+           temporal_filter: float | None = None, **unknown: object) -> Any:
     from bfvr.models.hub import load_net
-    from bfvr.models.lite.clip import LiteClipModel
+    from bfvr.models.lite.clip import TEMPORAL_FILTER, LiteClipModel
 
-    reject_unknown_options("bfvr-lite", unknown, "clip_len, overlap")
+    reject_unknown_options("bfvr-lite", unknown, "clip_len, overlap, temporal_filter")
     net, _ = load_net("bfvr-lite", weights=weights, offline=offline, sha256=sha256, progress=progress)
     return LiteClipModel(net, clip_len=clip_len, overlap=overlap, device=device, precision=precision,
-                         multiple=net.multiple)
+                         multiple=net.multiple,
+                         temporal_filter=TEMPORAL_FILTER if temporal_filter is None else temporal_filter)
 
 
 METHOD = Method(
@@ -43,12 +44,12 @@ METHOD = Method(
         ModelSpec("bfvr-lite", "BFVR-Lite: compact temporal U-Net trained by this project, fast on a CPU; "
                   "the default (weights ship with bfvr)", _build, weights="bfvr-lite", config=CONFIG,
                   net=build_net,
-                  capabilities=frozenset({"overlap", "onnx", "net-sizes"}),
+                  capabilities=frozenset({"overlap", "onnx", "net-sizes", "temporal-filter"}),
                   measured="9 held-out clips, blur 4 + x4 down + noise 4 + CRF 25: PSNR +1.69 dB (new people "
-                  "+1.64), SSIM +0.019, flicker 2.96 -> 2.81; whole frames in the wild +1.89 dB; model alone "
-                  "12-17 frames/s bf16 at 512^2 on 2 CPU cores; the default command 4 (512^2), 1.6 (720p), "
-                  "0.9 (1080p) frames/s, --faces-only 6 / 5 / 3; clean faces keep 100 % of their detail "
-                  "(40.9+ dB)"),
+                  "+1.65), SSIM +0.019, flicker 2.96 -> 2.76, below the input on every clip (temporal filter "
+                  "on); whole frames in the wild +1.90 dB; model alone 12-17 frames/s bf16 at 512^2 on 2 CPU "
+                  "cores; the default command 4 (512^2), 1.6 (720p), 0.9 (1080p) frames/s, --faces-only "
+                  "6 / 5 / 3; clean 1080p-720p faces keep 97-100 % of their detail (40.7+ dB)"),
     ),
     weights=(
         WeightsEntry("bfvr-lite", "bfvr-lite.safetensors", key=None, bundled=str(WEIGHTS_FILE),
