@@ -78,16 +78,21 @@ def temporal_filter(frames: torch.Tensor, sigma: float, *, guide_blur: float = 1
         guide[i] = _gaussian_blur(f[0] * _LUMA[0] + f[1] * _LUMA[1] + f[2] * _LUMA[2], guide_blur)
     scale = 255.0 / sigma
     prev = None  # the unfiltered frame t-1 (frame t-1 itself is already overwritten)
+    w_prev = None  # the weight between frames t-1 and t (the same both ways)
     for i in range(t):
         cur = frames[i].clone()
-        num = cur.float().clone()
+        num = cur.float()
+        if num is cur:  # float32 frames: `cur` must stay unfiltered (it is the next frame's `prev`)
+            num = num.clone()
         den = torch.ones_like(guide[i])
-        for j, other in ((i - 1, prev), (i + 1, frames[i + 1] if i + 1 < t else None)):
-            if other is None:
-                continue
-            wk = torch.sub(guide[i], guide[j]).mul_(scale).square_().neg_().exp_()
-            num.addcmul_(wk, other.float())
-            den.add_(wk)
+        if prev is not None:
+            num.addcmul_(w_prev, prev.float())
+            den.add_(w_prev)
+        w_next = None
+        if i + 1 < t:
+            w_next = torch.sub(guide[i], guide[i + 1]).mul_(scale).square_().neg_().exp_()
+            num.addcmul_(w_next, frames[i + 1].float())
+            den.add_(w_next)
         frames[i] = num.div_(den)
-        prev = cur
+        prev, w_prev = cur, w_next
     return frames
