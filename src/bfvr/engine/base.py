@@ -28,6 +28,7 @@ Callers read all of it through `contract_of(model)`, never by attribute name.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -128,6 +129,18 @@ class ModelContract:
     temporal_filter: float = 0.0
 
 
+def _temporal_filter_of(model: Any) -> float:
+    """The model's `temporal_filter` strength: 0 when it has none (or an attribute of that name that is not a
+    number, e.g. a submodule); one sentence when it is a number that is not a strength."""
+    value = getattr(model, "temporal_filter", None)
+    if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return 0.0
+    try:
+        return check_sigma(value)
+    except ConfigError as e:
+        raise ConfigError(f"model {getattr(model, 'name', type(model).__name__)}: {e}") from None
+
+
 def contract_of(model: ClipModel) -> ModelContract:
     """The model's contract, with the documented defaults for the optional members (the one place that reads
     them by name)."""
@@ -149,7 +162,7 @@ def contract_of(model: ClipModel) -> ModelContract:
                          face_crop_mode=crop, prepare_frames=getattr(model, "prepare_frames", None),
                          whole_frames=bool(getattr(model, "whole_frames", False)),
                          window_session=getattr(model, "window_session", None),
-                         temporal_filter=check_sigma(getattr(model, "temporal_filter", 0.0) or 0.0))
+                         temporal_filter=_temporal_filter_of(model))
 
 
 @runtime_checkable

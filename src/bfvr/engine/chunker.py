@@ -143,8 +143,12 @@ class ClipEngine:
         return f() if f is not None and self.schedule.kind == "window" else None
 
     def forward_clip(self, frames: list[np.ndarray], session: WindowSession | None = None,
-                     ids: list[int] | None = None, keep: list[int] | None = None) -> torch.Tensor:
+                     ids: list[int] | None = None, keep: list[int] | None = None,
+                     real: int | None = None) -> torch.Tensor:
         """Model output for frames (uint8 [H, W, 3] each) as float32 [T, 3, H, W] in [0, 1] on the CPU.
+
+        `real`: only the first `real` frames are the stream's (the rest pad a short stream in time): the
+        model's temporal filter then looks at those only.
 
         With a window `session`: `ids` are the frames' indices in the stream and only the window positions
         `keep` are restored (``session.restore``), returned as [len(keep), 3, H, W]."""
@@ -176,8 +180,14 @@ class ClipEngine:
             if y.shape != x.shape:
                 raise RuntimeError(f"model {getattr(self.model, 'name', '?')} returned {tuple(y.shape)} "
                                    f"for an input of {tuple(x.shape)}")
-            if self.temporal_filter and session is None:  # the model's own flicker filter (engine.temporal)
-                y = temporal_filter(y.contiguous(), self.temporal_filter)
+            if self.temporal_filter and session is None and self.schedule.kind == "clips":
+                # the model's own flicker filter (engine.temporal), in place: never on the input's memory
+                shared = {x.untyped_storage().data_ptr(), x0.untyped_storage().data_ptr()}
+                if y.untyped_storage().data_ptr() in shared:
+                    y = y.clone(memory_format=torch.contiguous_format)
+                else:
+                    y = y.contiguous()
+                temporal_filter(y[:real], self.temporal_filter)
             if resize:
                 y = F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
             if self.strength != 1.0:  # at the frame's own size: strength 0 gives the input back exactly
@@ -313,7 +323,7 @@ class ClipStream:
                 out = e.forward_clip(self._buf[first - bs:n - bs])
             else:
                 first = 0  # the whole (short) stream, padded in time
-                out = e.forward_clip([self._buf[i - bs] for i in pad_indices(n, T, e.pad)])[:n]
+                out = e.forward_clip([self._buf[i - bs] for i in pad_indices(n, T, e.pad)], real=n)[:n]
             self._blend(out, first)
             return self._emit(out, first, nxt, n)
         finally:

@@ -37,7 +37,7 @@ def _gaussian_blur(x: torch.Tensor, std: float) -> torch.Tensor:
 
         return torch.from_numpy(cv2.GaussianBlur(x.contiguous().numpy(), (0, 0), std,
                                                  borderType=cv2.BORDER_REPLICATE))
-    r = max(1, int(math.ceil(3.0 * std)))
+    r = max(1, int(math.ceil(4.0 * std)))  # OpenCV's float32 kernel size
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-(t * t) / (2.0 * std * std))
     k = k / k.sum()

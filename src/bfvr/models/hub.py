@@ -141,7 +141,7 @@ def load_model(name: str, *, device: torch.device | str = "cpu", weights: str | 
     `offline` never touches the network; `sha256` is checked against the weights file; `options`
     are model settings (STC: ``clip_len``, ``overlap``, ``output_map``, ``official_residual``).
     ``backend="onnxruntime"`` runs the `bfvr export` ONNX file `weights` instead (options: ``clip_len``,
-    ``overlap``).
+    ``overlap``, ``temporal_filter``).
     """
     spec = get_spec(name)
     if precision in PRECISIONS and precision not in spec.precisions:

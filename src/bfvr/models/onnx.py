@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from bfvr.engine.temporal import check_sigma
-from bfvr.errors import DependencyError, ModelError
+from bfvr.errors import ConfigError, DependencyError, ModelError
 
 LAYOUTS = ("BTCHW", "BCTHW")
 
@@ -167,8 +167,13 @@ class OnnxClipModel:
         self.whole_frames = all(a in self.dynamic for a in "THW")
         self.device = torch.device("cpu")
         #: the exported model's temporal filter (the engine applies it), unless `temporal_filter` is given
-        self.temporal_filter = check_sigma(meta.get("temporal_filter", 0.0) if temporal_filter is None
-                                           else temporal_filter)
+        if temporal_filter is None:  # files exported before the filter existed carry none: no filter
+            try:
+                temporal_filter = check_sigma(meta.get("temporal_filter", 0.0))
+            except ConfigError as e:
+                raise ModelError(f"{path} is not a usable bfvr export: its bfvr metadata has a bad temporal "
+                                 f"filter ({e})") from None
+        self.temporal_filter = check_sigma(temporal_filter)
 
     def __repr__(self) -> str:
         return (f"OnnxClipModel(name={self.name!r}, layout={self.layout}, clip_len={self.clip_len}, "

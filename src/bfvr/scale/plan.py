@@ -93,6 +93,9 @@ class RestoreSettings:
             "overlap": self.overlap,
             "keep": self.keep,
             "strength": self.strength,
+            # e.g. temporal_filter, sampling, mask (a path, as text)
+            "model_options": {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                              for k, v in (self.model_options or {}).items()},
             "faces": None
             if faces is None
             else {k: v for k, v in vars(faces).items() if isinstance(v, (str, int, float, bool, type(None)))},
