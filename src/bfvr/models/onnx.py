@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bfvr.engine.base import contract_of
 from bfvr.engine.temporal import check_sigma
 from bfvr.errors import ConfigError, DependencyError, ModelError
 
@@ -56,7 +57,7 @@ def export_onnx(model: Any, path: str | os.PathLike[str], *, frames: int | None 
     meta = {"model": model.name, "layout": layout, "clip_len": None if dynamic_t else t,
             "default_clip_len": model.clip_len, "overlap": model.overlap,
             "multiple": getattr(model, "multiple", 1), "dynamic": dynamic,
-            "temporal_filter": float(getattr(model, "temporal_filter", 0.0) or 0.0),
+            "temporal_filter": contract_of(model).temporal_filter,
             # a graph with fixed H, W only takes the size it was traced at
             "canvas": [side, side] if "H" not in dynamic else list(model.canvas) if model.canvas else None}
     m = onnx.load(str(path))
