@@ -154,6 +154,9 @@ def test_identity_still_loads():
     assert m.restore_clip(x) is x
     with pytest.raises(ConfigError):
         hub.load_model("identity", weights="x.pth")
+    # an option the model does not have is refused, not silently dropped (the API has no capability check)
+    with pytest.raises(ConfigError, match=r"model 'identity' has no option temporal_filter; it takes none"):
+        hub.load_model("identity", temporal_filter=3)
 
 
 def test_offline_missing_weights_says_where_to_put_them(home):

@@ -80,6 +80,29 @@ def test_every_frame_once_in_order_with_pts(T: int | None, ov: int, n: int) -> N
         assert m.calls == [[i % 256 for i in pad_indices(n, T)]]
 
 
+class ShortClipsRecorder(Recorder):
+    """A model that also takes clips shorter than its clip_len (`short_clips`, as BFVR-Lite)."""
+
+    short_clips = True
+
+    def restore_clip(self, clip: torch.Tensor) -> torch.Tensor:
+        assert 1 <= clip.shape[0] <= self.clip_len
+        self.calls.append([int(round(float(v) * 255)) for v in clip[:, 0, 0, 0]])
+        return clip
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 7, 8, 13])
+def test_a_short_stream_goes_unpadded_to_a_model_that_takes_short_clips(n: int) -> None:
+    frames = numbered(n)
+    m = ShortClipsRecorder(8, 2)
+    out = list(ClipEngine(m).run((f, i) for i, f in enumerate(frames)))
+    assert np.array_equal(np.stack([f for f, _ in out]), frames)
+    if n < 8:  # the whole stream once, as it is (a padded model sees pad_indices(n, 8))
+        assert m.calls == [list(range(n))]
+    else:  # longer streams: full clips as for any fixed-length model
+        assert all(len(c) == 8 for c in m.calls)
+
+
 def test_cross_fade_values() -> None:
     T, ov = 8, 3
     m = Recorder(T, ov, constant=True)

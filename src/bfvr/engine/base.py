@@ -21,7 +21,11 @@ with the default used when a model does not set them:
   that restores a window's kept frames reusing per-frame work of earlier windows (DicFace: each frame is
   encoded once); None = every window is a full `restore_clip` call;
 * `temporal_filter` (float): strength in 8-bit levels of the motion-adaptive temporal filter the engine
-  applies to every clip the model returns (`bfvr.engine.temporal`; BFVR-Lite: 1); 0 = none.
+  applies to every clip the model returns (`bfvr.engine.temporal`; BFVR-Lite: 1); 0 = none;
+* `short_clips` (bool): a clip shorter than `clip_len` is fine (a network that takes any number of frames,
+  BFVR-Lite): a stream shorter than one clip goes through as it is instead of being padded in time (the
+  padding's mirrored frames otherwise look, to a network trained on real clips, like a still scene around its
+  last frame, which it pulls toward its neighbour); default False.
 
 Callers read all of it through `contract_of(model)`, never by attribute name.
 """
@@ -127,6 +131,8 @@ class ModelContract:
     #: strength (8-bit levels) of the motion-adaptive temporal filter the engine applies to each clip the
     #: model returns (`bfvr.engine.temporal`); 0 = none
     temporal_filter: float = 0.0
+    #: a clip shorter than the schedule's length is fine: a short stream is not padded in time
+    short_clips: bool = False
 
 
 def _temporal_filter_of(model: Any) -> float:
@@ -162,7 +168,8 @@ def contract_of(model: ClipModel) -> ModelContract:
                          face_crop_mode=crop, prepare_frames=getattr(model, "prepare_frames", None),
                          whole_frames=bool(getattr(model, "whole_frames", False)),
                          window_session=getattr(model, "window_session", None),
-                         temporal_filter=_temporal_filter_of(model))
+                         temporal_filter=_temporal_filter_of(model),
+                         short_clips=bool(getattr(model, "short_clips", False)))
 
 
 @runtime_checkable

@@ -12,7 +12,7 @@ yielded in order, with their pts, as soon as no later clip can change them.
 
 Ends and short videos, never dropping or inventing output frames:
 * a video shorter than T is padded to T by reflecting (or replicating) frames in time; the outputs of
-  the padding are discarded;
+  the padding are discarded (a model whose contract says `short_clips`, BFVR-Lite, gets it unpadded);
 * the tail of a longer video is covered by one more clip that ends exactly at the last frame (it
   overlaps the previous clip by more than `overlap`; only the not-yet-final frames are used), so fixed
   -length models only ever see real frames there;
@@ -249,7 +249,8 @@ class ClipStream:
 
     Clips of `clip_len` frames overlap by `overlap` frames, which are cross-faded; the tail of a
     fixed-length model is one more clip ending at the last frame; a stream shorter than `clip_len` is
-    padded in time. At most `clip_len` input frames and `overlap` restored frames are held.
+    padded in time (unless the model's contract says `short_clips`). At most `clip_len` input frames and
+    `overlap` restored frames are held.
     After `flush()` the stream is empty and can be reused.
     """
 
@@ -321,6 +322,9 @@ class ClipStream:
             elif n >= T:
                 first = n - T  # a last clip ending at the last frame, only real frames
                 out = e.forward_clip(self._buf[first - bs:n - bs])
+            elif e.contract.short_clips:
+                first = 0  # the whole (short) stream as it is: the model takes shorter clips
+                out = e.forward_clip(self._buf[:n])
             else:
                 first = 0  # the whole (short) stream, padded in time
                 out = e.forward_clip([self._buf[i - bs] for i in pad_indices(n, T, e.pad)], real=n)[:n]

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from bfvr.models.spec import Method, ModelSpec
+from bfvr.models.spec import Method, ModelSpec, reject_unknown_options
 
 
-def _build_identity(device: Any, **_: object) -> Any:
+def _build_identity(device: Any, weights: str | None = None, precision: str = "fp32", offline: bool = False,
+                    **unknown: object) -> Any:
     from bfvr.engine.base import IdentityModel
+
+    reject_unknown_options("identity", unknown, "none")
 
     return IdentityModel(device)
 

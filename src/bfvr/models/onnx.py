@@ -166,6 +166,8 @@ class OnnxClipModel:
         self.dynamic = str(meta.get("dynamic", ""))
         #: any frame size and clip length (T, H, W dynamic): whole frames too (the background pass)
         self.whole_frames = all(a in self.dynamic for a in "THW")
+        #: a dynamic clip length: a stream shorter than `clip_len` goes through unpadded (as in torch)
+        self.short_clips = "T" in self.dynamic
         self.device = torch.device("cpu")
         #: the exported model's temporal filter (the engine applies it), unless `temporal_filter` is given
         if temporal_filter is None:  # files exported before the filter existed carry none: no filter

@@ -46,6 +46,9 @@ class LiteClipModel(NetClipModel):
         #: fully convolutional: it restores whole frames too (the face pipeline's background pass)
         self.whole_frames = True
         self.temporal_filter = check_sigma(temporal_filter)
+        #: the network takes any number of frames (edges repeated, as in training): a stream shorter than
+        #: `clip_len` goes through unpadded
+        self.short_clips = True
 
     def onnx_module(self) -> tuple[nn.Module, str, str]:
         """(network, input layout, the axes that may vary) for `bfvr.models.onnx.export_onnx`."""
