@@ -389,9 +389,11 @@ def test_gradio_client_api(server, faces_dir, own_temp_dir):
     info = c.predict(handle_file(str(faces_dir / "lp_driving_d18.mp4")), api_name="/probe")
     assert "216 frames" in info and "audio aac" in info
     status, video, download, side, pair, _slider, profile, run = c.predict(
-        handle_file(str(faces_dir / "lp_driving_d18.mp4")), None, "identity", "aligned", 23, 0.5, 25,
+        handle_file(str(faces_dir / "lp_driving_d18.mp4")), None, "identity", "aligned", 23, 0.5, 25, 0.5, 2,
         api_name="/restore")
     assert status.startswith("Done: 15 frames"), status
+    # strength applies to every model; the identity has no temporal filter, so the smoothing value is ignored
+    assert run["settings"]["strength"] == 0.5 and run["settings"]["temporal filter"] == "off"
     assert probe(video).frame_count == 15 and probe(side).frame_count == 15
     assert probe(side).width > probe(video).width * 2 - 10  # input | restored
     assert run["settings"]["model"] == "identity" and run["settings"]["crf"] == 23

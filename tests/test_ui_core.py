@@ -79,7 +79,7 @@ def test_pixel_count_of_a_run_is_limited(tmp_path) -> None:
     assert (src.info.width, src.info.height, src.info.frame_count) == (100, 100, 6)
 
     class NoModels(RestorerCache):
-        def get(self, name, faces):
+        def get(self, name, faces, **settings):
             raise AssertionError("a model was loaded")
 
     job = RestoreJob(src, Settings(model="identity", faces="aligned"), tmp_path / "out", NoModels(), limits)
@@ -134,3 +134,24 @@ def test_runs_of_one_session_keep_their_own_folders(tmp_path) -> None:
     assert not second.exists() and not second.parent.exists()
     ws.cleanup()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_strength_and_temporal_filter_of_a_run() -> None:
+    """The page's strength and temporal-smoothing controls reach the restorer: BFVR-Lite is loaded once per
+    filter strength (its default when none is given), the strength is per run, a model without a filter
+    ignores the smoothing value, and a strength outside 0..1 is one sentence."""
+    from bfvr.engine.base import contract_of
+    from bfvr.ui.core import RestorerCache
+
+    cache = RestorerCache("cpu")
+    assert cache.default_temporal_filter("bfvr-lite") == 1.0
+    assert cache.default_temporal_filter("identity") is None
+    a = cache.get("bfvr-lite", None, strength=0.5, temporal_filter=0)
+    assert a.strength == 0.5 and a.has_aligned and contract_of(a.model).temporal_filter == 0
+    b = cache.get("bfvr-lite", None, temporal_filter=2.5)
+    assert b.strength == 1.0 and contract_of(b.model).temporal_filter == 2.5
+    assert cache.get("bfvr-lite", None, temporal_filter=0).model is a.model  # loaded once per strength
+    assert contract_of(cache.get("bfvr-lite", None).model).temporal_filter == 1.0
+    assert contract_of(cache.get("identity", None, temporal_filter=3).model).temporal_filter == 0
+    with pytest.raises(InputError, match="strength must be between 0 and 1, got 1.5"):
+        cache.get("identity", None, strength=1.5)

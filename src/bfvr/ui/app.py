@@ -159,8 +159,8 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
 
     n_out = 9
 
-    def restore(file, sample, model, faces, crf, preview_seconds, frames_fps, request: gr.Request,
-                progress=gr.Progress()):
+    def restore(file, sample, model, faces, crf, preview_seconds, frames_fps, strength=1.0, smoothing=None,
+                request: gr.Request = None, progress=gr.Progress()):
         """Restore the upload (or sample) and build the side-by-side video, frames and profile."""
         sid = _sid(request)
         empty = ["", None, None, None, None, gr.update(), None, None, None]
@@ -174,7 +174,9 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
             src = _source(file, sample, frames_fps, sid, "upload", hold=held)
             settings = Settings(model=model or choice_default, faces=faces or "largest", crf=float(crf),
                                 preview_seconds=float(preview_seconds or 0),
-                                frames_fps=float(frames_fps) if frames_fps else None)
+                                frames_fps=float(frames_fps) if frames_fps else None,
+                                strength=1.0 if strength is None else float(strength),
+                                temporal_filter=None if smoothing is None else float(smoothing))
         except Exception as e:  # noqa: BLE001 - one line in the page, no traceback
             for d in held:
                 ws.release(d)
@@ -294,6 +296,14 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
                 preview = gr.Number(value=0, minimum=0, label="Preview: restore only the first N seconds",
                                     info="0 = the whole video; a preview leaves the audio out",
                                     elem_id="preview")
+                strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength",
+                                     info="1 = the model's output; lower blends the input back in "
+                                          "(bfvr restore --strength)", elem_id="strength")
+                default_tf = restorers.default_temporal_filter(choice_default)
+                smoothing = gr.Slider(0, 4, value=default_tf or 0, step=0.25, label="Temporal smoothing",
+                                      info="damps flicker where the picture stands still, in 8-bit levels; "
+                                           "0 = off (bfvr restore --temporal-filter)",
+                                      visible=default_tf is not None, elem_id="smoothing")
                 # (inpainting: DicFace's mask drawn on the first frame goes here once bfvr has DicFace)
                 with gr.Row():
                     run_btn = gr.Button("Restore", variant="primary", elem_id="restore-btn")
@@ -327,9 +337,13 @@ def build_app(cfg: UIConfig, ws: Workspace) -> tuple[Any, _Sessions]:
                      concurrency_limit=None)
         sample.input(on_sample, [sample, frames_fps], [input_info, first_frame, upload],
                      api_visibility="private", concurrency_limit=None)
-        model.change(lambda m: model_note(m) or models_md, model, model_md, api_visibility="private",
-                     concurrency_limit=None)
-        run_btn.click(restore, [upload, sample, model, faces, crf, preview, frames_fps],
+        def on_model(m: str):
+            tf = restorers.default_temporal_filter(m)
+            return model_note(m) or models_md, (gr.update(visible=False) if tf is None
+                                                else gr.update(visible=True, value=tf))
+
+        model.change(on_model, model, [model_md, smoothing], api_visibility="private", concurrency_limit=None)
+        run_btn.click(restore, [upload, sample, model, faces, crf, preview, frames_fps, strength, smoothing],
                       [status, result_video, download, side_video, slider, frame_idx, profile, run_info,
                        run_state],
                       api_name="restore", concurrency_limit=cfg.concurrency, concurrency_id="restore",

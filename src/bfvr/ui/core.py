@@ -345,28 +345,62 @@ def default_model() -> str:
     return DEFAULT_MODEL
 
 
+def takes_temporal_filter(name: str) -> bool:
+    """Whether model `name` has a temporal filter whose strength the page may set (BFVR-Lite)."""
+    from bfvr.models.hub import supports
+
+    try:
+        return supports(name, "temporal-filter")
+    except BfvrError:  # an unknown name: the run reports it
+        return False
+
+
 class RestorerCache:
-    """Loaded models, one per name (loading STC takes seconds; every run of the process shares it)."""
+    """Loaded models, one per name and temporal-filter strength (loading STC takes seconds; every run of the
+    process shares it)."""
 
     def __init__(self, device: str = "auto") -> None:
         self.device = device
         self._lock = threading.Lock()
-        self._restorers: dict[str, Any] = {}
+        self._restorers: dict[tuple[str, float | None], Any] = {}
 
-    def get(self, name: str, faces: Any) -> Any:
+    def get(self, name: str, faces: Any, *, strength: float = 1.0,
+            temporal_filter: float | None = None) -> Any:
+        """A restorer for model `name` with this run's face options (None: whole frames), `strength` and
+        temporal-filter strength (None: the model's default; ignored by models without a filter)."""
         from bfvr.api import Restorer
+        from bfvr.engine.temporal import check_sigma
 
         problem = model_problem(name)
         if problem is not None:
             raise ModelError(f"model '{name}' is unavailable: {problem}.")
+        if not 0.0 <= float(strength) <= 1.0:
+            raise InputError(f"strength must be between 0 and 1, got {strength:g}.")
+        tf = None  # the model's default (or a model without a filter: the value is ignored)
+        if temporal_filter is not None and takes_temporal_filter(name):
+            tf = check_sigma(temporal_filter)
+        options = {} if tf is None else {"temporal_filter": tf}
         with self._lock:
-            r = self._restorers.get(name)
+            r = self._restorers.get((name, tf))
             if r is None:
                 # offline: the page never downloads weights by itself (`bfvr models download NAME` does)
-                r = self._restorers[name] = Restorer(name, device=self.device, offline=True, progress=False)
-        r = copy.copy(r)  # same loaded model, this run's face settings (None: whole frames)
-        r.has_aligned, r.faces = faces is None, faces
+                r = self._restorers[(name, tf)] = Restorer(name, device=self.device, offline=True,
+                                                           progress=False, model_options=options)
+        r = copy.copy(r)  # same loaded model, this run's face settings (None: whole frames) and strength
+        r.has_aligned, r.faces, r.strength = faces is None, faces, float(strength)
         return r
+
+    def default_temporal_filter(self, name: str) -> float | None:
+        """The temporal-filter strength model `name` uses by default (loading it, once), or None when it has
+        no filter the page may set or cannot be loaded here."""
+        from bfvr.engine.base import contract_of
+
+        if not takes_temporal_filter(name) or model_problem(name) is not None:
+            return None
+        try:
+            return contract_of(self.get(name, None).model).temporal_filter
+        except BfvrError:
+            return None
 
 
 # ---------------------------------------------------------------------------------------------- jobs
@@ -378,6 +412,10 @@ class Settings:
     crf: float = 18
     preview_seconds: float = 0.0
     frames_fps: float | None = None
+    #: 0..1: the output is input + strength * (restored - input) (`bfvr restore --strength`)
+    strength: float = 1.0
+    #: the model's temporal filter strength in 8-bit levels (`--temporal-filter`); None = the model's default
+    temporal_filter: float | None = None
 
     def face_options(self) -> Any:
         if self.faces not in FACE_CHOICES:
@@ -400,6 +438,13 @@ class Result:
     audio: bool
     settings: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def _temporal_filter_text(model: Any) -> str:
+    from bfvr.engine.base import contract_of
+
+    tf = contract_of(model).temporal_filter
+    return f"{tf:g} (8-bit levels)" if tf else "off"
 
 
 class RestoreJob:
@@ -492,7 +537,7 @@ class RestoreJob:
         faces = s.face_options()
         self.stage = "loading"
         self._check()
-        restorer = self.restorers.get(s.model, faces)
+        restorer = self.restorers.get(s.model, faces, strength=s.strength, temporal_filter=s.temporal_filter)
         t_load = time.perf_counter() - t0
         self._check()
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(src.name).stem)[:60] or "video"
@@ -539,7 +584,8 @@ class RestoreJob:
         settings = {
             "input": src.name, "input video": describe(info), "model": restorer.name,
             "device": str(restorer.device), "precision": restorer.precision, "faces": s.faces,
-            "crf": s.crf,
+            "crf": s.crf, "strength": restorer.strength,
+            "temporal filter": _temporal_filter_text(restorer.model),
             "preview": f"first {res.frames} frames (audio left out)" if max_frames else "whole video",
             "frames restored": res.frames, "audio": "copied" if res.audio else "none",
         }
