@@ -150,8 +150,11 @@ def test_strength_and_temporal_filter_of_a_run() -> None:
     assert a.strength == 0.5 and a.has_aligned and contract_of(a.model).temporal_filter == 0
     b = cache.get("bfvr-lite", None, temporal_filter=2.5)
     assert b.strength == 1.0 and contract_of(b.model).temporal_filter == 2.5
-    assert cache.get("bfvr-lite", None, temporal_filter=0).model is a.model  # loaded once per strength
-    assert contract_of(cache.get("bfvr-lite", None).model).temporal_filter == 1.0
+    default = cache.get("bfvr-lite", None)
+    assert contract_of(default.model).temporal_filter == 1.0  # the model's own default is untouched
+    # loaded once: the page's default value is the model itself, another value a copy sharing its network
+    assert cache.get("bfvr-lite", None, temporal_filter=1.0).model is default.model
+    assert a.model is not default.model and a.model.net is default.model.net
     assert contract_of(cache.get("identity", None, temporal_filter=3).model).temporal_filter == 0
     with pytest.raises(InputError, match="strength must be between 0 and 1, got 1.5"):
         cache.get("identity", None, strength=1.5)

@@ -1,7 +1,8 @@
 """The Gradio page of `bfvr ui` and the server loop around it (see docs/ui.md).
 
 API endpoints (Gradio client): ``/probe`` (file -> what the reader sees), ``/restore`` (file, sample,
-model, faces, crf, preview seconds, frame rate of zipped frames -> status, restored video, download,
+model, faces, crf, preview seconds, frame rate of zipped frames, and optionally strength and temporal
+smoothing -> status, restored video, download,
 side-by-side video, before/after frames, frame slider, temporal profile, settings and timings) and
 ``/cancel``.
 """

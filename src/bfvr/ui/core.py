@@ -13,6 +13,7 @@ which unwinds through the writer: the temporary output is removed and nothing is
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import re
 import shutil
@@ -29,6 +30,8 @@ import numpy as np
 
 from bfvr.errors import BfvrError, InputError, ModelError
 from bfvr.io.reader import VIDEO_SUFFIXES, list_videos, natural_key
+
+log = logging.getLogger(__name__)
 
 #: what the upload box accepts: the usual video suffixes (anything FFmpeg decodes works) and zips of frames
 UPLOAD_SUFFIXES = (*VIDEO_SUFFIXES, ".zip")
@@ -356,19 +359,19 @@ def takes_temporal_filter(name: str) -> bool:
 
 
 class RestorerCache:
-    """Loaded models, one per name and temporal-filter strength (loading STC takes seconds; every run of the
-    process shares it)."""
+    """Loaded models, one per name (loading STC takes seconds; every run of the process shares it)."""
 
     def __init__(self, device: str = "auto") -> None:
         self.device = device
         self._lock = threading.Lock()
-        self._restorers: dict[tuple[str, float | None], Any] = {}
+        self._restorers: dict[str, Any] = {}
 
     def get(self, name: str, faces: Any, *, strength: float = 1.0,
             temporal_filter: float | None = None) -> Any:
         """A restorer for model `name` with this run's face options (None: whole frames), `strength` and
         temporal-filter strength (None: the model's default; ignored by models without a filter)."""
         from bfvr.api import Restorer
+        from bfvr.engine.base import contract_of
         from bfvr.engine.temporal import check_sigma
 
         problem = model_problem(name)
@@ -376,30 +379,33 @@ class RestorerCache:
             raise ModelError(f"model '{name}' is unavailable: {problem}.")
         if not 0.0 <= float(strength) <= 1.0:
             raise InputError(f"strength must be between 0 and 1, got {strength:g}.")
-        tf = None  # the model's default (or a model without a filter: the value is ignored)
+        tf = None  # the model's default (and a model without a filter ignores the value)
         if temporal_filter is not None and takes_temporal_filter(name):
             tf = check_sigma(temporal_filter)
-        options = {} if tf is None else {"temporal_filter": tf}
         with self._lock:
-            r = self._restorers.get((name, tf))
+            r = self._restorers.get(name)
             if r is None:
                 # offline: the page never downloads weights by itself (`bfvr models download NAME` does)
-                r = self._restorers[(name, tf)] = Restorer(name, device=self.device, offline=True,
-                                                           progress=False, model_options=options)
+                r = self._restorers[name] = Restorer(name, device=self.device, offline=True, progress=False)
         r = copy.copy(r)  # same loaded model, this run's face settings (None: whole frames) and strength
         r.has_aligned, r.faces, r.strength = faces is None, faces, float(strength)
+        if tf is not None and tf != contract_of(r.model).temporal_filter:
+            # this run's filter strength on a shallow copy of the model: the network stays shared
+            r.model = copy.copy(r.model)
+            r.model.temporal_filter = tf
         return r
 
     def default_temporal_filter(self, name: str) -> float | None:
-        """The temporal-filter strength model `name` uses by default (loading it, once), or None when it has
-        no filter the page may set or cannot be loaded here."""
+        """The temporal-filter strength model `name` uses by default (loading it, once: the runs reuse it), or
+        None when it has no filter the page may set or cannot be loaded here (the run then says why)."""
         from bfvr.engine.base import contract_of
 
         if not takes_temporal_filter(name) or model_problem(name) is not None:
             return None
         try:
             return contract_of(self.get(name, None).model).temporal_filter
-        except BfvrError:
+        except Exception:  # noqa: BLE001 - the page still starts; a run with this model reports the error
+            log.debug("model %s did not load for its default temporal filter", name, exc_info=True)
             return None
 
 
