@@ -2,9 +2,8 @@
 
 API endpoints (Gradio client): ``/probe`` (file -> what the reader sees), ``/restore`` (file, sample,
 model, faces, crf, preview seconds, frame rate of zipped frames, and optionally strength and temporal
-smoothing -> status, restored video, download,
-side-by-side video, before/after frames, frame slider, temporal profile, settings and timings) and
-``/cancel``.
+smoothing -> status, restored video, download, side-by-side video, before/after frames, frame slider,
+temporal profile, settings and timings) and ``/cancel``.
 """
 
 # no `from __future__ import annotations`: Gradio finds `request: gr.Request` by its evaluated annotation
