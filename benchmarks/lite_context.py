@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from lite_quality import flicker  # the benchmarks' one flicker measure (this folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "data" / "faces"
@@ -28,21 +29,16 @@ CLIPS = ("lp_driving_d5", "hellomeme_nice", "echomimic_a")
 SCHEDULES = ((1, 0), (3, 0), (24, 4), (None, 0))  # (clip_len, overlap); None = the whole stream at once
 
 
-def flicker(pred: np.ndarray, gt: np.ndarray) -> float:
-    dp, dg = np.diff(pred.astype(np.float32), axis=0), np.diff(gt.astype(np.float32), axis=0)
-    return float(np.abs(dp - dg).mean())
-
-
 def mc_average(frames: np.ndarray, k: int, sigma: float = 4.0) -> np.ndarray:
     """Each frame averaged with its k neighbours each way, warped onto it by DIS flow; a neighbour's weight
     per pixel is exp(-(d / sigma)^2), d = difference of the blurred lumas (8-bit levels) after warping."""
     import cv2
 
+    from bfvr.metrics.temporal import dis_flow, warp
+
     t, h, w, _ = frames.shape
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    guide = [cv2.GaussianBlur(g.astype(np.float32), (0, 0), 1.5) for g in gray]
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    guide = [cv2.GaussianBlur(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 1.5)
+             for f in frames]
     f32 = frames.astype(np.float32)
     out = np.empty_like(f32)
     for i in range(t):
@@ -50,10 +46,8 @@ def mc_average(frames: np.ndarray, k: int, sigma: float = 4.0) -> np.ndarray:
         for j in range(max(0, i - k), min(t, i + k + 1)):
             if j == i:
                 continue
-            flow = dis.calc(gray[i], gray[j], None)
-            mx, my = gx + flow[..., 0], gy + flow[..., 1]
-            warped = cv2.remap(f32[j], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            wg = cv2.remap(guide[j], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            flow = dis_flow(frames[i], frames[j])  # frame i's pixels in frame j
+            warped, wg = warp(f32[j], flow), warp(guide[j], flow)
             wt = np.exp(-((guide[i] - wg) / sigma) ** 2)
             num += wt[..., None] * warped
             den += wt

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["dis_flow", "flow_magnitudes", "warp_errors", "FlowFn"]
+__all__ = ["dis_flow", "flow_magnitudes", "warp", "warp_errors", "FlowFn"]
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -52,7 +52,7 @@ def flow_magnitudes(frames: np.ndarray, first_end: int = 1, flow_fn: FlowFn = di
     return np.asarray(out, dtype=np.float64)
 
 
-def _warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
+def warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Sample ``img`` at x + flow(x) (backward warping), bilinear, border replicated."""
     import cv2
 
@@ -64,7 +64,7 @@ def _warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
 
 def _valid_mask(flow_back: np.ndarray, flow_fwd: np.ndarray) -> np.ndarray:
     """Pixels of frame t+1 whose backward flow is consistent with the forward flow (not occluded)."""
-    fwd_at = _warp(flow_fwd.astype(np.float32), flow_back)
+    fwd_at = warp(flow_fwd.astype(np.float32), flow_back)
     s = flow_back + fwd_at
     bound = 0.01 * (np.sum(flow_back ** 2, -1) + np.sum(fwd_at ** 2, -1)) + 0.5
     return np.sum(s ** 2, -1) < bound
@@ -82,7 +82,7 @@ def warp_errors(frames: np.ndarray, reference: np.ndarray | None = None, first_e
         back = flow_fn(ref[t], ref[t - 1])     # for each pixel of t: where it was in t-1
         fwd = flow_fn(ref[t - 1], ref[t])
         mask = _valid_mask(back, fwd)
-        warped = _warp(np.asarray(frames[t - 1], dtype=np.float32), back)
+        warped = warp(np.asarray(frames[t - 1], dtype=np.float32), back)
         err = np.abs(warped - np.asarray(frames[t], dtype=np.float32)).mean(-1)
         out.append(float(err[mask].mean()) if mask.any() else float("nan"))
     return np.asarray(out, dtype=np.float64)
