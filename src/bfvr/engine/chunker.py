@@ -316,15 +316,12 @@ class ClipStream:
                 return []
             if n <= nxt + (e.overlap if self._pending is not None else 0):  # all final or pending
                 return self._emit(self._pending, nxt, nxt, n) if self._pending is not None else []
-            if not e.fixed:
-                first = nxt
+            if not e.fixed or (n < T and e.contract.short_clips):
+                first = nxt  # the rest as it is (any length; or a short stream a model takes unpadded)
                 out = e.forward_clip(self._buf[first - bs:n - bs])
             elif n >= T:
                 first = n - T  # a last clip ending at the last frame, only real frames
                 out = e.forward_clip(self._buf[first - bs:n - bs])
-            elif e.contract.short_clips:
-                first = 0  # the whole (short) stream as it is: the model takes shorter clips
-                out = e.forward_clip(self._buf[:n])
             else:
                 first = 0  # the whole (short) stream, padded in time
                 out = e.forward_clip([self._buf[i - bs] for i in pad_indices(n, T, e.pad)], real=n)[:n]
